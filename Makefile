@@ -1,0 +1,51 @@
+# Thin, self-documenting entry points; README and .ci/run use these targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY := .venv/bin/python
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PYTEST_ARGS ?=
+
+.PHONY: help install stack-up stack-down stack-status setup up down status lint format test test-unit bench
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+install: .venv/.installed ## create .venv with the locked dependencies (uv), fetch the server jars
+.venv/.installed: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install --user -q uv
+	$(UV) sync --frozen --extra dev
+	@touch $@
+
+stack-up: install ## start local Kafka + Cassandra (downloads jars once; idempotent; restarts crashed ones)
+	$(PY) devservers/stack.py up
+
+stack-down: ## stop the local Kafka + Cassandra
+	@[ -x $(PY) ] && $(PY) devservers/stack.py down || true
+
+stack-status: install ## show what the local stack runs
+	$(PY) devservers/stack.py status
+
+setup: stack-up ## create the Kafka topics and apply the Cassandra migrations (idempotent)
+	.venv/bin/scheduler setup
+
+up: setup ## run the system on the local stack
+	@echo "stack is up and set up; logs in .local/logs"
+
+down: stack-down ## stop everything `make up` started
+
+status: stack-status ## what runs
+
+lint: install ## ruff (lint + format check) and mypy (strict for the packages)
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+format: install ## apply ruff formatting and safe fixes
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+test-unit: install ## fast tests only (no servers)
+	.venv/bin/pytest -m unit $(PYTEST_ARGS)
+
+test: stack-up ## the whole suite against the real local stack (starts it if needed)
+	.venv/bin/pytest $(PYTEST_ARGS)

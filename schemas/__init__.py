@@ -1,0 +1,1 @@
+"""Avro schemas of the system, shipped as package data (see schemas/README.md)."""
