@@ -1,0 +1,22 @@
+"""Logging for every entry point: one line per event, UTC timestamps, service name first."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+
+def configure_logging(service: str, level: str = "INFO") -> None:
+    formatter = logging.Formatter(
+        fmt=f"%(asctime)s.%(msecs)03dZ %(levelname)s {service} %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )
+    formatter.converter = time.gmtime
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("cassandra", "kafka", "aiokafka", "httpx", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

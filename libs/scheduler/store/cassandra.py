@@ -1,0 +1,36 @@
+"""Cassandra connection: one Cluster per process, token- and DC-aware, consistency from settings."""
+
+from __future__ import annotations
+
+from cassandra import ConsistencyLevel
+from cassandra.auth import PlainTextAuthProvider
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
+from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+
+from scheduler.settings import CassandraSettings
+
+
+def connect(settings: CassandraSettings, keyspace: str | None = None) -> tuple[Cluster, Session]:
+    """Open a session (to `keyspace`, if given). The caller shuts the Cluster down."""
+    profile = ExecutionProfile(
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=settings.local_dc)),
+        consistency_level=ConsistencyLevel.name_to_value[settings.consistency],
+        request_timeout=settings.request_timeout_s,
+    )
+    auth = None
+    if settings.username and settings.password:
+        auth = PlainTextAuthProvider(settings.username, settings.password.get_secret_value())
+    cluster = Cluster(
+        contact_points=settings.contact_points,
+        port=settings.port,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        auth_provider=auth,
+        protocol_version=5,
+        connect_timeout=5,
+    )
+    try:
+        session = cluster.connect(keyspace)
+    except Exception:
+        cluster.shutdown()
+        raise
+    return cluster, session
