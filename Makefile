@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PY := .venv/bin/python
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+UV := python3 -m uv
 PYTEST_ARGS ?=
 
 .PHONY: help install stack-up stack-down stack-status setup up down status lint format test test-unit bench
@@ -12,7 +12,7 @@ help: ## list the targets
 
 install: .venv/.installed ## create .venv with the locked dependencies (uv), fetch the server jars
 .venv/.installed: pyproject.toml uv.lock
-	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install --user -q uv
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install -q uv
 	$(UV) sync --frozen --extra dev
 	@touch $@
 
@@ -48,4 +48,5 @@ test-unit: install ## fast tests only (no servers)
 	.venv/bin/pytest -m unit $(PYTEST_ARGS)
 
 test: stack-up ## the whole suite against the real local stack (starts it if needed)
-	.venv/bin/pytest $(PYTEST_ARGS)
+	@.venv/bin/pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure"; exit 1; fi; exit $$rc

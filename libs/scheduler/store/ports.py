@@ -1,0 +1,142 @@
+"""Storage ports. Cassandra adapters and in-memory fakes implement them; one contract suite per
+port (tests/contract/) runs against both, so the fakes behave like the real thing.
+
+Precedence (decision 1): every status write carries (status, generation, attempt); a store keeps,
+per message, the status group with the highest `precedence(...)`, whatever the order the writes
+arrive in. Content writes are idempotent (the same message id always carries the same content).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from scheduler.domain.status import Status, precedence
+from scheduler.records import DueMessage
+
+
+@dataclass(frozen=True)
+class MessageContent:
+    """What the client scheduled. Written once by ingest, again identically by the bucketer."""
+
+    app_id: str
+    message_id: str
+    payload_json: str
+    send_at_ms: int
+    created_ms: int
+    idempotency_key: str | None = None
+    kafka_key: str | None = None
+    source: str = "http"
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    status: Status
+    generation: int
+    attempt: int
+    due_ms: int
+    at_ms: int
+    lateness_ms: int | None = None
+    http_status: int | None = None
+    error: str | None = None
+
+    @property
+    def precedence(self) -> int:
+        return precedence(self.status, self.generation, self.attempt)
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One line of a message's log. `entry_id` is deterministic per event (replays upsert)."""
+
+    at_ms: int
+    entry_id: str
+    status: Status
+    data: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MessageView:
+    content: MessageContent
+    state: StatusUpdate
+
+
+@dataclass(frozen=True)
+class MessagePage:
+    items: Sequence[MessageView]
+    next_cursor: str | None  # opaque; pass back as `cursor` for the next (older) page
+
+
+@dataclass(frozen=True)
+class Application:
+    """Where and how an app's due messages are delivered (table `applications`)."""
+
+    app_id: str
+    owner_id: str
+    name: str
+    type: str  # "REST" | "KAFKA"
+    endpoint: str  # http(s) URL for REST, topic name for KAFKA
+    description: str | None = None
+    auth_header_name: str | None = None
+    auth_header_value: str | None = None
+    send_back_format: str = "payload_field"  # | "unwrap_json"
+    signing_secret: str = ""
+    previous_signing_secret: str | None = None
+    previous_secret_valid_until_ms: int | None = None
+    shards: int | None = None  # None: SchedulingSettings.shards_per_bucket
+    created_ms: int = 0
+    updated_ms: int = 0
+    deleted_ms: int | None = None  # tombstone: pending messages are aborted lazily
+
+
+class AppLookup(Protocol):
+    """What the pipeline needs of applications (ingest owns the full control-plane store)."""
+
+    def get_app(self, app_id: str) -> Application | None:
+        """The app, including a deleted one (check `deleted_ms`); None if it never existed."""
+
+
+class MessageStore(Protocol):
+    def save(self, content: MessageContent, state: StatusUpdate, log: LogEntry) -> None:
+        """Upsert the record (content + status by precedence), its listing entry and a log entry."""
+
+    def update_status(
+        self, app_id: str, message_id: str, state: StatusUpdate, log: LogEntry
+    ) -> None:
+        """Write a status by precedence and a log entry. Unknown messages are not created."""
+
+    def get(self, app_id: str, message_id: str) -> MessageView | None: ...
+
+    def logs(self, app_id: str, message_id: str) -> list[LogEntry]:
+        """Log entries in time order (then entry id)."""
+
+    def list(
+        self, app_id: str, status: Status | None, cursor: str | None, limit: int
+    ) -> MessagePage:
+        """The app's messages, newest (by created_ms, then id) first, optionally of one status."""
+
+
+class BucketStore(Protocol):
+    """Long-horizon storage: messages in (bucket, app, shard) partitions, and the watermark."""
+
+    def store(self, bucket_ms: int, shard: int, message: DueMessage) -> None:
+        """Idempotent: storing the same message twice keeps one row."""
+
+    def partitions(self, bucket_ms: int) -> list[tuple[str, int]]:
+        """The (app_id, shard) partitions that bucket has, sorted."""
+
+    def read(self, bucket_ms: int, app_id: str, shard: int) -> Iterator[DueMessage]:
+        """A partition's messages in (due_ms, message_id) order, paged (bounded memory)."""
+
+    def remove(self, bucket_ms: int, shard: int, message: DueMessage) -> None:
+        """Delete one stored message (abort, reschedule)."""
+
+    def drop_partition(self, bucket_ms: int, app_id: str, shard: int) -> None:
+        """Delete a released partition and its index entry."""
+
+    def watermark(self) -> int:
+        """Released-up-to: every bucket starting before it was released. 0 if nothing yet."""
+
+    def advance_watermark(self, released_up_to_ms: int, now_ms: int) -> None:
+        """Move the watermark forward (never backwards)."""

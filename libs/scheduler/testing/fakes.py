@@ -1,0 +1,131 @@
+"""In-memory fakes of the storage ports, for fast unit tests.
+
+They pass the same contract suites (tests/contract/) as the Cassandra adapters.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+from scheduler.domain.status import Status
+from scheduler.records import DueMessage
+from scheduler.store.cursor import decode_cursor, encode_cursor
+from scheduler.store.ports import (
+    Application,
+    LogEntry,
+    MessageContent,
+    MessagePage,
+    MessageView,
+    StatusUpdate,
+)
+
+
+class InMemoryMessageStore:
+    def __init__(self) -> None:
+        self._content: dict[tuple[str, str], MessageContent] = {}
+        self._state: dict[tuple[str, str], StatusUpdate] = {}
+        self._logs: dict[tuple[str, str], dict[tuple[int, str], LogEntry]] = {}
+        self._lock = threading.Lock()
+
+    def save(self, content: MessageContent, state: StatusUpdate, log: LogEntry) -> None:
+        key = (content.app_id, content.message_id)
+        with self._lock:
+            self._content[key] = content
+            self._write_state(key, state, log)
+
+    def update_status(
+        self, app_id: str, message_id: str, state: StatusUpdate, log: LogEntry
+    ) -> None:
+        key = (app_id, message_id)
+        with self._lock:
+            if key in self._content:
+                self._write_state(key, state, log)
+
+    def _write_state(self, key: tuple[str, str], state: StatusUpdate, log: LogEntry) -> None:
+        current = self._state.get(key)
+        if current is None or state.precedence >= current.precedence:
+            self._state[key] = state
+        self._logs.setdefault(key, {})[(log.at_ms, log.entry_id)] = log
+
+    def get(self, app_id: str, message_id: str) -> MessageView | None:
+        key = (app_id, message_id)
+        with self._lock:
+            if key not in self._content or key not in self._state:
+                return None
+            return MessageView(self._content[key], self._state[key])
+
+    def logs(self, app_id: str, message_id: str) -> list[LogEntry]:
+        with self._lock:
+            entries = self._logs.get((app_id, message_id), {})
+            return [entries[k] for k in sorted(entries)]
+
+    def list(
+        self, app_id: str, status: Status | None, cursor: str | None, limit: int
+    ) -> MessagePage:
+        after = decode_cursor(cursor) if cursor else None
+        with self._lock:
+            views = [
+                MessageView(content, self._state[key])
+                for key, content in self._content.items()
+                if key[0] == app_id and key in self._state
+            ]
+        views.sort(key=lambda v: (v.content.created_ms, v.content.message_id), reverse=True)
+        if after is not None:
+            views = [v for v in views if (v.content.created_ms, v.content.message_id) < after]
+        if status is not None:
+            views = [v for v in views if v.state.status is status]
+        page = views[:limit]
+        more = len(views) > limit
+        last = page[-1].content if page else None
+        next_cursor = encode_cursor(last.created_ms, last.message_id) if more and last else None
+        return MessagePage(page, next_cursor)
+
+
+class InMemoryBucketStore:
+    def __init__(self) -> None:
+        self._rows: dict[tuple[int, str, int], dict[tuple[int, str], DueMessage]] = {}
+        self._watermark = 0
+        self._lock = threading.Lock()
+
+    def store(self, bucket_ms: int, shard: int, message: DueMessage) -> None:
+        with self._lock:
+            partition = self._rows.setdefault((bucket_ms, message.app_id, shard), {})
+            partition[(message.due_ms, message.message_id)] = message
+
+    def partitions(self, bucket_ms: int) -> list[tuple[str, int]]:
+        with self._lock:
+            return sorted((app, shard) for (b, app, shard) in self._rows if b == bucket_ms)
+
+    def read(self, bucket_ms: int, app_id: str, shard: int) -> Iterator[DueMessage]:
+        with self._lock:
+            partition = dict(self._rows.get((bucket_ms, app_id, shard), {}))
+        for key in sorted(partition):
+            yield partition[key]
+
+    def remove(self, bucket_ms: int, shard: int, message: DueMessage) -> None:
+        with self._lock:
+            partition = self._rows.get((bucket_ms, message.app_id, shard), {})
+            partition.pop((message.due_ms, message.message_id), None)
+
+    def drop_partition(self, bucket_ms: int, app_id: str, shard: int) -> None:
+        with self._lock:
+            self._rows.pop((bucket_ms, app_id, shard), None)
+
+    def watermark(self) -> int:
+        with self._lock:
+            return self._watermark
+
+    def advance_watermark(self, released_up_to_ms: int, now_ms: int) -> None:
+        with self._lock:
+            self._watermark = max(self._watermark, released_up_to_ms)
+
+
+class InMemoryApps:
+    """A fake AppLookup: tests put applications in directly."""
+
+    def __init__(self, *apps: Application) -> None:
+        self.apps: dict[str, Application] = {app.app_id: app for app in apps}
+
+    def get_app(self, app_id: str) -> Application | None:
+        return self.apps.get(app_id)

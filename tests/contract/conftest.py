@@ -1,0 +1,57 @@
+"""Each storage port's contract runs against the in-memory fake and the real Cassandra adapter."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cassandra.cluster import Session
+
+from scheduler.clock import ManualClock
+from scheduler.settings import CassandraSettings
+from scheduler.store.migrate import apply_migrations
+from scheduler.testing.fakes import InMemoryBucketStore, InMemoryMessageStore
+
+# Real adapters, by import path, so this suite names the class each service issue must provide.
+CASSANDRA_ADAPTERS = {
+    "message_store": "scheduler.store.cassandra_messages:CassandraMessageStore",
+    "bucket_store": "scheduler.store.cassandra_buckets:CassandraBucketStore",
+}
+
+
+def _cassandra_adapter(port: str, request: pytest.FixtureRequest) -> Any:
+    module_name, class_name = CASSANDRA_ADAPTERS[port].split(":")
+    adapter = getattr(importlib.import_module(module_name), class_name)
+    settings: CassandraSettings = request.getfixturevalue("cassandra_settings")
+    session: Session = request.getfixturevalue("cassandra_session")
+    apply_migrations(session, settings, ManualClock().now_ms())
+    session.set_keyspace(settings.keyspace)
+    return adapter(session)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("fake", marks=pytest.mark.unit),
+        pytest.param("cassandra", marks=pytest.mark.integration),
+    ]
+)
+def message_store(request: pytest.FixtureRequest) -> Iterator[Any]:
+    if request.param == "fake":
+        yield InMemoryMessageStore()
+    else:
+        yield _cassandra_adapter("message_store", request)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("fake", marks=pytest.mark.unit),
+        pytest.param("cassandra", marks=pytest.mark.integration),
+    ]
+)
+def bucket_store(request: pytest.FixtureRequest) -> Iterator[Any]:
+    if request.param == "fake":
+        yield InMemoryBucketStore()
+    else:
+        yield _cassandra_adapter("bucket_store", request)

@@ -1,0 +1,71 @@
+"""Contract of BucketStore (scheduler.store.ports), for the fake and the Cassandra adapter."""
+
+from __future__ import annotations
+
+from scheduler.records import DueMessage
+from scheduler.store.ports import BucketStore
+
+B = 1_893_499_200_000  # a bucket start
+
+
+def due(message_id: str, due_ms: int, app: str = "app-a", generation: int = 0) -> DueMessage:
+    return DueMessage(
+        message_id=message_id,
+        app_id=app,
+        generation=generation,
+        attempt=1,
+        due_ms=due_ms,
+        send_at_ms=due_ms,
+        created_ms=B - 86_400_000,
+        payload_json='{"k": [1, 2]}',
+        kafka_key=None,
+    )
+
+
+def test_store_is_idempotent_and_reads_in_due_order(bucket_store: BucketStore) -> None:
+    messages = [due(f"M{i:02d}", B + (7 * i) % 60_000) for i in range(20)]
+    for message in messages + messages:
+        bucket_store.store(B, 3, message)
+    read = list(bucket_store.read(B, "app-a", 3))
+    assert read == sorted(messages, key=lambda m: (m.due_ms, m.message_id))
+
+
+def test_partitions_of_a_bucket(bucket_store: BucketStore) -> None:
+    bucket_store.store(B, 1, due("A1", B + 1))
+    bucket_store.store(B, 0, due("A0", B + 2))
+    bucket_store.store(B, 0, due("B0", B + 3, app="app-b"))
+    bucket_store.store(B + 60_000, 5, due("C5", B + 60_001, app="app-c"))
+    assert bucket_store.partitions(B) == [("app-a", 0), ("app-a", 1), ("app-b", 0)]
+    assert bucket_store.partitions(B + 60_000) == [("app-c", 5)]
+    assert bucket_store.partitions(B - 60_000) == []
+    assert list(bucket_store.read(B, "app-c", 5)) == []
+
+
+def test_remove_and_drop(bucket_store: BucketStore) -> None:
+    keep, gone = due("K", B + 10), due("G", B + 20)
+    bucket_store.store(B, 2, keep)
+    bucket_store.store(B, 2, gone)
+    bucket_store.remove(B, 2, gone)
+    assert list(bucket_store.read(B, "app-a", 2)) == [keep]
+    bucket_store.drop_partition(B, "app-a", 2)
+    assert list(bucket_store.read(B, "app-a", 2)) == []
+    assert bucket_store.partitions(B) == []
+
+
+def test_large_partitions_are_read_completely(bucket_store: BucketStore) -> None:
+    messages = [due(f"L{i:05d}", B + i % 60_000) for i in range(2_500)]
+    for message in messages:
+        bucket_store.store(B, 0, message)
+    assert list(bucket_store.read(B, "app-a", 0)) == sorted(
+        messages, key=lambda m: (m.due_ms, m.message_id)
+    )
+
+
+def test_watermark_only_moves_forward(bucket_store: BucketStore) -> None:
+    assert bucket_store.watermark() == 0
+    bucket_store.advance_watermark(B, now_ms=B - 300_000)
+    assert bucket_store.watermark() == B
+    bucket_store.advance_watermark(B - 60_000, now_ms=B - 200_000)
+    assert bucket_store.watermark() == B
+    bucket_store.advance_watermark(B + 60_000, now_ms=B - 100_000)
+    assert bucket_store.watermark() == B + 60_000

@@ -1,0 +1,166 @@
+"""Contract of MessageStore (scheduler.store.ports), for the fake and the Cassandra adapter."""
+
+from __future__ import annotations
+
+from scheduler.domain.status import Status
+from scheduler.store.ports import LogEntry, MessageContent, MessageStore, StatusUpdate
+
+DAY = 86_400_000
+T0 = 1_893_499_200_000
+
+
+def content(
+    message_id: str, app: str = "app-a", created: int = T0, payload: str = '{"n":1}'
+) -> MessageContent:
+    return MessageContent(
+        app_id=app,
+        message_id=message_id,
+        payload_json=payload,
+        send_at_ms=created + 60_000,
+        created_ms=created,
+        idempotency_key=None,
+        kafka_key=None,
+        source="http",
+    )
+
+
+def state(
+    status: Status, generation: int = 0, attempt: int = 1, at: int = T0, **kw: object
+) -> StatusUpdate:
+    return StatusUpdate(status, generation, attempt, due_ms=T0 + 60_000, at_ms=at, **kw)  # type: ignore[arg-type]
+
+
+def log(status: Status, entry: str, at: int = T0) -> LogEntry:
+    return LogEntry(at_ms=at, entry_id=entry, status=status, data={"note": entry})
+
+
+def test_save_then_get(message_store: MessageStore) -> None:
+    c = content("01ARZ3NDEKTSV4RRFFQ69G5FAV", payload="0")
+    message_store.save(c, state(Status.READY), log(Status.READY, "0:1:scheduled"))
+    view = message_store.get("app-a", c.message_id)
+    assert view is not None
+    assert view.content == c
+    assert view.state == state(Status.READY)
+
+
+def test_unknown_and_other_apps_messages_are_not_found(message_store: MessageStore) -> None:
+    c = content("01ARZ3NDEKTSV4RRFFQ69G5FAW")
+    message_store.save(c, state(Status.READY), log(Status.READY, "0:1:scheduled"))
+    assert message_store.get("app-b", c.message_id) is None
+    assert message_store.get("app-a", "01ARZ3NDEKTSV4RRFFQ69G5FAX") is None
+    assert message_store.logs("app-b", c.message_id) == []
+
+
+def test_status_never_moves_backwards_whatever_the_arrival_order(
+    message_store: MessageStore,
+) -> None:
+    c = content("01ARZ3NDEKTSV4RRFFQ69G5FB0")
+    message_store.save(c, state(Status.READY), log(Status.READY, "0:1:scheduled"))
+    sent = state(Status.SENT, at=T0 + 61_000, lateness_ms=12, http_status=204)
+    message_store.update_status(
+        "app-a", c.message_id, sent, log(Status.SENT, "0:1:sent", T0 + 61_000)
+    )
+    # late and replayed writes from slower components
+    message_store.update_status(
+        "app-a", c.message_id, state(Status.QUEUED), log(Status.QUEUED, "0:1:queued")
+    )
+    message_store.save(c, state(Status.READY), log(Status.READY, "0:1:scheduled"))
+    view = message_store.get("app-a", c.message_id)
+    assert view is not None and view.state == sent
+
+
+def test_a_later_attempt_beats_an_earlier_one(message_store: MessageStore) -> None:
+    c = content("01ARZ3NDEKTSV4RRFFQ69G5FB1")
+    message_store.save(c, state(Status.QUEUED, attempt=2), log(Status.QUEUED, "0:2:queued"))
+    message_store.update_status(
+        "app-a", c.message_id, state(Status.QUEUED, attempt=1), log(Status.QUEUED, "0:1:queued")
+    )
+    view = message_store.get("app-a", c.message_id)
+    assert view is not None and view.state.attempt == 2
+
+
+def test_redrive_generation_beats_the_failed_one(message_store: MessageStore) -> None:
+    c = content("01ARZ3NDEKTSV4RRFFQ69G5FB2")
+    failed = state(Status.FAILED, attempt=5, http_status=500, error="server error")
+    message_store.save(c, failed, log(Status.FAILED, "0:5:failed"))
+    redriven = state(Status.READY, generation=1, attempt=1, at=T0 + 5)
+    message_store.update_status(
+        "app-a", c.message_id, redriven, log(Status.READY, "1:1:redriven", T0 + 5)
+    )
+    message_store.update_status("app-a", c.message_id, failed, log(Status.FAILED, "0:5:failed"))
+    view = message_store.get("app-a", c.message_id)
+    assert view is not None and view.state == redriven
+
+
+def test_optional_fields_are_cleared_by_a_winning_write(message_store: MessageStore) -> None:
+    c = content("01ARZ3NDEKTSV4RRFFQ69G5FB3")
+    message_store.save(
+        c, state(Status.FAILED, http_status=500, error="boom"), log(Status.FAILED, "0:1:failed")
+    )
+    message_store.update_status(
+        "app-a", c.message_id, state(Status.READY, generation=1), log(Status.READY, "1:1:redriven")
+    )
+    view = message_store.get("app-a", c.message_id)
+    assert view is not None
+    assert (view.state.http_status, view.state.error, view.state.lateness_ms) == (None, None, None)
+
+
+def test_update_of_an_unknown_message_creates_nothing(message_store: MessageStore) -> None:
+    message_store.update_status(
+        "app-a", "01ARZ3NDEKTSV4RRFFQ69G5FB4", state(Status.SENT), log(Status.SENT, "0:1:sent")
+    )
+    assert message_store.get("app-a", "01ARZ3NDEKTSV4RRFFQ69G5FB4") is None
+
+
+def test_logs_are_ordered_and_replays_do_not_duplicate(message_store: MessageStore) -> None:
+    c = content("01ARZ3NDEKTSV4RRFFQ69G5FB5")
+    message_store.save(c, state(Status.READY), log(Status.READY, "0:1:scheduled", T0))
+    message_store.update_status(
+        "app-a", c.message_id, state(Status.SENT), log(Status.SENT, "0:1:sent", T0 + 20)
+    )
+    message_store.update_status(
+        "app-a", c.message_id, state(Status.QUEUED), log(Status.QUEUED, "0:1:queued", T0 + 10)
+    )
+    message_store.save(c, state(Status.READY), log(Status.READY, "0:1:scheduled", T0))
+    entries = message_store.logs("app-a", c.message_id)
+    assert [e.entry_id for e in entries] == ["0:1:scheduled", "0:1:queued", "0:1:sent"]
+    assert entries[0] == log(Status.READY, "0:1:scheduled", T0)
+
+
+def _ids(n: int, prefix: str) -> list[str]:
+    return [f"{prefix}{i:05d}".ljust(26, "0")[:26] for i in range(n)]
+
+
+def test_list_is_newest_first_paged_filtered_and_app_scoped(message_store: MessageStore) -> None:
+    ids = _ids(23, "01BX")
+    for i, message_id in enumerate(ids):
+        # spread over several UTC days, newest last
+        created = T0 - 3 * DAY + i * (DAY // 7)
+        status = Status.SENT if i % 3 == 0 else Status.READY
+        message_store.save(content(message_id, created=created), state(status), log(status, "x"))
+    message_store.save(
+        content(_ids(1, "01BY")[0], app="app-b"), state(Status.READY), log(Status.READY, "x")
+    )
+
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = message_store.list("app-a", None, cursor, 5)
+        assert len(page.items) <= 5
+        seen += [v.content.message_id for v in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+
+    sent = message_store.list("app-a", Status.SENT, None, 100)
+    assert [v.content.message_id for v in sent.items] == [ids[i] for i in reversed(range(0, 23, 3))]
+    assert sent.next_cursor is None
+
+    first = message_store.list("app-a", Status.SENT, None, 2)
+    rest = message_store.list("app-a", Status.SENT, first.next_cursor, 100)
+    assert [v.content.message_id for v in [*first.items, *rest.items]] == [
+        v.content.message_id for v in sent.items
+    ]
+
+    assert message_store.list("app-c", None, None, 10).items == []
