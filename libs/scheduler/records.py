@@ -1,0 +1,160 @@
+"""Typed records of the system's topics, one frozen dataclass per Avro record type.
+
+Pure data: no I/O, no Avro. ``to_record()`` / ``from_record()`` convert to and from the dict
+shape of the latest schema version (``schemas/<type>/v<N>.avsc``); ``scheduler.codec.RecordCodec``
+turns them into bytes. All times are epoch milliseconds UTC (``*_ms``).
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from enum import Enum, StrEnum
+from typing import Any, ClassVar, Self
+
+
+class CommandKind(StrEnum):
+    ABORT = "ABORT"
+    REDRIVE = "REDRIVE"
+    RESCHEDULE = "RESCHEDULE"
+
+
+class DeliveryOutcome(StrEnum):
+    SENT = "SENT"
+    RETRY = "RETRY"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+
+
+class _Record:
+    """Field-by-field conversion; enum fields travel as their symbol."""
+
+    __slots__ = ()
+    AVRO_NAME: ClassVar[str]
+
+    def to_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            record[f.name] = value.value if isinstance(value, Enum) else value
+        return record
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Self:
+        """Build from a decoded record (extra keys are ignored, missing ones raise KeyError)."""
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):  # type: ignore[arg-type]
+            value = record[f.name]
+            if isinstance(f.type, type) and issubclass(f.type, Enum):
+                value = f.type(value)
+            kwargs[f.name] = value
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleRequest(_Record):
+    """A client's request (topic scheduler.requests, key = app id)."""
+
+    AVRO_NAME: ClassVar[str] = "scheduler.ScheduleRequest"
+
+    message_id: str
+    app_id: str
+    payload_json: str
+    send_at_ms: int
+    created_ms: int
+    source: str
+    idempotency_key: str | None = None
+    kafka_key: str | None = None
+    trace_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DueMessage(_Record):
+    """One delivery attempt, in the due-minute ring topic of ``due_ms`` (key = message id)."""
+
+    AVRO_NAME: ClassVar[str] = "scheduler.DueMessage"
+
+    message_id: str
+    app_id: str
+    generation: int
+    attempt: int
+    due_ms: int
+    send_at_ms: int
+    created_ms: int
+    payload_json: str
+    kafka_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Command(_Record):
+    """Abort / redrive / reschedule of one message (topic scheduler.commands, key = message id)."""
+
+    AVRO_NAME: ClassVar[str] = "scheduler.Command"
+
+    message_id: str
+    app_id: str
+    kind: CommandKind
+    generation: int
+    issued_ms: int
+    send_at_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryResult(_Record):
+    """Outcome of one attempt (compacted topic scheduler.results, key = message id)."""
+
+    AVRO_NAME: ClassVar[str] = "scheduler.DeliveryResult"
+
+    message_id: str
+    app_id: str
+    generation: int
+    attempt: int
+    outcome: DeliveryOutcome
+    due_ms: int
+    finished_ms: int
+    lateness_ms: int
+    http_status: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RejectedRequest(_Record):
+    """A refused input record with the reason (topic scheduler.rejected, no key)."""
+
+    AVRO_NAME: ClassVar[str] = "scheduler.RejectedRequest"
+
+    reason: str
+    detail: str
+    original: bytes
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    rejected_ms: int
+    app_id: str | None = None
+    message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetter(_Record):
+    """A message that exhausted its retries (topic scheduler.dead-letter, key = message id)."""
+
+    AVRO_NAME: ClassVar[str] = "scheduler.DeadLetter"
+
+    message_id: str
+    app_id: str
+    generation: int
+    attempts: int
+    due_ms: int
+    failed_ms: int
+    payload_json: str
+    last_error: str
+    last_http_status: int | None = None
+    body_excerpt: str | None = None
+
+
+RECORD_CLASSES: tuple[type[_Record], ...] = (
+    ScheduleRequest,
+    DueMessage,
+    Command,
+    DeliveryResult,
+    RejectedRequest,
+    DeadLetter,
+)
