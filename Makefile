@@ -5,12 +5,18 @@ PY := .venv/bin/python
 UV := python3 -m uv
 PYTEST_ARGS ?=
 
+# The local stack is one Kafka broker and one Cassandra node: replication 1 there.
+# Production defaults (settings.py) are replication 3, min.insync.replicas 2, LOCAL_QUORUM.
+export SCHEDULER_KAFKA_REPLICATION_FACTOR ?= 1
+export SCHEDULER_KAFKA_MIN_INSYNC_REPLICAS ?= 1
+export SCHEDULER_CASSANDRA_REPLICATION_FACTOR ?= 1
+
 .PHONY: help install stack-up stack-down stack-status setup up down status lint format test test-unit bench
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
-install: .venv/.installed ## create .venv with the locked dependencies (uv), fetch the server jars
+install: .venv/.installed ## create .venv with the locked dependencies (uv)
 .venv/.installed: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install -q uv
 	$(UV) sync --frozen --extra dev
