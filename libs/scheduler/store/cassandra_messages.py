@@ -1,0 +1,276 @@
+"""`CassandraMessageStore`: the MessageStore port on the tables of 0001_initial.cql.
+
+Tables: `messages` (one record per (app_id, message_id)), `messages_by_app` + `app_message_days`
+(newest-first listing without scanning empty days), `message_logs` (log entries, data as JSON).
+
+Precedence (decision 1): the status group of `messages` is always written in one UPDATE
+`USING TIMESTAMP <StatusUpdate.precedence>`, with every optional cell set explicitly (null
+included), so Cassandra keeps, cell by cell, the write of highest precedence whatever the
+arrival order, and a winning write clears what it does not carry. Content cells are written with
+normal timestamps; every writer writes the same content for a message id, so they commute too.
+
+Status writes are blind (no read before write, no lightweight transaction: LWTs cannot carry a
+custom timestamp). A status that arrives before its message's content is therefore kept but stays
+invisible: `get` and `list` only show messages whose content has been saved, so an unknown
+message is never created by `update_status`, and a status that overtook its `save` is not lost.
+
+Ties: two writes of the same precedence resolve cell by cell (Cassandra keeps the larger value,
+and a null beats a value); writers of one precedence carry the same status, so at worst
+`updated_ms`/`lateness_ms` come from different replays of the same event.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from cassandra.cluster import ResponseFuture, Session
+from cassandra.query import PreparedStatement
+
+from scheduler.domain.status import Status
+from scheduler.store.cursor import decode_cursor, encode_cursor
+from scheduler.store.ports import LogEntry, MessageContent, MessagePage, MessageView, StatusUpdate
+
+DAY_MS = 86_400_000
+# A filtered list reads at most this many listing rows per page (per call), so a rare status
+# never turns one request into a scan of the whole history; the page then ends early with a
+# cursor and the client continues from there.
+MAX_SCANNED_PER_PAGE = 2_000
+_FETCH_SIZE = 200
+
+
+def day_of(epoch_ms: int) -> int:
+    """The UTC day number of an instant (partition of `messages_by_app`)."""
+    return epoch_ms // DAY_MS
+
+
+class CassandraMessageStore:
+    """MessageStore on Cassandra. `session` must be bound to the scheduler keyspace."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        prepare = session.prepare
+        self._insert_content: PreparedStatement = prepare(
+            "INSERT INTO messages (app_id, message_id, payload_json, send_at_ms, created_ms,"
+            " idempotency_key, kafka_key, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        self._update_status: PreparedStatement = prepare(
+            "UPDATE messages USING TIMESTAMP ? SET status = ?, generation = ?, attempt = ?,"
+            " due_ms = ?, updated_ms = ?, lateness_ms = ?, last_http_status = ?, last_error = ?"
+            " WHERE app_id = ? AND message_id = ?"
+        )
+        self._insert_listing: PreparedStatement = prepare(
+            "INSERT INTO messages_by_app (app_id, day, created_ms, message_id) VALUES (?, ?, ?, ?)"
+        )
+        self._insert_day: PreparedStatement = prepare(
+            "INSERT INTO app_message_days (app_id, day) VALUES (?, ?)"
+        )
+        self._insert_log: PreparedStatement = prepare(
+            "INSERT INTO message_logs (app_id, message_id, at_ms, entry_id, status, data)"
+            " VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        self._select_message: PreparedStatement = prepare(
+            "SELECT payload_json, send_at_ms, created_ms, idempotency_key, kafka_key, source,"
+            " status, generation, attempt, due_ms, updated_ms, lateness_ms, last_http_status,"
+            " last_error FROM messages WHERE app_id = ? AND message_id = ?"
+        )
+        self._select_logs: PreparedStatement = prepare(
+            "SELECT at_ms, entry_id, status, data FROM message_logs"
+            " WHERE app_id = ? AND message_id = ?"
+        )
+        self._select_days: PreparedStatement = prepare(
+            "SELECT day FROM app_message_days WHERE app_id = ? AND day <= ?"
+        )
+        self._select_day_listing: PreparedStatement = prepare(
+            "SELECT created_ms, message_id FROM messages_by_app WHERE app_id = ? AND day = ?"
+        )
+        self._select_day_listing_after: PreparedStatement = prepare(
+            "SELECT created_ms, message_id FROM messages_by_app WHERE app_id = ? AND day = ?"
+            " AND (created_ms, message_id) < (?, ?)"
+        )
+        for statement in (self._select_days, self._select_day_listing):
+            statement.fetch_size = _FETCH_SIZE
+        self._select_day_listing_after.fetch_size = _FETCH_SIZE
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def save(self, content: MessageContent, state: StatusUpdate, log: LogEntry) -> None:
+        c = content
+        day = day_of(c.created_ms)
+        futures = [
+            self._session.execute_async(
+                self._insert_content,
+                (
+                    c.app_id,
+                    c.message_id,
+                    c.payload_json,
+                    c.send_at_ms,
+                    c.created_ms,
+                    c.idempotency_key,
+                    c.kafka_key,
+                    c.source,
+                ),
+            ),
+            self._status_write(c.app_id, c.message_id, state),
+            self._session.execute_async(
+                self._insert_listing, (c.app_id, day, c.created_ms, c.message_id)
+            ),
+            self._session.execute_async(self._insert_day, (c.app_id, day)),
+            self._log_write(c.app_id, c.message_id, log),
+        ]
+        _wait_all(futures)
+
+    def update_status(
+        self, app_id: str, message_id: str, state: StatusUpdate, log: LogEntry
+    ) -> None:
+        _wait_all(
+            [
+                self._status_write(app_id, message_id, state),
+                self._log_write(app_id, message_id, log),
+            ]
+        )
+
+    def _status_write(self, app_id: str, message_id: str, state: StatusUpdate) -> ResponseFuture:
+        return self._session.execute_async(
+            self._update_status,
+            (
+                state.precedence,
+                state.status.value,
+                state.generation,
+                state.attempt,
+                state.due_ms,
+                state.at_ms,
+                state.lateness_ms,
+                state.http_status,
+                state.error,
+                app_id,
+                message_id,
+            ),
+        )
+
+    def _log_write(self, app_id: str, message_id: str, log: LogEntry) -> ResponseFuture:
+        return self._session.execute_async(
+            self._insert_log,
+            (
+                app_id,
+                message_id,
+                log.at_ms,
+                log.entry_id,
+                log.status.value,
+                json.dumps(log.data, separators=(",", ":"), sort_keys=True),
+            ),
+        )
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def get(self, app_id: str, message_id: str) -> MessageView | None:
+        row = self._session.execute(self._select_message, (app_id, message_id)).one()
+        return _view(app_id, message_id, row)
+
+    def logs(self, app_id: str, message_id: str) -> list[LogEntry]:
+        rows = self._session.execute(self._select_logs, (app_id, message_id))
+        return [
+            LogEntry(
+                at_ms=row.at_ms,
+                entry_id=row.entry_id,
+                status=Status(row.status),
+                data=json.loads(row.data) if row.data else {},
+            )
+            for row in rows
+        ]
+
+    def list(
+        self, app_id: str, status: Status | None, cursor: str | None, limit: int
+    ) -> MessagePage:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        after = decode_cursor(cursor) if cursor else None
+        found: list[MessageView] = []
+        last_scanned: tuple[int, str] | None = None
+        batch: list[tuple[int, str]] = []
+        for scanned, entry in enumerate(self._listing(app_id, after), start=1):
+            batch.append(entry)
+            last_scanned = entry
+            if len(batch) >= min(limit + 1, _FETCH_SIZE) or scanned >= MAX_SCANNED_PER_PAGE:
+                found += self._fetch_views(app_id, batch, status)
+                batch = []
+                if len(found) > limit or scanned >= MAX_SCANNED_PER_PAGE:
+                    break
+        else:
+            found += self._fetch_views(app_id, batch, status)
+            last_scanned = None  # the listing is exhausted: no more pages
+        if len(found) > limit:
+            page = found[:limit]
+            tail = page[-1].content
+            return MessagePage(page, encode_cursor(tail.created_ms, tail.message_id))
+        if last_scanned is not None:  # scan budget spent: continue after the last row read
+            return MessagePage(found, encode_cursor(*last_scanned))
+        return MessagePage(found, None)
+
+    def _listing(self, app_id: str, after: tuple[int, str] | None) -> Iterator[tuple[int, str]]:
+        """(created_ms, message_id) of the app's messages, newest first, strictly after `after`."""
+        top_day = day_of(after[0]) if after else 2**31 - 1
+        for day_row in self._session.execute(self._select_days, (app_id, top_day)):
+            if after is not None and day_row.day == top_day:
+                rows = self._session.execute(
+                    self._select_day_listing_after, (app_id, day_row.day, after[0], after[1])
+                )
+            else:
+                rows = self._session.execute(self._select_day_listing, (app_id, day_row.day))
+            for row in rows:
+                yield row.created_ms, row.message_id
+
+    def _fetch_views(
+        self, app_id: str, entries: Sequence[tuple[int, str]], status: Status | None
+    ) -> builtins.list[MessageView]:
+        futures = [
+            (message_id, self._session.execute_async(self._select_message, (app_id, message_id)))
+            for _, message_id in entries
+        ]
+        views = []
+        for message_id, future in futures:
+            view = _view(app_id, message_id, future.result().one())
+            if view is not None and (status is None or view.state.status is status):
+                views.append(view)
+        return views
+
+
+def _view(app_id: str, message_id: str, row: Any) -> MessageView | None:
+    """A record is visible once both its content and a status have been written."""
+    if row is None or row.created_ms is None or row.status is None:
+        return None
+    content = MessageContent(
+        app_id=app_id,
+        message_id=message_id,
+        payload_json=row.payload_json,
+        send_at_ms=row.send_at_ms,
+        created_ms=row.created_ms,
+        idempotency_key=row.idempotency_key,
+        kafka_key=row.kafka_key,
+        source=row.source,
+    )
+    state = StatusUpdate(
+        status=Status(row.status),
+        generation=row.generation,
+        attempt=row.attempt,
+        due_ms=row.due_ms,
+        at_ms=row.updated_ms,
+        lateness_ms=row.lateness_ms,
+        http_status=row.last_http_status,
+        error=row.last_error,
+    )
+    return MessageView(content, state)
+
+
+def _wait_all(futures: Sequence[ResponseFuture]) -> None:
+    """Wait for every write; raise the first failure (the others still completed or failed)."""
+    errors: list[BaseException] = []
+    for future in futures:
+        try:
+            future.result()
+        except Exception as exc:  # noqa: BLE001 - collected, the first one is re-raised
+            errors.append(exc)
+    if errors:
+        raise errors[0]
