@@ -11,13 +11,17 @@ from cassandra.cluster import Session
 
 from scheduler.clock import ManualClock
 from scheduler.settings import CassandraSettings
+from scheduler.store.apps import InMemoryAppStore
 from scheduler.store.migrate import apply_migrations
+from scheduler.store.usage import InMemoryUsageStore
 from scheduler.testing.fakes import InMemoryBucketStore, InMemoryMessageStore
 
 # Real adapters, by import path, so this suite names the class each service issue must provide.
 CASSANDRA_ADAPTERS = {
     "message_store": "scheduler.store.cassandra_messages:CassandraMessageStore",
     "bucket_store": "scheduler.store.cassandra_buckets:CassandraBucketStore",
+    "app_store": "scheduler.store.cassandra_apps:CassandraAppStore",
+    "usage_store": "scheduler.store.usage:CassandraUsageStore",
 }
 
 
@@ -55,3 +59,29 @@ def bucket_store(request: pytest.FixtureRequest) -> Iterator[Any]:
         yield InMemoryBucketStore()
     else:
         yield _cassandra_adapter("bucket_store", request)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("fake", marks=pytest.mark.unit),
+        pytest.param("cassandra", marks=pytest.mark.integration),
+    ]
+)
+def app_store(request: pytest.FixtureRequest) -> Iterator[Any]:
+    if request.param == "fake":
+        yield InMemoryAppStore()
+    else:
+        yield _cassandra_adapter("app_store", request)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("fake", marks=pytest.mark.unit),
+        pytest.param("cassandra", marks=pytest.mark.integration),
+    ]
+)
+def usage_store(request: pytest.FixtureRequest) -> Iterator[Any]:
+    if request.param == "fake":
+        yield InMemoryUsageStore()
+    else:
+        yield _cassandra_adapter("usage_store", request)

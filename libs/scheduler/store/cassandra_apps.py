@@ -1,0 +1,217 @@
+"""`CassandraAppStore`: the AppStore port on the tables of 0001_initial.cql.
+
+Tables: `owners`, `control_keys` (by hash) + `control_keys_by_owner`, `applications` +
+`applications_by_owner`, `data_keys` (by hash) + `data_keys_by_app`. Each key is written to its
+two tables in one logged batch, so the lookup-by-hash row and the listing row never disagree.
+A deactivation reads the listing row (which carries the hash) to find the lookup row; the owner
+or app in the listing partition key is the ownership check.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+from cassandra.cluster import Session
+from cassandra.query import BatchStatement, BatchType
+
+from scheduler.store.apps import ControlKey, DataKey, Owner
+from scheduler.store.ports import Application
+
+_APP_COLUMNS = (
+    "app_id",
+    "owner_id",
+    "name",
+    "description",
+    "type",
+    "endpoint",
+    "auth_header_name",
+    "auth_header_value",
+    "send_back_format",
+    "signing_secret",
+    "previous_signing_secret",
+    "previous_secret_valid_until_ms",
+    "shards",
+    "created_ms",
+    "updated_ms",
+    "deleted_ms",
+)
+
+
+class CassandraAppStore:
+    """AppStore on Cassandra. `session` must be bound to the scheduler keyspace."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        p = session.prepare
+        self._insert_owner = p(
+            "INSERT INTO owners (owner_id, created_ms) VALUES (?, ?) IF NOT EXISTS"
+        )
+        self._select_owners = p("SELECT owner_id, created_ms FROM owners")
+        self._insert_ck = p(
+            "INSERT INTO control_keys (key_hash, key_id, owner_id, active, created_ms)"
+            " VALUES (?, ?, ?, ?, ?)"
+        )
+        self._insert_ck_by_owner = p(
+            "INSERT INTO control_keys_by_owner (owner_id, key_id, key_hash, active, created_ms)"
+            " VALUES (?, ?, ?, ?, ?)"
+        )
+        self._select_ck = p(
+            "SELECT key_id, owner_id, active, created_ms FROM control_keys WHERE key_hash = ?"
+        )
+        self._select_ck_by_owner = p(
+            "SELECT key_id, key_hash, active, created_ms FROM control_keys_by_owner"
+            " WHERE owner_id = ?"
+        )
+        self._select_one_ck_by_owner = p(
+            "SELECT key_hash FROM control_keys_by_owner WHERE owner_id = ? AND key_id = ?"
+        )
+        self._deactivate_ck = p("UPDATE control_keys SET active = false WHERE key_hash = ?")
+        self._deactivate_ck_by_owner = p(
+            "UPDATE control_keys_by_owner SET active = false WHERE owner_id = ? AND key_id = ?"
+        )
+        placeholders = ", ".join("?" for _ in _APP_COLUMNS)
+        self._insert_app = p(
+            f"INSERT INTO applications ({', '.join(_APP_COLUMNS)}) VALUES ({placeholders})"  # noqa: S608
+        )
+        self._insert_app_by_owner = p(
+            "INSERT INTO applications_by_owner (owner_id, app_id, name, created_ms)"
+            " VALUES (?, ?, ?, ?)"
+        )
+        self._select_app = p(
+            f"SELECT {', '.join(_APP_COLUMNS)} FROM applications WHERE app_id = ?"  # noqa: S608
+        )
+        self._select_apps_by_owner = p(
+            "SELECT app_id FROM applications_by_owner WHERE owner_id = ?"
+        )
+        self._insert_dk = p(
+            "INSERT INTO data_keys (key_hash, key_id, app_id, owner_id, active, created_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        self._insert_dk_by_app = p(
+            "INSERT INTO data_keys_by_app (app_id, key_id, key_hash, active, created_ms)"
+            " VALUES (?, ?, ?, ?, ?)"
+        )
+        self._select_dk = p(
+            "SELECT key_id, app_id, owner_id, active, created_ms FROM data_keys WHERE key_hash = ?"
+        )
+        self._select_dk_by_app = p(
+            "SELECT key_id, key_hash, active, created_ms FROM data_keys_by_app WHERE app_id = ?"
+        )
+        self._select_one_dk_by_app = p(
+            "SELECT key_hash FROM data_keys_by_app WHERE app_id = ? AND key_id = ?"
+        )
+        self._deactivate_dk = p("UPDATE data_keys SET active = false WHERE key_hash = ?")
+        self._deactivate_dk_by_app = p(
+            "UPDATE data_keys_by_app SET active = false WHERE app_id = ? AND key_id = ?"
+        )
+
+    # -- owners and control keys ----------------------------------------------------------------
+
+    def ensure_owner(self, owner_id: str, now_ms: int) -> None:
+        self._session.execute(self._insert_owner, (owner_id, now_ms))
+
+    def list_owners(self) -> builtins.list[Owner]:
+        rows = self._session.execute(self._select_owners)
+        return sorted((Owner(r.owner_id, r.created_ms) for r in rows), key=lambda o: o.owner_id)
+
+    def add_control_key(self, key: ControlKey, key_hash: bytes) -> None:
+        batch = BatchStatement(batch_type=BatchType.LOGGED)
+        batch.add(self._insert_ck, (key_hash, key.key_id, key.owner_id, key.active, key.created_ms))
+        batch.add(
+            self._insert_ck_by_owner,
+            (key.owner_id, key.key_id, key_hash, key.active, key.created_ms),
+        )
+        self._session.execute(batch)
+
+    def control_key(self, key_hash: bytes) -> ControlKey | None:
+        row = self._session.execute(self._select_ck, (key_hash,)).one()
+        if row is None or row.key_id is None:
+            return None
+        return ControlKey(row.key_id, row.owner_id, bool(row.active), row.created_ms)
+
+    def control_keys(self, owner_id: str) -> builtins.list[ControlKey]:
+        rows = self._session.execute(self._select_ck_by_owner, (owner_id,))
+        return [ControlKey(r.key_id, owner_id, bool(r.active), r.created_ms) for r in rows]
+
+    def deactivate_control_key(self, owner_id: str, key_id: str) -> bool:
+        row = self._session.execute(self._select_one_ck_by_owner, (owner_id, key_id)).one()
+        if row is None:
+            return False
+        batch = BatchStatement(batch_type=BatchType.LOGGED)
+        batch.add(self._deactivate_ck, (row.key_hash,))
+        batch.add(self._deactivate_ck_by_owner, (owner_id, key_id))
+        self._session.execute(batch)
+        return True
+
+    # -- applications ---------------------------------------------------------------------------
+
+    def get_app(self, app_id: str) -> Application | None:
+        row = self._session.execute(self._select_app, (app_id,)).one()
+        return None if row is None or row.owner_id is None else _app(row)
+
+    def put_app(self, app: Application) -> None:
+        batch = BatchStatement(batch_type=BatchType.LOGGED)
+        batch.add(self._insert_app, tuple(getattr(app, column) for column in _APP_COLUMNS))
+        batch.add(self._insert_app_by_owner, (app.owner_id, app.app_id, app.name, app.created_ms))
+        self._session.execute(batch)
+
+    def apps(self, owner_id: str, include_deleted: bool = False) -> builtins.list[Application]:
+        ids = [r.app_id for r in self._session.execute(self._select_apps_by_owner, (owner_id,))]
+        futures = [self._session.execute_async(self._select_app, (app_id,)) for app_id in ids]
+        found = []
+        for future in futures:
+            row = future.result().one()
+            if row is None or row.owner_id != owner_id:
+                continue
+            app = _app(row)
+            if include_deleted or app.deleted_ms is None:
+                found.append(app)
+        return sorted(found, key=lambda a: (a.created_ms, a.app_id))
+
+    # -- data keys ------------------------------------------------------------------------------
+
+    def add_data_key(self, key: DataKey, key_hash: bytes) -> None:
+        batch = BatchStatement(batch_type=BatchType.LOGGED)
+        batch.add(
+            self._insert_dk,
+            (key_hash, key.key_id, key.app_id, key.owner_id, key.active, key.created_ms),
+        )
+        batch.add(
+            self._insert_dk_by_app, (key.app_id, key.key_id, key_hash, key.active, key.created_ms)
+        )
+        self._session.execute(batch)
+
+    def data_key(self, key_hash: bytes) -> DataKey | None:
+        row = self._session.execute(self._select_dk, (key_hash,)).one()
+        if row is None or row.key_id is None:
+            return None
+        return DataKey(row.key_id, row.app_id, row.owner_id, bool(row.active), row.created_ms)
+
+    def data_keys(self, app_id: str) -> builtins.list[DataKey]:
+        rows = self._session.execute(self._select_dk_by_app, (app_id,))
+        owner = self._owner_of(app_id)
+        return [DataKey(r.key_id, app_id, owner, bool(r.active), r.created_ms) for r in rows]
+
+    def deactivate_data_key(self, app_id: str, key_id: str) -> bool:
+        row = self._session.execute(self._select_one_dk_by_app, (app_id, key_id)).one()
+        if row is None:
+            return False
+        batch = BatchStatement(batch_type=BatchType.LOGGED)
+        batch.add(self._deactivate_dk, (row.key_hash,))
+        batch.add(self._deactivate_dk_by_app, (app_id, key_id))
+        self._session.execute(batch)
+        return True
+
+    def _owner_of(self, app_id: str) -> str:
+        app = self.get_app(app_id)
+        return app.owner_id if app is not None else ""
+
+
+def _app(row: Any) -> Application:
+    values = {column: getattr(row, column) for column in _APP_COLUMNS}
+    values["send_back_format"] = values["send_back_format"] or "payload_field"
+    values["signing_secret"] = values["signing_secret"] or ""
+    values["created_ms"] = values["created_ms"] or 0
+    values["updated_ms"] = values["updated_ms"] or 0
+    return Application(**values)
