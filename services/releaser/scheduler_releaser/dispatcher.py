@@ -1,0 +1,277 @@
+"""The dispatcher core: hold due messages, fire each at its due instant, settle the attempt.
+
+    ring record -> accept() -> TimerQueue -> (due) -> fire(): abort view + record + app check
+        REST  -> HTTP POST -> settle: SENT | RETRY (reschedule) | FAILED (+ dead letter)
+        KAFKA -> destination record
+    -> Sink.emit(destination?, result, retry?, dead letter?, settled offset)   (one transaction)
+
+No Kafka here: the runtime feeds `accept()` and implements the Sink; tests use fakes and a
+ManualClock and call `fire_due()` directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from scheduler.clock import Clock
+from scheduler.domain.backoff import Backoff
+from scheduler.domain.buckets import bucket_start, shard_of
+from scheduler.domain.placement import Placement, place, released_meanwhile
+from scheduler.domain.sendat import format_rfc3339_ms
+from scheduler.records import DeliveryResult, DueMessage
+from scheduler.settings import KafkaSettings, SchedulingSettings
+from scheduler.store.ports import Application, BucketStore, MessageStore
+from scheduler.topics import Topics
+
+from .apps import AppCache
+from .codecs import Codecs
+from .commands import CommandView
+from .metrics import DispatchMetrics
+from .ports import OutRecord, Sink, TopicCheck
+from .rest import HEADER_DUE, HEADER_MESSAGE_ID, RestDeliverer
+from .settings import DispatchSettings
+from .timers import Held, Position, TimerQueue
+from .verdict import (
+    AttemptKind,
+    AttemptOutcome,
+    Settlement,
+    Verdict,
+    fire_check,
+    settle,
+    skipped,
+)
+
+log = logging.getLogger(__name__)
+
+
+def ring_topic(topics: Topics, due_ms: int, now_ms: int) -> str:
+    """The ring topic a (re)scheduled message goes to: its due slot, or the current slot if it
+    is already past due (a past slot may be far behind the dispatcher's active window)."""
+    return topics.ring.topic_for(max(due_ms, now_ms))
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        kafka: KafkaSettings,
+        scheduling: SchedulingSettings,
+        settings: DispatchSettings,
+        messages: MessageStore,
+        buckets: BucketStore,
+        apps: AppCache,
+        commands: CommandView,
+        rest: RestDeliverer,
+        topic_check: TopicCheck,
+        sink: Sink,
+        codecs: Codecs,
+        metrics: DispatchMetrics,
+    ) -> None:
+        self._clock = clock
+        self._kafka = kafka
+        self._scheduling = scheduling
+        self._settings = settings
+        self._topics = Topics(kafka, scheduling)
+        self._messages = messages
+        self._buckets = buckets
+        self._apps = apps
+        self.commands = commands
+        self._rest = rest
+        self._topic_check = topic_check
+        self._sink = sink
+        self._codecs = codecs
+        self._metrics = metrics
+        self._backoff: Backoff = settings.backoff()
+        self.timers = TimerQueue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.wakeup = asyncio.Event()
+
+    # -- intake ---------------------------------------------------------------------------
+
+    def accept(self, message: DueMessage, position: Position | None) -> None:
+        """A DueMessage read from the ring: hold it, or settle it at once if it is a duplicate."""
+        head = self.timers.next_due_ms()
+        if not self.timers.push(message, position):
+            self._metrics.duplicates.inc()
+            if position is not None:
+                self._sink.emit([], position)
+            return
+        self._metrics.held.set(len(self.timers))
+        if head is None or message.due_ms < head:
+            self.wakeup.set()
+
+    # -- firing ---------------------------------------------------------------------------
+
+    def may_fire(self, now_ms: int) -> bool:
+        """Decision 5: do not fire while the view of commands lags more than the guard."""
+        lag = self.commands.lag_ms(now_ms)
+        self._metrics.commands_lag.set(lag / 1000.0)
+        return lag <= self._scheduling.cancel_guard_ms
+
+    def start_due(self, limit: int | None = None) -> int:
+        """Start a firing task for every held message that is due. Returns how many."""
+        now = self._clock.now_ms()
+        if not self.may_fire(now):
+            return 0
+        due = self.timers.pop_due(now, limit)
+        for held in due:
+            task = asyncio.create_task(self.fire(held))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._metrics.held.set(len(self.timers))
+        self._metrics.in_flight.set(len(self._tasks))
+        return len(due)
+
+    async def fire_due(self) -> int:
+        """Start every due message and wait until they are settled (tests, shutdown)."""
+        started = self.start_due()
+        await self.drain()
+        return started
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        self._metrics.in_flight.set(0)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def fire(self, held: Held) -> None:
+        message = held.message
+        try:
+            await self._fire(message, held.position)
+        except Exception:
+            # A store or encoding failure: hand the attempt back to the ring unchanged, so it is
+            # retried (dedup lets it through: the key is forgotten first). Never lose it.
+            log.exception("firing %s failed; rescheduling it", message.message_id)
+            await asyncio.sleep(0.1)
+            self.timers.forget(message)
+            self.accept(message, held.position)
+
+    async def _fire(self, message: DueMessage, position: Position | None) -> None:
+        app = await self._apps.get(message.app_id)
+        view = await asyncio.to_thread(self._messages.get, message.app_id, message.message_id)
+        aborted = self.commands.aborted(message.message_id, message.generation)
+        verdict = fire_check(message, view, app, aborted)
+        now = self._clock.now_ms()
+        if verdict is not Verdict.FIRE or app is None:
+            self._metrics.skipped.labels(verdict.value).inc()
+            result = skipped(message, verdict, now)
+            self._sink.emit([self._result_record(result)], position)
+            return
+        if now < message.due_ms:  # unreachable by construction; the guarantee is checked anyway
+            raise AssertionError(f"{message.message_id} would fire early")
+        if app.type == "KAFKA":
+            await self._fire_kafka(app, message, position)
+        else:
+            await self._fire_rest(app, message, position)
+
+    async def _fire_rest(self, app: Application, message: DueMessage, pos: Position | None) -> None:
+        outcome = await self._rest.deliver(app, message)
+        now = self._clock.now_ms()
+        settlement = settle(message, outcome, now, self._backoff)
+        self._observe("REST", outcome, settlement)
+        records = await self._settlement_records(settlement, now, app.shards)
+        self._sink.emit(records, pos)
+
+    async def _fire_kafka(
+        self, app: Application, message: DueMessage, pos: Position | None
+    ) -> None:
+        refusal = await self._refuse_topic(app.endpoint)
+        now = self._clock.now_ms()
+        if refusal is not None:
+            outcome = AttemptOutcome(AttemptKind.PERMANENT, "refused_topic", error=refusal)
+            settlement = settle(message, outcome, now, self._backoff)
+            self._observe("KAFKA", outcome, settlement)
+            self._sink.emit(await self._settlement_records(settlement, now, app.shards), pos)
+            return
+        key = (message.kafka_key or message.message_id).encode()
+        destination = OutRecord(
+            topic=app.endpoint,
+            key=key,
+            value=message.payload_json.encode(),
+            headers=(
+                (HEADER_MESSAGE_ID, message.message_id.encode()),
+                (HEADER_DUE, format_rfc3339_ms(message.due_ms).encode()),
+            ),
+        )
+        outcome = AttemptOutcome(AttemptKind.SENT, "produced")
+        settlement = settle(message, outcome, now, self._backoff)
+        self._metrics.attempts.labels("KAFKA", "sent", "produced").inc()
+        due = message.due_ms
+
+        def committed(at_ms: int) -> None:
+            # A Kafka delivery happens when its transaction commits.
+            self._metrics.lateness.labels("KAFKA").observe(max(0, at_ms - due) / 1000.0)
+
+        self._sink.emit([destination, self._result_record(settlement.result)], pos, committed)
+
+    async def _refuse_topic(self, topic: str) -> str | None:
+        if topic.startswith(self._kafka.topic_prefix):
+            return f"topic {topic!r} is one of the scheduler's own topics"
+        allowed = self._settings.kafka_destination_prefixes
+        if allowed and not any(topic.startswith(prefix) for prefix in allowed):
+            return f"topic {topic!r} is outside the allowed prefixes"
+        if not await self._topic_check.exists(topic):
+            return f"topic {topic!r} does not exist"
+        return None
+
+    def _observe(self, destination: str, outcome: AttemptOutcome, settlement: Settlement) -> None:
+        label = settlement.result.outcome.value.lower()
+        self._metrics.attempts.labels(destination, label, outcome.reason).inc()
+        if outcome.kind is AttemptKind.SENT:
+            lateness = settlement.result.lateness_ms / 1000.0
+            self._metrics.lateness.labels(destination).observe(lateness)
+
+    # -- output records -------------------------------------------------------------------
+
+    def _result_record(self, result: DeliveryResult) -> OutRecord:
+        return OutRecord(
+            topic=self._topics.results,
+            key=result.message_id.encode(),
+            value=self._codecs.result.encode(result),
+        )
+
+    async def _settlement_records(
+        self, settlement: Settlement, now_ms: int, shards: int | None
+    ) -> list[OutRecord]:
+        records = [self._result_record(settlement.result)]
+        retry = settlement.retry
+        if retry is not None and await self._reschedule_via_ring(retry, shards):
+            records.append(
+                OutRecord(
+                    topic=ring_topic(self._topics, retry.due_ms, now_ms),
+                    key=retry.message_id.encode(),
+                    value=self._codecs.due.encode(retry),
+                )
+            )
+        if settlement.dead_letter is not None:
+            records.append(
+                OutRecord(
+                    topic=self._topics.dead_letter,
+                    key=settlement.dead_letter.message_id.encode(),
+                    value=self._codecs.dead_letter.encode(settlement.dead_letter),
+                )
+            )
+        return records
+
+    async def _reschedule_via_ring(self, retry: DueMessage, shards: int | None) -> bool:
+        """Placement (decision 2) for a retry: the ring if its bucket is released, else stored.
+
+        A stored retry is durable before the attempt's offset commits; if the releaser passed
+        its bucket meanwhile it goes to the ring as well (duplicates are dropped downstream).
+        """
+        s = self._scheduling
+        watermark = await asyncio.to_thread(self._buckets.watermark)
+        if place(retry.due_ms, watermark, s.placement_margin_ms, s.bucket_width_ms) is (
+            Placement.DIRECT
+        ):
+            return True
+        bucket = bucket_start(retry.due_ms, s.bucket_width_ms)
+        shard = shard_of(retry.message_id, shards or s.shards_per_bucket)
+        await asyncio.to_thread(self._buckets.store, bucket, shard, retry)
+        watermark = await asyncio.to_thread(self._buckets.watermark)
+        return released_meanwhile(retry.due_ms, watermark, s.bucket_width_ms)

@@ -1,0 +1,133 @@
+"""Every Prometheus metric of the releaser and the dispatcher, declared once.
+
+Each process builds one of these objects on its own CollectorRegistry (tests build several).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Lateness (due instant -> delivered), in seconds: fine buckets where the targets are.
+LATENESS_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+
+
+class DispatchMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.lateness = Histogram(
+            "scheduler_dispatch_lateness_seconds",
+            "Due instant to delivery (REST: response; KAFKA: produced in the transaction)",
+            ["destination"],
+            buckets=LATENESS_BUCKETS,
+            registry=registry,
+        )
+        self.attempts = Counter(
+            "scheduler_dispatch_attempts_total",
+            "Delivery attempts by destination type, outcome and reason",
+            ["destination", "outcome", "reason"],
+            registry=registry,
+        )
+        self.skipped = Counter(
+            "scheduler_dispatch_skipped_total",
+            "Held messages not delivered at fire time, by reason (aborted, stale, ...)",
+            ["reason"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "scheduler_dispatch_duplicates_total",
+            "Ring records dropped as already held or settled (message, generation, attempt)",
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "scheduler_dispatch_in_flight",
+            "Deliveries started and not yet settled",
+            registry=registry,
+        )
+        self.held = Gauge(
+            "scheduler_dispatch_held_messages",
+            "Messages held in memory waiting for their due instant",
+            registry=registry,
+        )
+        self.ring_lag = Gauge(
+            "scheduler_dispatch_ring_lag_records",
+            "Ring records received but not yet settled (uncommitted)",
+            registry=registry,
+        )
+        self.commands_lag = Gauge(
+            "scheduler_dispatch_commands_lag_seconds",
+            "How far the view of scheduler.commands is behind (firing stops above the guard)",
+            registry=registry,
+        )
+        self.transactions = Counter(
+            "scheduler_dispatch_transactions_total",
+            "Kafka transactions by result (committed, aborted)",
+            ["result"],
+            registry=registry,
+        )
+        self.transaction_seconds = Histogram(
+            "scheduler_dispatch_transaction_seconds",
+            "Time to produce and commit one transaction",
+            buckets=LATENESS_BUCKETS,
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "scheduler_dispatch_rejected_records_total",
+            "Undecodable ring records sent to scheduler.rejected",
+            registry=registry,
+        )
+        self.records_written = Counter(
+            "scheduler_record_writer_results_total",
+            "Delivery results applied to message records, by outcome",
+            ["outcome"],
+            registry=registry,
+        )
+
+
+class ReleaseMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.release_duration = Histogram(
+            "scheduler_release_bucket_seconds",
+            "Time to release one bucket (read, produce, mark QUEUED, drop)",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+            registry=registry,
+        )
+        self.released = Counter(
+            "scheduler_release_messages_total",
+            "Messages streamed from Cassandra buckets into the ring",
+            registry=registry,
+        )
+        self.aborted = Counter(
+            "scheduler_release_app_deleted_total",
+            "Stored messages of deleted apps, aborted at release instead",
+            registry=registry,
+        )
+        self.watermark = Gauge(
+            "scheduler_release_watermark_ms",
+            "Released-up-to watermark (epoch ms)",
+            registry=registry,
+        )
+        self.behind = Gauge(
+            "scheduler_release_behind_seconds",
+            "How far the watermark is behind now + look-ahead (0 when current)",
+            registry=registry,
+        )
+        self.leader = Gauge(
+            "scheduler_release_leader",
+            "1 while this replica holds the release lease",
+            registry=registry,
+        )

@@ -1,0 +1,61 @@
+"""Which offsets may be committed when records are settled out of offset order (decision 6).
+
+Messages fire in due order, not offset order. An offset may be committed only when every record
+before it in its partition has been settled (fired, skipped or handed back as a retry), so a
+crash never skips an unsettled record. Per partition we keep the received offsets in order and
+advance the commit point over the settled prefix.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+TP = tuple[str, int]
+
+
+@dataclass
+class _Partition:
+    pending: deque[tuple[int, int]] = field(default_factory=deque)  # (offset, received_ms)
+    settled: set[int] = field(default_factory=set)
+    commit_point: int | None = None  # next offset to read after a restart
+    committed: int | None = None  # last commit point handed out by `take_commits`
+
+
+class OffsetTracker:
+    def __init__(self) -> None:
+        self._parts: dict[TP, _Partition] = {}
+
+    def received(self, topic: str, partition: int, offset: int, now_ms: int) -> None:
+        self._parts.setdefault((topic, partition), _Partition()).pending.append((offset, now_ms))
+
+    def settled(self, topic: str, partition: int, offset: int) -> None:
+        part = self._parts[(topic, partition)]
+        part.settled.add(offset)
+        while part.pending and part.pending[0][0] in part.settled:
+            done, _ = part.pending.popleft()
+            part.settled.discard(done)
+            part.commit_point = done + 1
+
+    def unsettled(self) -> int:
+        return sum(len(p.pending) for p in self._parts.values())
+
+    def oldest_unsettled_received_ms(self, default_ms: int) -> int:
+        """Receipt time of the oldest record not yet settled (results since then matter)."""
+        times = [p.pending[0][1] for p in self._parts.values() if p.pending]
+        return min(times, default=default_ms)
+
+    def take_commits(self) -> dict[TP, int]:
+        """Commit points that moved since the last call."""
+        moved: dict[TP, int] = {}
+        for tp, part in self._parts.items():
+            if part.commit_point is not None and part.commit_point != part.committed:
+                moved[tp] = part.commit_point
+        return moved
+
+    def confirm(self, commits: dict[TP, int]) -> None:
+        """The commits returned by `take_commits` are durable now."""
+        for tp, offset in commits.items():
+            part = self._parts[tp]
+            if part.committed is None or offset > part.committed:
+                part.committed = offset

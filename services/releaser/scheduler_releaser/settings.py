@@ -1,0 +1,54 @@
+"""Settings of the releaser and the dispatcher (built once, in their entry points)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from scheduler.domain.backoff import Backoff
+
+
+class DispatchSettings(BaseSettings):
+    """``SCHEDULER_DISPATCH_*``: delivery, retries and the dispatcher's Kafka pipeline."""
+
+    model_config = SettingsConfigDict(env_prefix="SCHEDULER_DISPATCH_", frozen=True, extra="ignore")
+
+    instance: int = Field(default=0, ge=0, description="this replica's index in [0, instances)")
+    instances: int = Field(default=1, ge=1, description="replicas sharing the ring partitions")
+    txn_interval_ms: int = Field(default=5, ge=1, description="transaction commit interval")
+    http_timeout_s: float = Field(default=2.0, gt=0)
+    http_max_connections: int = Field(default=256, ge=1)
+    per_app_concurrency: int = Field(default=32, ge=1)
+    allow_private_destinations: bool = Field(
+        default=False, description="allow loopback/private/link-local REST endpoints (tests, demo)"
+    )
+    kafka_destination_prefixes: list[str] = Field(
+        default_factory=list, description="allowed KAFKA app topic prefixes (empty: any)"
+    )
+    max_attempts: int = Field(default=5, ge=1)
+    backoff_base_ms: int = Field(default=1_000, ge=0)
+    backoff_max_delay_ms: int = Field(default=300_000, ge=0)
+    body_excerpt_chars: int = Field(default=512, ge=0)
+    results_slack_ms: int = Field(
+        default=10_000, ge=0, description="extra history of results loaded at startup"
+    )
+    max_held: int = Field(default=500_000, ge=1, description="pause the ring above this")
+    metrics_port: int = Field(default=9102, ge=0, description="0: no metrics server")
+
+    def backoff(self) -> Backoff:
+        return Backoff(
+            max_attempts=self.max_attempts,
+            base_ms=self.backoff_base_ms,
+            max_delay_ms=self.backoff_max_delay_ms,
+        )
+
+
+class ReleaseSettings(BaseSettings):
+    """``SCHEDULER_RELEASE_*``: the release tick."""
+
+    model_config = SettingsConfigDict(env_prefix="SCHEDULER_RELEASE_", frozen=True, extra="ignore")
+
+    tick_ms: int = Field(default=1_000, ge=10)
+    writers: int = Field(default=16, ge=1, description="threads marking records QUEUED")
+    session_timeout_ms: int = Field(default=10_000, ge=1_000, description="leader failover bound")
+    metrics_port: int = Field(default=9103, ge=0, description="0: no metrics server")

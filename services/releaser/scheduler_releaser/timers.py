@@ -1,0 +1,87 @@
+"""The dispatcher's timer structure: held messages in due order, deduplicated (decision 3).
+
+A heap keyed by (due_ms, message_id) holds about one ring slot of messages. `pop_due(now)`
+returns every message whose due instant has come, never one that is early. The dedup key is
+(message id, generation, attempt): a replayed record of an attempt that is held or was
+already settled is refused, while a retry (attempt + 1) or a redrive (generation + 1) passes.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from scheduler.records import DueMessage
+
+DedupKey = tuple[str, int, int]
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a held message came from (so its offset can be committed once it is settled)."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(order=True)
+class Held:
+    due_ms: int
+    message_id: str
+    message: DueMessage = field(compare=False)
+    position: Position | None = field(compare=False, default=None)
+
+
+def dedup_key(message: DueMessage) -> DedupKey:
+    return (message.message_id, message.generation, message.attempt)
+
+
+class TimerQueue:
+    def __init__(self) -> None:
+        self._heap: list[Held] = []
+        # key -> due_ms, for pruning: keys of held and recently settled attempts
+        self._seen: dict[DedupKey, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def seen(self, key: DedupKey) -> bool:
+        return key in self._seen
+
+    def remember(self, key: DedupKey, due_ms: int) -> None:
+        """Mark an attempt as settled elsewhere (e.g. loaded from the results topic)."""
+        self._seen.setdefault(key, due_ms)
+
+    def forget(self, message: DueMessage) -> None:
+        """Let this attempt in again (it was handed back after a failure to settle it)."""
+        self._seen.pop(dedup_key(message), None)
+
+    def push(self, message: DueMessage, position: Position | None = None) -> bool:
+        """Hold a message until its due instant. False if this attempt was seen already."""
+        key = dedup_key(message)
+        if key in self._seen:
+            return False
+        self._seen[key] = message.due_ms
+        heapq.heappush(self._heap, Held(message.due_ms, message.message_id, message, position))
+        return True
+
+    def next_due_ms(self) -> int | None:
+        return self._heap[0].due_ms if self._heap else None
+
+    def pop_due(self, now_ms: int, limit: int | None = None) -> list[Held]:
+        """Held messages with due_ms <= now_ms, earliest first (at most `limit`)."""
+        due: list[Held] = []
+        while self._heap and self._heap[0].due_ms <= now_ms:
+            if limit is not None and len(due) >= limit:
+                break
+            due.append(heapq.heappop(self._heap))
+        return due
+
+    def prune(self, older_than_ms: int) -> int:
+        """Forget settled keys due before `older_than_ms` (held ones are kept). Returns count."""
+        held = {dedup_key(h.message) for h in self._heap}
+        stale = [k for k, due in self._seen.items() if due < older_than_ms and k not in held]
+        for key in stale:
+            del self._seen[key]
+        return len(stale)

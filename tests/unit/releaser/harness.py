@@ -1,0 +1,188 @@
+"""A dispatcher core wired to fakes: ManualClock, in-memory stores, httpx MockTransport, a sink
+that records what would be written in each transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+from prometheus_client import CollectorRegistry
+
+from scheduler.clock import ManualClock
+from scheduler.domain.status import Status
+from scheduler.records import DeadLetter, DeliveryResult, DueMessage
+from scheduler.settings import KafkaSettings, SchedulingSettings
+from scheduler.store.ports import Application, LogEntry, MessageContent, StatusUpdate
+from scheduler.testing.fakes import InMemoryApps, InMemoryBucketStore, InMemoryMessageStore
+from scheduler.topics import Topics
+from scheduler_releaser.apps import AppCache
+from scheduler_releaser.codecs import Codecs
+from scheduler_releaser.commands import CommandView
+from scheduler_releaser.dispatcher import Dispatcher
+from scheduler_releaser.metrics import DispatchMetrics
+from scheduler_releaser.outbound import OutboundGuard
+from scheduler_releaser.ports import OnCommitted, OutRecord
+from scheduler_releaser.rest import RestDeliverer
+from scheduler_releaser.settings import DispatchSettings
+from scheduler_releaser.timers import Position
+
+KAFKA = KafkaSettings(topic_prefix="sched.")
+SCHEDULING = SchedulingSettings(
+    bucket_width_ms=1_000,
+    lookahead_ms=4_000,
+    placement_margin_ms=1_000,
+    ring_size=6,
+    ring_slot_ms=2_000,
+    cancel_guard_ms=200,
+)
+TOPICS = Topics(KAFKA, SCHEDULING)
+CODECS = Codecs.build(KAFKA)
+
+REST_APP = Application(
+    app_id="app-rest",
+    owner_id="o",
+    name="rest",
+    type="REST",
+    endpoint="http://receiver.example/hook",
+    signing_secret="s3cret",
+)
+KAFKA_APP = Application(
+    app_id="app-kafka", owner_id="o", name="k", type="KAFKA", endpoint="dest.topic"
+)
+
+
+@dataclass
+class Emitted:
+    records: list[OutRecord]
+    settled: Position | None
+    on_committed: OnCommitted | None
+
+
+@dataclass
+class RecordingSink:
+    emitted: list[Emitted] = field(default_factory=list)
+
+    def emit(
+        self,
+        records: list[OutRecord],
+        settled: Position | None,
+        on_committed: OnCommitted | None = None,
+    ) -> None:
+        self.emitted.append(Emitted(list(records), settled, on_committed))
+
+    def on(self, topic: str) -> list[OutRecord]:
+        return [r for e in self.emitted for r in e.records if r.topic == topic]
+
+    def results(self) -> list[DeliveryResult]:
+        return [CODECS.result.decode(r.value) for r in self.on(TOPICS.results)]
+
+    def retries(self) -> list[DueMessage]:
+        ring = set(TOPICS.ring.topics())
+        return [
+            CODECS.due.decode(r.value) for e in self.emitted for r in e.records if r.topic in ring
+        ]
+
+    def dead_letters(self) -> list[DeadLetter]:
+        return [CODECS.dead_letter.decode(r.value) for r in self.on(TOPICS.dead_letter)]
+
+
+class KnownTopics:
+    def __init__(self, *names: str) -> None:
+        self.names = set(names)
+
+    async def exists(self, topic: str) -> bool:
+        return topic in self.names
+
+
+async def public_resolver(host: str, port: int) -> list[str]:
+    return ["93.184.216.34"]
+
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+@dataclass
+class Harness:
+    clock: ManualClock
+    dispatcher: Dispatcher
+    sink: RecordingSink
+    messages: InMemoryMessageStore
+    buckets: InMemoryBucketStore
+    apps: InMemoryApps
+    commands: CommandView
+    registry: CollectorRegistry
+
+    def message(
+        self, app: Application = REST_APP, *, due_in_ms: int = 1_000, **kw: object
+    ) -> DueMessage:
+        now = self.clock.now_ms()
+        fields: dict[str, object] = {
+            "message_id": "01JAAAAAAAAAAAAAAAAAAAAAAA",
+            "app_id": app.app_id,
+            "generation": 0,
+            "attempt": 1,
+            "due_ms": now + due_in_ms,
+            "send_at_ms": now + due_in_ms,
+            "created_ms": now,
+            "payload_json": '{"hello": "world"}',
+        }
+        fields.update(kw)
+        return DueMessage(**fields)  # type: ignore[arg-type]
+
+    def store_record(self, message: DueMessage, status: Status = Status.QUEUED) -> None:
+        self.messages.save(
+            MessageContent(
+                app_id=message.app_id,
+                message_id=message.message_id,
+                payload_json=message.payload_json,
+                send_at_ms=message.send_at_ms,
+                created_ms=message.created_ms,
+            ),
+            StatusUpdate(status, message.generation, message.attempt, message.due_ms, 0),
+            LogEntry(0, "test", status),
+        )
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
+        value = self.registry.get_sample_value(name, labels or {})
+        return 0.0 if value is None else value
+
+
+def build(
+    handler: Handler | None = None,
+    *,
+    settings: DispatchSettings | None = None,
+    apps: tuple[Application, ...] = (REST_APP, KAFKA_APP),
+    resolver=public_resolver,
+    allow_private: bool = False,
+) -> Harness:
+    clock = ManualClock()
+    settings = settings or DispatchSettings(max_attempts=3, backoff_base_ms=500)
+    transport = httpx.MockTransport(handler or (lambda request: httpx.Response(200)))
+    client = httpx.AsyncClient(transport=transport, follow_redirects=False)
+    registry = CollectorRegistry()
+    metrics = DispatchMetrics(registry)
+    messages = InMemoryMessageStore()
+    buckets = InMemoryBucketStore()
+    # the releaser is current: buckets up to now + look-ahead are released
+    buckets.advance_watermark(clock.now_ms() + SCHEDULING.lookahead_ms, clock.now_ms())
+    app_lookup = InMemoryApps(*apps)
+    commands = CommandView(partitions=1, now_ms=clock.now_ms())
+    commands.reached_end(0, clock.now_ms())
+    sink = RecordingSink()
+    dispatcher = Dispatcher(
+        clock=clock,
+        kafka=KAFKA,
+        scheduling=SCHEDULING,
+        settings=settings,
+        messages=messages,
+        buckets=buckets,
+        apps=AppCache(app_lookup, clock, ttl_ms=0),
+        commands=commands,
+        rest=RestDeliverer(client, OutboundGuard(allow_private, resolver), clock, 4),
+        topic_check=KnownTopics("dest.topic"),
+        sink=sink,
+        codecs=CODECS,
+        metrics=metrics,
+    )
+    return Harness(clock, dispatcher, sink, messages, buckets, app_lookup, commands, registry)

@@ -1,0 +1,229 @@
+"""The dispatcher core with a ManualClock, in-memory stores and an httpx MockTransport."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from scheduler.domain.status import Status
+from scheduler.records import Command, CommandKind, DeliveryOutcome
+from scheduler_releaser.rest import HEADER_MESSAGE_ID
+from scheduler_releaser.timers import Position
+
+from .harness import KAFKA_APP, REST_APP, SCHEDULING, TOPICS, build
+
+pytestmark = pytest.mark.unit
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_fires_at_the_due_instant_never_early() -> None:
+    seen: list[tuple[int, httpx.Request]] = []
+    h = build(lambda request: seen.append((h.clock.now_ms(), request)) or httpx.Response(204))
+    message = h.message(due_in_ms=1_000)
+
+    async def scenario() -> None:
+        h.dispatcher.accept(message, Position("t", 0, 7))
+        h.clock.advance(999)
+        assert await h.dispatcher.fire_due() == 0
+        assert seen == []
+        h.clock.advance(1)
+        assert await h.dispatcher.fire_due() == 1
+
+    run(scenario())
+    assert [at for at, _ in seen] == [message.due_ms]
+    request = seen[0][1]
+    assert json.loads(request.content) == {"payload": {"hello": "world"}}
+    assert request.headers[HEADER_MESSAGE_ID] == message.message_id
+    [result] = h.sink.results()
+    assert result.outcome is DeliveryOutcome.SENT
+    assert result.lateness_ms == 0
+    assert h.sink.emitted[-1].settled == Position("t", 0, 7)
+    assert h.metric("scheduler_dispatch_lateness_seconds_count", {"destination": "REST"}) == 1
+
+
+def test_past_due_fires_at_once_in_due_order() -> None:
+    order: list[str] = []
+    h = build(lambda r: order.append(r.headers[HEADER_MESSAGE_ID]) or httpx.Response(200))
+    late = h.message(due_in_ms=-5_000, message_id="01JAAAAAAAAAAAAAAAAAAAAAA1")
+    later = h.message(due_in_ms=-1_000, message_id="01JAAAAAAAAAAAAAAAAAAAAAA2")
+    future = h.message(due_in_ms=10, message_id="01JAAAAAAAAAAAAAAAAAAAAAA3")
+    for m in (later, future, late):
+        h.dispatcher.accept(m, None)
+    assert run(h.dispatcher.fire_due()) == 2
+    assert sorted(order) == [late.message_id, later.message_id]
+    assert len(h.dispatcher.timers) == 1
+
+
+def test_duplicate_attempt_is_settled_without_delivery_but_retry_and_redrive_pass() -> None:
+    calls: list[httpx.Request] = []
+    h = build(lambda r: calls.append(r) or httpx.Response(200))
+    m = h.message(due_in_ms=0)
+    h.dispatcher.accept(m, Position("t", 0, 1))
+    h.dispatcher.accept(m, Position("t", 0, 2))  # a replayed copy
+    h.dispatcher.accept(h.message(due_in_ms=0, attempt=2), Position("t", 0, 3))
+    h.dispatcher.accept(h.message(due_in_ms=0, generation=1), Position("t", 0, 4))
+    assert h.sink.emitted[0].settled == Position("t", 0, 2)
+    assert h.sink.emitted[0].records == []
+    run(h.dispatcher.fire_due())
+    assert len(calls) == 3
+    assert h.metric("scheduler_dispatch_duplicates_total") == 1
+
+
+def test_abort_command_prevents_delivery() -> None:
+    calls: list[httpx.Request] = []
+    h = build(lambda r: calls.append(r) or httpx.Response(200))
+    m = h.message(due_in_ms=500)
+    h.dispatcher.accept(m, None)
+    abort = Command(
+        message_id=m.message_id,
+        app_id=m.app_id,
+        kind=CommandKind.ABORT,
+        generation=0,
+        issued_ms=h.clock.now_ms(),
+    )
+    h.commands.apply(0, abort, h.clock.now_ms())
+    h.commands.reached_end(0, h.clock.now_ms())
+    h.clock.advance(500)
+    run(h.dispatcher.fire_due())
+    assert calls == []
+    [result] = h.sink.results()
+    assert result.outcome is DeliveryOutcome.SKIPPED and result.error == "aborted"
+
+
+def test_aborted_record_prevents_delivery_and_other_generation_is_unaffected() -> None:
+    calls: list[httpx.Request] = []
+    h = build(lambda r: calls.append(r) or httpx.Response(200))
+    m = h.message(due_in_ms=0)
+    h.store_record(m, Status.ABORTED)
+    h.dispatcher.accept(m, None)
+    run(h.dispatcher.fire_due())
+    assert calls == []
+    assert h.metric("scheduler_dispatch_skipped_total", {"reason": "aborted"}) == 1
+
+
+def test_record_already_sent_or_newer_generation_is_not_delivered_again() -> None:
+    calls: list[httpx.Request] = []
+    h = build(lambda r: calls.append(r) or httpx.Response(200))
+    sent = h.message(due_in_ms=0, message_id="01JAAAAAAAAAAAAAAAAAAAAAA1")
+    h.store_record(sent, Status.SENT)
+    stale = h.message(due_in_ms=0, message_id="01JAAAAAAAAAAAAAAAAAAAAAA2")
+    h.store_record(h.message(message_id=stale.message_id, generation=1), Status.QUEUED)
+    h.dispatcher.accept(sent, None)
+    h.dispatcher.accept(stale, None)
+    run(h.dispatcher.fire_due())
+    assert calls == []
+    assert sorted(r.error or "" for r in h.sink.results()) == ["done", "stale"]
+
+
+def test_deleted_app_aborts_instead_of_delivering() -> None:
+    from dataclasses import replace
+
+    calls: list[httpx.Request] = []
+    h = build(lambda r: calls.append(r) or httpx.Response(200))
+    h.apps.apps[REST_APP.app_id] = replace(REST_APP, deleted_ms=1)
+    h.dispatcher.accept(h.message(due_in_ms=0), None)
+    run(h.dispatcher.fire_due())
+    assert calls == []
+    assert h.sink.results()[0].error == "app_deleted"
+
+
+def test_commands_lagging_beyond_the_guard_holds_firing() -> None:
+    calls: list[httpx.Request] = []
+    h = build(lambda r: calls.append(r) or httpx.Response(200))
+    h.dispatcher.accept(h.message(due_in_ms=0), None)
+    h.commands.apply(0, None, h.clock.now_ms())  # a record arrived: not at the end any more
+    h.clock.advance(SCHEDULING.cancel_guard_ms + 1)
+    assert run(h.dispatcher.fire_due()) == 0
+    h.commands.reached_end(0, h.clock.now_ms())
+    assert run(h.dispatcher.fire_due()) == 1
+    assert len(calls) == 1
+
+
+def test_retryable_failures_reschedule_then_fail_with_a_dead_letter() -> None:
+    h = build(lambda r: httpx.Response(503, text="busy, try later"))
+    m = h.message(due_in_ms=0)
+    h.dispatcher.accept(m, Position("t", 0, 1))
+    run(h.dispatcher.fire_due())
+    [retry] = h.sink.retries()
+    assert (retry.attempt, retry.generation) == (2, 0)
+    assert retry.due_ms > h.clock.now_ms()
+    assert h.sink.on(TOPICS.ring.topic_for(retry.due_ms))
+    assert h.sink.results()[0].outcome is DeliveryOutcome.RETRY
+    # the retry comes back through the ring
+    h.dispatcher.accept(retry, Position("t", 0, 2))
+    h.clock.set(retry.due_ms)
+    run(h.dispatcher.fire_due())
+    retry3 = h.sink.retries()[-1]
+    assert retry3.attempt == 3
+    h.dispatcher.accept(retry3, Position("t", 0, 3))
+    h.clock.set(retry3.due_ms)
+    run(h.dispatcher.fire_due())
+    outcomes = [r.outcome for r in h.sink.results()]
+    assert outcomes == [DeliveryOutcome.RETRY, DeliveryOutcome.RETRY, DeliveryOutcome.FAILED]
+    [dead] = h.sink.dead_letters()
+    assert dead.attempts == 3 and dead.last_http_status == 503
+    assert dead.body_excerpt == "busy, try later"
+    assert "busy" in (h.sink.results()[-1].error or "")
+
+
+def test_a_4xx_or_a_redirect_fails_at_once() -> None:
+    for status in (400, 404, 302):
+        h = build(lambda r, s=status: httpx.Response(s, headers={"Location": "http://x/"}))
+        h.dispatcher.accept(h.message(due_in_ms=0), None)
+        run(h.dispatcher.fire_due())
+        assert [r.outcome for r in h.sink.results()] == [DeliveryOutcome.FAILED], status
+        assert h.sink.retries() == []
+        assert len(h.sink.dead_letters()) == 1
+
+
+def test_retry_beyond_the_released_window_is_stored_in_its_bucket() -> None:
+    from scheduler_releaser.settings import DispatchSettings
+
+    h = build(
+        lambda r: httpx.Response(500),
+        settings=DispatchSettings(max_attempts=3, backoff_base_ms=60_000),
+    )
+    m = h.message(due_in_ms=0)
+    h.dispatcher.accept(m, None)
+    run(h.dispatcher.fire_due())
+    assert h.sink.retries() == []
+    stored = [
+        msg
+        for bucket in range(h.clock.now_ms(), h.clock.now_ms() + 200_000, 1_000)
+        for app, shard in h.buckets.partitions(bucket)
+        for msg in h.buckets.read(bucket, app, shard)
+    ]
+    assert [(s.message_id, s.attempt) for s in stored] == [(m.message_id, 2)]
+
+
+def test_kafka_app_gets_a_destination_record_in_the_same_batch_as_its_result() -> None:
+    h = build()
+    m = h.message(KAFKA_APP, due_in_ms=0, kafka_key="k1")
+    h.dispatcher.accept(m, Position("t", 0, 9))
+    run(h.dispatcher.fire_due())
+    [batch] = h.sink.emitted
+    dest, result = batch.records
+    assert (dest.topic, dest.key, dest.value) == ("dest.topic", b"k1", m.payload_json.encode())
+    assert dict(dest.headers)[HEADER_MESSAGE_ID] == m.message_id.encode()
+    assert result.topic == TOPICS.results
+    assert batch.settled == Position("t", 0, 9)
+    assert batch.on_committed is not None
+    batch.on_committed(m.due_ms + 7)
+    assert h.metric("scheduler_dispatch_lateness_seconds_sum", {"destination": "KAFKA"}) == 0.007
+
+
+def test_kafka_app_naming_a_system_or_missing_topic_fails() -> None:
+    from dataclasses import replace
+
+    for endpoint in ("sched.requests", "no.such.topic"):
+        h = build(apps=(replace(KAFKA_APP, endpoint=endpoint),))
+        h.dispatcher.accept(h.message(KAFKA_APP, due_in_ms=0), None)
+        run(h.dispatcher.fire_due())
+        assert [r.outcome for r in h.sink.results()] == [DeliveryOutcome.FAILED]
+        assert all(r.topic != endpoint for e in h.sink.emitted for r in e.records)

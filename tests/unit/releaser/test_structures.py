@@ -1,0 +1,145 @@
+"""Timer queue, offset tracking, the commands view, pure verdicts."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from scheduler.domain.backoff import Backoff
+from scheduler.domain.status import Status
+from scheduler.records import Command, CommandKind, DeliveryOutcome, DueMessage
+from scheduler.store.ports import MessageContent, MessageView, StatusUpdate
+from scheduler_releaser.commands import CommandView
+from scheduler_releaser.offsets import OffsetTracker
+from scheduler_releaser.timers import TimerQueue
+from scheduler_releaser.verdict import (
+    AttemptKind,
+    AttemptOutcome,
+    Verdict,
+    fire_check,
+    jitter_draw,
+    settle,
+)
+
+from .harness import REST_APP
+
+pytestmark = pytest.mark.unit
+
+
+def due(message_id: str, due_ms: int, generation: int = 0, attempt: int = 1) -> DueMessage:
+    return DueMessage(
+        message_id=message_id,
+        app_id="a",
+        generation=generation,
+        attempt=attempt,
+        due_ms=due_ms,
+        send_at_ms=due_ms,
+        created_ms=0,
+        payload_json="1",
+    )
+
+
+@given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 1_000)), max_size=60))
+def test_timer_queue_pops_in_due_order_and_never_early(items: list[tuple[int, int]]) -> None:
+    q = TimerQueue()
+    for n, d in items:
+        q.push(due(f"m{n}", d))
+    popped: list[int] = []
+    for now in range(0, 1_001, 97):
+        batch = q.pop_due(now)
+        assert all(h.due_ms <= now for h in batch)
+        popped += [h.due_ms for h in batch]
+    popped += [h.due_ms for h in q.pop_due(10_000)]
+    assert popped == sorted(popped)
+    assert len(popped) == len({n for n, _ in items})  # same id, gen, attempt: kept once
+
+
+def test_timer_queue_prune_keeps_held_keys_and_forget_lets_a_key_in_again() -> None:
+    q = TimerQueue()
+    q.push(due("a", 10))
+    q.push(due("b", 5_000))
+    q.pop_due(10)
+    assert q.prune(older_than_ms=1_000) == 1
+    assert q.push(due("a", 10))  # forgotten after pruning
+    assert not q.push(due("b", 5_000))  # still held
+    q.forget(due("b", 5_000))
+    assert q.push(due("b", 5_000))
+
+
+def test_offsets_commit_only_the_settled_prefix() -> None:
+    t = OffsetTracker()
+    for offset in (10, 11, 12, 13):
+        t.received("r", 0, offset, now_ms=offset)
+    t.settled("r", 0, 12)
+    t.settled("r", 0, 11)
+    assert t.take_commits() == {}
+    assert t.oldest_unsettled_received_ms(default_ms=99) == 10
+    t.settled("r", 0, 10)
+    assert t.take_commits() == {("r", 0): 13}
+    t.confirm({("r", 0): 13})
+    assert t.take_commits() == {}
+    t.settled("r", 0, 13)
+    assert t.take_commits() == {("r", 0): 14}
+    assert t.unsettled() == 0
+
+
+def test_command_view_lag_and_aborts() -> None:
+    v = CommandView(partitions=2, now_ms=0)
+    assert v.lag_ms(100) == 100  # not caught up since start
+    v.reached_end(0, 100)
+    v.reached_end(1, 120)
+    assert v.lag_ms(500) == 0
+    cmd = Command(message_id="m", app_id="a", kind=CommandKind.ABORT, generation=2, issued_ms=7)
+    v.apply(1, cmd, now_ms=600)
+    assert v.aborted("m", 2) and not v.aborted("m", 3)
+    assert v.lag_ms(650) == 50
+    v.reached_end(1, 700)
+    assert v.lag_ms(800) == 0
+    v.prune(older_than_ms=8)
+    assert not v.aborted("m", 2)
+
+
+def view(status: Status, generation: int = 0, attempt: int = 1) -> MessageView:
+    content = MessageContent(
+        app_id="a", message_id="m", payload_json="1", send_at_ms=0, created_ms=0
+    )
+    return MessageView(content, StatusUpdate(status, generation, attempt, 0, 0))
+
+
+@pytest.mark.parametrize(
+    ("record", "verdict"),
+    [
+        (None, Verdict.FIRE),
+        (view(Status.READY), Verdict.FIRE),
+        (view(Status.QUEUED), Verdict.FIRE),
+        (view(Status.SENT), Verdict.DONE),
+        (view(Status.FAILED), Verdict.DONE),
+        (view(Status.ABORTED), Verdict.ABORTED),
+        (view(Status.QUEUED, attempt=2), Verdict.STALE),
+        (view(Status.QUEUED, generation=1), Verdict.STALE),
+    ],
+)
+def test_fire_check(record: MessageView | None, verdict: Verdict) -> None:
+    assert fire_check(due("m", 0), record, REST_APP, aborted=False) is verdict
+
+
+def test_fire_check_redrive_ahead_of_its_record_fires() -> None:
+    assert fire_check(due("m", 0, generation=1), view(Status.FAILED), REST_APP, False) is (
+        Verdict.FIRE
+    )
+    assert fire_check(due("m", 0), None, None, False) is Verdict.APP_MISSING
+    assert fire_check(due("m", 0), None, REST_APP, True) is Verdict.ABORTED
+
+
+def test_settle_jitter_is_deterministic_and_last_attempt_fails() -> None:
+    backoff = Backoff(max_attempts=2, base_ms=1_000)
+    out = AttemptOutcome(AttemptKind.RETRYABLE, "5xx", http_status=500, error="http 500")
+    first = settle(due("m", 0), out, 100, backoff)
+    again = settle(due("m", 0), out, 100, backoff)
+    assert first.retry == again.retry and first.retry is not None
+    assert 800 + 100 <= first.retry.due_ms <= 1_200 + 100
+    assert 0 <= jitter_draw("m", 1) < 1
+    last = settle(due("m", 0, attempt=2), out, 100, backoff)
+    assert last.result.outcome is DeliveryOutcome.FAILED and last.dead_letter is not None
+    assert last.retry is None
