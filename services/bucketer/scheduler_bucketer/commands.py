@@ -1,0 +1,146 @@
+"""Commands on scheduler.commands, applied to stored messages.
+
+- ABORT: ingest has already set the record to ABORTED (a conditional write, decision 5); here the
+  stored bucket row is removed so the releaser does not stream it. The dispatcher checks the
+  record again at fire time, so the abort wins even when the row was already released, or is
+  stored again later by a replayed request.
+- REDRIVE (FAILED -> READY, new generation) and RESCHEDULE (new due time, new generation): the
+  message re-enters through the same placement as a new request (decision 3), with the content
+  read from the message store. A command older than the record's generation, or whose generation
+  already ended (SENT, FAILED, ABORTED), is stale and ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from scheduler.clock import Clock
+from scheduler.codec import DecodeError, RecordCodec
+from scheduler.domain.buckets import shard_of
+from scheduler.records import Command, CommandKind, DueMessage
+from scheduler.settings import SchedulingSettings
+from scheduler.store.ports import AppLookup, BucketStore, MessageStore, MessageView
+
+from .intake import InputRecord, Rejection, decode_reason
+from .metrics import BucketerMetrics
+from .placer import Entry, Outbox, Placer, shards_for
+from .routing import Router
+
+log = logging.getLogger("scheduler_bucketer.commands")
+
+
+class CommandHandler:
+    def __init__(
+        self,
+        codec: RecordCodec[Command],
+        messages: MessageStore,
+        buckets: BucketStore,
+        apps: AppLookup,
+        placer: Placer,
+        router: Router,
+        scheduling: SchedulingSettings,
+        clock: Clock,
+        metrics: BucketerMetrics,
+    ) -> None:
+        self._codec = codec
+        self._messages = messages
+        self._buckets = buckets
+        self._apps = apps
+        self._placer = placer
+        self._router = router
+        self._scheduling = scheduling
+        self._clock = clock
+        self._metrics = metrics
+
+    def apply(self, record: InputRecord, outbox: Outbox) -> None:
+        if not record.value:
+            outbox.rejections.append(Rejection(record, "empty", "the record has no value"))
+            return
+        try:
+            command = self._codec.decode(record.value)
+        except DecodeError as exc:
+            outbox.rejections.append(Rejection(record, decode_reason(exc), str(exc)))
+            return
+        except (KeyError, TypeError, ValueError) as exc:
+            outbox.rejections.append(Rejection(record, "malformed", f"{type(exc).__name__}: {exc}"))
+            return
+        outcome = self._apply(command, record, outbox)
+        self._metrics.commands.labels(command.kind.value, outcome).inc()
+        log.info(
+            "%s %s/%s generation %d: %s",
+            command.kind.value,
+            command.app_id,
+            command.message_id,
+            command.generation,
+            outcome,
+        )
+
+    def _apply(self, command: Command, record: InputRecord, outbox: Outbox) -> str:
+        view = self._messages.get(command.app_id, command.message_id)
+        if view is None:
+            return "unknown"
+        shards = shards_for(self._apps.get_app(command.app_id), self._scheduling)
+        if command.kind is CommandKind.ABORT:
+            self._remove_stored(view, shards, keep_due=None)
+            return "applied"
+        if self._stale(view, command):
+            return "stale"
+        if command.kind is CommandKind.RESCHEDULE:
+            if command.send_at_ms is None:
+                outbox.rejections.append(
+                    Rejection(
+                        record,
+                        "invalid_command",
+                        "RESCHEDULE needs send_at_ms",
+                        command.app_id,
+                        command.message_id,
+                    )
+                )
+                return "invalid"
+            due, send_at = command.send_at_ms, command.send_at_ms
+            self._remove_stored(view, shards, keep_due=due)
+        else:
+            # Redrive: deliver promptly. The due time comes from the command, not the clock, so
+            # a replay places the same row again.
+            due = command.send_at_ms if command.send_at_ms is not None else command.issued_ms
+            send_at = view.content.send_at_ms
+        c = view.content
+        message = DueMessage(
+            message_id=c.message_id,
+            app_id=c.app_id,
+            generation=command.generation,
+            attempt=1,
+            due_ms=due,
+            send_at_ms=send_at,
+            created_ms=c.created_ms,
+            payload_json=c.payload_json,
+            kafka_key=c.kafka_key,
+        )
+        event = "redriven" if command.kind is CommandKind.REDRIVE else "rescheduled"
+        self._placer.place([Entry(message, shards, event, command.issued_ms)], outbox)
+        return "applied"
+
+    @staticmethod
+    def _stale(view: MessageView, command: Command) -> bool:
+        state = view.state
+        if state.generation > command.generation:
+            return True
+        return state.generation == command.generation and state.status.terminal
+
+    def _remove_stored(self, view: MessageView, shards: int, keep_due: int | None) -> None:
+        """Delete the stored row(s) the message may have (at its recorded due time and at its
+        original sendAt); deleting a row that does not exist is harmless."""
+        c = view.content
+        for due in {view.state.due_ms, c.send_at_ms} - {keep_due}:
+            row = DueMessage(
+                message_id=c.message_id,
+                app_id=c.app_id,
+                generation=view.state.generation,
+                attempt=view.state.attempt,
+                due_ms=due,
+                send_at_ms=c.send_at_ms,
+                created_ms=c.created_ms,
+                payload_json=c.payload_json,
+                kafka_key=c.kafka_key,
+            )
+            self._buckets.remove(self._router.bucket_of(due), shard_of(c.message_id, shards), row)

@@ -1,0 +1,99 @@
+"""`scheduler-bucketer`: consume scheduler.requests and scheduler.commands, store or route.
+
+The one place where the bucketer is wired:
+
+    settings (env) -> logging, metrics (own registry, HTTP endpoint)
+    Cassandra session -> CassandraMessageStore, CassandraBucketStore, CassandraAppStore
+    confluent-kafka producer (acks=all, idempotent) and consumer (manual commits)
+    build_processor(ports...) -> ConsumerLoop.run() until SIGTERM/SIGINT
+
+Per batch: decode -> validate -> route (ring topic now, or bucket table) -> write (Cassandra,
+concurrently) -> re-check the watermark -> produce + flush -> commit offsets. See README.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+
+from confluent_kafka import Consumer
+from prometheus_client import CollectorRegistry, start_http_server
+
+from scheduler.clock import Clock, SystemClock
+from scheduler.codec import registry_client
+from scheduler.kafka.producer import KafkaRecordProducer
+from scheduler.logs import configure_logging
+from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
+from scheduler.store.cassandra import connect
+from scheduler.store.cassandra_apps import CassandraAppStore
+from scheduler.store.cassandra_buckets import CassandraBucketStore
+from scheduler.store.cassandra_messages import CassandraMessageStore
+from scheduler.topics import Topics
+
+from .loop import ConsumerLoop, consumer_config
+from .metrics import BucketerMetrics
+from .pipeline import Ports, build_processor
+from .settings import BucketerSettings
+from .writer import Writer
+
+log = logging.getLogger("scheduler_bucketer")
+
+
+def run(
+    settings: BucketerSettings,
+    kafka: KafkaSettings,
+    cassandra: CassandraSettings,
+    scheduling: SchedulingSettings,
+    metrics: BucketerMetrics,
+    stop: threading.Event,
+    clock: Clock | None = None,
+) -> None:
+    """Run until `stop` is set; the current batch is finished and committed first."""
+    clock = clock or SystemClock()
+    topics = Topics(kafka, scheduling)
+    cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
+    producer = KafkaRecordProducer(kafka.client_config())
+    writer = Writer(settings.write_concurrency)
+    registry = registry_client(kafka.schema_registry_url) if kafka.schema_registry_url else None
+    try:
+        ports = Ports(
+            messages=CassandraMessageStore(session),
+            buckets=CassandraBucketStore(session),
+            apps=CassandraAppStore(session),
+            producer=producer,
+            clock=clock,
+        )
+        processor = build_processor(ports, topics, scheduling, settings, metrics, writer, registry)
+        consumer = Consumer(consumer_config(kafka.client_config(), settings, metrics))
+        ConsumerLoop(consumer, processor, topics, settings, metrics, clock, stop).run()
+    finally:
+        writer.close()
+        producer.close()
+        cluster.shutdown()
+        log.info("stopped")
+
+
+def main() -> int:
+    settings = BucketerSettings()
+    configure_logging("bucketer", settings.log_level)
+    registry = CollectorRegistry()
+    metrics = BucketerMetrics(registry)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, registry=registry)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        log.info("signal %d: finishing the current batch, then stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    run(settings, KafkaSettings(), CassandraSettings(), SchedulingSettings(), metrics, stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

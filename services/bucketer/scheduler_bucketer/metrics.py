@@ -1,0 +1,63 @@
+"""Every metric of the bucketer, declared once. Pass a CollectorRegistry so tests can build many."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class BucketerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.consumed = Counter(
+            "scheduler_bucketer_consumed_total",
+            "Records consumed, by topic kind (requests, commands).",
+            ["kind"],
+            registry=registry,
+        )
+        self.stored = Counter(
+            "scheduler_bucketer_stored_total",
+            "Messages written to the bucket table (status READY).",
+            registry=registry,
+        )
+        self.routed_direct = Counter(
+            "scheduler_bucketer_routed_direct_total",
+            "Messages produced straight to their due-minute topic (status QUEUED), by cause:"
+            " near (within the look-ahead) or released_meanwhile (bucket released while storing).",
+            ["cause"],
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "scheduler_bucketer_rejected_total",
+            "Records sent to the rejected topic, by machine-readable reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.commands = Counter(
+            "scheduler_bucketer_commands_total",
+            "Commands applied, by kind and outcome (applied, stale, unknown).",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "scheduler_bucketer_batch_seconds",
+            "Time from a batch consumed to its offsets committed.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "scheduler_bucketer_batch_records",
+            "Records per batch.",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+            registry=registry,
+        )
+        self.retries = Counter(
+            "scheduler_bucketer_batch_retries_total",
+            "Batches rolled back and retried after a transient failure, by stage.",
+            ["stage"],
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "scheduler_bucketer_consumer_lag",
+            "Records not yet consumed, per topic partition (from librdkafka statistics).",
+            ["topic", "partition"],
+            registry=registry,
+        )

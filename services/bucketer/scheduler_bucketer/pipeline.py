@@ -1,0 +1,190 @@
+"""The bucketer's batch pipeline: decode -> validate -> route -> write -> produce -> (commit).
+
+`BatchProcessor.process(records)` does everything a batch needs before its offsets may be
+committed, in this order:
+
+1. requests: admit (decode, validate, live app) or reject; route each accepted message;
+2. write every record (READY or QUEUED) and every bucket row, concurrently, and wait;
+3. re-read the watermark: a stored message whose bucket was released meanwhile is also sent
+   directly (decision 2; duplicates are removed downstream by (id, generation, attempt));
+4. commands (abort, redrive, reschedule), after the requests of the same batch are written;
+5. produce the direct sends and the rejections, flush, and check that Kafka acknowledged all.
+
+It returns normally only when all of that is durable; the caller then commits the offsets. Any
+exception means "nothing of this batch is known to be durable": the caller rewinds and retries,
+and because every write is idempotent by message id, the retry neither loses nor duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from scheduler.clock import Clock
+from scheduler.codec import RecordCodec, value_subject
+from scheduler.kafka.producer import RecordProducer
+from scheduler.records import Command, DueMessage, RejectedRequest, ScheduleRequest
+from scheduler.settings import SchedulingSettings
+from scheduler.store.ports import AppLookup, BucketStore, MessageStore
+from scheduler.topics import Topics
+
+from .commands import CommandHandler
+from .intake import CachedApps, InputRecord, Intake, Rejection
+from .metrics import BucketerMetrics
+from .placer import Entry, Outbox, Placer, entry_of
+from .routing import Router
+from .settings import BucketerSettings
+from .writer import Writer
+
+log = logging.getLogger("scheduler_bucketer.pipeline")
+
+
+class BatchProcessor:
+    def __init__(
+        self,
+        *,
+        topics: Topics,
+        intake: Intake,
+        placer: Placer,
+        commands: CommandHandler,
+        producer: RecordProducer,
+        due_codec: RecordCodec[DueMessage],
+        rejected_codec: RecordCodec[RejectedRequest],
+        scheduling: SchedulingSettings,
+        clock: Clock,
+        metrics: BucketerMetrics,
+        flush_timeout_s: float,
+    ) -> None:
+        self._topics = topics
+        self._intake = intake
+        self._placer = placer
+        self._commands = commands
+        self._producer = producer
+        self._due_codec = due_codec
+        self._rejected_codec = rejected_codec
+        self._scheduling = scheduling
+        self._clock = clock
+        self._metrics = metrics
+        self._flush_timeout_s = flush_timeout_s
+
+    def process(self, records: Sequence[InputRecord]) -> None:
+        outbox = Outbox()
+        requests = [r for r in records if r.topic == self._topics.requests]
+        commands = [r for r in records if r.topic == self._topics.commands]
+        self._metrics.consumed.labels("requests").inc(len(requests))
+        self._metrics.consumed.labels("commands").inc(len(commands))
+        entries: list[Entry] = []
+        for record in requests:
+            admitted = self._intake.admit(record)
+            if isinstance(admitted, Rejection):
+                outbox.rejections.append(admitted)
+            else:
+                entries.append(entry_of(admitted, self._scheduling))
+        self._placer.place(_latest_per_message(entries), outbox)
+        for record in commands:
+            self._commands.apply(record, outbox)
+        self._produce(outbox)
+
+    def _produce(self, outbox: Outbox) -> None:
+        for topic, message in outbox.direct:
+            self._producer.produce(
+                topic, message.message_id.encode(), self._due_codec.encode(message)
+            )
+        now = self._clock.now_ms()
+        for rejection in outbox.rejections:
+            record = rejection.record
+            self._producer.produce(
+                self._topics.rejected,
+                None,
+                self._rejected_codec.encode(
+                    RejectedRequest(
+                        reason=rejection.reason,
+                        detail=rejection.detail[:1_000],
+                        original=record.value or b"",
+                        source_topic=record.topic,
+                        source_partition=record.partition,
+                        source_offset=record.offset,
+                        rejected_ms=now,
+                        app_id=rejection.app_id,
+                        message_id=rejection.message_id,
+                    )
+                ),
+            )
+            self._metrics.rejected.labels(rejection.reason).inc()
+            log.warning(
+                "rejected %s[%d]@%d: %s (%s)",
+                record.topic,
+                record.partition,
+                record.offset,
+                rejection.reason,
+                rejection.detail[:200],
+            )
+        if outbox.direct or outbox.rejections:
+            self._producer.flush(self._flush_timeout_s)
+
+
+def _latest_per_message(entries: list[Entry]) -> list[Entry]:
+    """A message id repeated in one batch (a producer retry) is placed once."""
+    unique: dict[tuple[str, str], Entry] = {}
+    for entry in entries:
+        unique[(entry.message.app_id, entry.message.message_id)] = entry
+    return list(unique.values())
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Everything the pipeline talks to; tests pass fakes, main() the real adapters."""
+
+    messages: MessageStore
+    buckets: BucketStore
+    apps: AppLookup
+    producer: RecordProducer
+    clock: Clock
+
+
+def build_processor(
+    ports: Ports,
+    topics: Topics,
+    scheduling: SchedulingSettings,
+    settings: BucketerSettings,
+    metrics: BucketerMetrics,
+    writer: Writer,
+    registry: SchemaRegistryClient | None = None,
+) -> BatchProcessor:
+    """Wire the steps inside out: router and placer, then intake and commands, then the batch."""
+    router = Router(
+        ports.buckets, scheduling, topics.ring, ports.clock, settings.watermark_cache_ms
+    )
+    apps = CachedApps(ports.apps, ports.clock, settings.app_cache_ms)
+    placer = Placer(ports.messages, ports.buckets, router, writer, ports.clock, metrics)
+    commands = CommandHandler(
+        RecordCodec(Command, registry=registry),
+        ports.messages,
+        ports.buckets,
+        apps,
+        placer,
+        router,
+        scheduling,
+        ports.clock,
+        metrics,
+    )
+    return BatchProcessor(
+        topics=topics,
+        intake=Intake(RecordCodec(ScheduleRequest, registry=registry), apps, scheduling),
+        placer=placer,
+        commands=commands,
+        producer=ports.producer,
+        due_codec=RecordCodec(
+            DueMessage, registry=registry, subject=value_subject(topics.ring.prefix.rstrip("."))
+        ),
+        rejected_codec=RecordCodec(
+            RejectedRequest, registry=registry, subject=value_subject(topics.rejected)
+        ),
+        scheduling=scheduling,
+        clock=ports.clock,
+        metrics=metrics,
+        flush_timeout_s=settings.flush_timeout_s,
+    )

@@ -1,0 +1,185 @@
+"""Placement of messages entering the bucketer: route, write durably, re-check, queue sends.
+
+A message enters from a new request, a redrive or a reschedule; all three go through the same
+`Placer.place` (decision 3: retries and redrives re-enter through the same placement).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+from scheduler.clock import Clock
+from scheduler.domain.buckets import shard_of
+from scheduler.domain.placement import Placement
+from scheduler.domain.status import Status
+from scheduler.records import DueMessage
+from scheduler.settings import SchedulingSettings
+from scheduler.store.ports import (
+    Application,
+    BucketStore,
+    LogEntry,
+    MessageContent,
+    MessageStore,
+    StatusUpdate,
+)
+
+from .intake import Accepted, Rejection
+from .metrics import BucketerMetrics
+from .routing import Router
+from .writer import Writer
+
+log = logging.getLogger("scheduler_bucketer.placer")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One message (re-)entering placement: a new request, a redrive or a reschedule."""
+
+    message: DueMessage
+    shards: int
+    event: str  # log wording: scheduled, redriven, rescheduled
+    log_at_ms: int  # deterministic per event, so a replayed log write upserts the same row
+    content: MessageContent | None = None  # saved with the status (new requests only)
+
+
+@dataclass
+class Outbox:
+    """What a batch will produce once its writes are durable."""
+
+    direct: list[tuple[str, DueMessage]] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+def shards_for(app: Application | None, scheduling: SchedulingSettings) -> int:
+    return (app.shards if app is not None and app.shards else None) or scheduling.shards_per_bucket
+
+
+class Placer:
+    """Routes entries, writes them durably, re-checks the watermark, queues the direct sends."""
+
+    def __init__(
+        self,
+        messages: MessageStore,
+        buckets: BucketStore,
+        router: Router,
+        writer: Writer,
+        clock: Clock,
+        metrics: BucketerMetrics,
+    ) -> None:
+        self._messages = messages
+        self._buckets = buckets
+        self._router = router
+        self._writer = writer
+        self._clock = clock
+        self._metrics = metrics
+
+    def place(self, entries: Sequence[Entry], outbox: Outbox) -> None:
+        if not entries:
+            return
+        now = self._clock.now_ms()
+        writes: list[Callable[[], None]] = []
+        rows: list[tuple[int, int, DueMessage]] = []
+        stored: list[Entry] = []
+        for entry in entries:
+            m = entry.message
+            if self._router.place(m.due_ms, now) is Placement.DIRECT:
+                topic = self._router.due_topic(m.due_ms, now)
+                writes.append(self._status_write(entry, Status.QUEUED, now, {"topic": topic}))
+                outbox.direct.append((topic, m))
+                self._metrics.routed_direct.labels("near").inc()
+            else:
+                bucket = self._router.bucket_of(m.due_ms)
+                shard = shard_of(m.message_id, entry.shards)
+                data: dict[str, object] = {"bucket_ms": bucket, "shard": shard}
+                writes.append(self._status_write(entry, Status.READY, now, data))
+                rows.append((bucket, shard, m))
+                stored.append(entry)
+        if rows:
+            writes.append(partial(_store_rows, self._buckets, rows))
+        self._writer.run(writes)
+        self._metrics.stored.inc(len(rows))
+        if stored:
+            self._send_if_released_meanwhile(stored, now, outbox)
+
+    def _send_if_released_meanwhile(self, stored: list[Entry], now: int, outbox: Outbox) -> None:
+        watermark = self._router.watermark(fresh=True)
+        late = [entry for entry in stored if self._router.released(entry.message.due_ms, watermark)]
+        if not late:
+            return
+        writes = []
+        for entry in late:
+            topic = self._router.due_topic(entry.message.due_ms, now)
+            data: dict[str, object] = {"topic": topic, "released_meanwhile": True}
+            writes.append(self._status_write(entry, Status.QUEUED, now, data, update_only=True))
+            outbox.direct.append((topic, entry.message))
+        self._writer.run(writes)
+        self._metrics.routed_direct.labels("released_meanwhile").inc(len(late))
+        log.info(
+            "%d stored message(s) were in buckets released meanwhile: sent directly", len(late)
+        )
+
+    def _status_write(
+        self,
+        entry: Entry,
+        status: Status,
+        now: int,
+        data: dict[str, object],
+        update_only: bool = False,
+    ) -> Callable[[], None]:
+        m = entry.message
+        state = StatusUpdate(
+            status=status, generation=m.generation, attempt=m.attempt, due_ms=m.due_ms, at_ms=now
+        )
+        word = "queued" if status is Status.QUEUED else "stored"
+        log_entry = LogEntry(
+            at_ms=entry.log_at_ms,
+            entry_id=f"{m.generation}:{m.attempt}:{entry.event}:{word}",
+            status=status,
+            data={"due_ms": m.due_ms, **data},
+        )
+        if entry.content is not None and not update_only:
+            return partial(self._messages.save, entry.content, state, log_entry)
+        return partial(self._messages.update_status, m.app_id, m.message_id, state, log_entry)
+
+
+def _store_rows(buckets: BucketStore, rows: list[tuple[int, int, DueMessage]]) -> None:
+    # The Cassandra adapter writes many rows at once (per-partition batches, bounded
+    # concurrency); any other BucketStore gets one call per row.
+    store_many = getattr(buckets, "store_many", None)
+    if store_many is not None:
+        store_many(rows)
+        return
+    for bucket, shard, message in rows:
+        buckets.store(bucket, shard, message)
+
+
+def entry_of(accepted: Accepted, scheduling: SchedulingSettings) -> Entry:
+    r = accepted.request
+    message = DueMessage(
+        message_id=r.message_id,
+        app_id=r.app_id,
+        generation=0,
+        attempt=1,
+        due_ms=r.send_at_ms,
+        send_at_ms=r.send_at_ms,
+        created_ms=r.created_ms,
+        payload_json=r.payload_json,
+        kafka_key=r.kafka_key,
+    )
+    content = MessageContent(
+        app_id=r.app_id,
+        message_id=r.message_id,
+        payload_json=r.payload_json,
+        send_at_ms=r.send_at_ms,
+        created_ms=r.created_ms,
+        idempotency_key=r.idempotency_key,
+        kafka_key=r.kafka_key,
+        source=r.source,
+    )
+    # The log time comes from the data (the record's Kafka timestamp), not the clock, so a
+    # replay writes the same log row again instead of a second entry.
+    at_ms = max(r.created_ms, accepted.record.timestamp_ms or 0)
+    return Entry(message, shards_for(accepted.app, scheduling), "scheduled", at_ms, content)

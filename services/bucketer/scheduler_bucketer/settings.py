@@ -1,0 +1,24 @@
+"""Settings of the bucketer process (env prefix `SCHEDULER_BUCKETER_`), built once in main()."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BucketerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SCHEDULER_BUCKETER_", frozen=True, extra="ignore")
+
+    group_id: str = "scheduler-bucketer"
+    batch_size: int = Field(default=2_000, ge=1, description="records consumed per batch at most")
+    poll_timeout_s: float = Field(default=0.5, gt=0, description="wait for a batch to fill")
+    write_concurrency: int = Field(default=64, ge=1, description="Cassandra writes in flight")
+    watermark_cache_ms: int = Field(
+        default=1_000, ge=0, description="how long a read release watermark is reused for routing"
+    )
+    app_cache_ms: int = Field(default=5_000, ge=0, description="how long an app lookup is reused")
+    retry_initial_ms: int = Field(default=200, ge=1, description="first backoff after a failure")
+    retry_max_ms: int = Field(default=10_000, ge=1, description="longest backoff between retries")
+    flush_timeout_s: float = Field(default=30.0, gt=0, description="wait for Kafka acks")
+    metrics_port: int = Field(default=9102, ge=0, le=65535, description="0: no metrics server")
+    log_level: str = "INFO"
