@@ -1,0 +1,114 @@
+"""Parsing schedule requests from JSON, the same for the single and the batch route.
+
+Only `payload`, `sendAt`, `idempotencyKey` and `kafkaKey` are accepted; any other field is
+refused (`unknown_field`), so nothing a client invents is ever stored. `payload` may be any JSON
+value except null: 0, "", false, [] and {} are valid payloads.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from scheduler.domain.errors import ValidationError
+from scheduler.domain.sendat import parse_send_at
+
+ALLOWED_FIELDS = frozenset({"payload", "sendAt", "idempotencyKey", "kafkaKey"})
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A syntactically valid request, before id, clock and horizon are applied."""
+
+    payload_json: str
+    send_at_ms: int
+    idempotency_key: str | None
+    kafka_key: str | None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads(body: bytes) -> Any:
+    """Strict JSON (no NaN/Infinity); raises ValidationError(invalid_json)."""
+    if not body.strip():
+        raise ValidationError("invalid_json", "a JSON body is required")
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ValidationError("invalid_json", f"the body is not valid JSON: {exc}") from None
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def parse_item(raw: Any) -> Draft:
+    if not isinstance(raw, dict):
+        raise ValidationError("invalid_request", "a message must be a JSON object")
+    unknown = sorted(set(raw) - ALLOWED_FIELDS)
+    if unknown:
+        raise ValidationError(
+            "unknown_field",
+            f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(ALLOWED_FIELDS))}",
+        )
+    if "payload" not in raw or raw["payload"] is None:
+        raise ValidationError("missing_payload", "payload is required (any JSON value but null)")
+    send_at_ms = parse_send_at(raw.get("sendAt"))
+    return Draft(
+        payload_json=dumps(raw["payload"]),
+        send_at_ms=send_at_ms,
+        idempotency_key=_optional_string(raw, "idempotencyKey"),
+        kafka_key=_optional_string(raw, "kafkaKey"),
+    )
+
+
+def _optional_string(raw: dict[str, Any], name: str) -> str | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(f"invalid_{name}", f"{name} must be a string")
+    return value
+
+
+# OpenAPI of the bodies parsed here (documented by hand: these routes parse the body themselves
+# so that every error has the API's token, e.g. missing_payload).
+SCHEDULE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["payload", "sendAt"],
+    "additionalProperties": False,
+    "properties": {
+        "payload": {"description": 'any JSON value except null (0, "", false are valid)'},
+        "sendAt": {
+            "description": "RFC 3339 with an offset, or epoch milliseconds (>= 10^11)",
+            "oneOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "integer", "minimum": 100000000000},
+            ],
+        },
+        "idempotencyKey": {"type": "string", "minLength": 1, "maxLength": 256},
+        "kafkaKey": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 256,
+            "description": "record key for KAFKA apps (default: the message id)",
+        },
+    },
+}
+
+
+def batch_schema(limit: int) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["messages"],
+        "additionalProperties": False,
+        "properties": {"messages": {"type": "array", "maxItems": limit, "items": SCHEDULE_SCHEMA}},
+    }
+
+
+def json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """`openapi_extra` documenting a required JSON body."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}

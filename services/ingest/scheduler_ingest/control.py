@@ -1,0 +1,235 @@
+"""The control plane: applications, data keys, control keys, signing secrets and usage.
+
+Every operation takes the authenticated owner; an application of another owner (or a deleted
+one) is answered exactly like a missing one (404 app_not_found), so ids of other tenants cannot
+be probed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+
+from scheduler.clock import Clock
+from scheduler.domain.sendat import format_rfc3339_ms
+from scheduler.security import SecretHasher, new_key_id, new_secret, new_signing_secret
+from scheduler.settings import KafkaSettings
+from scheduler.store.apps import AppStore, ControlKey, DataKey
+from scheduler.store.ports import Application
+from scheduler.store.usage import UsageDay, UsageStore, usage_day
+from scheduler_ingest.auth import Authenticator, ControlPrincipal
+from scheduler_ingest.errors import ApiError
+from scheduler_ingest.io import BlockingIo
+from scheduler_ingest.models import (
+    AppCreated,
+    ApplicationCreate,
+    ApplicationUpdate,
+    AppType,
+    AppView,
+    EndpointError,
+    KeyCreated,
+    KeyView,
+    SendBackFormat,
+    check_kafka_endpoint,
+    check_rest_endpoint,
+)
+from scheduler_ingest.settings import IngestSettings
+
+
+def app_not_found() -> ApiError:
+    return ApiError(404, "app_not_found", "no such application")
+
+
+def new_app_id() -> str:
+    return "app_" + secrets.token_hex(10)
+
+
+def app_view(app: Application) -> AppView:
+    return AppView(
+        id=app.app_id,
+        name=app.name,
+        type=AppType(app.type),
+        endpoint=app.endpoint,
+        description=app.description,
+        httpAuthorization=(
+            {"headerName": app.auth_header_name} if app.auth_header_name is not None else None
+        ),
+        sendBackFormat=SendBackFormat(app.send_back_format),
+        created=format_rfc3339_ms(app.created_ms),
+        updated=format_rfc3339_ms(app.updated_ms),
+    )
+
+
+def key_view(key: ControlKey | DataKey) -> KeyView:
+    return KeyView(id=key.key_id, created=format_rfc3339_ms(key.created_ms), active=key.active)
+
+
+class ControlService:
+    def __init__(
+        self,
+        *,
+        store: AppStore,
+        usage: UsageStore,
+        hasher: SecretHasher,
+        auth: Authenticator,
+        clock: Clock,
+        kafka: KafkaSettings,
+        settings: IngestSettings,
+        io: BlockingIo,
+    ) -> None:
+        self._store = store
+        self._usage = usage
+        self._hasher = hasher
+        self._auth = auth
+        self._clock = clock
+        self._kafka = kafka
+        self._settings = settings
+        self._io = io
+
+    # -- applications ---------------------------------------------------------------------------
+
+    async def owned_app(self, who: ControlPrincipal, app_id: str) -> Application:
+        app = await self._io(self._store.get_app, app_id)
+        if app is None or app.owner_id != who.owner_id or app.deleted_ms is not None:
+            raise app_not_found()
+        return app
+
+    def _check_endpoint(self, app_type: str, endpoint: str) -> None:
+        try:
+            if app_type == AppType.REST:
+                check_rest_endpoint(endpoint)
+            else:
+                check_kafka_endpoint(
+                    endpoint, self._kafka.topic_prefix, self._settings.kafka_endpoint_prefixes
+                )
+        except EndpointError as exc:
+            raise ApiError(400, "invalid_endpoint", str(exc)) from None
+
+    async def create_app(self, who: ControlPrincipal, body: ApplicationCreate) -> AppCreated:
+        self._check_endpoint(body.type, body.endpoint)
+        now = self._clock.now_ms()
+        auth = body.httpAuthorization
+        app = Application(
+            app_id=new_app_id(),
+            owner_id=who.owner_id,
+            name=body.name,
+            type=body.type.value,
+            endpoint=body.endpoint,
+            description=body.description,
+            auth_header_name=auth.headerName if auth else None,
+            auth_header_value=auth.headerValue if auth else None,
+            send_back_format=body.sendBackFormat.value,
+            signing_secret=new_signing_secret(),
+            created_ms=now,
+            updated_ms=now,
+        )
+        await self._io(self._store.put_app, app)
+        return AppCreated(**app_view(app).model_dump(), signingSecret=app.signing_secret)
+
+    async def list_apps(self, who: ControlPrincipal) -> list[AppView]:
+        apps = await self._io(self._store.apps, who.owner_id)
+        return [app_view(a) for a in apps]
+
+    async def update_app(
+        self, who: ControlPrincipal, app_id: str, body: ApplicationUpdate
+    ) -> AppView:
+        app = await self.owned_app(who, app_id)
+        given = body.model_fields_set
+        changes: dict[str, object] = {}
+        if "name" in given and body.name is not None:
+            changes["name"] = body.name
+        if "description" in given:
+            changes["description"] = body.description
+        if "endpoint" in given and body.endpoint is not None:
+            self._check_endpoint(app.type, body.endpoint)
+            changes["endpoint"] = body.endpoint
+        if "httpAuthorization" in given:
+            auth = body.httpAuthorization
+            changes["auth_header_name"] = auth.headerName if auth else None
+            changes["auth_header_value"] = auth.headerValue if auth else None
+        if "sendBackFormat" in given and body.sendBackFormat is not None:
+            changes["send_back_format"] = body.sendBackFormat.value
+        updated = dataclasses.replace(app, **changes, updated_ms=self._clock.now_ms())  # type: ignore[arg-type]
+        await self._io(self._store.put_app, updated)
+        return app_view(updated)
+
+    async def delete_app(self, who: ControlPrincipal, app_id: str) -> None:
+        """Tombstone the app (its pending messages are aborted lazily at release and fire time)
+        and deactivate its data keys."""
+        app = await self.owned_app(who, app_id)
+        now = self._clock.now_ms()
+        await self._io(
+            self._store.put_app, dataclasses.replace(app, deleted_ms=now, updated_ms=now)
+        )
+        for key in await self._io(self._store.data_keys, app_id):
+            if key.active:
+                await self._io(self._store.deactivate_data_key, app_id, key.key_id)
+        self._auth.forget_data_keys(lambda p: p.app_id == app_id)
+
+    async def rotate_signing_secret(self, who: ControlPrincipal, app_id: str) -> dict[str, object]:
+        app = await self.owned_app(who, app_id)
+        now = self._clock.now_ms()
+        until = now + self._settings.signing_secret_grace_ms
+        rotated = dataclasses.replace(
+            app,
+            signing_secret=new_signing_secret(),
+            previous_signing_secret=app.signing_secret,
+            previous_secret_valid_until_ms=until,
+            updated_ms=now,
+        )
+        await self._io(self._store.put_app, rotated)
+        return {
+            "signingSecret": rotated.signing_secret,
+            "previousSecretValidUntil": format_rfc3339_ms(until),
+        }
+
+    async def usage(
+        self, who: ControlPrincipal, app_id: str, from_day: int | None, to_day: int | None
+    ) -> list[UsageDay]:
+        await self.owned_app(who, app_id)
+        today = usage_day(self._clock.now_ms())
+        last = today if to_day is None else to_day
+        first = last - self._settings.usage_default_days + 1 if from_day is None else from_day
+        if first > last or last - first > 366:
+            raise ApiError(400, "invalid_parameter", "from..to must be at most 366 days, in order")
+        return await self._io(self._usage.read, app_id, first, last)
+
+    # -- data keys ------------------------------------------------------------------------------
+
+    async def create_data_key(self, who: ControlPrincipal, app_id: str) -> KeyCreated:
+        await self.owned_app(who, app_id)
+        secret = new_secret()
+        key = DataKey(new_key_id("dk"), app_id, who.owner_id, True, self._clock.now_ms())
+        await self._io(self._store.add_data_key, key, self._hasher.hash(secret))
+        return KeyCreated(id=key.key_id, secret=secret)
+
+    async def list_data_keys(self, who: ControlPrincipal, app_id: str) -> list[KeyView]:
+        await self.owned_app(who, app_id)
+        return [key_view(k) for k in await self._io(self._store.data_keys, app_id)]
+
+    async def deactivate_data_key(self, who: ControlPrincipal, app_id: str, key_id: str) -> None:
+        await self.owned_app(who, app_id)
+        if not await self._io(self._store.deactivate_data_key, app_id, key_id):
+            raise ApiError(404, "not_found", "no such data key in this application")
+        self._auth.forget_data_keys(lambda p: p.key_id == key_id)
+
+    # -- control keys ---------------------------------------------------------------------------
+
+    async def create_control_key(self, who: ControlPrincipal) -> KeyCreated:
+        secret, key = issue_control_key(who.owner_id, self._clock.now_ms())
+        await self._io(self._store.add_control_key, key, self._hasher.hash(secret))
+        return KeyCreated(id=key.key_id, secret=secret)
+
+    async def list_control_keys(self, who: ControlPrincipal) -> list[KeyView]:
+        return [key_view(k) for k in await self._io(self._store.control_keys, who.owner_id)]
+
+    async def deactivate_control_key(self, who: ControlPrincipal, key_id: str) -> None:
+        # The owner check is in the store call: another owner's key id is simply not found.
+        if not await self._io(self._store.deactivate_control_key, who.owner_id, key_id):
+            raise ApiError(404, "not_found", "no such control key for this owner")
+        self._auth.forget_control_keys(lambda p: p.key_id == key_id)
+
+
+def issue_control_key(owner_id: str, now_ms: int) -> tuple[str, ControlKey]:
+    """A new control key and its secret (shown once). Used by the API and the operator CLI."""
+    return new_secret(), ControlKey(new_key_id("ck"), owner_id, True, now_ms)

@@ -1,0 +1,92 @@
+"""Entry point of the ingest gateway: `scheduler-ingest` (or `python -m scheduler_ingest.main`).
+
+Builds the settings (environment, SCHEDULER_*), logging, the Cassandra session and stores, the
+idempotent Kafka producer and the metrics registry, then serves HTTP with uvicorn. SIGTERM and
+SIGINT stop accepting connections, let in-flight requests finish (uvicorn's graceful shutdown),
+then flush the producer and close Cassandra.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+from cassandra.cluster import Session
+from prometheus_client import CollectorRegistry
+
+from scheduler.clock import SystemClock
+from scheduler.logs import configure_logging
+from scheduler.security import SecretHasher, SecuritySettings
+from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
+from scheduler.store.cassandra import connect
+from scheduler.store.cassandra_apps import CassandraAppStore
+from scheduler.store.cassandra_messages import CassandraMessageStore
+from scheduler.store.usage import CassandraUsageStore
+from scheduler.topics import Topics
+from scheduler_ingest.app import Deps, create_app
+from scheduler_ingest.metrics import IngestMetrics
+from scheduler_ingest.publisher import KafkaPublisher, producer_config
+from scheduler_ingest.settings import IngestSettings
+
+log = logging.getLogger("scheduler_ingest.main")
+
+
+def main() -> int:
+    settings = IngestSettings()
+    configure_logging("ingest", settings.log_level)
+    kafka, cassandra, scheduling = KafkaSettings(), CassandraSettings(), SchedulingSettings()
+    hasher = SecretHasher.from_settings(SecuritySettings())
+    clock = SystemClock()
+    registry = CollectorRegistry()
+    cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
+    metrics = IngestMetrics(registry)
+    requests_topic = Topics(kafka, scheduling).requests
+
+    def on_latency(topic: str, seconds: float) -> None:
+        kind = "requests" if topic == requests_topic else "commands"
+        metrics.produce_seconds.labels(kind).observe(seconds)
+
+    publisher = KafkaPublisher(
+        producer_config(kafka, settings.produce_timeout_ms, settings.linger_ms), clock, on_latency
+    )
+    try:
+        app = create_app(
+            settings,
+            Deps(
+                messages=CassandraMessageStore(session),
+                apps=CassandraAppStore(session),
+                usage=CassandraUsageStore(session),
+                publisher=publisher,
+                clock=clock,
+                registry=registry,
+                metrics=metrics,
+                hasher=hasher,
+                kafka=kafka,
+                scheduling=scheduling,
+                probes={"cassandra": lambda: _cassandra_answers(session)},
+            ),
+        )
+        log.info("ingest listening on %s:%d", settings.host, settings.port)
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=30,
+        )
+    finally:
+        publisher.close()
+        cluster.shutdown()
+        log.info("ingest stopped")
+    return 0
+
+
+def _cassandra_answers(session: Session) -> bool:
+    row = session.execute("SELECT release_version FROM system.local", timeout=2).one()
+    return row is not None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

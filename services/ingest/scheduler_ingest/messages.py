@@ -1,0 +1,381 @@
+"""The message plane: schedule (single and batch), list, get, logs, abort, redrive.
+
+Scheduling answers only after Kafka acknowledged the ScheduleRequest; then it writes the record
+READY (read-your-writes), its "scheduled" log entry and the usage count. If Kafka fails the
+answer is 503 and nothing is written anywhere. If the record write fails after the ack, the
+message is still safe (the bucketer writes the same record from Kafka), so the answer stays 200
+and the failure is logged and counted.
+
+Abort writes ABORTED first (by precedence), re-reads the record to confirm it won, then publishes
+the abort command: the dispatcher checks the record again at fire time, so a command lost with a
+503 cannot let the message slip through. Redrive publishes first, then writes READY: a record
+showing READY with no command behind it would never be delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from scheduler.clock import Clock
+from scheduler.codec import RecordCodec
+from scheduler.domain.errors import ValidationError
+from scheduler.domain.ids import derived_message_id, is_message_id, new_message_id
+from scheduler.domain.sendat import format_rfc3339_ms
+from scheduler.domain.status import ABORTABLE, Status
+from scheduler.domain.validation import validate_schedule_request
+from scheduler.records import Command, CommandKind, ScheduleRequest
+from scheduler.settings import SchedulingSettings
+from scheduler.store.cursor import decode_cursor
+from scheduler.store.ports import LogEntry, MessageContent, MessageStore, MessageView, StatusUpdate
+from scheduler.store.usage import UsageKind, UsageStore, usage_day
+from scheduler.topics import Topics
+from scheduler_ingest.bodies import Draft
+from scheduler_ingest.errors import ApiError
+from scheduler_ingest.io import BlockingIo
+from scheduler_ingest.metrics import IngestMetrics
+from scheduler_ingest.publisher import Publisher, PublishError
+
+log = logging.getLogger("scheduler_ingest.messages")
+
+FIRST_ATTEMPT = 1
+
+
+@dataclass(frozen=True)
+class Accepted:
+    message_id: str
+    send_at_ms: int
+    status: Status
+    duplicate: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scheduledMessageId": self.message_id,
+            "messageId": self.message_id,
+            "sendAt": format_rfc3339_ms(self.send_at_ms),
+            "status": self.status.value,
+            "duplicate": self.duplicate,
+        }
+
+
+def unavailable(exc: PublishError, retry_after_s: int) -> ApiError:
+    return ApiError(
+        503,
+        "unavailable",
+        f"Kafka did not acknowledge the write ({exc.cause}); nothing was stored, retry",
+        {"Retry-After": str(retry_after_s)},
+    )
+
+
+def not_found() -> ApiError:
+    return ApiError(404, "message_not_found", "no such message in this application")
+
+
+class MessageService:
+    def __init__(
+        self,
+        *,
+        store: MessageStore,
+        usage: UsageStore,
+        publisher: Publisher,
+        clock: Clock,
+        scheduling: SchedulingSettings,
+        topics: Topics,
+        metrics: IngestMetrics,
+        io: BlockingIo,
+        retry_after_s: int,
+    ) -> None:
+        self._store = store
+        self._usage = usage
+        self._publisher = publisher
+        self._clock = clock
+        self._scheduling = scheduling
+        self._topics = topics
+        self._metrics = metrics
+        self._io = io
+        self._retry_after_s = retry_after_s
+        self._requests = RecordCodec(ScheduleRequest)
+        self._commands = RecordCodec(Command)
+
+    # -- scheduling -----------------------------------------------------------------------------
+
+    def build(self, app_id: str, draft: Draft, now_ms: int) -> ScheduleRequest:
+        """The request to publish; raises ValidationError (horizon, sizes, keys)."""
+        message_id = (
+            derived_message_id(app_id, draft.idempotency_key)
+            if draft.idempotency_key is not None
+            else new_message_id(now_ms)
+        )
+        request = ScheduleRequest(
+            message_id=message_id,
+            app_id=app_id,
+            payload_json=draft.payload_json,
+            send_at_ms=draft.send_at_ms,
+            created_ms=now_ms,
+            source="http",
+            idempotency_key=draft.idempotency_key,
+            kafka_key=draft.kafka_key,
+        )
+        validate_schedule_request(request, self._scheduling)
+        return request
+
+    async def schedule(self, app_id: str, draft: Draft) -> Accepted:
+        try:
+            request = self.build(app_id, draft, self._clock.now_ms())
+        except ValidationError as exc:
+            raise ApiError.invalid(exc) from None
+        existing = await self._existing(request)
+        if existing is not None:
+            return existing
+        try:
+            await self._publish_request(request)
+        except PublishError as exc:
+            raise unavailable(exc, self._retry_after_s) from None
+        await self._record([request])
+        self._metrics.scheduled.labels("single").inc()
+        return Accepted(request.message_id, request.send_at_ms, Status.READY)
+
+    async def schedule_batch(
+        self, app_id: str, items: Sequence[Draft | ValidationError]
+    ) -> list[Accepted | ApiError]:
+        """Per-item results, in order. Items are independent: one bad item fails alone."""
+        now_ms = self._clock.now_ms()
+        results: list[Accepted | ApiError | ScheduleRequest] = []
+        for item in items:
+            if isinstance(item, ValidationError):
+                results.append(ApiError.invalid(item))
+                continue
+            try:
+                results.append(self.build(app_id, item, now_ms))
+            except ValidationError as exc:
+                results.append(ApiError.invalid(exc))
+        pending = [(i, r) for i, r in enumerate(results) if isinstance(r, ScheduleRequest)]
+        existing = await asyncio.gather(*(self._existing(r) for _, r in pending))
+        to_publish = []
+        for (i, request), found in zip(pending, existing, strict=True):
+            if found is not None:
+                results[i] = found
+            else:
+                to_publish.append((i, request))
+        outcomes = await asyncio.gather(
+            *(self._publish_request(r) for _, r in to_publish), return_exceptions=True
+        )
+        published = []
+        for (i, request), outcome in zip(to_publish, outcomes, strict=True):
+            if isinstance(outcome, PublishError):
+                results[i] = unavailable(outcome, self._retry_after_s)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                published.append(request)
+                results[i] = Accepted(request.message_id, request.send_at_ms, Status.READY)
+        await self._record(published)
+        self._metrics.scheduled.labels("batch").inc(len(published))
+        final = [r for r in results if not isinstance(r, ScheduleRequest)]
+        assert len(final) == len(results)
+        return final
+
+    async def _existing(self, request: ScheduleRequest) -> Accepted | None:
+        """An idempotency key seen before: answer with the message already recorded."""
+        if request.idempotency_key is None:
+            return None
+        view = await self._io(self._store.get, request.app_id, request.message_id)
+        if view is None:
+            return None
+        return Accepted(view.content.message_id, view.content.send_at_ms, view.state.status, True)
+
+    async def _publish_request(self, request: ScheduleRequest) -> None:
+        await self._publisher.publish(
+            self._topics.requests, request.app_id.encode(), self._requests.encode(request)
+        )
+
+    async def _record(self, requests: Sequence[ScheduleRequest]) -> None:
+        if not requests:
+            return
+        results = await asyncio.gather(
+            *(self._io(self._save, r) for r in requests), return_exceptions=True
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        for failure in failures:
+            self._metrics.record_write_failures.inc()
+            log.warning(
+                "record write failed after the Kafka ack (bucketer will write it): %r", failure
+            )
+        by_day: dict[tuple[str, int], int] = {}
+        for r in requests:
+            key = (r.app_id, usage_day(r.created_ms))
+            by_day[key] = by_day.get(key, 0) + 1
+        for (app_id, day), n in by_day.items():
+            try:
+                await self._io(self._usage.add, app_id, day, UsageKind.INGESTED, n)
+            except Exception as exc:  # noqa: BLE001 - usage is approximate, never fail a request
+                log.warning("usage count failed: %r", exc)
+
+    def _save(self, r: ScheduleRequest) -> None:
+        content = MessageContent(
+            app_id=r.app_id,
+            message_id=r.message_id,
+            payload_json=r.payload_json,
+            send_at_ms=r.send_at_ms,
+            created_ms=r.created_ms,
+            idempotency_key=r.idempotency_key,
+            kafka_key=r.kafka_key,
+            source=r.source,
+        )
+        state = StatusUpdate(
+            Status.READY, 0, FIRST_ATTEMPT, due_ms=r.send_at_ms, at_ms=r.created_ms
+        )
+        entry = LogEntry(
+            r.created_ms,
+            f"0:{FIRST_ATTEMPT}:scheduled",
+            Status.READY,
+            {"sendAt": format_rfc3339_ms(r.send_at_ms), "source": r.source},
+        )
+        self._store.save(content, state, entry)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    async def get(self, app_id: str, message_id: str) -> MessageView:
+        if not is_message_id(message_id):
+            raise not_found()
+        view = await self._io(self._store.get, app_id, message_id)
+        if view is None:
+            raise not_found()
+        return view
+
+    async def logs(self, app_id: str, message_id: str) -> list[LogEntry]:
+        await self.get(app_id, message_id)
+        return await self._io(self._store.logs, app_id, message_id)
+
+    async def list(
+        self, app_id: str, status: str | None, start_from: str | None, limit: int
+    ) -> tuple[list[MessageView], str | None]:
+        wanted: Status | None = None
+        if status:
+            try:
+                wanted = Status(status.upper())
+            except ValueError:
+                raise ApiError(
+                    400,
+                    "invalid_parameter",
+                    f"status must be one of {', '.join(s.value for s in Status)}",
+                ) from None
+        if start_from:
+            try:
+                decode_cursor(start_from)
+            except ValueError:
+                raise ApiError(
+                    400, "invalid_cursor", "startFrom is not a cursor of this API"
+                ) from None
+        page = await self._io(self._store.list, app_id, wanted, start_from or None, limit)
+        return list(page.items), page.next_cursor
+
+    # -- abort and redrive ----------------------------------------------------------------------
+
+    async def abort(self, app_id: str, message_id: str) -> MessageView:
+        view = await self.get(app_id, message_id)
+        state = view.state
+        if state.status not in ABORTABLE:
+            raise ApiError(
+                409, "not_abortable", f"the message is {state.status.value}; only READY or QUEUED"
+            )
+        now = self._clock.now_ms()
+        if now >= state.due_ms - self._scheduling.cancel_guard_ms:
+            raise ApiError(
+                409,
+                "too_late",
+                f"the message is due within {self._scheduling.cancel_guard_ms} ms;"
+                " it can no longer be aborted reliably",
+            )
+        aborted = StatusUpdate(Status.ABORTED, state.generation, state.attempt, state.due_ms, now)
+        entry = LogEntry(now, f"{state.generation}:aborted", Status.ABORTED, {"by": "api"})
+        await self._io(self._store.update_status, app_id, message_id, aborted, entry)
+        after = await self.get(app_id, message_id)
+        if after.state.status is not Status.ABORTED or after.state.generation != state.generation:
+            raise ApiError(
+                409, "too_late", f"the message became {after.state.status.value} meanwhile"
+            )
+        command = Command(
+            message_id=message_id,
+            app_id=app_id,
+            kind=CommandKind.ABORT,
+            generation=state.generation,
+            issued_ms=now,
+        )
+        try:
+            await self._publish_command(command)
+        except PublishError as exc:
+            # The record is ABORTED and the dispatcher re-checks it at fire time.
+            log.warning(
+                "abort of %s/%s recorded but its command failed: %s", app_id, message_id, exc
+            )
+            raise unavailable(exc, self._retry_after_s) from None
+        return after
+
+    async def redrive(self, app_id: str, message_id: str) -> MessageView:
+        view = await self.get(app_id, message_id)
+        state = view.state
+        if state.status is not Status.FAILED:
+            raise ApiError(
+                409, "not_redrivable", f"the message is {state.status.value}; only FAILED"
+            )
+        now = self._clock.now_ms()
+        generation = state.generation + 1
+        command = Command(
+            message_id=message_id,
+            app_id=app_id,
+            kind=CommandKind.REDRIVE,
+            generation=generation,
+            issued_ms=now,
+            send_at_ms=now,
+        )
+        try:
+            await self._publish_command(command)
+        except PublishError as exc:
+            raise unavailable(exc, self._retry_after_s) from None
+        ready = StatusUpdate(Status.READY, generation, FIRST_ATTEMPT, due_ms=now, at_ms=now)
+        entry = LogEntry(now, f"{generation}:redriven", Status.READY, {"generation": generation})
+        await self._io(self._store.update_status, app_id, message_id, ready, entry)
+        return await self.get(app_id, message_id)
+
+    async def _publish_command(self, command: Command) -> None:
+        await self._publisher.publish(
+            self._topics.commands, command.message_id.encode(), self._commands.encode(command)
+        )
+
+
+def message_json(view: MessageView) -> dict[str, Any]:
+    c, s = view.content, view.state
+    return {
+        "appId": c.app_id,
+        "messageId": c.message_id,
+        "payload": _payload(c.payload_json),
+        "sendAt": format_rfc3339_ms(c.send_at_ms),
+        "status": s.status.value,
+        "created": format_rfc3339_ms(c.created_ms),
+        "updated": format_rfc3339_ms(s.at_ms),
+        "dueAt": format_rfc3339_ms(s.due_ms),
+        "generation": s.generation,
+        "attempt": s.attempt,
+        "latenessMs": s.lateness_ms,
+        "lastHttpStatus": s.http_status,
+        "lastError": s.error,
+        "idempotencyKey": c.idempotency_key,
+        "source": c.source,
+    }
+
+
+def log_json(entry: LogEntry) -> dict[str, Any]:
+    return {
+        "timestamp": format_rfc3339_ms(entry.at_ms),
+        "status": entry.status.value,
+        "data": entry.data,
+    }
+
+
+def _payload(payload_json: str) -> Any:
+    return json.loads(payload_json)

@@ -1,0 +1,62 @@
+"""Every metric of the ingest gateway, declared once. Pass a CollectorRegistry so tests can
+build several apps in one process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+
+class IngestMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "scheduler_ingest_requests_total",
+            "HTTP requests, by route template, method and status code.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.request_seconds = Histogram(
+            "scheduler_ingest_request_seconds",
+            "HTTP request latency (until the response starts), by route template.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.produce_seconds = Histogram(
+            "scheduler_ingest_kafka_produce_seconds",
+            "Time from produce() to Kafka's delivery report (acks=all), by topic kind.",
+            ["topic"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.produce_failures = Counter(
+            "scheduler_ingest_kafka_produce_failures_total",
+            "Records Kafka did not acknowledge (answered 503), by topic kind and cause.",
+            ["topic", "cause"],
+            registry=registry,
+        )
+        self.rejects = Counter(
+            "scheduler_ingest_rejects_total",
+            "Refused requests or batch items, by error token (invalid_sendAt, unauthorized, ...).",
+            ["reason"],
+            registry=registry,
+        )
+        self.scheduled = Counter(
+            "scheduler_ingest_messages_scheduled_total",
+            "Messages acknowledged by Kafka and answered with an id, by source (single, batch).",
+            ["source"],
+            registry=registry,
+        )
+        self.record_write_failures = Counter(
+            "scheduler_ingest_record_write_failures_total",
+            "Record writes that failed after Kafka acknowledged (the bucketer writes it later).",
+            registry=registry,
+        )
+        self.key_cache = Counter(
+            "scheduler_ingest_key_cache_total",
+            "Key lookups by cache result (hit, miss).",
+            ["result"],
+            registry=registry,
+        )

@@ -1,0 +1,203 @@
+"""Control-plane request bodies (pydantic, unknown fields refused) and their validation rules."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")  # an RFC 9110 token
+TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Description = Annotated[str, StringConstraints(max_length=2000)]
+Endpoint = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2048)]
+
+
+class AppType(StrEnum):
+    REST = "REST"
+    KAFKA = "KAFKA"
+
+
+class SendBackFormat(StrEnum):
+    PAYLOAD_FIELD = "payload_field"
+    UNWRAP_JSON = "unwrap_json"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpAuthorization(_Body):
+    headerName: Annotated[str, StringConstraints(pattern=HEADER_NAME.pattern)]
+    headerValue: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class ApplicationCreate(_Body):
+    name: Name
+    type: AppType
+    endpoint: Endpoint
+    description: Description | None = None
+    httpAuthorization: HttpAuthorization | None = None
+    sendBackFormat: SendBackFormat = SendBackFormat.PAYLOAD_FIELD
+
+
+class ApplicationUpdate(_Body):
+    """Partial update: only the fields given change; `httpAuthorization: null` removes it."""
+
+    name: Name | None = None
+    endpoint: Endpoint | None = None
+    description: Description | None = None
+    httpAuthorization: HttpAuthorization | None = None
+    sendBackFormat: SendBackFormat | None = None
+
+
+class EndpointError(ValueError):
+    pass
+
+
+def check_rest_endpoint(endpoint: str) -> None:
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise EndpointError("a REST endpoint must be an absolute http(s) URL")
+    if parts.username or parts.password:
+        raise EndpointError("put credentials in httpAuthorization, not in the URL")
+
+
+def check_kafka_endpoint(topic: str, system_prefix: str, allowed_prefixes: list[str]) -> None:
+    if not TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
+        raise EndpointError("a KAFKA endpoint must be a valid topic name")
+    if topic.startswith(system_prefix) or topic.startswith("__"):
+        raise EndpointError("a KAFKA endpoint must not name one of the system's own topics")
+    if not any(topic.startswith(prefix) for prefix in allowed_prefixes if prefix):
+        raise EndpointError(
+            "this topic is outside the prefixes the operator allows for KAFKA applications"
+            f" ({', '.join(allowed_prefixes) or 'none configured'})"
+        )
+
+
+class AppView(BaseModel):
+    id: str
+    name: str
+    type: AppType
+    endpoint: str
+    description: str | None
+    httpAuthorization: dict[str, str] | None = Field(
+        description="only headerName: the header value is never returned"
+    )
+    sendBackFormat: SendBackFormat
+    created: str
+    updated: str
+
+
+class AppCreated(AppView):
+    signingSecret: str = Field(description="webhook signing secret, shown once")
+
+
+class KeyCreated(BaseModel):
+    id: str
+    secret: str = Field(description="shown once; store it now")
+
+
+class KeyView(BaseModel):
+    id: str
+    created: str
+    active: bool
+
+
+# -- response documents (OpenAPI) -------------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="machine-readable token, e.g. missing_payload")
+    message: str
+
+
+class Scheduled(BaseModel):
+    scheduledMessageId: str
+    messageId: str
+    sendAt: str = Field(description="normalised to UTC, RFC 3339 with milliseconds")
+    status: str
+    duplicate: bool = Field(description="true when the idempotencyKey was seen before")
+
+
+class BatchItem(BaseModel):
+    """Either the fields of a scheduled message or `error` + `message`."""
+
+    scheduledMessageId: str | None = None
+    messageId: str | None = None
+    sendAt: str | None = None
+    status: str | None = None
+    duplicate: bool | None = None
+    error: str | None = None
+    message: str | None = None
+
+
+class BatchResult(BaseModel):
+    results: list[BatchItem]
+    accepted: int
+    rejected: int
+
+
+class MessageOut(BaseModel):
+    appId: str
+    messageId: str
+    payload: object
+    sendAt: str
+    status: str
+    created: str
+    updated: str
+    dueAt: str
+    generation: int
+    attempt: int
+    latenessMs: int | None
+    lastHttpStatus: int | None
+    lastError: str | None
+    idempotencyKey: str | None
+    source: str
+
+
+class MessageList(BaseModel):
+    messages: list[MessageOut]
+    next: str | None = Field(description="pass as startFrom for the next (older) page")
+
+
+class LogOut(BaseModel):
+    timestamp: str
+    status: str
+    data: dict[str, object]
+
+
+class LogList(BaseModel):
+    logs: list[LogOut]
+
+
+class UsageDayOut(BaseModel):
+    date: str
+    ingested: int
+    sent: int
+    failed: int
+
+
+class UsageOut(BaseModel):
+    appId: str
+    approximate: bool = Field(description="counters may count a replayed event twice")
+    days: list[UsageDayOut]
+
+
+class RotatedSecret(BaseModel):
+    signingSecret: str
+    previousSecretValidUntil: str
+
+
+class Deleted(BaseModel):
+    id: str
+    deleted: bool
+
+
+class Deactivated(BaseModel):
+    id: str
+    active: bool

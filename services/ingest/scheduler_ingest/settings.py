@@ -1,0 +1,45 @@
+"""Settings of the ingest process (env prefix `SCHEDULER_INGEST_`), built once in main()."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class IngestSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SCHEDULER_INGEST_", frozen=True, extra="ignore")
+
+    host: str = "0.0.0.0"  # noqa: S104 - a container listens on every interface
+    port: int = Field(default=8080, ge=1, le=65535)
+    log_level: str = "INFO"
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="request bodies above this get 413"
+    )
+    batch_limit: int = Field(default=500, ge=1, description="messages per batch request at most")
+    list_limit_max: int = Field(default=500, ge=1, description="largest `limit` of a list")
+    rate_per_s: float = Field(
+        default=1_000.0, gt=0, description="messages per second per data key (token bucket)"
+    )
+    rate_burst: float = Field(default=2_000.0, ge=1, description="token bucket size per data key")
+    daily_quota: int | None = Field(
+        default=None, ge=1, description="messages per app per UTC day, per replica (None: off)"
+    )
+    key_cache_ttl_ms: int = Field(
+        default=10_000,
+        ge=0,
+        description="how long a key lookup is reused: deactivation takes effect within this",
+    )
+    key_cache_max: int = Field(default=10_000, ge=1, description="cached keys at most (LRU)")
+    produce_timeout_ms: int = Field(
+        default=10_000, ge=100, description="Kafka delivery timeout; then 503"
+    )
+    linger_ms: float = Field(default=2.0, ge=0, description="producer batching delay")
+    retry_after_s: int = Field(default=1, ge=1, description="Retry-After of a 503")
+    kafka_endpoint_prefixes: list[str] = Field(
+        default_factory=list,
+        description="topic prefixes KAFKA apps may deliver to (empty: KAFKA apps refused)",
+    )
+    signing_secret_grace_ms: int = Field(
+        default=86_400_000, ge=0, description="old signing secret validity after a rotation"
+    )
+    usage_default_days: int = Field(default=30, ge=1, le=366)

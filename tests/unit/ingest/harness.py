@@ -1,0 +1,133 @@
+"""The ingest app wired with fakes and a ManualClock (no I/O), with two owners seeded."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+
+from scheduler.clock import ManualClock
+from scheduler.codec import RecordCodec
+from scheduler.records import Command, ScheduleRequest
+from scheduler.security import SecretHasher, new_secret
+from scheduler.settings import KafkaSettings, SchedulingSettings
+from scheduler.store.apps import AppStore, ControlKey, DataKey, InMemoryAppStore
+from scheduler.store.ports import Application, MessageStore
+from scheduler.store.usage import InMemoryUsageStore, UsageStore
+from scheduler.testing.fakes import InMemoryMessageStore
+from scheduler.topics import Topics
+from scheduler_ingest.app import Deps, create_app
+from scheduler_ingest.publisher import FakePublisher, Publisher
+from scheduler_ingest.settings import IngestSettings
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+SCHEDULING = SchedulingSettings(
+    bucket_width_ms=1_000,
+    lookahead_ms=4_000,
+    placement_margin_ms=1_000,
+    ring_size=6,
+    ring_slot_ms=2_000,
+    cancel_guard_ms=200,
+)
+KAFKA = KafkaSettings(topic_prefix="unit.")
+TOPICS = Topics(KAFKA, SCHEDULING)
+REQUESTS = RecordCodec(ScheduleRequest)
+COMMANDS = RecordCodec(Command)
+HASHER = SecretHasher(b"unit-test-pepper")
+
+
+def basic(app_id: str, secret: str) -> dict[str, str]:
+    token = base64.b64encode(f"{app_id}:{secret}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def token(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Token {secret}"}
+
+
+@dataclass
+class Tenant:
+    owner: str
+    control: dict[str, str]  # headers
+    control_key_id: str
+    app_id: str
+    data: dict[str, str]  # headers
+    data_key_id: str
+
+
+def seed_owner(
+    apps: AppStore, owner: str, app_id: str, now_ms: int, hasher: SecretHasher = HASHER
+) -> Tenant:
+    apps.ensure_owner(owner, now_ms)
+    control_secret, data_secret = new_secret(), new_secret()
+    ck = ControlKey(f"ck_{owner[:5]}", owner, True, now_ms)
+    apps.add_control_key(ck, hasher.hash(control_secret))
+    apps.put_app(
+        Application(
+            app_id=app_id,
+            owner_id=owner,
+            name=f"{owner}'s app",
+            type="REST",
+            endpoint="https://example.com/hook",
+            signing_secret="whsec_seed",
+            created_ms=now_ms,
+            updated_ms=now_ms,
+        )
+    )
+    dk = DataKey(f"dk_{app_id}", app_id, owner, True, now_ms)
+    apps.add_data_key(dk, hasher.hash(data_secret))
+    return Tenant(
+        owner, token(control_secret), ck.key_id, app_id, basic(app_id, data_secret), dk.key_id
+    )
+
+
+@dataclass
+class Harness:
+    settings: IngestSettings = field(default_factory=IngestSettings)
+    clock: ManualClock = field(default_factory=lambda: ManualClock(T0))
+    messages: MessageStore = field(default_factory=InMemoryMessageStore)
+    apps: InMemoryAppStore = field(default_factory=InMemoryAppStore)
+    usage: UsageStore = field(default_factory=InMemoryUsageStore)
+    publisher: Publisher = field(default_factory=FakePublisher)
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.app = create_app(
+            self.settings,
+            Deps(
+                messages=self.messages,
+                apps=self.apps,
+                usage=self.usage,
+                publisher=self.publisher,
+                clock=self.clock,
+                registry=self.registry,
+                hasher=HASHER,
+                kafka=KAFKA,
+                scheduling=SCHEDULING,
+                io_threads=4,
+            ),
+        )
+        self.client = TestClient(self.app, raise_server_exceptions=False)
+        self.client.__enter__()  # runs the lifespan (startup/shutdown handlers)
+        self.alice = seed_owner(self.apps, "alice@example.com", "app-alice", self.clock.now_ms())
+        self.bob = seed_owner(self.apps, "bob@example.com", "app-bob", self.clock.now_ms())
+
+    @property
+    def fake(self) -> FakePublisher:
+        assert isinstance(self.publisher, FakePublisher)
+        return self.publisher
+
+    def published_requests(self) -> list[ScheduleRequest]:
+        return [REQUESTS.decode(r.value) for r in self.fake.records if r.topic == TOPICS.requests]
+
+    def published_commands(self) -> list[Command]:
+        return [COMMANDS.decode(r.value) for r in self.fake.records if r.topic == TOPICS.commands]
+
+    def schedule(self, body: Any, tenant: Tenant | None = None) -> Any:
+        return self.client.post("/messages", json=body, headers=(tenant or self.alice).data)
+
+    def close(self) -> None:
+        self.client.__exit__(None, None, None)
