@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")  # an RFC 9110 token
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")  # an RFC 9110 token
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -33,7 +33,10 @@ class _Body(BaseModel):
 
 class HttpAuthorization(_Body):
     headerName: Annotated[str, StringConstraints(pattern=HEADER_NAME.pattern)]
-    headerValue: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    # No control characters: the value goes into an HTTP header as is.
+    headerValue: Annotated[
+        str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[^\x00-\x1f\x7f]+$")
+    ]
 
 
 class ApplicationCreate(_Body):

@@ -1,0 +1,129 @@
+"""Rate limits, quotas, JSON errors everywhere, health and metrics (fakes, ManualClock)."""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler_ingest.settings import IngestSettings
+
+from .harness import Harness
+
+pytestmark = pytest.mark.unit
+
+BODY = {"payload": 1, "sendAt": "2026-01-01T00:05:00Z"}
+
+
+def test_rate_limit_per_data_key_with_retry_after() -> None:
+    h = Harness(settings=IngestSettings(rate_per_s=1, rate_burst=2))
+    try:
+        assert [h.schedule(BODY).status_code for _ in range(2)] == [200, 200]
+        r = h.schedule(BODY)
+        assert (r.status_code, r.json()["error"]) == (429, "rate_limited")
+        assert r.headers["Retry-After"] == "1"
+        assert h.schedule(BODY, h.bob).status_code == 200  # another key has its own bucket
+        h.clock.advance(1_000)
+        assert h.schedule(BODY).status_code == 200
+        assert h.schedule(BODY).status_code == 429
+        batch = {"messages": [BODY, BODY, BODY]}
+        h.clock.advance(10_000)
+        r = h.client.post("/messages/batch", json=batch, headers=h.alice.data)
+        assert (r.status_code, r.json()["error"]) == (429, "rate_limited")  # 3 > burst
+        assert len(h.published_requests()) == 4
+    finally:
+        h.close()
+
+
+def test_daily_quota_per_app() -> None:
+    h = Harness(settings=IngestSettings(daily_quota=2))
+    try:
+        assert [h.schedule(BODY).status_code for _ in range(2)] == [200, 200]
+        r = h.schedule(BODY)
+        assert (r.status_code, r.json()["error"]) == (429, "quota_exceeded")
+        assert r.headers["Retry-After"] == "86400"
+        h.clock.advance(86_400_000)
+        assert h.schedule({**BODY, "sendAt": "2026-01-02T00:05:00Z"}).status_code == 200
+    finally:
+        h.close()
+
+
+def test_refused_requests_do_not_use_the_quota() -> None:
+    h = Harness(settings=IngestSettings(daily_quota=1))
+    try:
+        assert h.schedule({"payload": 1, "sendAt": "bad"}).status_code == 400
+        assert h.schedule(BODY).status_code == 200
+    finally:
+        h.close()
+
+
+def test_unknown_routes_and_methods_are_json(h: Harness) -> None:
+    r = h.client.get("/nope")
+    assert (r.status_code, r.json()["error"]) == (404, "not_found")
+    r = h.client.delete("/messages", headers=h.alice.data)
+    assert (r.status_code, r.json()["error"]) == (405, "method_not_allowed")
+
+
+def test_unexpected_errors_are_500_json_without_a_trace(h: Harness) -> None:
+    def broken(*_: object) -> None:
+        raise RuntimeError("secret internal detail")
+
+    h.messages.get = broken  # type: ignore[method-assign]
+    r = h.client.get("/messages/01ARZ3NDEKTSV4RRFFQ69G5FAV", headers=h.alice.data)
+    assert r.status_code == 500
+    assert r.json() == {"error": "internal", "message": "internal error; it has been logged"}
+    assert "secret internal detail" not in r.text and "Traceback" not in r.text
+
+
+def test_health_ready_and_metrics(h: Harness) -> None:
+    assert h.client.get("/healthz").json() == {"status": "ok"}
+    r = h.client.get("/readyz")
+    assert r.status_code == 200 and r.json()["checks"] == {"kafka": "ok"}
+    h.fake.is_ready = False
+    r = h.client.get("/readyz")
+    assert r.status_code == 503 and r.json()["checks"] == {"kafka": "down"}
+    h.schedule(BODY)
+    h.schedule({"payload": 1})
+    text = h.client.get("/metrics").text
+    assert (
+        'scheduler_ingest_requests_total{method="POST",route="/messages",status="200"} 1.0' in text
+    )
+    assert 'scheduler_ingest_rejects_total{reason="missing_sendAt"} 1.0' in text
+    assert 'scheduler_ingest_messages_scheduled_total{source="single"} 1.0' in text
+    assert "scheduler_ingest_request_seconds_bucket" in text
+
+
+def test_openapi_describes_every_route(h: Harness) -> None:
+    spec = h.client.get("/openapi.json").json()
+    paths = spec["paths"]
+    expected = {
+        "/messages": {"get", "post"},
+        "/message": {"post"},
+        "/messages/batch": {"post"},
+        "/messages/{messageId}": {"get"},
+        "/messages/{messageId}/logs": {"get"},
+        "/messages/{messageId}/abort": {"put"},
+        "/messages/{messageId}/redrive": {"put"},
+        "/applications": {"get", "post"},
+        "/applications/{appId}": {"get", "put", "delete"},
+        "/applications/{appId}/data-keys": {"get", "post"},
+        "/applications/{appId}/data-keys/{dataKeyId}/deactivate": {"put"},
+        "/control-keys": {"get", "post"},
+        "/control-keys/{controlKeyId}/deactivate": {"put"},
+        "/applications/{appId}/messages": {"get"},
+        "/applications/{appId}/messages/{messageId}": {"get"},
+        "/applications/{appId}/messages/{messageId}/logs": {"get"},
+        "/applications/{appId}/messages/{messageId}/abort": {"put"},
+        "/applications/{appId}/messages/{messageId}/redrive": {"put"},
+        "/applications/{appId}/signing-secret/rotate": {"post"},
+        "/applications/{appId}/usage": {"get"},
+        "/healthz": {"get"},
+        "/readyz": {"get"},
+        "/metrics": {"get"},
+    }
+    assert {p: set(ops) for p, ops in paths.items()} == expected
+    schedule = paths["/messages"]["post"]
+    assert schedule["requestBody"]["content"]["application/json"]["schema"]["required"] == [
+        "payload",
+        "sendAt",
+    ]
+    assert schedule["security"] == [{"DataKey": []}]
+    assert paths["/applications"]["get"]["security"] == [{"ControlKey": []}]
