@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 
 from cassandra.cluster import ResponseFuture, Session
-from cassandra.query import BatchStatement, BatchType, BoundStatement
+from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, BoundStatement
 
 from scheduler.records import DueMessage
 
@@ -118,7 +118,8 @@ class CassandraBucketStore:
                 m.send_at_ms,
                 m.created_ms,
                 m.payload_json,
-                m.kafka_key,
+                # Unset, not null: a bound null writes a tombstone cell on every row.
+                UNSET_VALUE if m.kafka_key is None else m.kafka_key,
             )
         )
 

@@ -1,0 +1,55 @@
+"""From scheduler.requests into Cassandra and the ring, with poison records, on the real stack."""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler.domain.status import Status
+
+from .support import CLOCK, REQUESTS, Stack, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def test_requests_are_stored_or_routed_and_poison_is_rejected(stack: Stack) -> None:
+    now = CLOCK.now_ms()
+    far = [stack.request(now + 3_600_000 + i) for i in range(30)]
+    ten_years = stack.request(now + 10 * 365 * 86_400_000)
+    near = [stack.request(now + 1_500) for _ in range(5)]
+    past = stack.request(now - 60_000)
+    poison = [
+        b"garbage bytes",
+        REQUESTS.encode(stack.request(now + 5_000, app_id="nobody")),
+        REQUESTS.encode(stack.request(now + 5_000, app_id="app-deleted")),
+        REQUESTS.encode(stack.request(1_700_000_000)),  # seconds, not milliseconds
+    ]
+    # Poison first, in the same partition (same key) as the valid records behind it.
+    stack.produce(poison)
+    stack.produce_requests([*far, ten_years, *near, past])
+
+    with stack.bucketer_thread() as metrics:
+        wait_until(lambda: len(stack.stored_ids()) == 31, 60, "31 stored rows")
+        ring = stack.ring_messages(expected=6)
+        rejected = stack.rejections(expected=4)
+        wait_until(stack.committed_everything, 30, "offsets committed")
+
+    assert sorted(stack.stored_ids()) == sorted(r.message_id for r in [*far, ten_years])
+    assert sorted(m.message_id for m in ring) == sorted(r.message_id for r in [*near, past])
+    assert {m.generation for m in ring} == {0} and {m.attempt for m in ring} == {1}
+    assert sorted(r.reason for r in rejected) == sorted(
+        ["not_avro", "unknown_app", "app_deleted", "invalid_sendAt"]
+    )
+    assert {r.original for r in rejected} == set(poison)
+
+    messages = stack.messages
+    for request in far:
+        view = messages.get(request.app_id, request.message_id)
+        assert view is not None and view.state.status is Status.READY
+        assert view.content.payload_json == request.payload_json
+        assert [e.status for e in messages.logs(request.app_id, request.message_id)] == [
+            Status.READY
+        ]
+    for request in near:
+        view = messages.get(request.app_id, request.message_id)
+        assert view is not None and view.state.status is Status.QUEUED
+    assert metrics.stored._value.get() == 31
