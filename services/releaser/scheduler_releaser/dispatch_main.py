@@ -1,0 +1,64 @@
+"""`scheduler-dispatcher`: fire due messages at their due instant (see runtime.py, README.md).
+
+Builds the settings from the environment, the Cassandra stores, the metrics endpoint, and runs
+the dispatcher until SIGTERM/SIGINT, after which in-flight deliveries finish and the last
+transaction commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from prometheus_client import CollectorRegistry
+
+from scheduler.clock import SystemClock
+from scheduler.logs import configure_logging
+from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
+
+from .metrics import DispatchMetrics
+from .runtime import run_dispatcher
+from .settings import DispatchSettings
+from .wiring import cassandra_stores, serve_metrics
+
+log = logging.getLogger("scheduler_releaser.dispatch")
+
+
+async def _serve() -> None:
+    kafka, scheduling, settings = KafkaSettings(), SchedulingSettings(), DispatchSettings()
+    registry = CollectorRegistry()
+    metrics = DispatchMetrics(registry)
+    serve_metrics(settings.metrics_port, registry)
+    cluster, _, stores = await asyncio.to_thread(cassandra_stores, CassandraSettings())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await run_dispatcher(
+            kafka=kafka,
+            scheduling=scheduling,
+            settings=settings,
+            stores=stores,
+            clock=SystemClock(),
+            metrics=metrics,
+            stop=stop,
+        )
+    finally:
+        cluster.shutdown()
+
+
+def main() -> int:
+    configure_logging("dispatcher")
+    try:
+        asyncio.run(_serve())
+    except Exception:
+        log.exception("dispatcher stopped on an error")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Cassandra-backed stores and the metrics endpoint, shared by both entry points."""
+
+from __future__ import annotations
+
+from cassandra.cluster import Cluster, Session
+from prometheus_client import CollectorRegistry, start_http_server
+
+from scheduler.settings import CassandraSettings
+from scheduler.store.cassandra import connect
+from scheduler.store.cassandra_apps import CassandraAppStore
+from scheduler.store.cassandra_buckets import CassandraBucketStore
+from scheduler.store.cassandra_messages import CassandraMessageStore
+from scheduler.store.usage import CassandraUsageStore
+
+from .runtime import Stores
+
+
+def cassandra_stores(settings: CassandraSettings) -> tuple[Cluster, Session, Stores]:
+    cluster, session = connect(settings, settings.keyspace)
+    stores = Stores(
+        messages=CassandraMessageStore(session),
+        buckets=CassandraBucketStore(session),
+        apps=CassandraAppStore(session),
+        usage=CassandraUsageStore(session),
+    )
+    return cluster, session, stores
+
+
+def serve_metrics(port: int, registry: CollectorRegistry) -> None:
+    if port:
+        start_http_server(port, registry=registry)
