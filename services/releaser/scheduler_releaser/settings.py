@@ -51,4 +51,7 @@ class ReleaseSettings(BaseSettings):
     tick_ms: int = Field(default=1_000, ge=10)
     writers: int = Field(default=16, ge=1, description="threads marking records QUEUED")
     session_timeout_ms: int = Field(default=10_000, ge=1_000, description="leader failover bound")
+    initial_backfill_ms: int = Field(
+        default=86_400_000, ge=0, description="first run without a watermark: start this far back"
+    )
     metrics_port: int = Field(default=9103, ge=0, description="0: no metrics server")

@@ -1,0 +1,67 @@
+"""`scheduler-releaser`: stream stored buckets into the ring ahead of their due time.
+
+Builds the settings from the environment, the Cassandra stores and the metrics endpoint, joins
+the releaser group (only the leader releases) and ticks until SIGTERM/SIGINT; the bucket in
+progress completes before the process leaves the group.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+
+from prometheus_client import CollectorRegistry
+
+from scheduler.clock import SystemClock
+from scheduler.logs import configure_logging
+from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
+
+from .metrics import ReleaseMetrics
+from .release_runtime import run_releaser
+from .settings import ReleaseSettings
+from .wiring import cassandra_stores, serve_metrics
+
+log = logging.getLogger("scheduler_releaser.release")
+
+
+def main() -> int:
+    configure_logging("releaser")
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: finishing the current bucket, then stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    kafka, scheduling, settings = KafkaSettings(), SchedulingSettings(), ReleaseSettings()
+    registry = CollectorRegistry()
+    metrics = ReleaseMetrics(registry)
+    serve_metrics(settings.metrics_port, registry)
+    try:
+        cluster, _, stores = cassandra_stores(CassandraSettings())
+        try:
+            run_releaser(
+                kafka=kafka,
+                scheduling=scheduling,
+                settings=settings,
+                buckets=stores.buckets,
+                messages=stores.messages,
+                apps=stores.apps,
+                clock=SystemClock(),
+                metrics=metrics,
+                stop=stop,
+            )
+        finally:
+            cluster.shutdown()
+    except Exception:
+        log.exception("releaser stopped on an error")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

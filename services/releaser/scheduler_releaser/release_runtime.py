@@ -1,0 +1,157 @@
+"""Kafka side of the releaser: the ring publisher and leadership by group membership.
+
+Leadership: every replica joins one consumer group on a one-partition lease topic; the member
+assigned its partition is the leader and the only one that releases. When it dies or stalls
+beyond the session timeout the group reassigns the partition within that bound. A stalled
+ex-leader may finish the bucket it was releasing before it sees the revocation; that repeats
+work but is harmless (release is idempotent, the dispatcher deduplicates).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from scheduler.clock import Clock
+from scheduler.kafka.admin import ensure_topics
+from scheduler.records import DueMessage
+from scheduler.settings import KafkaSettings, SchedulingSettings
+from scheduler.store.ports import AppLookup, BucketStore, MessageStore
+from scheduler.topics import Topics, TopicSpec
+
+from .codecs import Codecs
+from .dispatcher import ring_topic
+from .metrics import ReleaseMetrics
+from .releaser import Releaser
+from .settings import ReleaseSettings
+
+log = logging.getLogger(__name__)
+
+
+def lease_topic(kafka: KafkaSettings) -> str:
+    """The releaser's coordination topic (one partition, no data; see module docstring)."""
+    return f"{kafka.topic_prefix}releaser-lease"
+
+
+def ensure_lease_topic(kafka: KafkaSettings) -> None:
+    spec = TopicSpec(lease_topic(kafka), 1, {"cleanup.policy": "delete", "retention.ms": "3600000"})
+    ensure_topics(AdminClient(kafka.client_config()), [spec], kafka)
+
+
+class KafkaRingPublisher:
+    def __init__(self, producer: Producer, topics: Topics, codecs: Codecs) -> None:
+        self._producer = producer
+        self._topics = topics
+        self._codecs = codecs
+        self._errors: list[KafkaError] = []
+
+    def _delivered(self, error: KafkaError | None, _: Message) -> None:
+        if error is not None:
+            self._errors.append(error)
+
+    def publish(self, message: DueMessage, now_ms: int) -> None:
+        topic = ring_topic(self._topics, message.due_ms, now_ms)
+        value = self._codecs.due.encode(message)
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value=value, key=message.message_id.encode(), on_delivery=self._delivered
+                )
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    def flush(self) -> None:
+        while self._producer.flush(5.0) > 0:
+            log.warning("ring producer still flushing")
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise KafkaException(errors[0])
+
+
+class Leadership:
+    """Membership of the releaser group; `is_leader` while the lease partition is ours."""
+
+    def __init__(self, consumer: Consumer, topic: str, on_change: Callable[[bool], None]) -> None:
+        self._consumer = consumer
+        self._on_change = on_change
+        self.is_leader = False
+        consumer.subscribe([topic], on_assign=self._assigned, on_revoke=self._revoked)
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if partitions and not self.is_leader:
+            self.is_leader = True
+            log.info("became the releasing leader")
+            self._on_change(True)
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.is_leader:
+            self.is_leader = False
+            log.info("lost the release lease")
+            self._on_change(False)
+
+    def wait(self, timeout_s: float) -> None:
+        """Serve group callbacks; doubles as the tick's sleep."""
+        msg = self._consumer.poll(timeout_s)
+        if msg is not None and msg.error() is not None:
+            log.warning("lease consumer: %s", msg.error())
+
+
+def run_releaser(
+    *,
+    kafka: KafkaSettings,
+    scheduling: SchedulingSettings,
+    settings: ReleaseSettings,
+    buckets: BucketStore,
+    messages: MessageStore,
+    apps: AppLookup,
+    clock: Clock,
+    metrics: ReleaseMetrics,
+    stop: threading.Event,
+) -> None:
+    ensure_lease_topic(kafka)
+    producer = Producer(
+        {**kafka.client_config(), "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+    )
+    consumer_conf: dict[str, Any] = {
+        **kafka.client_config(),
+        "group.id": f"{kafka.topic_prefix}releaser",
+        "session.timeout.ms": settings.session_timeout_ms,
+        "heartbeat.interval.ms": max(500, settings.session_timeout_ms // 5),
+        "max.poll.interval.ms": 600_000,
+        "enable.auto.commit": False,
+    }
+    consumer = Consumer(consumer_conf)
+    leadership = Leadership(consumer, lease_topic(kafka), lambda lead: metrics.leader.set(lead))
+    writers = ThreadPoolExecutor(max_workers=settings.writers, thread_name_prefix="release-write")
+    releaser = Releaser(
+        clock=clock,
+        scheduling=scheduling,
+        buckets=buckets,
+        messages=messages,
+        apps=apps,
+        publisher=KafkaRingPublisher(producer, Topics(kafka, scheduling), Codecs.build(kafka)),
+        writers=writers,
+        metrics=metrics,
+        initial_backfill_ms=settings.initial_backfill_ms,
+    )
+    try:
+        while not stop.is_set():
+            leadership.wait(settings.tick_ms / 1000)
+            if leadership.is_leader and not stop.is_set():
+                try:
+                    releaser.tick()
+                except Exception:
+                    # Cassandra or Kafka trouble: nothing was lost (the watermark did not move
+                    # past the failing bucket); try again on the next tick.
+                    log.exception("release tick failed; retrying next tick")
+    finally:
+        consumer.close()  # leaves the group: another replica takes over at once
+        writers.shutdown(wait=True)
+        producer.flush(10)

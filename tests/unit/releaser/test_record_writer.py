@@ -1,0 +1,78 @@
+"""Delivery results -> message records, logs and usage, idempotently."""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler.domain.status import Status
+from scheduler.records import DeliveryOutcome, DeliveryResult
+from scheduler.store.ports import LogEntry, MessageContent, StatusUpdate
+from scheduler.store.usage import InMemoryUsageStore, usage_day
+from scheduler.testing.fakes import InMemoryMessageStore
+from scheduler_releaser.record_writer import RecordWriter
+
+pytestmark = pytest.mark.unit
+
+
+def setup() -> tuple[InMemoryMessageStore, InMemoryUsageStore, RecordWriter]:
+    messages = InMemoryMessageStore()
+    messages.save(
+        MessageContent(
+            app_id="a", message_id="m", payload_json="1", send_at_ms=1_000, created_ms=0
+        ),
+        StatusUpdate(Status.QUEUED, 0, 1, 1_000, 0),
+        LogEntry(0, "0:1:released", Status.QUEUED),
+    )
+    usage = InMemoryUsageStore()
+    return messages, usage, RecordWriter(messages, usage)
+
+
+def result(outcome: DeliveryOutcome, attempt: int = 1, **kw: object) -> DeliveryResult:
+    fields: dict[str, object] = {
+        "message_id": "m",
+        "app_id": "a",
+        "generation": 0,
+        "attempt": attempt,
+        "outcome": outcome,
+        "due_ms": 1_000,
+        "finished_ms": 1_000 + attempt * 10,
+        "lateness_ms": attempt * 10,
+    }
+    fields.update(kw)
+    return DeliveryResult(**fields)  # type: ignore[arg-type]
+
+
+def test_retry_then_sent_ends_sent_with_lateness_and_logs_in_any_order() -> None:
+    messages, usage, writer = setup()
+    sent = result(DeliveryOutcome.SENT, attempt=2, http_status=200)
+    retry = result(DeliveryOutcome.RETRY, attempt=1, http_status=503, error="http 503")
+    writer.apply(sent)
+    writer.apply(retry)  # late, replayed: must not move the record back
+    writer.apply(sent)
+    view = messages.get("a", "m")
+    assert view is not None
+    assert (view.state.status, view.state.attempt, view.state.lateness_ms) == (Status.SENT, 2, 20)
+    ids = [e.entry_id for e in messages.logs("a", "m")]
+    assert ids == ["0:1:released", "0:1:attempt", "0:2:attempt", "0:2:sent"]
+    [day] = usage.read("a", usage_day(0), usage_day(10_000))
+    assert day.sent == 2  # approximate by design: a replayed result counts again
+
+
+def test_failed_records_status_error_and_usage() -> None:
+    messages, usage, writer = setup()
+    writer.apply(result(DeliveryOutcome.FAILED, attempt=3, http_status=500, error="http 500: boom"))
+    view = messages.get("a", "m")
+    assert view is not None
+    assert (view.state.status, view.state.http_status) == (Status.FAILED, 500)
+    assert view.state.error == "http 500: boom"
+    failed = [e for e in messages.logs("a", "m") if e.entry_id == "0:3:failed"]
+    assert failed and failed[0].data["error"] == "http 500: boom"
+    assert usage.read("a", 0, 1)[0].failed == 1
+
+
+def test_skipped_results_only_abort_for_deleted_apps() -> None:
+    messages, _, writer = setup()
+    writer.apply(result(DeliveryOutcome.SKIPPED, error="stale"))
+    assert messages.get("a", "m").state.status is Status.QUEUED
+    writer.apply(result(DeliveryOutcome.SKIPPED, error="app_deleted"))
+    assert messages.get("a", "m").state.status is Status.ABORTED

@@ -1,0 +1,151 @@
+"""The release tick with a ManualClock and in-memory stores."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from scheduler.clock import ManualClock
+from scheduler.domain.buckets import bucket_start, shard_of
+from scheduler.domain.status import Status
+from scheduler.records import DueMessage
+from scheduler.store.ports import LogEntry, MessageContent, StatusUpdate
+from scheduler.testing.fakes import InMemoryApps, InMemoryBucketStore, InMemoryMessageStore
+from scheduler_releaser.metrics import ReleaseMetrics
+from scheduler_releaser.releaser import Releaser
+
+from .harness import REST_APP, SCHEDULING
+
+pytestmark = pytest.mark.unit
+WIDTH = SCHEDULING.bucket_width_ms
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.queued: list[DueMessage] = []
+        self.acked: list[DueMessage] = []
+        self.fail = False
+
+    def publish(self, message: DueMessage, now_ms: int) -> None:
+        self.queued.append(message)
+
+    def flush(self) -> None:
+        if self.fail:
+            self.queued.clear()
+            raise RuntimeError("broker down")
+        self.acked += self.queued
+        self.queued.clear()
+
+
+class World:
+    def __init__(self) -> None:
+        self.clock = ManualClock()
+        self.buckets = InMemoryBucketStore()
+        self.messages = InMemoryMessageStore()
+        self.apps = InMemoryApps(REST_APP, replace(REST_APP, app_id="gone", deleted_ms=1))
+        self.publisher = FakePublisher()
+        self.registry = CollectorRegistry()
+        self.releaser = self.build()
+
+    def build(self) -> Releaser:
+        return Releaser(
+            clock=self.clock,
+            scheduling=SCHEDULING,
+            buckets=self.buckets,
+            messages=self.messages,
+            apps=self.apps,
+            publisher=self.publisher,
+            writers=ThreadPoolExecutor(2),
+            metrics=ReleaseMetrics(CollectorRegistry()),
+            initial_backfill_ms=10_000,
+        )
+
+    def store(self, n: int, due_ms: int, app_id: str = REST_APP.app_id) -> DueMessage:
+        m = DueMessage(
+            message_id=f"01J{n:023d}",
+            app_id=app_id,
+            generation=0,
+            attempt=1,
+            due_ms=due_ms,
+            send_at_ms=due_ms,
+            created_ms=0,
+            payload_json="1",
+        )
+        self.messages.save(
+            MessageContent(
+                app_id=app_id,
+                message_id=m.message_id,
+                payload_json="1",
+                send_at_ms=due_ms,
+                created_ms=0,
+            ),
+            StatusUpdate(Status.READY, 0, 1, due_ms, 0),
+            LogEntry(0, "0:1:scheduled", Status.READY),
+        )
+        self.buckets.store(bucket_start(due_ms, WIDTH), shard_of(m.message_id, 8), m)
+        return m
+
+    def status(self, m: DueMessage) -> Status:
+        view = self.messages.get(m.app_id, m.message_id)
+        assert view is not None
+        return view.state.status
+
+
+def test_releases_buckets_within_the_lookahead_once_and_marks_them_queued() -> None:
+    w = World()
+    now = w.clock.now_ms()
+    soon = [w.store(i, now + 500 + 300 * i) for i in range(10)]  # within 4 s look-ahead
+    later = w.store(99, now + 10_000)
+    w.releaser.tick()
+    assert sorted(m.message_id for m in w.publisher.acked) == sorted(m.message_id for m in soon)
+    assert all(w.status(m) is Status.QUEUED for m in soon)
+    assert w.status(later) is Status.READY
+    assert "0:1:released" in [
+        e.entry_id for e in w.messages.logs(soon[0].app_id, soon[0].message_id)
+    ]
+    assert w.buckets.watermark() == bucket_start(now + SCHEDULING.lookahead_ms - 1, WIDTH) + WIDTH
+    # a restart (new releaser, same stores) neither repeats nor skips
+    w.publisher.acked.clear()
+    w.releaser = w.build()
+    w.releaser.tick()
+    assert w.publisher.acked == []
+    w.clock.advance(7_000)
+    w.releaser.tick()
+    assert [m.message_id for m in w.publisher.acked] == [later.message_id]
+
+
+def test_overdue_buckets_after_downtime_are_released_at_once_in_order() -> None:
+    w = World()
+    now = w.clock.now_ms()
+    w.releaser.tick()
+    stored = [w.store(i, now + 5_000 + 1_000 * i) for i in range(20)]
+    w.clock.advance(60_000)  # down for a minute
+    w.releaser.tick()
+    assert [m.message_id for m in w.publisher.acked] == [m.message_id for m in stored]
+    assert w.buckets.partitions(bucket_start(stored[0].due_ms, WIDTH)) == []
+
+
+def test_deleted_app_messages_are_aborted_not_released() -> None:
+    w = World()
+    m = w.store(1, w.clock.now_ms() + 1_000, app_id="gone")
+    w.releaser.tick()
+    assert w.publisher.acked == []
+    assert w.status(m) is Status.ABORTED
+
+
+def test_a_failed_flush_leaves_the_bucket_and_the_watermark_for_the_next_tick() -> None:
+    w = World()
+    m = w.store(1, w.clock.now_ms() + 1_000)
+    w.publisher.fail = True
+    with pytest.raises(RuntimeError):
+        w.releaser.tick()
+    assert w.status(m) is Status.READY
+    assert w.buckets.partitions(bucket_start(m.due_ms, WIDTH)) != []
+    assert w.buckets.watermark() <= bucket_start(m.due_ms, WIDTH)  # not past the failed bucket
+    w.publisher.fail = False
+    w.releaser.tick()
+    assert [x.message_id for x in w.publisher.acked] == [m.message_id]
+    assert w.status(m) is Status.QUEUED
