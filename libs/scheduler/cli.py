@@ -1,8 +1,16 @@
 """`scheduler`: the operator command line.
 
-    scheduler setup      create the Kafka topics and apply the Cassandra migrations (idempotent)
+    scheduler setup                                   create the Kafka topics and apply the
+                                                      Cassandra migrations (idempotent)
+    scheduler admin create-control-key --owner X      an owner's (first) control key: prints the
+                                                      key id and its secret, once
+    scheduler admin list-owners                       every owner and their active control keys
+    scheduler admin list-apps --owner X               the owner's applications
+    scheduler admin deactivate-control-key --owner X --key-id ck_...
 
-Settings come from the environment (SCHEDULER_*; see README "Settings").
+Settings come from the environment (SCHEDULER_*; see README "Settings"). The admin commands need
+the secret pepper (SCHEDULER_SECRET_PEPPER) of the ingest gateways, or keys they make will not
+authenticate.
 """
 
 from __future__ import annotations
@@ -10,15 +18,19 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 from confluent_kafka.admin import AdminClient
 
-from scheduler.clock import SystemClock
+from scheduler.clock import Clock, SystemClock
 from scheduler.kafka.admin import ensure_topics
 from scheduler.logs import configure_logging
+from scheduler.security import SecretHasher, SecuritySettings
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
+from scheduler.store.apps import AppStore, new_control_key
 from scheduler.store.cassandra import connect
+from scheduler.store.cassandra_apps import CassandraAppStore
 from scheduler.store.migrate import apply_migrations
 from scheduler.topics import Topics
 
@@ -47,8 +59,113 @@ def _cmd_setup(_: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
+# -- admin: owners and control keys ---------------------------------------------------------------
+
+
+def create_control_key(
+    store: AppStore, hasher: SecretHasher, owner_id: str, clock: Clock
+) -> tuple[str, str]:
+    """Create the owner if needed and a new control key. Returns (key id, secret)."""
+    owner_id = owner_id.strip()
+    if not owner_id or len(owner_id) > 320:
+        raise ValueError("--owner must be 1 to 320 characters")
+    now = clock.now_ms()
+    store.ensure_owner(owner_id, now)
+    secret, key = new_control_key(owner_id, now)
+    store.add_control_key(key, hasher.hash(secret))
+    return key.key_id, secret
+
+
+def list_owners(store: AppStore) -> list[str]:
+    lines = []
+    for owner in store.list_owners():
+        active = [k.key_id for k in store.control_keys(owner.owner_id) if k.active]
+        lines.append(f"{owner.owner_id}\tactive control keys: {', '.join(active) or '-'}")
+    return lines
+
+
+def list_apps(store: AppStore, owner_id: str) -> list[str]:
+    return [f"{a.app_id}\t{a.type}\t{a.name}\t{a.endpoint}" for a in store.apps(owner_id)]
+
+
+@contextmanager
+def _app_store() -> Iterator[AppStore]:
+    cassandra = CassandraSettings()
+    cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
+    try:
+        yield CassandraAppStore(session)
+    finally:
+        cluster.shutdown()
+
+
+def _cmd_create_control_key(args: argparse.Namespace) -> int:
+    hasher = SecretHasher.from_settings(SecuritySettings())
+    with _app_store() as store:
+        key_id, secret = create_control_key(store, hasher, args.owner, SystemClock())
+    print(f"owner:  {args.owner}")
+    print(f"key id: {key_id}")
+    print(f"secret: {secret}")
+    print("The secret is shown only this once. Use it as: Authorization: Token <secret>")
+    return 0
+
+
+def _cmd_list_owners(_: argparse.Namespace) -> int:
+    with _app_store() as store:
+        for line in list_owners(store):
+            print(line)
+    return 0
+
+
+def _cmd_list_apps(args: argparse.Namespace) -> int:
+    with _app_store() as store:
+        for line in list_apps(store, args.owner):
+            print(line)
+    return 0
+
+
+def _cmd_deactivate_control_key(args: argparse.Namespace) -> int:
+    with _app_store() as store:
+        if not store.deactivate_control_key(args.owner, args.key_id):
+            print(f"error: {args.owner} has no control key {args.key_id}", file=sys.stderr)
+            return 1
+    print(f"deactivated {args.key_id} (effective on every gateway within its key cache time)")
+    return 0
+
+
+def _owner(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--owner", required=True, help="owner id, e.g. alice@example.com")
+
+
+def _owner_and_key(parser: argparse.ArgumentParser) -> None:
+    _owner(parser)
+    parser.add_argument("--key-id", required=True, help="the control key id (ck_...)")
+
+
+Handler = Callable[[argparse.Namespace], int]
+Arguments = Callable[[argparse.ArgumentParser], None]
+
+
+def _no_arguments(_: argparse.ArgumentParser) -> None:
+    pass
+
+
+COMMANDS: dict[str, tuple[str, Handler]] = {
     "setup": ("create topics and apply Cassandra migrations (idempotent)", _cmd_setup),
+}
+
+ADMIN_COMMANDS: dict[str, tuple[str, Handler, Arguments]] = {
+    "create-control-key": (
+        "create an owner's control key; prints id and secret once",
+        _cmd_create_control_key,
+        _owner,
+    ),
+    "list-owners": ("list owners and their active control keys", _cmd_list_owners, _no_arguments),
+    "list-apps": ("list an owner's applications", _cmd_list_apps, _owner),
+    "deactivate-control-key": (
+        "deactivate one of an owner's control keys",
+        _cmd_deactivate_control_key,
+        _owner_and_key,
+    ),
 }
 
 
@@ -58,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, handler) in COMMANDS.items():
         sub.add_parser(name, help=help_text).set_defaults(handler=handler)
+    admin = sub.add_parser("admin", help="owners, control keys and applications")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    for name, (help_text, handler, arguments) in ADMIN_COMMANDS.items():
+        command = admin_sub.add_parser(name, help=help_text)
+        arguments(command)
+        command.set_defaults(handler=handler)
     return parser
 
 

@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 from typing import Protocol
 
+from scheduler.security import new_key_id, new_secret
 from scheduler.store.ports import Application, AppLookup
 
 
@@ -36,6 +37,16 @@ class DataKey:
     owner_id: str
     active: bool
     created_ms: int
+
+
+def new_control_key(owner_id: str, now_ms: int) -> tuple[str, ControlKey]:
+    """A new active control key and its secret (to show once, then forget)."""
+    return new_secret(), ControlKey(new_key_id("ck"), owner_id, True, now_ms)
+
+
+def new_data_key(app_id: str, owner_id: str, now_ms: int) -> tuple[str, DataKey]:
+    """A new active data key and its secret (to show once, then forget)."""
+    return new_secret(), DataKey(new_key_id("dk"), app_id, owner_id, True, now_ms)
 
 
 class AppStore(AppLookup, Protocol):

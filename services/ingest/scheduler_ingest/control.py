@@ -12,9 +12,9 @@ import secrets
 
 from scheduler.clock import Clock
 from scheduler.domain.sendat import format_rfc3339_ms
-from scheduler.security import SecretHasher, new_key_id, new_secret, new_signing_secret
+from scheduler.security import SecretHasher, new_signing_secret
 from scheduler.settings import KafkaSettings
-from scheduler.store.apps import AppStore, ControlKey, DataKey
+from scheduler.store.apps import AppStore, ControlKey, DataKey, new_control_key, new_data_key
 from scheduler.store.ports import Application
 from scheduler.store.usage import UsageDay, UsageStore, usage_day
 from scheduler_ingest.auth import Authenticator, ControlPrincipal
@@ -198,8 +198,7 @@ class ControlService:
 
     async def create_data_key(self, who: ControlPrincipal, app_id: str) -> KeyCreated:
         await self.owned_app(who, app_id)
-        secret = new_secret()
-        key = DataKey(new_key_id("dk"), app_id, who.owner_id, True, self._clock.now_ms())
+        secret, key = new_data_key(app_id, who.owner_id, self._clock.now_ms())
         await self._io(self._store.add_data_key, key, self._hasher.hash(secret))
         return KeyCreated(id=key.key_id, secret=secret)
 
@@ -216,7 +215,7 @@ class ControlService:
     # -- control keys ---------------------------------------------------------------------------
 
     async def create_control_key(self, who: ControlPrincipal) -> KeyCreated:
-        secret, key = issue_control_key(who.owner_id, self._clock.now_ms())
+        secret, key = new_control_key(who.owner_id, self._clock.now_ms())
         await self._io(self._store.add_control_key, key, self._hasher.hash(secret))
         return KeyCreated(id=key.key_id, secret=secret)
 
@@ -228,8 +227,3 @@ class ControlService:
         if not await self._io(self._store.deactivate_control_key, who.owner_id, key_id):
             raise ApiError(404, "not_found", "no such control key for this owner")
         self._auth.forget_control_keys(lambda p: p.key_id == key_id)
-
-
-def issue_control_key(owner_id: str, now_ms: int) -> tuple[str, ControlKey]:
-    """A new control key and its secret (shown once). Used by the API and the operator CLI."""
-    return new_secret(), ControlKey(new_key_id("ck"), owner_id, True, now_ms)

@@ -55,7 +55,8 @@ def producer_config(kafka: KafkaSettings, timeout_ms: int, linger_ms: float) -> 
 
 class KafkaPublisher:
     def __init__(self, config: dict[str, Any], clock: Clock, on_latency: LatencyHook) -> None:
-        self._producer = Producer(config)
+        # librdkafka's own log lines go through Python logging, not straight to stderr.
+        self._producer = Producer({**config, "logger": log})
         self._clock = clock
         self._on_latency = on_latency
         self._stop = threading.Event()

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from scheduler.clock import ManualClock
 from scheduler.codec import RecordCodec
 from scheduler.records import Command, ScheduleRequest
-from scheduler.security import SecretHasher, new_secret
+from scheduler.security import SecretHasher, new_key_id, new_secret
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.store.apps import AppStore, ControlKey, DataKey, InMemoryAppStore
 from scheduler.store.ports import Application, MessageStore
@@ -20,7 +20,7 @@ from scheduler.store.usage import InMemoryUsageStore, UsageStore
 from scheduler.testing.fakes import InMemoryMessageStore
 from scheduler.topics import Topics
 from scheduler_ingest.app import Deps, create_app
-from scheduler_ingest.publisher import FakePublisher, Publisher
+from scheduler_ingest.publisher import FakePublisher, Published, Publisher
 from scheduler_ingest.settings import IngestSettings
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -61,9 +61,10 @@ class Tenant:
 def seed_owner(
     apps: AppStore, owner: str, app_id: str, now_ms: int, hasher: SecretHasher = HASHER
 ) -> Tenant:
+    """An owner with a control key, one REST app and its data key (as the CLI and API would)."""
     apps.ensure_owner(owner, now_ms)
     control_secret, data_secret = new_secret(), new_secret()
-    ck = ControlKey(f"ck_{owner[:5]}", owner, True, now_ms)
+    ck = ControlKey(new_key_id("ck"), owner, True, now_ms)
     apps.add_control_key(ck, hasher.hash(control_secret))
     apps.put_app(
         Application(
@@ -77,7 +78,7 @@ def seed_owner(
             updated_ms=now_ms,
         )
     )
-    dk = DataKey(f"dk_{app_id}", app_id, owner, True, now_ms)
+    dk = DataKey(new_key_id("dk"), app_id, owner, True, now_ms)
     apps.add_data_key(dk, hasher.hash(data_secret))
     return Tenant(
         owner, token(control_secret), ck.key_id, app_id, basic(app_id, data_secret), dk.key_id
@@ -86,15 +87,21 @@ def seed_owner(
 
 @dataclass
 class Harness:
+    """With fakes by default; the integration suite passes real adapters and a `suffix` that
+    makes owner and app ids unique, so many tests share one keyspace and topic set."""
+
     settings: IngestSettings = field(default_factory=IngestSettings)
     clock: ManualClock = field(default_factory=lambda: ManualClock(T0))
     messages: MessageStore = field(default_factory=InMemoryMessageStore)
-    apps: InMemoryAppStore = field(default_factory=InMemoryAppStore)
+    apps: AppStore = field(default_factory=InMemoryAppStore)
     usage: UsageStore = field(default_factory=InMemoryUsageStore)
     publisher: Publisher = field(default_factory=FakePublisher)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    kafka: KafkaSettings = KAFKA
+    suffix: str = ""
 
     def __post_init__(self) -> None:
+        self.topics = Topics(self.kafka, SCHEDULING)
         self.app = create_app(
             self.settings,
             Deps(
@@ -105,26 +112,35 @@ class Harness:
                 clock=self.clock,
                 registry=self.registry,
                 hasher=HASHER,
-                kafka=KAFKA,
+                kafka=self.kafka,
                 scheduling=SCHEDULING,
                 io_threads=4,
             ),
         )
         self.client = TestClient(self.app, raise_server_exceptions=False)
         self.client.__enter__()  # runs the lifespan (startup/shutdown handlers)
-        self.alice = seed_owner(self.apps, "alice@example.com", "app-alice", self.clock.now_ms())
-        self.bob = seed_owner(self.apps, "bob@example.com", "app-bob", self.clock.now_ms())
+        now, sfx = self.clock.now_ms(), self.suffix
+        self.alice = seed_owner(self.apps, f"alice{sfx}@example.com", f"app-alice{sfx}", now)
+        self.bob = seed_owner(self.apps, f"bob{sfx}@example.com", f"app-bob{sfx}", now)
 
     @property
     def fake(self) -> FakePublisher:
         assert isinstance(self.publisher, FakePublisher)
         return self.publisher
 
+    def published(self) -> list[Published]:
+        """What this harness's apps published, in order."""
+        return list(self.fake.records)
+
     def published_requests(self) -> list[ScheduleRequest]:
-        return [REQUESTS.decode(r.value) for r in self.fake.records if r.topic == TOPICS.requests]
+        return [
+            REQUESTS.decode(r.value) for r in self.published() if r.topic == self.topics.requests
+        ]
 
     def published_commands(self) -> list[Command]:
-        return [COMMANDS.decode(r.value) for r in self.fake.records if r.topic == TOPICS.commands]
+        return [
+            COMMANDS.decode(r.value) for r in self.published() if r.topic == self.topics.commands
+        ]
 
     def schedule(self, body: Any, tenant: Tenant | None = None) -> Any:
         return self.client.post("/messages", json=body, headers=(tenant or self.alice).data)

@@ -30,8 +30,8 @@ def _b64(raw: bytes) -> str:
         "Basic !!!notbase64",
         f"Basic {_b64(b'no-colon')}",
         f"Basic {_b64(b':secret-without-app')}",
-        f"Basic {_b64(b'app-alice:')}",
-        f"Basic {_b64(b'app-alice:wrong-secret')}",
+        f"Basic {_b64(b'{h.alice.app_id}:')}",
+        f"Basic {_b64(b'{h.alice.app_id}:wrong-secret')}",
         f"Basic {_b64(bytes([0xFF, 0x3A, 0x41]))}",
         "Bearer abc",
         "Token",
@@ -42,16 +42,16 @@ def test_malformed_forged_or_unknown_credentials_are_401(h: Harness, header: str
     headers = {} if header is None else {"Authorization": header}
     r = h.client.post("/messages", json=BODY, headers=headers)
     assert (r.status_code, r.json()["error"]) == (401, "unauthorized"), r.text
-    assert h.fake.records == []
+    assert h.published() == []
     r = h.client.get("/applications", headers=headers)
     assert (r.status_code, r.json()["error"]) == (401, "unauthorized")
 
 
 def test_a_valid_secret_with_another_app_id_is_401(h: Harness) -> None:
     alice_secret = base64.b64decode(h.alice.data["Authorization"].split()[1]).split(b":", 1)[1]
-    forged = basic("app-bob", alice_secret.decode())
+    forged = basic(h.bob.app_id, alice_secret.decode())
     assert h.client.post("/messages", json=BODY, headers=forged).status_code == 401
-    assert h.fake.records == []
+    assert h.published() == []
 
 
 def test_key_kinds_are_not_interchangeable(h: Harness) -> None:
@@ -61,26 +61,26 @@ def test_key_kinds_are_not_interchangeable(h: Harness) -> None:
     for method, path in [
         ("GET", "/applications"),
         ("POST", "/applications"),
-        ("GET", "/applications/app-alice"),
-        ("PUT", "/applications/app-alice"),
-        ("DELETE", "/applications/app-alice"),
-        ("POST", "/applications/app-alice/data-keys"),
-        ("GET", "/applications/app-alice/data-keys"),
-        ("PUT", f"/applications/app-alice/data-keys/{h.alice.data_key_id}/deactivate"),
+        ("GET", f"/applications/{h.alice.app_id}"),
+        ("PUT", f"/applications/{h.alice.app_id}"),
+        ("DELETE", f"/applications/{h.alice.app_id}"),
+        ("POST", f"/applications/{h.alice.app_id}/data-keys"),
+        ("GET", f"/applications/{h.alice.app_id}/data-keys"),
+        ("PUT", f"/applications/{h.alice.app_id}/data-keys/{h.alice.data_key_id}/deactivate"),
         ("POST", "/control-keys"),
         ("GET", "/control-keys"),
         ("PUT", f"/control-keys/{h.alice.control_key_id}/deactivate"),
-        ("GET", "/applications/app-alice/messages"),
-        ("POST", "/applications/app-alice/signing-secret/rotate"),
-        ("GET", "/applications/app-alice/usage"),
+        ("GET", f"/applications/{h.alice.app_id}/messages"),
+        ("POST", f"/applications/{h.alice.app_id}/signing-secret/rotate"),
+        ("GET", f"/applications/{h.alice.app_id}/usage"),
     ]:
         r = h.client.request(method, path, headers=h.alice.data, json={"name": "x"})
         assert (r.status_code, r.json()["error"]) == (403, "forbidden"), (method, path, r.text)
     # nothing was created or deactivated by those attempts
-    assert [k.active for k in h.apps.data_keys("app-alice")] == [True]
-    assert len(h.apps.control_keys("alice@example.com")) == 1
-    assert h.apps.get_app("app-alice") is not None
-    assert h.apps.get_app("app-alice").deleted_ms is None  # type: ignore[union-attr]
+    assert [k.active for k in h.apps.data_keys(h.alice.app_id)] == [True]
+    assert len(h.apps.control_keys(h.alice.owner)) == 1
+    assert h.apps.get_app(h.alice.app_id) is not None
+    assert h.apps.get_app(h.alice.app_id).deleted_ms is None  # type: ignore[union-attr]
 
 
 def test_data_key_of_app_a_cannot_reach_app_b_messages(h: Harness) -> None:
@@ -95,41 +95,41 @@ def test_data_key_of_app_a_cannot_reach_app_b_messages(h: Harness) -> None:
         assert (r.status_code, r.json()["error"]) == (404, "message_not_found"), path
     listed = h.client.get("/messages", headers=h.alice.data).json()["messages"]
     assert listed == []
-    assert h.messages.get("app-bob", bob_id).state.status.value == "READY"  # type: ignore[union-attr]
+    assert h.messages.get(h.bob.app_id, bob_id).state.status.value == "READY"  # type: ignore[union-attr]
 
 
 def test_owner_x_cannot_reach_owner_y_apps_keys_or_messages(h: Harness) -> None:
     bob_id = h.schedule(BODY, h.bob).json()["messageId"]
     for method, path in [
-        ("GET", "/applications/app-bob"),
-        ("PUT", "/applications/app-bob"),
-        ("DELETE", "/applications/app-bob"),
-        ("POST", "/applications/app-bob/data-keys"),
-        ("GET", "/applications/app-bob/data-keys"),
-        ("PUT", f"/applications/app-bob/data-keys/{h.bob.data_key_id}/deactivate"),
-        ("POST", "/applications/app-bob/signing-secret/rotate"),
-        ("GET", "/applications/app-bob/usage"),
-        ("GET", "/applications/app-bob/messages"),
-        ("GET", f"/applications/app-bob/messages/{bob_id}"),
-        ("GET", f"/applications/app-bob/messages/{bob_id}/logs"),
-        ("PUT", f"/applications/app-bob/messages/{bob_id}/abort"),
-        ("PUT", f"/applications/app-bob/messages/{bob_id}/redrive"),
+        ("GET", f"/applications/{h.bob.app_id}"),
+        ("PUT", f"/applications/{h.bob.app_id}"),
+        ("DELETE", f"/applications/{h.bob.app_id}"),
+        ("POST", f"/applications/{h.bob.app_id}/data-keys"),
+        ("GET", f"/applications/{h.bob.app_id}/data-keys"),
+        ("PUT", f"/applications/{h.bob.app_id}/data-keys/{h.bob.data_key_id}/deactivate"),
+        ("POST", f"/applications/{h.bob.app_id}/signing-secret/rotate"),
+        ("GET", f"/applications/{h.bob.app_id}/usage"),
+        ("GET", f"/applications/{h.bob.app_id}/messages"),
+        ("GET", f"/applications/{h.bob.app_id}/messages/{bob_id}"),
+        ("GET", f"/applications/{h.bob.app_id}/messages/{bob_id}/logs"),
+        ("PUT", f"/applications/{h.bob.app_id}/messages/{bob_id}/abort"),
+        ("PUT", f"/applications/{h.bob.app_id}/messages/{bob_id}/redrive"),
     ]:
         r = h.client.request(method, path, headers=h.alice.control, json={"name": "x"})
         assert (r.status_code, r.json()["error"]) == (404, "app_not_found"), (path, r.text)
     # alice's data key id under her own app path does not reach bob's key either
     r = h.client.put(
-        f"/applications/app-alice/data-keys/{h.bob.data_key_id}/deactivate",
+        f"/applications/{h.alice.app_id}/data-keys/{h.bob.data_key_id}/deactivate",
         headers=h.alice.control,
     )
     assert r.status_code == 404
     r = h.client.put(f"/control-keys/{h.bob.control_key_id}/deactivate", headers=h.alice.control)
     assert (r.status_code, r.json()["error"]) == (404, "not_found")
-    assert [k.active for k in h.apps.control_keys("bob@example.com")] == [True]
-    assert [k.active for k in h.apps.data_keys("app-bob")] == [True]
-    assert h.apps.get_app("app-bob").deleted_ms is None  # type: ignore[union-attr]
+    assert [k.active for k in h.apps.control_keys(h.bob.owner)] == [True]
+    assert [k.active for k in h.apps.data_keys(h.bob.app_id)] == [True]
+    assert h.apps.get_app(h.bob.app_id).deleted_ms is None  # type: ignore[union-attr]
     assert [a["id"] for a in h.client.get("/applications", headers=h.alice.control).json()] == [
-        "app-alice"
+        h.alice.app_id
     ]
     assert h.client.get(f"/messages/{bob_id}", headers=h.bob.data).json()["status"] == "READY"
 
@@ -137,7 +137,7 @@ def test_owner_x_cannot_reach_owner_y_apps_keys_or_messages(h: Harness) -> None:
 def test_deactivated_keys_are_401_at_once_on_this_replica(h: Harness) -> None:
     assert h.schedule(BODY).status_code == 200  # caches the key
     r = h.client.put(
-        f"/applications/app-alice/data-keys/{h.alice.data_key_id}/deactivate",
+        f"/applications/{h.alice.app_id}/data-keys/{h.alice.data_key_id}/deactivate",
         headers=h.alice.control,
     )
     assert r.status_code == 200 and r.json() == {"id": h.alice.data_key_id, "active": False}
@@ -151,7 +151,7 @@ def test_deactivated_keys_are_401_at_once_on_this_replica(h: Harness) -> None:
 
 def test_deactivation_elsewhere_takes_effect_within_the_cache_ttl(h: Harness) -> None:
     assert h.schedule(BODY).status_code == 200
-    h.apps.deactivate_data_key("app-alice", h.alice.data_key_id)  # as another replica would
+    h.apps.deactivate_data_key(h.alice.app_id, h.alice.data_key_id)  # as another replica would
     assert h.schedule(BODY).status_code == 200  # still cached
     h.clock.advance(h.settings.key_cache_ttl_ms)
     assert h.schedule(BODY).status_code == 401
@@ -159,9 +159,12 @@ def test_deactivation_elsewhere_takes_effect_within_the_cache_ttl(h: Harness) ->
 
 def test_a_deleted_apps_keys_stop_working(h: Harness) -> None:
     assert h.schedule(BODY).status_code == 200
-    assert h.client.delete("/applications/app-alice", headers=h.alice.control).status_code == 200
+    assert (
+        h.client.delete(f"/applications/{h.alice.app_id}", headers=h.alice.control).status_code
+        == 200
+    )
     assert h.schedule(BODY).status_code == 401
-    assert [k.active for k in h.apps.data_keys("app-alice")] == [False]
+    assert [k.active for k in h.apps.data_keys(h.alice.app_id)] == [False]
 
 
 def test_unknown_message_ids_are_404(h: Harness) -> None:

@@ -17,8 +17,8 @@ REST_APP = {"name": "orders", "type": "REST", "endpoint": "https://example.com/h
 @pytest.fixture
 def carol(h: Harness) -> dict[str, str]:
     """An owner with a control key and no application yet."""
-    tenant = seed_owner(h.apps, "carol@example.com", "app-carol-seed", T0)
-    h.client.delete("/applications/app-carol-seed", headers=tenant.control)
+    tenant = seed_owner(h.apps, f"carol{h.suffix}@example.com", f"app-carol{h.suffix}", T0)
+    h.client.delete(f"/applications/{tenant.app_id}", headers=tenant.control)
     return tenant.control
 
 
@@ -140,7 +140,7 @@ def test_invalid_applications_are_refused(h: Harness, body: dict[str, object], e
     try:
         r = h2.client.post("/applications", json=body, headers=h2.alice.control)
         assert (r.status_code, r.json()["error"]) == (400, error), r.text
-        assert [a.app_id for a in h2.apps.apps("alice@example.com")] == ["app-alice"]
+        assert [a.app_id for a in h2.apps.apps(h2.alice.owner)] == [h2.alice.app_id]
     finally:
         h2.close()
 
@@ -179,14 +179,16 @@ def test_rotate_signing_secret_keeps_the_old_one_for_the_grace(h: Harness) -> No
 
 
 def test_usage_per_day(h: Harness) -> None:
-    h.usage.add("app-alice", usage_day(T0), UsageKind.INGESTED, 5)
-    h.usage.add("app-alice", usage_day(T0), UsageKind.SENT, 4)
-    h.usage.add("app-alice", usage_day(T0) - 1, UsageKind.FAILED, 1)
-    h.usage.add("app-alice", usage_day(T0) - 40, UsageKind.FAILED, 1)  # outside the default 30 days
-    r = h.client.get("/applications/app-alice/usage", headers=h.alice.control)
+    h.usage.add(h.alice.app_id, usage_day(T0), UsageKind.INGESTED, 5)
+    h.usage.add(h.alice.app_id, usage_day(T0), UsageKind.SENT, 4)
+    h.usage.add(h.alice.app_id, usage_day(T0) - 1, UsageKind.FAILED, 1)
+    h.usage.add(
+        h.alice.app_id, usage_day(T0) - 40, UsageKind.FAILED, 1
+    )  # outside the default 30 days
+    r = h.client.get(f"/applications/{h.alice.app_id}/usage", headers=h.alice.control)
     assert r.status_code == 200
     assert r.json() == {
-        "appId": "app-alice",
+        "appId": h.alice.app_id,
         "approximate": True,
         "days": [
             {"date": "2026-01-01", "ingested": 5, "sent": 4, "failed": 0},
@@ -194,12 +196,16 @@ def test_usage_per_day(h: Harness) -> None:
         ],
     }
     r = h.client.get(
-        "/applications/app-alice/usage?from=2025-11-01&to=2025-11-30", headers=h.alice.control
+        f"/applications/{h.alice.app_id}/usage?from=2025-11-01&to=2025-11-30",
+        headers=h.alice.control,
     )
     assert r.json()["days"] == [{"date": "2025-11-22", "ingested": 0, "sent": 0, "failed": 1}]
     r = h.client.get(
-        "/applications/app-alice/usage?from=2026-01-02&to=2026-01-01", headers=h.alice.control
+        f"/applications/{h.alice.app_id}/usage?from=2026-01-02&to=2026-01-01",
+        headers=h.alice.control,
     )
     assert (r.status_code, r.json()["error"]) == (400, "invalid_parameter")
-    r = h.client.get("/applications/app-alice/usage?from=yesterday", headers=h.alice.control)
+    r = h.client.get(
+        f"/applications/{h.alice.app_id}/usage?from=yesterday", headers=h.alice.control
+    )
     assert (r.status_code, r.json()["error"]) == (400, "invalid_parameter")

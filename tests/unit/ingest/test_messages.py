@@ -9,7 +9,7 @@ from scheduler.records import CommandKind
 from scheduler.store.ports import LogEntry, StatusUpdate
 from scheduler_ingest.publisher import PublishError
 
-from .harness import T0, TOPICS, Harness
+from .harness import T0, Harness
 
 pytestmark = pytest.mark.unit
 
@@ -23,10 +23,10 @@ def _schedule(h: Harness, send_at_ms: int) -> str:
 def _set(
     h: Harness, message_id: str, status: Status, generation: int = 0, attempt: int = 1
 ) -> None:
-    view = h.messages.get("app-alice", message_id)
+    view = h.messages.get(h.alice.app_id, message_id)
     assert view is not None
     h.messages.update_status(
-        "app-alice",
+        h.alice.app_id,
         message_id,
         StatusUpdate(
             status, generation, attempt, view.state.due_ms, h.clock.now_ms(), http_status=500
@@ -50,7 +50,9 @@ def test_list_is_newest_first_filtered_and_paged(h: Harness) -> None:
     assert rest["next"] is None
     sent = h.client.get("/messages?status=SENT", headers=h.alice.data).json()
     assert [m["messageId"] for m in sent["messages"]] == [ids[3], ids[1]]
-    dash = h.client.get("/applications/app-alice/messages?status=sent", headers=h.alice.control)
+    dash = h.client.get(
+        f"/applications/{h.alice.app_id}/messages?status=sent", headers=h.alice.control
+    )
     assert [m["messageId"] for m in dash.json()["messages"]] == [ids[3], ids[1]]
 
 
@@ -83,12 +85,12 @@ def test_abort_ready_message(h: Harness) -> None:
     assert (command.kind, command.message_id, command.app_id, command.generation) == (
         CommandKind.ABORT,
         message_id,
-        "app-alice",
+        h.alice.app_id,
         0,
     )
     assert command.issued_ms == T0 + 5
-    assert h.fake.records[-1].key == message_id.encode()
-    assert h.fake.records[-1].topic == TOPICS.commands
+    assert h.published()[-1].key == message_id.encode()
+    assert h.published()[-1].topic == h.topics.commands
     logs = h.client.get(f"/messages/{message_id}/logs", headers=h.alice.data).json()["logs"]
     assert [e["status"] for e in logs] == ["READY", "ABORTED"]
     again = h.client.put(f"/messages/{message_id}/abort", headers=h.alice.data)
@@ -99,7 +101,7 @@ def test_abort_queued_message_via_dashboard(h: Harness) -> None:
     message_id = _schedule(h, T0 + 60_000)
     _set(h, message_id, Status.QUEUED)
     r = h.client.put(
-        f"/applications/app-alice/messages/{message_id}/abort", headers=h.alice.control
+        f"/applications/{h.alice.app_id}/messages/{message_id}/abort", headers=h.alice.control
     )
     assert r.status_code == 200 and r.json()["status"] == "ABORTED"
 
@@ -118,7 +120,7 @@ def test_abort_within_the_guard_is_too_late(h: Harness) -> None:
     h.clock.advance(1_000 - 200)  # exactly at the guard (200 ms before due)
     r = h.client.put(f"/messages/{message_id}/abort", headers=h.alice.data)
     assert (r.status_code, r.json()["error"]) == (409, "too_late")
-    assert h.messages.get("app-alice", message_id).state.status is Status.READY  # type: ignore[union-attr]
+    assert h.messages.get(h.alice.app_id, message_id).state.status is Status.READY  # type: ignore[union-attr]
     assert h.published_commands() == []
 
 
@@ -134,7 +136,7 @@ def test_abort_when_the_command_cannot_be_published_is_503_but_recorded(h: Harne
     r = h.client.put(f"/messages/{message_id}/abort", headers=h.alice.data)
     assert (r.status_code, r.json()["error"]) == (503, "unavailable")
     # the dispatcher re-checks the record at fire time, so the abort still holds
-    assert h.messages.get("app-alice", message_id).state.status is Status.ABORTED  # type: ignore[union-attr]
+    assert h.messages.get(h.alice.app_id, message_id).state.status is Status.ABORTED  # type: ignore[union-attr]
 
 
 def test_redrive_failed_message(h: Harness) -> None:
@@ -172,4 +174,4 @@ def test_redrive_when_kafka_fails_changes_nothing(h: Harness) -> None:
     h.fake.fail_with = PublishError("kafka_error", "down")
     r = h.client.put(f"/messages/{message_id}/redrive", headers=h.alice.data)
     assert r.status_code == 503
-    assert h.messages.get("app-alice", message_id).state.status is Status.FAILED  # type: ignore[union-attr]
+    assert h.messages.get(h.alice.app_id, message_id).state.status is Status.FAILED  # type: ignore[union-attr]

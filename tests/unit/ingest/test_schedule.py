@@ -10,7 +10,7 @@ from scheduler.store.usage import UsageDay, UsageKind, usage_day
 from scheduler_ingest.publisher import PublishError
 from scheduler_ingest.settings import IngestSettings
 
-from .harness import T0, TOPICS, Harness
+from .harness import T0, Harness
 
 pytestmark = pytest.mark.unit
 
@@ -25,10 +25,10 @@ def test_schedule_publishes_then_records_ready(h: Harness) -> None:
     assert is_message_id(message_id) and body["messageId"] == message_id
     assert body["sendAt"] == "2026-01-01T00:05:00.000Z" and body["status"] == "READY"
 
-    [record] = h.fake.records
-    assert record.topic == TOPICS.requests and record.key == b"app-alice"
+    [record] = h.published()
+    assert record.topic == h.topics.requests and record.key == h.alice.app_id.encode()
     [request] = h.published_requests()
-    assert request.message_id == message_id and request.app_id == "app-alice"
+    assert request.message_id == message_id and request.app_id == h.alice.app_id
     assert request.payload_json == '{"hello":"world"}'
     assert request.send_at_ms == T0 + 300_000 and request.created_ms == T0
     assert request.source == "http" and request.idempotency_key is None
@@ -37,10 +37,10 @@ def test_schedule_publishes_then_records_ready(h: Harness) -> None:
     assert got.status_code == 200
     view = got.json()
     assert view["status"] == "READY" and view["payload"] == {"hello": "world"}
-    assert view["appId"] == "app-alice" and view["sendAt"] == "2026-01-01T00:05:00.000Z"
+    assert view["appId"] == h.alice.app_id and view["sendAt"] == "2026-01-01T00:05:00.000Z"
     logs = h.client.get(f"/messages/{message_id}/logs", headers=h.alice.data).json()["logs"]
     assert [(e["status"], e["timestamp"]) for e in logs] == [("READY", "2026-01-01T00:00:00.000Z")]
-    assert h.usage.read("app-alice", 0, 10**6) == [UsageDay(usage_day(T0), ingested=1)]
+    assert h.usage.read(h.alice.app_id, 0, 10**6) == [UsageDay(usage_day(T0), ingested=1)]
 
 
 def test_alias_route(h: Harness) -> None:
@@ -77,9 +77,9 @@ def test_send_at_is_normalised_to_utc(h: Harness, send_at: object, expected: str
 
 
 def _assert_nothing_written(h: Harness) -> None:
-    assert h.fake.records == []
-    assert h.messages.list("app-alice", None, None, 10).items == []
-    assert h.usage.read("app-alice", 0, 10**6) == []
+    assert h.published() == []
+    assert h.messages.list(h.alice.app_id, None, None, 10).items == []
+    assert h.usage.read(h.alice.app_id, 0, 10**6) == []
 
 
 @pytest.mark.parametrize(
@@ -163,13 +163,13 @@ def test_idempotency_key_gives_the_same_id_and_one_message(h: Harness) -> None:
     first = h.schedule(body)
     second = h.schedule(body)
     assert first.status_code == second.status_code == 200
-    expected = derived_message_id("app-alice", "order-42")
+    expected = derived_message_id(h.alice.app_id, "order-42")
     assert first.json()["messageId"] == second.json()["messageId"] == expected
     assert (first.json()["duplicate"], second.json()["duplicate"]) == (False, True)
     assert len(h.published_requests()) == 1
     # the same key in another app is another message
     other = h.schedule(body, h.bob)
-    assert other.json()["messageId"] == derived_message_id("app-bob", "order-42") != expected
+    assert other.json()["messageId"] == derived_message_id(h.bob.app_id, "order-42") != expected
 
 
 def test_kafka_failure_is_a_503_and_nothing_is_written(h: Harness) -> None:
@@ -213,8 +213,8 @@ def test_batch_has_per_item_results_in_order(h: Harness) -> None:
     published = {p.message_id for p in h.published_requests()}
     assert published == {results[i]["messageId"] for i in (0, 2, 6)}
     for i in (0, 2, 6):
-        assert h.messages.get("app-alice", results[i]["messageId"]) is not None
-    assert h.usage.read("app-alice", 0, 10**6)[0].ingested == 3
+        assert h.messages.get(h.alice.app_id, results[i]["messageId"]) is not None
+    assert h.usage.read(h.alice.app_id, 0, 10**6)[0].ingested == 3
 
 
 def test_batch_limits_and_shape() -> None:
@@ -257,7 +257,7 @@ def test_record_write_failure_after_the_ack_still_answers_200(h: Harness) -> Non
 def test_usage_counts_ingested(h: Harness) -> None:
     for _ in range(3):
         h.schedule({"payload": 1, "sendAt": SOON})
-    [day] = h.usage.read("app-alice", 0, 10**6)
+    [day] = h.usage.read(h.alice.app_id, 0, 10**6)
     assert (day.ingested, day.sent, day.failed) == (3, 0, 0)
     assert UsageKind.INGESTED.value == "ingested"
     assert Status.READY.value == "READY"
