@@ -95,6 +95,21 @@ class CassandraBucketStore:
             statements.append(self._rows_statement(bucket_ms, shard, messages))
         self.execute_all(statements, concurrency)
 
+    def store_statements(
+        self, items: Sequence[tuple[int, int, DueMessage]]
+    ) -> list[BoundStatement]:
+        """The statements `store_many` would run (rows, and one index row per partition), for a
+        caller that groups writes of several tables into batches itself (the bucketer)."""
+        statements = []
+        partitions: set[tuple[int, str, int]] = set()
+        for bucket_ms, shard, message in items:
+            partition = (bucket_ms, message.app_id, shard)
+            if partition not in partitions:
+                partitions.add(partition)
+                statements.append(self._insert_index.bind(partition))
+            statements.append(self._bind_row(bucket_ms, shard, message))
+        return statements
+
     def _rows_statement(
         self, bucket_ms: int, shard: int, messages: Sequence[DueMessage]
     ) -> BoundStatement | BatchStatement:

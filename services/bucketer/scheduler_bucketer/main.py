@@ -33,11 +33,11 @@ from scheduler.store.cassandra_buckets import CassandraBucketStore
 from scheduler.store.cassandra_messages import CassandraMessageStore
 from scheduler.topics import Topics
 
+from .cassandra_batches import CassandraBatchWriter
 from .loop import ConsumerLoop, consumer_config
 from .metrics import BucketerMetrics
 from .pipeline import Ports, build_processor
 from .settings import BucketerSettings
-from .writer import Writer
 
 log = logging.getLogger("scheduler_bucketer")
 
@@ -56,12 +56,19 @@ def run(
     topics = Topics(kafka, scheduling)
     cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
     producer = KafkaRecordProducer(kafka.client_config())
-    writer = Writer(settings.write_concurrency)
+    buckets = CassandraBucketStore(session)
+    writer = CassandraBatchWriter(
+        session,
+        buckets,
+        settings.write_batch_statements,
+        settings.write_batch_bytes,
+        settings.write_concurrency,
+    )
     registry = registry_client(kafka.schema_registry_url) if kafka.schema_registry_url else None
     try:
         ports = Ports(
             messages=CassandraMessageStore(session),
-            buckets=CassandraBucketStore(session),
+            buckets=buckets,
             apps=CassandraAppStore(session),
             producer=producer,
             clock=clock,

@@ -159,7 +159,7 @@ def build_processor(
         ports.buckets, scheduling, topics.ring, ports.clock, settings.watermark_cache_ms
     )
     apps = CachedApps(ports.apps, ports.clock, settings.app_cache_ms)
-    placer = Placer(ports.messages, ports.buckets, router, writer, ports.clock, metrics)
+    placer = Placer(router, writer, ports.clock, metrics)
     commands = CommandHandler(
         RecordCodec(Command, registry=registry),
         ports.messages,

@@ -7,9 +7,8 @@ A message enters from a new request, a redrive or a reschedule; all three go thr
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 
 from scheduler.clock import Clock
 from scheduler.domain.buckets import shard_of
@@ -19,17 +18,15 @@ from scheduler.records import DueMessage
 from scheduler.settings import SchedulingSettings
 from scheduler.store.ports import (
     Application,
-    BucketStore,
     LogEntry,
     MessageContent,
-    MessageStore,
     StatusUpdate,
 )
 
 from .intake import Accepted, Rejection
 from .metrics import BucketerMetrics
 from .routing import Router
-from .writer import Writer
+from .writer import SaveRecord, StoreRow, WriteOp, Writer, WriteStatus
 
 log = logging.getLogger("scheduler_bucketer.placer")
 
@@ -61,16 +58,8 @@ class Placer:
     """Routes entries, writes them durably, re-checks the watermark, queues the direct sends."""
 
     def __init__(
-        self,
-        messages: MessageStore,
-        buckets: BucketStore,
-        router: Router,
-        writer: Writer,
-        clock: Clock,
-        metrics: BucketerMetrics,
+        self, router: Router, writer: Writer, clock: Clock, metrics: BucketerMetrics
     ) -> None:
-        self._messages = messages
-        self._buckets = buckets
         self._router = router
         self._writer = writer
         self._clock = clock
@@ -80,8 +69,7 @@ class Placer:
         if not entries:
             return
         now = self._clock.now_ms()
-        writes: list[Callable[[], None]] = []
-        rows: list[tuple[int, int, DueMessage]] = []
+        writes: list[WriteOp] = []
         stored: list[Entry] = []
         for entry in entries:
             m = entry.message
@@ -95,12 +83,10 @@ class Placer:
                 shard = shard_of(m.message_id, entry.shards)
                 data: dict[str, object] = {"bucket_ms": bucket, "shard": shard}
                 writes.append(self._status_write(entry, Status.READY, now, data))
-                rows.append((bucket, shard, m))
+                writes.append(StoreRow(bucket, shard, m))
                 stored.append(entry)
-        if rows:
-            writes.append(partial(_store_rows, self._buckets, rows))
-        self._writer.run(writes)
-        self._metrics.stored.inc(len(rows))
+        self._writer.write(writes)
+        self._metrics.stored.inc(len(stored))
         if stored:
             self._send_if_released_meanwhile(stored, now, outbox)
 
@@ -109,13 +95,13 @@ class Placer:
         late = [entry for entry in stored if self._router.released(entry.message.due_ms, watermark)]
         if not late:
             return
-        writes = []
+        writes: list[WriteOp] = []
         for entry in late:
             topic = self._router.due_topic(entry.message.due_ms, now)
             data: dict[str, object] = {"topic": topic, "released_meanwhile": True}
             writes.append(self._status_write(entry, Status.QUEUED, now, data, update_only=True))
             outbox.direct.append((topic, entry.message))
-        self._writer.run(writes)
+        self._writer.write(writes)
         self._metrics.routed_direct.labels("released_meanwhile").inc(len(late))
         log.info(
             "%d stored message(s) were in buckets released meanwhile: sent directly", len(late)
@@ -128,7 +114,7 @@ class Placer:
         now: int,
         data: dict[str, object],
         update_only: bool = False,
-    ) -> Callable[[], None]:
+    ) -> WriteOp:
         m = entry.message
         state = StatusUpdate(
             status=status, generation=m.generation, attempt=m.attempt, due_ms=m.due_ms, at_ms=now
@@ -141,19 +127,8 @@ class Placer:
             data={"due_ms": m.due_ms, **data},
         )
         if entry.content is not None and not update_only:
-            return partial(self._messages.save, entry.content, state, log_entry)
-        return partial(self._messages.update_status, m.app_id, m.message_id, state, log_entry)
-
-
-def _store_rows(buckets: BucketStore, rows: list[tuple[int, int, DueMessage]]) -> None:
-    # The Cassandra adapter writes many rows at once (per-partition batches, bounded
-    # concurrency); any other BucketStore gets one call per row.
-    store_many = getattr(buckets, "store_many", None)
-    if store_many is not None:
-        store_many(rows)
-        return
-    for bucket, shard, message in rows:
-        buckets.store(bucket, shard, message)
+            return SaveRecord(entry.content, state, log_entry)
+        return WriteStatus(m.app_id, m.message_id, state, log_entry)
 
 
 def entry_of(accepted: Accepted, scheduling: SchedulingSettings) -> Entry:

@@ -12,7 +12,15 @@ class BucketerSettings(BaseSettings):
     group_id: str = "scheduler-bucketer"
     batch_size: int = Field(default=2_000, ge=1, description="records consumed per batch at most")
     poll_timeout_s: float = Field(default=0.5, gt=0, description="wait for a batch to fill")
-    write_concurrency: int = Field(default=64, ge=1, description="Cassandra writes in flight")
+    write_concurrency: int = Field(default=16, ge=1, description="Cassandra requests in flight")
+    write_batch_statements: int = Field(
+        default=50, ge=1, description="statements per unlogged batch (1: no batching)"
+    )
+    write_batch_bytes: int = Field(
+        default=40_000,
+        ge=1_000,
+        description="bytes per batch at most; keep below Cassandra's batch_size_fail_threshold",
+    )
     watermark_cache_ms: int = Field(
         default=1_000, ge=0, description="how long a read release watermark is reused for routing"
     )

@@ -1,34 +1,83 @@
-"""Concurrent Cassandra writes for one batch: start them all, wait for all, raise the first error.
+"""The batch's durable writes, as data: what to write is decided by the placer, how by a Writer.
 
-The storage ports are synchronous; a small thread pool overlaps them (each call itself issues
-its statements asynchronously through the driver). A failure leaves the batch uncommitted; every
-write is idempotent by message id, so the retry simply writes everything again.
+`Writer.write(ops)` returns only when every operation is durable, or raises (the batch is then
+retried as a whole; every write is idempotent by message id).
+
+- `PortWriter`: calls the storage ports (any MessageStore / BucketStore: the fakes in unit tests),
+  overlapping the calls in a small thread pool.
+- `scheduler_bucketer.cassandra_batches.CassandraBatchWriter`: the production writer; the same
+  statements, grouped into unlogged batches (see there why).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
+
+from scheduler.records import DueMessage
+from scheduler.store.ports import BucketStore, LogEntry, MessageContent, MessageStore, StatusUpdate
 
 
-class Writer:
-    def __init__(self, concurrency: int) -> None:
-        self._pool = ThreadPoolExecutor(
-            max_workers=concurrency, thread_name_prefix="bucketer-write"
-        )
+@dataclass(frozen=True, slots=True)
+class SaveRecord:
+    """MessageStore.save: content + status (by precedence) + listing + log entry."""
 
-    def run(self, writes: Sequence[Callable[[], None]]) -> None:
-        if len(writes) == 1:
-            writes[0]()
-            return
-        futures: list[Future[None]] = [self._pool.submit(write) for write in writes]
-        first_error: BaseException | None = None
-        for future in futures:
-            error = future.exception()
-            if error is not None and first_error is None:
-                first_error = error
-        if first_error is not None:
-            raise first_error
+    content: MessageContent
+    state: StatusUpdate
+    log: LogEntry
+
+
+@dataclass(frozen=True, slots=True)
+class WriteStatus:
+    """MessageStore.update_status: status (by precedence) + log entry of an existing record."""
+
+    app_id: str
+    message_id: str
+    state: StatusUpdate
+    log: LogEntry
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRow:
+    """BucketStore.store: one stored message in its (bucket, app, shard) partition."""
+
+    bucket_ms: int
+    shard: int
+    message: DueMessage
+
+
+WriteOp = SaveRecord | WriteStatus | StoreRow
+
+
+class Writer(Protocol):
+    def write(self, ops: Sequence[WriteOp]) -> None:
+        """Make every operation durable, or raise."""
+
+    def close(self) -> None: ...
+
+
+class PortWriter:
+    def __init__(self, messages: MessageStore, buckets: BucketStore, concurrency: int) -> None:
+        self._messages = messages
+        self._buckets = buckets
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="bucketer-write")
+
+    def write(self, ops: Sequence[WriteOp]) -> None:
+        calls = [self._call(op) for op in ops]
+        futures: list[Future[None]] = [self._pool.submit(call) for call in calls]
+        errors = [e for e in (f.exception() for f in futures) if e is not None]
+        if errors:
+            raise errors[0]
+
+    def _call(self, op: WriteOp) -> Callable[[], None]:
+        if isinstance(op, SaveRecord):
+            return partial(self._messages.save, op.content, op.state, op.log)
+        if isinstance(op, WriteStatus):
+            return partial(self._messages.update_status, op.app_id, op.message_id, op.state, op.log)
+        return partial(self._buckets.store, op.bucket_ms, op.shard, op.message)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -20,7 +20,7 @@ from scheduler_bucketer.intake import InputRecord
 from scheduler_bucketer.metrics import BucketerMetrics
 from scheduler_bucketer.pipeline import BatchProcessor, Ports, build_processor
 from scheduler_bucketer.settings import BucketerSettings
-from scheduler_bucketer.writer import Writer
+from scheduler_bucketer.writer import PortWriter
 
 SCHEDULING = SchedulingSettings(
     bucket_width_ms=1_000,
@@ -63,7 +63,7 @@ class Harness:
 
     def __post_init__(self) -> None:
         self.metrics = BucketerMetrics(self.registry)
-        self.writer = Writer(4)
+        self.writer = PortWriter(self.messages, self.buckets, 4)
         self.processor: BatchProcessor = build_processor(
             Ports(self.messages, self.buckets, self.apps, self.producer, self.clock),
             self.topics,

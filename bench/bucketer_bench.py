@@ -1,0 +1,263 @@
+"""Bucketer benchmark: sustained throughput from scheduler.requests into Cassandra for long-horizon
+messages, with one bucketer process, against the raw write ceiling of the same Cassandra for the
+same rows (a plain driver loop at the best concurrency found). Prints the figures.
+
+    .venv/bin/python bench/bucketer_bench.py [--messages 20000] [--batch-size 2000]
+
+Uses a private topic prefix and keyspace (deleted afterwards) on the local stack. Targets
+(issue 4): >= 5,000 msg/s, >= 0.6 of the ceiling. "Where the CPU goes" is reported as CPU
+seconds per 1,000 messages of the bucketer process and of the Cassandra JVM(s), from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from cassandra.concurrent import execute_concurrent
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from scheduler.cli import setup
+from scheduler.clock import SystemClock
+from scheduler.codec import RecordCodec
+from scheduler.domain.buckets import bucket_start, shard_of
+from scheduler.domain.ids import new_message_id
+from scheduler.domain.status import Status, precedence
+from scheduler.records import ScheduleRequest
+from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
+from scheduler.store.cassandra import connect
+from scheduler.store.cassandra_apps import CassandraAppStore
+from scheduler.store.ports import Application
+from scheduler.topics import Topics
+
+CLOCK = SystemClock()
+APP = "bench-app"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def cassandra_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"CassandraDaemon" in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def requests(n: int, now: int, scheduling: SchedulingSettings) -> list[ScheduleRequest]:
+    # Long horizon: a day ahead, spread over 60 buckets of one app (8 shards each).
+    return [
+        ScheduleRequest(
+            message_id=new_message_id(now),
+            app_id=APP,
+            payload_json='{"order": 12345, "action": "remind", "note": "bench payload"}',
+            send_at_ms=now + 86_400_000 + (i % 60) * scheduling.bucket_width_ms + i % 997,
+            created_ms=now,
+            source="kafka",
+        )
+        for i in range(n)
+    ]
+
+
+def committed(kafka: KafkaSettings, topic: str, group: str) -> int:
+    consumer = Consumer({**kafka.client_config(), "group.id": group})
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        offsets = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=10)
+        return sum(max(tp.offset, 0) for tp in offsets)
+    finally:
+        consumer.close()
+
+
+def run_bucketer(
+    kafka: KafkaSettings,
+    cassandra: CassandraSettings,
+    topics: Topics,
+    n: int,
+    batch_size: int,
+) -> dict[str, float]:
+    group = f"bench-{uuid.uuid4().hex[:6]}"
+    env = {
+        **os.environ,
+        "SCHEDULER_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "SCHEDULER_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+        "SCHEDULER_CASSANDRA_CONTACT_POINTS": json.dumps(cassandra.contact_points),
+        "SCHEDULER_CASSANDRA_PORT": str(cassandra.port),
+        "SCHEDULER_CASSANDRA_KEYSPACE": cassandra.keyspace,
+        "SCHEDULER_CASSANDRA_CONSISTENCY": cassandra.consistency,
+        "SCHEDULER_BUCKETER_GROUP_ID": group,
+        "SCHEDULER_BUCKETER_METRICS_PORT": "0",
+        "SCHEDULER_BUCKETER_BATCH_SIZE": str(batch_size),
+        "SCHEDULER_BUCKETER_LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen([sys.executable, "-m", "scheduler_bucketer.main"], env=env)
+    samples: list[tuple[float, int, float, float]] = []  # time, committed, cpu bucketer, cpu C*
+    c_pids = cassandra_pids()
+    try:
+        while True:
+            done = committed(kafka, topics.requests, group)
+            c_cpu = sum(cpu_seconds(pid) for pid in c_pids)
+            samples.append((time.monotonic(), done, cpu_seconds(process.pid), c_cpu))
+            if done >= n or process.poll() is not None:
+                break
+            time.sleep(0.25)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    if samples[-1][1] < n:
+        raise SystemExit(f"bucketer stopped early: {samples[-1][1]}/{n} committed")
+    # Sustained rate: between 10 % and 100 % committed (start-up and group join excluded).
+    start = next(s for s in samples if s[1] >= n // 10)
+    end = samples[-1]
+    span = end[0] - start[0]
+    count = end[1] - start[1]
+    return {
+        "msg_per_s": count / span,
+        "bucketer_cpu_per_1k": (end[2] - start[2]) / count * 1000,
+        "cassandra_cpu_per_1k": (end[3] - start[3]) / count * 1000,
+    }
+
+
+def ceiling(cassandra: CassandraSettings, n: int, now: int, concurrency: int) -> float:
+    """The same rows as the bucketer writes per long-horizon message, by a plain driver loop."""
+    cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
+    try:
+        p = session.prepare
+        content = p(
+            "INSERT INTO messages (app_id, message_id, payload_json, send_at_ms, created_ms,"
+            " source) VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        status = p(
+            "UPDATE messages USING TIMESTAMP ? SET status = ?, generation = ?, attempt = ?,"
+            " due_ms = ?, updated_ms = ?, lateness_ms = ?, last_http_status = ?,"
+            " last_error = ? WHERE app_id = ? AND message_id = ?"
+        )
+        listing = p(
+            "INSERT INTO messages_by_app (app_id, day, created_ms, message_id) VALUES (?, ?, ?, ?)"
+        )
+        day = p("INSERT INTO app_message_days (app_id, day) VALUES (?, ?)")
+        log = p(
+            "INSERT INTO message_logs (app_id, message_id, at_ms, entry_id, status, data)"
+            " VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        row = p(
+            "INSERT INTO due_by_bucket (bucket_ms, app_id, shard, due_ms, message_id, generation,"
+            " attempt, send_at_ms, created_ms, payload_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        index = p("INSERT INTO bucket_partitions (bucket_ms, app_id, shard) VALUES (?, ?, ?)")
+        stamp = precedence(Status.READY, 0, 1)
+        payload = '{"order": 12345, "action": "remind", "note": "bench payload"}'
+
+        def statements() -> Iterator[tuple[object, tuple[object, ...]]]:
+            seen: set[tuple[int, int]] = set()
+            for i in range(n):
+                mid = new_message_id(now)
+                due = now + 86_400_000 + (i % 60) * 60_000 + i % 997
+                bucket, shard = bucket_start(due, 60_000), shard_of(mid, 8)
+                yield content, (APP, mid, payload, due, now, "kafka")
+                yield status, (stamp, "READY", 0, 1, due, now, None, None, None, APP, mid)
+                yield listing, (APP, now // 86_400_000, now, mid)
+                yield day, (APP, now // 86_400_000)
+                yield log, (APP, mid, now, "0:1:scheduled:stored", "READY", "{}")
+                yield row, (bucket, APP, shard, due, mid, 0, 1, due, now, payload)
+                if (bucket, shard) not in seen:
+                    seen.add((bucket, shard))
+                    yield index, (bucket, APP, shard)
+
+        started = time.monotonic()
+        for success, result in execute_concurrent(
+            session, statements(), concurrency=concurrency, results_generator=True
+        ):
+            if not success:
+                raise result
+        return n / (time.monotonic() - started)
+    finally:
+        cluster.shutdown()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--batch-size", type=int, default=2_000)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
+    args = parser.parse_args()
+    tag = uuid.uuid4().hex[:8]
+    kafka = KafkaSettings(
+        topic_prefix=f"bench{tag}.",
+        replication_factor=1,
+        min_insync_replicas=1,
+        requests_partitions=4,
+        due_partitions=1,
+    )
+    cassandra = CassandraSettings(
+        keyspace=f"bench_{tag}", replication_factor=1, consistency="LOCAL_ONE"
+    )
+    scheduling = SchedulingSettings()
+    topics = Topics(kafka, scheduling)
+    setup(kafka, cassandra, scheduling)
+    cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
+    CassandraAppStore(session).put_app(
+        Application(app_id=APP, owner_id="bench", name=APP, type="REST", endpoint="http://x/")
+    )
+    cluster.shutdown()
+    try:
+        now = CLOCK.now_ms()
+        codec = RecordCodec(ScheduleRequest)
+        producer = Producer({**kafka.client_config(), "linger.ms": 20, "acks": "all"})
+        for request in requests(args.messages, now, scheduling):
+            while True:
+                try:
+                    producer.produce(topics.requests, codec.encode(request), APP.encode())
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+        producer.flush(60)
+        print(f"{args.messages} long-horizon requests in {topics.requests}")
+
+        result = run_bucketer(kafka, cassandra, topics, args.messages, args.batch_size)
+        print(
+            f"bucketer: {result['msg_per_s']:,.0f} msg/s sustained"
+            f" (batch {args.batch_size}); CPU per 1,000 msg: bucketer"
+            f" {result['bucketer_cpu_per_1k']:.2f} s, Cassandra"
+            f" {result['cassandra_cpu_per_1k']:.2f} s"
+        )
+        best = 0.0
+        for concurrency in args.concurrency:
+            rate = ceiling(cassandra, args.messages // 2, now, concurrency)
+            print(f"raw driver loop, same rows, concurrency {concurrency}: {rate:,.0f} msg/s")
+            best = max(best, rate)
+        print(f"ratio bucketer / ceiling: {result['msg_per_s'] / best:.2f}")
+        print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    finally:
+        admin = AdminClient(kafka.client_config())
+        ours = [t for t in admin.list_topics(timeout=10).topics if t.startswith(kafka.topic_prefix)]
+        for future in admin.delete_topics(ours, operation_timeout=30).values():
+            future.result()
+        cluster, session = connect(cassandra)
+        session.execute(f"DROP KEYSPACE IF EXISTS {cassandra.keyspace}", timeout=60)
+        cluster.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""The production Writer: the storage adapters' own statements, sent as unlogged batches.
+
+Why: one long-horizon message is about seven row writes (record content and status, listing,
+listing day, log entry, bucket row, bucket index). Sent one request per statement, the Python
+driver's per-request cost caps the bucketer near 1,000 messages/s on a small host; grouped into
+unlogged batches, far fewer requests carry the same mutations (see README, "Performance").
+
+How, without a second copy of any CQL:
+- `CapturingSession` stands in for the driver session of a `CassandraMessageStore`: the adapter
+  prepares its statements on the real session, and its `save` / `update_status` hand their
+  bound statements to the capture instead of the network (the adapter writes asynchronously and
+  waits on the returned futures, which are already complete here).
+- `CassandraBucketStore.store_statements` gives the bucket rows and index rows.
+- `BatchExecutor` groups the statements by the replica that owns their partition (token-aware:
+  a batch never makes its coordinator fan out to other nodes), cuts the groups by statement count
+  and by bytes (below Cassandra's batch_size_fail_threshold), sends the batches with a bounded
+  number in flight, and waits for all of them.
+
+An unlogged batch is not atomic and need not be: each write is idempotent, and the Kafka batch is
+committed only after every statement succeeded; a failure retries the whole Kafka batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+from cassandra.cluster import ResponseFuture, Session
+from cassandra.query import BatchStatement, BatchType, PreparedStatement, Statement
+
+from scheduler.store.cassandra_buckets import CassandraBucketStore
+from scheduler.store.cassandra_messages import CassandraMessageStore
+
+from .writer import SaveRecord, StoreRow, WriteOp, WriteStatus
+
+_STATEMENT_OVERHEAD_BYTES = 64  # rough per-mutation framing, on top of the bound values
+
+
+class _Done:
+    """A completed 'future' for a captured statement."""
+
+    def result(self) -> None:
+        return None
+
+
+class CapturingSession:
+    """Collects the statements an adapter writes through `execute_async`; reads are refused."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._captured: list[Statement] = []
+
+    def prepare(self, query: str) -> PreparedStatement:
+        return self._session.prepare(query)
+
+    def execute_async(self, query: Any, parameters: Any = None, *_: Any, **__: Any) -> _Done:
+        if isinstance(query, PreparedStatement):
+            query = query.bind(parameters)
+        self._captured.append(query)
+        return _Done()
+
+    def execute(self, *_: Any, **__: Any) -> None:
+        raise TypeError("a capturing session only records asynchronous writes")
+
+    def take(self) -> list[Statement]:
+        captured, self._captured = self._captured, []
+        return captured
+
+
+class BatchExecutor:
+    def __init__(
+        self,
+        session: Session,
+        max_statements: int,
+        max_bytes: int,
+        concurrency: int,
+    ) -> None:
+        self._session = session
+        self._max_statements = max_statements
+        self._max_bytes = max_bytes
+        self._concurrency = concurrency
+
+    def execute(self, statements: Sequence[Statement]) -> None:
+        in_flight: list[ResponseFuture] = []
+        errors: list[BaseException] = []
+        for request in self._batches(statements):
+            if len(in_flight) >= self._concurrency:
+                _settle(in_flight.pop(0), errors)
+            in_flight.append(self._session.execute_async(request))
+        for future in in_flight:
+            _settle(future, errors)
+        if errors:
+            raise errors[0]
+
+    def _batches(self, statements: Sequence[Statement]) -> list[Statement]:
+        by_replica: dict[object, list[Statement]] = {}
+        for statement in statements:
+            by_replica.setdefault(self._replica(statement), []).append(statement)
+        requests: list[Statement] = []
+        for group in by_replica.values():
+            batch: list[Statement] = []
+            size = 0
+            for statement in group:
+                bytes_ = _size(statement)
+                if bytes_ >= self._max_bytes:  # too big for any batch: on its own
+                    requests.append(statement)
+                    continue
+                if batch and (
+                    len(batch) >= self._max_statements or size + bytes_ > self._max_bytes
+                ):
+                    requests.append(_as_request(batch))
+                    batch, size = [], 0
+                batch.append(statement)
+                size += bytes_
+            if batch:
+                requests.append(_as_request(batch))
+        return requests
+
+    def _replica(self, statement: Statement) -> object:
+        routing_key = statement.routing_key
+        keyspace = statement.keyspace
+        if routing_key is None or keyspace is None:
+            return None
+        replicas = self._session.cluster.metadata.get_replicas(keyspace, routing_key)
+        return replicas[0].endpoint if replicas else None
+
+
+def _size(statement: Statement) -> int:
+    values = getattr(statement, "values", None) or ()
+    return _STATEMENT_OVERHEAD_BYTES + sum(len(v) for v in values if isinstance(v, bytes))
+
+
+def _as_request(batch: list[Statement]) -> Statement:
+    if len(batch) == 1:
+        return batch[0]
+    request = BatchStatement(batch_type=BatchType.UNLOGGED)
+    for statement in batch:
+        request.add(statement)
+    return request
+
+
+def _settle(future: ResponseFuture, errors: list[BaseException]) -> None:
+    try:
+        future.result()
+    except Exception as exc:  # noqa: BLE001 - collected; the first one is raised after all settle
+        errors.append(exc)
+
+
+class CassandraBatchWriter:
+    """Writer for the real stores: capture the adapters' statements, send them batched."""
+
+    def __init__(
+        self,
+        session: Session,
+        buckets: CassandraBucketStore,
+        max_statements: int,
+        max_bytes: int,
+        concurrency: int,
+    ) -> None:
+        self._capture = CapturingSession(session)
+        self._messages = CassandraMessageStore(cast(Session, self._capture))
+        self._buckets = buckets
+        self._executor = BatchExecutor(session, max_statements, max_bytes, concurrency)
+
+    def write(self, ops: Sequence[WriteOp]) -> None:
+        rows: list[tuple[int, int, Any]] = []
+        for op in ops:
+            if isinstance(op, SaveRecord):
+                self._messages.save(op.content, op.state, op.log)
+            elif isinstance(op, WriteStatus):
+                self._messages.update_status(op.app_id, op.message_id, op.state, op.log)
+            elif isinstance(op, StoreRow):
+                rows.append((op.bucket_ms, op.shard, op.message))
+        statements: list[Statement] = self._capture.take()
+        statements += self._buckets.store_statements(rows)
+        self._executor.execute(statements)
+
+    def close(self) -> None:
+        return None
