@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from scheduler.domain.status import Status
@@ -15,6 +17,9 @@ def test_requests_are_stored_or_routed_and_poison_is_rejected(stack: Stack) -> N
     now = CLOCK.now_ms()
     far = [stack.request(now + 3_600_000 + i) for i in range(30)]
     ten_years = stack.request(now + 10 * 365 * 86_400_000)
+    # Far beyond Cassandra's batch size limit: must be written on its own, not in a batch.
+    big = stack.request(now + 7_200_000)
+    big = replace(big, payload_json='{"blob": "' + "x" * 200_000 + '"}')
     near = [stack.request(now + 1_500) for _ in range(5)]
     past = stack.request(now - 60_000)
     poison = [
@@ -25,15 +30,15 @@ def test_requests_are_stored_or_routed_and_poison_is_rejected(stack: Stack) -> N
     ]
     # Poison first, in the same partition (same key) as the valid records behind it.
     stack.produce(poison)
-    stack.produce_requests([*far, ten_years, *near, past])
+    stack.produce_requests([*far, ten_years, big, *near, past])
 
     with stack.bucketer_thread() as metrics:
-        wait_until(lambda: len(stack.stored_ids()) == 31, 60, "31 stored rows")
+        wait_until(lambda: len(stack.stored_ids()) == 32, 60, "32 stored rows")
         ring = stack.ring_messages(expected=6)
         rejected = stack.rejections(expected=4)
         wait_until(stack.committed_everything, 30, "offsets committed")
 
-    assert sorted(stack.stored_ids()) == sorted(r.message_id for r in [*far, ten_years])
+    assert sorted(stack.stored_ids()) == sorted(r.message_id for r in [*far, ten_years, big])
     assert sorted(m.message_id for m in ring) == sorted(r.message_id for r in [*near, past])
     assert {m.generation for m in ring} == {0} and {m.attempt for m in ring} == {1}
     assert sorted(r.reason for r in rejected) == sorted(
@@ -52,4 +57,6 @@ def test_requests_are_stored_or_routed_and_poison_is_rejected(stack: Stack) -> N
     for request in near:
         view = messages.get(request.app_id, request.message_id)
         assert view is not None and view.state.status is Status.QUEUED
-    assert metrics.stored._value.get() == 31
+    big_view = messages.get(big.app_id, big.message_id)
+    assert big_view is not None and big_view.content.payload_json == big.payload_json
+    assert metrics.stored._value.get() == 32

@@ -1,0 +1,75 @@
+"""BatchExecutor: statements grouped by replica, cut by count and bytes, big ones alone."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from cassandra.query import BatchStatement, SimpleStatement
+
+from scheduler_bucketer.cassandra_batches import BatchExecutor, CapturingSession
+
+pytestmark = pytest.mark.unit
+
+
+class Statement(SimpleStatement):  # type: ignore[misc]
+    def __init__(self, replica: str, size: int) -> None:
+        super().__init__("INSERT ...", keyspace="ks", routing_key=replica.encode())
+        self.values = [b"x" * size]
+
+
+class FakeSession:
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[Any] = []
+        self.fail = fail
+        self.cluster = SimpleNamespace(
+            metadata=SimpleNamespace(
+                get_replicas=lambda ks, key: [SimpleNamespace(endpoint=key.decode())]
+            )
+        )
+
+    def execute_async(self, request: Any) -> Any:
+        self.sent.append(request)
+        fail = self.fail
+
+        class Future:
+            def result(self) -> None:
+                if fail:
+                    raise ConnectionError("down")
+
+        return Future()
+
+
+def test_statements_are_grouped_by_replica_and_cut_by_count_and_bytes() -> None:
+    session = FakeSession()
+    executor = BatchExecutor(session, max_statements=3, max_bytes=1_000, concurrency=2)  # type: ignore[arg-type]
+    statements = [Statement("A", 10) for _ in range(7)] + [Statement("B", 10) for _ in range(2)]
+    statements += [Statement("A", 400), Statement("A", 400), Statement("A", 5_000)]
+    executor.execute(statements)
+
+    batches = [r for r in session.sent if isinstance(r, BatchStatement)]
+    singles = [r for r in session.sent if not isinstance(r, BatchStatement)]
+    sizes = sorted(len(b._statements_and_parameters) for b in batches)
+    # A: 7 small -> 3 + 3 (count), then (small + 400) until the next 400 would pass the byte cap,
+    # that 400 is left alone at the end, and the 5,000-byte one is never batched.
+    # B: 2 small -> one batch of 2.
+    assert sizes == [2, 2, 3, 3]
+    assert len(singles) == 2
+    assert sum(sizes) + len(singles) == len(statements)
+
+
+def test_the_first_error_is_raised_after_every_request_settled() -> None:
+    session = FakeSession(fail=True)
+    executor = BatchExecutor(session, max_statements=2, max_bytes=10_000, concurrency=1)  # type: ignore[arg-type]
+    with pytest.raises(ConnectionError):
+        executor.execute([Statement("A", 1) for _ in range(6)])
+    assert len(session.sent) == 3
+
+
+def test_capturing_session_refuses_reads() -> None:
+    capture = CapturingSession(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        capture.execute("SELECT 1")
+    capture.execute_async(SimpleStatement("INSERT ..."))
+    assert len(capture.take()) == 1 and capture.take() == []
