@@ -9,7 +9,9 @@ then flush the producer and close Cassandra.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+from types import FrameType
 
 import uvicorn
 from cassandra.cluster import Session
@@ -68,6 +70,11 @@ def main() -> int:
             ),
         )
         log.info("ingest listening on %s:%d", settings.host, settings.port)
+        # uvicorn handles SIGTERM/SIGINT itself (graceful shutdown), then re-raises the signal
+        # to the handler that was installed before it. A no-op handler there lets this
+        # function go on to flush the producer and close Cassandra instead of dying.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, _after_graceful_shutdown)
         uvicorn.run(
             app,
             host=settings.host,
@@ -81,6 +88,10 @@ def main() -> int:
         cluster.shutdown()
         log.info("ingest stopped")
     return 0
+
+
+def _after_graceful_shutdown(signum: int, _frame: FrameType | None) -> None:
+    log.info("received %s: stopped serving", signal.Signals(signum).name)
 
 
 def _cassandra_answers(session: Session) -> bool:

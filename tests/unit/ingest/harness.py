@@ -99,6 +99,7 @@ class Harness:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     kafka: KafkaSettings = KAFKA
     suffix: str = ""
+    hasher: SecretHasher = HASHER
 
     def __post_init__(self) -> None:
         self.topics = Topics(self.kafka, SCHEDULING)
@@ -111,7 +112,7 @@ class Harness:
                 publisher=self.publisher,
                 clock=self.clock,
                 registry=self.registry,
-                hasher=HASHER,
+                hasher=self.hasher,
                 kafka=self.kafka,
                 scheduling=SCHEDULING,
                 io_threads=4,
@@ -120,8 +121,10 @@ class Harness:
         self.client = TestClient(self.app, raise_server_exceptions=False)
         self.client.__enter__()  # runs the lifespan (startup/shutdown handlers)
         now, sfx = self.clock.now_ms(), self.suffix
-        self.alice = seed_owner(self.apps, f"alice{sfx}@example.com", f"app-alice{sfx}", now)
-        self.bob = seed_owner(self.apps, f"bob{sfx}@example.com", f"app-bob{sfx}", now)
+        self.alice = seed_owner(
+            self.apps, f"alice{sfx}@example.com", f"app-alice{sfx}", now, self.hasher
+        )
+        self.bob = seed_owner(self.apps, f"bob{sfx}@example.com", f"app-bob{sfx}", now, self.hasher)
 
     @property
     def fake(self) -> FakePublisher:
