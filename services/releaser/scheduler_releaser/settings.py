@@ -50,7 +50,9 @@ class ReleaseSettings(BaseSettings):
 
     tick_ms: int = Field(default=1_000, ge=10)
     writers: int = Field(default=16, ge=1, description="threads marking records QUEUED")
-    session_timeout_ms: int = Field(default=10_000, ge=1_000, description="leader failover bound")
+    session_timeout_ms: int = Field(
+        default=10_000, ge=6_000, description="leader failover bound (broker minimum: 6 s)"
+    )
     initial_backfill_ms: int = Field(
         default=86_400_000, ge=0, description="first run without a watermark: start this far back"
     )

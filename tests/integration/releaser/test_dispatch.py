@@ -86,6 +86,7 @@ def read_all(env: Env, topic: str, expected: int, timeout_s: float = 20) -> list
 def test_rest_and_kafka_deliveries_on_time_once_with_retries_failures_and_abort(
     env: Env, receiver: Receiver
 ) -> None:
+    env.releaser_is_current()
     dest = f"dest-{uuid.uuid4().hex[:8]}"
     create_topic(env, dest)
     apps = {
@@ -191,6 +192,7 @@ def test_rest_and_kafka_deliveries_on_time_once_with_retries_failures_and_abort(
 
 
 def test_private_destination_is_refused_unless_allowed(env: Env, receiver: Receiver) -> None:
+    env.releaser_is_current()
     env.add_app(rest_app("local", receiver.url("/ok")))
     m = due_message("local", CLOCK.now_ms())
     env.schedule(m)
