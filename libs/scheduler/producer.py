@@ -1,0 +1,124 @@
+"""Kafka-native ingest: schedule messages by writing ScheduleRequest records yourself.
+
+    producer = SchedulerProducer(KafkaSettings())
+    message_id = producer.schedule("app_123", {"order": 42}, "2030-01-01T12:00:00+01:00")
+    producer.flush()          # raises ScheduleError unless Kafka acknowledged every record
+    producer.close()
+
+`schedule` validates the request exactly as the HTTP gateway and the bucketer do (so a bad
+request fails here, not silently downstream), assigns the message id (a ULID, or derived from
+`idempotency_key` exactly as ingest derives it, decision 8), encodes the record in Avro and
+queues it on the requests topic, keyed by app id. It does not wait for Kafka: call `flush()`
+before treating the messages as scheduled. The record format for other languages is in
+services/ingest/README.md ("Kafka-native ingest").
+
+A producer is trusted like a data key of every app it names (decision 9): protect the requests
+topic with Kafka ACLs in production. Records are not written to Cassandra here; the bucketer
+writes the message record (status READY, source "kafka") when it consumes them.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+from datetime import datetime
+from typing import Any
+
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from scheduler.clock import Clock, SystemClock
+from scheduler.codec import RecordCodec, value_subject
+from scheduler.domain.errors import ValidationError
+from scheduler.domain.ids import derived_message_id, new_message_id
+from scheduler.domain.sendat import parse_send_at
+from scheduler.domain.validation import validate_schedule_request
+from scheduler.kafka.producer import KafkaRecordProducer, ProduceError, RecordProducer
+from scheduler.records import ScheduleRequest
+from scheduler.settings import KafkaSettings, SchedulingSettings
+from scheduler.topics import Topics
+
+SOURCE = "kafka"
+
+
+class ScheduleError(RuntimeError):
+    """Kafka did not acknowledge every record queued since the previous flush."""
+
+
+def send_at_ms(send_at: datetime | int | str) -> int:
+    """Epoch ms of a timezone-aware datetime, epoch ms, or an RFC 3339 string with an offset.
+
+    Sub-millisecond parts are rounded up (never earlier than asked). Raises ValidationError.
+    """
+    if isinstance(send_at, datetime):
+        if send_at.tzinfo is None or send_at.utcoffset() is None:
+            raise ValidationError("invalid_sendAt", "send_at must be timezone-aware")
+        utc = send_at.utctimetuple()
+        millis = -(-send_at.microsecond // 1000)
+        return parse_send_at(calendar.timegm(utc) * 1000 + millis)
+    return parse_send_at(send_at)
+
+
+class SchedulerProducer:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        scheduling: SchedulingSettings | None = None,
+        *,
+        clock: Clock | None = None,
+        producer: RecordProducer | None = None,
+        registry: SchemaRegistryClient | None = None,
+    ) -> None:
+        self._scheduling = scheduling or SchedulingSettings()
+        self._topic = Topics(kafka, self._scheduling).requests
+        self._clock = clock or SystemClock()
+        self._producer = producer or KafkaRecordProducer(kafka.client_config())
+        self._codec = RecordCodec(
+            ScheduleRequest,
+            registry=registry,
+            subject=value_subject(self._topic) if registry is not None else None,
+        )
+
+    def schedule(
+        self,
+        app_id: str,
+        payload: Any,
+        send_at: datetime | int | str,
+        idempotency_key: str | None = None,
+        kafka_key: str | None = None,
+    ) -> str:
+        """Queue one message; returns its id. Raises ValidationError for a bad request."""
+        if payload is None:
+            raise ValidationError("missing_payload", "payload is required (any JSON but null)")
+        try:
+            payload_json = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError("invalid_payload", f"payload is not JSON: {exc}") from None
+        now = self._clock.now_ms()
+        message_id = (
+            derived_message_id(app_id, idempotency_key)
+            if idempotency_key is not None
+            else new_message_id(now)
+        )
+        request = ScheduleRequest(
+            message_id=message_id,
+            app_id=app_id,
+            payload_json=payload_json,
+            send_at_ms=send_at_ms(send_at),
+            created_ms=now,
+            source=SOURCE,
+            idempotency_key=idempotency_key,
+            kafka_key=kafka_key,
+        )
+        validate_schedule_request(request, self._scheduling)
+        self._producer.produce(self._topic, app_id.encode(), self._codec.encode(request))
+        return message_id
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait until every queued record is acknowledged (acks=all); raise ScheduleError if not."""
+        try:
+            self._producer.flush(timeout_s)
+        except ProduceError as exc:
+            raise ScheduleError(str(exc)) from exc
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        self.flush(timeout_s)
