@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from scheduler.testing.stack import (
@@ -253,11 +253,12 @@ def render(template: Path, target: Path, **values: str) -> None:
     target.write_text(text)
 
 
-def log_tail(log: Path, lines: int = LOG_TAIL_LINES) -> str:
+def log_tail(log: Path, lines: int = LOG_TAIL_LINES, width: int = 300) -> str:
     if not log.exists():
         return f"(no log at {log})"
     tail = log.read_text(errors="replace").splitlines()[-lines:]
-    return f"--- last {len(tail)} lines of {log} ---\n" + "\n".join(tail)
+    shortened = (line if len(line) <= width else line[:width] + " [...]" for line in tail)
+    return f"--- last {len(tail)} lines of {log} ---\n" + "\n".join(shortened)
 
 
 def rotate_log(log: Path) -> None:
@@ -318,12 +319,10 @@ def read_pidfile(server: Server) -> int | None:
 
 
 def find_pids(server: Server) -> list[int]:
-    """Live JVMs of this server: the pid file's, plus any other found in /proc (lost pid file)."""
-    pids = {pid for pid in [read_pidfile(server)] if pid and is_alive(pid) and is_ours(server, pid)}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and is_alive(int(entry.name)) and is_ours(server, int(entry.name)):
-            pids.add(int(entry.name))
-    return sorted(pids)
+    """Live JVMs of this server, found in /proc by main class and data dir (so a lost or stale
+    pid file cannot hide one)."""
+    pids = (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+    return sorted(pid for pid in pids if is_alive(pid) and is_ours(server, pid))
 
 
 def rss_mib(pid: int) -> float | None:
@@ -354,16 +353,19 @@ def spawn(server: Server) -> subprocess.Popen[bytes]:
 
 def terminate(pids: list[int], grace: float) -> str:
     """SIGTERM, then SIGKILL whatever still runs after ``grace`` seconds; says which it took."""
-    for pid in pids:
-        os.kill(pid, signal.SIGTERM)
+    signal_all(pids, signal.SIGTERM)
     if wait_gone(pids, grace):
         return "SIGTERM"
-    for pid in pids:
-        if is_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+    signal_all(pids, signal.SIGKILL)
     if not wait_gone(pids, 10.0):
         raise StackError(f"pids {pids} survived SIGKILL")
     return f"SIGKILL after {grace:.0f} s"
+
+
+def signal_all(pids: list[int], signum: signal.Signals) -> None:
+    for pid in pids:
+        with suppress(ProcessLookupError):  # exited meanwhile
+            os.kill(pid, signum)
 
 
 def wait_gone(pids: list[int], timeout: float) -> bool:
