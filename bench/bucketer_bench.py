@@ -12,8 +12,10 @@ seconds per 1,000 messages of the bucketer process and of the Cassandra JVM(s), 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import pstats
 import signal
 import subprocess
 import sys
@@ -22,7 +24,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from aiokafka import AIOKafkaConsumer
 from cassandra.concurrent import execute_concurrent
+from cassandra.query import BatchStatement, BatchType
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -95,6 +99,7 @@ def run_bucketer(
     topics: Topics,
     n: int,
     batch_size: int,
+    profile: Path | None = None,
 ) -> dict[str, float]:
     group = f"bench-{uuid.uuid4().hex[:6]}"
     env = {
@@ -110,7 +115,10 @@ def run_bucketer(
         "SCHEDULER_BUCKETER_BATCH_SIZE": str(batch_size),
         "SCHEDULER_BUCKETER_LOG_LEVEL": "WARNING",
     }
-    process = subprocess.Popen([sys.executable, "-m", "scheduler_bucketer.main"], env=env)
+    profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
+    process = subprocess.Popen(
+        [sys.executable, *profiler, "-m", "scheduler_bucketer.main"], env=env
+    )
     samples: list[tuple[float, int, float, float]] = []  # time, committed, cpu bucketer, cpu C*
     c_pids = cassandra_pids()
     try:
@@ -138,8 +146,11 @@ def run_bucketer(
     }
 
 
-def ceiling(cassandra: CassandraSettings, n: int, now: int, concurrency: int) -> float:
-    """The same rows as the bucketer writes per long-horizon message, by a plain driver loop."""
+def ceiling(
+    cassandra: CassandraSettings, n: int, now: int, concurrency: int, per_batch: int
+) -> float:
+    """The same rows as the bucketer writes per long-horizon message, by a plain driver loop:
+    one request per statement (per_batch 1) or unlogged batches of `per_batch` statements."""
     cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
     try:
         p = session.prepare
@@ -184,9 +195,22 @@ def ceiling(cassandra: CassandraSettings, n: int, now: int, concurrency: int) ->
                     seen.add((bucket, shard))
                     yield index, (bucket, APP, shard)
 
+        def requests() -> Iterator[tuple[object, tuple[object, ...] | None]]:
+            if per_batch == 1:
+                yield from statements()
+                return
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            for prepared, params in statements():
+                batch.add(prepared, params)
+                if len(batch) >= per_batch:
+                    yield batch, None
+                    batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            if len(batch):
+                yield batch, None
+
         started = time.monotonic()
         for success, result in execute_concurrent(
-            session, statements(), concurrency=concurrency, results_generator=True
+            session, requests(), concurrency=concurrency, results_generator=True
         ):
             if not success:
                 raise result
@@ -195,11 +219,62 @@ def ceiling(cassandra: CassandraSettings, n: int, now: int, concurrency: int) ->
         cluster.shutdown()
 
 
+def consume_rate_confluent(kafka: KafkaSettings, topic: str, n: int) -> float:
+    codec = RecordCodec(ScheduleRequest)
+    consumer = Consumer(
+        {
+            **kafka.client_config(),
+            "group.id": f"bench-c-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    seen, started = 0, None
+    try:
+        while seen < n:
+            messages = consumer.consume(2_000, 1.0)
+            if messages and started is None:
+                started = time.monotonic()
+            for message in messages:
+                if message.error() is None:
+                    codec.decode(message.value() or b"")
+                    seen += 1
+        return n / (time.monotonic() - (started or time.monotonic()))
+    finally:
+        consumer.close()
+
+
+async def consume_rate_aiokafka(kafka: KafkaSettings, topic: str, n: int) -> float:
+    codec = RecordCodec(ScheduleRequest)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=kafka.bootstrap_servers,
+        group_id=f"bench-a-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    seen, started = 0, None
+    try:
+        while seen < n:
+            batches = await consumer.getmany(timeout_ms=1_000, max_records=2_000)
+            if batches and started is None:
+                started = time.monotonic()
+            for records in batches.values():
+                for record in records:
+                    codec.decode(record.value or b"")
+                    seen += 1
+        return n / (time.monotonic() - (started or time.monotonic()))
+    finally:
+        await consumer.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--batch-size", type=int, default=2_000)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--profile", action="store_true", help="cProfile the bucketer process")
     args = parser.parse_args()
     tag = uuid.uuid4().hex[:8]
     kafka = KafkaSettings(
@@ -234,7 +309,8 @@ def main() -> int:
         producer.flush(60)
         print(f"{args.messages} long-horizon requests in {topics.requests}")
 
-        result = run_bucketer(kafka, cassandra, topics, args.messages, args.batch_size)
+        profile = Path(f"/tmp/bucketer-{tag}.prof") if args.profile else None
+        result = run_bucketer(kafka, cassandra, topics, args.messages, args.batch_size, profile)
         print(
             f"bucketer: {result['msg_per_s']:,.0f} msg/s sustained"
             f" (batch {args.batch_size}); CPU per 1,000 msg: bucketer"
@@ -242,12 +318,23 @@ def main() -> int:
             f" {result['cassandra_cpu_per_1k']:.2f} s"
         )
         best = 0.0
-        for concurrency in args.concurrency:
-            rate = ceiling(cassandra, args.messages // 2, now, concurrency)
-            print(f"raw driver loop, same rows, concurrency {concurrency}: {rate:,.0f} msg/s")
+        for per_batch, concurrency in ((1, 64), (1, 256), (50, 8), (50, 16), (50, 32)):
+            rate = ceiling(cassandra, args.messages // 2, now, concurrency, per_batch)
+            how = "one request per statement" if per_batch == 1 else f"batches of {per_batch}"
+            print(f"raw driver loop, same rows, {how}, {concurrency} in flight: {rate:,.0f} msg/s")
             best = max(best, rate)
         print(f"ratio bucketer / ceiling: {result['msg_per_s'] / best:.2f}")
         print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+        rate_confluent = consume_rate_confluent(kafka, topics.requests, args.messages)
+        rate_aiokafka = asyncio.run(consume_rate_aiokafka(kafka, topics.requests, args.messages))
+        print(
+            f"consume + decode only, no writes: confluent-kafka {rate_confluent:,.0f} msg/s,"
+            f" aiokafka (faust's client) {rate_aiokafka:,.0f} msg/s"
+        )
+        if profile:
+            stats = pstats.Stats(str(profile))
+            print("bucketer CPU by function (cProfile, top 20 by own time):")
+            stats.sort_stats("tottime").print_stats(20)
     finally:
         admin = AdminClient(kafka.client_config())
         ours = [t for t in admin.list_topics(timeout=10).topics if t.startswith(kafka.topic_prefix)]

@@ -12,7 +12,7 @@ class BucketerSettings(BaseSettings):
     group_id: str = "scheduler-bucketer"
     batch_size: int = Field(default=2_000, ge=1, description="records consumed per batch at most")
     poll_timeout_s: float = Field(default=0.5, gt=0, description="wait for a batch to fill")
-    write_concurrency: int = Field(default=16, ge=1, description="Cassandra requests in flight")
+    write_concurrency: int = Field(default=32, ge=1, description="Cassandra requests in flight")
     write_batch_statements: int = Field(
         default=50, ge=1, description="statements per unlogged batch (1: no batching)"
     )
