@@ -33,6 +33,7 @@ from scheduler_ingest.metrics import IngestMetrics
 from scheduler_ingest.middleware import GatewayMiddleware
 from scheduler_ingest.publisher import Publisher
 from scheduler_ingest.settings import IngestSettings
+from scheduler_ingest.usage import UsageCounter
 
 READY_TIMEOUT_S = 2.0
 
@@ -66,12 +67,13 @@ def create_app(settings: IngestSettings, deps: Deps) -> FastAPI:
         metrics,
     )
     topics = Topics(deps.kafka, deps.scheduling)
+    usage = UsageCounter(deps.usage, io, settings.usage_flush_ms)
     gw = Gateway(
         settings=settings,
         auth=auth,
         messages=MessageService(
             store=deps.messages,
-            usage=deps.usage,
+            usage=usage,
             publisher=deps.publisher,
             clock=deps.clock,
             scheduling=deps.scheduling,
@@ -114,6 +116,8 @@ def create_app(settings: IngestSettings, deps: Deps) -> FastAPI:
         metrics=metrics,
         clock=deps.clock,
     )
+    app.router.add_event_handler("startup", usage.start)
+    app.router.add_event_handler("shutdown", usage.stop)
     app.router.add_event_handler("shutdown", io.close)
     return app
 

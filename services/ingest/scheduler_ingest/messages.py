@@ -32,13 +32,14 @@ from scheduler.records import Command, CommandKind, ScheduleRequest
 from scheduler.settings import SchedulingSettings
 from scheduler.store.cursor import decode_cursor
 from scheduler.store.ports import LogEntry, MessageContent, MessageStore, MessageView, StatusUpdate
-from scheduler.store.usage import UsageKind, UsageStore, usage_day
+from scheduler.store.usage import usage_day
 from scheduler.topics import Topics
 from scheduler_ingest.bodies import Draft
 from scheduler_ingest.errors import ApiError
 from scheduler_ingest.io import BlockingIo
 from scheduler_ingest.metrics import IngestMetrics
 from scheduler_ingest.publisher import Publisher, PublishError
+from scheduler_ingest.usage import UsageCounter
 
 log = logging.getLogger("scheduler_ingest.messages")
 
@@ -80,7 +81,7 @@ class MessageService:
         self,
         *,
         store: MessageStore,
-        usage: UsageStore,
+        usage: UsageCounter,
         publisher: Publisher,
         clock: Clock,
         scheduling: SchedulingSettings,
@@ -210,10 +211,7 @@ class MessageService:
             key = (r.app_id, usage_day(r.created_ms))
             by_day[key] = by_day.get(key, 0) + 1
         for (app_id, day), n in by_day.items():
-            try:
-                await self._io(self._usage.add, app_id, day, UsageKind.INGESTED, n)
-            except Exception as exc:  # noqa: BLE001 - usage is approximate, never fail a request
-                log.warning("usage count failed: %r", exc)
+            await self._usage.count(app_id, day, n)
 
     def _save(self, r: ScheduleRequest) -> None:
         content = MessageContent(

@@ -42,4 +42,7 @@ class IngestSettings(BaseSettings):
     signing_secret_grace_ms: int = Field(
         default=86_400_000, ge=0, description="old signing secret validity after a rotation"
     )
+    usage_flush_ms: int = Field(
+        default=1_000, ge=0, description="usage counters are written this often (0: per request)"
+    )
     usage_default_days: int = Field(default=30, ge=1, le=366)

@@ -133,7 +133,7 @@ class LiveHarness(Harness):
 
 def live_harness(env: LiveEnv, settings: IngestSettings | None = None) -> LiveHarness:
     return LiveHarness(
-        settings=settings or IngestSettings(),
+        settings=settings or IngestSettings(usage_flush_ms=0),
         messages=CassandraMessageStore(env.session),
         apps=CassandraAppStore(env.session),
         usage=CassandraUsageStore(env.session),

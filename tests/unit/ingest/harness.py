@@ -90,7 +90,8 @@ class Harness:
     """With fakes by default; the integration suite passes real adapters and a `suffix` that
     makes owner and app ids unique, so many tests share one keyspace and topic set."""
 
-    settings: IngestSettings = field(default_factory=IngestSettings)
+    # usage written through per request, so tests read it at once (no background flush)
+    settings: IngestSettings = field(default_factory=lambda: IngestSettings(usage_flush_ms=0))
     clock: ManualClock = field(default_factory=lambda: ManualClock(T0))
     messages: MessageStore = field(default_factory=InMemoryMessageStore)
     apps: AppStore = field(default_factory=InMemoryAppStore)

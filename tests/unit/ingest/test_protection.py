@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from scheduler.store.usage import InMemoryUsageStore, UsageKind, usage_day
+from scheduler_ingest.io import BlockingIo
 from scheduler_ingest.settings import IngestSettings
+from scheduler_ingest.usage import UsageCounter
 
-from .harness import Harness
+from .harness import T0, Harness
 
 pytestmark = pytest.mark.unit
 
@@ -127,3 +132,40 @@ def test_openapi_describes_every_route(h: Harness) -> None:
     ]
     assert schedule["security"] == [{"DataKey": []}]
     assert paths["/applications"]["get"]["security"] == [{"ControlKey": []}]
+
+
+def test_buffered_usage_is_written_at_shutdown_in_one_counter_write() -> None:
+    h = Harness(settings=IngestSettings(usage_flush_ms=3_600_000))
+    writes: list[tuple[str, int, int]] = []
+    real_add = h.usage.add
+
+    def counting_add(app_id: str, day: int, kind: UsageKind, n: int = 1) -> None:
+        writes.append((app_id, day, n))
+        real_add(app_id, day, kind, n)
+
+    h.usage.add = counting_add  # type: ignore[method-assign]
+    for _ in range(3):
+        assert h.schedule(BODY).status_code == 200
+    assert writes == []  # counted in memory only
+    h.close()  # application shutdown flushes
+    assert writes == [(h.alice.app_id, usage_day(T0), 3)]
+    assert h.usage.read(h.alice.app_id, 0, 10**6)[0].ingested == 3
+
+
+def test_a_failed_usage_flush_is_kept_for_the_next_one() -> None:
+    store = InMemoryUsageStore()
+    counter = UsageCounter(store, BlockingIo(1), flush_interval_ms=1_000)
+    asyncio.run(counter.count("app", 5, 2))
+    real_add, calls = store.add, []
+
+    def failing(*args: object) -> None:
+        calls.append(args)
+        raise RuntimeError("cassandra down")
+
+    store.add = failing  # type: ignore[method-assign]
+    counter.flush()
+    assert len(calls) == 1 and store.read("app", 0, 10) == []
+    store.add = real_add  # type: ignore[method-assign]
+    asyncio.run(counter.count("app", 5, 1))
+    counter.flush()
+    assert store.read("app", 0, 10)[0].ingested == 3

@@ -1,0 +1,248 @@
+"""Ingest benchmark: one gateway process on the local stack, driven over HTTP. Prints req/s and
+latency percentiles for single-message POST /messages, and msg/s for POST /messages/batch.
+
+    .venv/bin/python bench/ingest_bench.py [--seconds 10] [--concurrency 32] [--runs 3]
+                                           [--batch-size 500]
+
+Targets (issue 3): single >= 1,500 req/s with p99 <= 50 ms; batch >= 20,000 msg/s. The load
+generator runs on the same machine (asyncio + httpx), so it competes with the gateway, Kafka and
+Cassandra for the CPUs; the CPU seconds each side used are printed to show where the time goes.
+Uses a private topic prefix and keyspace (deleted afterwards); rate limits are raised for the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from confluent_kafka.admin import AdminClient
+
+from scheduler.cli import create_control_key, setup
+from scheduler.clock import SystemClock
+from scheduler.security import DEV_PEPPER, SecretHasher
+from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
+from scheduler.store.cassandra import connect
+from scheduler.store.cassandra_apps import CassandraAppStore
+
+CLOCK = SystemClock()
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_means(url: str) -> str:
+    """Mean server-side latencies from the gateway's own metrics (since it started)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    sums: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        sums[name] = sums.get(name, 0.0) + float(value)
+
+    def mean(prefix: str) -> float:
+        count = sum(v for k, v in sums.items() if k.startswith(prefix + "_count"))
+        total = sum(v for k, v in sums.items() if k.startswith(prefix + "_sum"))
+        return 1000 * total / count if count else 0.0
+
+    return (
+        f"server means: request {mean('scheduler_ingest_request_seconds'):.1f} ms,"
+        f" Kafka produce->ack {mean('scheduler_ingest_kafka_produce_seconds'):.1f} ms"
+    )
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def drive(
+    url: str, auth: str, seconds: float, concurrency: int, batch: int
+) -> tuple[int, int, list[float], int]:
+    """Returns (requests ok, messages ok, latencies in ms, failures)."""
+    headers = {"Authorization": auth, "Content-Type": "application/json"}
+    latencies: list[float] = []
+    ok = messages = failures = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        deadline = time.monotonic() + seconds
+
+        async def worker() -> None:
+            nonlocal ok, messages, failures
+            while time.monotonic() < deadline:
+                send_at = CLOCK.now_ms() + 3_600_000
+                if batch:
+                    body = json.dumps(
+                        {
+                            "messages": [
+                                {"payload": {"i": i}, "sendAt": send_at} for i in range(batch)
+                            ]
+                        }
+                    )
+                    path = "/messages/batch"
+                else:
+                    body = json.dumps({"payload": {"order": 1}, "sendAt": send_at})
+                    path = "/messages"
+                started = time.perf_counter()
+                response = await client.post(path, content=body, headers=headers)
+                latencies.append((time.perf_counter() - started) * 1000)
+                if response.status_code == 200:
+                    ok += 1
+                    messages += response.json()["accepted"] if batch else 1
+                else:
+                    failures += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return ok, messages, latencies, failures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--batch-concurrency", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+
+    unique = uuid.uuid4().hex[:8]
+    kafka = KafkaSettings(
+        topic_prefix=f"bench{unique}.",
+        replication_factor=1,
+        min_insync_replicas=1,
+        requests_partitions=6,
+        commands_partitions=1,
+        due_partitions=1,
+        results_partitions=1,
+    )
+    cassandra = CassandraSettings(
+        keyspace=f"bench_{unique}", replication_factor=1, consistency="LOCAL_ONE"
+    )
+    scheduling = SchedulingSettings()
+    setup(kafka, cassandra, scheduling)
+    cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
+    port = free_port()
+    env = {
+        **os.environ,
+        "SCHEDULER_ENV": "dev",
+        "SCHEDULER_CASSANDRA_KEYSPACE": cassandra.keyspace,
+        "SCHEDULER_CASSANDRA_REPLICATION_FACTOR": "1",
+        "SCHEDULER_CASSANDRA_CONSISTENCY": "LOCAL_ONE",
+        "SCHEDULER_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+        "SCHEDULER_KAFKA_REPLICATION_FACTOR": "1",
+        "SCHEDULER_KAFKA_MIN_INSYNC_REPLICAS": "1",
+        "SCHEDULER_INGEST_HOST": "127.0.0.1",
+        "SCHEDULER_INGEST_PORT": str(port),
+        "SCHEDULER_INGEST_RATE_PER_S": "1000000",
+        "SCHEDULER_INGEST_RATE_BURST": "1000000",
+        "SCHEDULER_INGEST_BATCH_LIMIT": str(max(args.batch_size, 500)),
+        "SCHEDULER_INGEST_LOG_LEVEL": "WARNING",
+    }
+    env.pop("SCHEDULER_SECRET_PEPPER", None)
+    gateway = subprocess.Popen([sys.executable, "-m", "scheduler_ingest.main"], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        store = CassandraAppStore(session)
+        _, control = create_control_key(
+            store, SecretHasher(DEV_PEPPER.encode()), f"bench-{unique}", CLOCK
+        )
+        with httpx.Client(base_url=url, timeout=30) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit("gateway not ready")
+                time.sleep(0.2)
+            headers = {"Authorization": f"Token {control}"}
+            app = client.post(
+                "/applications",
+                json={"name": "bench", "type": "REST", "endpoint": "https://example.com/h"},
+                headers=headers,
+            ).json()
+            key = client.post(f"/applications/{app['id']}/data-keys", headers=headers).json()
+        auth = "Basic " + base64.b64encode(f"{app['id']}:{key['secret']}".encode()).decode()
+
+        # warm-up: connections, key cache, producer metadata
+        asyncio.run(drive(url, auth, 2, args.concurrency, 0))
+
+        singles, p50s, p99s = [], [], []
+        for run in range(args.runs):
+            cpu0, t0 = cpu_seconds(gateway.pid), time.perf_counter()
+            ok, _, lat, failures = asyncio.run(drive(url, auth, args.seconds, args.concurrency, 0))
+            wall, cpu = time.perf_counter() - t0, cpu_seconds(gateway.pid) - cpu0
+            rate = ok / wall
+            singles.append(rate)
+            p50s.append(percentile(lat, 0.50))
+            p99s.append(percentile(lat, 0.99))
+            print(
+                f"single run {run + 1}: {rate:,.0f} req/s  p50 {p50s[-1]:.1f} ms"
+                f"  p99 {p99s[-1]:.1f} ms  failures {failures}"
+                f"  gateway CPU {cpu / wall:.2f} cores, {1000 * cpu / max(ok, 1):.2f} ms/request"
+            )
+        print(server_means(url))
+        batches = []
+        for run in range(args.runs):
+            cpu0, t0 = cpu_seconds(gateway.pid), time.perf_counter()
+            ok, msgs, lat, failures = asyncio.run(
+                drive(url, auth, args.seconds, args.batch_concurrency, args.batch_size)
+            )
+            wall, cpu = time.perf_counter() - t0, cpu_seconds(gateway.pid) - cpu0
+            batches.append(msgs / wall)
+            print(
+                f"batch run {run + 1}: {msgs / wall:,.0f} msg/s ({args.batch_size}/request)"
+                f"  p99 {percentile(lat, 0.99):.0f} ms per batch  failures {failures}"
+                f"  gateway CPU {cpu / wall:.2f} cores, {1000 * cpu / max(msgs, 1):.3f} ms/message"
+            )
+        print(server_means(url))
+        print(
+            f"MEDIANS single: {statistics.median(singles):,.0f} req/s,"
+            f" p50 {statistics.median(p50s):.1f} ms, p99 {statistics.median(p99s):.1f} ms"
+            f" (target >= 1,500 req/s, p99 <= 50 ms);"
+            f" batch: {statistics.median(batches):,.0f} msg/s (target >= 20,000)"
+        )
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        try:
+            gateway.wait(60)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
+        session.execute(f"DROP KEYSPACE IF EXISTS {cassandra.keyspace}", timeout=120)
+        cluster.shutdown()
+        admin = AdminClient(kafka.client_config())
+        ours = [t for t in admin.list_topics(timeout=10).topics if t.startswith(kafka.topic_prefix)]
+        if ours:
+            for future in admin.delete_topics(ours, operation_timeout=30).values():
+                future.result()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
