@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from confluent_kafka.schema_registry import SchemaRegistryClient
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -52,6 +53,7 @@ class Deps:
     # Blocking readiness checks besides Kafka (e.g. "cassandra": a trivial query).
     probes: Mapping[str, Callable[[], bool]] = field(default_factory=dict)
     metrics: IngestMetrics | None = None  # built on `registry` when not given
+    schema_registry: SchemaRegistryClient | None = None  # Confluent wire format when set
     io_threads: int = 32
 
 
@@ -81,6 +83,7 @@ def create_app(settings: IngestSettings, deps: Deps) -> FastAPI:
             metrics=metrics,
             io=io,
             retry_after_s=settings.retry_after_s,
+            registry=deps.schema_registry,
         ),
         control=ControlService(
             store=deps.apps,

@@ -18,6 +18,7 @@ from cassandra.cluster import Session
 from prometheus_client import CollectorRegistry
 
 from scheduler.clock import SystemClock
+from scheduler.codec import registry_client
 from scheduler.logs import configure_logging
 from scheduler.security import SecretHasher, SecuritySettings
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
@@ -67,6 +68,11 @@ def main() -> int:
                 kafka=kafka,
                 scheduling=scheduling,
                 probes={"cassandra": lambda: _cassandra_answers(session)},
+                schema_registry=(
+                    registry_client(kafka.schema_registry_url)
+                    if kafka.schema_registry_url
+                    else None
+                ),
             ),
         )
         log.info("ingest listening on %s:%d", settings.host, settings.port)

@@ -21,8 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
 from scheduler.clock import Clock
-from scheduler.codec import RecordCodec
+from scheduler.codec import RecordCodec, value_subject
 from scheduler.domain.errors import ValidationError
 from scheduler.domain.ids import derived_message_id, is_message_id, new_message_id
 from scheduler.domain.sendat import format_rfc3339_ms
@@ -89,6 +91,7 @@ class MessageService:
         metrics: IngestMetrics,
         io: BlockingIo,
         retry_after_s: int,
+        registry: SchemaRegistryClient | None = None,
     ) -> None:
         self._store = store
         self._usage = usage
@@ -99,8 +102,17 @@ class MessageService:
         self._metrics = metrics
         self._io = io
         self._retry_after_s = retry_after_s
-        self._requests = RecordCodec(ScheduleRequest)
-        self._commands = RecordCodec(Command)
+        # Confluent wire format when a schema registry is configured, single-object otherwise.
+        self._requests = RecordCodec(
+            ScheduleRequest,
+            registry=registry,
+            subject=value_subject(topics.requests) if registry is not None else None,
+        )
+        self._commands = RecordCodec(
+            Command,
+            registry=registry,
+            subject=value_subject(topics.commands) if registry is not None else None,
+        )
 
     # -- scheduling -----------------------------------------------------------------------------
 

@@ -101,6 +101,7 @@ class Harness:
     kafka: KafkaSettings = KAFKA
     suffix: str = ""
     hasher: SecretHasher = HASHER
+    schema_registry: Any = None
 
     def __post_init__(self) -> None:
         self.topics = Topics(self.kafka, SCHEDULING)
@@ -117,6 +118,7 @@ class Harness:
                 kafka=self.kafka,
                 scheduling=SCHEDULING,
                 io_threads=4,
+                schema_registry=self.schema_registry,
             ),
         )
         self.client = TestClient(self.app, raise_server_exceptions=False)

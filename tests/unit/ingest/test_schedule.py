@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from scheduler.codec import RecordCodec, registry_client
 from scheduler.domain.ids import derived_message_id, is_message_id
 from scheduler.domain.status import Status
+from scheduler.records import ScheduleRequest
 from scheduler.store.usage import UsageDay, UsageKind, usage_day
 from scheduler_ingest.publisher import PublishError
 from scheduler_ingest.settings import IngestSettings
@@ -261,3 +263,16 @@ def test_usage_counts_ingested(h: Harness) -> None:
     assert (day.ingested, day.sent, day.failed) == (3, 0, 0)
     assert UsageKind.INGESTED.value == "ingested"
     assert Status.READY.value == "READY"
+
+
+def test_confluent_wire_format_with_a_schema_registry() -> None:
+    registry = registry_client("mock://ingest-unit")
+    h = Harness(schema_registry=registry)
+    try:
+        assert h.schedule({"payload": 1, "sendAt": SOON}).status_code == 200
+        [record] = h.published()
+        assert record.value[0] == 0  # Confluent magic byte (single-object encoding is C3 01)
+        decoded = RecordCodec(ScheduleRequest, registry=registry).decode(record.value)
+        assert decoded.app_id == h.alice.app_id
+    finally:
+        h.close()
