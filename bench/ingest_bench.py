@@ -17,6 +17,7 @@ import asyncio
 import base64
 import json
 import os
+import pstats
 import signal
 import socket
 import statistics
@@ -127,6 +128,7 @@ def main() -> int:
     parser.add_argument("--batch-concurrency", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--profile", help="run the gateway under cProfile, write stats here")
     args = parser.parse_args()
 
     unique = uuid.uuid4().hex[:8]
@@ -163,7 +165,8 @@ def main() -> int:
         "SCHEDULER_INGEST_LOG_LEVEL": "WARNING",
     }
     env.pop("SCHEDULER_SECRET_PEPPER", None)
-    gateway = subprocess.Popen([sys.executable, "-m", "scheduler_ingest.main"], env=env)
+    profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
+    gateway = subprocess.Popen([sys.executable, *profile, "-m", "scheduler_ingest.main"], env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         store = CassandraAppStore(session)
@@ -234,6 +237,9 @@ def main() -> int:
             gateway.wait(60)
         except subprocess.TimeoutExpired:
             gateway.kill()
+        if args.profile:
+            stats = pstats.Stats(args.profile)
+            stats.sort_stats("tottime").print_stats(25)
         session.execute(f"DROP KEYSPACE IF EXISTS {cassandra.keyspace}", timeout=120)
         cluster.shutdown()
         admin = AdminClient(kafka.client_config())

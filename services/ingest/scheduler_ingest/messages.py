@@ -202,9 +202,13 @@ class MessageService:
         return Accepted(view.content.message_id, view.content.send_at_ms, view.state.status, True)
 
     async def _publish_request(self, request: ScheduleRequest) -> None:
-        await self._publisher.publish(
-            self._topics.requests, request.app_id.encode(), self._requests.encode(request)
-        )
+        try:
+            await self._publisher.publish(
+                self._topics.requests, request.app_id.encode(), self._requests.encode(request)
+            )
+        except PublishError as exc:
+            self._metrics.produce_failures.labels("requests", exc.cause).inc()
+            raise
 
     async def _record(self, requests: Sequence[ScheduleRequest]) -> None:
         if not requests:
@@ -353,9 +357,13 @@ class MessageService:
         return await self.get(app_id, message_id)
 
     async def _publish_command(self, command: Command) -> None:
-        await self._publisher.publish(
-            self._topics.commands, command.message_id.encode(), self._commands.encode(command)
-        )
+        try:
+            await self._publisher.publish(
+                self._topics.commands, command.message_id.encode(), self._commands.encode(command)
+            )
+        except PublishError as exc:
+            self._metrics.produce_failures.labels("commands", exc.cause).inc()
+            raise
 
 
 def message_json(view: MessageView) -> dict[str, Any]:

@@ -180,6 +180,11 @@ def test_kafka_failure_is_a_503_and_nothing_is_written(h: Harness) -> None:
     assert (r.status_code, r.json()["error"]) == (503, "unavailable")
     assert r.headers["Retry-After"] == "1"
     _assert_nothing_written(h)
+    metrics = h.client.get("/metrics").text
+    assert (
+        'scheduler_ingest_kafka_produce_failures_total{cause="kafka_error",topic="requests"} 1.0'
+        in metrics
+    )
 
 
 def test_batch_has_per_item_results_in_order(h: Harness) -> None:
