@@ -10,7 +10,6 @@ and commit, then closes the consumer, which leaves the group cleanly.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Sequence
@@ -31,10 +30,11 @@ from .pipeline import BatchProcessor
 from .settings import BucketerSettings
 
 log = logging.getLogger("scheduler_bucketer.loop")
+LAG_INTERVAL_MS = 5_000
 
 
 def consumer_config(
-    client_config: dict[str, object], settings: BucketerSettings, metrics: BucketerMetrics
+    client_config: dict[str, object], settings: BucketerSettings
 ) -> dict[str, object]:
     return {
         **client_config,
@@ -43,21 +43,7 @@ def consumer_config(
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",  # a new group must not skip requests already written
         "isolation.level": "read_committed",  # transactional producers: only committed requests
-        "statistics.interval.ms": 5_000,  # feeds the consumer-lag gauge
-        "stats_cb": lambda stats: _record_lag(stats, metrics),
     }
-
-
-def _record_lag(stats_json: str, metrics: BucketerMetrics) -> None:
-    try:
-        stats = json.loads(stats_json)
-        for topic, topic_stats in stats.get("topics", {}).items():
-            for partition, p in topic_stats.get("partitions", {}).items():
-                lag = p.get("consumer_lag", -1)
-                if partition != "-1" and lag >= 0:
-                    metrics.consumer_lag.labels(topic, partition).set(lag)
-    except (ValueError, AttributeError, TypeError):
-        log.debug("unreadable librdkafka statistics", exc_info=True)
 
 
 def failure_stage(error: BaseException) -> str:
@@ -88,6 +74,7 @@ class ConsumerLoop:
         self._metrics = metrics
         self._clock = clock
         self._stop = stop
+        self._lag_reported_at: float | None = None
         self._backoff = Backoff(
             max_attempts=1_000_000,
             base_ms=settings.retry_initial_ms,
@@ -104,6 +91,7 @@ class ConsumerLoop:
                     self._settings.batch_size, self._settings.poll_timeout_s
                 )
                 records = self._records(messages)
+                self._report_lag()
                 if not records:
                     continue
                 started = self._clock.monotonic_ms()
@@ -122,6 +110,38 @@ class ConsumerLoop:
         finally:
             log.info("stopping: closing the consumer")
             self._consumer.close()
+
+    def _report_lag(self) -> None:
+        """Lag per assigned partition = high watermark - our position, every LAG_INTERVAL_MS.
+
+        The high watermark comes cached with the last fetch response. A partition we have not
+        consumed from since it was assigned has no position: its committed offset (one broker
+        round trip) or, if none, the log start stands in.
+        """
+        now = self._clock.monotonic_ms()
+        if self._lag_reported_at is not None and now - self._lag_reported_at < LAG_INTERVAL_MS:
+            return
+        self._lag_reported_at = now
+        try:
+            positions = self._consumer.position(self._consumer.assignment())
+            unknown = [tp for tp in positions if tp.offset < 0]
+            committed: dict[tuple[str, int], int] = {}
+            if unknown:
+                committed = {
+                    (tp.topic, tp.partition): tp.offset
+                    for tp in self._consumer.committed(unknown, timeout=5)
+                }
+            for tp in positions:
+                low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                if high < 0:
+                    continue  # no fetch response yet
+                offset = tp.offset if tp.offset >= 0 else committed[(tp.topic, tp.partition)]
+                if offset < 0:
+                    offset = low
+                lag = max(0, high - offset)
+                self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+        except KafkaException as exc:
+            log.debug("consumer lag not available: %s", exc)
 
     def _records(self, messages: Sequence[Message]) -> list[InputRecord]:
         records = []

@@ -74,7 +74,7 @@ def run(
             clock=clock,
         )
         processor = build_processor(ports, topics, scheduling, settings, metrics, writer, registry)
-        consumer = Consumer(consumer_config(kafka.client_config(), settings, metrics))
+        consumer = Consumer(consumer_config(kafka.client_config(), settings))
         ConsumerLoop(consumer, processor, topics, settings, metrics, clock, stop).run()
     finally:
         writer.close()
@@ -83,9 +83,22 @@ def run(
         log.info("stopped")
 
 
+class _ExpectedBatchWarnings(logging.Filter):
+    """Cassandra warns about every multi-partition unlogged batch, which the bucketer sends on
+    purpose (README, "Cassandra batch thresholds"): drop those two warnings, keep the rest."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            "Unlogged batch covering" in message
+            or ("Batch for [" in message and "exceeding specified threshold" in message)
+        )
+
+
 def main() -> int:
     settings = BucketerSettings()
     configure_logging("bucketer", settings.log_level)
+    logging.getLogger("cassandra.protocol").addFilter(_ExpectedBatchWarnings())
     registry = CollectorRegistry()
     metrics = BucketerMetrics(registry)
     if settings.metrics_port:

@@ -57,7 +57,7 @@ class BucketerMetrics:
         )
         self.consumer_lag = Gauge(
             "scheduler_bucketer_consumer_lag",
-            "Records not yet consumed, per topic partition (from librdkafka statistics).",
+            "Records not yet consumed, per assigned topic partition (high watermark - position).",
             ["topic", "partition"],
             registry=registry,
         )

@@ -7,6 +7,8 @@ from dataclasses import replace
 import pytest
 
 from scheduler.domain.status import Status
+from scheduler.store.cassandra_buckets import CassandraBucketStore
+from scheduler_bucketer.metrics import BucketerMetrics
 
 from .support import CLOCK, REQUESTS, Stack, wait_until
 
@@ -37,6 +39,12 @@ def test_requests_are_stored_or_routed_and_poison_is_rejected(stack: Stack) -> N
         ring = stack.ring_messages(expected=6)
         rejected = stack.rejections(expected=4)
         wait_until(stack.committed_everything, 30, "offsets committed")
+        partitions = {str(p) for p in range(stack.kafka.requests_partitions)}
+        wait_until(
+            lambda: lag_of(metrics, stack.topics.requests) == dict.fromkeys(partitions, 0.0),
+            15,
+            "consumer lag 0 reported for every requests partition",
+        )
 
     assert sorted(stack.stored_ids()) == sorted(r.message_id for r in [*far, ten_years, big])
     assert sorted(m.message_id for m in ring) == sorted(r.message_id for r in [*near, past])
@@ -60,3 +68,32 @@ def test_requests_are_stored_or_routed_and_poison_is_rejected(stack: Stack) -> N
     big_view = messages.get(big.app_id, big.message_id)
     assert big_view is not None and big_view.content.payload_json == big.payload_json
     assert metrics.stored._value.get() == 32
+
+
+def lag_of(metrics: BucketerMetrics, topic: str) -> dict[str, float]:
+    """The lag gauge's values per partition of `topic`, as reported so far."""
+    return {
+        sample.labels["partition"]: sample.value
+        for family in metrics.consumer_lag.collect()
+        for sample in family.samples
+        if sample.labels["topic"] == topic
+    }
+
+
+def test_a_lagging_bucketer_sends_messages_of_released_buckets_directly(stack: Stack) -> None:
+    """Decision 2: the releaser has passed a bucket (e.g. while this bucketer was down): its
+    late-arriving messages go straight to the ring instead of being stranded in the table."""
+    now = CLOCK.now_ms()
+    released_up_to = now + 3_600_000
+    CassandraBucketStore(stack.session).advance_watermark(released_up_to, now)
+    behind = [stack.request(released_up_to - 10_000 + i) for i in range(3)]
+    ahead = [stack.request(released_up_to + 60_000 + i) for i in range(3)]
+    stack.produce_requests([*behind, *ahead])
+
+    with stack.bucketer_thread():
+        wait_until(lambda: len(stack.stored_ids()) == 3, 60, "3 stored rows")
+        ring = stack.ring_messages(expected=3)
+        wait_until(stack.committed_everything, 30, "offsets committed")
+
+    assert sorted(m.message_id for m in ring) == sorted(r.message_id for r in behind)
+    assert sorted(stack.stored_ids()) == sorted(r.message_id for r in ahead)
