@@ -19,10 +19,12 @@ import pstats
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from cassandra.concurrent import execute_concurrent
@@ -270,7 +272,58 @@ async def consume_rate_aiokafka(kafka: KafkaSettings, topic: str, n: int) -> flo
         await consumer.stop()
 
 
+def consume_rate_faust(kafka: KafkaSettings, topic: str, n: int) -> float:
+    """A faust agent that decodes each event (no writes), in its own process (faust owns the
+    event loop and the command line), with its data directory in a temporary folder."""
+    with tempfile.TemporaryDirectory() as datadir:
+        out = subprocess.run(
+            [sys.executable, __file__, "--faust-agent", kafka.bootstrap_servers, topic, str(n)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=datadir,
+            check=False,
+        )
+    for line in out.stdout.splitlines() + out.stderr.splitlines():
+        if "FAUST_RATE" in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise RuntimeError(f"the faust agent did not report a rate: {out.stderr[-2000:]}")
+
+
+def faust_agent(bootstrap: str, topic: str, n: int) -> None:
+    import faust  # only in this mode: faust patches the event loop on import
+
+    codec = RecordCodec(ScheduleRequest)
+    app = faust.App(
+        f"bench-faust-{os.getpid()}",
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        web_enabled=False,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        datadir=os.getcwd(),
+    )
+    source = app.topic(topic, value_type=bytes, value_serializer="raw")
+    state: dict[str, float] = {"seen": 0}
+
+    @app.agent(source)
+    async def decode(stream: Any) -> None:
+        async for value in stream:
+            state.setdefault("start", time.monotonic())
+            codec.decode(value)
+            state["seen"] += 1
+            if state["seen"] >= n:
+                print(f"FAUST_RATE {n / (time.monotonic() - state['start']):.0f}", flush=True)
+                os._exit(0)  # the figure is out; no need for a graceful faust shutdown
+
+    sys.argv = [sys.argv[0], "worker", "-l", "warn"]
+    app.main()
+
+
 def main() -> int:
+    if len(sys.argv) == 5 and sys.argv[1] == "--faust-agent":
+        faust_agent(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--batch-size", type=int, default=2_000)
@@ -327,9 +380,11 @@ def main() -> int:
         print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
         rate_confluent = consume_rate_confluent(kafka, topics.requests, args.messages)
         rate_aiokafka = asyncio.run(consume_rate_aiokafka(kafka, topics.requests, args.messages))
+        rate_faust = consume_rate_faust(kafka, topics.requests, args.messages)
         print(
             f"consume + decode only, no writes: confluent-kafka {rate_confluent:,.0f} msg/s,"
-            f" aiokafka (faust's client) {rate_aiokafka:,.0f} msg/s"
+            f" aiokafka (faust's client) {rate_aiokafka:,.0f} msg/s,"
+            f" faust agent {rate_faust:,.0f} msg/s"
         )
         if profile:
             stats = pstats.Stats(str(profile))

@@ -102,8 +102,8 @@ class BatchExecutor:
             size = 0
             for statement in group:
                 bytes_ = _size(statement)
-                if bytes_ >= self._max_bytes:  # too big for any batch: on its own
-                    requests.append(statement)
+                if bytes_ >= self._max_bytes or isinstance(statement, BatchStatement):
+                    requests.append(statement)  # too big for a batch, or a batch already
                     continue
                 if batch and (
                     len(batch) >= self._max_statements or size + bytes_ > self._max_bytes

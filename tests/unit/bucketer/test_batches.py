@@ -73,3 +73,12 @@ def test_capturing_session_refuses_reads() -> None:
         capture.execute("SELECT 1")
     capture.execute_async(SimpleStatement("INSERT ..."))
     assert len(capture.take()) == 1 and capture.take() == []
+
+
+def test_a_captured_batch_is_sent_as_it_is_never_nested() -> None:
+    session = FakeSession()
+    executor = BatchExecutor(session, max_statements=10, max_bytes=10_000, concurrency=4)  # type: ignore[arg-type]
+    already = BatchStatement()
+    executor.execute([Statement("A", 1), already, Statement("A", 1)])
+    assert already in session.sent
+    assert len(session.sent) == 2
