@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scheduler.codec import RecordCodec
 from scheduler.records import DueMessage
+from scheduler_bucketer.intake import Accepted, Rejection
 
-from .harness import Harness
+from .harness import REQUESTS, Harness
 
 pytestmark = pytest.mark.unit
 
@@ -70,3 +73,16 @@ def test_far_beyond_the_horizon_is_rejected() -> None:
     [rejection] = h.rejected()
     assert rejection.reason == "invalid_sendAt" and "future" in rejection.detail
     assert h.stored() == [] and h.direct() == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.binary(max_size=200), mutate_at=st.integers(min_value=0, max_value=400))
+def test_no_byte_string_raises_out_of_intake(body: bytes, mutate_at: int) -> None:
+    """Random bodies behind a valid header, and corrupted valid records: always a verdict."""
+    h = Harness()
+    valid = REQUESTS.encode(h.request(h.clock.now_ms() + 60_000))
+    corrupted = bytearray(valid)
+    corrupted[mutate_at % len(valid)] ^= 0xFF
+    for value in (valid[:10] + body, bytes(corrupted), valid[: mutate_at % len(valid)]):
+        verdict = h.processor._intake.admit(h.raw(value))
+        assert isinstance(verdict, Accepted | Rejection)
