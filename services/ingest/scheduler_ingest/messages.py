@@ -213,14 +213,25 @@ class MessageService:
     async def _record(self, requests: Sequence[ScheduleRequest]) -> None:
         if not requests:
             return
-        results = await asyncio.gather(
-            *(self._io(self._save, r) for r in requests), return_exceptions=True
-        )
-        failures = [r for r in results if isinstance(r, BaseException)]
-        for failure in failures:
-            self._metrics.record_write_failures.inc()
+        items = [_record_of(r) for r in requests]
+        save_many = getattr(self._store, "save_many", None)  # the Cassandra adapter's batched path
+        if save_many is not None:
+            try:
+                await self._io(save_many, items)
+                failures: list[BaseException] = []
+            except Exception as exc:  # noqa: BLE001 - Kafka has them: logged, answered 200
+                failures = [exc] * len(items)
+        else:
+            results = await asyncio.gather(
+                *(self._io(self._store.save, *item) for item in items), return_exceptions=True
+            )
+            failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            self._metrics.record_write_failures.inc(len(failures))
             log.warning(
-                "record write failed after the Kafka ack (bucketer will write it): %r", failure
+                "%d record write(s) failed after the Kafka ack (the bucketer writes them): %r",
+                len(failures),
+                failures[0],
             )
         by_day: dict[tuple[str, int], int] = {}
         for r in requests:
@@ -228,28 +239,6 @@ class MessageService:
             by_day[key] = by_day.get(key, 0) + 1
         for (app_id, day), n in by_day.items():
             await self._usage.count(app_id, day, n)
-
-    def _save(self, r: ScheduleRequest) -> None:
-        content = MessageContent(
-            app_id=r.app_id,
-            message_id=r.message_id,
-            payload_json=r.payload_json,
-            send_at_ms=r.send_at_ms,
-            created_ms=r.created_ms,
-            idempotency_key=r.idempotency_key,
-            kafka_key=r.kafka_key,
-            source=r.source,
-        )
-        state = StatusUpdate(
-            Status.READY, 0, FIRST_ATTEMPT, due_ms=r.send_at_ms, at_ms=r.created_ms
-        )
-        entry = LogEntry(
-            r.created_ms,
-            f"0:{FIRST_ATTEMPT}:scheduled",
-            Status.READY,
-            {"sendAt": format_rfc3339_ms(r.send_at_ms), "source": r.source},
-        )
-        self._store.save(content, state, entry)
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -364,6 +353,28 @@ class MessageService:
         except PublishError as exc:
             self._metrics.produce_failures.labels("commands", exc.cause).inc()
             raise
+
+
+def _record_of(r: ScheduleRequest) -> tuple[MessageContent, StatusUpdate, LogEntry]:
+    """The record ingest writes once Kafka acknowledged a request: READY, generation 0."""
+    content = MessageContent(
+        app_id=r.app_id,
+        message_id=r.message_id,
+        payload_json=r.payload_json,
+        send_at_ms=r.send_at_ms,
+        created_ms=r.created_ms,
+        idempotency_key=r.idempotency_key,
+        kafka_key=r.kafka_key,
+        source=r.source,
+    )
+    state = StatusUpdate(Status.READY, 0, FIRST_ATTEMPT, due_ms=r.send_at_ms, at_ms=r.created_ms)
+    entry = LogEntry(
+        r.created_ms,
+        f"0:{FIRST_ATTEMPT}:scheduled",
+        Status.READY,
+        {"sendAt": format_rfc3339_ms(r.send_at_ms), "source": r.source},
+    )
+    return content, state, entry
 
 
 def message_json(view: MessageView) -> dict[str, Any]:
