@@ -1,4 +1,4 @@
-"""Shared fixtures (loaded by tests/conftest.py): private topics and keyspaces per test, cleaned up."""
+"""Shared fixtures (loaded by tests/conftest.py): private topics and keyspaces per test."""
 
 from __future__ import annotations
 
