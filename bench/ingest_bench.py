@@ -5,8 +5,8 @@ latency percentiles for single-message POST /messages, and msg/s for POST /messa
                                            [--batch-size 500]
 
 Targets (issue 3): single >= 1,500 req/s with p99 <= 50 ms; batch >= 20,000 msg/s. The load
-generator runs on the same machine (asyncio + httpx), so it competes with the gateway, Kafka and
-Cassandra for the CPUs; the CPU seconds each side used are printed to show where the time goes.
+generator (a minimal asyncio HTTP/1.1 client) runs on the same machine, so it competes with the
+gateway, Kafka and Cassandra for the CPUs; the CPU seconds each side used are printed to show where the time goes.
 Uses a private topic prefix and keyspace (deleted afterwards); rate limits are raised for the run.
 """
 
@@ -81,43 +81,62 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+async def _request(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: bytes
+) -> tuple[int, bytes]:
+    """One HTTP/1.1 keep-alive exchange (a minimal client: httpx costs more CPU per request
+    than the gateway itself, and the load generator shares the machine)."""
+    writer.write(raw)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    return status, await reader.readexactly(length)
+
+
 async def drive(
     url: str, auth: str, seconds: float, concurrency: int, batch: int
 ) -> tuple[int, int, list[float], int]:
     """Returns (requests ok, messages ok, latencies in ms, failures)."""
-    headers = {"Authorization": auth, "Content-Type": "application/json"}
+    host, port = url.removeprefix("http://").split(":")
     latencies: list[float] = []
     ok = messages = failures = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
-        deadline = time.monotonic() + seconds
+    deadline = time.monotonic() + seconds
 
-        async def worker() -> None:
-            nonlocal ok, messages, failures
+    def build() -> bytes:
+        send_at = CLOCK.now_ms() + 3_600_000
+        if batch:
+            path = "/messages/batch"
+            items = [{"payload": {"i": i}, "sendAt": send_at} for i in range(batch)]
+            body = json.dumps({"messages": items}).encode()
+        else:
+            path = "/messages"
+            body = json.dumps({"payload": {"order": 1}, "sendAt": send_at}).encode()
+        return (
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {auth}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+
+    async def worker() -> None:
+        nonlocal ok, messages, failures
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
             while time.monotonic() < deadline:
-                send_at = CLOCK.now_ms() + 3_600_000
-                if batch:
-                    body = json.dumps(
-                        {
-                            "messages": [
-                                {"payload": {"i": i}, "sendAt": send_at} for i in range(batch)
-                            ]
-                        }
-                    )
-                    path = "/messages/batch"
-                else:
-                    body = json.dumps({"payload": {"order": 1}, "sendAt": send_at})
-                    path = "/messages"
+                raw = build()
                 started = time.perf_counter()
-                response = await client.post(path, content=body, headers=headers)
+                status, body = await _request(reader, writer, raw)
                 latencies.append((time.perf_counter() - started) * 1000)
-                if response.status_code == 200:
+                if status == 200:
                     ok += 1
-                    messages += response.json()["accepted"] if batch else 1
+                    messages += json.loads(body)["accepted"] if batch else 1
                 else:
                     failures += 1
+        finally:
+            writer.close()
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
     return ok, messages, latencies, failures
 
 
