@@ -4,14 +4,10 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 UV := python3 -m uv
 PYTEST_ARGS ?=
+# `up`, `setup` and `demo` run with the local profile devservers/local.env (replication 1,
+# shrunk horizons, loopback delivery allowed); variables set in the environment win.
 
-# The local stack is one Kafka broker and one Cassandra node: replication 1 there.
-# Production defaults (settings.py) are replication 3, min.insync.replicas 2, LOCAL_QUORUM.
-export SCHEDULER_KAFKA_REPLICATION_FACTOR ?= 1
-export SCHEDULER_KAFKA_MIN_INSYNC_REPLICAS ?= 1
-export SCHEDULER_CASSANDRA_REPLICATION_FACTOR ?= 1
-
-.PHONY: help install stack-up stack-down stack-status setup up down status lint format test test-unit bench
+.PHONY: help install stack-up stack-down stack-status setup up down status demo lint format test test-unit
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -32,14 +28,20 @@ stack-status: install ## show what the local stack runs
 	$(PY) devservers/stack.py status
 
 setup: stack-up ## create the Kafka topics and apply the Cassandra migrations (idempotent)
-	.venv/bin/scheduler setup
+	$(PY) devservers/system.py setup
 
-up: setup ## run the system on the local stack
-	@echo "stack is up and set up; logs in .local/logs"
+up: stack-up ## run the whole system on the local stack: Kafka, Cassandra, setup, the four services
+	$(PY) devservers/system.py up
 
-down: stack-down ## stop everything `make up` started
+down: ## stop the services and the local stack
+	@[ -x $(PY) ] && $(PY) devservers/system.py down || true
+	@$(MAKE) --no-print-directory stack-down
 
-status: stack-status ## what runs
+status: install ## what runs, and whether it answers
+	@$(PY) devservers/stack.py status; $(PY) devservers/system.py status
+
+demo: up ## schedule a spread of messages to a local receiver and watch them arrive
+	$(PY) devservers/demo.py
 
 lint: install ## ruff (lint + format check) and mypy (strict for the packages)
 	.venv/bin/ruff check .

@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""The whole system on the local stack: setup, then the four services as background processes.
+
+Usage: .venv/bin/python devservers/system.py up|down|status|setup
+
+Settings: devservers/local.env (the local profile), overridden by the environment. Logs go to
+``.local/logs/<service>.log``, pid files to ``.local/run/<service>.pid``. `up` is idempotent: a
+service that runs and answers its readiness probe is left alone, a dead one is restarted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from stack import is_alive, rotate_log, rss_mib, terminate
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = Path(os.environ.get("SCHEDULER_STACK_STATE_DIR", ROOT / ".local"))
+BIN = ROOT / ".venv" / "bin"
+START_TIMEOUT_S = 90.0
+STOP_GRACE_S = 30.0
+
+
+def say(message: str) -> None:
+    print(f"[system] {message}", flush=True)
+
+
+def local_env() -> dict[str, str]:
+    """The process environment over the local profile (the environment wins)."""
+    profile: dict[str, str] = {}
+    for line in (ROOT / "devservers" / "local.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            profile[key.strip()] = value.strip()
+    return {**profile, **os.environ}
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    command: str
+    port_variable: str
+
+    def port(self, env: dict[str, str]) -> int:
+        return int(env[self.port_variable])
+
+    def url(self, env: dict[str, str], path: str) -> str:
+        return f"http://127.0.0.1:{self.port(env)}{path}"
+
+    @property
+    def pidfile(self) -> Path:
+        return STATE / "run" / f"{self.name}.pid"
+
+    @property
+    def log(self) -> Path:
+        return STATE / "logs" / f"{self.name}.log"
+
+
+SERVICES = (
+    Service("ingest", "scheduler-ingest", "SCHEDULER_INGEST_PORT"),
+    Service("bucketer", "scheduler-bucketer", "SCHEDULER_BUCKETER_METRICS_PORT"),
+    Service("releaser", "scheduler-releaser", "SCHEDULER_RELEASE_METRICS_PORT"),
+    Service("dispatcher", "scheduler-dispatcher", "SCHEDULER_DISPATCH_METRICS_PORT"),
+)
+
+
+def probe(url: str) -> tuple[bool, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200, response.read(300).decode(errors="replace")
+    except urllib.error.HTTPError as err:
+        return False, err.read(300).decode(errors="replace")
+    except OSError as exc:
+        return False, str(exc)
+
+
+def running_pid(service: Service) -> int | None:
+    try:
+        pid = int(service.pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if is_alive(pid) else None
+
+
+def start(service: Service, env: dict[str, str]) -> None:
+    service.log.parent.mkdir(parents=True, exist_ok=True)
+    service.pidfile.parent.mkdir(parents=True, exist_ok=True)
+    rotate_log(service.log)
+    with service.log.open("ab") as log:
+        process = subprocess.Popen(
+            [str(BIN / service.command)],
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    service.pidfile.write_text(f"{process.pid}\n")
+
+
+def wait_ready(service: Service, env: dict[str, str]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        pid = running_pid(service)
+        if pid is None:
+            raise RuntimeError(
+                f"{service.name} exited; last lines of {service.log}:\n{tail(service)}"
+            )
+        ready, why = probe(service.url(env, "/readyz"))
+        if ready:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{service.name} not ready after {START_TIMEOUT_S:.0f} s: {why}")
+        time.sleep(0.3)
+
+
+def tail(service: Service, lines: int = 30) -> str:
+    try:
+        return "\n".join(service.log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def setup(env: dict[str, str]) -> None:
+    result = subprocess.run([str(BIN / "scheduler"), "setup"], env=env, check=False)
+    if result.returncode != 0:
+        raise RuntimeError("scheduler setup failed")
+
+
+def up(env: dict[str, str]) -> int:
+    setup(env)
+    started = []
+    for service in SERVICES:
+        pid = running_pid(service)
+        if pid is not None and probe(service.url(env, "/readyz"))[0]:
+            say(f"{service.name}: already running (pid {pid})")
+            continue
+        if pid is not None:  # alive but not answering: wait for it below rather than start twice
+            say(f"{service.name}: running (pid {pid}), waiting for readiness")
+        else:
+            start(service, env)
+        started.append(service)
+    began = time.monotonic()
+    try:
+        for service in started:
+            wait_ready(service, env)
+            say(f"{service.name}: ready (pid {running_pid(service)})")
+    except RuntimeError as exc:
+        say(f"FAILED: {exc}")
+        return 1
+    if started:
+        say(f"started {len(started)} service(s) in {time.monotonic() - began:.1f} s")
+    ingest = SERVICES[0]
+    say(f"API docs: {ingest.url(env, '/docs')}  OpenAPI: {ingest.url(env, '/openapi.json')}")
+    say("metrics: " + "  ".join(s.url(env, "/metrics") for s in SERVICES))
+    say(f"logs: {STATE / 'logs'}/<service>.log   try: make demo")
+    return 0
+
+
+def down(env: dict[str, str]) -> int:
+    for service in reversed(SERVICES):  # stop the intake first
+        pid = running_pid(service)
+        if pid is None:
+            say(f"{service.name}: not running")
+        else:
+            say(f"{service.name}: stopped ({terminate([pid], STOP_GRACE_S)})")
+        service.pidfile.unlink(missing_ok=True)
+    return 0
+
+
+def status(env: dict[str, str]) -> int:
+    healthy = True
+    for service in SERVICES:
+        pid = running_pid(service)
+        if pid is None:
+            say(f"{service.name}: not running")
+            healthy = False
+            continue
+        ready, why = probe(service.url(env, "/readyz"))
+        healthy &= ready
+        rss = rss_mib(pid)
+        state = "ready" if ready else f"NOT ready: {why[:120]}"
+        memory = f", RSS {rss:.0f} MiB" if rss is not None else ""
+        say(f"{service.name}: pid {pid}, {state}{memory}")
+    return 0 if healthy else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["up", "down", "status", "setup"])
+    args = parser.parse_args(argv)
+    env = local_env()
+    if args.command == "setup":
+        setup(env)
+        return 0
+    return {"up": up, "down": down, "status": status}[args.command](env)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
