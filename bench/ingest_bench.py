@@ -6,8 +6,9 @@ latency percentiles for single-message POST /messages, and msg/s for POST /messa
 
 Targets (issue 3): single >= 1,500 req/s with p99 <= 50 ms; batch >= 20,000 msg/s. The load
 generator (a minimal asyncio HTTP/1.1 client) runs on the same machine, so it competes with the
-gateway, Kafka and Cassandra for the CPUs; the CPU seconds each side used are printed to show where the time goes.
-Uses a private topic prefix and keyspace (deleted afterwards); rate limits are raised for the run.
+gateway, Kafka and Cassandra for the CPUs; the CPU seconds each side used are printed to show
+where the time goes. Uses a private topic prefix and keyspace (deleted afterwards); rate limits
+are raised for the run.
 """
 
 from __future__ import annotations
