@@ -285,8 +285,9 @@ def consume_rate_faust(kafka: KafkaSettings, topic: str, n: int) -> float:
             check=False,
         )
     for line in out.stdout.splitlines() + out.stderr.splitlines():
-        if "FAUST_RATE" in line:
-            return float(line.rsplit(" ", 1)[1])
+        words = line.split()
+        if "FAUST_RATE" in words:
+            return float(words[words.index("FAUST_RATE") + 1])
     raise RuntimeError(f"the faust agent did not report a rate: {out.stderr[-2000:]}")
 
 

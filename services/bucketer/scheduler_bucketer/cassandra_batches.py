@@ -26,7 +26,13 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from cassandra.cluster import ResponseFuture, Session
-from cassandra.query import BatchStatement, BatchType, PreparedStatement, Statement
+from cassandra.query import (
+    BatchStatement,
+    BatchType,
+    BoundStatement,
+    PreparedStatement,
+    Statement,
+)
 
 from scheduler.store.cassandra_buckets import CassandraBucketStore
 from scheduler.store.cassandra_messages import CassandraMessageStore
@@ -173,7 +179,22 @@ class CassandraBatchWriter:
                 rows.append((op.bucket_ms, op.shard, op.message))
         statements: list[Statement] = self._capture.take()
         statements += self._buckets.store_statements(rows)
-        self._executor.execute(statements)
+        self._executor.execute(distinct(statements))
 
     def close(self) -> None:
         return None
+
+
+def distinct(statements: Sequence[Statement]) -> list[Statement]:
+    """Drop repeats of the very same write (same prepared statement, same values), e.g. the
+    listing-day row every message of a day writes: idempotent writes, so once is enough."""
+    seen: set[tuple[bytes, tuple[object, ...]]] = set()
+    unique: list[Statement] = []
+    for statement in statements:
+        if isinstance(statement, BoundStatement):
+            key = (statement.prepared_statement.query_id, tuple(statement.values))
+            if key in seen:
+                continue
+            seen.add(key)
+        unique.append(statement)
+    return unique
