@@ -21,7 +21,8 @@ class BucketerMetrics:
         self.routed_direct = Counter(
             "scheduler_bucketer_routed_direct_total",
             "Messages produced straight to their due-minute topic (status QUEUED), by cause:"
-            " near (within the look-ahead) or released_meanwhile (bucket released while storing).",
+            " near (due within the look-ahead), released (bucket at or below the watermark plus"
+            " margin), released_meanwhile (bucket released while the message was being stored).",
             ["cause"],
             registry=registry,
         )

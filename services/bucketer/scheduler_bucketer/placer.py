@@ -77,7 +77,8 @@ class Placer:
                 topic = self._router.due_topic(m.due_ms, now)
                 writes.append(self._status_write(entry, Status.QUEUED, now, {"topic": topic}))
                 outbox.direct.append((topic, m))
-                self._metrics.routed_direct.labels("near").inc()
+                cause = "near" if self._router.near(m.due_ms, now) else "released"
+                self._metrics.routed_direct.labels(cause).inc()
             else:
                 bucket = self._router.bucket_of(m.due_ms)
                 shard = shard_of(m.message_id, entry.shards)

@@ -45,8 +45,12 @@ class Router:
             self._read_at = now
         return self._watermark
 
+    def near(self, due_ms: int, now_ms: int) -> bool:
+        """Due within the look-ahead of now (or past due)."""
+        return due_ms < now_ms + self._scheduling.lookahead_ms
+
     def place(self, due_ms: int, now_ms: int) -> Placement:
-        if due_ms < now_ms + self._scheduling.lookahead_ms:
+        if self.near(due_ms, now_ms):
             return Placement.DIRECT
         s = self._scheduling
         return place(due_ms, self.watermark(), s.placement_margin_ms, s.bucket_width_ms)

@@ -90,10 +90,11 @@ def test_a_lagging_bucketer_sends_messages_of_released_buckets_directly(stack: S
     ahead = [stack.request(released_up_to + 60_000 + i) for i in range(3)]
     stack.produce_requests([*behind, *ahead])
 
-    with stack.bucketer_thread():
+    with stack.bucketer_thread() as metrics:
         wait_until(lambda: len(stack.stored_ids()) == 3, 60, "3 stored rows")
         ring = stack.ring_messages(expected=3)
         wait_until(stack.committed_everything, 30, "offsets committed")
 
     assert sorted(m.message_id for m in ring) == sorted(r.message_id for r in behind)
     assert sorted(stack.stored_ids()) == sorted(r.message_id for r in ahead)
+    assert metrics.routed_direct.labels("released")._value.get() == 3

@@ -106,6 +106,8 @@ def test_watermark_boundary(bucket_offset: int, expected_direct: bool) -> None:
     h.process(h.record(h.request(due)))
     assert bool(h.direct()) is expected_direct
     assert bool(h.stored()) is not expected_direct
+    released = h.metric("scheduler_bucketer_routed_direct_total", cause="released")
+    assert released == (1 if expected_direct else 0)
 
 
 def test_past_send_at_is_sent_now_to_the_current_slot_with_its_real_due_time() -> None:
