@@ -1,9 +1,10 @@
 """Commands on scheduler.commands, applied to stored messages.
 
 - ABORT: ingest has already set the record to ABORTED (a conditional write, decision 5); here the
-  stored bucket row is removed so the releaser does not stream it. The dispatcher checks the
-  record again at fire time, so the abort wins even when the row was already released, or is
-  stored again later by a replayed request.
+  stored bucket row is removed so the releaser does not stream it. A record that does not show
+  ABORTED is left alone (the abort did not win, or the command is not ingest's). The dispatcher
+  checks the record again at fire time, so the abort wins even when the row was already
+  released, or is stored again later by a replayed request.
 - REDRIVE (FAILED -> READY, new generation) and RESCHEDULE (new due time, new generation): the
   message re-enters through the same placement as a new request (decision 3), with the content
   read from the message store. A command older than the record's generation, or whose generation
@@ -17,6 +18,7 @@ import logging
 from scheduler.clock import Clock
 from scheduler.codec import DecodeError, RecordCodec
 from scheduler.domain.buckets import shard_of
+from scheduler.domain.status import Status
 from scheduler.records import Command, CommandKind, DueMessage
 from scheduler.settings import SchedulingSettings
 from scheduler.store.ports import AppLookup, BucketStore, MessageStore, MessageView
@@ -81,6 +83,11 @@ class CommandHandler:
             return "unknown"
         shards = shards_for(self._apps.get_app(command.app_id), self._scheduling)
         if command.kind is CommandKind.ABORT:
+            if view.state.status is not Status.ABORTED:
+                # Ingest records ABORTED before it publishes the command (decision 5); a record
+                # that does not show it means the abort did not win (e.g. SENT first), or the
+                # command did not come from ingest. Removing the row then could lose a message.
+                return "not_aborted"
             self._remove_stored(view, shards, keep_due=None)
             return "applied"
         if self._stale(view, command):

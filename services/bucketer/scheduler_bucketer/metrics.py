@@ -34,7 +34,7 @@ class BucketerMetrics:
         )
         self.commands = Counter(
             "scheduler_bucketer_commands_total",
-            "Commands applied, by kind and outcome (applied, stale, unknown).",
+            "Commands, by kind and outcome (applied, stale, unknown, not_aborted, invalid).",
             ["kind", "outcome"],
             registry=registry,
         )

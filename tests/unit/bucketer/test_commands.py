@@ -6,7 +6,7 @@ import pytest
 
 from scheduler.domain.status import Status
 from scheduler.records import CommandKind
-from scheduler.store.ports import LogEntry, StatusUpdate
+from scheduler.store.ports import LogEntry, MessageContent, StatusUpdate
 
 from .harness import Harness
 
@@ -43,8 +43,30 @@ def test_abort_removes_the_stored_row_and_keeps_the_others() -> None:
 def test_abort_in_the_same_batch_as_its_request_wins() -> None:
     h = Harness()
     request = h.request(h.clock.now_ms() + 3_600_000)
+    # Ingest wrote the record at POST time and ABORTED at the abort, before both records were
+    # consumed here in one batch.
+    now = h.clock.now_ms()
+    content = MessageContent(
+        "app-a", request.message_id, request.payload_json, request.send_at_ms, now
+    )
+    aborted = StatusUpdate(Status.ABORTED, 0, 1, request.send_at_ms, now)
+    h.messages.save(content, aborted, LogEntry(now, "0:1:aborted", Status.ABORTED))
+
     h.process(h.record(request), h.command(CommandKind.ABORT, request.message_id, 0))
+
     assert h.stored() == []
+    view = h.messages.get("app-a", request.message_id)
+    assert view is not None and view.state.status is Status.ABORTED
+
+
+def test_an_abort_the_record_does_not_confirm_removes_nothing() -> None:
+    h = Harness()
+    request = h.request(h.clock.now_ms() + 3_600_000)
+    h.process(h.record(request))
+    h.process(h.command(CommandKind.ABORT, request.message_id, 0))
+    assert [m.message_id for m in h.stored()] == [request.message_id]
+    outcome = h.metric("scheduler_bucketer_commands_total", kind="ABORT", outcome="not_aborted")
+    assert outcome == 1
 
 
 def test_redrive_of_a_failed_message_re_enters_with_the_new_generation() -> None:
