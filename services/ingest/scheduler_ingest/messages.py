@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,7 @@ from scheduler_ingest.usage import UsageCounter
 log = logging.getLogger("scheduler_ingest.messages")
 
 FIRST_ATTEMPT = 1
+_ULID_RANDOM_BYTES = 10  # the 80 random bits of a ULID
 
 
 @dataclass(frozen=True)
@@ -116,12 +118,14 @@ class MessageService:
 
     # -- scheduling -----------------------------------------------------------------------------
 
-    def build(self, app_id: str, draft: Draft, now_ms: int) -> ScheduleRequest:
+    def build(
+        self, app_id: str, draft: Draft, now_ms: int, random_bits: int | None = None
+    ) -> ScheduleRequest:
         """The request to publish; raises ValidationError (horizon, sizes, keys)."""
         message_id = (
             derived_message_id(app_id, draft.idempotency_key)
             if draft.idempotency_key is not None
-            else new_message_id(now_ms)
+            else new_message_id(now_ms, random_bits)
         )
         request = ScheduleRequest(
             message_id=message_id,
@@ -157,32 +161,39 @@ class MessageService:
     ) -> list[Accepted | ApiError]:
         """Per-item results, in order. Items are independent: one bad item fails alone."""
         now_ms = self._clock.now_ms()
+        # One read of the OS random source for the whole batch (ULID random parts).
+        entropy = secrets.token_bytes(_ULID_RANDOM_BYTES * len(items))
         results: list[Accepted | ApiError | ScheduleRequest] = []
-        for item in items:
+        for k, item in enumerate(items):
             if isinstance(item, ValidationError):
                 results.append(ApiError.invalid(item))
                 continue
+            bits = int.from_bytes(entropy[k * _ULID_RANDOM_BYTES : (k + 1) * _ULID_RANDOM_BYTES])
             try:
-                results.append(self.build(app_id, item, now_ms))
+                results.append(self.build(app_id, item, now_ms, bits))
             except ValidationError as exc:
                 results.append(ApiError.invalid(exc))
-        pending = [(i, r) for i, r in enumerate(results) if isinstance(r, ScheduleRequest)]
-        existing = await asyncio.gather(*(self._existing(r) for _, r in pending))
-        to_publish = []
-        for (i, request), found in zip(pending, existing, strict=True):
+        keyed = [
+            (i, r)
+            for i, r in enumerate(results)
+            if isinstance(r, ScheduleRequest) and r.idempotency_key is not None
+        ]
+        existing = await asyncio.gather(*(self._existing(r) for _, r in keyed))
+        for (i, _), found in zip(keyed, existing, strict=True):
             if found is not None:
                 results[i] = found
-            else:
-                to_publish.append((i, request))
-        outcomes = await asyncio.gather(
-            *(self._publish_request(r) for _, r in to_publish), return_exceptions=True
+        to_publish = [(i, r) for i, r in enumerate(results) if isinstance(r, ScheduleRequest)]
+        errors = await self._publisher.publish_many(
+            [
+                (self._topics.requests, r.app_id.encode(), self._requests.encode(r))
+                for _, r in to_publish
+            ]
         )
         published = []
-        for (i, request), outcome in zip(to_publish, outcomes, strict=True):
-            if isinstance(outcome, PublishError):
-                results[i] = unavailable(outcome, self._retry_after_s)
-            elif isinstance(outcome, BaseException):
-                raise outcome
+        for (i, request), error in zip(to_publish, errors, strict=True):
+            if error is not None:
+                self._metrics.produce_failures.labels("requests", error.cause).inc()
+                results[i] = unavailable(error, self._retry_after_s)
             else:
                 published.append(request)
                 results[i] = Accepted(request.message_id, request.send_at_ms, Status.READY)

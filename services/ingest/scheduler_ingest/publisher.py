@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,6 +32,12 @@ class PublishError(RuntimeError):
 class Publisher(Protocol):
     async def publish(self, topic: str, key: bytes, value: bytes) -> None:
         """Return once Kafka acknowledged the record; raise `PublishError` otherwise."""
+
+    async def publish_many(
+        self, records: Sequence[tuple[str, bytes, bytes]]
+    ) -> list[PublishError | None]:
+        """Publish (topic, key, value) records; return once every one is settled, with the
+        error of each record (None: acknowledged), in order."""
 
     def ready(self, timeout_s: float) -> bool:
         """Does the cluster answer (metadata request)? Blocking: call it off the event loop."""
@@ -87,6 +93,46 @@ class KafkaPublisher:
         await future
         self._on_latency(topic, (self._clock.monotonic_ms() - started) / 1000.0)
 
+    async def publish_many(
+        self, records: Sequence[tuple[str, bytes, bytes]]
+    ) -> list[PublishError | None]:
+        # One future for the whole batch, settled by the last delivery report: per-record
+        # futures and event-loop wake-ups cost more than the produce calls themselves.
+        if self._stop.is_set():
+            return [PublishError("closed", "the publisher is shutting down")] * len(records)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        errors: list[PublishError | None] = [None] * len(records)
+        started = self._clock.monotonic_ms()
+        # One count per record plus a guard released after the last produce(), so reports
+        # arriving while producing cannot settle the batch early.
+        pending = _Countdown(
+            len(records) + 1, lambda: loop.call_soon_threadsafe(_settle, done, None)
+        )
+
+        def report(index: int) -> Callable[[KafkaError | None, Message], None]:
+            def delivered(err: KafkaError | None, _msg: Message) -> None:
+                if err is not None:
+                    errors[index] = PublishError("kafka_error", f"Kafka did not acknowledge: {err}")
+                pending.down()
+
+            return delivered
+
+        for index, (topic, key, value) in enumerate(records):
+            try:
+                self._producer.produce(topic, value=value, key=key, on_delivery=report(index))
+            except BufferError:
+                errors[index] = PublishError("queue_full", "the Kafka producer queue is full")
+                pending.down()
+            except Exception as exc:  # noqa: BLE001 - KafkaException and friends
+                errors[index] = PublishError("kafka_error", f"Kafka refused the record: {exc}")
+                pending.down()
+        pending.down()  # the guard
+        await done
+        if records:
+            self._on_latency(records[0][0], (self._clock.monotonic_ms() - started) / 1000.0)
+        return errors
+
     def ready(self, timeout_s: float) -> bool:
         try:
             metadata = self._producer.list_topics(timeout=timeout_s)
@@ -103,6 +149,22 @@ class KafkaPublisher:
 
 
 LatencyHook = Callable[[str, float], None]
+
+
+class _Countdown:
+    """Calls `on_zero` once, from whichever thread takes the count to zero."""
+
+    def __init__(self, count: int, on_zero: Callable[[], object]) -> None:
+        self._count = count
+        self._on_zero = on_zero
+        self._lock = threading.Lock()
+
+    def down(self) -> None:
+        with self._lock:
+            self._count -= 1
+            zero = self._count == 0
+        if zero:
+            self._on_zero()
 
 
 def _settle(future: asyncio.Future[None], err: KafkaError | None) -> None:
@@ -133,6 +195,18 @@ class FakePublisher:
         if self.fail_with is not None:
             raise self.fail_with
         self.records.append(Published(topic, key, value))
+
+    async def publish_many(
+        self, records: Sequence[tuple[str, bytes, bytes]]
+    ) -> list[PublishError | None]:
+        results: list[PublishError | None] = []
+        for topic, key, value in records:
+            try:
+                await self.publish(topic, key, value)
+                results.append(None)
+            except PublishError as exc:
+                results.append(exc)
+        return results
 
     def ready(self, timeout_s: float) -> bool:
         return self.is_ready

@@ -3,6 +3,9 @@ replicas, secrets at rest."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -12,11 +15,11 @@ from scheduler.settings import KafkaSettings
 from scheduler.store.cassandra_apps import CassandraAppStore
 from scheduler.store.cassandra_messages import CassandraMessageStore
 from scheduler.store.usage import CassandraUsageStore
-from scheduler_ingest.publisher import KafkaPublisher, producer_config
+from scheduler_ingest.publisher import KafkaPublisher, PublishError, producer_config
 from scheduler_ingest.settings import IngestSettings
 from tests.unit.ingest.harness import Harness
 
-from .conftest import LiveEnv, LiveHarness, live_harness
+from .conftest import LiveEnv, LiveHarness, live_harness, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -127,3 +130,17 @@ def test_payload_size_limit_on_the_real_stack(live_env: LiveEnv) -> None:
         assert h.messages.list(h.alice.app_id, None, None, 10).items == []
     finally:
         h.close()
+
+
+def test_publish_many_settles_once_every_record_is_acknowledged(live_env: LiveEnv) -> None:
+    topic = f"{live_env.kafka.topic_prefix}commands"  # a topic of this module's set
+    marker = uuid.uuid4().hex.encode()
+    records = [(topic, marker, str(i).encode()) for i in range(300)]
+
+    async def run() -> list[PublishError | None]:
+        return await live_env.publisher.publish_many(records)
+
+    assert asyncio.run(run()) == [None] * 300
+    found = [r.value for r in read_topic(live_env.kafka, topic) if r.key == marker]
+    assert found == [str(i).encode() for i in range(300)]  # one key: one partition, in order
+    assert asyncio.run(live_env.publisher.publish_many([])) == []  # type: ignore[arg-type]
