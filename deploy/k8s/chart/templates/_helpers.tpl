@@ -1,0 +1,97 @@
+{{/* Names: <fullname>-<component>. */}}
+{{- define "scheduler.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "scheduler.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains (include "scheduler.name" .) .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (include "scheduler.name" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "scheduler.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "scheduler.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: pit-scheduler
+{{- end -}}
+
+{{/* Selector labels of one component: include with (dict "root" $ "component" "ingest"). */}}
+{{- define "scheduler.selector" -}}
+app.kubernetes.io/name: {{ include "scheduler.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "scheduler.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "scheduler.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "scheduler.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "scheduler.secretName" -}}
+{{- default (printf "%s-secrets" (include "scheduler.fullname" .)) .Values.secrets.existingSecret -}}
+{{- end -}}
+
+{{/* Environment of every container: the shared ConfigMap, the Kafka/Cassandra passwords. */}}
+{{- define "scheduler.env" -}}
+- name: SCHEDULER_KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "scheduler.secretName" . }}
+      key: {{ .Values.secrets.keys.kafkaSaslPassword }}
+      optional: true
+- name: SCHEDULER_CASSANDRA_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "scheduler.secretName" . }}
+      key: {{ .Values.secrets.keys.cassandraPassword }}
+      optional: true
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "scheduler.envFrom" -}}
+- configMapRef:
+    name: {{ include "scheduler.fullname" . }}-config
+{{- end -}}
+
+{{/* Volumes every pod gets: a writable /tmp (the root fs is read-only) and the Kafka CA. */}}
+{{- define "scheduler.volumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- if .Values.kafka.caConfigMap }}
+- name: kafka-ca
+  configMap:
+    name: {{ .Values.kafka.caConfigMap }}
+{{- end }}
+{{- end -}}
+
+{{- define "scheduler.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- if .Values.kafka.caConfigMap }}
+- name: kafka-ca
+  mountPath: /etc/scheduler/kafka-ca
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* Pod template annotations: roll the pods when the configuration changes. */}}
+{{- define "scheduler.podAnnotations" -}}
+checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+{{- end -}}

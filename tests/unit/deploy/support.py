@@ -1,0 +1,130 @@
+"""Helpers of the deploy checks: the pinned tools of deploy/tools/install.sh, renderings, and
+the names the services really declare (settings fields, metrics, console scripts)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tomllib
+from collections.abc import Iterator
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client import CollectorRegistry
+from pydantic_settings import BaseSettings
+
+ROOT = Path(__file__).resolve().parents[3]
+TOOLS = ROOT / ".local/tools/bin"
+CHART = ROOT / "deploy/k8s/chart"
+KUSTOMIZE = ROOT / "deploy/k8s/kustomize"
+KUBE_VERSION = "1.31.0"
+# The values under which the chart's rendering is the kustomize base (render_kustomize_base.py).
+BASE_VALUES = ("fullnameOverride=scheduler", "secrets.existingSecret=scheduler-secrets")
+
+SETTINGS_CLASSES = (
+    "scheduler.settings:KafkaSettings",
+    "scheduler.settings:CassandraSettings",
+    "scheduler.settings:SchedulingSettings",
+    "scheduler.security:SecuritySettings",
+    "scheduler_ingest.settings:IngestSettings",
+    "scheduler_bucketer.settings:BucketerSettings",
+    "scheduler_releaser.settings:DispatchSettings",
+    "scheduler_releaser.settings:ReleaseSettings",
+)
+METRICS_CLASSES = (
+    "scheduler_ingest.metrics:IngestMetrics",
+    "scheduler_bucketer.metrics:BucketerMetrics",
+    "scheduler_releaser.metrics:DispatchMetrics",
+    "scheduler_releaser.metrics:ReleaseMetrics",
+)
+
+
+def load(target: str) -> Any:
+    module, _, name = target.partition(":")
+    return getattr(import_module(module), name)
+
+
+def tool(name: str) -> Path:
+    path = TOOLS / name
+    assert path.is_file(), f"{path} is missing: run deploy/tools/install.sh"
+    return path
+
+
+def run(*args: str | Path) -> str:
+    done = subprocess.run([str(a) for a in args], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"{args[0]} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def docs(text: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def render_chart(*set_values: str) -> list[dict[str, Any]]:
+    args: list[str | Path] = [tool("helm"), "template", "scheduler", CHART]
+    args += ["--kube-version", KUBE_VERSION]
+    for value in set_values:
+        args += ["--set", value]
+    return docs(run(*args))
+
+
+def kustomize_build(directory: str) -> list[dict[str, Any]]:
+    return docs(run(tool("kustomize"), "build", KUSTOMIZE / directory))
+
+
+def settings_env_names() -> dict[str, type[BaseSettings]]:
+    """Every environment variable a settings class of the system reads -> that class."""
+    names: dict[str, type[BaseSettings]] = {}
+    for target in SETTINGS_CLASSES:
+        cls = load(target)
+        prefix = cls.model_config.get("env_prefix", "")
+        for field in cls.model_fields:
+            names[f"{prefix}{field}".upper()] = cls
+    return names
+
+
+def exported_metric_names() -> set[str]:
+    """Sample names the services export (counter -> _total, histogram -> _bucket/_sum/_count)."""
+    names: set[str] = set()
+    for target in METRICS_CLASSES:
+        registry = CollectorRegistry()
+        load(target)(registry)
+        for family in registry.collect():
+            if family.type == "counter":
+                names.add(f"{family.name}_total")
+            elif family.type == "histogram":
+                names.update(f"{family.name}{s}" for s in ("_bucket", "_sum", "_count"))
+            else:
+                names.add(family.name)
+    return names
+
+
+def console_scripts() -> dict[str, str]:
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        return dict(tomllib.load(f)["project"]["scripts"])
+
+
+METRIC_NAME = re.compile(r"\b(scheduler_[a-z0-9_]+|up)\b(?!\s*\()")
+
+
+def metric_names_in(expr: str) -> set[str]:
+    """Metric names in a PromQL expression (ours are all `scheduler_*`, plus `up`)."""
+    return set(METRIC_NAME.findall(expr))
+
+
+def dashboard_queries() -> Iterator[tuple[str, str, str]]:
+    """(dashboard file, panel title, expr) of every panel target."""
+    import json
+
+    for path in sorted((ROOT / "deploy/grafana/dashboards").glob("*.json")):
+        board = json.loads(path.read_text())
+        for panel in board["panels"]:
+            for target in panel.get("targets", []):
+                yield path.name, panel["title"], target["expr"]
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())
+    return [rule for group in rules["groups"] for rule in group["rules"]]
