@@ -126,3 +126,19 @@ def test_the_image_runs_as_non_root() -> None:
     users = re.findall(r"^USER (\S+)$", DOCKERFILE, re.M)
     assert users and users[-1].split(":")[0] not in ("0", "root")
     assert DOCKERFILE.count("FROM ") >= 2, "multi-stage"
+
+
+def test_the_compose_scrape_config_targets_every_service(compose) -> None:
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    targets = {
+        group["labels"]["service"]: group["targets"]
+        for job in config["scrape_configs"]
+        for group in job["static_configs"]
+    }
+    ours = _our_services(compose)
+    assert set(targets) == set(SERVICES)
+    for name, [target] in targets.items():
+        host, port = target.split(":")
+        assert host == name
+        published = ours[name].get("expose") or [p.split(":")[-1] for p in ours[name]["ports"]]
+        assert published == [port], name
