@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 
 from scheduler.clock import Clock
 from scheduler.domain.backoff import Backoff
@@ -68,6 +70,8 @@ class Dispatcher:
         sink: Sink,
         codecs: Codecs,
         metrics: DispatchMetrics,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        reads: Executor | None = None,
     ) -> None:
         self._clock = clock
         self._kafka = kafka
@@ -85,6 +89,12 @@ class Dispatcher:
         self._metrics = metrics
         self._backoff: Backoff = settings.backoff()
         self.timers = TimerQueue()
+        self.stopping = False  # set on shutdown: tasks not yet delivering give up
+        self._sleep = sleep
+        # Record reads run here, not in the loop's default executor (shared with the sink).
+        self._reads = reads or ThreadPoolExecutor(
+            max_workers=settings.store_threads, thread_name_prefix="record-read"
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self.wakeup = asyncio.Event()
 
@@ -115,7 +125,9 @@ class Dispatcher:
         now = self._clock.now_ms()
         if not self.may_fire(now):
             return 0
-        due = self.timers.pop_due(now, limit)
+        # Started a little early (prefetch) so the record and app reads are done by the due
+        # instant; the task itself waits for the due instant before it delivers.
+        due = self.timers.pop_due(now + self._settings.prefetch_ms, limit)
         for held in due:
             task = asyncio.create_task(self.fire(held))
             self._tasks.add(task)
@@ -147,13 +159,20 @@ class Dispatcher:
             # A store or encoding failure: hand the attempt back to the ring unchanged, so it is
             # retried (dedup lets it through: the key is forgotten first). Never lose it.
             log.exception("firing %s failed; rescheduling it", message.message_id)
-            await asyncio.sleep(0.1)
+            await self._sleep(0.1)
             self.timers.forget(message)
             self.accept(message, held.position)
 
     async def _fire(self, message: DueMessage, position: Position | None) -> None:
         app = await self._apps.get(message.app_id)
-        view = await asyncio.to_thread(self._messages.get, message.app_id, message.message_id)
+        view = await asyncio.get_running_loop().run_in_executor(
+            self._reads, self._messages.get, message.app_id, message.message_id
+        )
+        await self._until_due(message.due_ms)
+        if self.stopping:
+            return  # not fired: left unsettled (its offset is not committed)
+        # The abort view is consulted at the due instant itself (the record read above may be
+        # up to prefetch_ms old; aborts within the guard G > prefetch_ms are refused anyway).
         aborted = self.commands.aborted(message.message_id, message.generation)
         verdict = fire_check(message, view, app, aborted)
         now = self._clock.now_ms()
@@ -169,8 +188,22 @@ class Dispatcher:
         else:
             await self._fire_rest(app, message, position)
 
+    async def _until_due(self, due_ms: int) -> None:
+        """Never early: wait for the due instant by this host's clock, and while the view of
+        commands lags more than the guard (decision 5)."""
+        while True:
+            now = self._clock.now_ms()
+            if now < due_ms:
+                await self._sleep((due_ms - now) / 1000)
+            elif not self.may_fire(now):
+                await self._sleep(0.001)
+            else:
+                return
+
     async def _fire_rest(self, app: Application, message: DueMessage, pos: Position | None) -> None:
-        outcome = await self._rest.deliver(app, message)
+        outcome = await self._rest.deliver(app, message, lambda: self.stopping)
+        if outcome is None:
+            return  # shutting down before it was sent: left unsettled, read again on restart
         now = self._clock.now_ms()
         settlement = settle(message, outcome, now, self._backoff)
         self._observe("REST", outcome, settlement)

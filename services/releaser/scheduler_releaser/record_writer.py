@@ -28,34 +28,26 @@ class RecordWriter:
             attempt_data["http_status"] = r.http_status
         if r.error is not None:
             attempt_data["error"] = r.error
+        # One log entry per result (each is a status write plus a log row in Cassandra):
+        # "<gen>:<attempt>:sent" | ":attempt" (a retry follows) | ":failed".
         if r.outcome is DeliveryOutcome.SENT:
             state = self._state(r, Status.SENT, lateness=r.lateness_ms)
-            self._write(
-                r, state, LogEntry(r.finished_ms, f"{entry}:attempt", Status.SENT, attempt_data)
-            )
-            sent: dict[str, object] = {"lateness_ms": r.lateness_ms}
-            self._write(r, state, LogEntry(r.finished_ms, f"{entry}:sent", Status.SENT, sent))
+            data = {**attempt_data, "lateness_ms": r.lateness_ms}
+            self._write(r, state, LogEntry(r.finished_ms, f"{entry}:sent", Status.SENT, data))
             self._usage.add(r.app_id, usage_day(r.finished_ms), UsageKind.SENT)
         elif r.outcome is DeliveryOutcome.RETRY:
             state = self._state(r, Status.QUEUED)
-            self._write(
-                r, state, LogEntry(r.finished_ms, f"{entry}:attempt", Status.QUEUED, attempt_data)
-            )
+            log = LogEntry(r.finished_ms, f"{entry}:attempt", Status.QUEUED, attempt_data)
+            self._write(r, state, log)
         elif r.outcome is DeliveryOutcome.FAILED:
             state = self._state(r, Status.FAILED)
-            log = LogEntry(r.finished_ms, f"{entry}:attempt", Status.FAILED, attempt_data)
+            log = LogEntry(r.finished_ms, f"{entry}:failed", Status.FAILED, attempt_data)
             self._write(r, state, log)
-            failed: dict[str, object] = {
-                "attempts": r.attempt,
-                "http_status": r.http_status,
-                "error": r.error,
-            }
-            self._write(r, state, LogEntry(r.finished_ms, f"{entry}:failed", Status.FAILED, failed))
             self._usage.add(r.app_id, usage_day(r.finished_ms), UsageKind.FAILED)
         elif r.error == Verdict.APP_DELETED.value:
             # Lazy purge: a pending message of a deleted app ends ABORTED.
             state = self._state(r, Status.ABORTED)
-            data: dict[str, object] = {"reason": "application deleted"}
+            data = {"reason": "application deleted"}
             self._write(r, state, LogEntry(r.finished_ms, f"{entry}:aborted", Status.ABORTED, data))
         # Other SKIPPED results (aborted, done, stale) leave the record as it is.
 

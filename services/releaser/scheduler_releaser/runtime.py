@@ -79,6 +79,11 @@ async def run_dispatcher(
             "acks": "all",
             "linger.ms": 1,
             "transaction.timeout.ms": 60_000,
+            # After a commit the coordinator answers CONCURRENT_TRANSACTIONS until its markers
+            # are written; the default 100 ms retry backoff then dominated every transaction
+            # that carries offsets (measured: p50 107 ms -> 8 ms with 5 ms).
+            "retry.backoff.ms": 5,
+            "retry.backoff.max.ms": 50,
         }
     )
     await asyncio.to_thread(producer.init_transactions, 60)
@@ -160,6 +165,7 @@ async def run_dispatcher(
         writer.start()
         await _loop(dispatcher, ring, commands, sink, clock, settings, stop)
         log.info("stopping: %d deliveries in flight", dispatcher.in_flight)
+        dispatcher.stopping = True  # requests under way finish; waiting ones stay unsettled
         await dispatcher.drain()
         await sink.flush()
     finally:

@@ -32,6 +32,10 @@ class DispatchSettings(BaseSettings):
     results_slack_ms: int = Field(
         default=10_000, ge=0, description="extra history of results loaded at startup"
     )
+    prefetch_ms: int = Field(
+        default=50, ge=0, description="read record + app this early; must stay below the guard"
+    )
+    store_threads: int = Field(default=32, ge=1, description="threads for record reads")
     max_held: int = Field(default=500_000, ge=1, description="pause the ring above this")
     metrics_port: int = Field(default=9102, ge=0, description="0: no metrics server")
 

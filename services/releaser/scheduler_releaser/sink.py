@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
@@ -53,6 +54,8 @@ class TransactionalSink:
         self._clock = clock
         self._metrics = metrics
         self._pending: list[_Emitted] = []
+        # One dedicated thread owns the producer's transactions (never queued behind reads).
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transactions")
 
     def emit(
         self,
@@ -82,7 +85,9 @@ class TransactionalSink:
         offsets = [TopicPartition(t, p, o, metadata=oldest) for (t, p), o in commits.items()]
         records = [r for item in batch for r in item.records]
         started = self._clock.monotonic_ms()
-        await asyncio.to_thread(self._transact, records, offsets)
+        await asyncio.get_running_loop().run_in_executor(
+            self._worker, self._transact, records, offsets
+        )
         self._metrics.transaction_seconds.observe((self._clock.monotonic_ms() - started) / 1000)
         self._tracker.confirm(commits)
         now = self._clock.now_ms()

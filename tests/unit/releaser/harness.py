@@ -3,7 +3,10 @@ that records what would be written in each transaction."""
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 
 import httpx
@@ -99,6 +102,32 @@ async def public_resolver(host: str, port: int) -> list[str]:
     return ["93.184.216.34"]
 
 
+class ManualSleep:
+    """Sleeping moves the manual clock instead of waiting on the wall clock."""
+
+    def __init__(self, clock: ManualClock, on_sleep: Callable[[], None] | None = None) -> None:
+        self.clock = clock
+        self.slept_ms = 0
+        self.on_sleep = on_sleep
+
+    async def __call__(self, seconds: float) -> None:
+        if self.on_sleep is not None:
+            self.on_sleep()
+        ms = max(1, math.ceil(seconds * 1000))
+        self.slept_ms += ms
+        self.clock.advance(ms)
+        await asyncio.sleep(0)
+
+
+class InlineExecutor(Executor):
+    """Runs record reads in the calling thread (the fakes are in memory)."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        future: Future[object] = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
@@ -155,9 +184,10 @@ def build(
     apps: tuple[Application, ...] = (REST_APP, KAFKA_APP),
     resolver=public_resolver,
     allow_private: bool = False,
+    on_sleep: Callable[[], None] | None = None,
 ) -> Harness:
     clock = ManualClock()
-    settings = settings or DispatchSettings(max_attempts=3, backoff_base_ms=500)
+    settings = settings or DispatchSettings(max_attempts=3, backoff_base_ms=500, prefetch_ms=0)
     transport = httpx.MockTransport(handler or (lambda request: httpx.Response(200)))
     client = httpx.AsyncClient(transport=transport, follow_redirects=False)
     registry = CollectorRegistry()
@@ -184,5 +214,7 @@ def build(
         sink=sink,
         codecs=CODECS,
         metrics=metrics,
+        sleep=ManualSleep(clock, on_sleep),
+        reads=InlineExecutor(),
     )
     return Harness(clock, dispatcher, sink, messages, buckets, app_lookup, commands, registry)

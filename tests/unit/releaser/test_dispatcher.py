@@ -227,3 +227,70 @@ def test_kafka_app_naming_a_system_or_missing_topic_fails() -> None:
         run(h.dispatcher.fire_due())
         assert [r.outcome for r in h.sink.results()] == [DeliveryOutcome.FAILED]
         assert all(r.topic != endpoint for e in h.sink.emitted for r in e.records)
+
+
+def test_prefetch_reads_early_but_delivers_exactly_at_the_due_instant() -> None:
+    from scheduler_releaser.settings import DispatchSettings
+
+    seen: list[int] = []
+    h = build(
+        lambda r: seen.append(h.clock.now_ms()) or httpx.Response(200),
+        settings=DispatchSettings(prefetch_ms=50, max_attempts=3),
+    )
+    m = h.message(due_in_ms=1_000)
+    h.dispatcher.accept(m, None)
+
+    async def scenario() -> None:
+        h.clock.advance(949)
+        assert h.dispatcher.start_due() == 0
+        h.clock.advance(1)  # 50 ms before due: the task starts, reads, waits for the due instant
+        assert h.dispatcher.start_due() == 1
+        await h.dispatcher.drain()
+
+    run(scenario())
+    assert seen == [m.due_ms]
+
+
+def test_an_abort_arriving_after_prefetch_but_before_due_still_wins() -> None:
+    from scheduler_releaser.settings import DispatchSettings
+
+    calls: list[httpx.Request] = []
+    reads: list[int] = []
+
+    def abort_while_waiting() -> None:
+        # called when the firing task waits for the due instant, i.e. after its record read
+        assert reads, "the record was not read before the wait"
+        abort = Command(
+            message_id=m.message_id,
+            app_id=m.app_id,
+            kind=CommandKind.ABORT,
+            generation=0,
+            issued_ms=h.clock.now_ms(),
+        )
+        h.commands.apply(0, abort, h.clock.now_ms())
+        h.commands.reached_end(0, h.clock.now_ms())
+
+    h = build(
+        lambda r: calls.append(r) or httpx.Response(200),
+        settings=DispatchSettings(prefetch_ms=50),
+        on_sleep=abort_while_waiting,
+    )
+    m = h.message(due_in_ms=50)
+    h.store_record(m)
+    get = h.messages.get
+    h.messages.get = lambda app, mid: reads.append(1) or get(app, mid)  # type: ignore[method-assign]
+    h.dispatcher.accept(m, None)
+    assert run(h.dispatcher.fire_due()) == 1
+    assert reads == [1]
+    assert calls == []
+    assert h.sink.results()[0].error == "aborted"
+
+
+def test_on_shutdown_waiting_deliveries_are_left_unsettled_not_sent() -> None:
+    calls: list[httpx.Request] = []
+    h = build(lambda r: calls.append(r) or httpx.Response(200))
+    h.dispatcher.accept(h.message(due_in_ms=0), Position("t", 0, 1))
+    h.dispatcher.stopping = True
+    run(h.dispatcher.fire_due())
+    assert calls == []
+    assert h.sink.emitted == []  # no result, offset not settled: read again after restart

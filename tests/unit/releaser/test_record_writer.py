@@ -53,7 +53,9 @@ def test_retry_then_sent_ends_sent_with_lateness_and_logs_in_any_order() -> None
     assert view is not None
     assert (view.state.status, view.state.attempt, view.state.lateness_ms) == (Status.SENT, 2, 20)
     ids = [e.entry_id for e in messages.logs("a", "m")]
-    assert ids == ["0:1:released", "0:1:attempt", "0:2:attempt", "0:2:sent"]
+    assert ids == ["0:1:released", "0:1:attempt", "0:2:sent"]
+    sent_entry = messages.logs("a", "m")[-1]
+    assert sent_entry.data["lateness_ms"] == 20 and sent_entry.data["http_status"] == 200
     [day] = usage.read("a", usage_day(0), usage_day(10_000))
     assert day.sent == 2  # approximate by design: a replayed result counts again
 
@@ -67,6 +69,7 @@ def test_failed_records_status_error_and_usage() -> None:
     assert view.state.error == "http 500: boom"
     failed = [e for e in messages.logs("a", "m") if e.entry_id == "0:3:failed"]
     assert failed and failed[0].data["error"] == "http 500: boom"
+    assert failed[0].data["http_status"] == 500 and failed[0].data["attempt"] == 3
     assert usage.read("a", 0, 1)[0].failed == 1
 
 

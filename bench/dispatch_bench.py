@@ -1,0 +1,305 @@
+"""Dispatcher benchmark: lateness (due instant -> receipt) at a steady rate of messages coming
+due, for a Kafka destination (read_committed consumer) and a local HTTP receiver.
+
+    .venv/bin/python bench/dispatch_bench.py --destination kafka [--rate 1000] [--seconds 20]
+    .venv/bin/python bench/dispatch_bench.py --destination rest  [--rate 1000] [--seconds 20]
+    .venv/bin/python bench/dispatch_bench.py --destination kafka --hotspot 100000
+
+One dispatcher process (`python -m scheduler_releaser.dispatch_main`, as deployed) on the local
+stack with a private topic prefix and keyspace (deleted afterwards). The ring records are
+produced before their slot opens (as the releaser does), spaced evenly at --rate; --hotspot
+puts that many messages in one second instead. Targets (issue 5): p50 <= 10 ms, p99 <= 100 ms
+at 1,000 msg/s; hotspot of 100,000 all delivered, the last at most 10 s late.
+Lateness is measured by this process at receipt: the HTTP request arriving, or the record
+becoming visible to a read_committed consumer (so it includes the transaction commit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from scheduler.cli import setup
+from scheduler.clock import SystemClock
+from scheduler.domain.ids import new_message_id
+from scheduler.records import DueMessage
+from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
+from scheduler.store.cassandra import connect
+from scheduler.store.cassandra_apps import CassandraAppStore
+from scheduler.store.cassandra_buckets import CassandraBucketStore
+from scheduler.store.ports import Application
+from scheduler.topics import Topics
+from scheduler_releaser.codecs import Codecs
+
+CLOCK = SystemClock()
+REPO = Path(__file__).resolve().parents[1]
+
+
+def percentile(sorted_values: list[int], q: float) -> int:
+    if not sorted_values:
+        return -1
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def service_env(
+    kafka: KafkaSettings, cassandra: CassandraSettings, s: SchedulingSettings
+) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "SCHEDULER_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+            "SCHEDULER_KAFKA_REPLICATION_FACTOR": "1",
+            "SCHEDULER_KAFKA_MIN_INSYNC_REPLICAS": "1",
+            "SCHEDULER_CASSANDRA_KEYSPACE": cassandra.keyspace,
+            "SCHEDULER_CASSANDRA_REPLICATION_FACTOR": "1",
+            "SCHEDULER_CASSANDRA_CONSISTENCY": cassandra.consistency,
+            "SCHEDULER_BUCKET_WIDTH_MS": str(s.bucket_width_ms),
+            "SCHEDULER_LOOKAHEAD_MS": str(s.lookahead_ms),
+            "SCHEDULER_PLACEMENT_MARGIN_MS": str(s.placement_margin_ms),
+            "SCHEDULER_RING_SIZE": str(s.ring_size),
+            "SCHEDULER_RING_SLOT_MS": str(s.ring_slot_ms),
+            "SCHEDULER_DISPATCH_METRICS_PORT": "0",
+            "SCHEDULER_DISPATCH_ALLOW_PRIVATE_DESTINATIONS": "true",
+        }
+    )
+    return env
+
+
+class HttpReceiver:
+    """A minimal HTTP/1.1 keep-alive endpoint on asyncio: records (message id, receipt ms)."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, int]] = []
+        self.port = 0
+
+    async def start(self) -> None:
+        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                at = CLOCK.now_ms()
+                length, mid = 0, ""
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    name = name.strip().lower()
+                    if name == b"content-length":
+                        length = int(value)
+                    elif name == b"x-scheduler-message-id":
+                        mid = value.strip().decode()
+                await reader.readexactly(length)
+                self.received.append((mid, at))
+                writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            writer.close()
+
+
+async def run(args: argparse.Namespace) -> int:
+    tag = uuid.uuid4().hex[:8]
+    kafka = KafkaSettings(
+        topic_prefix=f"bench{tag}.",
+        replication_factor=1,
+        min_insync_replicas=1,
+        due_partitions=args.partitions,
+    )
+    cassandra = CassandraSettings(
+        keyspace=f"bench_{tag}", replication_factor=1, consistency="LOCAL_ONE"
+    )
+    scheduling = SchedulingSettings(
+        bucket_width_ms=1_000,
+        lookahead_ms=10_000,
+        placement_margin_ms=1_000,
+        ring_size=12,
+        ring_slot_ms=5_000,
+    )
+    setup(kafka, cassandra, scheduling)
+    topics, codecs = Topics(kafka, scheduling), Codecs.build(kafka)
+    admin = AdminClient(kafka.client_config())
+    dest = f"benchdest-{tag}"
+    cluster, session = connect(cassandra, cassandra.keyspace)
+    receiver = HttpReceiver()
+    await receiver.start()
+    apps = CassandraAppStore(session)
+    apps.put_app(
+        Application(app_id="bench-kafka", owner_id="b", name="k", type="KAFKA", endpoint=dest)
+    )
+    apps.put_app(
+        Application(
+            app_id="bench-rest",
+            owner_id="b",
+            name="r",
+            type="REST",
+            endpoint=f"http://127.0.0.1:{receiver.port}/hook",
+            signing_secret="s",
+        )
+    )
+    CassandraBucketStore(session).advance_watermark(CLOCK.now_ms() + 3_600_000, CLOCK.now_ms())
+    for future in admin.create_topics([NewTopic(dest, 3, 1)]).values():
+        future.result()
+    app_id = "bench-kafka" if args.destination == "kafka" else "bench-rest"
+
+    # Messages come due from start_ms on, evenly at --rate, or all in one second (--hotspot).
+    count = args.hotspot or args.rate * args.seconds
+    start_ms = CLOCK.now_ms() + args.lead_s * 1000
+    due: dict[str, int] = {}
+    producer = Producer({**kafka.client_config(), "linger.ms": 20, "acks": "all"})
+    for i in range(count):
+        offset_ms = (i * 1000) // count if args.hotspot else (i * 1000) // args.rate
+        due_ms = start_ms + offset_ms
+        mid = new_message_id(CLOCK.now_ms())
+        due[mid] = due_ms
+        message = DueMessage(
+            message_id=mid,
+            app_id=app_id,
+            generation=0,
+            attempt=1,
+            due_ms=due_ms,
+            send_at_ms=due_ms,
+            created_ms=CLOCK.now_ms(),
+            payload_json='{"bench": true}',
+        )
+        while True:
+            try:
+                producer.produce(
+                    topics.ring.topic_for(due_ms),
+                    key=mid.encode(),
+                    value=codecs.due.encode(message),
+                )
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush(60)
+    print(f"produced {count} ring records; first due in {(start_ms - CLOCK.now_ms()) / 1000:.1f} s")
+
+    log = Path(f"/tmp/dispatch_bench_{tag}.log")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                *(["-m", "cProfile", "-o", args.profile] if args.profile else []),
+                "-m",
+                "scheduler_releaser.dispatch_main",
+            ],
+            env={
+                **service_env(kafka, cassandra, scheduling),
+                "SCHEDULER_DISPATCH_METRICS_PORT": str(args.metrics_port),
+            },
+            stderr=out,
+            cwd=REPO,
+        )
+    lateness: list[int] = []
+    seen: set[str] = set()
+    duplicates = 0
+    consumer = None
+    if args.destination == "kafka":
+        consumer = Consumer(
+            {
+                **kafka.client_config(),
+                "group.id": f"bench-{tag}",
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 5,
+                "enable.auto.commit": False,
+            }
+        )
+        consumer.subscribe([dest])
+    deadline = start_ms + (1000 if args.hotspot else args.seconds * 1000) + args.grace_s * 1000
+    try:
+        while len(seen) < count and CLOCK.now_ms() < deadline:
+            if consumer is not None:
+                msgs = await asyncio.to_thread(consumer.consume, 1000, 0.05)
+                now = CLOCK.now_ms()
+                batch = [(m.key().decode(), now) for m in msgs if m.error() is None]
+            else:
+                await asyncio.sleep(0.05)
+                batch, receiver.received = receiver.received, []
+            for mid, at in batch:
+                if mid in seen:
+                    duplicates += 1
+                    continue
+                seen.add(mid)
+                lateness.append(at - due[mid])
+    finally:
+        if args.metrics_port:
+            with urllib.request.urlopen(f"http://127.0.0.1:{args.metrics_port}/metrics") as r:
+                Path(f"/tmp/dispatch_bench_{tag}.metrics").write_bytes(r.read())
+            print(f"dispatcher metrics in /tmp/dispatch_bench_{tag}.metrics")
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, 60)  # the receiver keeps answering meanwhile
+        if consumer is not None:
+            consumer.close()
+        cluster.shutdown()
+        _cleanup(kafka, cassandra, dest)
+    lateness.sort()
+    early = sum(1 for v in lateness if v < 0)
+    print(
+        json.dumps(
+            {
+                "destination": args.destination,
+                "mode": f"hotspot {count} in 1 s"
+                if args.hotspot
+                else f"{args.rate} msg/s for {args.seconds} s",
+                "delivered": len(seen),
+                "expected": count,
+                "duplicates": duplicates,
+                "early": early,
+                "lateness_ms": {
+                    "p50": percentile(lateness, 0.5),
+                    "p99": percentile(lateness, 0.99),
+                    "p99.9": percentile(lateness, 0.999),
+                    "max": lateness[-1] if lateness else -1,
+                },
+                "dispatcher_log": str(log),
+            },
+            indent=2,
+        )
+    )
+    return 0 if len(seen) == count and early == 0 else 1
+
+
+def _cleanup(kafka: KafkaSettings, cassandra: CassandraSettings, dest: str) -> None:
+    admin = AdminClient(kafka.client_config())
+    ours = [
+        t
+        for t in admin.list_topics(timeout=10).topics
+        if t.startswith(kafka.topic_prefix) or t == dest
+    ]
+    for future in admin.delete_topics(ours, operation_timeout=30).values():
+        future.result()
+    cluster, session = connect(cassandra)
+    try:
+        session.execute(f"DROP KEYSPACE IF EXISTS {cassandra.keyspace}", timeout=60)
+    finally:
+        cluster.shutdown()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--destination", choices=["kafka", "rest"], default="kafka")
+    parser.add_argument("--rate", type=int, default=1000, help="messages coming due per second")
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--hotspot", type=int, default=0, help="N messages due in one second")
+    parser.add_argument("--partitions", type=int, default=3, help="ring topic partitions")
+    parser.add_argument("--lead-s", type=int, default=12, help="time before the first is due")
+    parser.add_argument("--profile", default="", help="cProfile the dispatcher into this file")
+    parser.add_argument("--metrics-port", type=int, default=0, help="scrape the dispatcher")
+    parser.add_argument("--grace-s", type=int, default=20, help="wait this long after the last")
+    return asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
