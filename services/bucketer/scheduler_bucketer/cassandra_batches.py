@@ -22,7 +22,8 @@ committed only after every statement succeeded; a failure retries the whole Kafk
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, cast
 
 from cassandra.cluster import ResponseFuture, Session
@@ -73,7 +74,21 @@ class CapturingSession:
         return captured
 
 
+class _Group:
+    """Statements waiting to fill a batch for one replica."""
+
+    __slots__ = ("bytes", "statements")
+
+    def __init__(self) -> None:
+        self.statements: list[Statement] = []
+        self.bytes = 0
+
+
 class BatchExecutor:
+    """Streams statements into batches: a batch is sent as soon as it is full, so binding the
+    next statements overlaps with Cassandra applying the previous ones. `wait()` sends what is
+    left and returns when everything sent is done, raising the first failure."""
+
     def __init__(
         self,
         session: Session,
@@ -85,42 +100,72 @@ class BatchExecutor:
         self._max_statements = max_statements
         self._max_bytes = max_bytes
         self._concurrency = concurrency
+        self._groups: dict[object, _Group] = {}
+        self._in_flight: deque[ResponseFuture] = deque()
+        self._errors: list[BaseException] = []
+        self._seen: set[tuple[bytes, tuple[object, ...]]] = set()
 
-    def execute(self, statements: Sequence[Statement]) -> None:
-        in_flight: list[ResponseFuture] = []
-        errors: list[BaseException] = []
-        for request in self._batches(statements):
-            if len(in_flight) >= self._concurrency:
-                _settle(in_flight.pop(0), errors)
-            in_flight.append(self._session.execute_async(request))
-        for future in in_flight:
-            _settle(future, errors)
+    def execute(self, statements: Iterable[Statement]) -> None:
+        self.add(statements)
+        self.wait()
+
+    def add(self, statements: Iterable[Statement]) -> None:
+        try:
+            self._add(statements)
+        except Exception:
+            # The batch fails as a whole: forget what was queued, settle what was sent.
+            self._groups.clear()
+            self._seen.clear()
+            while self._in_flight:
+                _settle(self._in_flight.popleft(), [])
+            self._errors.clear()
+            raise
+
+    def _add(self, statements: Iterable[Statement]) -> None:
+        for statement in statements:
+            if self._repeated(statement):
+                continue
+            size = _size(statement)
+            if size >= self._max_bytes or isinstance(statement, BatchStatement):
+                self._send(statement)  # too big for a batch, or a batch already
+                continue
+            group = self._groups.setdefault(self._replica(statement), _Group())
+            if group.statements and (
+                len(group.statements) >= self._max_statements
+                or group.bytes + size > self._max_bytes
+            ):
+                self._send(_as_request(group.statements))
+                group.statements, group.bytes = [], 0
+            group.statements.append(statement)
+            group.bytes += size
+
+    def wait(self) -> None:
+        for group in self._groups.values():
+            if group.statements:
+                self._send(_as_request(group.statements))
+        self._groups.clear()
+        self._seen.clear()
+        while self._in_flight:
+            _settle(self._in_flight.popleft(), self._errors)
+        errors, self._errors = self._errors, []
         if errors:
             raise errors[0]
 
-    def _batches(self, statements: Sequence[Statement]) -> list[Statement]:
-        by_replica: dict[object, list[Statement]] = {}
-        for statement in statements:
-            by_replica.setdefault(self._replica(statement), []).append(statement)
-        requests: list[Statement] = []
-        for group in by_replica.values():
-            batch: list[Statement] = []
-            size = 0
-            for statement in group:
-                bytes_ = _size(statement)
-                if bytes_ >= self._max_bytes or isinstance(statement, BatchStatement):
-                    requests.append(statement)  # too big for a batch, or a batch already
-                    continue
-                if batch and (
-                    len(batch) >= self._max_statements or size + bytes_ > self._max_bytes
-                ):
-                    requests.append(_as_request(batch))
-                    batch, size = [], 0
-                batch.append(statement)
-                size += bytes_
-            if batch:
-                requests.append(_as_request(batch))
-        return requests
+    def _repeated(self, statement: Statement) -> bool:
+        """The very same write again (same prepared statement, same values) since the last
+        `wait()`, e.g. the listing-day row every message of a day writes: once is enough."""
+        if not isinstance(statement, BoundStatement):
+            return False
+        key = (statement.prepared_statement.query_id, tuple(statement.values))
+        if key in self._seen:
+            return True
+        self._seen.add(key)
+        return False
+
+    def _send(self, request: Statement) -> None:
+        if len(self._in_flight) >= self._concurrency:
+            _settle(self._in_flight.popleft(), self._errors)
+        self._in_flight.append(self._session.execute_async(request))
 
     def _replica(self, statement: Statement) -> object:
         routing_key = statement.routing_key
@@ -153,7 +198,7 @@ def _settle(future: ResponseFuture, errors: list[BaseException]) -> None:
 
 
 class CassandraBatchWriter:
-    """Writer for the real stores: capture the adapters' statements, send them batched."""
+    """Writer for the real stores: capture the adapters' statements, stream them as batches."""
 
     def __init__(
         self,
@@ -168,33 +213,21 @@ class CassandraBatchWriter:
         self._buckets = buckets
         self._executor = BatchExecutor(session, max_statements, max_bytes, concurrency)
 
-    def write(self, ops: Sequence[WriteOp]) -> None:
-        rows: list[tuple[int, int, Any]] = []
+    def submit(self, ops: Sequence[WriteOp]) -> None:
+        self._executor.add(self._statements(ops))
+
+    def _statements(self, ops: Sequence[WriteOp]) -> Iterator[Statement]:
         for op in ops:
             if isinstance(op, SaveRecord):
                 self._messages.save(op.content, op.state, op.log)
             elif isinstance(op, WriteStatus):
                 self._messages.update_status(op.app_id, op.message_id, op.state, op.log)
             elif isinstance(op, StoreRow):
-                rows.append((op.bucket_ms, op.shard, op.message))
-        statements: list[Statement] = self._capture.take()
-        statements += self._buckets.store_statements(rows)
-        self._executor.execute(distinct(statements))
+                yield from self._buckets.store_statements([(op.bucket_ms, op.shard, op.message)])
+            yield from self._capture.take()
+
+    def drain(self) -> None:
+        self._executor.wait()
 
     def close(self) -> None:
         return None
-
-
-def distinct(statements: Sequence[Statement]) -> list[Statement]:
-    """Drop repeats of the very same write (same prepared statement, same values), e.g. the
-    listing-day row every message of a day writes: idempotent writes, so once is enough."""
-    seen: set[tuple[bytes, tuple[object, ...]]] = set()
-    unique: list[Statement] = []
-    for statement in statements:
-        if isinstance(statement, BoundStatement):
-            key = (statement.prepared_statement.query_id, tuple(statement.values))
-            if key in seen:
-                continue
-            seen.add(key)
-        unique.append(statement)
-    return unique

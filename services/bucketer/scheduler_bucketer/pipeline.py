@@ -4,7 +4,8 @@
 committed, in this order:
 
 1. requests: admit (decode, validate, live app) or reject; route each accepted message;
-2. write every record (READY or QUEUED) and every bucket row, concurrently, and wait;
+2. write every record (READY or QUEUED) and every bucket row, concurrently (chunk by chunk, so
+   writes overlap with decoding), and wait until all are durable;
 3. re-read the watermark: a stored message whose bucket was released meanwhile is also sent
    directly (decision 2; duplicates are removed downstream by (id, generation, attempt));
 4. commands (abort, redrive, reschedule), after the requests of the same batch are written;
@@ -40,6 +41,7 @@ from .settings import BucketerSettings
 from .writer import Writer
 
 log = logging.getLogger("scheduler_bucketer.pipeline")
+CHUNK = 250  # requests routed per write submission
 
 
 class BatchProcessor:
@@ -76,14 +78,22 @@ class BatchProcessor:
         commands = [r for r in records if r.topic == self._topics.commands]
         self._metrics.consumed.labels("requests").inc(len(requests))
         self._metrics.consumed.labels("commands").inc(len(commands))
-        entries: list[Entry] = []
-        for record in requests:
-            admitted = self._intake.admit(record)
-            if isinstance(admitted, Rejection):
-                outbox.rejections.append(admitted)
-            else:
-                entries.append(entry_of(admitted, self._scheduling))
-        self._placer.place(_latest_per_message(entries), outbox)
+        # Chunks: the writes of one chunk travel while the next one is decoded and routed.
+        stored: list[Entry] = []
+        seen: set[tuple[str, str]] = set()
+        for start in range(0, len(requests), CHUNK):
+            entries: list[Entry] = []
+            for record in requests[start : start + CHUNK]:
+                admitted = self._intake.admit(record)
+                if isinstance(admitted, Rejection):
+                    outbox.rejections.append(admitted)
+                    continue
+                key = (admitted.request.app_id, admitted.request.message_id)
+                if key not in seen:  # a message repeated in one batch (a producer retry)
+                    seen.add(key)
+                    entries.append(entry_of(admitted, self._scheduling))
+            stored += self._placer.submit(entries, outbox)
+        self._placer.finish(stored, outbox)
         for record in commands:
             self._commands.apply(record, outbox)
         self._produce(outbox)
@@ -124,14 +134,6 @@ class BatchProcessor:
             )
         if outbox.direct or outbox.rejections:
             self._producer.flush(self._flush_timeout_s)
-
-
-def _latest_per_message(entries: list[Entry]) -> list[Entry]:
-    """A message id repeated in one batch (a producer retry) is placed once."""
-    unique: dict[tuple[str, str], Entry] = {}
-    for entry in entries:
-        unique[(entry.message.app_id, entry.message.message_id)] = entry
-    return list(unique.values())
 
 
 @dataclass(frozen=True)

@@ -66,8 +66,11 @@ class Placer:
         self._metrics = metrics
 
     def place(self, entries: Sequence[Entry], outbox: Outbox) -> None:
-        if not entries:
-            return
+        """Route, write durably and re-check, in one go (commands use this)."""
+        self.finish(self.submit(entries, outbox), outbox)
+
+    def submit(self, entries: Sequence[Entry], outbox: Outbox) -> list[Entry]:
+        """Route the entries and start their writes; returns the stored ones for `finish`."""
         now = self._clock.now_ms()
         writes: list[WriteOp] = []
         stored: list[Entry] = []
@@ -86,12 +89,19 @@ class Placer:
                 writes.append(self._status_write(entry, Status.READY, now, data))
                 writes.append(StoreRow(bucket, shard, m))
                 stored.append(entry)
-        self._writer.write(writes)
+        self._writer.submit(writes)
+        return stored
+
+    def finish(self, stored: Sequence[Entry], outbox: Outbox) -> None:
+        """Wait until every submitted write is durable, then re-check the watermark."""
+        self._writer.drain()
         self._metrics.stored.inc(len(stored))
         if stored:
-            self._send_if_released_meanwhile(stored, now, outbox)
+            self._send_if_released_meanwhile(stored, self._clock.now_ms(), outbox)
 
-    def _send_if_released_meanwhile(self, stored: list[Entry], now: int, outbox: Outbox) -> None:
+    def _send_if_released_meanwhile(
+        self, stored: Sequence[Entry], now: int, outbox: Outbox
+    ) -> None:
         watermark = self._router.watermark(fresh=True)
         late = [entry for entry in stored if self._router.released(entry.message.due_ms, watermark)]
         if not late:
@@ -102,7 +112,8 @@ class Placer:
             data: dict[str, object] = {"topic": topic, "released_meanwhile": True}
             writes.append(self._status_write(entry, Status.QUEUED, now, data, update_only=True))
             outbox.direct.append((topic, entry.message))
-        self._writer.write(writes)
+        self._writer.submit(writes)
+        self._writer.drain()
         self._metrics.routed_direct.labels("released_meanwhile").inc(len(late))
         log.info(
             "%d stored message(s) were in buckets released meanwhile: sent directly", len(late)

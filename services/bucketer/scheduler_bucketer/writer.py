@@ -1,7 +1,8 @@
 """The batch's durable writes, as data: what to write is decided by the placer, how by a Writer.
 
-`Writer.write(ops)` returns only when every operation is durable, or raises (the batch is then
-retried as a whole; every write is idempotent by message id).
+`Writer.submit(ops)` starts the writes, `Writer.drain()` returns only when every submitted
+operation is durable, or raises (the batch is then retried as a whole; every write is idempotent
+by message id).
 
 - `PortWriter`: calls the storage ports (any MessageStore / BucketStore: the fakes in unit tests),
   overlapping the calls in a small thread pool.
@@ -53,8 +54,15 @@ WriteOp = SaveRecord | WriteStatus | StoreRow
 
 
 class Writer(Protocol):
-    def write(self, ops: Sequence[WriteOp]) -> None:
-        """Make every operation durable, or raise."""
+    """Writes are submitted (and may start) as a batch is routed, and drained before the
+    watermark re-check and the commit."""
+
+    def submit(self, ops: Sequence[WriteOp]) -> None:
+        """Start making the operations durable; may return before they are."""
+
+    def drain(self) -> None:
+        """Wait until everything submitted is durable; raise the first failure (then forget
+        it: the caller retries the whole batch)."""
 
     def close(self) -> None: ...
 
@@ -64,11 +72,14 @@ class PortWriter:
         self._messages = messages
         self._buckets = buckets
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="bucketer-write")
+        self._pending: list[Future[None]] = []
 
-    def write(self, ops: Sequence[WriteOp]) -> None:
-        calls = [self._call(op) for op in ops]
-        futures: list[Future[None]] = [self._pool.submit(call) for call in calls]
-        errors = [e for e in (f.exception() for f in futures) if e is not None]
+    def submit(self, ops: Sequence[WriteOp]) -> None:
+        self._pending += [self._pool.submit(self._call(op)) for op in ops]
+
+    def drain(self) -> None:
+        pending, self._pending = self._pending, []
+        errors = [e for e in (f.exception() for f in pending) if e is not None]
         if errors:
             raise errors[0]
 
