@@ -165,9 +165,11 @@ class Dispatcher:
 
     async def _fire(self, message: DueMessage, position: Position | None) -> None:
         app = await self._apps.get(message.app_id)
+        started = self._clock.monotonic_ms()
         view = await asyncio.get_running_loop().run_in_executor(
             self._reads, self._messages.get, message.app_id, message.message_id
         )
+        self._metrics.record_read.observe((self._clock.monotonic_ms() - started) / 1000)
         await self._until_due(message.due_ms)
         if self.stopping:
             return  # not fired: left unsettled (its offset is not committed)
@@ -183,6 +185,7 @@ class Dispatcher:
             return
         if now < message.due_ms:  # unreachable by construction; the guarantee is checked anyway
             raise AssertionError(f"{message.message_id} would fire early")
+        self._metrics.fire_delay.observe((now - message.due_ms) / 1000)
         if app.type == "KAFKA":
             await self._fire_kafka(app, message, position)
         else:

@@ -36,6 +36,18 @@ class DispatchMetrics:
             buckets=LATENESS_BUCKETS,
             registry=registry,
         )
+        self.fire_delay = Histogram(
+            "scheduler_dispatch_fire_delay_seconds",
+            "Due instant to the start of the delivery (after the fire-time checks)",
+            buckets=LATENESS_BUCKETS,
+            registry=registry,
+        )
+        self.record_read = Histogram(
+            "scheduler_dispatch_record_read_seconds",
+            "Fire-time read of the message record (queueing included)",
+            buckets=LATENESS_BUCKETS,
+            registry=registry,
+        )
         self.attempts = Counter(
             "scheduler_dispatch_attempts_total",
             "Delivery attempts by destination type, outcome and reason",
