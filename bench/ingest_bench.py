@@ -56,7 +56,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def server_means(url: str) -> str:
+def server_means(url: str, route: str) -> str:
     """Mean server-side latencies from the gateway's own metrics (since it started)."""
     text = httpx.get(f"{url}/metrics", timeout=10).text
     sums: dict[str, float] = {}
@@ -66,13 +66,14 @@ def server_means(url: str) -> str:
         name, _, value = line.rpartition(" ")
         sums[name] = sums.get(name, 0.0) + float(value)
 
-    def mean(prefix: str) -> float:
-        count = sum(v for k, v in sums.items() if k.startswith(prefix + "_count"))
-        total = sum(v for k, v in sums.items() if k.startswith(prefix + "_sum"))
+    def mean(prefix: str, label: str = "") -> float:
+        count = sum(v for k, v in sums.items() if k.startswith(prefix + "_count") and label in k)
+        total = sum(v for k, v in sums.items() if k.startswith(prefix + "_sum") and label in k)
         return 1000 * total / count if count else 0.0
 
+    request = mean("scheduler_ingest_request_seconds", f'route="{route}"')
     return (
-        f"server means: request {mean('scheduler_ingest_request_seconds'):.1f} ms,"
+        f"server means so far: {route} {request:.1f} ms,"
         f" Kafka produce->ack {mean('scheduler_ingest_kafka_produce_seconds'):.1f} ms"
     )
 
@@ -230,7 +231,7 @@ def main() -> int:
                 f"  p99 {p99s[-1]:.1f} ms  failures {failures}"
                 f"  gateway CPU {cpu / wall:.2f} cores, {1000 * cpu / max(ok, 1):.2f} ms/request"
             )
-        print(server_means(url))
+        print(server_means(url, "/messages"))
         batches = []
         for run in range(args.runs):
             cpu0, t0 = cpu_seconds(gateway.pid), time.perf_counter()
@@ -244,7 +245,7 @@ def main() -> int:
                 f"  p99 {percentile(lat, 0.99):.0f} ms per batch  failures {failures}"
                 f"  gateway CPU {cpu / wall:.2f} cores, {1000 * cpu / max(msgs, 1):.3f} ms/message"
             )
-        print(server_means(url))
+        print(server_means(url, "/messages/batch"))
         print(
             f"MEDIANS single: {statistics.median(singles):,.0f} req/s,"
             f" p50 {statistics.median(p50s):.1f} ms, p99 {statistics.median(p99s):.1f} ms"

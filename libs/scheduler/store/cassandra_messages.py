@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from cassandra.cluster import ResponseFuture, Session
-from cassandra.query import BatchStatement, BatchType, PreparedStatement
+from cassandra.query import BatchStatement, BatchType, PreparedStatement, Statement
 
 from scheduler.domain.status import Status
 from scheduler.store.cursor import decode_cursor, encode_cursor
@@ -39,6 +39,10 @@ DAY_MS = 86_400_000
 # cursor and the client continues from there.
 MAX_SCANNED_PER_PAGE = 2_000
 _FETCH_SIZE = 200
+# Cassandra refuses multi-partition batches above batch_size_fail_threshold (50 KiB by default):
+# save_many keeps its batches below this, and writes a bigger message's statements one by one.
+MAX_BATCH_BYTES = 40 * 1024
+_MESSAGE_OVERHEAD_BYTES = 512
 
 
 def day_of(epoch_ms: int) -> int:
@@ -123,40 +127,57 @@ class CassandraMessageStore:
         _wait_all(futures)
 
     def save_many(
-        self, items: Sequence[tuple[MessageContent, StatusUpdate, LogEntry]], in_flight: int = 64
+        self,
+        items: Sequence[tuple[MessageContent, StatusUpdate, LogEntry]],
+        in_flight: int = 64,
+        per_batch: int = 1,
     ) -> None:
-        """`save` for many messages, with far fewer requests: each message's statements travel in
-        one unlogged batch (the per-request cost of the Python driver, not Cassandra, is what
-        limits a gateway), and a listing day is written once per call. Not atomic, and need not
-        be: every statement is idempotent and a failure raises, so the caller retries or reports.
+        """`save` for many messages, with far fewer requests: the statements of up to `per_batch`
+        messages travel in one unlogged batch (the per-request cost of the Python driver is what
+        limits a gateway), below MAX_BATCH_BYTES, and a listing day is written once per call.
+        Not atomic, and need not be: every statement is idempotent and a failure raises, so the
+        caller retries or reports.
         Statement-level timestamps (the status group's precedence) hold inside a batch that has
         no timestamp of its own."""
         days: set[tuple[str, int]] = set()
-        requests: list[BatchStatement] = []
+        requests: list[Statement] = []
+        batch: BatchStatement | None = None
+        batch_messages = batch_bytes = 0
         for content, state, log in items:
             c = content
             day = day_of(c.created_ms)
-            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-            batch.add(
-                self._insert_content,
-                (
-                    c.app_id,
-                    c.message_id,
-                    c.payload_json,
-                    c.send_at_ms,
-                    c.created_ms,
-                    c.idempotency_key,
-                    c.kafka_key,
-                    c.source,
+            statements = [
+                self._insert_content.bind(
+                    (
+                        c.app_id,
+                        c.message_id,
+                        c.payload_json,
+                        c.send_at_ms,
+                        c.created_ms,
+                        c.idempotency_key,
+                        c.kafka_key,
+                        c.source,
+                    )
                 ),
-            )
-            batch.add(self._update_status, _status_values(c.app_id, c.message_id, state))
-            batch.add(self._insert_listing, (c.app_id, day, c.created_ms, c.message_id))
-            batch.add(self._insert_log, _log_values(c.app_id, c.message_id, log))
+                self._update_status.bind(_status_values(c.app_id, c.message_id, state)),
+                self._insert_listing.bind((c.app_id, day, c.created_ms, c.message_id)),
+                self._insert_log.bind(_log_values(c.app_id, c.message_id, log)),
+            ]
             if (c.app_id, day) not in days:
                 days.add((c.app_id, day))
-                batch.add(self._insert_day, (c.app_id, day))
-            requests.append(batch)
+                statements.append(self._insert_day.bind((c.app_id, day)))
+            size = len(c.payload_json) * 4 + _MESSAGE_OVERHEAD_BYTES  # UTF-8 upper bound
+            if size > MAX_BATCH_BYTES:  # too big for any batch: its statements go one by one
+                requests += statements
+                continue
+            if batch is None or batch_messages >= per_batch or batch_bytes + size > MAX_BATCH_BYTES:
+                batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+                requests.append(batch)
+                batch_messages = batch_bytes = 0
+            for statement in statements:
+                batch.add(statement)
+            batch_messages += 1
+            batch_bytes += size
         errors: list[BaseException] = []
         pending: list[ResponseFuture] = []
         for request in requests:

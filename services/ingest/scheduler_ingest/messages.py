@@ -48,6 +48,7 @@ log = logging.getLogger("scheduler_ingest.messages")
 
 FIRST_ATTEMPT = 1
 _ULID_RANDOM_BYTES = 10  # the 80 random bits of a ULID
+SAVE_PER_BATCH = 10  # messages per unlogged Cassandra batch when recording a batch request
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,7 @@ class MessageService:
         save_many = getattr(self._store, "save_many", None)  # the Cassandra adapter's batched path
         if save_many is not None:
             try:
-                await self._io(save_many, items)
+                await self._io(save_many, items, per_batch=SAVE_PER_BATCH)
                 failures: list[BaseException] = []
             except Exception as exc:  # noqa: BLE001 - Kafka has them: logged, answered 200
                 failures = [exc] * len(items)

@@ -144,3 +144,22 @@ def test_publish_many_settles_once_every_record_is_acknowledged(live_env: LiveEn
     found = [r.value for r in read_topic(live_env.kafka, topic) if r.key == marker]
     assert found == [str(i).encode() for i in range(300)]  # one key: one partition, in order
     assert asyncio.run(live_env.publisher.publish_many([])) == []  # type: ignore[arg-type]
+
+
+def test_a_payload_near_the_limit_is_recorded(h: LiveHarness) -> None:
+    payload = "é" * 100_000  # 200,000 bytes of UTF-8: above Cassandra's batch limit
+    r = h.schedule({"payload": payload, "sendAt": SOON})
+    assert r.status_code == 200, r.text
+    got = h.client.get(f"/messages/{r.json()['messageId']}", headers=h.alice.data)
+    assert got.status_code == 200 and got.json()["payload"] == payload
+    batch = h.client.post(
+        "/messages/batch",
+        json={"messages": [{"payload": payload, "sendAt": SOON}, {"payload": 1, "sendAt": SOON}]},
+        headers=h.alice.data,
+    ).json()
+    assert batch["accepted"] == 2
+    for item in batch["results"]:
+        assert (
+            h.client.get(f"/messages/{item['messageId']}", headers=h.alice.data).status_code == 200
+        )
+    assert "scheduler_ingest_record_write_failures_total 0.0" in h.client.get("/metrics").text

@@ -52,3 +52,24 @@ def message_store(
     apply_migrations(cassandra_session, cassandra_settings, ManualClock().now_ms())
     cassandra_session.set_keyspace(cassandra_settings.keyspace)
     yield BatchedSaves(cassandra_session)
+
+
+def test_large_payloads_are_saved_outside_batches(message_store: CassandraMessageStore) -> None:
+    """Cassandra fails multi-partition batches above batch_size_fail_threshold (50 KiB by
+    default); a payload near the 256 KiB limit must still be saved."""
+    from scheduler.domain.status import Status
+
+    big = '"' + "x" * 200_000 + '"'
+    items = [
+        (
+            MessageContent("app-big", f"01BIG{i:021d}", big if i % 2 else "1", 10**12, 10**12),
+            StatusUpdate(Status.READY, 0, 1, 10**12, 10**12),
+            LogEntry(10**12, "0:1:scheduled", Status.READY),
+        )
+        for i in range(4)
+    ]
+    message_store.save_many(items, per_batch=3)
+    for content, _, _ in items:
+        view = message_store.get("app-big", content.message_id)
+        assert view is not None and view.content.payload_json == content.payload_json
+    assert len(message_store.list("app-big", None, None, 10).items) == 4
