@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer
 
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
 from scheduler.store.ports import Application
@@ -117,3 +118,93 @@ def test_kill_9_during_a_kafka_burst_neither_loses_nor_duplicates(env: Env, tmp_
     assert not missing, f"{len(missing)} lost"
     duplicated = {k: n for k, n in seen.items() if n > 1}
     assert not duplicated, f"{len(duplicated)} duplicated"
+
+
+def test_kill_9_of_the_releaser_mid_bucket_loses_nothing(env: Env, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from scheduler.domain.status import Status
+
+    from .test_release import store
+
+    log = tmp_path / "releaser.log"
+    env.add_app(Application(app_id="r", owner_id="o", name="r", type="REST", endpoint="http://x/"))
+    now = CLOCK.now_ms()
+    # overdue by the time the releaser runs: released at once, bucket after bucket
+    stored = [due_message("r", now + 200 + i) for i in range(3_000)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda m: store(env, m), stored))
+    ids = {m.message_id for m in stored}
+    process_env = {
+        **service_env(env.kafka, env.cassandra, env.scheduling),
+        "SCHEDULER_RELEASE_METRICS_PORT": "0",
+        "SCHEDULER_RELEASE_TICK_MS": "200",
+        "SCHEDULER_RELEASE_SESSION_TIMEOUT_MS": "6000",
+        "SCHEDULER_RELEASE_INITIAL_BACKFILL_MS": "20000",
+    }
+
+    def start() -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "scheduler_releaser.release_main"],
+                env=process_env,
+                stdout=subprocess.DEVNULL,
+                stderr=out,
+            )
+
+    consumer = Consumer(
+        {
+            **env.kafka.client_config(),
+            "group.id": f"{env.kafka.topic_prefix}ring-reader",
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe(env.topics.ring.topics())
+    in_ring: collections.Counter[str] = collections.Counter()
+
+    def read(for_ms: int) -> None:
+        end = CLOCK.monotonic_ms() + for_ms
+        while CLOCK.monotonic_ms() < end:
+            for msg in consumer.consume(1000, timeout=0.1):
+                if msg.error() is None:
+                    in_ring[msg.key().decode()] += 1
+
+    first = start()
+    try:
+        deadline = CLOCK.monotonic_ms() + 60_000
+        while not in_ring and CLOCK.monotonic_ms() < deadline:
+            read(50)
+        assert in_ring, "the releaser produced nothing: " + log.read_text()[-2000:]
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        killed_at = len(in_ring)
+        second = start()
+        try:
+            deadline = CLOCK.monotonic_ms() + 90_000
+            while set(in_ring) != ids and CLOCK.monotonic_ms() < deadline:
+                read(200)
+
+            def all_queued() -> bool:
+                return all(
+                    env.stores.messages.get("r", m.message_id).state.status is Status.QUEUED
+                    for m in stored
+                )
+
+            deadline = CLOCK.monotonic_ms() + 30_000
+            while not all_queued() and CLOCK.monotonic_ms() < deadline:
+                read(500)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(30) == 0, log.read_text()[-3000:]
+    finally:
+        if first.poll() is None:
+            first.kill()
+        consumer.close()
+    assert killed_at < len(ids), "the kill came after the whole release"
+    assert set(in_ring) == ids, f"{len(ids - set(in_ring))} never reached the ring"
+    assert all_queued()
+    width = env.scheduling.bucket_width_ms
+    for bucket in {m.due_ms - m.due_ms % width for m in stored}:
+        assert env.stores.buckets.partitions(bucket) == []
