@@ -102,6 +102,7 @@ class Harness:
     suffix: str = ""
     hasher: SecretHasher = HASHER
     schema_registry: Any = None
+    start_client: bool = True  # False: nothing runs until used (e.g. built at import time)
 
     def __post_init__(self) -> None:
         self.topics = Topics(self.kafka, SCHEDULING)
@@ -122,7 +123,8 @@ class Harness:
             ),
         )
         self.client = TestClient(self.app, raise_server_exceptions=False)
-        self.client.__enter__()  # runs the lifespan (startup/shutdown handlers)
+        if self.start_client:
+            self.client.__enter__()  # runs the lifespan (startup/shutdown handlers)
         now, sfx = self.clock.now_ms(), self.suffix
         self.alice = seed_owner(
             self.apps, f"alice{sfx}@example.com", f"app-alice{sfx}", now, self.hasher
@@ -152,4 +154,5 @@ class Harness:
         return self.client.post("/messages", json=body, headers=(tenant or self.alice).data)
 
     def close(self) -> None:
-        self.client.__exit__(None, None, None)
+        if self.start_client:
+            self.client.__exit__(None, None, None)

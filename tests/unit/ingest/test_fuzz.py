@@ -20,8 +20,8 @@ pytestmark = pytest.mark.unit
 
 
 # Built at import: schemathesis parametrizes at collection time (its lazy fixture loader does
-# not work with this pytest version). Fakes only, no I/O; closed by the module fixture below.
-HARNESS = Harness()
+# not work with this pytest version). Fakes only, no I/O, no thread until a test runs.
+HARNESS = Harness(start_client=False)
 schema = schemathesis.openapi.from_asgi("/openapi.json", HARNESS.app)
 
 
