@@ -122,6 +122,8 @@ class BatchExecutor:
             raise
 
     def _add(self, statements: Iterable[Statement]) -> None:
+        # Token-aware grouping matters only with several nodes; skip the lookups otherwise.
+        by_replica = len(self._session.cluster.metadata.all_hosts()) > 1
         for statement in statements:
             if self._repeated(statement):
                 continue
@@ -129,7 +131,8 @@ class BatchExecutor:
             if size >= self._max_bytes or isinstance(statement, BatchStatement):
                 self._send(statement)  # too big for a batch, or a batch already
                 continue
-            group = self._groups.setdefault(self._replica(statement), _Group())
+            replica = self._replica(statement) if by_replica else None
+            group = self._groups.setdefault(replica, _Group())
             if group.statements and (
                 len(group.statements) >= self._max_statements
                 or group.bytes + size > self._max_bytes

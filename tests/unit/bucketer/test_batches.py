@@ -25,7 +25,8 @@ class FakeSession:
         self.fail = fail
         self.cluster = SimpleNamespace(
             metadata=SimpleNamespace(
-                get_replicas=lambda ks, key: [SimpleNamespace(endpoint=key.decode())]
+                get_replicas=lambda ks, key: [SimpleNamespace(endpoint=key.decode())],
+                all_hosts=lambda: ["A", "B"],
             )
         )
 
