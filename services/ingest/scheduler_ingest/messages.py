@@ -15,6 +15,7 @@ showing READY with no command behind it would never be delivered.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import secrets
@@ -183,7 +184,19 @@ class MessageService:
         for (i, _), found in zip(keyed, existing, strict=True):
             if found is not None:
                 results[i] = found
-        to_publish = [(i, r) for i, r in enumerate(results) if isinstance(r, ScheduleRequest)]
+        # The same idempotency key twice in one batch: publish the first, answer the others
+        # with its outcome, as a later request would be answered.
+        first_of: dict[str, int] = {}
+        repeats: list[tuple[int, int]] = []
+        to_publish = []
+        for i, r in enumerate(results):
+            if not isinstance(r, ScheduleRequest):
+                continue
+            if r.message_id in first_of:
+                repeats.append((i, first_of[r.message_id]))
+            else:
+                first_of[r.message_id] = i
+                to_publish.append((i, r))
         errors = await self._publisher.publish_many(
             [
                 (self._topics.requests, r.app_id.encode(), self._requests.encode(r))
@@ -198,6 +211,13 @@ class MessageService:
             else:
                 published.append(request)
                 results[i] = Accepted(request.message_id, request.send_at_ms, Status.READY)
+        for i, first in repeats:
+            outcome = results[first]
+            results[i] = (
+                dataclasses.replace(outcome, duplicate=True)
+                if isinstance(outcome, Accepted)
+                else outcome
+            )
         await self._record(published)
         self._metrics.scheduled.labels("batch").inc(len(published))
         final = [r for r in results if not isinstance(r, ScheduleRequest)]

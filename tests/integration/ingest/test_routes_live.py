@@ -51,6 +51,7 @@ from tests.unit.ingest.test_protection import (
     test_unknown_routes_and_methods_are_json,
 )
 from tests.unit.ingest.test_schedule import (
+    test_a_repeated_idempotency_key_within_one_batch_makes_one_message,
     test_alias_route,
     test_bad_input_is_refused_and_nothing_is_written,
     test_batch_has_per_item_results_in_order,
@@ -68,6 +69,7 @@ __all__ = [
     "carol",
     "test_a_deleted_apps_keys_stop_working",
     "test_a_new_app_has_no_data_keys",
+    "test_a_repeated_idempotency_key_within_one_batch_makes_one_message",
     "test_a_valid_secret_with_another_app_id_is_401",
     "test_abort_just_before_the_guard_wins",
     "test_abort_of_a_finished_message_is_409",

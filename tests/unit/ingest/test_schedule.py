@@ -281,3 +281,14 @@ def test_confluent_wire_format_with_a_schema_registry() -> None:
         assert decoded.app_id == h.alice.app_id
     finally:
         h.close()
+
+
+def test_a_repeated_idempotency_key_within_one_batch_makes_one_message(h: Harness) -> None:
+    item = {"payload": 1, "sendAt": SOON, "idempotencyKey": "twice"}
+    r = h.client.post(
+        "/messages/batch", json={"messages": [item, {**item, "payload": 2}]}, headers=h.alice.data
+    )
+    first, second = r.json()["results"]
+    assert first["messageId"] == second["messageId"]
+    assert (first["duplicate"], second["duplicate"]) == (False, True)
+    assert len(h.published_requests()) == 1
