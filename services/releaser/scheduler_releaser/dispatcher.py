@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any
 
 from scheduler.clock import Clock
 from scheduler.domain.backoff import Backoff
@@ -23,7 +24,7 @@ from scheduler.domain.placement import Placement, place, released_meanwhile
 from scheduler.domain.sendat import format_rfc3339_ms
 from scheduler.records import DeliveryResult, DueMessage
 from scheduler.settings import KafkaSettings, SchedulingSettings
-from scheduler.store.ports import Application, BucketStore, MessageStore
+from scheduler.store.ports import Application, BucketStore, StatusUpdate
 from scheduler.topics import Topics
 
 from .apps import AppCache
@@ -33,6 +34,7 @@ from .metrics import DispatchMetrics
 from .ports import OutRecord, Sink, TopicCheck
 from .rest import HEADER_DUE, HEADER_MESSAGE_ID, RestDeliverer
 from .settings import DispatchSettings
+from .status_reader import StatusReader
 from .timers import Held, Position, TimerQueue
 from .verdict import (
     AttemptKind,
@@ -45,6 +47,7 @@ from .verdict import (
 )
 
 log = logging.getLogger(__name__)
+READ_BATCH = 100  # records read per query at fire time
 
 
 def ring_topic(topics: Topics, due_ms: int, now_ms: int) -> str:
@@ -61,7 +64,7 @@ class Dispatcher:
         kafka: KafkaSettings,
         scheduling: SchedulingSettings,
         settings: DispatchSettings,
-        messages: MessageStore,
+        states: StatusReader,
         buckets: BucketStore,
         apps: AppCache,
         commands: CommandView,
@@ -78,7 +81,7 @@ class Dispatcher:
         self._scheduling = scheduling
         self._settings = settings
         self._topics = Topics(kafka, scheduling)
-        self._messages = messages
+        self._states = states
         self._buckets = buckets
         self._apps = apps
         self.commands = commands
@@ -121,20 +124,27 @@ class Dispatcher:
         return lag <= self._scheduling.cancel_guard_ms
 
     def start_due(self, limit: int | None = None) -> int:
-        """Start a firing task for every held message that is due. Returns how many."""
+        """Start firing every held message that is due. Returns how many."""
         now = self._clock.now_ms()
         if not self.may_fire(now):
             return 0
         # Started a little early (prefetch) so the record and app reads are done by the due
-        # instant; the task itself waits for the due instant before it delivers.
+        # instant; each message then waits for its own due instant before it is delivered.
         due = self.timers.pop_due(now + self._settings.prefetch_ms, limit)
+        by_app: dict[str, list[Held]] = {}
         for held in due:
-            task = asyncio.create_task(self.fire(held))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            by_app.setdefault(held.message.app_id, []).append(held)
+        for helds in by_app.values():
+            for start in range(0, len(helds), READ_BATCH):
+                self._spawn(self._fire_batch(helds[start : start + READ_BATCH]))
         self._metrics.held.set(len(self.timers))
-        self._metrics.in_flight.set(len(self._tasks))
         return len(due)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self._metrics.in_flight.set(len(self._tasks))
 
     async def fire_due(self) -> int:
         """Start every due message and wait until they are settled (tests, shutdown)."""
@@ -151,32 +161,49 @@ class Dispatcher:
     def in_flight(self) -> int:
         return len(self._tasks)
 
-    async def fire(self, held: Held) -> None:
-        message = held.message
-        try:
-            await self._fire(message, held.position)
-        except Exception:
-            # A store or encoding failure: hand the attempt back to the ring unchanged, so it is
-            # retried (dedup lets it through: the key is forgotten first). Never lose it.
-            log.exception("firing %s failed; rescheduling it", message.message_id)
-            await self._sleep(0.1)
-            self.timers.forget(message)
-            self.accept(message, held.position)
-
-    async def _fire(self, message: DueMessage, position: Position | None) -> None:
-        app = await self._apps.get(message.app_id)
+    async def _fire_batch(self, helds: list[Held]) -> None:
+        """One record read for up to READ_BATCH messages of one app, then one task each."""
+        app_id = helds[0].message.app_id
+        ids = [h.message.message_id for h in helds]
         started = self._clock.monotonic_ms()
-        view = await asyncio.get_running_loop().run_in_executor(
-            self._reads, self._messages.get, message.app_id, message.message_id
-        )
+        try:
+            states = await asyncio.get_running_loop().run_in_executor(
+                self._reads, self._states.states, app_id, ids
+            )
+        except Exception:
+            log.exception("reading %d records of %s failed; retrying them", len(helds), app_id)
+            await self._hand_back(helds)
+            return
         self._metrics.record_read.observe((self._clock.monotonic_ms() - started) / 1000)
+        for held in helds:
+            self._spawn(self.fire(held, states.get(held.message.message_id)))
+
+    async def _hand_back(self, helds: list[Held]) -> None:
+        # Hand the attempts back to the timer queue unchanged, so they are retried (dedup lets
+        # them through: their keys are forgotten first). Never lose one.
+        await self._sleep(0.1)
+        for held in helds:
+            self.timers.forget(held.message)
+            self.accept(held.message, held.position)
+
+    async def fire(self, held: Held, state: StatusUpdate | None) -> None:
+        try:
+            await self._fire(held.message, held.position, state)
+        except Exception:
+            log.exception("firing %s failed; rescheduling it", held.message.message_id)
+            await self._hand_back([held])
+
+    async def _fire(
+        self, message: DueMessage, position: Position | None, state: StatusUpdate | None
+    ) -> None:
+        app = await self._apps.get(message.app_id)
         await self._until_due(message.due_ms)
         if self.stopping:
             return  # not fired: left unsettled (its offset is not committed)
-        # The abort view is consulted at the due instant itself (the record read above may be
-        # up to prefetch_ms old; aborts within the guard G > prefetch_ms are refused anyway).
+        # The abort view is consulted at the due instant itself (the record was read up to
+        # prefetch_ms earlier; decision 5 makes the commands view the authority at fire time).
         aborted = self.commands.aborted(message.message_id, message.generation)
-        verdict = fire_check(message, view, app, aborted)
+        verdict = fire_check(message, state, app, aborted)
         now = self._clock.now_ms()
         if verdict is not Verdict.FIRE or app is None:
             self._metrics.skipped.labels(verdict.value).inc()

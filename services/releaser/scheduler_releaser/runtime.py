@@ -40,6 +40,7 @@ from .record_writer import RecordWriter
 from .rest import RestDeliverer, build_client
 from .settings import DispatchSettings
 from .sink import TransactionalSink
+from .status_reader import StatusReader, StoreStatusReader
 
 log = logging.getLogger(__name__)
 IDLE_S = 0.002  # loop tick when nothing is due sooner
@@ -51,6 +52,10 @@ class Stores:
     buckets: BucketStore
     apps: AppLookup
     usage: UsageStore
+    states: StatusReader | None = None  # batched fire-time reads; default: over `messages`
+
+    def status_reader(self) -> StatusReader:
+        return self.states if self.states is not None else StoreStatusReader(self.messages)
 
 
 def transactional_id(kafka: KafkaSettings, settings: DispatchSettings) -> str:
@@ -115,7 +120,7 @@ async def run_dispatcher(
         kafka=kafka,
         scheduling=scheduling,
         settings=settings,
-        messages=stores.messages,
+        states=stores.status_reader(),
         buckets=stores.buckets,
         apps=AppCache(stores.apps, clock),
         commands=view,

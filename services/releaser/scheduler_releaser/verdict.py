@@ -12,7 +12,7 @@ from enum import Enum
 from scheduler.domain.backoff import Backoff
 from scheduler.domain.status import ABORTABLE, Status
 from scheduler.records import DeadLetter, DeliveryOutcome, DeliveryResult, DueMessage
-from scheduler.store.ports import Application, MessageView
+from scheduler.store.ports import Application, StatusUpdate
 
 
 class Verdict(Enum):
@@ -29,7 +29,7 @@ SKIP_REASONS = {v: v.value for v in Verdict if v is not Verdict.FIRE}
 
 
 def fire_check(
-    message: DueMessage, view: MessageView | None, app: Application | None, aborted: bool
+    message: DueMessage, state: StatusUpdate | None, app: Application | None, aborted: bool
 ) -> Verdict:
     """May this attempt be delivered now?
 
@@ -42,9 +42,8 @@ def fire_check(
         return Verdict.APP_MISSING
     if app.deleted_ms is not None:
         return Verdict.APP_DELETED
-    if view is None:
+    if state is None:
         return Verdict.FIRE
-    state = view.state
     if state.generation > message.generation:
         return Verdict.STALE
     if state.generation < message.generation:

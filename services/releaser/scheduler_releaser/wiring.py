@@ -13,6 +13,7 @@ from scheduler.store.cassandra_messages import CassandraMessageStore
 from scheduler.store.usage import CassandraUsageStore
 
 from .runtime import Stores
+from .status_reader import CassandraStatusReader
 
 
 def cassandra_stores(settings: CassandraSettings) -> tuple[Cluster, Session, Stores]:
@@ -22,6 +23,7 @@ def cassandra_stores(settings: CassandraSettings) -> tuple[Cluster, Session, Sto
         buckets=CassandraBucketStore(session),
         apps=CassandraAppStore(session),
         usage=CassandraUsageStore(session),
+        states=CassandraStatusReader(session),
     )
     return cluster, session, stores
 

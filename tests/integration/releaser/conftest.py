@@ -29,6 +29,7 @@ from scheduler_releaser.codecs import Codecs
 from scheduler_releaser.metrics import DispatchMetrics
 from scheduler_releaser.runtime import Stores, run_dispatcher
 from scheduler_releaser.settings import DispatchSettings
+from scheduler_releaser.status_reader import CassandraStatusReader
 
 CLOCK = SystemClock()
 
@@ -191,6 +192,7 @@ def env(
         buckets=CassandraBucketStore(cassandra_session),
         apps=CassandraAppStore(cassandra_session),
         usage=CassandraUsageStore(cassandra_session),
+        states=CassandraStatusReader(cassandra_session),
     )
     producer = Producer({**kafka_settings.client_config(), "linger.ms": 1, "acks": "all"})
     yield Env(

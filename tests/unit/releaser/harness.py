@@ -28,6 +28,7 @@ from scheduler_releaser.outbound import OutboundGuard
 from scheduler_releaser.ports import OnCommitted, OutRecord
 from scheduler_releaser.rest import RestDeliverer
 from scheduler_releaser.settings import DispatchSettings
+from scheduler_releaser.status_reader import StoreStatusReader
 from scheduler_releaser.timers import Position
 
 KAFKA = KafkaSettings(topic_prefix="sched.")
@@ -205,7 +206,7 @@ def build(
         kafka=KAFKA,
         scheduling=SCHEDULING,
         settings=settings,
-        messages=messages,
+        states=StoreStatusReader(messages),
         buckets=buckets,
         apps=AppCache(app_lookup, clock, ttl_ms=0),
         commands=commands,

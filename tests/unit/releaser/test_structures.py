@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from scheduler.domain.backoff import Backoff
 from scheduler.domain.status import Status
 from scheduler.records import Command, CommandKind, DeliveryOutcome, DueMessage
-from scheduler.store.ports import MessageContent, MessageView, StatusUpdate
+from scheduler.store.ports import StatusUpdate
 from scheduler_releaser.commands import CommandView
 from scheduler_releaser.offsets import OffsetTracker
 from scheduler_releaser.timers import TimerQueue
@@ -100,11 +100,8 @@ def test_command_view_lag_and_aborts() -> None:
     assert not v.aborted("m", 2)
 
 
-def view(status: Status, generation: int = 0, attempt: int = 1) -> MessageView:
-    content = MessageContent(
-        app_id="a", message_id="m", payload_json="1", send_at_ms=0, created_ms=0
-    )
-    return MessageView(content, StatusUpdate(status, generation, attempt, 0, 0))
+def view(status: Status, generation: int = 0, attempt: int = 1) -> StatusUpdate:
+    return StatusUpdate(status, generation, attempt, 0, 0)
 
 
 @pytest.mark.parametrize(
@@ -120,7 +117,7 @@ def view(status: Status, generation: int = 0, attempt: int = 1) -> MessageView:
         (view(Status.QUEUED, generation=1), Verdict.STALE),
     ],
 )
-def test_fire_check(record: MessageView | None, verdict: Verdict) -> None:
+def test_fire_check(record: StatusUpdate | None, verdict: Verdict) -> None:
     assert fire_check(due("m", 0), record, REST_APP, aborted=False) is verdict
 
 
