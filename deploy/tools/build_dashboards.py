@@ -19,6 +19,7 @@ from typing import Any
 
 OUT = Path(__file__).resolve().parents[2] / "deploy/grafana/dashboards"
 RATE = "$__rate_interval"
+FAILED = 'scheduler_dispatch_attempts_total{outcome="failed"}'
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,9 @@ OVERVIEW = [
                 "percentunit",
                 [
                     (
-                        f'sum(rate(scheduler_ingest_requests_total{{status=~"5.."}}[{RATE}]))'
+                        # `or vector(0)`: no 5xx series at all is a ratio of 0, not "No data".
+                        f'(sum(rate(scheduler_ingest_requests_total{{status=~"5.."}}[{RATE}]))'
+                        " or vector(0))"
                         f" / clamp_min(sum(rate(scheduler_ingest_requests_total[{RATE}])), 1e-9)",
                         "5xx / all",
                     )
@@ -211,8 +214,9 @@ OVERVIEW = [
                 "short",
                 [
                     (
-                        "sum by (destination, reason) "
-                        '(increase(scheduler_dispatch_attempts_total{outcome="failed"}[1h]))',
+                        # A series born at its first failure has no increase(): count it whole.
+                        f"sum by (destination, reason) (increase({FAILED}[1h])) > 0"
+                        f" or sum by (destination, reason) ({FAILED} unless {FAILED} offset 1h)",
                         "{{destination}} {{reason}}",
                     )
                 ],
