@@ -31,7 +31,7 @@ def test_kill_9_mid_batch_then_restart_loses_and_duplicates_nothing(
     requests = [stack.request(now + 3_600_000 + (i % 50) * 1_000) for i in range(N)]
     stack.produce_requests(requests)
 
-    first = stack.bucketer_process(log_path, batch_size=100)
+    first = stack.bucketer_process(log_path, batch_size=50)
     try:
         wait_until(lambda: len(stack.stored_ids()) >= N // 5, 120, f"{N // 5} stored rows")
         assert first.poll() is None, Path(log_path).read_text()
