@@ -44,7 +44,7 @@ class FakeSession:
 
 def test_statements_are_grouped_by_replica_and_cut_by_count_and_bytes() -> None:
     session = FakeSession()
-    executor = BatchExecutor(session, max_statements=3, max_bytes=1_000, concurrency=2)  # type: ignore[arg-type]
+    executor = BatchExecutor(session, max_statements=3, max_bytes=1_000, concurrency=2)
     statements = [Statement("A", 10) for _ in range(7)] + [Statement("B", 10) for _ in range(2)]
     statements += [Statement("A", 400), Statement("A", 400), Statement("A", 5_000)]
     executor.execute(statements)
@@ -62,14 +62,14 @@ def test_statements_are_grouped_by_replica_and_cut_by_count_and_bytes() -> None:
 
 def test_the_first_error_is_raised_after_every_request_settled() -> None:
     session = FakeSession(fail=True)
-    executor = BatchExecutor(session, max_statements=2, max_bytes=10_000, concurrency=1)  # type: ignore[arg-type]
+    executor = BatchExecutor(session, max_statements=2, max_bytes=10_000, concurrency=1)
     with pytest.raises(ConnectionError):
         executor.execute([Statement("A", 1) for _ in range(6)])
     assert len(session.sent) == 3
 
 
 def test_capturing_session_refuses_reads() -> None:
-    capture = CapturingSession(None)  # type: ignore[arg-type]
+    capture = CapturingSession(None)
     with pytest.raises(TypeError):
         capture.execute("SELECT 1")
     capture.execute_async(SimpleStatement("INSERT ..."))
@@ -78,7 +78,7 @@ def test_capturing_session_refuses_reads() -> None:
 
 def test_a_captured_batch_is_sent_as_it_is_never_nested() -> None:
     session = FakeSession()
-    executor = BatchExecutor(session, max_statements=10, max_bytes=10_000, concurrency=4)  # type: ignore[arg-type]
+    executor = BatchExecutor(session, max_statements=10, max_bytes=10_000, concurrency=4)
     already = BatchStatement()
     executor.execute([Statement("A", 1), already, Statement("A", 1)])
     assert already in session.sent
@@ -102,7 +102,7 @@ def test_repeats_of_the_same_write_are_sent_once() -> None:
         return statement
 
     session = FakeSession()
-    executor = BatchExecutor(session, max_statements=1, max_bytes=10_000, concurrency=4)  # type: ignore[arg-type]
+    executor = BatchExecutor(session, max_statements=1, max_bytes=10_000, concurrency=4)
     day_a, day_a_again = bound(b"day", b"app", b"1"), bound(b"day", b"app", b"1")
     day_b, other = bound(b"day", b"app", b"2"), bound(b"log", b"app", b"1")
     executor.execute([day_a, other, day_a_again, day_b])
