@@ -105,7 +105,12 @@ async def run_dispatcher(
     tracker = OffsetTracker()
     view = CommandView(kafka.commands_partitions, clock.now_ms())
     sink = TransactionalSink(
-        producer, ring_consumer.consumer_group_metadata(), tracker, clock, metrics
+        producer,
+        ring_consumer.consumer_group_metadata(),
+        tracker,
+        clock,
+        metrics,
+        settings.txn_max_emits,
     )
     client = build_client(settings.http_max_connections, settings.http_timeout_s)
     rest = RestDeliverer(
@@ -205,7 +210,8 @@ async def _loop(
         if commit_task is not None and commit_task.done():
             commit_task.result()  # a fatal sink error stops the process here
             commit_task = None
-        if commit_task is None and mono - last_commit >= settings.txn_interval_ms:
+        backlog = sink.pending >= settings.txn_max_emits
+        if commit_task is None and (backlog or mono - last_commit >= settings.txn_interval_ms):
             last_commit = mono
             commit_task = asyncio.create_task(sink.flush())
         if now - last_prune > 10_000:

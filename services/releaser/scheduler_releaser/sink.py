@@ -47,8 +47,10 @@ class TransactionalSink:
         tracker: OffsetTracker,
         clock: Clock,
         metrics: DispatchMetrics,
+        max_batch: int = 2_000,
     ) -> None:
         self._producer = producer
+        self._max_batch = max_batch
         self._group_metadata = group_metadata
         self._tracker = tracker
         self._clock = clock
@@ -71,7 +73,10 @@ class TransactionalSink:
 
     async def flush(self) -> int:
         """Commit what was emitted so far in one transaction. Returns the number of emits."""
-        batch, self._pending = self._pending, []
+        # Bounded transactions: under a hotspot, deliveries become visible batch after batch
+        # instead of all at once at the end of one huge transaction.
+        batch = self._pending[: self._max_batch]
+        del self._pending[: self._max_batch]
         for item in batch:
             if item.settled is not None:
                 p = item.settled
