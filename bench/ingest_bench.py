@@ -2,7 +2,7 @@
 latency percentiles for single-message POST /messages, and msg/s for POST /messages/batch.
 
     .venv/bin/python bench/ingest_bench.py [--seconds 10] [--concurrency 32] [--runs 3]
-                                           [--batch-size 500]
+                                           [--batch-size 500] [--in-process 3000]
 
 Targets (issue 3): single >= 1,500 req/s with p99 <= 50 ms; batch >= 20,000 msg/s. The load
 generator (a minimal asyncio HTTP/1.1 client) runs on the same machine, so it competes with the
@@ -27,16 +27,27 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
+from cassandra.cluster import Session
 from confluent_kafka.admin import AdminClient
+from prometheus_client import CollectorRegistry
 
 from scheduler.cli import create_control_key, setup
 from scheduler.clock import SystemClock
 from scheduler.security import DEV_PEPPER, SecretHasher
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
+from scheduler.store.apps import AppStore, InMemoryAppStore, new_data_key
 from scheduler.store.cassandra import connect
 from scheduler.store.cassandra_apps import CassandraAppStore
+from scheduler.store.cassandra_messages import CassandraMessageStore
+from scheduler.store.ports import Application
+from scheduler.store.usage import CassandraUsageStore, InMemoryUsageStore
+from scheduler.testing.fakes import InMemoryMessageStore
+from scheduler_ingest.app import Deps, create_app
+from scheduler_ingest.publisher import FakePublisher, KafkaPublisher, Publisher, producer_config
+from scheduler_ingest.settings import IngestSettings
 
 CLOCK = SystemClock()
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -142,6 +153,100 @@ async def drive(
     return ok, messages, latencies, failures
 
 
+def in_process_costs(
+    kafka: KafkaSettings, session: Session, scheduling: SchedulingSettings, n: int
+) -> None:
+    """CPU per request of the app called as ASGI (no HTTP server), with fakes or real adapters,
+    to show which component costs what."""
+    for mode in ("fakes", "kafka", "cassandra", "kafka+cassandra"):
+        real_kafka, real_cassandra = "kafka" in mode, "cassandra" in mode
+        publisher: Publisher = (
+            KafkaPublisher(producer_config(kafka, 10_000, 2.0), CLOCK, lambda *_: None)
+            if real_kafka
+            else FakePublisher()
+        )
+        apps: AppStore = CassandraAppStore(session) if real_cassandra else InMemoryAppStore()
+        hasher = SecretHasher(DEV_PEPPER.encode())
+        app_id = f"cost-{mode}-{uuid.uuid4().hex[:6]}"
+        apps.put_app(
+            Application(app_id, "cost", "c", "REST", "https://example.com/h", created_ms=1)
+        )
+        secret, key = new_data_key(app_id, "cost", 1)
+        apps.add_data_key(key, hasher.hash(secret))
+        app = create_app(
+            IngestSettings(rate_per_s=1e9, rate_burst=1e9),
+            Deps(
+                messages=CassandraMessageStore(session)
+                if real_cassandra
+                else InMemoryMessageStore(),
+                apps=apps,
+                usage=CassandraUsageStore(session) if real_cassandra else InMemoryUsageStore(),
+                publisher=publisher,
+                clock=CLOCK,
+                registry=CollectorRegistry(),
+                hasher=hasher,
+                kafka=kafka,
+                scheduling=scheduling,
+            ),
+        )
+        auth = "Basic " + base64.b64encode(f"{app_id}:{secret}".encode()).decode()
+        cpu_ms = asyncio.run(_asgi_requests(app, auth, n))
+        publisher.close()
+        print(f"in-process {mode}: {cpu_ms:.3f} ms CPU per request")
+
+
+async def _asgi_requests(app: Any, auth: str, n: int) -> float:
+    body = json.dumps({"payload": {"order": 1}, "sendAt": CLOCK.now_ms() + 3_600_000}).encode()
+    headers = [
+        (b"host", b"bench"),
+        (b"content-type", b"application/json"),
+        (b"authorization", auth.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+
+    async def one() -> None:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/messages",
+            "raw_path": b"/messages",
+            "query_string": b"",
+            "root_path": "",
+            "headers": headers,
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+            "state": {},
+        }
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        statuses: list[int] = []
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            await asyncio.sleep(3600)
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        await app(scope, receive, send)
+        if statuses != [200]:
+            raise SystemExit(f"in-process request failed: {statuses}")
+
+    async def worker(count: int) -> None:
+        for _ in range(count):
+            await one()
+
+    await worker(50)  # warm-up
+    cpu0 = time.process_time()
+    await asyncio.gather(*(worker(n // 32) for _ in range(32)))
+    return 1000 * (time.process_time() - cpu0) / (n // 32 * 32)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10)
@@ -150,6 +255,13 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", help="run the gateway under cProfile, write stats here")
+    parser.add_argument(
+        "--in-process",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure CPU per request of N in-process calls per component mix",
+    )
     args = parser.parse_args()
 
     unique = uuid.uuid4().hex[:8]
@@ -246,6 +358,8 @@ def main() -> int:
                 f"  gateway CPU {cpu / wall:.2f} cores, {1000 * cpu / max(msgs, 1):.3f} ms/message"
             )
         print(server_means(url, "/messages/batch"))
+        if args.in_process:
+            in_process_costs(kafka, session, scheduling, args.in_process)
         print(
             f"MEDIANS single: {statistics.median(singles):,.0f} req/s,"
             f" p50 {statistics.median(p50s):.1f} ms, p99 {statistics.median(p99s):.1f} ms"
