@@ -62,9 +62,11 @@ def docs(text: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
-def render_chart(*set_values: str) -> list[dict[str, Any]]:
+def render_chart(*set_values: str, values_file: Path | None = None) -> list[dict[str, Any]]:
     args: list[str | Path] = [tool("helm"), "template", "scheduler", CHART]
     args += ["--kube-version", KUBE_VERSION]
+    if values_file is not None:
+        args += ["-f", values_file]
     for value in set_values:
         args += ["--set", value]
     return docs(run(*args))

@@ -16,6 +16,7 @@ import pytest
 from .support import (
     BASE_VALUES,
     KUBE_VERSION,
+    KUSTOMIZE,
     console_scripts,
     kustomize_build,
     render_chart,
@@ -116,6 +117,17 @@ def test_chart_and_kustomize_base_are_identical_in_substance(chart, base) -> Non
     assert len(ours) >= 15
     for key in ours:
         assert ours[key] == theirs[key], key
+
+
+def test_the_example_overlay_is_the_chart_with_its_helm_values() -> None:
+    """overlays/example and `helm-values.yaml` beside it describe the same installation."""
+    values = KUSTOMIZE / "overlays/example/helm-values.yaml"
+    ours = _index(render_chart(*BASE_VALUES, values_file=values))
+    theirs = _index(kustomize_build("overlays/example"))
+    assert sorted(ours) == sorted(theirs)
+    for key in ours:
+        assert ours[key] == theirs[key], key
+    assert ours[("Deployment", "scheduler-bucketer")]["replicas"] == 3
 
 
 def test_the_comparison_sees_a_difference(chart, base) -> None:
