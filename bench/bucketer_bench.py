@@ -223,7 +223,7 @@ def ceiling(
 
 def measure_ceilings(cassandra: CassandraSettings, n: int, now: int, when: str) -> float:
     best = 0.0
-    for per_batch, concurrency in ((1, 64), (1, 256), (50, 16), (50, 32), (50, 64)):
+    for per_batch, concurrency in ((1, 64), (1, 256), (50, 32), (50, 64), (100, 32)):
         rate = ceiling(cassandra, n, now, concurrency, per_batch)
         how = "one request per statement" if per_batch == 1 else f"batches of {per_batch}"
         print(
