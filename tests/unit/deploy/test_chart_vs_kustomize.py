@@ -282,8 +282,10 @@ def test_hooks_order_config_and_secret_before_the_migration_job() -> None:
         if "helm.sh/hook" in o["metadata"].get("annotations", {})
     }
     assert set(hooks) == {"ConfigMap", "Secret", "Job"}
-    for hook in hooks.values():
-        assert hook["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert hooks["Job"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    # Configuration follows a rollback too (the Job need not: migrations only move forward).
+    for kind in ("ConfigMap", "Secret"):
+        assert hooks[kind]["helm.sh/hook"] == "pre-install,pre-upgrade,pre-rollback"
     weight = {kind: int(a["helm.sh/hook-weight"]) for kind, a in hooks.items()}
     assert weight["ConfigMap"] < weight["Job"] and weight["Secret"] < weight["Job"]
     job = next(o for o in objects if o["kind"] == "Job")
