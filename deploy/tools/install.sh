@@ -64,5 +64,6 @@ ln -sf "$(command -v prometheus)" "$BIN/prometheus"
 
 say "tools in $BIN:"
 "$BIN/helm" version --short
-"$BIN/kustomize" version
+echo "kustomize $(cat "$BIN/.kustomize.version") (go install stamps no version into the binary)"
+"$BIN/kubernetes-validate" --version
 "$BIN/promtool" --version 2>&1 | head -1
