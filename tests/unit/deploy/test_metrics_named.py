@@ -88,3 +88,38 @@ def test_a_name_that_is_not_declared_is_caught() -> None:
     declared = exported_metric_names() | BUILTIN
     expr = "sum(rate(scheduler_dispatch_latenes_seconds_bucket[5m]))"
     assert not metric_names_in(expr) <= declared
+
+
+def test_dashboards_are_well_formed_for_grafana() -> None:
+    """Unique panel ids, no overlapping panels, every target on the datasource variable, and
+    the provisioning points where compose mounts the dashboards."""
+    import json
+
+    import yaml
+
+    boards = sorted((ROOT / "deploy/grafana/dashboards").glob("*.json"))
+    assert boards
+    for path in boards:
+        board = json.loads(path.read_text())
+        assert board["uid"] and board["title"]
+        assert [v["name"] for v in board["templating"]["list"]] == ["datasource"]
+        ids = [p["id"] for p in board["panels"]]
+        assert len(ids) == len(set(ids))
+        cells: set[tuple[int, int]] = set()
+        for panel in board["panels"]:
+            grid = panel["gridPos"]
+            assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24
+            mine = {
+                (x, y)
+                for x in range(grid["x"], grid["x"] + grid["w"])
+                for y in range(grid["y"], grid["y"] + grid["h"])
+            }
+            assert not mine & cells, f"{path.name}: {panel['title']} overlaps another panel"
+            cells |= mine
+            for target in panel.get("targets", []):
+                assert target["datasource"]["uid"] == "${datasource}"
+    provider = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/dashboards/scheduler.yaml").read_text()
+    )["providers"][0]
+    compose = (ROOT / "deploy/compose.yaml").read_text()
+    assert f"./grafana/dashboards:{provider['options']['path']}:ro" in compose
