@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +18,19 @@ from .support import CLOCK, Stack, wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 N = 3_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _sample(exposition: str, name: str) -> float:
+    for line in exposition.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not exposed")
 
 
 def _stop(process: subprocess.Popen[bytes], sig: int) -> int:
@@ -42,10 +57,15 @@ def test_kill_9_mid_batch_then_restart_loses_and_duplicates_nothing(
     at_kill = len(stack.stored_ids())
     assert at_kill < N, "the first process finished before the kill: the test proves nothing"
 
-    second = stack.bucketer_process(log_path, batch_size=500)
+    port = _free_port()
+    second = stack.bucketer_process(log_path, batch_size=500, metrics_port=port)
     try:
         wait_until(lambda: len(stack.stored_ids()) >= N, 120, f"{N} stored rows")
         wait_until(stack.committed_everything, 60, "offsets committed")
+        # The entry point serves its metrics: this process stored what the first one had not.
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        stored = _sample(metrics.decode(), "scheduler_bucketer_stored_total")
+        assert N - at_kill <= stored <= N
         assert _stop(second, signal.SIGTERM) == 0, Path(log_path).read_text()  # graceful exit
     finally:
         if second.poll() is None:
