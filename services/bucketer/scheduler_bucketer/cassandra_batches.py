@@ -41,6 +41,7 @@ from scheduler.store.cassandra_messages import CassandraMessageStore
 from .writer import SaveRecord, StoreRow, WriteOp, WriteStatus
 
 _STATEMENT_OVERHEAD_BYTES = 64  # rough per-mutation framing, on top of the bound values
+_DEDUP_MAX_BYTES = 256
 
 
 class _Done:
@@ -125,9 +126,9 @@ class BatchExecutor:
         # Token-aware grouping matters only with several nodes; skip the lookups otherwise.
         by_replica = len(self._session.cluster.metadata.all_hosts()) > 1
         for statement in statements:
-            if self._repeated(statement):
-                continue
             size = _size(statement)
+            if size <= _DEDUP_MAX_BYTES and self._repeated(statement):
+                continue
             if size >= self._max_bytes or isinstance(statement, BatchStatement):
                 self._send(statement)  # too big for a batch, or a batch already
                 continue
@@ -156,7 +157,9 @@ class BatchExecutor:
 
     def _repeated(self, statement: Statement) -> bool:
         """The very same write again (same prepared statement, same values) since the last
-        `wait()`, e.g. the listing-day row every message of a day writes: once is enough."""
+        `wait()`, e.g. the listing-day row every message of a day writes: once is enough.
+        Only small statements are checked: the repeats worth removing are index-like rows, and a
+        repeated message is already placed once per batch by the pipeline."""
         if not isinstance(statement, BoundStatement):
             return False
         key = (statement.prepared_statement.query_id, tuple(statement.values))
