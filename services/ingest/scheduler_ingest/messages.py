@@ -161,42 +161,14 @@ class MessageService:
     async def schedule_batch(
         self, app_id: str, items: Sequence[Draft | ValidationError]
     ) -> list[Accepted | ApiError]:
-        """Per-item results, in order. Items are independent: one bad item fails alone."""
-        now_ms = self._clock.now_ms()
-        # One read of the OS random source for the whole batch (ULID random parts).
-        entropy = secrets.token_bytes(_ULID_RANDOM_BYTES * len(items))
-        results: list[Accepted | ApiError | ScheduleRequest] = []
-        for k, item in enumerate(items):
-            if isinstance(item, ValidationError):
-                results.append(ApiError.invalid(item))
-                continue
-            bits = int.from_bytes(entropy[k * _ULID_RANDOM_BYTES : (k + 1) * _ULID_RANDOM_BYTES])
-            try:
-                results.append(self.build(app_id, item, now_ms, bits))
-            except ValidationError as exc:
-                results.append(ApiError.invalid(exc))
-        keyed = [
-            (i, r)
-            for i, r in enumerate(results)
-            if isinstance(r, ScheduleRequest) and r.idempotency_key is not None
-        ]
-        existing = await asyncio.gather(*(self._existing(r) for _, r in keyed))
-        for (i, _), found in zip(keyed, existing, strict=True):
-            if found is not None:
-                results[i] = found
-        # The same idempotency key twice in one batch: publish the first, answer the others
-        # with its outcome, as a later request would be answered.
-        first_of: dict[str, int] = {}
-        repeats: list[tuple[int, int]] = []
-        to_publish = []
-        for i, r in enumerate(results):
-            if not isinstance(r, ScheduleRequest):
-                continue
-            if r.message_id in first_of:
-                repeats.append((i, first_of[r.message_id]))
-            else:
-                first_of[r.message_id] = i
-                to_publish.append((i, r))
+        """Per-item results, in order. Items are independent: one bad item fails alone.
+
+        Steps: build and validate every item; answer items whose idempotency key was seen
+        before (recorded, or earlier in this batch) without publishing; publish the rest in one
+        go; record what Kafka acknowledged."""
+        results = self._build_all(app_id, items, self._clock.now_ms())
+        await self._answer_known_keys(results)
+        to_publish, repeats = _first_occurrences(results)
         errors = await self._publisher.publish_many(
             [
                 (self._topics.requests, r.app_id.encode(), self._requests.encode(r))
@@ -223,6 +195,36 @@ class MessageService:
         final = [r for r in results if not isinstance(r, ScheduleRequest)]
         assert len(final) == len(results)
         return final
+
+    def _build_all(
+        self, app_id: str, items: Sequence[Draft | ValidationError], now_ms: int
+    ) -> list[Accepted | ApiError | ScheduleRequest]:
+        # One read of the OS random source for the whole batch (the ULIDs' random parts).
+        entropy = secrets.token_bytes(_ULID_RANDOM_BYTES * len(items))
+        results: list[Accepted | ApiError | ScheduleRequest] = []
+        for k, item in enumerate(items):
+            if isinstance(item, ValidationError):
+                results.append(ApiError.invalid(item))
+                continue
+            bits = int.from_bytes(entropy[k * _ULID_RANDOM_BYTES : (k + 1) * _ULID_RANDOM_BYTES])
+            try:
+                results.append(self.build(app_id, item, now_ms, bits))
+            except ValidationError as exc:
+                results.append(ApiError.invalid(exc))
+        return results
+
+    async def _answer_known_keys(
+        self, results: list[Accepted | ApiError | ScheduleRequest]
+    ) -> None:
+        keyed = [
+            (i, r)
+            for i, r in enumerate(results)
+            if isinstance(r, ScheduleRequest) and r.idempotency_key is not None
+        ]
+        existing = await asyncio.gather(*(self._existing(r) for _, r in keyed))
+        for (i, _), found in zip(keyed, existing, strict=True):
+            if found is not None:
+                results[i] = found
 
     async def _existing(self, request: ScheduleRequest) -> Accepted | None:
         """An idempotency key seen before: answer with the message already recorded."""
@@ -385,6 +387,26 @@ class MessageService:
         except PublishError as exc:
             self._metrics.produce_failures.labels("commands", exc.cause).inc()
             raise
+
+
+def _first_occurrences(
+    results: Sequence[Accepted | ApiError | ScheduleRequest],
+) -> tuple[list[tuple[int, ScheduleRequest]], list[tuple[int, int]]]:
+    """The requests to publish (the first of each message id) with their positions, and the
+    (position, position of the first) of repeats: the same idempotency key twice in one batch
+    is answered like a later request with that key."""
+    first_of: dict[str, int] = {}
+    to_publish: list[tuple[int, ScheduleRequest]] = []
+    repeats: list[tuple[int, int]] = []
+    for i, r in enumerate(results):
+        if not isinstance(r, ScheduleRequest):
+            continue
+        if r.message_id in first_of:
+            repeats.append((i, first_of[r.message_id]))
+        else:
+            first_of[r.message_id] = i
+            to_publish.append((i, r))
+    return to_publish, repeats
 
 
 def _record_of(r: ScheduleRequest) -> tuple[MessageContent, StatusUpdate, LogEntry]:
