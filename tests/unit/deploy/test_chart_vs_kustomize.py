@@ -15,6 +15,7 @@ import pytest
 
 from .support import (
     BASE_VALUES,
+    CHART,
     KUBE_VERSION,
     KUSTOMIZE,
     console_scripts,
@@ -137,7 +138,7 @@ def test_the_comparison_sees_a_difference(chart, base) -> None:
 
 
 def test_chart_lints() -> None:
-    run(tool("helm"), "lint", "--strict", "deploy/k8s/chart", "--kube-version", KUBE_VERSION)
+    run(tool("helm"), "lint", "--strict", CHART, "--kube-version", KUBE_VERSION)
 
 
 @pytest.mark.parametrize(
@@ -314,3 +315,20 @@ def test_service_monitor_selects_every_metrics_service() -> None:
     assert len(selected) == 4
     for service in selected:
         assert "metrics" in {p["name"] for p in service["spec"]["ports"]}
+
+
+@pytest.mark.parametrize(
+    ("value", "complaint"),
+    [
+        ("kafka.bootstrapServer=typo:9092", "additional properties 'bootstrapServer'"),
+        ("dispatcher.instances=0", "/dispatcher/instances"),
+        ("secrets.pepper=short", "/secrets/pepper"),
+        ("kafka.securityProtocol=TLS", "/kafka/securityProtocol"),
+    ],
+)
+def test_values_schema_refuses_typos_and_bad_values(value, complaint) -> None:
+    import subprocess
+
+    args = [str(tool("helm")), "template", "x", str(CHART), "--kube-version", KUBE_VERSION]
+    done = subprocess.run([*args, "--set", value], capture_output=True, text=True, check=False)
+    assert done.returncode != 0 and complaint in done.stderr, done.stderr
