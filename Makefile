@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # `up`, `setup` and `demo` run with the local profile devservers/local.env (replication 1,
 # shrunk horizons, loopback delivery allowed); variables set in the environment win.
 
-.PHONY: help install stack-up stack-down stack-status setup up down status demo lint format test test-unit
+.PHONY: help install tools deploy-check stack-up stack-down stack-status setup up down status demo lint format test test-unit
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -17,6 +17,12 @@ install: .venv/.installed ## create .venv with the locked dependencies (uv)
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install -q uv
 	$(UV) sync --frozen --extra dev
 	@touch $@
+
+tools: ## install the pinned deploy validation tools (helm, kustomize, kubernetes-validate, promtool) into .local/tools
+	bash deploy/tools/install.sh
+
+deploy-check: tools ## validate the Helm chart, kustomize manifests and alert rules
+	bash deploy/tools/check.sh
 
 stack-up: install ## start local Kafka + Cassandra (downloads jars once; idempotent; restarts crashed ones)
 	$(PY) devservers/stack.py up
@@ -52,9 +58,9 @@ format: install ## apply ruff formatting and safe fixes
 	.venv/bin/ruff check --fix .
 	.venv/bin/ruff format .
 
-test-unit: install ## fast tests only (no servers)
+test-unit: install tools ## fast tests only (no servers)
 	.venv/bin/pytest -m unit $(PYTEST_ARGS)
 
-test: stack-up ## the whole suite against the real local stack (starts it if needed)
+test: stack-up tools ## the whole suite against the real local stack (starts it if needed)
 	@.venv/bin/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure"; exit 1; fi; exit $$rc
