@@ -248,3 +248,66 @@ def test_a_hanging_app_does_not_delay_another_apps_deliveries(env: Env, receiver
     # The slow app's 10 requests hold its 2 slots for ~5 s; the fast app is served meanwhile.
     assert max(lateness) < 500, lateness
     assert min(lateness) >= 0
+
+
+def test_abort_just_before_due_wins_and_redrive_after_failure_delivers(
+    env: Env, receiver: Receiver
+) -> None:
+    from dataclasses import replace
+
+    env.releaser_is_current()
+    env.add_app(rest_app("ok", receiver.url("/ok")))
+    env.add_app(rest_app("flaky", receiver.url("/fail/3/redrive")))  # fails 3 times, then 200
+    now = CLOCK.now_ms()
+    held = due_message("ok", now + 3_000)  # in memory well before it is aborted
+    failing = due_message("flaky", now + 1_000)
+    env.schedule(held)
+    env.schedule(failing)
+    env.flush()
+    settings = DispatchSettings(
+        allow_private_destinations=True, max_attempts=3, backoff_base_ms=200, metrics_port=0
+    )
+
+    def status(app: str, m: DueMessage) -> Status:
+        view = env.stores.messages.get(app, m.message_id)
+        return view.state.status if view is not None else None
+
+    async def scenario() -> None:
+        async with RunningDispatcher(env, settings):
+            # the abort route, just outside the guard: record first, then the command
+            guard = env.scheduling.cancel_guard_ms
+            await asyncio.sleep(max(0, held.due_ms - guard - 100 - CLOCK.now_ms()) / 1000)
+            assert CLOCK.now_ms() < held.due_ms - guard
+            env.schedule(held, Status.ABORTED)  # (re-produces the ring copy too: a duplicate)
+            env.producer.produce(
+                env.topics.commands,
+                key=held.message_id.encode(),
+                value=env.codecs.command.encode(
+                    Command(
+                        message_id=held.message_id,
+                        app_id="ok",
+                        kind=CommandKind.ABORT,
+                        generation=0,
+                        issued_ms=CLOCK.now_ms(),
+                    )
+                ),
+            )
+            env.flush()
+            await eventually(lambda: status("flaky", failing) is Status.FAILED)
+            # redrive (what the ingest route does): a new generation, attempt count reset
+            redriven = replace(failing, generation=1, attempt=1, due_ms=CLOCK.now_ms())
+            env.schedule(redriven, Status.READY)
+            env.flush()
+            await eventually(lambda: status("flaky", failing) is Status.SENT)
+            await asyncio.sleep(max(0, held.due_ms + 500 - CLOCK.now_ms()) / 1000)
+
+    asyncio.run(scenario())
+    assert held.message_id not in receiver.ids("/ok")
+    assert status("ok", held) is Status.ABORTED
+    view = env.stores.messages.get("flaky", failing.message_id)
+    assert (view.state.generation, view.state.attempt) == (1, 1)
+    assert len(receiver.ids("/fail")) == 4
+    dead = read_all(env, env.topics.dead_letter, expected=1)
+    assert [env.codecs.dead_letter.decode(m.value()).message_id for m in dead] == [
+        failing.message_id
+    ]
