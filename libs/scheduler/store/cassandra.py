@@ -5,7 +5,11 @@ from __future__ import annotations
 from cassandra import ConsistencyLevel
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
-from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.policies import (
+    DCAwareRoundRobinPolicy,
+    ExponentialReconnectionPolicy,
+    TokenAwarePolicy,
+)
 
 from scheduler.settings import CassandraSettings
 
@@ -26,6 +30,8 @@ def connect(settings: CassandraSettings, keyspace: str | None = None) -> tuple[C
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         auth_provider=auth,
         protocol_version=5,
+        # The driver's default backs off up to 10 minutes: after an outage, come back within 30 s.
+        reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=30.0),
         connect_timeout=5,
     )
     try:
