@@ -161,10 +161,14 @@ class RingFeed:
         self._paused = (self._paused & want) | {(tp.topic, tp.partition) for tp in to_pause}
 
     def _has_backlog(self, key: tuple[str, int]) -> bool:
+        """Unread records before the high watermark? Before the first fetch the position is
+        unknown: the assigned (committed) offset stands in, so late records left in a slot by
+        a long outage are drained rather than paused until the ring comes round."""
         tp = TopicPartition(*key)
         _, high = self._consumer.get_watermark_offsets(tp, timeout=5.0, cached=False)
         [position] = self._consumer.position([tp])
-        return position.offset >= 0 and position.offset < high
+        offset = position.offset if position.offset >= 0 else self._tps[key].offset
+        return 0 <= offset < high
 
     def poll(self, limit: int = 500) -> int:
         if len(self._dispatcher.timers) >= self._settings.max_held:

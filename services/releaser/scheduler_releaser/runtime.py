@@ -84,6 +84,8 @@ async def run_dispatcher(
             "acks": "all",
             "linger.ms": 1,
             "transaction.timeout.ms": 60_000,
+            # A KAFKA app naming a missing topic fails; it must not create one.
+            "allow.auto.create.topics": False,
             # After a commit the coordinator answers CONCURRENT_TRANSACTIONS until its markers
             # are written; the default 100 ms retry backoff then dominated every transaction
             # that carries offsets (measured: p50 107 ms -> 8 ms with 5 ms).
@@ -216,9 +218,9 @@ async def _loop(
             commit_task = asyncio.create_task(sink.flush())
         if now - last_prune > 10_000:
             last_prune = now
-            horizon = now - 2 * ring.cycle_ms
-            dispatcher.timers.prune(horizon)
-            commands.view.prune(horizon)
+            # Older duplicates are still caught by the fire-time record check (SENT/FAILED).
+            dispatcher.timers.prune(now - settings.dedup_window_ms)
+            commands.view.prune(now - 2 * ring.cycle_ms)
         head = dispatcher.timers.next_due_ms()
         wait = IDLE_S if head is None else min(IDLE_S, max(0.0, (head - clock.now_ms()) / 1000))
         dispatcher.wakeup.clear()
@@ -269,31 +271,47 @@ def run_record_writer(
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="record-writer")
     try:
         while not stop.is_set():
-            messages = consumer.consume(num_messages=500, timeout=0.1)
-            results: list[DeliveryResult] = []
-            for msg in messages:
-                error = msg.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        log.warning("results consumer error: %s", error)
-                    continue
-                try:
-                    results.append(codecs.result.decode(msg.value() or b""))
-                except DecodeError:
-                    log.warning("undecodable result at offset %s", msg.offset())
-            for result, _ in zip(
-                results, pool.map(_apply_with_retry(writer), results), strict=True
-            ):
-                metrics.records_written.labels(result.outcome.value).inc()
-            if results:
-                try:
-                    consumer.commit(asynchronous=False)
-                except KafkaException as exc:
-                    # Not fatal: the results are re-applied (idempotently) after a restart.
-                    log.warning("record writer commit failed: %s", exc)
+            try:
+                _write_batch(consumer, writer, codecs, pool, metrics)
+            except Exception:
+                # Nothing was committed for the failed batch: rejoin the group, which resumes
+                # from the committed offsets, so the batch is consumed again.
+                log.exception("record writer batch failed; resuming from the committed offsets")
+                stop.wait(1.0)
+                consumer.unsubscribe()
+                consumer.subscribe([results_topic])
     finally:
         pool.shutdown(wait=True)
         consumer.close()
+
+
+def _write_batch(
+    consumer: Consumer,
+    writer: RecordWriter,
+    codecs: Codecs,
+    pool: ThreadPoolExecutor,
+    metrics: DispatchMetrics,
+) -> None:
+    messages = consumer.consume(num_messages=500, timeout=0.1)
+    results: list[DeliveryResult] = []
+    for msg in messages:
+        error = msg.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("results consumer error: %s", error)
+            continue
+        try:
+            results.append(codecs.result.decode(msg.value() or b""))
+        except DecodeError:
+            log.warning("undecodable result at offset %s", msg.offset())
+    for result, _ in zip(results, pool.map(_apply_with_retry(writer), results), strict=True):
+        metrics.records_written.labels(result.outcome.value).inc()
+    if results:
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            # Not fatal: the results are re-applied (idempotently) after a restart.
+            log.warning("record writer commit failed: %s", exc)
 
 
 def _apply_with_retry(writer: RecordWriter) -> Callable[[DeliveryResult], None]:

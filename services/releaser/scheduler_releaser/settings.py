@@ -37,6 +37,9 @@ class DispatchSettings(BaseSettings):
         default=50, ge=0, description="read record + app this early; must stay below the guard"
     )
     store_threads: int = Field(default=32, ge=1, description="threads for record reads")
+    dedup_window_ms: int = Field(
+        default=300_000, ge=0, description="remember settled attempts this long (then: record)"
+    )
     max_held: int = Field(default=500_000, ge=1, description="pause the ring above this")
     metrics_port: int = Field(default=9102, ge=0, description="0: no metrics server")
 
