@@ -99,21 +99,17 @@ class Dispatcher:
             max_workers=settings.store_threads, thread_name_prefix="record-read"
         )
         self._tasks: set[asyncio.Task[None]] = set()
-        self.wakeup = asyncio.Event()
 
     # -- intake ---------------------------------------------------------------------------
 
     def accept(self, message: DueMessage, position: Position | None) -> None:
         """A DueMessage read from the ring: hold it, or settle it at once if it is a duplicate."""
-        head = self.timers.next_due_ms()
         if not self.timers.push(message, position):
             self._metrics.duplicates.inc()
             if position is not None:
                 self._sink.emit([], position)
             return
         self._metrics.held.set(len(self.timers))
-        if head is None or message.due_ms < head:
-            self.wakeup.set()
 
     # -- firing ---------------------------------------------------------------------------
 

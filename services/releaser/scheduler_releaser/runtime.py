@@ -223,7 +223,6 @@ async def _loop(
             commands.view.prune(now - 2 * ring.cycle_ms)
         head = dispatcher.timers.next_due_ms()
         wait = IDLE_S if head is None else min(IDLE_S, max(0.0, (head - clock.now_ms()) / 1000))
-        dispatcher.wakeup.clear()
         if wait > 0:
             await asyncio.sleep(wait)
         else:
