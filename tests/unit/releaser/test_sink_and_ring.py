@@ -1,0 +1,134 @@
+"""The transactional sink against a fake producer, and the ring's pause window."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+from prometheus_client import CollectorRegistry
+
+from scheduler.clock import ManualClock
+from scheduler.settings import SchedulingSettings
+from scheduler_releaser.feeds import future_slots, paused_slots
+from scheduler_releaser.metrics import DispatchMetrics
+from scheduler_releaser.offsets import OffsetTracker
+from scheduler_releaser.ports import OutRecord
+from scheduler_releaser.sink import FatalSinkError, TransactionalSink
+from scheduler_releaser.timers import Position
+
+pytestmark = pytest.mark.unit
+
+
+class FakeProducer:
+    """Records transactions; `fail` holds errors to raise from commit_transaction, in order."""
+
+    def __init__(self) -> None:
+        self.open: list[tuple[str, bytes]] = []
+        self.offsets: list = []
+        self.committed: list[tuple[list[tuple[str, bytes]], list]] = []
+        self.aborted = 0
+        self.fail: list[KafkaError] = []
+
+    def begin_transaction(self) -> None:
+        self.open, self.offsets = [], []
+
+    def produce(self, topic, value=None, key=None, headers=None) -> None:
+        self.open.append((topic, value))
+
+    def send_offsets_to_transaction(self, offsets, metadata) -> None:
+        self.offsets = [(tp.topic, tp.partition, tp.offset, tp.metadata) for tp in offsets]
+
+    def commit_transaction(self) -> None:
+        if self.fail:
+            raise KafkaException(self.fail.pop(0))
+        self.committed.append((self.open, self.offsets))
+
+    def abort_transaction(self) -> None:
+        self.aborted += 1
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+
+def error(*, fatal: bool = False, abort: bool = False, retriable: bool = False) -> KafkaError:
+    return KafkaError(
+        KafkaError._FAIL, "test", fatal=fatal, retriable=retriable, txn_requires_abort=abort
+    )
+
+
+def sink(producer: FakeProducer) -> tuple[TransactionalSink, OffsetTracker, ManualClock]:
+    clock = ManualClock()
+    tracker = OffsetTracker()
+    s = TransactionalSink(
+        producer, object(), tracker, clock, DispatchMetrics(CollectorRegistry()), 2
+    )
+    return s, tracker, clock
+
+
+def test_records_and_committable_offsets_go_in_one_transaction() -> None:
+    p = FakeProducer()
+    s, tracker, clock = sink(p)
+    for offset in (5, 6, 7):
+        tracker.received("ring.1", 0, offset, now_ms=clock.now_ms() + offset)
+    committed_at: list[int] = []
+    s.emit([OutRecord("results", b"r6")], Position("ring.1", 0, 6), committed_at.append)
+    s.emit([OutRecord("results", b"r5")], Position("ring.1", 0, 5))
+    s.emit([OutRecord("results", b"r7")], Position("ring.1", 0, 7))
+    assert asyncio.run(s.flush()) == 2  # bounded: two emits per transaction
+    records, offsets = p.committed[0]
+    assert records == [("results", b"r6"), ("results", b"r5")]
+    # 5 and 6 settled -> commit point 7; metadata: receipt time of the oldest unsettled (7)
+    assert offsets == [("ring.1", 0, 7, str(clock.now_ms() + 7))]
+    assert committed_at == [clock.now_ms()]
+    assert asyncio.run(s.flush()) == 1
+    assert p.committed[1] == ([("results", b"r7")], [("ring.1", 0, 8, str(clock.now_ms()))])
+    assert asyncio.run(s.flush()) == 0  # nothing new: no empty transaction
+
+
+def test_an_abortable_error_retries_the_whole_transaction_and_fatal_stops() -> None:
+    p = FakeProducer()
+    s, tracker, clock = sink(p)
+    tracker.received("ring.1", 0, 1, now_ms=0)
+    s.emit([OutRecord("dest", b"x")], Position("ring.1", 0, 1))
+    p.fail = [error(abort=True)]
+    asyncio.run(s.flush())
+    assert p.aborted == 1
+    # nothing unsettled any more: the metadata is the commit instant
+    assert p.committed == [([("dest", b"x")], [("ring.1", 0, 2, str(clock.now_ms()))])]
+    s.emit([OutRecord("dest", b"y")], None)
+    p.fail = [error(fatal=True)]
+    with pytest.raises(FatalSinkError):
+        asyncio.run(s.flush())
+
+
+def test_a_retriable_commit_error_retries_the_commit_only() -> None:
+    p = FakeProducer()
+    s, _, _ = sink(p)
+    s.emit([OutRecord("dest", b"x")], None)
+    p.fail = [error(retriable=True)]
+    asyncio.run(s.flush())
+    assert p.aborted == 0
+    assert p.committed == [([("dest", b"x")], [])]
+
+
+@pytest.mark.parametrize(
+    ("lookahead", "slot", "size", "bucket", "expected"),
+    [
+        (4_000, 2_000, 6, 1_000, {2, 3, 4}),  # test settings: span 6 s = 3 slots, + 1
+        (300_000, 60_000, 60, 60_000, set(range(2, 9))),  # production: span 7 slots, + 1
+    ],
+)
+def test_paused_slots_are_the_future_ones_beyond_current_and_next(
+    lookahead: int, slot: int, size: int, bucket: int, expected: set[int]
+) -> None:
+    s = SchedulingSettings(
+        lookahead_ms=lookahead,
+        ring_slot_ms=slot,
+        ring_size=size,
+        bucket_width_ms=bucket,
+        placement_margin_ms=bucket,
+    )
+    assert paused_slots(0, s) == expected
+    assert paused_slots(size - 1, s) == {(x + size - 1) % size for x in expected}
+    assert future_slots(s) <= size - 1
