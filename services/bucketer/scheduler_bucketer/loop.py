@@ -22,6 +22,7 @@ from scheduler.clock import Clock
 from scheduler.codec import RegistryError
 from scheduler.domain.backoff import Backoff
 from scheduler.kafka.producer import ProduceError
+from scheduler.ops import Health
 from scheduler.topics import Topics
 
 from .intake import InputRecord
@@ -66,6 +67,7 @@ class ConsumerLoop:
         metrics: BucketerMetrics,
         clock: Clock,
         stop: threading.Event,
+        health: Health | None = None,
     ) -> None:
         self._consumer = consumer
         self._processor = processor
@@ -74,6 +76,7 @@ class ConsumerLoop:
         self._metrics = metrics
         self._clock = clock
         self._stop = stop
+        self._health = health or Health(clock)
         self._lag_reported_at: float | None = None
         self._backoff = Backoff(
             max_attempts=1_000_000,
@@ -90,6 +93,9 @@ class ConsumerLoop:
                 messages = self._consumer.consume(
                     self._settings.batch_size, self._settings.poll_timeout_s
                 )
+                self._health.beat()
+                if not failures:
+                    self._health.set_ready(True, "consuming")
                 records = self._records(messages)
                 self._report_lag()
                 if not records:
@@ -99,6 +105,7 @@ class ConsumerLoop:
                     self._processor.process(records)
                 except Exception as exc:  # noqa: BLE001 - any failure: retry, never skip (no loss)
                     failures += 1
+                    self._health.set_ready(False, f"batch failing ({failures}x): {exc}")
                     self._retry_later(records, exc, failures)
                     continue
                 if failures:

@@ -20,12 +20,13 @@ import threading
 from types import FrameType
 
 from confluent_kafka import Consumer
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from scheduler.clock import Clock, SystemClock
 from scheduler.codec import registry_client
 from scheduler.kafka.producer import KafkaRecordProducer
 from scheduler.logs import configure_logging
+from scheduler.ops import Health, OpsServer
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
 from scheduler.store.cassandra import connect
 from scheduler.store.cassandra_apps import CassandraAppStore
@@ -50,6 +51,7 @@ def run(
     metrics: BucketerMetrics,
     stop: threading.Event,
     clock: Clock | None = None,
+    health: Health | None = None,
 ) -> None:
     """Run until `stop` is set; the current batch is finished and committed first."""
     clock = clock or SystemClock()
@@ -75,7 +77,7 @@ def run(
         )
         processor = build_processor(ports, topics, scheduling, settings, metrics, writer, registry)
         consumer = Consumer(consumer_config(kafka.client_config(), settings))
-        ConsumerLoop(consumer, processor, topics, settings, metrics, clock, stop).run()
+        ConsumerLoop(consumer, processor, topics, settings, metrics, clock, stop, health).run()
     finally:
         writer.close()
         producer.close()
@@ -101,8 +103,14 @@ def main() -> int:
     logging.getLogger("cassandra.protocol").addFilter(_ExpectedBatchWarnings())
     registry = CollectorRegistry()
     metrics = BucketerMetrics(registry)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, registry=registry)
+    clock = SystemClock()
+    # A retry backoff must not look like a stuck loop: liveness allows twice the longest wait.
+    health = Health(clock, stale_after_ms=max(60_000, 2 * settings.retry_max_ms))
+    ops = (  # /metrics, /healthz, /readyz
+        OpsServer("0.0.0.0", settings.metrics_port, registry, health)  # noqa: S104
+        if settings.metrics_port
+        else None
+    )
     stop = threading.Event()
 
     def on_signal(signum: int, _: FrameType | None) -> None:
@@ -111,7 +119,20 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    run(settings, KafkaSettings(), CassandraSettings(), SchedulingSettings(), metrics, stop)
+    try:
+        run(
+            settings,
+            KafkaSettings(),
+            CassandraSettings(),
+            SchedulingSettings(),
+            metrics,
+            stop,
+            clock,
+            health,
+        )
+    finally:
+        if ops is not None:
+            ops.close()
     return 0
 
 

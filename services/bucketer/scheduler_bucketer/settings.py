@@ -28,5 +28,7 @@ class BucketerSettings(BaseSettings):
     retry_initial_ms: int = Field(default=200, ge=1, description="first backoff after a failure")
     retry_max_ms: int = Field(default=10_000, ge=1, description="longest backoff between retries")
     flush_timeout_s: float = Field(default=30.0, gt=0, description="wait for Kafka acks")
-    metrics_port: int = Field(default=9102, ge=0, le=65535, description="0: no metrics server")
+    metrics_port: int = Field(
+        default=9102, ge=0, le=65535, description="port of /metrics, /healthz, /readyz (0: none)"
+    )
     log_level: str = "INFO"

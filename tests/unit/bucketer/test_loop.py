@@ -11,6 +11,7 @@ from confluent_kafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from scheduler.clock import ManualClock
+from scheduler.ops import Health
 from scheduler.settings import KafkaSettings
 from scheduler.topics import Topics
 from scheduler_bucketer.intake import InputRecord
@@ -163,3 +164,23 @@ def test_stop_finishes_the_current_batch_and_commits_it() -> None:
     assert processor.done == ["0:0", "0:1", "0:2"]
     assert consumer.commits == [{0: 3}]
     assert consumer.closed
+
+
+def test_readiness_drops_while_a_batch_keeps_failing_and_returns_after() -> None:
+    stop = threading.Event()
+    consumer = FakeConsumer({0: 9}, batch=3)
+    health = Health(ManualClock())
+    seen: list[bool] = []
+
+    class Observing(Processor):
+        def process(self, records: Sequence[InputRecord]) -> None:
+            seen.append(health.ready()[0])
+            super().process(records)
+
+    processor = Observing(fail_calls={2}, stop=stop, expected=9)
+    loop = _loop(consumer, processor, stop)
+    loop._health = health
+    loop.run()
+    # call 1 ok; call 2 fails; call 3 is its retry (not ready meanwhile); call 4 after success
+    assert seen == [True, True, False, True]
+    assert health.alive()[0]
