@@ -221,7 +221,9 @@ async def run(args: argparse.Namespace) -> int:
     try:
         while len(seen) < count and CLOCK.now_ms() < deadline:
             if consumer is not None:
-                msgs = await asyncio.to_thread(consumer.consume, 1000, 0.05)
+                # short timeout: consume() returns only when full or timed out, and the receipt
+                # time is taken when it returns
+                msgs = await asyncio.to_thread(consumer.consume, 1000, 0.002)
                 now = CLOCK.now_ms()
                 batch = [(m.key().decode(), now) for m in msgs if m.error() is None]
             else:
