@@ -139,6 +139,28 @@ class CassandraMessageStore:
         caller retries or reports.
         Statement-level timestamps (the status group's precedence) hold inside a batch that has
         no timestamp of its own."""
+        errors: list[BaseException] = []
+        pending: list[ResponseFuture] = []
+        for request in self.save_requests(items, per_batch):
+            if len(pending) >= in_flight:
+                _settle(pending.pop(0), errors)
+            pending.append(self._session.execute_async(request))
+        for future in pending:
+            _settle(future, errors)
+        if errors:
+            raise errors[0]
+
+    def start_save_many(
+        self, items: Sequence[tuple[MessageContent, StatusUpdate, LogEntry]], per_batch: int = 1
+    ) -> list[ResponseFuture]:
+        """`save_many` without waiting: the driver's futures, for a caller on an event loop."""
+        return [self._session.execute_async(r) for r in self.save_requests(items, per_batch)]
+
+    def save_requests(
+        self, items: Sequence[tuple[MessageContent, StatusUpdate, LogEntry]], per_batch: int
+    ) -> list[Statement]:
+        """The requests `save_many` sends: batches of up to `per_batch` messages below
+        MAX_BATCH_BYTES, a bigger message's statements one by one, each listing day once."""
         days: set[tuple[str, int]] = set()
         requests: list[Statement] = []
         batch: BatchStatement | None = None
@@ -178,16 +200,7 @@ class CassandraMessageStore:
                 batch.add(statement)
             batch_messages += 1
             batch_bytes += size
-        errors: list[BaseException] = []
-        pending: list[ResponseFuture] = []
-        for request in requests:
-            if len(pending) >= in_flight:
-                _settle(pending.pop(0), errors)
-            pending.append(self._session.execute_async(request))
-        for future in pending:
-            _settle(future, errors)
-        if errors:
-            raise errors[0]
+        return requests
 
     def update_status(
         self, app_id: str, message_id: str, state: StatusUpdate, log: LogEntry

@@ -40,7 +40,7 @@ from scheduler.store.usage import usage_day
 from scheduler.topics import Topics
 from scheduler_ingest.bodies import Draft
 from scheduler_ingest.errors import ApiError
-from scheduler_ingest.io import BlockingIo
+from scheduler_ingest.io import BlockingIo, driver_results
 from scheduler_ingest.metrics import IngestMetrics
 from scheduler_ingest.publisher import Publisher, PublishError
 from scheduler_ingest.usage import UsageCounter
@@ -248,10 +248,12 @@ class MessageService:
         if not requests:
             return
         items = [_record_of(r) for r in requests]
-        save_many = getattr(self._store, "save_many", None)  # the Cassandra adapter's batched path
-        if save_many is not None:
+        # The Cassandra adapter's batched, non-blocking path: the driver's futures are awaited
+        # on the loop, no I/O thread is parked per request.
+        start_save_many = getattr(self._store, "start_save_many", None)
+        if start_save_many is not None:
             try:
-                await self._io(save_many, items, per_batch=SAVE_PER_BATCH)
+                await driver_results(start_save_many(items, per_batch=SAVE_PER_BATCH))
                 failures: list[BaseException] = []
             except Exception as exc:  # noqa: BLE001 - Kafka has them: logged, answered 200
                 failures = [exc] * len(items)

@@ -15,9 +15,10 @@ from scheduler.settings import KafkaSettings
 from scheduler.store.cassandra_apps import CassandraAppStore
 from scheduler.store.cassandra_messages import CassandraMessageStore
 from scheduler.store.usage import CassandraUsageStore
+from scheduler.topics import Topics
 from scheduler_ingest.publisher import KafkaPublisher, PublishError, producer_config
 from scheduler_ingest.settings import IngestSettings
-from tests.unit.ingest.harness import Harness
+from tests.unit.ingest.harness import SCHEDULING, Harness
 
 from .conftest import LiveEnv, LiveHarness, live_harness, read_topic
 
@@ -133,7 +134,8 @@ def test_payload_size_limit_on_the_real_stack(live_env: LiveEnv) -> None:
 
 
 def test_publish_many_settles_once_every_record_is_acknowledged(live_env: LiveEnv) -> None:
-    topic = f"{live_env.kafka.topic_prefix}commands"  # a topic of this module's set
+    # a topic of this module's set that no harness decodes (the records are not Avro)
+    topic = Topics(live_env.kafka, SCHEDULING).dead_letter
     marker = uuid.uuid4().hex.encode()
     records = [(topic, marker, str(i).encode()) for i in range(300)]
 
@@ -163,3 +165,28 @@ def test_a_payload_near_the_limit_is_recorded(h: LiveHarness) -> None:
             h.client.get(f"/messages/{item['messageId']}", headers=h.alice.data).status_code == 200
         )
     assert "scheduler_ingest_record_write_failures_total 0.0" in h.client.get("/metrics").text
+
+
+def test_a_failed_record_write_after_the_ack_still_answers_200(live_env: LiveEnv) -> None:
+    class FailingWrites(CassandraMessageStore):
+        def start_save_many(self, items: object, per_batch: int = 1) -> list[object]:
+            # a real driver future that fails, as a Cassandra timeout or outage would
+            return [live_env.session.execute_async("SELECT * FROM no_such_table")]
+
+    h = LiveHarness(
+        messages=FailingWrites(live_env.session),
+        apps=CassandraAppStore(live_env.session),
+        usage=CassandraUsageStore(live_env.session),
+        publisher=live_env.publisher,
+        kafka=live_env.kafka,
+        settings=IngestSettings(usage_flush_ms=0),
+        suffix="-" + uuid.uuid4().hex[:8],
+    )
+    try:
+        r = h.schedule({"payload": 1, "sendAt": SOON})
+        assert r.status_code == 200  # Kafka has it: the bucketer writes the record
+        assert [p.message_id for p in h.published_requests()] == [r.json()["messageId"]]
+        metrics = h.client.get("/metrics").text
+        assert "scheduler_ingest_record_write_failures_total 1.0" in metrics
+    finally:
+        h.close()
