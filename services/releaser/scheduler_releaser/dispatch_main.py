@@ -16,12 +16,13 @@ from prometheus_client import CollectorRegistry
 
 from scheduler.clock import SystemClock
 from scheduler.logs import configure_logging
+from scheduler.ops import Health
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
 
 from .metrics import DispatchMetrics
 from .runtime import run_dispatcher
 from .settings import DispatchSettings
-from .wiring import cassandra_stores, serve_metrics
+from .wiring import cassandra_stores, serve_ops
 
 log = logging.getLogger("scheduler_releaser.dispatch")
 
@@ -30,7 +31,9 @@ async def _serve() -> None:
     kafka, scheduling, settings = KafkaSettings(), SchedulingSettings(), DispatchSettings()
     registry = CollectorRegistry()
     metrics = DispatchMetrics(registry)
-    serve_metrics(settings.metrics_port, registry)
+    clock = SystemClock()
+    health = Health(clock)
+    ops = serve_ops(settings.metrics_port, registry, health)
     cluster, _, stores = await asyncio.to_thread(cassandra_stores, CassandraSettings())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -42,12 +45,15 @@ async def _serve() -> None:
             scheduling=scheduling,
             settings=settings,
             stores=stores,
-            clock=SystemClock(),
+            clock=clock,
             metrics=metrics,
             stop=stop,
+            health=health,
         )
     finally:
         cluster.shutdown()
+        if ops is not None:
+            ops.close()
 
 
 def main() -> int:

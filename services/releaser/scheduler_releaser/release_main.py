@@ -17,12 +17,13 @@ from prometheus_client import CollectorRegistry
 
 from scheduler.clock import SystemClock
 from scheduler.logs import configure_logging
+from scheduler.ops import Health
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
 
 from .metrics import ReleaseMetrics
 from .release_runtime import run_releaser
 from .settings import ReleaseSettings
-from .wiring import cassandra_stores, serve_metrics
+from .wiring import cassandra_stores, serve_ops
 
 log = logging.getLogger("scheduler_releaser.release")
 
@@ -40,7 +41,10 @@ def main() -> int:
     kafka, scheduling, settings = KafkaSettings(), SchedulingSettings(), ReleaseSettings()
     registry = CollectorRegistry()
     metrics = ReleaseMetrics(registry)
-    serve_metrics(settings.metrics_port, registry)
+    clock = SystemClock()
+    # a tick releasing a hotspot bucket can take a while: that is not a stuck loop
+    health = Health(clock, stale_after_ms=max(300_000, 10 * settings.tick_ms))
+    ops = serve_ops(settings.metrics_port, registry, health)
     try:
         cluster, _, stores = cassandra_stores(CassandraSettings())
         try:
@@ -51,15 +55,19 @@ def main() -> int:
                 buckets=stores.buckets,
                 messages=stores.messages,
                 apps=stores.apps,
-                clock=SystemClock(),
+                clock=clock,
                 metrics=metrics,
                 stop=stop,
+                health=health,
             )
         finally:
             cluster.shutdown()
     except Exception:
         log.exception("releaser stopped on an error")
         return 1
+    finally:
+        if ops is not None:
+            ops.close()
     return 0
 
 

@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient
 
 from scheduler.clock import Clock
 from scheduler.kafka.admin import ensure_topics
+from scheduler.ops import Health
 from scheduler.records import DueMessage
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.store.ports import AppLookup, BucketStore, MessageStore
@@ -114,7 +115,9 @@ def run_releaser(
     clock: Clock,
     metrics: ReleaseMetrics,
     stop: threading.Event,
+    health: Health | None = None,
 ) -> None:
+    health = health or Health(clock)
     ensure_lease_topic(kafka)
     producer = Producer(
         {**kafka.client_config(), "enable.idempotence": True, "acks": "all", "linger.ms": 5}
@@ -144,12 +147,17 @@ def run_releaser(
     try:
         while not stop.is_set():
             leadership.wait(settings.tick_ms / 1000)
-            if leadership.is_leader and not stop.is_set():
+            health.beat()
+            if not leadership.is_leader:
+                health.set_ready(True, "standby (another replica leads)")
+            elif not stop.is_set():
                 try:
                     releaser.tick()
-                except Exception:
+                    health.set_ready(True, "leading")
+                except Exception as exc:
                     # Cassandra or Kafka trouble: nothing was lost (the watermark did not move
                     # past the failing bucket); try again on the next tick.
+                    health.set_ready(False, f"release tick failing: {exc}")
                     log.exception("release tick failed; retrying next tick")
     finally:
         consumer.close()  # leaves the group: another replica takes over at once

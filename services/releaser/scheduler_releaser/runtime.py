@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
 from scheduler.clock import Clock
 from scheduler.codec import DecodeError
+from scheduler.ops import Health
 from scheduler.records import DeliveryResult
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.store.ports import AppLookup, BucketStore, MessageStore
@@ -72,7 +73,9 @@ async def run_dispatcher(
     clock: Clock,
     metrics: DispatchMetrics,
     stop: asyncio.Event,
+    health: Health | None = None,
 ) -> None:
+    health = health or Health(clock)
     topics = Topics(kafka, scheduling)
     codecs = Codecs.build(kafka)
     group = f"{kafka.topic_prefix}dispatcher"
@@ -175,7 +178,8 @@ async def run_dispatcher(
             loader.close()
         log.info("dispatcher %s started: %d settled attempts loaded", settings.instance, loaded)
         writer.start()
-        await _loop(dispatcher, ring, commands, sink, clock, settings, stop)
+        health.set_ready(True, "dispatching")
+        await _loop(dispatcher, ring, commands, sink, clock, settings, stop, health)
         log.info("stopping: %d deliveries in flight", dispatcher.in_flight)
         dispatcher.stopping = True  # requests under way finish; waiting ones stay unsettled
         await dispatcher.drain()
@@ -198,11 +202,13 @@ async def _loop(
     clock: Clock,
     settings: DispatchSettings,
     stop: asyncio.Event,
+    health: Health,
 ) -> None:
     commit_task: asyncio.Task[int] | None = None
     last_commit = clock.monotonic_ms()
     last_prune = clock.now_ms()
     while not stop.is_set():
+        health.beat()
         now = clock.now_ms()
         commands.poll()
         ring.rotate(now)

@@ -41,7 +41,9 @@ class DispatchSettings(BaseSettings):
         default=300_000, ge=0, description="remember settled attempts this long (then: record)"
     )
     max_held: int = Field(default=500_000, ge=1, description="pause the ring above this")
-    metrics_port: int = Field(default=9102, ge=0, description="0: no metrics server")
+    metrics_port: int = Field(
+        default=9104, ge=0, description="port of /metrics, /healthz, /readyz (0: none)"
+    )
 
     def backoff(self) -> Backoff:
         return Backoff(
@@ -64,4 +66,6 @@ class ReleaseSettings(BaseSettings):
     initial_backfill_ms: int = Field(
         default=86_400_000, ge=0, description="first run without a watermark: start this far back"
     )
-    metrics_port: int = Field(default=9103, ge=0, description="0: no metrics server")
+    metrics_port: int = Field(
+        default=9103, ge=0, description="port of /metrics, /healthz, /readyz (0: none)"
+    )

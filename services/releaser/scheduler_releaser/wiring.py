@@ -1,10 +1,11 @@
-"""Cassandra-backed stores and the metrics endpoint, shared by both entry points."""
+"""Cassandra-backed stores and the ops endpoints, shared by both entry points."""
 
 from __future__ import annotations
 
 from cassandra.cluster import Cluster, Session
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
+from scheduler.ops import Health, OpsServer
 from scheduler.settings import CassandraSettings
 from scheduler.store.cassandra import connect
 from scheduler.store.cassandra_apps import CassandraAppStore
@@ -28,6 +29,8 @@ def cassandra_stores(settings: CassandraSettings) -> tuple[Cluster, Session, Sto
     return cluster, session, stores
 
 
-def serve_metrics(port: int, registry: CollectorRegistry) -> None:
-    if port:
-        start_http_server(port, registry=registry)
+def serve_ops(port: int, registry: CollectorRegistry, health: Health) -> OpsServer | None:
+    """/metrics, /healthz and /readyz on `port` (0: none)."""
+    if not port:
+        return None
+    return OpsServer("0.0.0.0", port, registry, health)  # noqa: S104 - a pod's probes
