@@ -18,8 +18,9 @@ install: .venv/.installed ## create .venv with the locked dependencies (uv)
 	$(UV) sync --frozen --extra dev
 	@touch $@
 
-tools: ## install the pinned deploy validation tools (helm, kustomize, kubernetes-validate, promtool) into .local/tools
+tools: ## install the test tools: pinned deploy validators (helm, kustomize, kubernetes-validate, promtool), Chromium
 	bash deploy/tools/install.sh
+	bash devservers/install_chromium.sh
 
 deploy-check: tools ## validate the Helm chart, kustomize manifests and alert rules
 	bash deploy/tools/check.sh
