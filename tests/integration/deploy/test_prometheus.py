@@ -11,15 +11,13 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,6 +32,7 @@ from scheduler.cli import setup
 from scheduler.clock import SystemClock
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
 from scheduler.topics import Topics
+from tests.support.processes import SERVICES, System, free_port, service_env, wait_for
 from tests.unit.deploy.support import (
     ROOT,
     TOOLS,
@@ -46,26 +45,11 @@ pytestmark = [pytest.mark.e2e]
 
 CLOCK = SystemClock()
 BIN = Path(sys.executable).parent
-SERVICES = ("ingest", "bucketer", "releaser", "dispatcher")
 RATE_WINDOW = "5m"  # Grafana's $__rate_interval: the whole test fits in it
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(what: str, check: Callable[[], bool], timeout_s: float, every_s: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except (httpx.HTTPError, OSError):
-            pass
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+_free_port = free_port
+_wait = wait_for
 
 
 # -- a delivery endpoint whose answer the payload chooses ----------------------------------------
@@ -117,66 +101,7 @@ def endpoint() -> Iterator[Endpoint]:
 # -- the services as processes --------------------------------------------------------------------
 
 
-@dataclass
-class Stack:
-    env: dict[str, str]
-    ports: dict[str, int]
-    procs: dict[str, subprocess.Popen[bytes]]
-    logs: Path
-
-    @property
-    def ingest(self) -> str:
-        return f"http://127.0.0.1:{self.ports['ingest']}"
-
-    def tail(self) -> str:
-        out = []
-        for name in SERVICES:
-            path = self.logs / f"{name}.log"
-            if path.exists():
-                out.append(f"--- {name} ---\n" + "\n".join(path.read_text().splitlines()[-25:]))
-        return "\n".join(out)
-
-
-def _environment(
-    kafka: KafkaSettings, cassandra: CassandraSettings, s: SchedulingSettings, ports: dict[str, int]
-) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDULER_")}
-    env.update(
-        {
-            "SCHEDULER_ENV": "dev",  # the public development pepper
-            "SCHEDULER_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "SCHEDULER_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-            "SCHEDULER_KAFKA_REPLICATION_FACTOR": "1",
-            "SCHEDULER_KAFKA_MIN_INSYNC_REPLICAS": "1",
-            "SCHEDULER_KAFKA_REQUESTS_PARTITIONS": str(kafka.requests_partitions),
-            "SCHEDULER_KAFKA_COMMANDS_PARTITIONS": str(kafka.commands_partitions),
-            "SCHEDULER_KAFKA_DUE_PARTITIONS": str(kafka.due_partitions),
-            "SCHEDULER_KAFKA_RESULTS_PARTITIONS": str(kafka.results_partitions),
-            "SCHEDULER_CASSANDRA_CONTACT_POINTS": json.dumps(cassandra.contact_points),
-            "SCHEDULER_CASSANDRA_PORT": str(cassandra.port),
-            "SCHEDULER_CASSANDRA_KEYSPACE": cassandra.keyspace,
-            "SCHEDULER_CASSANDRA_REPLICATION_FACTOR": "1",
-            "SCHEDULER_CASSANDRA_CONSISTENCY": cassandra.consistency,
-            "SCHEDULER_BUCKET_WIDTH_MS": str(s.bucket_width_ms),
-            "SCHEDULER_LOOKAHEAD_MS": str(s.lookahead_ms),
-            "SCHEDULER_PLACEMENT_MARGIN_MS": str(s.placement_margin_ms),
-            "SCHEDULER_RING_SIZE": str(s.ring_size),
-            "SCHEDULER_RING_SLOT_MS": str(s.ring_slot_ms),
-            "SCHEDULER_CANCEL_GUARD_MS": str(s.cancel_guard_ms),
-            "SCHEDULER_INGEST_HOST": "127.0.0.1",
-            "SCHEDULER_INGEST_PORT": str(ports["ingest"]),
-            "SCHEDULER_BUCKETER_METRICS_PORT": str(ports["bucketer"]),
-            "SCHEDULER_RELEASE_METRICS_PORT": str(ports["releaser"]),
-            "SCHEDULER_DISPATCH_METRICS_PORT": str(ports["dispatcher"]),
-            "SCHEDULER_DISPATCH_ALLOW_PRIVATE_DESTINATIONS": "true",
-            "SCHEDULER_DISPATCH_MAX_ATTEMPTS": "3",
-            "SCHEDULER_DISPATCH_BACKOFF_BASE_MS": "200",
-            "SCHEDULER_RELEASE_TICK_MS": "200",
-            # A fresh keyspace has no watermark: start just before now, not a day back.
-            "SCHEDULER_RELEASE_INITIAL_BACKFILL_MS": "5000",
-        }
-    )
-    return env
+Stack = System
 
 
 @pytest.fixture
@@ -185,41 +110,16 @@ def stack(
     cassandra_settings: CassandraSettings,
     scheduling_settings: SchedulingSettings,
     tmp_path: Path,
-) -> Iterator[Stack]:
+) -> Iterator[System]:
     setup(kafka_settings, cassandra_settings, scheduling_settings)
-    ports = {name: _free_port() for name in SERVICES}
-    env = _environment(kafka_settings, cassandra_settings, scheduling_settings, ports)
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+    ports = System.ports_for()
+    env = service_env(kafka_settings, cassandra_settings, scheduling_settings, ports)
+    system = System(env, ports, tmp_path)
     try:
-        for name in SERVICES:
-            with (tmp_path / f"{name}.log").open("wb") as log:
-                procs[name] = subprocess.Popen(
-                    [str(BIN / f"scheduler-{name}")], env=env, stdout=log, stderr=log
-                )
-        stack = Stack(env, ports, procs, tmp_path)
-        try:
-            _wait(
-                "ingest /readyz",
-                lambda: httpx.get(f"{stack.ingest}/readyz").status_code == 200,
-                90,
-            )
-            for name in ("bucketer", "releaser", "dispatcher"):
-                url = f"http://127.0.0.1:{ports[name]}/metrics"
-                _wait(f"{name} metrics", lambda u=url: httpx.get(u).status_code == 200, 60)
-        except AssertionError:
-            print(stack.tail())
-            raise
-        yield stack
+        system.start()
+        yield system
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        system.stop()
 
 
 # -- Prometheus ---------------------------------------------------------------------------------

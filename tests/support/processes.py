@@ -1,0 +1,205 @@
+"""The four services as real processes (their console scripts) on free ports, for e2e tests.
+
+One launcher for every test that needs the running system: `ServiceEnv` renders the
+environment (the same variables as devservers/local.env, seconds-scale horizons), `System`
+starts, kills (-9), restarts and stops the processes and waits for their readiness probes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from scheduler.cli import setup
+from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
+
+BIN = Path(sys.executable).parent
+SERVICES = ("ingest", "bucketer", "releaser", "dispatcher")
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout_s: float, every_s: float = 0.5) -> None:
+    """Poll `check` until it is true; an HTTP or socket error counts as "not yet"."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (httpx.HTTPError, OSError):
+            pass
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def service_env(
+    kafka: KafkaSettings,
+    cassandra: CassandraSettings,
+    s: SchedulingSettings,
+    ports: Mapping[str, int],
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The process environment: no SCHEDULER_* of the caller leaks in; `extra` wins."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDULER_")}
+    env.update(
+        {
+            "SCHEDULER_ENV": "dev",  # the public development pepper
+            "SCHEDULER_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "SCHEDULER_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+            "SCHEDULER_KAFKA_REPLICATION_FACTOR": "1",
+            "SCHEDULER_KAFKA_MIN_INSYNC_REPLICAS": "1",
+            "SCHEDULER_KAFKA_REQUESTS_PARTITIONS": str(kafka.requests_partitions),
+            "SCHEDULER_KAFKA_COMMANDS_PARTITIONS": str(kafka.commands_partitions),
+            "SCHEDULER_KAFKA_DUE_PARTITIONS": str(kafka.due_partitions),
+            "SCHEDULER_KAFKA_RESULTS_PARTITIONS": str(kafka.results_partitions),
+            "SCHEDULER_CASSANDRA_CONTACT_POINTS": json.dumps(cassandra.contact_points),
+            "SCHEDULER_CASSANDRA_PORT": str(cassandra.port),
+            "SCHEDULER_CASSANDRA_KEYSPACE": cassandra.keyspace,
+            "SCHEDULER_CASSANDRA_REPLICATION_FACTOR": "1",
+            "SCHEDULER_CASSANDRA_CONSISTENCY": cassandra.consistency,
+            "SCHEDULER_BUCKET_WIDTH_MS": str(s.bucket_width_ms),
+            "SCHEDULER_LOOKAHEAD_MS": str(s.lookahead_ms),
+            "SCHEDULER_PLACEMENT_MARGIN_MS": str(s.placement_margin_ms),
+            "SCHEDULER_RING_SIZE": str(s.ring_size),
+            "SCHEDULER_RING_SLOT_MS": str(s.ring_slot_ms),
+            "SCHEDULER_CANCEL_GUARD_MS": str(s.cancel_guard_ms),
+            "SCHEDULER_INGEST_HOST": "127.0.0.1",
+            "SCHEDULER_INGEST_PORT": str(ports["ingest"]),
+            "SCHEDULER_BUCKETER_METRICS_PORT": str(ports["bucketer"]),
+            "SCHEDULER_RELEASE_METRICS_PORT": str(ports["releaser"]),
+            "SCHEDULER_DISPATCH_METRICS_PORT": str(ports["dispatcher"]),
+            "SCHEDULER_DISPATCH_ALLOW_PRIVATE_DESTINATIONS": "true",
+            "SCHEDULER_DISPATCH_MAX_ATTEMPTS": "3",
+            "SCHEDULER_DISPATCH_BACKOFF_BASE_MS": "200",
+            "SCHEDULER_RELEASE_TICK_MS": "200",
+            # A fresh keyspace has no watermark: start just before now, not a day back.
+            "SCHEDULER_RELEASE_INITIAL_BACKFILL_MS": "5000",
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class System:
+    """The four services as processes; logs in `logs/<service>.log` (appended across restarts)."""
+
+    env: dict[str, str]
+    ports: dict[str, int]
+    logs: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @classmethod
+    def ports_for(cls, names: Iterable[str] = SERVICES) -> dict[str, int]:
+        return {name: free_port() for name in names}
+
+    @property
+    def ingest(self) -> str:
+        return self.url("ingest")
+
+    def url(self, name: str, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.ports[name]}{path}"
+
+    def start(self, *names: str, wait: bool = True) -> None:
+        for name in names or SERVICES:
+            with (self.logs / f"{name}.log").open("ab") as log:
+                self.procs[name] = subprocess.Popen(
+                    [str(BIN / f"scheduler-{name}")],
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+        if wait:
+            self.wait_ready(*(names or SERVICES))
+
+    def ready(self, name: str) -> bool:
+        return httpx.get(self.url(name, "/readyz"), timeout=2).status_code == 200
+
+    def wait_ready(self, *names: str, timeout_s: float = START_TIMEOUT_S) -> None:
+        for name in names or SERVICES:
+            proc = self.procs[name]
+
+            def check(name: str = name, proc: subprocess.Popen[bytes] = proc) -> bool:
+                if proc.poll() is not None:
+                    raise AssertionError(f"{name} exited ({proc.returncode})\n{self.tail()}")
+                return self.ready(name)
+
+            try:
+                wait_for(f"{name} /readyz", check, timeout_s, every_s=0.3)
+            except AssertionError:
+                print(self.tail())
+                raise
+
+    def kill9(self, name: str) -> None:
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def restart(self, name: str, wait: bool = True) -> None:
+        self.start(name, wait=wait)
+
+    def stop(self, *names: str) -> dict[str, int]:
+        """SIGTERM, then wait (SIGKILL after STOP_TIMEOUT_S); returns the exit codes."""
+        chosen = [(n, self.procs[n]) for n in names or SERVICES if n in self.procs]
+        for _, proc in chosen:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        codes = {}
+        for name, proc in chosen:
+            try:
+                codes[name] = proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes[name] = proc.wait()
+        return codes
+
+    def tail(self, lines: int = 25) -> str:
+        out = []
+        for name in SERVICES:
+            path = self.logs / f"{name}.log"
+            if path.exists():
+                text = "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+                out.append(f"--- {name} ---\n{text}")
+        return "\n".join(out)
+
+    def log_text(self, name: str) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+@contextmanager
+def running_system(
+    kafka: KafkaSettings,
+    cassandra: CassandraSettings,
+    scheduling: SchedulingSettings,
+    logs: Path,
+    extra: Mapping[str, str] | None = None,
+) -> Iterator[System]:
+    """`scheduler setup` on the given topics and keyspace, then the four services, ready; all
+    stopped (SIGTERM) at the end."""
+    setup(kafka, cassandra, scheduling)
+    ports = System.ports_for()
+    system = System(service_env(kafka, cassandra, scheduling, ports, extra), ports, logs)
+    try:
+        system.start()
+        yield system
+    finally:
+        system.stop()
