@@ -1,0 +1,158 @@
+"""The e2e harness: private topics and keyspace, the four services as processes, a tenant with a
+REST app (to a local HTTP receiver) and a KAFKA app (read by a read_committed consumer)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cassandra.cluster import Cluster
+
+from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
+from scheduler.store.cassandra import connect
+from scheduler.testing.servers import Servers
+from tests.support.ledger import Ledger, Report
+from tests.support.processes import System, running_system, wait_for
+from tests.support.receiver import Arrivals, HttpReceiver, KafkaReceiver
+from tests.support.workload import App, create_app, create_control_key, create_topic
+
+DEST_PREFIX = "e2edest."
+GRACE_S = 2.0  # after the last arrival: time for a late duplicate to show
+
+# Seconds-scale horizons, as devservers/local.env but shorter: 1 s buckets, 4 s look-ahead, so
+# anything due later than ~5 s goes through Cassandra and the releaser.
+SCHEDULING = SchedulingSettings(
+    bucket_width_ms=1_000,
+    lookahead_ms=4_000,
+    placement_margin_ms=1_000,
+    ring_size=8,
+    ring_slot_ms=2_000,
+    cancel_guard_ms=200,
+)
+
+EXTRA_ENV = {
+    "SCHEDULER_INGEST_KAFKA_ENDPOINT_PREFIXES": json.dumps([DEST_PREFIX]),
+    "SCHEDULER_DISPATCH_KAFKA_DESTINATION_PREFIXES": json.dumps([DEST_PREFIX]),
+    # The leader lease of a killed releaser expires after this (the broker's minimum is 6 s).
+    "SCHEDULER_RELEASE_SESSION_TIMEOUT_MS": "6000",
+}
+
+
+def private_settings(
+    kafka_bootstrap: str, cassandra_hosts: list[str], cassandra_port: int
+) -> tuple[KafkaSettings, CassandraSettings]:
+    tag = uuid.uuid4().hex[:10]
+    kafka = KafkaSettings(
+        bootstrap_servers=kafka_bootstrap,
+        topic_prefix=f"e{tag}.",
+        replication_factor=1,
+        min_insync_replicas=1,
+        requests_partitions=2,
+        commands_partitions=1,
+        due_partitions=1,
+        results_partitions=1,
+    )
+    cassandra = CassandraSettings(
+        contact_points=cassandra_hosts,
+        port=cassandra_port,
+        keyspace=f"e_{tag}",
+        replication_factor=1,
+        consistency="LOCAL_ONE",
+    )
+    return kafka, cassandra
+
+
+def drop_private(kafka: KafkaSettings, cassandra: CassandraSettings, dest_topic: str) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(kafka.client_config())
+    ours = [
+        t
+        for t in admin.list_topics(timeout=10).topics
+        if t.startswith(kafka.topic_prefix) or t == dest_topic
+    ]
+    if ours:
+        for future in admin.delete_topics(ours, operation_timeout=30).values():
+            future.result()
+    cluster: Cluster
+    cluster, session = connect(cassandra)
+    try:
+        session.execute(f"DROP KEYSPACE IF EXISTS {cassandra.keyspace}", timeout=60)
+    finally:
+        cluster.shutdown()
+
+
+@dataclass
+class World:
+    """A running system plus its destinations and a tenant with one app of each kind."""
+
+    system: System
+    kafka: KafkaSettings
+    cassandra: CassandraSettings
+    scheduling: SchedulingSettings
+    arrivals: Arrivals
+    rest: App
+    kafka_app: App
+
+    def wait_delivered(self, ledger: Ledger, timeout_s: float) -> Report:
+        """Wait until every planned message arrived (bounded), then a short grace period for
+        late duplicates; returns the report (the caller asserts on it)."""
+        try:
+            wait_for(
+                f"{len(ledger)} deliveries",
+                lambda: set(ledger.planned) <= self.arrivals.ids(),
+                timeout_s,
+            )
+        except AssertionError:
+            report = ledger.report(self.arrivals.snapshot())
+            print(self.system.tail())
+            raise AssertionError(f"not all delivered: {report.summary()}") from None
+        time.sleep(GRACE_S)
+        return ledger.report(self.arrivals.snapshot())
+
+
+@contextmanager
+def world(
+    kafka: KafkaSettings,
+    cassandra: CassandraSettings,
+    logs: Path,
+    extra: dict[str, str] | None = None,
+) -> Iterator[World]:
+    """Everything of one e2e module: topics, keyspace, services, receivers, one tenant."""
+    dest_topic = f"{DEST_PREFIX}{kafka.topic_prefix}out"
+    try:
+        with running_system(
+            kafka, cassandra, SCHEDULING, logs, {**EXTRA_ENV, **(extra or {})}
+        ) as system:
+            create_topic(kafka, dest_topic)
+            arrivals = Arrivals()
+            http = HttpReceiver(arrivals).start()
+            consumer = KafkaReceiver(arrivals, kafka.bootstrap_servers, dest_topic).start()
+            control = create_control_key(system.env, f"e2e-{uuid.uuid4().hex[:6]}@example.com")
+            rest = create_app(system.ingest, control, "REST", http.url)
+            kafka_app = create_app(system.ingest, control, "KAFKA", dest_topic)
+            try:
+                yield World(system, kafka, cassandra, SCHEDULING, arrivals, rest, kafka_app)
+            finally:
+                rest.close()
+                kafka_app.close()
+                consumer.close()
+                http.close()
+    finally:
+        drop_private(kafka, cassandra, dest_topic)
+
+
+@pytest.fixture(scope="module")
+def shared_world(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """One system per test module on the shared stack (private topics and keyspace)."""
+    kafka, cassandra = private_settings(
+        servers.kafka_bootstrap, servers.cassandra_contact_points, servers.cassandra_port
+    )
+    with world(kafka, cassandra, tmp_path_factory.mktemp("e2e")) as w:
+        yield w

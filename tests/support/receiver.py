@@ -1,0 +1,154 @@
+"""Where the system delivers in e2e tests and the soak runner: an HTTP receiver (REST apps)
+and a read_committed consumer of a KAFKA app's topic. Both record, per delivery, the message id,
+the attempt and the receipt time (this host's clock, the one "never early" is judged by)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer
+
+from scheduler.clock import SystemClock
+
+CLOCK = SystemClock()
+
+
+@dataclass(frozen=True)
+class Arrival:
+    message_id: str
+    received_ms: int
+    attempt: int
+    destination: str  # "rest" | "kafka"
+
+
+@dataclass
+class Arrivals:
+    """Thread-safe list of arrivals."""
+
+    items: list[Arrival] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, arrival: Arrival) -> None:
+        with self.lock:
+            self.items.append(arrival)
+
+    def snapshot(self) -> list[Arrival]:
+        with self.lock:
+            return list(self.items)
+
+    def ids(self) -> set[str]:
+        with self.lock:
+            return {a.message_id for a in self.items}
+
+
+class HttpReceiver:
+    """A minimal asyncio HTTP/1.1 server (keep-alive) in its own thread: records every POST,
+    answers 204. Fast enough for thousands of deliveries a second."""
+
+    def __init__(self, arrivals: Arrivals) -> None:
+        self.arrivals = arrivals
+        self.port = 0
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="http-receiver", daemon=True)
+
+    def start(self) -> HttpReceiver:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the HTTP receiver did not start")
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def close(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        async with server:
+            await self._stop.wait()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                received = CLOCK.now_ms()
+                lines = head.decode("latin-1").split("\r\n")
+                headers = {
+                    k.strip().lower(): v.strip()
+                    for k, _, v in (line.partition(":") for line in lines[1:] if line)
+                }
+                await reader.readexactly(int(headers.get("content-length", "0")))
+                self.arrivals.add(
+                    Arrival(
+                        headers.get("x-scheduler-message-id", "?"),
+                        received,
+                        int(headers.get("x-scheduler-attempt", "0")),
+                        "rest",
+                    )
+                )
+                writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+class KafkaReceiver:
+    """A read_committed consumer of a KAFKA app's destination topic, in its own thread: only
+    records of committed transactions count, so an aborted or fenced attempt is not a delivery.
+    The message id is taken from the record key (the dispatcher's default key)."""
+
+    def __init__(self, arrivals: Arrivals, bootstrap: str, topic: str) -> None:
+        self.arrivals = arrivals
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"e2e-receiver-{uuid.uuid4().hex[:8]}",
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "log_level": 3,
+            }
+        )
+        self._consumer.subscribe([topic])
+        self._stopping = threading.Event()
+        self._assigned = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kafka-receiver", daemon=True)
+
+    def start(self) -> KafkaReceiver:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._thread.join(15)
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                # A short timeout: the receipt time is taken when poll returns.
+                for msg in self._consumer.consume(500, timeout=0.005):
+                    received = CLOCK.now_ms()
+                    if msg.error() is not None:  # partition EOF, transient broker errors
+                        continue
+                    key = msg.key() or b"?"
+                    self.arrivals.add(Arrival(key.decode(), received, 0, "kafka"))
+        finally:
+            self._consumer.close()
