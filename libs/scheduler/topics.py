@@ -14,6 +14,7 @@ class Topic(Enum):
     RESULTS = "results"
     REJECTED = "rejected"
     DEAD_LETTER = "dead-letter"
+    RELEASER_LEASE = "releaser-lease"  # one partition, no data: its owner leads the releasers
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ class Topics:
     def dead_letter(self) -> str:
         return self.name(Topic.DEAD_LETTER)
 
+    @property
+    def releaser_lease(self) -> str:
+        return self.name(Topic.RELEASER_LEASE)
+
     def specs(self) -> list[TopicSpec]:
         k = self._kafka
         durable = {"min.insync.replicas": str(min(k.min_insync_replicas, k.replication_factor))}
@@ -70,6 +75,7 @@ class Topics:
             ),
             TopicSpec(self.rejected, 1, retained(k.operator_retention_ms)),
             TopicSpec(self.dead_letter, 1, retained(k.operator_retention_ms)),
+            TopicSpec(self.releaser_lease, 1, retained(3_600_000)),
         ]
         specs += [
             TopicSpec(name, k.due_partitions, retained(k.due_retention_ms))

@@ -43,7 +43,7 @@ def test_setup_creates_everything_and_second_run_changes_nothing(
 ) -> None:
     first = setup(kafka_settings, cassandra_settings, scheduling_settings)
     specs = Topics(kafka_settings, scheduling_settings).specs()
-    assert len(specs) == 5 + scheduling_settings.ring_size
+    assert len(specs) == 6 + scheduling_settings.ring_size
     assert {f"created topic {spec.name}" for spec in specs} <= set(first)
     assert f"created keyspace {cassandra_settings.keyspace}" in " ".join(first)
     assert "applied migration 0001_initial" in first

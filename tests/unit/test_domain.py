@@ -76,6 +76,15 @@ def test_ring_topic_names_round_trip(ring: Ring, due: int) -> None:
     assert ring.topic_for(due + ring.cycle_ms) == topic
 
 
+@given(rings, times, times)
+def test_a_past_due_send_goes_to_the_current_slot(ring: Ring, due: int, now: int) -> None:
+    topic = ring.topic_for_send(due, now)
+    if due >= now:
+        assert topic == ring.topic_for(due)  # its own slot
+    else:
+        assert topic == ring.topic_for(now)  # never a slot that is already behind
+
+
 def test_ring_default_names() -> None:
     ring = Ring("scheduler.due.")
     assert ring.topics()[0] == "scheduler.due.00"

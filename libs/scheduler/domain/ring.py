@@ -42,6 +42,12 @@ class Ring:
     def topic_for(self, due_ms: int) -> str:
         return self.topic_for_slot(self.slot_of(due_ms))
 
+    def topic_for_send(self, due_ms: int, now_ms: int) -> str:
+        """Where a message produced now goes: its due slot, or the current slot if it is already
+        past due (the dispatcher reads only the current and next slots, so a past slot might not
+        be read before the ring comes round again). The record keeps its real due time."""
+        return self.topic_for(max(due_ms, now_ms))
+
     def slot_of_topic(self, topic: str) -> int:
         """Inverse of `topic_for_slot`; raises ValueError for a name that is not in this ring."""
         width = len(str(self.size - 1))

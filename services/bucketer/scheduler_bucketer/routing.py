@@ -64,8 +64,4 @@ class Router:
         return bucket_start(due_ms, self._scheduling.bucket_width_ms)
 
     def due_topic(self, due_ms: int, now_ms: int) -> str:
-        """Ring topic for a direct send. A past-due message goes to the current slot: the
-        dispatcher only reads the current and next slots, so the slot of a due time minutes ago
-        would not be read before the ring came round again. The record keeps its real due time.
-        """
-        return self._ring.topic_for(max(due_ms, now_ms))
+        return self._ring.topic_for_send(due_ms, now_ms)

@@ -50,12 +50,6 @@ log = logging.getLogger(__name__)
 READ_BATCH = 100  # records read per query at fire time
 
 
-def ring_topic(topics: Topics, due_ms: int, now_ms: int) -> str:
-    """The ring topic a (re)scheduled message goes to: its due slot, or the current slot if it
-    is already past due (a past slot may be far behind the dispatcher's active window)."""
-    return topics.ring.topic_for(max(due_ms, now_ms))
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -309,7 +303,7 @@ class Dispatcher:
         if retry is not None and await self._reschedule_via_ring(retry, shards):
             records.append(
                 OutRecord(
-                    topic=ring_topic(self._topics, retry.due_ms, now_ms),
+                    topic=self._topics.ring.topic_for_send(retry.due_ms, now_ms),
                     key=retry.message_id.encode(),
                     value=self._codecs.due.encode(retry),
                 )

@@ -24,10 +24,9 @@ from scheduler.ops import Health
 from scheduler.records import DueMessage
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.store.ports import AppLookup, BucketStore, MessageStore
-from scheduler.topics import Topics, TopicSpec
+from scheduler.topics import Topics
 
 from .codecs import Codecs
-from .dispatcher import ring_topic
 from .metrics import ReleaseMetrics
 from .releaser import Releaser
 from .settings import ReleaseSettings
@@ -35,13 +34,9 @@ from .settings import ReleaseSettings
 log = logging.getLogger(__name__)
 
 
-def lease_topic(kafka: KafkaSettings) -> str:
-    """The releaser's coordination topic (one partition, no data; see module docstring)."""
-    return f"{kafka.topic_prefix}releaser-lease"
-
-
-def ensure_lease_topic(kafka: KafkaSettings) -> None:
-    spec = TopicSpec(lease_topic(kafka), 1, {"cleanup.policy": "delete", "retention.ms": "3600000"})
+def ensure_lease_topic(kafka: KafkaSettings, topics: Topics) -> None:
+    """`scheduler setup` creates it; made here too so a releaser never waits for a missing one."""
+    spec = next(s for s in topics.specs() if s.name == topics.releaser_lease)
     ensure_topics(AdminClient(kafka.client_config()), [spec], kafka)
 
 
@@ -57,7 +52,7 @@ class KafkaRingPublisher:
             self._errors.append(error)
 
     def publish(self, message: DueMessage, now_ms: int) -> None:
-        topic = ring_topic(self._topics, message.due_ms, now_ms)
+        topic = self._topics.ring.topic_for_send(message.due_ms, now_ms)
         value = self._codecs.due.encode(message)
         while True:
             try:
@@ -118,7 +113,8 @@ def run_releaser(
     health: Health | None = None,
 ) -> None:
     health = health or Health(clock)
-    ensure_lease_topic(kafka)
+    topics = Topics(kafka, scheduling)
+    ensure_lease_topic(kafka, topics)
     producer = Producer(
         {**kafka.client_config(), "enable.idempotence": True, "acks": "all", "linger.ms": 5}
     )
@@ -131,7 +127,7 @@ def run_releaser(
         "enable.auto.commit": False,
     }
     consumer = Consumer(consumer_conf)
-    leadership = Leadership(consumer, lease_topic(kafka), lambda lead: metrics.leader.set(lead))
+    leadership = Leadership(consumer, topics.releaser_lease, lambda lead: metrics.leader.set(lead))
     writers = ThreadPoolExecutor(max_workers=settings.writers, thread_name_prefix="release-write")
     releaser = Releaser(
         clock=clock,
@@ -139,7 +135,7 @@ def run_releaser(
         buckets=buckets,
         messages=messages,
         apps=apps,
-        publisher=KafkaRingPublisher(producer, Topics(kafka, scheduling), Codecs.build(kafka)),
+        publisher=KafkaRingPublisher(producer, topics, Codecs.build(kafka)),
         writers=writers,
         metrics=metrics,
         initial_backfill_ms=settings.initial_backfill_ms,

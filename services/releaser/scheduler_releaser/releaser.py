@@ -9,7 +9,7 @@ The watermark is advanced only after every partition of the bucket was produced 
 so a crash repeats at most one bucket (harmless: the dispatcher deduplicates by message id,
 generation and attempt, and record writes go by precedence), and never skips one. After
 downtime the overdue buckets are released at once, oldest first; their messages go to the
-current slot (ring_topic) and fire immediately.
+current slot (Ring.topic_for_send) and fire immediately.
 """
 
 from __future__ import annotations
