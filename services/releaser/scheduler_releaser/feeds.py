@@ -46,6 +46,8 @@ def consumer_config(kafka: KafkaSettings, group_id: str, **extra: Any) -> dict[s
 
 def start_offsets(consumer: Consumer, tps: list[TopicPartition], since_ms: int) -> None:
     """Set each partition's offset to the first record at or after `since_ms` (else the end)."""
+    if not tps:  # librdkafka refuses an empty query (_INVALID_ARG): a restart with every
+        return  # ring partition committed has nothing to look up
     query = [TopicPartition(tp.topic, tp.partition, since_ms) for tp in tps]
     found = {
         (tp.topic, tp.partition): tp.offset for tp in consumer.offsets_for_times(query, TIMEOUT_S)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from scheduler.clock import ManualClock
 from scheduler.settings import SchedulingSettings
-from scheduler_releaser.feeds import future_slots, paused_slots
+from scheduler_releaser.feeds import future_slots, paused_slots, start_offsets
 from scheduler_releaser.metrics import DispatchMetrics
 from scheduler_releaser.offsets import OffsetTracker
 from scheduler_releaser.ports import OutRecord
@@ -132,3 +132,14 @@ def test_paused_slots_are_the_future_ones_beyond_current_and_next(
     assert paused_slots(0, s) == expected
     assert paused_slots(size - 1, s) == {(x + size - 1) % size for x in expected}
     assert future_slots(s) <= size - 1
+
+
+def test_start_offsets_with_no_fresh_partition_asks_kafka_nothing() -> None:
+    """A restart where every ring partition has a committed offset: librdkafka refuses an empty
+    offsets_for_times query (_INVALID_ARG), which used to stop the restarted dispatcher."""
+
+    class Refusing:
+        def offsets_for_times(self, query: list[TopicPartition], timeout: float) -> None:
+            raise AssertionError("no lookup expected")
+
+    start_offsets(Refusing(), [], 0)  # type: ignore[arg-type]
