@@ -24,6 +24,7 @@ from scheduler.store.usage import UsageStore
 from scheduler.topics import Topics
 from scheduler_ingest import routes_control, routes_messages
 from scheduler_ingest.auth import Authenticator
+from scheduler_ingest.console import ConsoleMount, build_console
 from scheduler_ingest.control import ControlService
 from scheduler_ingest.errors import install_error_handlers
 from scheduler_ingest.gateway import Gateway
@@ -119,6 +120,10 @@ def create_app(settings: IngestSettings, deps: Deps) -> FastAPI:
         metrics=metrics,
         clock=deps.clock,
     )
+    if settings.console_enabled:
+        # Outermost: the console takes HTML form posts, which the gateway middleware refuses.
+        console = build_console(gw, settings, deps.clock, deps.registry)
+        app.add_middleware(ConsoleMount, console=console)
     app.router.add_event_handler("startup", usage.start)
     app.router.add_event_handler("shutdown", usage.stop)
     app.router.add_event_handler("shutdown", io.close)

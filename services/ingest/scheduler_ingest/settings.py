@@ -46,3 +46,13 @@ class IngestSettings(BaseSettings):
         default=1_000, ge=0, description="usage counters are written this often (0: per request)"
     )
     usage_default_days: int = Field(default=30, ge=1, le=366)
+    console_enabled: bool = Field(default=True, description="serve the web console at /console")
+    console_cookie_secure: bool = Field(
+        default=True, description="Secure session cookie (turn off only for http://localhost)"
+    )
+    console_session_ttl_ms: int = Field(
+        default=3_600_000, ge=60_000, description="console sessions expire after this idle time"
+    )
+    console_sessions_max: int = Field(
+        default=10_000, ge=1, description="console sessions kept per replica (oldest dropped)"
+    )

@@ -1,0 +1,146 @@
+"""Applications: list, register, detail (with data keys and the quick start), edit, delete,
+usage chart. Every page goes through ControlService, so another owner's app is a 404."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from scheduler.store.usage import usage_day
+from scheduler_ingest.console.chart import SERIES, usage_chart
+from scheduler_ingest.console.forms import AppForm
+from scheduler_ingest.console.web import ConsoleDep, PostDep, SessionDep
+from scheduler_ingest.errors import ApiError
+
+
+def build_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/apps")
+    async def apps(request: Request, c: ConsoleDep, session: SessionDep) -> Response:
+        found = await c.gw.control.list_apps(session.principal)
+        return c.render(
+            request, "apps.html", {"title": "Applications", "apps": found}, session=session
+        )
+
+    @router.get("/apps/new")
+    async def new_app_form(request: Request, c: ConsoleDep, session: SessionDep) -> Response:
+        return c.render(
+            request,
+            "app_form.html",
+            {"title": "Register an application", "form": AppForm(), "app": None},
+            session=session,
+        )
+
+    @router.post("/apps/new")
+    async def register(request: Request, c: ConsoleDep, post: PostDep) -> Response:
+        form = AppForm.of(post.form)
+        body = form.to_create()
+        if body is not None:
+            try:
+                created = await c.gw.control.create_app(post.session.principal, body)
+            except ApiError as exc:
+                if exc.token != "invalid_endpoint":  # noqa: S105 - an error token
+                    raise
+                form.errors["endpoint"] = exc.message
+            else:
+                c.metrics.actions.labels("register_app").inc()
+                return c.render(
+                    request,
+                    "app_created.html",
+                    {"title": "Application registered", "app": created},
+                    session=post.session,
+                )
+        return c.render(
+            request,
+            "app_form.html",
+            {"title": "Register an application", "form": form, "app": None},
+            400,
+            post.session,
+        )
+
+    @router.get("/apps/{app_id}")
+    async def app_detail(
+        request: Request, c: ConsoleDep, session: SessionDep, app_id: str
+    ) -> Response:
+        app = await c.gw.control.owned_app(session.principal, app_id)
+        keys = await c.gw.control.list_data_keys(session.principal, app_id)
+        return c.render(
+            request,
+            "app_detail.html",
+            {
+                "title": app.name,
+                "app": app,
+                "keys": keys,
+                "base_url": str(request.base_url).rstrip("/"),
+            },
+            session=session,
+        )
+
+    @router.get("/apps/{app_id}/edit")
+    async def edit_form(
+        request: Request, c: ConsoleDep, session: SessionDep, app_id: str
+    ) -> Response:
+        app = await c.gw.control.owned_app(session.principal, app_id)
+        return c.render(
+            request,
+            "app_form.html",
+            {"title": f"Edit {app.name}", "form": AppForm.of_app(app), "app": app},
+            session=session,
+        )
+
+    @router.post("/apps/{app_id}/edit")
+    async def edit(request: Request, c: ConsoleDep, post: PostDep, app_id: str) -> Response:
+        app = await c.gw.control.owned_app(post.session.principal, app_id)
+        form = AppForm.of(post.form)
+        form.type = app.type  # the delivery type is fixed at registration
+        body = form.to_update(app)
+        if body is not None:
+            try:
+                await c.gw.control.update_app(post.session.principal, app_id, body)
+            except ApiError as exc:
+                if exc.token != "invalid_endpoint":  # noqa: S105 - an error token
+                    raise
+                form.errors["endpoint"] = exc.message
+            else:
+                c.metrics.actions.labels("edit_app").inc()
+                post.session.notices.append("Application saved.")
+                return c.redirect(f"/apps/{app_id}")
+        return c.render(
+            request,
+            "app_form.html",
+            {"title": f"Edit {app.name}", "form": form, "app": app},
+            400,
+            post.session,
+        )
+
+    @router.post("/apps/{app_id}/delete")
+    async def delete(c: ConsoleDep, post: PostDep, app_id: str) -> Response:
+        app = await c.gw.control.owned_app(post.session.principal, app_id)
+        if post.text("confirm") != app.name:
+            post.session.notices.append("Not deleted: type the application's name to confirm.")
+            return c.redirect(f"/apps/{app_id}")
+        await c.gw.control.delete_app(post.session.principal, app_id)
+        c.metrics.actions.labels("delete_app").inc()
+        post.session.notices.append(f"Application {app.name} deleted; its data keys deactivated.")
+        return c.redirect("/apps")
+
+    @router.get("/apps/{app_id}/usage")
+    async def usage(request: Request, c: ConsoleDep, session: SessionDep, app_id: str) -> Response:
+        app = await c.gw.control.owned_app(session.principal, app_id)
+        last = usage_day(c.clock.now_ms())
+        first = last - c.settings.usage_default_days + 1
+        days = await c.gw.control.usage(session.principal, app_id, first, last)
+        return c.render(
+            request,
+            "usage.html",
+            {
+                "title": f"Usage of {app.name}",
+                "app": app,
+                "chart": usage_chart(days, first, last),
+                "series": SERIES,
+            },
+            session=session,
+        )
+
+    return router

@@ -1,0 +1,108 @@
+"""Messages of an application: list (status filter, newest first, paging), detail with logs,
+abort and redrive: the MessageService calls of the JSON routes, scoped to an owned app."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from scheduler.domain.status import Status
+from scheduler_ingest.console.web import ConsoleDep, PostDep, SessionDep
+from scheduler_ingest.errors import ApiError
+from scheduler_ingest.messages import log_json, message_json
+
+PAGE_SIZE = 25
+STATUSES = [s.value for s in Status]
+
+
+def build_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/apps/{app_id}/messages")
+    async def messages(
+        request: Request,
+        c: ConsoleDep,
+        session: SessionDep,
+        app_id: str,
+        status: Annotated[str, Query(max_length=16)] = "",
+        cursor: Annotated[str, Query(max_length=200)] = "",
+    ) -> Response:
+        app = await c.gw.control.owned_app(session.principal, app_id)
+        wanted = status if status in STATUSES else ""
+        try:
+            views, next_cursor = await c.gw.messages.list(
+                app.app_id, wanted or None, cursor or None, PAGE_SIZE
+            )
+        except ApiError as exc:
+            if exc.token != "invalid_cursor":  # noqa: S105 - an error token
+                raise
+            return c.redirect(f"/apps/{app_id}/messages")
+        return c.render(
+            request,
+            "messages.html",
+            {
+                "title": f"Messages of {app.name}",
+                "app": app,
+                "messages": [message_json(v) for v in views],
+                "status": wanted,
+                "statuses": STATUSES,
+                "next_cursor": next_cursor,
+                "paged": bool(cursor),
+            },
+            session=session,
+        )
+
+    @router.get("/apps/{app_id}/messages/{message_id}")
+    async def message(
+        request: Request, c: ConsoleDep, session: SessionDep, app_id: str, message_id: str
+    ) -> Response:
+        app = await c.gw.control.owned_app(session.principal, app_id)
+        view = await c.gw.messages.get(app.app_id, message_id)
+        logs = await c.gw.messages.logs(app.app_id, message_id)
+        shown = message_json(view)
+        return c.render(
+            request,
+            "message.html",
+            {
+                "title": f"Message {message_id}",
+                "app": app,
+                "m": shown,
+                "payload": view.content.payload_json,
+                "logs": [log_json(e) for e in logs],
+            },
+            session=session,
+        )
+
+    async def act(
+        c: ConsoleDep, post: PostDep, app_id: str, message_id: str, kind: str
+    ) -> Response:
+        app = await c.gw.control.owned_app(post.session.principal, app_id)
+        back = post.text("back")
+        target = back if back.startswith(f"/apps/{app_id}/") else f"/apps/{app_id}/messages"
+        try:
+            if kind == "abort":
+                await c.gw.messages.abort(app.app_id, message_id)
+                post.session.notices.append(f"Message {message_id} aborted.")
+            else:
+                await c.gw.messages.redrive(app.app_id, message_id)
+                post.session.notices.append(
+                    f"Message {message_id} redriven: it is delivered again."
+                )
+            c.metrics.actions.labels(kind).inc()
+        except ApiError as exc:
+            if exc.status == 404:
+                raise
+            post.session.notices.append(f"Not done: {exc.message}")
+        return c.redirect(target)
+
+    @router.post("/apps/{app_id}/messages/{message_id}/abort")
+    async def abort(c: ConsoleDep, post: PostDep, app_id: str, message_id: str) -> Response:
+        return await act(c, post, app_id, message_id, "abort")
+
+    @router.post("/apps/{app_id}/messages/{message_id}/redrive")
+    async def redrive(c: ConsoleDep, post: PostDep, app_id: str, message_id: str) -> Response:
+        return await act(c, post, app_id, message_id, "redrive")
+
+    return router
