@@ -112,6 +112,16 @@ def test_update_of_an_unknown_message_creates_nothing(message_store: MessageStor
     assert message_store.get("app-a", "01ARZ3NDEKTSV4RRFFQ69G5FB4") is None
 
 
+def test_a_status_that_overtakes_its_content_is_kept(message_store: MessageStore) -> None:
+    c = content("01ARZ3NDEKTSV4RRFFQ69G5FB6")
+    sent = state(Status.SENT, lateness_ms=3)
+    message_store.update_status("app-a", c.message_id, sent, log(Status.SENT, "0:1:sent"))
+    assert message_store.get("app-a", c.message_id) is None
+    message_store.save(c, state(Status.READY), log(Status.READY, "0:1:scheduled"))
+    view = message_store.get("app-a", c.message_id)
+    assert view is not None and view.state == sent
+
+
 def test_logs_are_ordered_and_replays_do_not_duplicate(message_store: MessageStore) -> None:
     c = content("01ARZ3NDEKTSV4RRFFQ69G5FB5")
     message_store.save(c, state(Status.READY), log(Status.READY, "0:1:scheduled", T0))

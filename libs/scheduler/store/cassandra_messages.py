@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from cassandra.cluster import ResponseFuture, Session
-from cassandra.query import BatchStatement, BatchType, PreparedStatement, Statement
+from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, PreparedStatement, Statement
 
 from scheduler.domain.status import Status
 from scheduler.store.cursor import decode_cursor, encode_cursor
@@ -106,16 +106,7 @@ class CassandraMessageStore:
         futures = [
             self._session.execute_async(
                 self._insert_content,
-                (
-                    c.app_id,
-                    c.message_id,
-                    c.payload_json,
-                    c.send_at_ms,
-                    c.created_ms,
-                    c.idempotency_key,
-                    c.kafka_key,
-                    c.source,
-                ),
+                _content_values(c),
             ),
             self._status_write(c.app_id, c.message_id, state),
             self._session.execute_async(
@@ -169,18 +160,7 @@ class CassandraMessageStore:
             c = content
             day = day_of(c.created_ms)
             statements = [
-                self._insert_content.bind(
-                    (
-                        c.app_id,
-                        c.message_id,
-                        c.payload_json,
-                        c.send_at_ms,
-                        c.created_ms,
-                        c.idempotency_key,
-                        c.kafka_key,
-                        c.source,
-                    )
-                ),
+                self._insert_content.bind(_content_values(c)),
                 self._update_status.bind(_status_values(c.app_id, c.message_id, state)),
                 self._insert_listing.bind((c.app_id, day, c.created_ms, c.message_id)),
                 self._insert_log.bind(_log_values(c.app_id, c.message_id, log)),
@@ -292,6 +272,21 @@ class CassandraMessageStore:
             if view is not None and (status is None or view.state.status is status):
                 views.append(view)
         return views
+
+
+def _content_values(c: MessageContent) -> tuple[object, ...]:
+    """Content binds; an absent optional field is left unset, not written as null (a null
+    would write a tombstone cell per message for nothing: content is never cleared)."""
+    return (
+        c.app_id,
+        c.message_id,
+        c.payload_json,
+        c.send_at_ms,
+        c.created_ms,
+        UNSET_VALUE if c.idempotency_key is None else c.idempotency_key,
+        UNSET_VALUE if c.kafka_key is None else c.kafka_key,
+        c.source,
+    )
 
 
 def _view(app_id: str, message_id: str, row: Any) -> MessageView | None:

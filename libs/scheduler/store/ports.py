@@ -104,7 +104,8 @@ class MessageStore(Protocol):
     def update_status(
         self, app_id: str, message_id: str, state: StatusUpdate, log: LogEntry
     ) -> None:
-        """Write a status by precedence and a log entry. Unknown messages are not created."""
+        """Write a status by precedence and a log entry. Unknown messages are not created: a
+        status that overtakes its content is kept, but invisible until the content is saved."""
 
     def get(self, app_id: str, message_id: str) -> MessageView | None: ...
 

@@ -37,10 +37,10 @@ class InMemoryMessageStore:
     def update_status(
         self, app_id: str, message_id: str, state: StatusUpdate, log: LogEntry
     ) -> None:
-        key = (app_id, message_id)
+        # Like Cassandra's blind write: a status that overtakes its content is kept, invisible
+        # until the content is saved.
         with self._lock:
-            if key in self._content:
-                self._write_state(key, state, log)
+            self._write_state((app_id, message_id), state, log)
 
     def _write_state(self, key: tuple[str, str], state: StatusUpdate, log: LogEntry) -> None:
         current = self._state.get(key)

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from fastapi.testclient import TestClient
 
-from ..harness import Harness
+from tests.unit.ingest.harness import Harness
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 SECRET = re.compile(r'id="secret" class="mono" readonly value="([^"]+)"')

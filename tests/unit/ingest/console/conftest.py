@@ -5,8 +5,8 @@ from collections.abc import Iterator
 import pytest
 
 from scheduler_ingest.settings import IngestSettings
+from tests.unit.ingest.harness import Harness
 
-from ..harness import Harness
 from .browser import Browser
 
 

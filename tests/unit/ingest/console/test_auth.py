@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from scheduler_ingest.settings import IngestSettings
+from tests.unit.ingest.harness import Harness
 
-from ..harness import Harness
 from .browser import Browser
 
 pytestmark = pytest.mark.unit

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ..harness import Harness
+from tests.unit.ingest.harness import Harness
+
 from .browser import Browser
 
 pytestmark = pytest.mark.unit
@@ -39,9 +40,7 @@ def test_the_token_of_another_session_is_refused(h: Harness, alice: Browser) -> 
 
 
 def test_a_foreign_origin_is_refused_even_with_the_token(h: Harness, alice: Browser) -> None:
-    r = alice.post(
-        f"/apps/{h.alice.app_id}/data-keys", headers={"Origin": "https://evil.example"}
-    )
+    r = alice.post(f"/apps/{h.alice.app_id}/data-keys", headers={"Origin": "https://evil.example"})
     assert r.status_code == 403
     same = alice.post(f"/apps/{h.alice.app_id}/data-keys", headers={"Origin": "http://testserver"})
     assert same.status_code == 200
