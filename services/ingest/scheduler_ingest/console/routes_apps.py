@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from scheduler.store.usage import usage_day
 from scheduler_ingest.console.chart import SERIES, usage_chart
 from scheduler_ingest.console.forms import AppForm
-from scheduler_ingest.console.web import ConsoleDep, PostDep, SessionDep
+from scheduler_ingest.console.web import PREFIX, ConsoleDep, PostDep, SessionDep
 from scheduler_ingest.errors import ApiError
 
 
@@ -72,7 +72,8 @@ def build_router() -> APIRouter:
                 "title": app.name,
                 "app": app,
                 "keys": keys,
-                "base_url": str(request.base_url).rstrip("/"),
+                # The API's base URL: the console's, without its own prefix.
+                "base_url": str(request.base_url).rstrip("/").removesuffix(PREFIX),
             },
             session=session,
         )
