@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from scheduler.domain.status import Status, precedence
-from scheduler.records import DueMessage
+from scheduler.records import DueMessage, ScheduleRequest
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,19 @@ class MessageContent:
     idempotency_key: str | None = None
     kafka_key: str | None = None
     source: str = "http"
+
+    @classmethod
+    def of_request(cls, r: ScheduleRequest) -> MessageContent:
+        return cls(
+            app_id=r.app_id,
+            message_id=r.message_id,
+            payload_json=r.payload_json,
+            send_at_ms=r.send_at_ms,
+            created_ms=r.created_ms,
+            idempotency_key=r.idempotency_key,
+            kafka_key=r.kafka_key,
+            source=r.source,
+        )
 
 
 @dataclass(frozen=True)

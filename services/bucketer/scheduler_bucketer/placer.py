@@ -156,16 +156,7 @@ def entry_of(accepted: Accepted, scheduling: SchedulingSettings) -> Entry:
         payload_json=r.payload_json,
         kafka_key=r.kafka_key,
     )
-    content = MessageContent(
-        app_id=r.app_id,
-        message_id=r.message_id,
-        payload_json=r.payload_json,
-        send_at_ms=r.send_at_ms,
-        created_ms=r.created_ms,
-        idempotency_key=r.idempotency_key,
-        kafka_key=r.kafka_key,
-        source=r.source,
-    )
+    content = MessageContent.of_request(r)
     # The log time comes from the data (the record's Kafka timestamp), not the clock, so a
     # replay writes the same log row again instead of a second entry.
     at_ms = max(r.created_ms, accepted.record.timestamp_ms or 0)

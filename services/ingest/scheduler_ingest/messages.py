@@ -413,16 +413,7 @@ def _first_occurrences(
 
 def _record_of(r: ScheduleRequest) -> tuple[MessageContent, StatusUpdate, LogEntry]:
     """The record ingest writes once Kafka acknowledged a request: READY, generation 0."""
-    content = MessageContent(
-        app_id=r.app_id,
-        message_id=r.message_id,
-        payload_json=r.payload_json,
-        send_at_ms=r.send_at_ms,
-        created_ms=r.created_ms,
-        idempotency_key=r.idempotency_key,
-        kafka_key=r.kafka_key,
-        source=r.source,
-    )
+    content = MessageContent.of_request(r)
     state = StatusUpdate(Status.READY, 0, FIRST_ATTEMPT, due_ms=r.send_at_ms, at_ms=r.created_ms)
     entry = LogEntry(
         r.created_ms,

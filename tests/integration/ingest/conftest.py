@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import pytest
 from cassandra.cluster import Cluster, Session
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from scheduler.cli import setup
 from scheduler.clock import SystemClock
@@ -23,6 +22,13 @@ from scheduler.store.cassandra import connect
 from scheduler.store.cassandra_apps import CassandraAppStore
 from scheduler.store.cassandra_messages import CassandraMessageStore
 from scheduler.store.usage import CassandraUsageStore
+from scheduler.testing.isolation import (
+    delete_topics,
+    drop_keyspace,
+    private_cassandra,
+    private_kafka,
+    unique_name,
+)
 from scheduler.testing.servers import Servers
 from scheduler_ingest.publisher import KafkaPublisher, Published, producer_config
 from scheduler_ingest.settings import IngestSettings
@@ -40,24 +46,8 @@ class LiveEnv:
 
 @pytest.fixture(scope="module")
 def live_env(servers: Servers) -> Iterator[LiveEnv]:
-    unique = uuid.uuid4().hex[:10]
-    kafka = KafkaSettings(
-        bootstrap_servers=servers.kafka_bootstrap,
-        topic_prefix=f"t{unique}.",
-        replication_factor=1,
-        min_insync_replicas=1,
-        requests_partitions=2,
-        commands_partitions=1,
-        due_partitions=1,
-        results_partitions=1,
-    )
-    cassandra = CassandraSettings(
-        contact_points=servers.cassandra_contact_points,
-        port=servers.cassandra_port,
-        keyspace=f"t_{unique}",
-        replication_factor=1,
-        consistency="LOCAL_ONE",
-    )
+    unique = unique_name()
+    kafka, cassandra = private_kafka(servers, unique), private_cassandra(servers, unique)
     setup(kafka, cassandra, SCHEDULING)
     cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
     publisher = KafkaPublisher(
@@ -67,15 +57,9 @@ def live_env(servers: Servers) -> Iterator[LiveEnv]:
         yield LiveEnv(kafka, cassandra, cluster, session, publisher)
     finally:
         publisher.close()
-        try:
-            session.execute(f"DROP KEYSPACE IF EXISTS {cassandra.keyspace}", timeout=60)
-        finally:
-            cluster.shutdown()
-        admin = AdminClient(kafka.client_config())
-        ours = [t for t in admin.list_topics(timeout=10).topics if t.startswith(kafka.topic_prefix)]
-        if ours:
-            for future in admin.delete_topics(ours, operation_timeout=30).values():
-                future.result()
+        cluster.shutdown()
+        drop_keyspace(cassandra)
+        delete_topics(kafka)
 
 
 def read_topic(kafka: KafkaSettings, topic: str) -> list[Published]:
