@@ -35,7 +35,8 @@ SECURITY_HEADERS = {
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer browsers send `Origin: null` on our own posts.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 

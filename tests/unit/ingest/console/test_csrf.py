@@ -66,3 +66,11 @@ def test_an_oversized_form_is_refused(h: Harness, alice: Browser) -> None:
     r = alice.post("/apps/new", {"name": "x" * 70_000})
     assert r.status_code == 403
     assert h.apps.apps(h.alice.owner) and len(h.apps.apps(h.alice.owner)) == 1
+
+
+def test_an_opaque_origin_is_refused(h: Harness, alice: Browser) -> None:
+    # Browsers send `Origin: null` from sandboxed frames and data: URLs; our own pages send
+    # their real origin (Referrer-Policy: same-origin, not no-referrer).
+    r = alice.post(f"/apps/{h.alice.app_id}/data-keys", headers={"Origin": "null"})
+    assert r.status_code == 403
+    assert alice.get("/apps").headers["referrer-policy"] == "same-origin"

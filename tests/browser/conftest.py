@@ -1,0 +1,117 @@
+"""The ingest app (with its console) served by uvicorn on a free loopback port, on the real
+Kafka and Cassandra (a private topic prefix and keyspace for this module), and Debian's
+chromium driven by Playwright through its executable path (never a downloaded browser)."""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+from playwright.sync_api import BrowserContext, Playwright, sync_playwright
+
+from scheduler.clock import SystemClock
+from scheduler.store.cassandra_apps import CassandraAppStore
+from scheduler.store.cassandra_messages import CassandraMessageStore
+from scheduler.store.usage import CassandraUsageStore
+from scheduler_ingest.settings import IngestSettings
+from tests.integration.ingest.conftest import LiveEnv, LiveHarness, live_env
+
+__all__ = ["live_env"]  # the module-scoped real stack fixture, shared with the ingest suite
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Served:
+    h: LiveHarness
+    base: str  # http://127.0.0.1:<port>
+
+
+@pytest.fixture(scope="module")
+def served(live_env: LiveEnv) -> Iterator[Served]:
+    """Alice and Bob seeded (a control key, an app and a data key each); the app on uvicorn."""
+    import uuid
+
+    h = LiveHarness(
+        # Plain http on loopback: the Secure cookie flag is off, as documented for localhost.
+        settings=IngestSettings(usage_flush_ms=0, console_cookie_secure=False),
+        clock=SystemClock(),  # type: ignore[arg-type]
+        messages=CassandraMessageStore(live_env.session),
+        apps=CassandraAppStore(live_env.session),
+        usage=CassandraUsageStore(live_env.session),
+        publisher=live_env.publisher,
+        kafka=live_env.kafka,
+        suffix="-" + uuid.uuid4().hex[:8],
+        start_client=False,
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(h.app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    )
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            thread.join(0.05)
+        assert server.started, "uvicorn did not start"
+        yield Served(h, f"http://127.0.0.1:{port}")
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture
+def browser(playwright: Playwright, served: Served) -> Iterator[BrowserContext]:
+    """A fresh chromium profile per test (nothing shared: cookies, storage, cache)."""
+    with tempfile.TemporaryDirectory(prefix="console-browser-") as profile:
+        context = playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 860},
+            base_url=served.base,
+        )
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=served.base)
+        context.set_default_timeout(15_000)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS
