@@ -47,6 +47,29 @@ def test_a_wrong_key_is_refused(browser: BrowserContext, served: Served) -> None
     assert browser.cookies() == []
 
 
+def test_keyboard_only_sign_in_and_navigation(browser: BrowserContext, served: Served) -> None:
+    page = browser.new_page()
+    page.goto("/console/sign-in")
+    # The key field has the focus on arrival; Enter submits.
+    page.keyboard.type(key_of(served.h.alice.control))
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Applications")).to_be_visible()
+    # The first Tab reaches the skip link, which jumps to the content.
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"#main$"))
+    # Tab on to the "Register an application" link and follow it with Enter.
+    link = page.get_by_role("link", name="Register an application")
+    for _ in range(10):
+        page.keyboard.press("Tab")
+        if link.evaluate("el => el === document.activeElement"):
+            break
+    expect(link).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Register an application")).to_be_visible()
+
+
 def test_another_owners_app_is_not_reachable(browser: BrowserContext, served: Served) -> None:
     h = served.h
     page = browser.new_page()
