@@ -8,6 +8,8 @@ Pages call the gateway's ControlService and MessageService, the same code as the
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
@@ -34,6 +36,8 @@ from scheduler_ingest.console.web import (
 from scheduler_ingest.errors import ApiError
 from scheduler_ingest.gateway import Gateway
 from scheduler_ingest.settings import IngestSettings
+
+log = logging.getLogger("scheduler_ingest.console")
 
 
 def build_console(
@@ -105,11 +109,21 @@ def _install_handlers(app: FastAPI, console: Console) -> None:
             request, "error.html", {"title": "Bad request", "message": "Invalid request."}, 400
         )
 
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.error("console error on %s %s", request.method, request.url.path, exc_info=exc)
+        return console.render(
+            request,
+            "error.html",
+            {"title": "Something went wrong", "message": "The error has been logged; try again."},
+            500,
+        )
+
     app.add_exception_handler(SignInRequired, sign_in_required)
     app.add_exception_handler(Refused, refused)
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(Exception, unexpected)
 
 
 class ConsoleMount:

@@ -134,3 +134,13 @@ def test_pages_carry_security_headers(alice: Browser) -> None:
     assert r.headers["cache-control"] == "no-store"
     assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
     assert r.headers["x-frame-options"] == "DENY"
+
+
+def test_an_unexpected_error_is_a_page_not_a_trace(h: Harness, alice: Browser) -> None:
+    def broken(owner_id: str, include_deleted: bool = False) -> list[object]:
+        raise RuntimeError("store exploded")
+
+    h.apps.apps = broken  # type: ignore[method-assign]
+    r = alice.get("/apps")
+    assert r.status_code == 500
+    assert "Something went wrong" in r.text and "exploded" not in r.text
