@@ -34,8 +34,12 @@ def sign_in(page: Page, key: str) -> None:
     page.get_by_role("button", name="Sign in").click()
 
 
-def shot(page: Page, screenshots: Path, name: str) -> None:
-    page.screenshot(path=str(screenshots / f"{name}.png"), full_page=True)
+def shot(page: Page, screenshots: Path, name: str, *, mask_secret: bool = False) -> None:
+    # A secret on the page is masked: even a test key does not belong in the docs.
+    mask = [page.locator("#secret")] if mask_secret else []
+    page.screenshot(
+        path=str(screenshots / f"{name}.png"), full_page=True, mask=mask, mask_color="#d0d7de"
+    )
 
 
 def test_a_wrong_key_is_refused(browser: BrowserContext, served: Served) -> None:
@@ -126,7 +130,7 @@ def test_the_whole_flow(browser: BrowserContext, served: Served, screenshots: Pa
     page.get_by_role("button", name="Copy").click()
     expect(page.locator("#secret-copied")).to_have_text("Copied to the clipboard.")
     assert page.evaluate("navigator.clipboard.readText()") == secret
-    shot(page, screenshots, "data-key-created")
+    shot(page, screenshots, "data-key-created", mask_secret=True)
     page.get_by_role("link", name="Done").click()
     assert secret not in page.content()
     shot(page, screenshots, "application")
