@@ -4,6 +4,7 @@ chromium driven by Playwright through its executable path (never a downloaded br
 
 from __future__ import annotations
 
+import os
 import socket
 import tempfile
 import threading
@@ -112,6 +113,10 @@ def browser(playwright: Playwright, served: Served) -> Iterator[BrowserContext]:
 
 
 @pytest.fixture(scope="session")
-def screenshots() -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    return SCREENSHOTS
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """docs/screenshots/ with SCHEDULER_UPDATE_SCREENSHOTS=1; otherwise a temporary directory,
+    so an ordinary test run does not rewrite tracked files (ids and times change every run)."""
+    if os.environ.get("SCHEDULER_UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        return SCREENSHOTS
+    return tmp_path_factory.mktemp("screenshots")
