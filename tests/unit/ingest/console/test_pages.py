@@ -290,3 +290,29 @@ def test_usage_chart_and_table(h: Harness, alice: Browser) -> None:
 def test_usage_without_messages_says_so(h: Harness, alice: Browser) -> None:
     page = alice.get(f"/apps/{h.alice.app_id}/usage").text
     assert "No messages in this period yet." in page and 'class="bar' not in page
+
+
+def test_register_a_kafka_app_within_the_allowed_prefixes() -> None:
+    from scheduler_ingest.settings import IngestSettings
+
+    h = Harness(
+        settings=IngestSettings(
+            usage_flush_ms=0, console_cookie_secure=False, kafka_endpoint_prefixes=["customer."]
+        )
+    )
+    try:
+        b = Browser(h)
+        b.sign_in(h.alice.control["Authorization"].removeprefix("Token "))
+        app_id = register(
+            b,
+            type="KAFKA",
+            endpoint="customer.reminders",
+            auth_header_name="",
+            auth_header_value="",
+        )
+        app = h.apps.get_app(app_id)
+        assert app is not None and (app.type, app.endpoint) == ("KAFKA", "customer.reminders")
+        r = b.post("/apps/new", {**APP, "type": "KAFKA", "endpoint": "unit.requests"})
+        assert r.status_code == 400 and "system&#39;s own topics" in r.text
+    finally:
+        h.close()
