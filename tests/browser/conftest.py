@@ -8,6 +8,7 @@ import os
 import socket
 import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,11 +55,9 @@ class Served:
 @pytest.fixture(scope="module")
 def served(live_env: LiveEnv) -> Iterator[Served]:
     """Alice and Bob seeded (a control key, an app and a data key each); the app on uvicorn."""
-    import uuid
-
     h = LiveHarness(
-        # Plain http on loopback: the Secure cookie flag is off, as documented for localhost.
-        settings=IngestSettings(usage_flush_ms=0, console_cookie_secure=False),
+        # The production default (Secure cookie): browsers treat http://127.0.0.1 as secure.
+        settings=IngestSettings(usage_flush_ms=0),
         clock=SystemClock(),  # type: ignore[arg-type]
         messages=CassandraMessageStore(live_env.session),
         apps=CassandraAppStore(live_env.session),

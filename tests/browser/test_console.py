@@ -99,7 +99,8 @@ def test_the_whole_flow(browser: BrowserContext, served: Served, screenshots: Pa
     expect(page.get_by_role("heading", name="Applications")).to_be_visible()
     (cookie,) = browser.cookies()
     assert cookie["name"] == "scheduler_console" and cookie["httpOnly"]
-    assert cookie["sameSite"] == "Strict" and key not in cookie["value"]
+    assert cookie["sameSite"] == "Strict" and cookie["secure"]
+    assert key not in cookie["value"]
     assert key not in page.url
 
     # Register an application: first with a mistake, then right.
