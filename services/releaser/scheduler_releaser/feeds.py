@@ -11,7 +11,14 @@ import math
 import threading
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from scheduler.clock import Clock
 from scheduler.codec import DecodeError
@@ -167,7 +174,14 @@ class RingFeed:
         unknown: the assigned (committed) offset stands in, so late records left in a slot by
         a long outage are drained rather than paused until the ring comes round."""
         tp = TopicPartition(*key)
-        _, high = self._consumer.get_watermark_offsets(tp, timeout=5.0, cached=False)
+        try:
+            _, high = self._consumer.get_watermark_offsets(tp, timeout=5.0, cached=False)
+        except KafkaException as exc:
+            # Kafka unreachable (a broker restart): unknown counts as a backlog, so the slot
+            # stays resumed and is checked again within a second; pausing it could strand late
+            # records, and raising here stopped the whole dispatcher.
+            log.warning("ring watermark of %s/%d unknown (%s): kept resumed", *key, exc)
+            return True
         [position] = self._consumer.position([tp])
         offset = position.offset if position.offset >= 0 else self._tps[key].offset
         return 0 <= offset < high

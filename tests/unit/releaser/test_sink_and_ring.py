@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from scheduler.clock import ManualClock
 from scheduler.settings import SchedulingSettings
-from scheduler_releaser.feeds import future_slots, paused_slots, start_offsets
+from scheduler_releaser.feeds import RingFeed, future_slots, paused_slots, start_offsets
 from scheduler_releaser.metrics import DispatchMetrics
 from scheduler_releaser.offsets import OffsetTracker
 from scheduler_releaser.ports import OutRecord
@@ -143,3 +143,17 @@ def test_start_offsets_with_no_fresh_partition_asks_kafka_nothing() -> None:
             raise AssertionError("no lookup expected")
 
     start_offsets(Refusing(), [], 0)  # type: ignore[arg-type]
+
+
+def test_a_ring_watermark_unknown_while_kafka_is_down_counts_as_backlog() -> None:
+    """A broker restart during a slot rotation: the lookup fails; the slot stays resumed (checked
+    again later) instead of the exception stopping the dispatcher."""
+
+    class KafkaDown:
+        def get_watermark_offsets(self, tp: TopicPartition, timeout: float, cached: bool) -> None:
+            raise KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION))
+
+    feed = RingFeed.__new__(RingFeed)
+    feed._consumer = KafkaDown()  # type: ignore[assignment]
+    feed._tps = {("due.3", 0): TopicPartition("due.3", 0, 7)}
+    assert feed._has_backlog(("due.3", 0)) is True
