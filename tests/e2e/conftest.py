@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from cassandra.cluster import Cluster
 
@@ -112,9 +114,26 @@ class World:
         except AssertionError:
             report = ledger.report(self.arrivals.snapshot())
             print(self.system.tail())
-            raise AssertionError(f"not all delivered: {report.summary()}") from None
+            print(self.dispatcher_metrics())
+            lost_by = Counter(ledger.planned[m].destination for m in report.lost)
+            raise AssertionError(
+                f"not all delivered: {report.summary()}; lost by destination {dict(lost_by)}"
+            ) from None
         time.sleep(GRACE_S)
         return ledger.report(self.arrivals.snapshot())
+
+    def dispatcher_metrics(self) -> str:
+        """The dispatcher's own view (attempts, held, lag), for a failure message."""
+        try:
+            text = httpx.get(self.system.url("dispatcher", "/metrics"), timeout=5).text
+        except httpx.HTTPError as exc:
+            return f"dispatcher metrics unavailable: {exc}"
+        keep = ("attempts_total", "held_messages", "ring_lag", "in_flight", "skipped_total")
+        return "\n".join(
+            line
+            for line in text.splitlines()
+            if not line.startswith("#") and any(k in line for k in keep)
+        )
 
 
 @contextmanager
@@ -148,9 +167,10 @@ def world(
         drop_private(kafka, cassandra, dest_topic)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def shared_world(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    """One system per test module on the shared stack (private topics and keyspace)."""
+    """One system for the session on the shared stack (private topics and keyspace): the flow,
+    kill -9 and soak tests use it in turn (each with its own messages)."""
     kafka, cassandra = private_settings(
         servers.kafka_bootstrap, servers.cassandra_contact_points, servers.cassandra_port
     )

@@ -104,8 +104,8 @@ class HttpReceiver:
                 )
                 writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the peer closed, or the receiver is closing: connections end with it
         finally:
             writer.close()
 
