@@ -124,7 +124,7 @@ class KafkaReceiver:
                 "isolation.level": "read_committed",
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
-                "log_level": 3,
+                "log_level": 2,  # broker restarts in the fault tests: no reconnect chatter
             }
         )
         self._consumer.subscribe([topic])
