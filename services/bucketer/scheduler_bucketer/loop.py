@@ -40,6 +40,8 @@ def consumer_config(
     return {
         **client_config,
         "group.id": settings.group_id,
+        "session.timeout.ms": settings.session_timeout_ms,
+        "heartbeat.interval.ms": max(1_000, settings.session_timeout_ms // 4),
         "enable.auto.commit": False,  # commit only after the batch is durable
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",  # a new group must not skip requests already written

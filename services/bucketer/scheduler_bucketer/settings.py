@@ -28,6 +28,12 @@ class BucketerSettings(BaseSettings):
     retry_initial_ms: int = Field(default=200, ge=1, description="first backoff after a failure")
     retry_max_ms: int = Field(default=10_000, ge=1, description="longest backoff between retries")
     flush_timeout_s: float = Field(default=30.0, gt=0, description="wait for Kafka acks")
+    session_timeout_ms: int = Field(
+        default=10_000,
+        ge=6_000,
+        description="a crashed bucketer's partitions move to another member after this"
+        " (librdkafka's default, 45 s, kept them unread that long after a kill -9)",
+    )
     metrics_port: int = Field(
         default=9102, ge=0, le=65535, description="port of /metrics, /healthz, /readyz (0: none)"
     )

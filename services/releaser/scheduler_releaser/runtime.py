@@ -205,10 +205,12 @@ async def _loop(
     health: Health,
 ) -> None:
     commit_task: asyncio.Task[int] | None = None
+    watch = TransactionWatch(settings.txn_stuck_ms)
     last_commit = clock.monotonic_ms()
     last_prune = clock.now_ms()
     while not stop.is_set():
-        health.beat()
+        if watch.healthy(clock.monotonic_ms()):
+            health.beat()
         now = clock.now_ms()
         commands.poll()
         ring.rotate(now)
@@ -218,10 +220,12 @@ async def _loop(
         if commit_task is not None and commit_task.done():
             commit_task.result()  # a fatal sink error stops the process here
             commit_task = None
+            watch.finished()
         backlog = sink.pending >= settings.txn_max_emits
         if commit_task is None and (backlog or mono - last_commit >= settings.txn_interval_ms):
             last_commit = mono
             commit_task = asyncio.create_task(sink.flush())
+            watch.started(mono)
         if now - last_prune > 10_000:
             last_prune = now
             # Older duplicates are still caught by the fire-time record check (SENT/FAILED).
@@ -235,6 +239,39 @@ async def _loop(
             await asyncio.sleep(0)
     if commit_task is not None:
         await commit_task
+
+
+class TransactionWatch:
+    """Liveness guard: a transaction in flight for longer than `stuck_ms` stops the heartbeat.
+
+    After a broker restart, a transactional call has been seen to block forever (docs/
+    ARCHITECTURE.md, "Kafka restart"). Nothing is lost then (offsets are not committed), but
+    deliveries to Kafka stall until the process restarts; failing /healthz lets the orchestrator
+    restart it, which the kill -9 tests show is safe (no loss, no duplicate).
+    """
+
+    def __init__(self, stuck_ms: int) -> None:
+        self._stuck_ms = stuck_ms
+        self._started: float | None = None
+        self._reported = False
+
+    def started(self, mono_ms: float) -> None:
+        self._started = mono_ms
+
+    def finished(self) -> None:
+        self._started, self._reported = None, False
+
+    def healthy(self, mono_ms: float) -> bool:
+        if self._started is None or mono_ms - self._started < self._stuck_ms:
+            return True
+        if not self._reported:
+            self._reported = True
+            log.error(
+                "a Kafka transaction has been in flight for %.0f s: reporting not alive so that "
+                "the process is restarted",
+                (mono_ms - self._started) / 1000,
+            )
+        return False
 
 
 class ProducerTopicCheck:

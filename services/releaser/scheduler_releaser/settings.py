@@ -16,6 +16,9 @@ class DispatchSettings(BaseSettings):
     instance: int = Field(default=0, ge=0, description="this replica's index in [0, instances)")
     instances: int = Field(default=1, ge=1, description="replicas sharing the ring partitions")
     txn_interval_ms: int = Field(default=5, ge=1, description="transaction commit interval")
+    txn_stuck_ms: int = Field(
+        default=60_000, ge=1_000, description="a transaction in flight this long fails /healthz"
+    )
     txn_max_emits: int = Field(default=2_000, ge=1, description="settled attempts per transaction")
     http_timeout_s: float = Field(default=2.0, gt=0)
     http_max_connections: int = Field(default=256, ge=1)
