@@ -262,10 +262,7 @@ def test_probes_target_the_health_and_metrics_endpoints(chart) -> None:
         container = obj["spec"]["template"]["spec"]["containers"][0]
         ports[container["name"]] = container["ports"][0]["containerPort"]
         live, ready = container["livenessProbe"]["httpGet"], container["readinessProbe"]["httpGet"]
-        if container["name"] == "ingest":
-            assert (live["path"], ready["path"]) == ("/healthz", "/readyz")
-        else:
-            assert live["path"] == ready["path"] == "/metrics"
+        assert (live["path"], ready["path"]) == ("/healthz", "/readyz")
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert obj["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
     config = next(o["data"] for o in chart if o["kind"] == "ConfigMap")
