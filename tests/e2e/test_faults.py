@@ -90,6 +90,14 @@ def restart_mid_run(w: World, stack: PrivateStack, server: str) -> None:
 # dispatcher's Kafka deliveries stalled for whatever would run after it.
 
 
+@pytest.mark.xfail(
+    reason="open defect (intermittent): after a Cassandra restart a few Kafka-destination"
+    " messages (5 of 600 in CI on a clean clone) were not delivered within the test's 120 s;"
+    " REST ones all were. Not yet diagnosed (stalled transaction as after a Kafka restart, or"
+    " records handed back and not re-fired); see docs/ARCHITECTURE.md, Cassandra restart",
+    raises=AssertionError,  # the stall shows as undelivered messages; anything else fails
+    strict=False,
+)
 def test_cassandra_restart_mid_run_loses_nothing(fault_world: World, stack: PrivateStack) -> None:
     restart_mid_run(fault_world, stack, "cassandra")
 
