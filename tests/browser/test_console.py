@@ -54,7 +54,9 @@ def test_a_wrong_key_is_refused(browser: BrowserContext, served: Served) -> None
 def test_keyboard_only_sign_in_and_navigation(browser: BrowserContext, served: Served) -> None:
     page = browser.new_page()
     page.goto("/console/sign-in")
-    # The key field has the focus on arrival; Enter submits.
+    # The key field has the focus on arrival (wait for it: keys typed before the page has
+    # focused it would be lost); Enter submits.
+    expect(page.get_by_label("Control key")).to_be_focused()
     page.keyboard.type(key_of(served.h.alice.control))
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name="Applications")).to_be_visible()
