@@ -71,6 +71,9 @@ class CassandraSettings(BaseSettings):
     username: str | None = None
     password: SecretStr | None = None
     request_timeout_s: float = Field(default=10.0, gt=0)
+    reconnect_max_s: float = Field(
+        default=2.0, gt=0, description="cap of the driver's exponential reconnection backoff"
+    )
 
 
 class SchedulingSettings(BaseSettings):

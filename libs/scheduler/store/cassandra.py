@@ -30,8 +30,12 @@ def connect(settings: CassandraSettings, keyspace: str | None = None) -> tuple[C
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         auth_provider=auth,
         protocol_version=5,
-        # The driver's default backs off up to 10 minutes: after an outage, come back within 30 s.
-        reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=30.0),
+        # The driver's default backs off up to 10 minutes. A node back after an outage must be
+        # used again within seconds: messages due meanwhile wait for it (a few connection
+        # attempts per node per cap interval is cheap even for a large cluster).
+        reconnection_policy=ExponentialReconnectionPolicy(
+            base_delay=min(0.2, settings.reconnect_max_s), max_delay=settings.reconnect_max_s
+        ),
         connect_timeout=5,
     )
     try:

@@ -40,7 +40,7 @@ from .outbound import OutboundGuard
 from .record_writer import RecordWriter
 from .rest import RestDeliverer, build_client
 from .settings import DispatchSettings
-from .sink import TransactionalSink
+from .sink import TransactionalSink, transactional_producer
 from .status_reader import StatusReader, StoreStatusReader
 
 log = logging.getLogger(__name__)
@@ -79,24 +79,21 @@ async def run_dispatcher(
     topics = Topics(kafka, scheduling)
     codecs = Codecs.build(kafka)
     group = f"{kafka.topic_prefix}dispatcher"
-    producer = Producer(
-        {
-            **kafka.client_config(),
-            "transactional.id": transactional_id(kafka, settings),
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 1,
-            "transaction.timeout.ms": 60_000,
-            # A KAFKA app naming a missing topic fails; it must not create one.
-            "allow.auto.create.topics": False,
-            # After a commit the coordinator answers CONCURRENT_TRANSACTIONS until its markers
-            # are written; the default 100 ms retry backoff then dominated every transaction
-            # that carries offsets (measured: p50 107 ms -> 8 ms with 5 ms).
-            "retry.backoff.ms": 5,
-            "retry.backoff.max.ms": 50,
-        }
-    )
-    await asyncio.to_thread(producer.init_transactions, 60)
+    producer_config = {
+        **kafka.client_config(),
+        "transactional.id": transactional_id(kafka, settings),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 1,
+        "transaction.timeout.ms": 60_000,
+        # A KAFKA app naming a missing topic fails; it must not create one.
+        "allow.auto.create.topics": False,
+        # After a commit the coordinator answers CONCURRENT_TRANSACTIONS until its markers
+        # are written; the default 100 ms retry backoff then dominated every transaction
+        # that carries offsets (measured: p50 107 ms -> 8 ms with 5 ms).
+        "retry.backoff.ms": 5,
+        "retry.backoff.max.ms": 50,
+    }
     ring_consumer = Consumer(
         consumer_config(kafka, group, **{"fetch.wait.max.ms": 5, "fetch.error.backoff.ms": 50})
     )
@@ -110,13 +107,16 @@ async def run_dispatcher(
     tracker = OffsetTracker()
     view = CommandView(kafka.commands_partitions, clock.now_ms())
     sink = TransactionalSink(
-        producer,
-        ring_consumer.consumer_group_metadata(),
+        transactional_producer(producer_config, init_timeout_s=60),
+        ring_consumer.consumer_group_metadata,
         tracker,
         clock,
         metrics,
         settings.txn_max_emits,
+        settings.txn_recover_ms,
     )
+    # Fences a previous incarnation of this instance (same transactional.id).
+    await sink.start()
     client = build_client(settings.http_max_connections, settings.http_timeout_s)
     rest = RestDeliverer(
         client,
@@ -135,7 +135,7 @@ async def run_dispatcher(
         apps=AppCache(stores.apps, clock),
         commands=view,
         rest=rest,
-        topic_check=ProducerTopicCheck(producer),
+        topic_check=ProducerTopicCheck(lambda: sink.producer),
         sink=sink,
         codecs=codecs,
         metrics=metrics,
@@ -191,7 +191,7 @@ async def run_dispatcher(
         commands_consumer.close()
         if writer.is_alive():
             await asyncio.to_thread(writer.join, 10)
-        producer.flush(10)
+        sink.producer.flush(10)
 
 
 async def _loop(
@@ -277,14 +277,14 @@ class TransactionWatch:
 class ProducerTopicCheck:
     """Destination topics known to exist, from producer metadata (cached for a minute)."""
 
-    def __init__(self, producer: Producer, ttl_ms: float = 60_000) -> None:
-        self._producer = producer
+    def __init__(self, producer: Callable[[], Producer], ttl_ms: float = 60_000) -> None:
+        self._producer = producer  # the sink's current one (replaced after a stuck transaction)
         self._known: set[str] = set()
 
     async def exists(self, topic: str) -> bool:
         if topic in self._known:
             return True
-        metadata = await asyncio.to_thread(self._producer.list_topics, topic, 10)
+        metadata = await asyncio.to_thread(self._producer().list_topics, topic, 10)
         info = metadata.topics.get(topic)
         if info is None or info.error is not None or not info.partitions:
             return False

@@ -16,6 +16,11 @@ class DispatchSettings(BaseSettings):
     instance: int = Field(default=0, ge=0, description="this replica's index in [0, instances)")
     instances: int = Field(default=1, ge=1, description="replicas sharing the ring partitions")
     txn_interval_ms: int = Field(default=5, ge=1, description="transaction commit interval")
+    txn_recover_ms: int = Field(
+        default=10_000,
+        ge=1_000,
+        description="a transaction not at its commit after this long is redone on a new producer",
+    )
     txn_stuck_ms: int = Field(
         default=60_000, ge=1_000, description="a transaction in flight this long fails /healthz"
     )

@@ -5,16 +5,30 @@ result, retry, dead letter) and the offsets of the settled ring records are prod
 Kafka transaction, committed on a short interval. A crash therefore either keeps all of an
 attempt's effects or none of them, and a KAFKA destination record is never duplicated.
 
-The producer is only touched by the commit worker thread, one transaction at a time; `emit`
-merely queues (it runs on the event loop).
+The producer is only touched by one worker thread, one transaction at a time; `emit` merely
+queues (it runs on the event loop).
+
+A stuck transaction is recovered in process. After a broker restart, librdkafka can block in
+`send_offsets_to_transaction` forever, ignoring its timeout (confluentinc/librdkafka#5456,
+#5511: a stale cached group coordinator). When a transaction has not reached its commit after
+`recover_after_ms`, the sink abandons it: a new producer with the same transactional.id runs
+`init_transactions`, which fences the stuck one and aborts its open transaction, and the same
+records and offsets are committed through the new producer. The stuck thread is told it was
+abandoned, so even if it wakes up it never commits. A transaction stuck inside its commit is
+not abandoned (whether it committed cannot be known from here): the liveness watch of the
+runtime restarts the process instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
@@ -26,6 +40,8 @@ from .ports import OnCommitted, OutRecord
 from .timers import Position
 
 log = logging.getLogger(__name__)
+WATCH_S = 0.1  # how often a transaction in flight is checked for being stuck
+REPLACE_RETRY_S = 1.0  # between attempts to start a replacement producer (Kafka still down)
 
 
 @dataclass
@@ -39,25 +55,110 @@ class FatalSinkError(RuntimeError):
     """The producer was fenced or failed fatally: the process must stop (and restart)."""
 
 
+class _Abandoned(Exception):
+    """Raised in a stuck worker thread that woke up after its transaction was abandoned."""
+
+
+@dataclass
+class _Attempt:
+    """One run of a transaction on one producer; decides, under a lock, commit vs abandon."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    committing: bool = False
+    abandoned: bool = False
+
+    def enter_commit(self) -> None:
+        with self.lock:
+            if self.abandoned:
+                raise _Abandoned
+            self.committing = True
+
+    def leave_commit(self) -> None:
+        with self.lock:
+            self.committing = False
+
+    def abandon(self) -> bool:
+        with self.lock:
+            if not self.committing:
+                self.abandoned = True
+            return self.abandoned
+
+
+class _Worker:
+    """A daemon thread running one job at a time. Daemon: a thread stuck in librdkafka must not
+    keep the process from exiting."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], None], asyncio.Future[None]] | None] = (
+            queue.SimpleQueue()
+        )
+        threading.Thread(target=self._run, name="transactions", daemon=True).start()
+
+    def submit(self, job: Callable[[], None]) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._jobs.put((job, future))
+        return future
+
+    def retire(self) -> None:
+        self._jobs.put(None)
+
+    def _run(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            job, future = item
+            try:
+                job()
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                self._settle(future, exc)
+            else:
+                self._settle(future, None)
+
+    def _settle(self, future: asyncio.Future[None], exc: BaseException | None) -> None:
+        def settle() -> None:
+            if future.done():  # cancelled: an abandoned attempt
+                return
+            if exc is None:
+                future.set_result(None)
+            else:
+                future.set_exception(exc)
+
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            self._loop.call_soon_threadsafe(settle)
+
+
 class TransactionalSink:
     def __init__(
         self,
-        producer: Producer,
-        group_metadata: object,
+        new_producer: Callable[[], Producer],
+        group_metadata: Callable[[], object],
         tracker: OffsetTracker,
         clock: Clock,
         metrics: DispatchMetrics,
         max_batch: int = 2_000,
+        recover_after_ms: int = 10_000,
     ) -> None:
-        self._producer = producer
-        self._max_batch = max_batch
+        """`new_producer` returns a transactional producer after `init_transactions` (blocking;
+        raises KafkaException when Kafka cannot be reached). `group_metadata` is the ring
+        consumer's current group metadata (its generation changes when the group rebalances)."""
+        self._new_producer = new_producer
         self._group_metadata = group_metadata
+        self._max_batch = max_batch
+        self._recover_after_ms = recover_after_ms
         self._tracker = tracker
         self._clock = clock
         self._metrics = metrics
         self._pending: list[_Emitted] = []
-        # One dedicated thread owns the producer's transactions (never queued behind reads).
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transactions")
+        self._producer: Producer | None = None
+        self._worker: _Worker | None = None
+
+    async def start(self) -> None:
+        self._producer = await asyncio.to_thread(self._new_producer)
+        self._worker = _Worker(asyncio.get_running_loop())
+
+    @property
+    def producer(self) -> Producer:
+        assert self._producer is not None, "start() first"
+        return self._producer
 
     def emit(
         self,
@@ -90,9 +191,7 @@ class TransactionalSink:
         offsets = [TopicPartition(t, p, o, metadata=oldest) for (t, p), o in commits.items()]
         records = [r for item in batch for r in item.records]
         started = self._clock.monotonic_ms()
-        await asyncio.get_running_loop().run_in_executor(
-            self._worker, self._transact, records, offsets
-        )
+        await self._commit(records, offsets, self._group_metadata() if offsets else None)
         self._metrics.transaction_seconds.observe((self._clock.monotonic_ms() - started) / 1000)
         self._tracker.confirm(commits)
         now = self._clock.now_ms()
@@ -101,46 +200,112 @@ class TransactionalSink:
                 item.on_committed(now)
         return len(batch)
 
-    def _transact(self, records: list[OutRecord], offsets: list[TopicPartition]) -> None:
+    async def _commit(
+        self, records: list[OutRecord], offsets: list[TopicPartition], metadata: object
+    ) -> None:
+        assert self._producer is not None and self._worker is not None, "start() first"
+        while True:
+            attempt = _Attempt()
+            producer = self._producer
+
+            def job(producer: Producer = producer, attempt: _Attempt = attempt) -> None:
+                self._transact(producer, records, offsets, metadata, attempt)
+
+            future = self._worker.submit(job)
+            started = self._clock.monotonic_ms()
+            while True:
+                await asyncio.wait({future}, timeout=WATCH_S)
+                if future.done():
+                    future.result()  # FatalSinkError propagates
+                    return
+                if self._clock.monotonic_ms() - started < self._recover_after_ms:
+                    continue
+                if attempt.abandon():
+                    break
+                # Inside its commit: keep waiting (the runtime's liveness watch is the bound).
+            future.cancel()
+            await self._replace_stuck_producer()
+
+    async def _replace_stuck_producer(self) -> None:
+        log.error(
+            "a Kafka transaction did not reach its commit in %.0f s: abandoning it; a new "
+            "producer fences the stuck one and the same transaction is redone",
+            self._recover_after_ms / 1000,
+        )
+        self._metrics.transactions.labels("abandoned").inc()
+        assert self._worker is not None
+        self._worker.retire()
+        while True:
+            try:
+                self._producer = await asyncio.to_thread(self._new_producer)
+                break
+            except KafkaException as exc:
+                log.warning("replacement producer not ready yet (%s); retrying", exc)
+                await asyncio.sleep(REPLACE_RETRY_S)
+        self._worker = _Worker(asyncio.get_running_loop())
+        log.info("replacement transactional producer ready")
+
+    def _transact(
+        self,
+        producer: Producer,
+        records: list[OutRecord],
+        offsets: list[TopicPartition],
+        metadata: object,
+        attempt: _Attempt,
+    ) -> None:
         """Runs in the worker thread. Retries the whole transaction on abortable errors."""
         while True:
-            committing = False
             try:
-                self._producer.begin_transaction()
+                producer.begin_transaction()
                 for r in records:
-                    self._produce(r)
+                    self._produce(producer, r)
                 if offsets:
-                    self._producer.send_offsets_to_transaction(offsets, self._group_metadata)
-                committing = True
-                self._producer.commit_transaction()
+                    producer.send_offsets_to_transaction(offsets, metadata)
+                attempt.enter_commit()
+                producer.commit_transaction()
                 self._metrics.transactions.labels("committed").inc()
                 return
             except KafkaException as exc:
                 error: KafkaError = exc.args[0]
                 if error.fatal():
                     raise FatalSinkError(str(error)) from exc
-                if committing and error.retriable() and not error.txn_requires_abort():
+                if attempt.committing and error.retriable() and not error.txn_requires_abort():
                     log.warning("transaction commit failed, retrying the commit: %s", error)
-                    self._retry_commit()
+                    self._retry_commit(producer)
                     return
+                if attempt.abandoned:
+                    raise _Abandoned from exc
                 log.warning("transaction aborted, retrying it whole: %s", error)
                 self._metrics.transactions.labels("aborted").inc()
-                self._producer.abort_transaction()
+                producer.abort_transaction()
+                attempt.leave_commit()
 
-    def _retry_commit(self) -> None:
+    def _retry_commit(self, producer: Producer) -> None:
         while True:
             try:
-                self._producer.commit_transaction()
+                producer.commit_transaction()
                 self._metrics.transactions.labels("committed").inc()
                 return
             except KafkaException as exc:
                 if not exc.args[0].retriable():
                     raise FatalSinkError(str(exc.args[0])) from exc
 
-    def _produce(self, r: OutRecord) -> None:
+    @staticmethod
+    def _produce(producer: Producer, r: OutRecord) -> None:
         while True:
             try:
-                self._producer.produce(r.topic, value=r.value, key=r.key, headers=list(r.headers))
+                producer.produce(r.topic, value=r.value, key=r.key, headers=list(r.headers))
                 return
             except BufferError:
-                self._producer.poll(0.01)  # queue full: let deliveries drain
+                producer.poll(0.01)  # queue full: let deliveries drain
+
+
+def transactional_producer(config: dict[str, Any], init_timeout_s: float) -> Callable[[], Producer]:
+    """A factory of ready transactional producers (`init_transactions` done) for the sink."""
+
+    def new() -> Producer:
+        producer = Producer(config)
+        producer.init_transactions(init_timeout_s)
+        return producer
+
+    return new

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Awaitable, Callable
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -57,59 +59,159 @@ def error(*, fatal: bool = False, abort: bool = False, retriable: bool = False) 
     )
 
 
-def sink(producer: FakeProducer) -> tuple[TransactionalSink, OffsetTracker, ManualClock]:
+def sink(
+    *producers: FakeProducer, recover_after_ms: int = 10_000
+) -> tuple[TransactionalSink, OffsetTracker, ManualClock, DispatchMetrics]:
+    """A sink whose producer factory hands out `producers` in turn (a replacement is the next)."""
     clock = ManualClock()
     tracker = OffsetTracker()
+    metrics = DispatchMetrics(CollectorRegistry())
+    queue = list(producers)
     s = TransactionalSink(
-        producer, object(), tracker, clock, DispatchMetrics(CollectorRegistry()), 2
+        lambda: queue.pop(0), object, tracker, clock, metrics, 2, recover_after_ms
     )
-    return s, tracker, clock
+    return s, tracker, clock, metrics
+
+
+def run(s: TransactionalSink, steps: Callable[[], Awaitable[None]]) -> None:
+    """Start the sink and run `steps` on one event loop (the sink's worker belongs to it)."""
+
+    async def main() -> None:
+        await s.start()
+        await steps()
+
+    asyncio.run(main())
 
 
 def test_records_and_committable_offsets_go_in_one_transaction() -> None:
     p = FakeProducer()
-    s, tracker, clock = sink(p)
+    s, tracker, clock, _ = sink(p)
     for offset in (5, 6, 7):
         tracker.received("ring.1", 0, offset, now_ms=clock.now_ms() + offset)
     committed_at: list[int] = []
     s.emit([OutRecord("results", b"r6")], Position("ring.1", 0, 6), committed_at.append)
     s.emit([OutRecord("results", b"r5")], Position("ring.1", 0, 5))
     s.emit([OutRecord("results", b"r7")], Position("ring.1", 0, 7))
-    assert asyncio.run(s.flush()) == 2  # bounded: two emits per transaction
-    records, offsets = p.committed[0]
-    assert records == [("results", b"r6"), ("results", b"r5")]
-    # 5 and 6 settled -> commit point 7; metadata: receipt time of the oldest unsettled (7)
-    assert offsets == [("ring.1", 0, 7, str(clock.now_ms() + 7))]
-    assert committed_at == [clock.now_ms()]
-    assert asyncio.run(s.flush()) == 1
-    assert p.committed[1] == ([("results", b"r7")], [("ring.1", 0, 8, str(clock.now_ms()))])
-    assert asyncio.run(s.flush()) == 0  # nothing new: no empty transaction
+
+    async def steps() -> None:
+        assert await s.flush() == 2  # bounded: two emits per transaction
+        records, offsets = p.committed[0]
+        assert records == [("results", b"r6"), ("results", b"r5")]
+        # 5 and 6 settled -> commit point 7; metadata: receipt time of the oldest unsettled (7)
+        assert offsets == [("ring.1", 0, 7, str(clock.now_ms() + 7))]
+        assert committed_at == [clock.now_ms()]
+        assert await s.flush() == 1
+        assert p.committed[1] == ([("results", b"r7")], [("ring.1", 0, 8, str(clock.now_ms()))])
+        assert await s.flush() == 0  # nothing new: no empty transaction
+
+    run(s, steps)
 
 
 def test_an_abortable_error_retries_the_whole_transaction_and_fatal_stops() -> None:
     p = FakeProducer()
-    s, tracker, clock = sink(p)
+    s, tracker, clock, _ = sink(p)
     tracker.received("ring.1", 0, 1, now_ms=0)
     s.emit([OutRecord("dest", b"x")], Position("ring.1", 0, 1))
-    p.fail = [error(abort=True)]
-    asyncio.run(s.flush())
-    assert p.aborted == 1
-    # nothing unsettled any more: the metadata is the commit instant
-    assert p.committed == [([("dest", b"x")], [("ring.1", 0, 2, str(clock.now_ms()))])]
-    s.emit([OutRecord("dest", b"y")], None)
-    p.fail = [error(fatal=True)]
-    with pytest.raises(FatalSinkError):
-        asyncio.run(s.flush())
+
+    async def steps() -> None:
+        p.fail = [error(abort=True)]
+        await s.flush()
+        assert p.aborted == 1
+        # nothing unsettled any more: the metadata is the commit instant
+        assert p.committed == [([("dest", b"x")], [("ring.1", 0, 2, str(clock.now_ms()))])]
+        s.emit([OutRecord("dest", b"y")], None)
+        p.fail = [error(fatal=True)]
+        with pytest.raises(FatalSinkError):
+            await s.flush()
+
+    run(s, steps)
 
 
 def test_a_retriable_commit_error_retries_the_commit_only() -> None:
     p = FakeProducer()
-    s, _, _ = sink(p)
+    s, _, _, _ = sink(p)
     s.emit([OutRecord("dest", b"x")], None)
-    p.fail = [error(retriable=True)]
-    asyncio.run(s.flush())
+
+    async def steps() -> None:
+        p.fail = [error(retriable=True)]
+        await s.flush()
+
+    run(s, steps)
     assert p.aborted == 0
     assert p.committed == [([("dest", b"x")], [])]
+
+
+class StuckProducer(FakeProducer):
+    """Blocks in send_offsets_to_transaction until released, as librdkafka did after a broker
+    restart (confluentinc/librdkafka#5456)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocked = threading.Event()
+        self.release = threading.Event()
+
+    def send_offsets_to_transaction(self, offsets, metadata) -> None:
+        self.blocked.set()
+        self.release.wait()
+        super().send_offsets_to_transaction(offsets, metadata)
+
+
+def test_a_transaction_stuck_before_its_commit_is_redone_on_a_new_producer() -> None:
+    stuck, fresh = StuckProducer(), FakeProducer()
+    s, tracker, clock, metrics = sink(stuck, fresh, recover_after_ms=10_000)
+    tracker.received("ring.1", 0, 1, now_ms=0)
+    s.emit([OutRecord("dest", b"x")], Position("ring.1", 0, 1))
+    began = clock.now_ms()
+
+    async def steps() -> None:
+        flush = asyncio.create_task(s.flush())
+        await asyncio.to_thread(stuck.blocked.wait, 10)
+        clock.advance(9_999)
+        await asyncio.sleep(0.3)  # a few watch periods: not yet stuck by the clock
+        assert not flush.done() and s.producer is stuck
+        clock.advance(1)
+        assert await flush == 1
+        assert s.producer is fresh
+        # the stuck thread wakes up later: it was abandoned, so it never commits
+        stuck.release.set()
+        await asyncio.sleep(0.1)
+
+    run(s, steps)
+    # the same records and offsets (metadata from the first attempt) on the new producer
+    assert fresh.committed == [([("dest", b"x")], [("ring.1", 0, 2, str(began))])]
+    assert stuck.committed == []
+    assert metrics.transactions.labels("abandoned")._value.get() == 1
+
+
+class StuckInCommit(FakeProducer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocked = threading.Event()
+        self.release = threading.Event()
+
+    def commit_transaction(self) -> None:
+        self.blocked.set()
+        self.release.wait()
+        super().commit_transaction()
+
+
+def test_a_transaction_stuck_inside_its_commit_is_not_redone() -> None:
+    """Whether it committed cannot be known: redoing it could duplicate a Kafka delivery."""
+    stuck, fresh = StuckInCommit(), FakeProducer()
+    s, _, clock, _ = sink(stuck, fresh, recover_after_ms=10_000)
+    s.emit([OutRecord("dest", b"x")], None)
+
+    async def steps() -> None:
+        flush = asyncio.create_task(s.flush())
+        await asyncio.to_thread(stuck.blocked.wait, 10)
+        clock.advance(60_000)
+        await asyncio.sleep(0.3)
+        assert not flush.done() and s.producer is stuck
+        stuck.release.set()
+        assert await flush == 1
+
+    run(s, steps)
+    assert stuck.committed == [([("dest", b"x")], [])] and fresh.committed == []
 
 
 @pytest.mark.parametrize(
