@@ -33,6 +33,7 @@ from scheduler_ingest.limits import DailyQuota, RateLimiter
 from scheduler_ingest.messages import MessageService
 from scheduler_ingest.metrics import IngestMetrics
 from scheduler_ingest.middleware import GatewayMiddleware
+from scheduler_ingest.pending import PendingCap
 from scheduler_ingest.publisher import Publisher
 from scheduler_ingest.settings import IngestSettings
 from scheduler_ingest.usage import UsageCounter
@@ -70,7 +71,18 @@ def create_app(settings: IngestSettings, deps: Deps) -> FastAPI:
         metrics,
     )
     topics = Topics(deps.kafka, deps.scheduling)
-    usage = UsageCounter(deps.usage, io, settings.usage_flush_ms)
+
+    async def read_pending(app_id: str) -> int:
+        return await io(deps.usage.pending, app_id)
+
+    pending = PendingCap(
+        read=read_pending,
+        unflushed=lambda app_id: usage.unflushed(app_id),
+        clock=deps.clock,
+        limit=settings.max_pending_per_app or None,
+        refresh_ms=settings.pending_refresh_ms,
+    )
+    usage = UsageCounter(deps.usage, io, settings.usage_flush_ms, on_written=pending.adjust)
     gw = Gateway(
         settings=settings,
         auth=auth,
@@ -84,6 +96,7 @@ def create_app(settings: IngestSettings, deps: Deps) -> FastAPI:
             metrics=metrics,
             io=io,
             retry_after_s=settings.retry_after_s,
+            pending=pending,
             registry=deps.schema_registry,
         ),
         control=ControlService(
@@ -98,6 +111,7 @@ def create_app(settings: IngestSettings, deps: Deps) -> FastAPI:
         ),
         rate=RateLimiter(deps.clock, settings.rate_per_s, settings.rate_burst),
         quota=DailyQuota(deps.clock, settings.daily_quota),
+        pending=pending,
         metrics=metrics,
         probes={
             "kafka": lambda: deps.publisher.ready(READY_TIMEOUT_S),

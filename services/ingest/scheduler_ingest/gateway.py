@@ -17,6 +17,7 @@ from scheduler_ingest.limits import DailyQuota, RateLimiter
 from scheduler_ingest.messages import MessageService
 from scheduler_ingest.metrics import IngestMetrics
 from scheduler_ingest.models import ErrorBody
+from scheduler_ingest.pending import PendingCap
 from scheduler_ingest.settings import IngestSettings
 
 # Documentation of the two schemes (both travel in the Authorization header; parsing is ours).
@@ -42,6 +43,7 @@ class Gateway:
     control: ControlService
     rate: RateLimiter
     quota: DailyQuota
+    pending: PendingCap
     metrics: IngestMetrics
     probes: Mapping[str, Callable[[], bool]]
 

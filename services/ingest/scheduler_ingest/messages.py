@@ -42,6 +42,7 @@ from scheduler_ingest.bodies import Draft
 from scheduler_ingest.errors import ApiError
 from scheduler_ingest.io import BlockingIo, driver_results
 from scheduler_ingest.metrics import IngestMetrics
+from scheduler_ingest.pending import PendingCap
 from scheduler_ingest.publisher import Publisher, PublishError
 from scheduler_ingest.usage import UsageCounter
 
@@ -95,10 +96,12 @@ class MessageService:
         metrics: IngestMetrics,
         io: BlockingIo,
         retry_after_s: int,
+        pending: PendingCap,
         registry: SchemaRegistryClient | None = None,
     ) -> None:
         self._store = store
         self._usage = usage
+        self._pending = pending
         self._publisher = publisher
         self._clock = clock
         self._scheduling = scheduling
@@ -338,6 +341,8 @@ class MessageService:
             raise ApiError(
                 409, "too_late", f"the message became {after.state.status.value} meanwhile"
             )
+        # ABORTED is terminal from here on, whatever becomes of the command below.
+        await self._move_pending(app_id, -1)
         command = Command(
             message_id=message_id,
             app_id=app_id,
@@ -376,10 +381,16 @@ class MessageService:
             await self._publish_command(command)
         except PublishError as exc:
             raise unavailable(exc, self._retry_after_s) from None
+        # The command will deliver it again: pending from here on, whatever the record says.
+        await self._move_pending(app_id, +1)
         ready = StatusUpdate(Status.READY, generation, FIRST_ATTEMPT, due_ms=now, at_ms=now)
         entry = LogEntry(now, f"{generation}:redriven", Status.READY, {"generation": generation})
         await self._io(self._store.update_status, app_id, message_id, ready, entry)
         return await self.get(app_id, message_id)
+
+    async def _move_pending(self, app_id: str, delta: int) -> None:
+        await self._usage.move_pending(app_id, delta)
+        self._pending.adjust(app_id, delta)
 
     async def _publish_command(self, command: Command) -> None:
         try:

@@ -45,11 +45,19 @@ def build_router(batch_limit: int) -> APIRouter:
         gw.rate.take(who.key_id)
         gw.quota.take(who.app_id)
         try:
+            await gw.pending.take(who.app_id)
+        except ApiError as exc:
+            gw.quota.give_back(who.app_id, 1)
+            gw.metrics.rejects.labels(exc.token).inc()
+            raise
+        try:
             accepted = await gw.messages.schedule(who.app_id, draft)
         except ApiError as exc:
             gw.quota.give_back(who.app_id, 1)
             gw.metrics.rejects.labels(exc.token).inc()
             raise
+        finally:
+            gw.pending.release(who.app_id)
         return JSONResponse(accepted.to_json())
 
     for path in ("/messages", "/message"):
@@ -97,7 +105,18 @@ def build_router(batch_limit: int) -> APIRouter:
         if valid:
             gw.rate.take(who.key_id, valid)
             gw.quota.take(who.app_id, valid)
-        results = await gw.messages.schedule_batch(who.app_id, items)
+            try:
+                # The whole batch or nothing: no item is published when the valid ones together
+                # would exceed the app's pending cap (repeats of known idempotency keys count too).
+                await gw.pending.take(who.app_id, valid)
+            except ApiError as exc:
+                gw.quota.give_back(who.app_id, valid)
+                gw.metrics.rejects.labels(exc.token).inc()
+                raise
+        try:
+            results = await gw.messages.schedule_batch(who.app_id, items)
+        finally:
+            gw.pending.release(who.app_id, valid)
         out: list[dict[str, Any]] = []
         refused = 0
         for result in results:

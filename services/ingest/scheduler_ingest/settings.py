@@ -24,6 +24,17 @@ class IngestSettings(BaseSettings):
     daily_quota: int | None = Field(
         default=None, ge=1, description="messages per app per UTC day, per replica (None: off)"
     )
+    max_pending_per_app: int = Field(
+        default=1_000_000,
+        ge=0,
+        description="messages accepted and not yet sent, failed or aborted, per app, beyond"
+        " which scheduling answers 429 pending_limit_exceeded (0: no cap)",
+    )
+    pending_refresh_ms: int = Field(
+        default=5_000,
+        ge=0,
+        description="how long a read of an app's pending count is reused by this replica",
+    )
     key_cache_ttl_ms: int = Field(
         default=10_000,
         ge=0,
