@@ -30,11 +30,13 @@ from scheduler.kafka.producer import RecordProducer
 from scheduler.records import Command, DueMessage, RejectedRequest, ScheduleRequest
 from scheduler.settings import SchedulingSettings
 from scheduler.store.ports import AppLookup, BucketStore, MessageStore
+from scheduler.store.usage import UsageStore
 from scheduler.topics import Topics
 
 from .commands import CommandHandler
 from .intake import CachedApps, InputRecord, Intake, Rejection
 from .metrics import BucketerMetrics
+from .pending_cap import PendingCapGate
 from .placer import Entry, Outbox, Placer, entry_of
 from .routing import Router
 from .settings import BucketerSettings
@@ -59,8 +61,10 @@ class BatchProcessor:
         clock: Clock,
         metrics: BucketerMetrics,
         flush_timeout_s: float,
+        pending_cap: PendingCapGate | None = None,
     ) -> None:
         self._topics = topics
+        self._pending_cap = pending_cap
         self._intake = intake
         self._placer = placer
         self._commands = commands
@@ -81,6 +85,7 @@ class BatchProcessor:
         # Chunks: the writes of one chunk travel while the next one is decoded and routed.
         stored: list[Entry] = []
         seen: set[tuple[str, str]] = set()
+        accepted_requests: list[ScheduleRequest] = []
         for start in range(0, len(requests), CHUNK):
             entries: list[Entry] = []
             for record in requests[start : start + CHUNK]:
@@ -90,13 +95,21 @@ class BatchProcessor:
                     continue
                 key = (admitted.request.app_id, admitted.request.message_id)
                 if key not in seen:  # a message repeated in one batch (a producer retry)
+                    if self._pending_cap is not None:
+                        refused = self._pending_cap.check(admitted)
+                        if refused is not None:
+                            outbox.rejections.append(refused)
+                            continue
                     seen.add(key)
                     entries.append(entry_of(admitted, self._scheduling))
+                    accepted_requests.append(admitted.request)
             stored += self._placer.submit(entries, outbox)
         self._placer.finish(stored, outbox)
         for record in commands:
             self._commands.apply(record, outbox)
         self._produce(outbox)
+        if self._pending_cap is not None:  # durable now: count what ingest did not
+            self._pending_cap.count(accepted_requests)
 
     def _produce(self, outbox: Outbox) -> None:
         for topic, message in outbox.direct:
@@ -145,6 +158,7 @@ class Ports:
     apps: AppLookup
     producer: RecordProducer
     clock: Clock
+    usage: UsageStore | None = None  # the pending cap of Kafka-native requests (None: off)
 
 
 def build_processor(
@@ -189,4 +203,15 @@ def build_processor(
         clock=ports.clock,
         metrics=metrics,
         flush_timeout_s=settings.flush_timeout_s,
+        pending_cap=(
+            PendingCapGate(
+                ports.usage,
+                ports.messages,
+                ports.clock,
+                settings.max_pending_per_app or None,
+                settings.pending_refresh_ms,
+            )
+            if ports.usage is not None
+            else None
+        ),
     )

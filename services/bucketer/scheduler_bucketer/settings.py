@@ -25,6 +25,15 @@ class BucketerSettings(BaseSettings):
         default=1_000, ge=0, description="how long a read release watermark is reused for routing"
     )
     app_cache_ms: int = Field(default=5_000, ge=0, description="how long an app lookup is reused")
+    max_pending_per_app: int = Field(
+        default=1_000_000,
+        ge=0,
+        description="cap on an app's pending messages for Kafka-native requests (over it:"
+        " rejected, reason pending_limit_exceeded); keep equal to ingest's (0: no cap)",
+    )
+    pending_refresh_ms: int = Field(
+        default=5_000, ge=0, description="how long a read of an app's pending count is reused"
+    )
     retry_initial_ms: int = Field(default=200, ge=1, description="first backoff after a failure")
     retry_max_ms: int = Field(default=10_000, ge=1, description="longest backoff between retries")
     flush_timeout_s: float = Field(default=30.0, gt=0, description="wait for Kafka acks")

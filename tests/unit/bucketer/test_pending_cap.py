@@ -1,0 +1,96 @@
+"""The pending cap for Kafka-native requests: counted when durable, refused over the cap."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from scheduler.store.usage import InMemoryUsageStore, UsageKind, usage_day
+from scheduler_bucketer.pipeline import Ports, build_processor
+from scheduler_bucketer.settings import BucketerSettings
+
+from .harness import SCHEDULING, Harness
+
+pytestmark = pytest.mark.unit
+
+REFRESH_MS = 1_000
+
+
+def capped(limit: int) -> tuple[Harness, InMemoryUsageStore]:
+    h = Harness()
+    usage = InMemoryUsageStore()
+    h.processor = build_processor(
+        Ports(h.messages, h.buckets, h.apps, h.producer, h.clock, usage=usage),
+        h.topics,
+        SCHEDULING,
+        BucketerSettings(
+            watermark_cache_ms=0,
+            app_cache_ms=0,
+            max_pending_per_app=limit,
+            pending_refresh_ms=REFRESH_MS,
+        ),
+        h.metrics,
+        h.writer,
+    )
+    return h, usage
+
+
+def test_kafka_native_requests_are_counted_and_refused_over_the_cap() -> None:
+    h, usage = capped(2)
+    later = h.clock.now_ms() + 60_000
+    first, second, third = (h.request(later) for _ in range(3))
+    h.process(h.record(first), h.record(second), h.record(third))
+    assert {m.message_id for m in h.stored()} == {first.message_id, second.message_id}
+    assert h.messages.get("app-a", third.message_id) is None
+    [rejected] = h.rejected()
+    assert (rejected.reason, rejected.app_id, rejected.message_id) == (
+        "pending_limit_exceeded",
+        "app-a",
+        third.message_id,
+    )
+    assert h.metric("scheduler_bucketer_rejected_total", reason="pending_limit_exceeded") == 1
+    assert usage.pending("app-a") == 2
+    [day] = usage.read("app-a", 0, usage_day(later))
+    assert day.ingested == 2
+
+
+def test_requests_from_ingest_are_neither_checked_nor_counted_again() -> None:
+    h, usage = capped(1)
+    later = h.clock.now_ms() + 60_000
+    from_ingest = [dataclasses.replace(h.request(later), source="http") for _ in range(3)]
+    h.process(*(h.record(r) for r in from_ingest))
+    assert len(h.stored()) == 3 and h.rejected() == []
+    assert usage.pending("app-a") == 0  # ingest counted them
+
+
+def test_a_replay_of_an_accepted_request_is_not_refused() -> None:
+    h, usage = capped(1)
+    request = h.request(h.clock.now_ms() + 60_000)
+    h.process(h.record(request))
+    h.clock.advance(REFRESH_MS)
+    h.process(h.record(request))  # e.g. the batch retried after a crash before the commit
+    assert h.rejected() == []
+    assert [m.message_id for m in h.stored()] == [request.message_id]
+    assert usage.pending("app-a") == 2  # counted again: the documented, approximate side
+
+
+def test_room_freed_by_deliveries_is_seen_after_the_refresh_interval() -> None:
+    h, usage = capped(1)
+    later = h.clock.now_ms() + 60_000
+    h.process(h.record(h.request(later)))
+    usage.add("app-a", usage_day(later), UsageKind.SENT)  # the record writer, elsewhere
+    h.process(h.record(h.request(later)))
+    assert len(h.rejected()) == 1  # cached reading: still 1 pending
+    h.clock.advance(REFRESH_MS)
+    h.process(h.record(h.request(later)))
+    assert len(h.rejected()) == 1
+    assert len(h.stored()) == 2
+
+
+def test_zero_means_no_cap_but_requests_are_still_counted() -> None:
+    h, usage = capped(0)
+    later = h.clock.now_ms() + 60_000
+    h.process(*(h.record(h.request(later)) for _ in range(3)))
+    assert h.rejected() == [] and len(h.stored()) == 3
+    assert usage.pending("app-a") == 3
