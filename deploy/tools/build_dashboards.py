@@ -20,6 +20,8 @@ from typing import Any
 OUT = Path(__file__).resolve().parents[2] / "deploy/grafana/dashboards"
 RATE = "$__rate_interval"
 FAILED = 'scheduler_dispatch_attempts_total{outcome="failed"}'
+APP_FAILED = 'scheduler_dispatch_app_attempts_total{outcome="failed"}'
+TOP = 10  # applications per top-N panel (each service labels at most SCHEDULER_METRICS_TOP_APPS)
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,15 @@ OVERVIEW = [
         "Pending messages by horizon",
         [
             Panel(
+                "Stored, not yet released, by horizon",
+                "short",
+                [("max by (horizon) (scheduler_release_pending_messages)", "{{horizon}}")],
+                "Messages waiting in Cassandra buckets, by how far ahead their bucket starts."
+                " Approximate (counters): aborted/rescheduled ones count until their bucket is"
+                " released; a replayed bucketer batch counts twice. Messages due within the"
+                " look-ahead are in the ring instead (next panel).",
+            ),
+            Panel(
                 "Near: held in dispatcher memory / in the ring",
                 "short",
                 [
@@ -259,6 +270,56 @@ OVERVIEW = [
         ],
     ),
 ]
+
+
+TOP_APPS = Row(
+    "Top applications",
+    [
+        Panel(
+            "Top applications: messages scheduled",
+            "ops",
+            [
+                (
+                    f"topk({TOP}, sum by (app) "
+                    f"(rate(scheduler_ingest_app_messages_total[{RATE}])))",
+                    "{{app}}",
+                )
+            ],
+            "Per application id; apps outside each replica's top SCHEDULER_METRICS_TOP_APPS"
+            ' are summed as "other".',
+        ),
+        Panel(
+            "Top applications: deliveries sent and retried",
+            "ops",
+            [
+                (
+                    f"topk({TOP}, sum by (app) (rate("
+                    f'scheduler_dispatch_app_attempts_total{{outcome="sent"}}[{RATE}])))',
+                    "{{app}} sent",
+                ),
+                (
+                    f"topk({TOP}, sum by (app) (rate("
+                    f'scheduler_dispatch_app_attempts_total{{outcome="retry"}}[{RATE}])))',
+                    "{{app}} retry",
+                ),
+            ],
+        ),
+        Panel(
+            "Top applications: failures (last hour)",
+            "short",
+            [
+                (
+                    # As for the dead letters: a series born at its first failure counts whole.
+                    f"topk({TOP}, sum by (app) (increase({APP_FAILED}[1h])) > 0"
+                    f" or sum by (app) ({APP_FAILED} unless {APP_FAILED} offset 1h))",
+                    "{{app}}",
+                )
+            ],
+            "Messages that ended FAILED (dead letters), per application.",
+        ),
+    ],
+)
+OVERVIEW.append(TOP_APPS)
 
 
 def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:

@@ -18,6 +18,12 @@ class BucketerMetrics:
             "Messages written to the bucket table (status READY).",
             registry=registry,
         )
+        self.pending_count_failures = Counter(
+            "scheduler_bucketer_pending_count_failures_total",
+            "Batches whose stored messages could not be added to the approximate pending counts"
+            " (the gauge under-counts them; the messages themselves are stored)",
+            registry=registry,
+        )
         self.routed_direct = Counter(
             "scheduler_bucketer_routed_direct_total",
             "Messages produced straight to their due-minute topic (status QUEUED), by cause:"

@@ -16,6 +16,7 @@ from scheduler.domain.placement import Placement
 from scheduler.domain.status import Status
 from scheduler.records import DueMessage
 from scheduler.settings import SchedulingSettings
+from scheduler.store.pending_counts import PendingCounts
 from scheduler.store.ports import (
     Application,
     LogEntry,
@@ -58,12 +59,18 @@ class Placer:
     """Routes entries, writes them durably, re-checks the watermark, queues the direct sends."""
 
     def __init__(
-        self, router: Router, writer: Writer, clock: Clock, metrics: BucketerMetrics
+        self,
+        router: Router,
+        writer: Writer,
+        clock: Clock,
+        metrics: BucketerMetrics,
+        pending: PendingCounts | None = None,
     ) -> None:
         self._router = router
         self._writer = writer
         self._clock = clock
         self._metrics = metrics
+        self._pending = pending
 
     def place(self, entries: Sequence[Entry], outbox: Outbox) -> None:
         """Route, write durably and re-check, in one go (commands use this)."""
@@ -97,7 +104,23 @@ class Placer:
         self._writer.drain()
         self._metrics.stored.inc(len(stored))
         if stored:
+            self._count_pending(stored)
             self._send_if_released_meanwhile(stored, self._clock.now_ms(), outbox)
+
+    def _count_pending(self, stored: Sequence[Entry]) -> None:
+        """Best effort: the counts only feed an approximate gauge, so a failure never fails
+        (and retries) the batch."""
+        if self._pending is None:
+            return
+        by_bucket: dict[int, int] = {}
+        for entry in stored:
+            bucket = self._router.bucket_of(entry.message.due_ms)
+            by_bucket[bucket] = by_bucket.get(bucket, 0) + 1
+        try:
+            self._pending.add(by_bucket)
+        except Exception as exc:  # noqa: BLE001 - counted and logged, the messages are stored
+            self._metrics.pending_count_failures.inc()
+            log.warning("pending counts not updated for %d message(s): %s", len(stored), exc)
 
     def _send_if_released_meanwhile(
         self, stored: Sequence[Entry], now: int, outbox: Outbox

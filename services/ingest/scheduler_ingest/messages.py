@@ -159,6 +159,7 @@ class MessageService:
             raise unavailable(exc, self._retry_after_s) from None
         await self._record([request])
         self._metrics.scheduled.labels("single").inc()
+        self._metrics.app_scheduled.inc(app_id)
         return Accepted(request.message_id, request.send_at_ms, Status.READY)
 
     async def schedule_batch(
@@ -195,6 +196,7 @@ class MessageService:
             )
         await self._record(published)
         self._metrics.scheduled.labels("batch").inc(len(published))
+        self._metrics.app_scheduled.inc(app_id, n=len(published))
         final = [r for r in results if not isinstance(r, ScheduleRequest)]
         assert len(final) == len(results)
         return final

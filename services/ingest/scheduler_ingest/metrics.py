@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from scheduler.top_apps import AppCounter, TopApps, top_apps
+
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
 class IngestMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, top: TopApps | None = None) -> None:
         self.registry = registry
         self.requests = Counter(
             "scheduler_ingest_requests_total",
@@ -48,6 +50,15 @@ class IngestMetrics:
             "Messages acknowledged by Kafka and answered with an id, by source (single, batch).",
             ["source"],
             registry=registry,
+        )
+        self.app_scheduled = AppCounter(
+            "scheduler_ingest_app_messages",
+            "Messages acknowledged and answered with an id, per application: the top"
+            " SCHEDULER_METRICS_TOP_APPS apps of this replica by recent volume, the rest as"
+            ' app="other"',
+            [],
+            registry,
+            top or top_apps(),
         )
         self.record_write_failures = Counter(
             "scheduler_ingest_record_write_failures_total",

@@ -261,6 +261,7 @@ class Dispatcher:
         outcome = AttemptOutcome(AttemptKind.SENT, "produced")
         settlement = settle(message, outcome, now, self._backoff)
         self._metrics.attempts.labels("KAFKA", "sent", "produced").inc()
+        self._metrics.app_attempts.inc(message.app_id, "sent")
         due = message.due_ms
 
         def committed(at_ms: int) -> None:
@@ -282,6 +283,7 @@ class Dispatcher:
     def _observe(self, destination: str, outcome: AttemptOutcome, settlement: Settlement) -> None:
         label = settlement.result.outcome.value.lower()
         self._metrics.attempts.labels(destination, label, outcome.reason).inc()
+        self._metrics.app_attempts.inc(settlement.result.app_id, label)
         if outcome.kind is AttemptKind.SENT:
             lateness = settlement.result.lateness_ms / 1000.0
             self._metrics.lateness.labels(destination).observe(lateness)

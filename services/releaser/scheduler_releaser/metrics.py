@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from scheduler.top_apps import AppCounter, TopApps, top_apps
+
 # Lateness (due instant -> delivered), in seconds: fine buckets where the targets are.
 LATENESS_BUCKETS = (
     0.001,
@@ -28,7 +30,7 @@ LATENESS_BUCKETS = (
 
 
 class DispatchMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, top: TopApps | None = None) -> None:
         self.lateness = Histogram(
             "scheduler_dispatch_lateness_seconds",
             "Due instant to delivery (REST: response; KAFKA: produced in the transaction)",
@@ -53,6 +55,15 @@ class DispatchMetrics:
             "Delivery attempts by destination type, outcome and reason",
             ["destination", "outcome", "reason"],
             registry=registry,
+        )
+        self.app_attempts = AppCounter(
+            "scheduler_dispatch_app_attempts",
+            "Delivery attempts per application and outcome (sent, retry, failed): the top"
+            " SCHEDULER_METRICS_TOP_APPS apps of this instance by recent volume, the rest as"
+            ' app="other"',
+            ["outcome"],
+            registry,
+            top or top_apps(),
         )
         self.skipped = Counter(
             "scheduler_dispatch_skipped_total",
@@ -141,5 +152,12 @@ class ReleaseMetrics:
         self.leader = Gauge(
             "scheduler_release_leader",
             "1 while this replica holds the release lease",
+            registry=registry,
+        )
+        self.pending = Gauge(
+            "scheduler_release_pending_messages",
+            "Messages stored in Cassandra and not yet released, by how far ahead their bucket"
+            " starts (<1m, <1h, <1d, <7d, >=7d); approximate (counters), leader only",
+            ["horizon"],
             registry=registry,
         )

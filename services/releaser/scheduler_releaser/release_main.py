@@ -19,6 +19,7 @@ from scheduler.clock import SystemClock
 from scheduler.logs import configure_logging
 from scheduler.ops import Health
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
+from scheduler.store.pending_counts import CassandraPendingCounts
 
 from .metrics import ReleaseMetrics
 from .release_runtime import run_releaser
@@ -46,7 +47,7 @@ def main() -> int:
     health = Health(clock, stale_after_ms=max(300_000, 10 * settings.tick_ms))
     ops = serve_ops(settings.metrics_port, registry, health)
     try:
-        cluster, _, stores = cassandra_stores(CassandraSettings())
+        cluster, session, stores = cassandra_stores(CassandraSettings())
         try:
             run_releaser(
                 kafka=kafka,
@@ -59,6 +60,7 @@ def main() -> int:
                 metrics=metrics,
                 stop=stop,
                 health=health,
+                pending_counts=CassandraPendingCounts(session),
             )
         finally:
             cluster.shutdown()

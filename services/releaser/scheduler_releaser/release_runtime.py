@@ -23,11 +23,13 @@ from scheduler.kafka.admin import ensure_topics
 from scheduler.ops import Health
 from scheduler.records import DueMessage
 from scheduler.settings import KafkaSettings, SchedulingSettings
+from scheduler.store.pending_counts import PendingCounts
 from scheduler.store.ports import AppLookup, BucketStore, MessageStore
 from scheduler.topics import Topics
 
 from .codecs import Codecs
 from .metrics import ReleaseMetrics
+from .pending import PendingByHorizon
 from .releaser import Releaser
 from .settings import ReleaseSettings
 
@@ -111,6 +113,7 @@ def run_releaser(
     metrics: ReleaseMetrics,
     stop: threading.Event,
     health: Health | None = None,
+    pending_counts: PendingCounts | None = None,
 ) -> None:
     health = health or Health(clock)
     topics = Topics(kafka, scheduling)
@@ -127,7 +130,24 @@ def run_releaser(
         "enable.auto.commit": False,
     }
     consumer = Consumer(consumer_conf)
-    leadership = Leadership(consumer, topics.releaser_lease, lambda lead: metrics.leader.set(lead))
+    pending = (
+        None
+        if pending_counts is None
+        else PendingByHorizon(
+            counts=pending_counts,
+            buckets=buckets,
+            clock=clock,
+            scheduling=scheduling,
+            metrics=metrics,
+        )
+    )
+
+    def on_leadership(lead: bool) -> None:
+        metrics.leader.set(lead)
+        if not lead and pending is not None:
+            pending.clear()  # only the leader exports the pending gauge
+
+    leadership = Leadership(consumer, topics.releaser_lease, on_leadership)
     writers = ThreadPoolExecutor(max_workers=settings.writers, thread_name_prefix="release-write")
     releaser = Releaser(
         clock=clock,
@@ -150,6 +170,8 @@ def run_releaser(
                 try:
                     releaser.tick()
                     health.set_ready(True, "leading")
+                    if pending is not None:
+                        pending.maybe_refresh()
                 except Exception as exc:
                     # Cassandra or Kafka trouble: nothing was lost (the watermark did not move
                     # past the failing bucket); try again on the next tick.

@@ -46,6 +46,7 @@ pytestmark = [pytest.mark.e2e]
 CLOCK = SystemClock()
 BIN = Path(sys.executable).parent
 RATE_WINDOW = "5m"  # Grafana's $__rate_interval: the whole test fits in it
+EIGHT_DAYS_MS = 8 * 86_400_000
 
 
 _free_port = free_port
@@ -249,6 +250,8 @@ def _traffic(
         _schedule(client, "gone", "gone", 0)
         # Beyond look-ahead + margin: stored in Cassandra, then released into the ring.
         _schedule(client, "later", "ok", s.lookahead_ms + s.placement_margin_ms + 4_000)
+        # Eight days ahead: stays stored, counted by the pending-by-horizon gauge as ">=7d".
+        _schedule(client, "next-week", "ok", EIGHT_DAYS_MS)
         aborted = _schedule(client, "aborted", "ok", 3_000)
         assert client.put(f"/messages/{aborted}/abort").status_code == 200
         time.sleep(2)  # two scrapes: the commands topic's produce latency has a rate
@@ -316,6 +319,20 @@ def test_every_dashboard_query_and_alert_has_data_from_the_running_services(
     except AssertionError:
         print(stack.tail())
         raise AssertionError("empty panels:\n" + "\n".join(empty)) from None
+
+    # The gauges behind the two newest panels carry what the traffic did: the message stored
+    # for next week is pending ">=7d" (other tests' stored messages may add to it: shared
+    # keyspace), and the app of the traffic has its own `app` label (it is the only app here).
+    _wait(
+        "the next-week message pending >= 7 days",
+        lambda: prometheus.has_data('scheduler_release_pending_messages{horizon=">=7d"} >= 1'),
+        60,
+    )
+    for name in ("scheduler_ingest_app_messages_total", "scheduler_dispatch_app_attempts_total"):
+        apps = {r["metric"]["app"] for r in prometheus.query(name)}
+        assert len(apps) == 1 and apps != {"other"}, (name, apps)
+    failed_apps = prometheus.query('scheduler_dispatch_app_attempts_total{outcome="failed"} >= 1')
+    assert [r["metric"]["app"] for r in failed_apps] == list(apps), failed_apps
 
     # Every rule is loaded and evaluates without error.
     groups = httpx.get(f"{prometheus.url}/api/v1/rules").json()["data"]["groups"]

@@ -32,6 +32,7 @@ SETTINGS_CLASSES = (
     "scheduler_bucketer.settings:BucketerSettings",
     "scheduler_releaser.settings:DispatchSettings",
     "scheduler_releaser.settings:ReleaseSettings",
+    "scheduler.top_apps:TopAppsSettings",
 )
 METRICS_CLASSES = (
     "scheduler_ingest.metrics:IngestMetrics",

@@ -53,8 +53,18 @@ def test_every_alert_names_declared_metrics() -> None:
 
 def test_the_issue_s_dashboards_and_alerts_exist() -> None:
     titles = " | ".join(title.lower() for _, title, _ in dashboard_queries())
-    for topic in ("request", "latency", "error", "lag", "held", "lateness", "retries", "failures"):
+    topics = ("request", "latency", "error", "lag", "held", "lateness", "retries", "failures")
+    for topic in (*topics, "by horizon", "top applications"):
         assert topic in titles, topic
+    # The two panels read the bounded gauges the issue asks for.
+    exprs = " ".join(expr for _, _, expr in dashboard_queries())
+    for name in (
+        "scheduler_release_pending_messages",
+        "scheduler_ingest_app_messages_total",
+        "scheduler_dispatch_app_attempts_total",
+    ):
+        assert name in exprs and name in exported_metric_names(), name
+    assert "topk(" in exprs
     alerts = {rule["alert"] for rule in alert_rules()}
     assert {
         "SchedulerLatenessAboveSLO",

@@ -1,0 +1,78 @@
+"""Contract of PendingCounts (scheduler.store.pending_counts), for the fake and the Cassandra
+adapter. Counter rows cannot be reset reliably, so every run uses days no other run used."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cassandra.cluster import Session
+
+from scheduler.clock import ManualClock
+from scheduler.settings import CassandraSettings
+from scheduler.store.migrate import apply_migrations
+from scheduler.store.pending_counts import (
+    DAY_MS,
+    PERIOD_DAYS,
+    CassandraPendingCounts,
+    InMemoryPendingCounts,
+    PendingCounts,
+    day_of,
+    period_of,
+)
+
+MINUTE = 60_000
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("fake", marks=pytest.mark.unit),
+        pytest.param("cassandra", marks=pytest.mark.integration),
+    ]
+)
+def counts(request: pytest.FixtureRequest) -> Iterator[Any]:
+    if request.param == "fake":
+        yield InMemoryPendingCounts()
+        return
+    settings: CassandraSettings = request.getfixturevalue("cassandra_settings")
+    session: Session = request.getfixturevalue("cassandra_session")
+    apply_migrations(session, settings, ManualClock().now_ms())
+    session.set_keyspace(settings.keyspace)
+    yield CassandraPendingCounts(session)
+
+
+@pytest.fixture
+def first_day() -> int:
+    """A fresh period-aligned day, thousands of years ahead."""
+    return random.randrange(100, 10_000) * 10 * PERIOD_DAYS
+
+
+def test_counts_add_up_per_bucket_and_per_day(counts: PendingCounts, first_day: int) -> None:
+    day = first_day * DAY_MS
+    counts.add({day + 2 * MINUTE: 3, day: 1, day + DAY_MS: 5})
+    counts.add({day: 2, day + 5 * MINUTE: 0})  # a zero adds no row
+    assert counts.buckets_of_day(first_day) == [(day, 3), (day + 2 * MINUTE, 3)]
+    assert counts.buckets_of_day(first_day + 1) == [(day + DAY_MS, 5)]
+    assert counts.days_of_period(period_of(first_day)) == [(first_day, 6), (first_day + 1, 5)]
+    assert counts.buckets_of_day(first_day + 2) == []
+
+
+def test_a_day_in_the_next_period_is_in_that_period(counts: PendingCounts, first_day: int) -> None:
+    last = first_day + PERIOD_DAYS - 1
+    counts.add({last * DAY_MS: 1, (last + 1) * DAY_MS: 2})
+    assert counts.days_of_period(period_of(first_day)) == [(last, 1)]
+    assert counts.days_of_period(period_of(last + 1)) == [(last + 1, 2)]
+    assert day_of((last + 1) * DAY_MS) == last + 1
+
+
+def test_forget_day_drops_its_buckets_and_its_day_row(
+    counts: PendingCounts, first_day: int
+) -> None:
+    day = first_day * DAY_MS
+    counts.add({day: 1, day + MINUTE: 1, day + DAY_MS: 4})
+    counts.forget_day(first_day)
+    assert counts.buckets_of_day(first_day) == []
+    assert counts.days_of_period(period_of(first_day)) == [(first_day + 1, 4)]
+    assert counts.buckets_of_day(first_day + 1) == [(day + DAY_MS, 4)]
