@@ -3,7 +3,8 @@
 Results are the source of truth (written in the dispatcher's transaction); records follow
 asynchronously and idempotently: status writes go by precedence, log entries have
 deterministic ids ("<generation>:<attempt>:<event>"), so replaying a result changes nothing
-except the usage counters, which are documented as approximate.
+except the usage counters, which are documented as approximate. Counting SENT or FAILED also
+lowers the app's pending count (scheduler.store.usage), which ingest's pending cap reads.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class RecordWriter:
             self._write(r, state, log)
             self._usage.add(r.app_id, usage_day(r.finished_ms), UsageKind.FAILED)
         elif r.error == Verdict.APP_DELETED.value:
-            # Lazy purge: a pending message of a deleted app ends ABORTED.
+            # Lazy purge: a pending message of a deleted app ends ABORTED. Not counted: a deleted
+            # app schedules nothing more, so its pending count is never read again.
             state = self._state(r, Status.ABORTED)
             data = {"reason": "application deleted"}
             self._write(r, state, LogEntry(r.finished_ms, f"{entry}:aborted", Status.ABORTED, data))

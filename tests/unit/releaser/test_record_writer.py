@@ -7,7 +7,7 @@ import pytest
 from scheduler.domain.status import Status
 from scheduler.records import DeliveryOutcome, DeliveryResult
 from scheduler.store.ports import LogEntry, MessageContent, StatusUpdate
-from scheduler.store.usage import InMemoryUsageStore, usage_day
+from scheduler.store.usage import InMemoryUsageStore, UsageKind, usage_day
 from scheduler.testing.fakes import InMemoryMessageStore
 from scheduler_releaser.record_writer import RecordWriter
 
@@ -79,3 +79,14 @@ def test_skipped_results_only_abort_for_deleted_apps() -> None:
     assert messages.get("a", "m").state.status is Status.QUEUED
     writer.apply(result(DeliveryOutcome.SKIPPED, error="app_deleted"))
     assert messages.get("a", "m").state.status is Status.ABORTED
+
+
+def test_sent_and_failed_lower_the_apps_pending_count() -> None:
+    _, usage, writer = setup()
+    usage.add("a", usage_day(0), UsageKind.INGESTED, 3)  # what ingest counted
+    writer.apply(result(DeliveryOutcome.RETRY, attempt=1, http_status=503))
+    assert usage.pending("a") == 3  # a retry is still pending
+    writer.apply(result(DeliveryOutcome.SENT, attempt=2, http_status=200))
+    assert usage.pending("a") == 2
+    writer.apply(result(DeliveryOutcome.FAILED, message_id="m2", attempt=5, http_status=500))
+    assert usage.pending("a") == 1
