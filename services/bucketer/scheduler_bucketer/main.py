@@ -32,6 +32,7 @@ from scheduler.store.cassandra import connect
 from scheduler.store.cassandra_apps import CassandraAppStore
 from scheduler.store.cassandra_buckets import CassandraBucketStore
 from scheduler.store.cassandra_messages import CassandraMessageStore
+from scheduler.store.pending_counts import CassandraPendingCounts
 from scheduler.store.usage import CassandraUsageStore
 from scheduler.topics import Topics
 
@@ -76,6 +77,7 @@ def run(
             producer=producer,
             clock=clock,
             usage=CassandraUsageStore(session),
+            pending=CassandraPendingCounts(session),
         )
         processor = build_processor(ports, topics, scheduling, settings, metrics, writer, registry)
         consumer = Consumer(consumer_config(kafka.client_config(), settings))

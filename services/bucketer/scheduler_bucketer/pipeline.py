@@ -29,6 +29,7 @@ from scheduler.codec import RecordCodec, value_subject
 from scheduler.kafka.producer import RecordProducer
 from scheduler.records import Command, DueMessage, RejectedRequest, ScheduleRequest
 from scheduler.settings import SchedulingSettings
+from scheduler.store.pending_counts import PendingCounts
 from scheduler.store.ports import AppLookup, BucketStore, MessageStore
 from scheduler.store.usage import UsageStore
 from scheduler.topics import Topics
@@ -159,6 +160,7 @@ class Ports:
     producer: RecordProducer
     clock: Clock
     usage: UsageStore | None = None  # the pending cap of Kafka-native requests (None: off)
+    pending: PendingCounts | None = None  # approximate counts for the pending gauge
 
 
 def build_processor(
@@ -175,7 +177,7 @@ def build_processor(
         ports.buckets, scheduling, topics.ring, ports.clock, settings.watermark_cache_ms
     )
     apps = CachedApps(ports.apps, ports.clock, settings.app_cache_ms)
-    placer = Placer(router, writer, ports.clock, metrics)
+    placer = Placer(router, writer, ports.clock, metrics, ports.pending)
     commands = CommandHandler(
         RecordCodec(Command, registry=registry),
         ports.messages,
