@@ -231,6 +231,17 @@ class MessageService:
             if found is not None:
                 results[i] = found
 
+    async def known(self, app_id: str, draft: Draft) -> Accepted | None:
+        """The message already recorded for the draft's idempotency key, if any: a retry of an
+        accepted request is answered with it even when a limit would refuse a new one."""
+        if draft.idempotency_key is None:
+            return None
+        message_id = derived_message_id(app_id, draft.idempotency_key)
+        view = await self._io(self._store.get, app_id, message_id)
+        if view is None:
+            return None
+        return Accepted(view.content.message_id, view.content.send_at_ms, view.state.status, True)
+
     async def _existing(self, request: ScheduleRequest) -> Accepted | None:
         """An idempotency key seen before: answer with the message already recorded."""
         if request.idempotency_key is None:

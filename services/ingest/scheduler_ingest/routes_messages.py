@@ -48,6 +48,9 @@ def build_router(batch_limit: int) -> APIRouter:
             await gw.pending.take(who.app_id)
         except ApiError as exc:
             gw.quota.give_back(who.app_id, 1)
+            known = await gw.messages.known(who.app_id, draft)
+            if known is not None:  # a retry of an accepted request: not a new pending message
+                return JSONResponse(known.to_json())
             gw.metrics.rejects.labels(exc.token).inc()
             raise
         try:

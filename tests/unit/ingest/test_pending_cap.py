@@ -165,6 +165,23 @@ def test_idempotent_repeats_are_not_counted_twice() -> None:
         h.close()
 
 
+def test_a_retry_of_an_accepted_keyed_request_at_the_cap_gets_its_message() -> None:
+    h = capped(1)
+    try:
+        keyed = {**BODY, "idempotencyKey": "order-1"}
+        first = h.schedule(keyed).json()["scheduledMessageId"]
+        r = h.schedule(keyed)
+        assert (r.status_code, r.json()["scheduledMessageId"], r.json()["duplicate"]) == (
+            200,
+            first,
+            True,
+        )
+        assert_refused(h, h.schedule({**BODY, "idempotencyKey": "order-2"}))
+        assert len(h.published_requests()) == 1
+    finally:
+        h.close()
+
+
 def test_a_failed_publish_takes_no_room() -> None:
     h = capped(1)
     try:
