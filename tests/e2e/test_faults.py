@@ -86,18 +86,6 @@ def restart_mid_run(w: World, stack: PrivateStack, server: str) -> None:
     assert_still_running(w)
 
 
-# Test order matters: the Kafka restart runs last, because its open defect leaves the
-# dispatcher's Kafka deliveries stalled for whatever would run after it.
-
-
-@pytest.mark.xfail(
-    reason="open defect (intermittent): after a Cassandra restart a few Kafka-destination"
-    " messages (5 of 600 in CI on a clean clone) were not delivered within the test's 120 s;"
-    " REST ones all were. Not yet diagnosed (stalled transaction as after a Kafka restart, or"
-    " records handed back and not re-fired); see docs/ARCHITECTURE.md, Cassandra restart",
-    raises=AssertionError,  # the stall shows as undelivered messages; anything else fails
-    strict=False,
-)
 def test_cassandra_restart_mid_run_loses_nothing(fault_world: World, stack: PrivateStack) -> None:
     restart_mid_run(fault_world, stack, "cassandra")
 
@@ -117,23 +105,27 @@ class Attempts:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+def schedule_one(w: World, attempts: Attempts, key: str, send_at: int) -> None:
+    attempt = Attempt(key, CLOCK.now_ms())
+    body = {"payload": {"k": key}, "sendAt": send_at, "idempotencyKey": key}
+    try:
+        answer = w.rest.client.post("/messages", json=body)
+        attempt.status = answer.status_code
+        attempt.retry_after = answer.headers.get("Retry-After")
+    except httpx.HTTPError:
+        pass
+    attempt.answered_ms = CLOCK.now_ms()
+    with attempts.lock:
+        attempts.items.append(attempt)
+
+
 def keep_scheduling(
     w: World, attempts: Attempts, stop: threading.Event, worker: int, send_at: int
 ) -> None:
     n = 0
     while not stop.is_set():
-        attempt = Attempt(f"w{worker}-{n}", CLOCK.now_ms())
+        schedule_one(w, attempts, f"w{worker}-{n}", send_at)
         n += 1
-        body = {"payload": {"k": attempt.key}, "sendAt": send_at, "idempotencyKey": attempt.key}
-        try:
-            answer = w.rest.client.post("/messages", json=body)
-            attempt.status = answer.status_code
-            attempt.retry_after = answer.headers.get("Retry-After")
-        except httpx.HTTPError:
-            pass
-        attempt.answered_ms = CLOCK.now_ms()
-        with attempts.lock:
-            attempts.items.append(attempt)
 
 
 def test_ingest_request_in_flight_when_kafka_dies_gets_503_and_nothing_is_half_stored(
@@ -154,6 +146,14 @@ def test_ingest_request_in_flight_when_kafka_dies_gets_503_and_nothing_is_half_s
     # when it dies; then kill it.
     frozen_ms = CLOCK.now_ms()
     stack.freeze("kafka")
+    # The looping workers may all be waiting on requests sent before the freeze: these start
+    # after it, so they are surely in flight (never acknowledged) when the broker dies.
+    in_flight_senders = [
+        threading.Thread(target=schedule_one, args=(w, attempts, f"frozen-{i}", send_at))
+        for i in range(4)
+    ]
+    for t in in_flight_senders:
+        t.start()
     time.sleep(1.0)
     killed_ms = CLOCK.now_ms()
     stack.stop("kafka", signal.SIGKILL)
@@ -161,7 +161,7 @@ def test_ingest_request_in_flight_when_kafka_dies_gets_503_and_nothing_is_half_s
     ready = httpx.get(w.system.url("ingest", "/readyz"), timeout=10)
     assert ready.status_code == 503 and ready.json()["checks"]["kafka"] == "down", ready.text
     stop.set()
-    for t in workers:
+    for t in workers + in_flight_senders:
         t.join(30)
     stack.up()
 
@@ -207,12 +207,5 @@ def test_ingest_request_in_flight_when_kafka_dies_gets_503_and_nothing_is_half_s
     assert_still_running(w)
 
 
-@pytest.mark.xfail(
-    reason="open defect: after a broker restart the dispatcher's transaction thread blocks in"
-    " send_offsets_to_transaction (py-spy: sink.py _transact), so Kafka-destination deliveries"
-    " stay uncommitted until the dispatcher restarts; see docs/ARCHITECTURE.md, Kafka restart",
-    raises=AssertionError,  # the stall shows as undelivered messages; anything else fails
-    strict=False,
-)
 def test_kafka_restart_mid_run_loses_nothing(fault_world: World, stack: PrivateStack) -> None:
     restart_mid_run(fault_world, stack, "kafka")

@@ -134,11 +134,24 @@ class RingFeed:
         # A partition never committed by this group: start one ring cycle back, not at the
         # beginning of its retention (older records were settled by a previous deployment).
         start_offsets(self._consumer, fresh, now_ms - self._topics.ring.cycle_ms)
+        for tp in fresh:
+            if tp.offset == OFFSET_END:
+                _, tp.offset = self._consumer.get_watermark_offsets(tp, TIMEOUT_S, cached=False)
+            # Committed with the first transaction: a restart must find every partition at an
+            # offset, or records older than one cycle behind a never-committed partition's
+            # start (possible when a restart takes long) would be skipped.
+            self._tracker.start_at(tp.topic, tp.partition, tp.offset)
         since = now_ms
         for tp in committed:
             if tp.offset >= 0 and tp.metadata and tp.metadata.isdigit():
                 since = min(since, int(tp.metadata))
         self._tps = {(tp.topic, tp.partition): tp for tp in committed}
+        log.info(
+            "ring partitions: %d at their committed offsets, %d fresh; results matter since %d",
+            len(committed) - len(fresh),
+            len(fresh),
+            since,
+        )
         self._consumer.assign(committed)
         self._paused = set()
         self._slot = None

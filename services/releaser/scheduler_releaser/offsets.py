@@ -26,6 +26,12 @@ class OffsetTracker:
     def __init__(self) -> None:
         self._parts: dict[TP, _Partition] = {}
 
+    def start_at(self, topic: str, partition: int, offset: int) -> None:
+        """A partition read from `offset` without a committed offset: commit that first."""
+        part = self._parts.setdefault((topic, partition), _Partition())
+        if part.commit_point is None and not part.pending:
+            part.commit_point = offset
+
     def received(self, topic: str, partition: int, offset: int, now_ms: int) -> None:
         self._parts.setdefault((topic, partition), _Partition()).pending.append((offset, now_ms))
 

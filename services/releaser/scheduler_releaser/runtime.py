@@ -114,6 +114,7 @@ async def run_dispatcher(
         metrics,
         settings.txn_max_emits,
         settings.txn_recover_ms,
+        settings.txn_offsets_interval_ms,
     )
     # Fences a previous incarnation of this instance (same transactional.id).
     await sink.start()

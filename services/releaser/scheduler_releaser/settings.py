@@ -16,6 +16,9 @@ class DispatchSettings(BaseSettings):
     instance: int = Field(default=0, ge=0, description="this replica's index in [0, instances)")
     instances: int = Field(default=1, ge=1, description="replicas sharing the ring partitions")
     txn_interval_ms: int = Field(default=5, ge=1, description="transaction commit interval")
+    txn_offsets_interval_ms: int = Field(
+        default=100, ge=0, description="ring offsets ride along in a transaction this often"
+    )
     txn_recover_ms: int = Field(
         default=10_000,
         ge=1_000,

@@ -136,6 +136,7 @@ class TransactionalSink:
         metrics: DispatchMetrics,
         max_batch: int = 2_000,
         recover_after_ms: int = 10_000,
+        offsets_interval_ms: int = 0,
     ) -> None:
         """`new_producer` returns a transactional producer after `init_transactions` (blocking;
         raises KafkaException when Kafka cannot be reached). `group_metadata` is the ring
@@ -144,6 +145,8 @@ class TransactionalSink:
         self._group_metadata = group_metadata
         self._max_batch = max_batch
         self._recover_after_ms = recover_after_ms
+        self._offsets_interval_ms = offsets_interval_ms
+        self._offsets_sent_ms = float("-inf")
         self._tracker = tracker
         self._clock = clock
         self._metrics = metrics
@@ -173,7 +176,8 @@ class TransactionalSink:
         return len(self._pending)
 
     async def flush(self) -> int:
-        """Commit what was emitted so far in one transaction. Returns the number of emits."""
+        """Commit what was emitted so far in one transaction (none when there is neither a
+        record nor an offset to commit). Returns the number of emits."""
         # Bounded transactions: under a hotspot, deliveries become visible batch after batch
         # instead of all at once at the end of one huge transaction.
         batch = self._pending[: self._max_batch]
@@ -182,18 +186,24 @@ class TransactionalSink:
             if item.settled is not None:
                 p = item.settled
                 self._tracker.settled(p.topic, p.partition, p.offset)
-        commits = self._tracker.take_commits()
-        if not batch and not commits:
-            return 0
-        # Commit metadata: receipt time of the oldest unsettled record. After a restart the
-        # results written since then are the ones that can concern re-read records.
-        oldest = str(self._tracker.oldest_unsettled_received_ms(self._clock.now_ms()))
-        offsets = [TopicPartition(t, p, o, metadata=oldest) for (t, p), o in commits.items()]
         records = [r for item in batch for r in item.records]
-        started = self._clock.monotonic_ms()
-        await self._commit(records, offsets, self._group_metadata() if offsets else None)
-        self._metrics.transaction_seconds.observe((self._clock.monotonic_ms() - started) / 1000)
-        self._tracker.confirm(commits)
+        # Offsets ride along only every `offsets_interval_ms`: they double a transaction's
+        # round trips (AddOffsetsToTxn, TxnOffsetCommit). Committing them later is safe: the
+        # records re-read after a crash are the ones settled since, whose results the restart
+        # reloads (the commit metadata below), so none is fired twice.
+        mono = self._clock.monotonic_ms()
+        due = not records or mono - self._offsets_sent_ms >= self._offsets_interval_ms
+        commits = self._tracker.take_commits() if due else {}
+        if records or commits:
+            # Commit metadata: receipt time of the oldest unsettled record. After a restart
+            # the results written since then are the ones that can concern re-read records.
+            oldest = str(self._tracker.oldest_unsettled_received_ms(self._clock.now_ms()))
+            offsets = [TopicPartition(t, p, o, metadata=oldest) for (t, p), o in commits.items()]
+            await self._commit(records, offsets, self._group_metadata() if offsets else None)
+            self._metrics.transaction_seconds.observe((self._clock.monotonic_ms() - mono) / 1000)
+            self._tracker.confirm(commits)
+            if commits:
+                self._offsets_sent_ms = mono
         now = self._clock.now_ms()
         for item in batch:
             if item.on_committed is not None:

@@ -60,7 +60,7 @@ def error(*, fatal: bool = False, abort: bool = False, retriable: bool = False) 
 
 
 def sink(
-    *producers: FakeProducer, recover_after_ms: int = 10_000
+    *producers: FakeProducer, recover_after_ms: int = 10_000, offsets_interval_ms: int = 0
 ) -> tuple[TransactionalSink, OffsetTracker, ManualClock, DispatchMetrics]:
     """A sink whose producer factory hands out `producers` in turn (a replacement is the next)."""
     clock = ManualClock()
@@ -68,7 +68,14 @@ def sink(
     metrics = DispatchMetrics(CollectorRegistry())
     queue = list(producers)
     s = TransactionalSink(
-        lambda: queue.pop(0), object, tracker, clock, metrics, 2, recover_after_ms
+        lambda: queue.pop(0),
+        object,
+        tracker,
+        clock,
+        metrics,
+        2,
+        recover_after_ms,
+        offsets_interval_ms,
     )
     return s, tracker, clock, metrics
 
@@ -139,6 +146,33 @@ def test_a_retriable_commit_error_retries_the_commit_only() -> None:
     run(s, steps)
     assert p.aborted == 0
     assert p.committed == [([("dest", b"x")], [])]
+
+
+def test_offsets_ride_along_at_most_every_interval_and_alone_when_idle() -> None:
+    p = FakeProducer()
+    s, tracker, clock, _ = sink(p, offsets_interval_ms=100)
+    for offset in range(4):
+        tracker.received("ring.1", 0, offset, now_ms=0)
+
+    async def steps() -> None:
+        s.emit([OutRecord("dest", b"0")], Position("ring.1", 0, 0))
+        await s.flush()  # the first transaction carries the offsets
+        clock.advance(50)
+        s.emit([OutRecord("dest", b"1")], Position("ring.1", 0, 1))
+        await s.flush()  # 50 ms later: records only
+        clock.advance(50)
+        s.emit([OutRecord("dest", b"2")], Position("ring.1", 0, 2))
+        await s.flush()  # 100 ms after the last offsets: they ride along again
+        s.emit([], Position("ring.1", 0, 3))
+        await s.flush()  # nothing to produce: the offsets are committed alone
+
+    run(s, steps)
+    assert [offsets for _, offsets in p.committed] == [
+        [("ring.1", 0, 1, "0")],
+        [],
+        [("ring.1", 0, 3, "0")],
+        [("ring.1", 0, 4, str(clock.now_ms()))],
+    ]
 
 
 class StuckProducer(FakeProducer):

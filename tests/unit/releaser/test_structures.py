@@ -84,6 +84,19 @@ def test_offsets_commit_only_the_settled_prefix() -> None:
     assert t.unsettled() == 0
 
 
+def test_a_fresh_partition_commits_its_start_offset_before_anything_settles() -> None:
+    """Otherwise a restart finds it uncommitted and looks for its start by timestamp again."""
+    t = OffsetTracker()
+    t.start_at("r", 0, 40)
+    assert t.take_commits() == {("r", 0): 40}
+    t.confirm({("r", 0): 40})
+    t.received("r", 0, 40, now_ms=1)
+    t.start_at("r", 0, 99)  # only before any record: never moves a live commit point
+    assert t.take_commits() == {}
+    t.settled("r", 0, 40)
+    assert t.take_commits() == {("r", 0): 41}
+
+
 def test_command_view_lag_and_aborts() -> None:
     v = CommandView(partitions=2, now_ms=0)
     assert v.lag_ms(100) == 100  # not caught up since start
