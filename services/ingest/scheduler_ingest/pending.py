@@ -69,10 +69,6 @@ class PendingCap:
         # `adjust` is also called from the usage counter's writing thread.
         self._lock = threading.Lock()
 
-    @property
-    def limit(self) -> int | None:
-        return self._limit
-
     def retry_after_s(self) -> int:
         """When asking again can first give another answer: after the next read."""
         return max(1, math.ceil(self._refresh_ms / 1000))
