@@ -10,11 +10,13 @@ from httpx import Response
 from scheduler.clock import ManualClock
 from scheduler.domain.status import Status
 from scheduler.store.ports import LogEntry, StatusUpdate
-from scheduler.store.usage import UsageKind, usage_day
+from scheduler.store.usage import InMemoryUsageStore, UsageKind, usage_day
 from scheduler_ingest.errors import ApiError
+from scheduler_ingest.io import BlockingIo
 from scheduler_ingest.pending import PENDING_LIMIT_EXCEEDED, PendingCap
 from scheduler_ingest.publisher import PublishError
 from scheduler_ingest.settings import IngestSettings
+from scheduler_ingest.usage import UsageCounter
 
 from .harness import T0, Harness
 
@@ -324,5 +326,40 @@ def test_no_limit_reads_nothing() -> None:
         await c.take("a", 10**6)
         c.release("a", 10**6)
         assert reads.calls == 0
+
+    asyncio.run(scenario())
+
+
+# -- UsageCounter: what is not in the store yet ------------------------------------------------
+
+
+class FlakyUsage(InMemoryUsageStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+
+    def add(self, app_id: str, day: int, kind: UsageKind, n: int = 1) -> None:
+        if self.down:
+            raise ConnectionError("cassandra unreachable")
+        super().add(app_id, day, kind, n)
+
+
+def test_unflushed_counts_last_until_written_and_each_write_is_reported() -> None:
+    async def scenario() -> None:
+        written: list[tuple[str, int]] = []
+        store = FlakyUsage()
+        counter = UsageCounter(
+            store, BlockingIo(1), 60_000, on_written=lambda a, n: written.append((a, n))
+        )
+        await counter.count("a", 1, 2)
+        await counter.count("a", 2, 1)
+        assert counter.unflushed("a") == 3 and counter.unflushed("b") == 0
+        counter.flush()  # fails: kept for the next flush, still unflushed
+        assert (counter.unflushed("a"), written) == (3, [])
+        store.down = False
+        counter.flush()
+        assert counter.unflushed("a") == 0
+        assert sorted(written) == [("a", 1), ("a", 2)]
+        assert store.pending("a") == 3
 
     asyncio.run(scenario())
