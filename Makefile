@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # `up`, `setup` and `demo` run with the local profile devservers/local.env (replication 1,
 # shrunk horizons, loopback delivery allowed); variables set in the environment win.
 
-.PHONY: help install tools deploy-check stack-up stack-down stack-status setup up down status demo soak lint format test test-unit
+.PHONY: help install tools deploy-check stack-up stack-down stack-status setup up down status demo bench soak lint format test test-unit
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -49,6 +49,10 @@ status: install ## what runs, and whether it answers
 
 demo: up ## schedule a spread of messages to a local receiver and watch them arrive
 	$(PY) devservers/demo.py
+
+BENCH_ARGS ?=
+bench: stack-up ## benchmark suite on the local stack -> BENCHMARKS.md, docs/bench/*.png (~25 min; BENCH_ARGS="--quick": ~8 min; "--with-10m" adds 10 M pending)
+	$(PY) -m bench.suite $(BENCH_ARGS)
 
 SOAK_ARGS ?= --duration-s 60 --rate 20 --horizon-s 120
 soak: ## soak run against `make up` (SOAK_ARGS="--duration-s 600 --rate 20 --horizon-s 300")

@@ -30,7 +30,6 @@ from aiokafka import AIOKafkaConsumer
 from cassandra.concurrent import execute_concurrent
 from cassandra.query import BatchStatement, BatchType
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from scheduler.cli import setup
 from scheduler.clock import SystemClock
@@ -43,6 +42,14 @@ from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSetti
 from scheduler.store.cassandra import connect
 from scheduler.store.cassandra_apps import CassandraAppStore
 from scheduler.store.ports import Application
+from scheduler.testing.isolation import (
+    delete_topics,
+    drop_keyspace,
+    private_cassandra,
+    private_kafka,
+    unique_name,
+)
+from scheduler.testing.servers import resolve_servers
 from scheduler.topics import Topics
 
 CLOCK = SystemClock()
@@ -343,17 +350,10 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=2_000)
     parser.add_argument("--profile", action="store_true", help="cProfile the bucketer process")
     args = parser.parse_args()
-    tag = uuid.uuid4().hex[:8]
-    kafka = KafkaSettings(
-        topic_prefix=f"bench{tag}.",
-        replication_factor=1,
-        min_insync_replicas=1,
-        requests_partitions=4,
-        due_partitions=1,
-    )
-    cassandra = CassandraSettings(
-        keyspace=f"bench_{tag}", replication_factor=1, consistency="LOCAL_ONE"
-    )
+    unique = unique_name()
+    servers = resolve_servers()
+    kafka = private_kafka(servers, unique).model_copy(update={"requests_partitions": 4})
+    cassandra = private_cassandra(servers, unique)
     scheduling = SchedulingSettings()
     topics = Topics(kafka, scheduling)
     setup(kafka, cassandra, scheduling)
@@ -379,7 +379,7 @@ def main() -> int:
         # The raw ceiling before and after the bucketer run (the shared host's load moves), the
         # best of all as the ceiling.
         best = measure_ceilings(cassandra, args.messages // 2, now, "before")
-        profile = Path(f"/tmp/bucketer-{tag}.prof") if args.profile else None
+        profile = Path(f"/tmp/bucketer-{unique}.prof") if args.profile else None
         result = run_bucketer(kafka, cassandra, topics, args.messages, args.batch_size, profile)
         print(
             f"bucketer: {result['msg_per_s']:,.0f} msg/s sustained"
@@ -403,13 +403,8 @@ def main() -> int:
             print("bucketer CPU by function (cProfile, top 20 by own time):")
             stats.sort_stats("tottime").print_stats(20)
     finally:
-        admin = AdminClient(kafka.client_config())
-        ours = [t for t in admin.list_topics(timeout=10).topics if t.startswith(kafka.topic_prefix)]
-        for future in admin.delete_topics(ours, operation_timeout=30).values():
-            future.result()
-        cluster, session = connect(cassandra)
-        session.execute(f"DROP KEYSPACE IF EXISTS {cassandra.keyspace}", timeout=60)
-        cluster.shutdown()
+        delete_topics(kafka)
+        drop_keyspace(cassandra)
     return 0
 
 

@@ -5,7 +5,7 @@ due, for a Kafka destination (read_committed consumer) and a local HTTP receiver
     .venv/bin/python bench/dispatch_bench.py --destination rest  [--rate 1000] [--seconds 20]
     .venv/bin/python bench/dispatch_bench.py --destination kafka --hotspot 100000
 
-One dispatcher process (`python -m scheduler_releaser.dispatch_main`, as deployed) on the local
+One dispatcher process (`scheduler-dispatcher`, started by scheduler.testing.processes) on the local
 stack with a private topic prefix and keyspace (deleted afterwards). The ring records are
 produced before their slot opens (as the releaser does), spaced evenly at --rate; --hotspot
 puts that many messages in one second instead. Targets (issue 5): p50 <= 10 ms, p99 <= 100 ms
@@ -19,12 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
-import subprocess
 import sys
 import urllib.request
-import uuid
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
@@ -39,11 +35,19 @@ from scheduler.store.cassandra import connect
 from scheduler.store.cassandra_apps import CassandraAppStore
 from scheduler.store.cassandra_buckets import CassandraBucketStore
 from scheduler.store.ports import Application
+from scheduler.testing.isolation import (
+    delete_topics,
+    drop_keyspace,
+    private_cassandra,
+    private_kafka,
+    unique_name,
+)
+from scheduler.testing.processes import System, service_env
+from scheduler.testing.servers import resolve_servers
 from scheduler.topics import Topics
 from scheduler_releaser.codecs import Codecs
 
 CLOCK = SystemClock()
-REPO = Path(__file__).resolve().parents[1]
 
 
 def percentile(sorted_values: list[int], q: float) -> int:
@@ -51,30 +55,6 @@ def percentile(sorted_values: list[int], q: float) -> int:
         return -1
     index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
     return sorted_values[index]
-
-
-def service_env(
-    kafka: KafkaSettings, cassandra: CassandraSettings, s: SchedulingSettings
-) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "SCHEDULER_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-            "SCHEDULER_KAFKA_REPLICATION_FACTOR": "1",
-            "SCHEDULER_KAFKA_MIN_INSYNC_REPLICAS": "1",
-            "SCHEDULER_CASSANDRA_KEYSPACE": cassandra.keyspace,
-            "SCHEDULER_CASSANDRA_REPLICATION_FACTOR": "1",
-            "SCHEDULER_CASSANDRA_CONSISTENCY": cassandra.consistency,
-            "SCHEDULER_BUCKET_WIDTH_MS": str(s.bucket_width_ms),
-            "SCHEDULER_LOOKAHEAD_MS": str(s.lookahead_ms),
-            "SCHEDULER_PLACEMENT_MARGIN_MS": str(s.placement_margin_ms),
-            "SCHEDULER_RING_SIZE": str(s.ring_size),
-            "SCHEDULER_RING_SLOT_MS": str(s.ring_slot_ms),
-            "SCHEDULER_DISPATCH_METRICS_PORT": "0",
-            "SCHEDULER_DISPATCH_ALLOW_PRIVATE_DESTINATIONS": "true",
-        }
-    )
-    return env
 
 
 class HttpReceiver:
@@ -109,16 +89,10 @@ class HttpReceiver:
 
 
 async def run(args: argparse.Namespace) -> int:
-    tag = uuid.uuid4().hex[:8]
-    kafka = KafkaSettings(
-        topic_prefix=f"bench{tag}.",
-        replication_factor=1,
-        min_insync_replicas=1,
-        due_partitions=args.partitions,
-    )
-    cassandra = CassandraSettings(
-        keyspace=f"bench_{tag}", replication_factor=1, consistency="LOCAL_ONE"
-    )
+    tag = unique_name()
+    servers = resolve_servers()
+    kafka = private_kafka(servers, tag).model_copy(update={"due_partitions": args.partitions})
+    cassandra = private_cassandra(servers, tag)
     scheduling = SchedulingSettings(
         bucket_width_ms=1_000,
         lookahead_ms=10_000,
@@ -185,22 +159,16 @@ async def run(args: argparse.Namespace) -> int:
     producer.flush(60)
     print(f"produced {count} ring records; first due in {(start_ms - CLOCK.now_ms()) / 1000:.1f} s")
 
-    log = Path(f"/tmp/dispatch_bench_{tag}.log")
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                *(["-m", "cProfile", "-o", args.profile] if args.profile else []),
-                "-m",
-                "scheduler_releaser.dispatch_main",
-            ],
-            env={
-                **service_env(kafka, cassandra, scheduling),
-                "SCHEDULER_DISPATCH_METRICS_PORT": str(args.metrics_port),
-            },
-            stderr=out,
-            cwd=REPO,
-        )
+    logs = Path(f"/tmp/dispatch_bench_{tag}")
+    logs.mkdir()
+    ports = {"dispatcher": args.metrics_port} if args.metrics_port else {}
+    system = System(
+        service_env(kafka, cassandra, scheduling, ports),
+        ports,
+        logs,
+        wrapper=[sys.executable, "-m", "cProfile", "-o", args.profile] if args.profile else [],
+    )
+    system.start("dispatcher", wait=False)
     lateness: list[int] = []
     seen: set[str] = set()
     duplicates = 0
@@ -240,8 +208,7 @@ async def run(args: argparse.Namespace) -> int:
             with urllib.request.urlopen(f"http://127.0.0.1:{args.metrics_port}/metrics") as r:
                 Path(f"/tmp/dispatch_bench_{tag}.metrics").write_bytes(r.read())
             print(f"dispatcher metrics in /tmp/dispatch_bench_{tag}.metrics")
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.to_thread(proc.wait, 60)  # the receiver keeps answering meanwhile
+        await asyncio.to_thread(system.stop)  # the receiver keeps answering meanwhile
         if consumer is not None:
             consumer.close()
         cluster.shutdown()
@@ -265,7 +232,7 @@ async def run(args: argparse.Namespace) -> int:
                     "p99.9": percentile(lateness, 0.999),
                     "max": lateness[-1] if lateness else -1,
                 },
-                "dispatcher_log": str(log),
+                "dispatcher_log": str(logs / "dispatcher.log"),
             },
             indent=2,
         )
@@ -275,18 +242,10 @@ async def run(args: argparse.Namespace) -> int:
 
 def _cleanup(kafka: KafkaSettings, cassandra: CassandraSettings, dest: str) -> None:
     admin = AdminClient(kafka.client_config())
-    ours = [
-        t
-        for t in admin.list_topics(timeout=10).topics
-        if t.startswith(kafka.topic_prefix) or t == dest
-    ]
-    for future in admin.delete_topics(ours, operation_timeout=30).values():
+    for future in admin.delete_topics([dest], operation_timeout=30).values():
         future.result()
-    cluster, session = connect(cassandra)
-    try:
-        session.execute(f"DROP KEYSPACE IF EXISTS {cassandra.keyspace}", timeout=60)
-    finally:
-        cluster.shutdown()
+    delete_topics(kafka)
+    drop_keyspace(cassandra)
 
 
 def main() -> int:

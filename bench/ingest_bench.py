@@ -31,13 +31,12 @@ from typing import Any
 
 import httpx
 from cassandra.cluster import Session
-from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
 
 from scheduler.cli import create_control_key, setup
 from scheduler.clock import SystemClock
 from scheduler.security import DEV_PEPPER, SecretHasher
-from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
+from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.store.apps import AppStore, InMemoryAppStore, new_data_key
 from scheduler.store.cassandra import connect
 from scheduler.store.cassandra_apps import CassandraAppStore
@@ -45,6 +44,14 @@ from scheduler.store.cassandra_messages import CassandraMessageStore
 from scheduler.store.ports import Application
 from scheduler.store.usage import CassandraUsageStore, InMemoryUsageStore
 from scheduler.testing.fakes import InMemoryMessageStore
+from scheduler.testing.isolation import (
+    delete_topics,
+    drop_keyspace,
+    private_cassandra,
+    private_kafka,
+    unique_name,
+)
+from scheduler.testing.servers import resolve_servers
 from scheduler_ingest.app import Deps, create_app
 from scheduler_ingest.publisher import FakePublisher, KafkaPublisher, Publisher, producer_config
 from scheduler_ingest.settings import IngestSettings
@@ -264,19 +271,10 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    unique = uuid.uuid4().hex[:8]
-    kafka = KafkaSettings(
-        topic_prefix=f"bench{unique}.",
-        replication_factor=1,
-        min_insync_replicas=1,
-        requests_partitions=6,
-        commands_partitions=1,
-        due_partitions=1,
-        results_partitions=1,
-    )
-    cassandra = CassandraSettings(
-        keyspace=f"bench_{unique}", replication_factor=1, consistency="LOCAL_ONE"
-    )
+    unique = unique_name()
+    servers = resolve_servers()
+    kafka = private_kafka(servers, unique).model_copy(update={"requests_partitions": 6})
+    cassandra = private_cassandra(servers, unique)
     scheduling = SchedulingSettings()
     setup(kafka, cassandra, scheduling)
     cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
@@ -375,13 +373,9 @@ def main() -> int:
         if args.profile:
             stats = pstats.Stats(args.profile)
             stats.sort_stats("tottime").print_stats(25)
-        session.execute(f"DROP KEYSPACE IF EXISTS {cassandra.keyspace}", timeout=120)
         cluster.shutdown()
-        admin = AdminClient(kafka.client_config())
-        ours = [t for t in admin.list_topics(timeout=10).topics if t.startswith(kafka.topic_prefix)]
-        if ours:
-            for future in admin.delete_topics(ours, operation_timeout=30).values():
-                future.result()
+        drop_keyspace(cassandra)
+        delete_topics(kafka)
     return 0
 
 

@@ -28,13 +28,13 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the receivers and the ledger are shared with tests/e2e
+sys.path.insert(0, str(ROOT))  # the ledger and the workload helpers are shared with tests/e2e
 sys.path.insert(0, str(ROOT / "devservers"))
 
 from scheduler.clock import SystemClock  # noqa: E402
 from scheduler.settings import KafkaSettings  # noqa: E402
+from scheduler.testing.receiver import Arrivals, HttpReceiver, KafkaReceiver  # noqa: E402
 from tests.support.ledger import Ledger, Planned, percentile  # noqa: E402
-from tests.support.receiver import Arrivals, HttpReceiver, KafkaReceiver  # noqa: E402
 from tests.support.workload import create_topic  # noqa: E402
 
 CLOCK = SystemClock()

@@ -11,78 +11,21 @@ Exits 1 if anything was lost, early, duplicated or delivered after its abort.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
 import statistics
 import subprocess
 import sys
 import threading
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from scheduler.clock import SystemClock
+from scheduler.testing.receiver import Arrival, Arrivals, HttpReceiver
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK = SystemClock()
-
-
-@dataclass
-class Arrival:
-    message_id: str
-    received_ms: int
-    send_at_ms: int
-    attempt: str
-
-
-@dataclass
-class Receiver:
-    """A minimal HTTP/1.1 receiver (keep-alive) that records every POST and answers 204."""
-
-    arrivals: list[Arrival] = field(default_factory=list)
-    port: int = 0
-    _ready: threading.Event = field(default_factory=threading.Event)
-
-    def start(self) -> None:
-        threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True).start()
-        self._ready.wait(10)
-
-    async def _serve(self) -> None:
-        server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        async with server:
-            await server.serve_forever()
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                received = CLOCK.now_ms()
-                lines = head.decode("latin-1").split("\r\n")
-                headers = {
-                    k.strip().lower(): v.strip()
-                    for k, _, v in (line.partition(":") for line in lines[1:] if line)
-                }
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                payload = json.loads(body)["payload"]
-                self.arrivals.append(
-                    Arrival(
-                        headers.get("x-scheduler-message-id", "?"),
-                        received,
-                        int(payload["sendAt"]),
-                        headers.get("x-scheduler-attempt", "?"),
-                    )
-                )
-                writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
 
 
 def run_cli(*args: str) -> dict[str, str]:
@@ -125,8 +68,8 @@ def main() -> int:
     control = run_cli("admin", "create-control-key", "--owner", owner)["secret"]
     print(f"1. owner {owner}: control key created through `scheduler admin create-control-key`")
 
-    receiver = Receiver()
-    receiver.start()
+    arrivals = Arrivals()
+    receiver = HttpReceiver(arrivals).start()
     auth = {"Authorization": f"Token {control}"}
     app = (
         api.post(
@@ -135,7 +78,7 @@ def main() -> int:
             json={
                 "name": "demo receiver",
                 "type": "REST",
-                "endpoint": f"http://127.0.0.1:{receiver.port}/hook",
+                "endpoint": receiver.url,
             },
         )
         .raise_for_status()
@@ -171,41 +114,47 @@ def main() -> int:
     )
     print("4. arrivals (lateness = received - sendAt):")
 
+    def lateness(a: Arrival) -> int:
+        # a sendAt in the past is due when it was scheduled ("now")
+        return a.received_ms - max(plan.get(a.message_id, doomed_at), now)
+
+    def show(a: Arrival) -> None:
+        print(f"   {a.message_id}  attempt {a.attempt}  late {lateness(a):5d} ms")
+
     deadline = max(plan.values()) + 15_000
     shown = 0
-    while CLOCK.now_ms() < deadline and len({a.message_id for a in receiver.arrivals}) < len(plan):
-        for arrival in receiver.arrivals[shown:]:
-            late = arrival.received_ms - max(arrival.send_at_ms, now)
-            print(f"   {arrival.message_id}  attempt {arrival.attempt}  late {late:5d} ms")
-        shown = len(receiver.arrivals)
-        remaining = sorted(
-            t for m, t in plan.items() if m not in {a.message_id for a in receiver.arrivals}
-        )
+    while CLOCK.now_ms() < deadline and not set(plan) <= arrivals.ids():
+        seen = arrivals.snapshot()
+        for arrival in seen[shown:]:
+            show(arrival)
+        shown = len(seen)
+        remaining = sorted(t for m, t in plan.items() if m not in arrivals.ids())
         if remaining and sys.stdout.isatty():
             wait_s = max(0.0, (remaining[0] - CLOCK.now_ms()) / 1000)
             print(f"   ... {len(remaining)} to come, next in {wait_s:4.1f} s", end="\r", flush=True)
         threading.Event().wait(0.2)
-    for arrival in receiver.arrivals[shown:]:
-        late = arrival.received_ms - max(arrival.send_at_ms, now)
-        print(f"   {arrival.message_id}  attempt {arrival.attempt}  late {late:5d} ms")
+    for arrival in arrivals.snapshot()[shown:]:
+        show(arrival)
     threading.Event().wait(2.0)  # a grace period: a duplicate or the aborted one would show here
+    receiver.close()
 
-    received = [a for a in receiver.arrivals if a.message_id in plan]
+    everything = arrivals.snapshot()
+    received = [a for a in everything if a.message_id in plan]
     ids = [a.message_id for a in received]
-    lateness = [a.received_ms - max(a.send_at_ms, now) for a in received]
-    early = [a for a in received if a.received_ms < a.send_at_ms]
+    late = [lateness(a) for a in received]
+    early = [a for a in received if a.received_ms < plan[a.message_id]]
     lost = set(plan) - set(ids)
     duplicates = len(ids) - len(set(ids))
-    aborted_delivered = any(a.message_id == doomed for a in receiver.arrivals)
+    aborted_delivered = any(a.message_id == doomed for a in everything)
     print("5. summary")
     print(
         f"   sent {len(set(ids))}/{len(plan)}  lost {len(lost)}  early {len(early)}  "
         f"duplicates {duplicates}  aborted-but-delivered {int(aborted_delivered)}"
     )
-    if lateness:
+    if late:
         print(
-            f"   lateness p50 {statistics.median(lateness):.0f} ms  "
-            f"p99 {percentile(lateness, 0.99)} ms  max {max(lateness)} ms"
+            f"   lateness p50 {statistics.median(late):.0f} ms  "
+            f"p99 {percentile(late, 0.99)} ms  max {max(late)} ms"
         )
     statuses = api.get(f"/messages/{doomed}", auth=data_auth).json().get("status")
     print(f"   the aborted message's record says {statuses}")

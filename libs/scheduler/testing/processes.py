@@ -1,8 +1,9 @@
-"""The four services as real processes (their console scripts) on free ports, for e2e tests.
+"""The four services as real processes (their console scripts) on free ports.
 
-One launcher for every test that needs the running system: `ServiceEnv` renders the
-environment (the same variables as devservers/local.env, seconds-scale horizons), `System`
-starts, kills (-9), restarts and stops the processes and waits for their readiness probes.
+One launcher for every test, benchmark and tool that needs the running system: `service_env`
+renders the environment (the same variables as devservers/local.env, seconds-scale horizons),
+`System` starts, kills (-9), restarts and stops the processes (all four or any subset) and
+waits for their readiness probes.
 """
 
 from __future__ import annotations
@@ -81,10 +82,11 @@ def service_env(
             "SCHEDULER_RING_SLOT_MS": str(s.ring_slot_ms),
             "SCHEDULER_CANCEL_GUARD_MS": str(s.cancel_guard_ms),
             "SCHEDULER_INGEST_HOST": "127.0.0.1",
-            "SCHEDULER_INGEST_PORT": str(ports["ingest"]),
-            "SCHEDULER_BUCKETER_METRICS_PORT": str(ports["bucketer"]),
-            "SCHEDULER_RELEASE_METRICS_PORT": str(ports["releaser"]),
-            "SCHEDULER_DISPATCH_METRICS_PORT": str(ports["dispatcher"]),
+            # A service not in `ports` (a subset is started) gets an ephemeral port.
+            "SCHEDULER_INGEST_PORT": str(ports.get("ingest", 0)),
+            "SCHEDULER_BUCKETER_METRICS_PORT": str(ports.get("bucketer", 0)),
+            "SCHEDULER_RELEASE_METRICS_PORT": str(ports.get("releaser", 0)),
+            "SCHEDULER_DISPATCH_METRICS_PORT": str(ports.get("dispatcher", 0)),
             "SCHEDULER_DISPATCH_ALLOW_PRIVATE_DESTINATIONS": "true",
             "SCHEDULER_DISPATCH_MAX_ATTEMPTS": "3",
             "SCHEDULER_DISPATCH_BACKOFF_BASE_MS": "200",
@@ -105,6 +107,8 @@ class System:
     ports: dict[str, int]
     logs: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # run each console script under this (e.g. [python, "-m", "cProfile", "-o", out])
+    wrapper: list[str] = field(default_factory=list)
 
     @classmethod
     def ports_for(cls, names: Iterable[str] = SERVICES) -> dict[str, int]:
@@ -120,8 +124,9 @@ class System:
     def start(self, *names: str, wait: bool = True) -> None:
         for name in names or SERVICES:
             with (self.logs / f"{name}.log").open("ab") as log:
-                self.procs[name] = subprocess.Popen(
-                    [str(BIN / f"scheduler-{name}")],
+                # our own console scripts, next to this interpreter: no untrusted input
+                self.procs[name] = subprocess.Popen(  # noqa: S603
+                    [*self.wrapper, str(BIN / f"scheduler-{name}")],
                     env=self.env,
                     stdin=subprocess.DEVNULL,
                     stdout=log,

@@ -1,6 +1,7 @@
-"""Where the system delivers in e2e tests and the soak runner: an HTTP receiver (REST apps)
-and a read_committed consumer of a KAFKA app's topic. Both record, per delivery, the message id,
-the attempt and the receipt time (this host's clock, the one "never early" is judged by)."""
+"""Where the system delivers in e2e tests, the demo, the soak runner and the benchmarks: an HTTP
+receiver (REST apps) and a read_committed consumer of a KAFKA app's topic. Both record, per
+delivery, the message id, the attempt and the receipt time (this host's clock, the one "never
+early" is judged by)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,12 @@ class Arrivals:
     def ids(self) -> set[str]:
         with self.lock:
             return {a.message_id for a in self.items}
+
+    def take(self) -> list[Arrival]:
+        """The arrivals so far, and forget them (a long benchmark reads them run by run)."""
+        with self.lock:
+            taken, self.items = self.items, []
+            return taken
 
 
 class HttpReceiver:
@@ -117,10 +124,12 @@ class KafkaReceiver:
 
     def __init__(self, arrivals: Arrivals, bootstrap: str, topic: str) -> None:
         self.arrivals = arrivals
+        self.group_id = f"receiver-{uuid.uuid4().hex[:8]}"
         self._consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
-                "group.id": f"e2e-receiver-{uuid.uuid4().hex[:8]}",
+                "group.id": self.group_id,
+                "fetch.wait.max.ms": 5,  # receipt time, not the broker's fetch wait
                 "isolation.level": "read_committed",
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,

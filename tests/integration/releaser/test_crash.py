@@ -4,19 +4,14 @@ a read_committed consumer sees every message exactly once (decision 6)."""
 from __future__ import annotations
 
 import collections
-import json
-import os
-import signal
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer
 
-from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
 from scheduler.store.ports import Application
+from scheduler.testing.processes import System, service_env
 
 from .conftest import CLOCK, Env
 from .test_dispatch import create_topic, delete_topic, due_message
@@ -24,47 +19,14 @@ from .test_dispatch import create_topic, delete_topic, due_message
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def service_env(
-    kafka: KafkaSettings, cassandra: CassandraSettings, s: SchedulingSettings
-) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "SCHEDULER_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "SCHEDULER_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-            "SCHEDULER_KAFKA_REPLICATION_FACTOR": str(kafka.replication_factor),
-            "SCHEDULER_KAFKA_MIN_INSYNC_REPLICAS": str(kafka.min_insync_replicas),
-            "SCHEDULER_KAFKA_COMMANDS_PARTITIONS": str(kafka.commands_partitions),
-            "SCHEDULER_CASSANDRA_CONTACT_POINTS": json.dumps(cassandra.contact_points),
-            "SCHEDULER_CASSANDRA_PORT": str(cassandra.port),
-            "SCHEDULER_CASSANDRA_KEYSPACE": cassandra.keyspace,
-            "SCHEDULER_CASSANDRA_REPLICATION_FACTOR": str(cassandra.replication_factor),
-            "SCHEDULER_CASSANDRA_CONSISTENCY": cassandra.consistency,
-            "SCHEDULER_BUCKET_WIDTH_MS": str(s.bucket_width_ms),
-            "SCHEDULER_LOOKAHEAD_MS": str(s.lookahead_ms),
-            "SCHEDULER_PLACEMENT_MARGIN_MS": str(s.placement_margin_ms),
-            "SCHEDULER_RING_SIZE": str(s.ring_size),
-            "SCHEDULER_RING_SLOT_MS": str(s.ring_slot_ms),
-            "SCHEDULER_CANCEL_GUARD_MS": str(s.cancel_guard_ms),
-            "SCHEDULER_DISPATCH_METRICS_PORT": "0",
-            "SCHEDULER_DISPATCH_ALLOW_PRIVATE_DESTINATIONS": "true",
-        }
-    )
-    return env
-
-
-def start_dispatcher(env: Env, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "scheduler_releaser.dispatch_main"],
-            env=service_env(env.kafka, env.cassandra, env.scheduling),
-            stdout=subprocess.DEVNULL,
-            stderr=out,
-        )
+def launcher(env: Env, logs: Path, extra: dict[str, str] | None = None) -> System:
+    """The shared process launcher on this test's topics and keyspace (no ports: the test
+    watches the destination, not the probes)."""
+    return System(service_env(env.kafka, env.cassandra, env.scheduling, {}, extra), {}, logs)
 
 
 def test_kill_9_during_a_kafka_burst_neither_loses_nor_duplicates(env: Env, tmp_path: Path) -> None:
-    log = tmp_path / "dispatcher.log"
+    system = launcher(env, tmp_path)
     env.releaser_is_current()
     dest = f"dest-{uuid.uuid4().hex[:8]}"
     create_topic(env, dest)
@@ -87,30 +49,24 @@ def test_kill_9_during_a_kafka_burst_neither_loses_nor_duplicates(env: Env, tmp_
                 if msg.error() is None:
                     seen[msg.key().decode()] += 1
 
-    first = start_dispatcher(env, log)
+    system.start("dispatcher", wait=False)
     try:
         # kill -9 once deliveries are under way (the burst is half through)
         deadline = CLOCK.monotonic_ms() + 30_000
         while len(seen) < 500 and CLOCK.monotonic_ms() < deadline:
             read(CLOCK.monotonic_ms() + 100)
         assert 0 < len(seen) < len(burst), f"kill window missed: {len(seen)} delivered"
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
+        system.kill9("dispatcher")
         killed_at = len(seen)
-        second = start_dispatcher(env, log)
-        try:
-            deadline = CLOCK.monotonic_ms() + 60_000
-            while len(seen) < len(burst) and CLOCK.monotonic_ms() < deadline:
-                read(CLOCK.monotonic_ms() + 200)
-            read(CLOCK.monotonic_ms() + 2_000)  # anything more (a duplicate) would show up now
-        finally:
-            second.send_signal(signal.SIGTERM)
-            assert second.wait(30) == 0, (second.stderr.read() if second.stderr else b"").decode()[
-                -3000:
-            ]
+        system.restart("dispatcher", wait=False)
+        deadline = CLOCK.monotonic_ms() + 60_000
+        while len(seen) < len(burst) and CLOCK.monotonic_ms() < deadline:
+            read(CLOCK.monotonic_ms() + 200)
+        read(CLOCK.monotonic_ms() + 2_000)  # anything more (a duplicate) would show up now
+        codes = system.stop("dispatcher")
+        assert codes == {"dispatcher": 0}, system.log_text("dispatcher")[-3000:]
     finally:
-        if first.poll() is None:
-            first.kill()
+        system.stop()  # a no-op unless an assertion above left one running
         consumer.close()
         delete_topic(env, dest)
     assert killed_at < len(burst)
@@ -127,7 +83,6 @@ def test_kill_9_of_the_releaser_mid_bucket_loses_nothing(env: Env, tmp_path: Pat
 
     from .test_release import store
 
-    log = tmp_path / "releaser.log"
     env.add_app(Application(app_id="r", owner_id="o", name="r", type="REST", endpoint="http://x/"))
     now = CLOCK.now_ms()
     # overdue by the time the releaser runs: released at once, bucket after bucket
@@ -135,22 +90,14 @@ def test_kill_9_of_the_releaser_mid_bucket_loses_nothing(env: Env, tmp_path: Pat
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda m: store(env, m), stored))
     ids = {m.message_id for m in stored}
-    process_env = {
-        **service_env(env.kafka, env.cassandra, env.scheduling),
-        "SCHEDULER_RELEASE_METRICS_PORT": "0",
-        "SCHEDULER_RELEASE_TICK_MS": "200",
-        "SCHEDULER_RELEASE_SESSION_TIMEOUT_MS": "6000",
-        "SCHEDULER_RELEASE_INITIAL_BACKFILL_MS": "20000",
-    }
-
-    def start() -> subprocess.Popen[bytes]:
-        with log.open("ab") as out:
-            return subprocess.Popen(
-                [sys.executable, "-m", "scheduler_releaser.release_main"],
-                env=process_env,
-                stdout=subprocess.DEVNULL,
-                stderr=out,
-            )
+    system = launcher(
+        env,
+        tmp_path,
+        {
+            "SCHEDULER_RELEASE_SESSION_TIMEOUT_MS": "6000",
+            "SCHEDULER_RELEASE_INITIAL_BACKFILL_MS": "20000",
+        },
+    )
 
     consumer = Consumer(
         {
@@ -171,36 +118,30 @@ def test_kill_9_of_the_releaser_mid_bucket_loses_nothing(env: Env, tmp_path: Pat
                 if msg.error() is None:
                     in_ring[msg.key().decode()] += 1
 
-    first = start()
+    def all_queued() -> bool:
+        return all(
+            env.stores.messages.get("r", m.message_id).state.status is Status.QUEUED for m in stored
+        )
+
+    system.start("releaser", wait=False)
     try:
         deadline = CLOCK.monotonic_ms() + 60_000
         while not in_ring and CLOCK.monotonic_ms() < deadline:
             read(50)
-        assert in_ring, "the releaser produced nothing: " + log.read_text()[-2000:]
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
+        assert in_ring, "the releaser produced nothing: " + system.log_text("releaser")[-2000:]
+        system.kill9("releaser")
         killed_at = len(in_ring)
-        second = start()
-        try:
-            deadline = CLOCK.monotonic_ms() + 90_000
-            while set(in_ring) != ids and CLOCK.monotonic_ms() < deadline:
-                read(200)
-
-            def all_queued() -> bool:
-                return all(
-                    env.stores.messages.get("r", m.message_id).state.status is Status.QUEUED
-                    for m in stored
-                )
-
-            deadline = CLOCK.monotonic_ms() + 30_000
-            while not all_queued() and CLOCK.monotonic_ms() < deadline:
-                read(500)
-        finally:
-            second.send_signal(signal.SIGTERM)
-            assert second.wait(30) == 0, log.read_text()[-3000:]
+        system.restart("releaser", wait=False)
+        deadline = CLOCK.monotonic_ms() + 90_000
+        while set(in_ring) != ids and CLOCK.monotonic_ms() < deadline:
+            read(200)
+        deadline = CLOCK.monotonic_ms() + 30_000
+        while not all_queued() and CLOCK.monotonic_ms() < deadline:
+            read(500)
+        codes = system.stop("releaser")
+        assert codes == {"releaser": 0}, system.log_text("releaser")[-3000:]
     finally:
-        if first.poll() is None:
-            first.kill()
+        system.stop()  # a no-op unless an assertion above left one running
         consumer.close()
     assert killed_at < len(ids), "the kill came after the whole release"
     assert set(in_ring) == ids, f"{len(ids - set(in_ring))} never reached the ring"

@@ -1,0 +1,165 @@
+"""The system under test: private topics and keyspace on the local stack, the four services as
+processes (scheduler.testing.processes), an HTTP receiver and a read_committed consumer as
+destinations, and one tenant with a REST app and a KAFKA app. Everything is removed on exit."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
+from scheduler.testing.isolation import (
+    delete_topics,
+    drop_keyspace,
+    private_cassandra,
+    private_kafka,
+    unique_name,
+)
+from scheduler.testing.processes import System, running_system
+from scheduler.testing.receiver import Arrivals, HttpReceiver, KafkaReceiver
+from scheduler.testing.servers import Servers
+from scheduler.topics import Topics
+from tests.support.workload import App, create_app, create_control_key
+
+# Seconds-scale horizons (as the e2e tests): 1 s buckets, 4 s look-ahead, so a message due
+# more than ~5 s ahead takes the long path: bucketer -> Cassandra -> releaser -> ring.
+SCHEDULING = SchedulingSettings(
+    bucket_width_ms=1_000,
+    lookahead_ms=4_000,
+    placement_margin_ms=1_000,
+    ring_size=8,
+    ring_slot_ms=2_000,
+    cancel_guard_ms=200,
+)
+DEST_PREFIX = "benchdest."
+BUCKETER_GROUP = "bucketer"  # under the private prefix, so the suite can read its lag
+
+
+def settings_env(kafka: KafkaSettings) -> dict[str, str]:
+    """Service settings the suite runs with (the report lists them)."""
+    return {
+        "SCHEDULER_INGEST_KAFKA_ENDPOINT_PREFIXES": json.dumps([DEST_PREFIX]),
+        "SCHEDULER_DISPATCH_KAFKA_DESTINATION_PREFIXES": json.dumps([DEST_PREFIX]),
+        # the benchmark is the only client: no per-key rate limit in the way
+        "SCHEDULER_INGEST_RATE_PER_S": "1000000",
+        "SCHEDULER_INGEST_RATE_BURST": "1000000",
+        "SCHEDULER_INGEST_LOG_LEVEL": "WARNING",
+        "SCHEDULER_BUCKETER_GROUP_ID": f"{kafka.topic_prefix}{BUCKETER_GROUP}",
+        "SCHEDULER_RELEASE_SESSION_TIMEOUT_MS": "6000",
+    }
+
+
+@dataclass
+class World:
+    system: System
+    kafka: KafkaSettings
+    cassandra: CassandraSettings
+    scheduling: SchedulingSettings
+    arrivals: Arrivals
+    rest: App
+    kafka_app: App
+    dest_topic: str
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.kafka, self.scheduling)
+
+    def requests_end(self) -> int:
+        """Records ever written to the requests topic (the sum of its end offsets)."""
+        topic = self.topics.requests
+        consumer = Consumer({**self.kafka.client_config(), "group.id": "bench-offsets"})
+        try:
+            parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            return sum(
+                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in parts
+            )
+        finally:
+            consumer.close()
+
+    def bucketer_lag(self) -> int:
+        """Requests not yet stored by the bucketer (end offsets minus its committed offsets)."""
+        topic = self.topics.requests
+        consumer = Consumer(
+            {
+                **self.kafka.client_config(),
+                "group.id": self.system.env["SCHEDULER_BUCKETER_GROUP_ID"],
+            }
+        )
+        try:
+            parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            tps = [TopicPartition(topic, p) for p in parts]
+            lag = 0
+            for tp in consumer.committed(tps, timeout=10):
+                _, high = consumer.get_watermark_offsets(tp, timeout=10)
+                lag += high - max(tp.offset, 0)
+            return lag
+        finally:
+            consumer.close()
+
+
+def _create_topic(kafka: KafkaSettings, name: str, partitions: int) -> None:
+    admin = AdminClient(kafka.client_config())
+    for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+        future.result(timeout=30)
+
+
+def _delete_topic(kafka: KafkaSettings, name: str) -> None:
+    admin = AdminClient(kafka.client_config())
+    if name in admin.list_topics(timeout=10).topics:
+        for future in admin.delete_topics([name], operation_timeout=30).values():
+            future.result()
+
+
+def _delete_groups(kafka: KafkaSettings, extra: list[str]) -> None:
+    """The services' consumer groups (under the private prefix) and the receiver's."""
+    admin = AdminClient(kafka.client_config())
+    listed = admin.list_consumer_groups(request_timeout=10).result()
+    ours = [
+        g.group_id
+        for g in listed.valid
+        if g.group_id.startswith(kafka.topic_prefix) or g.group_id in extra
+    ]
+    if ours:
+        for future in admin.delete_consumer_groups(ours, request_timeout=30).values():
+            future.result()
+
+
+@contextmanager
+def world(servers: Servers, logs: Path, partitions: int) -> Iterator[World]:
+    unique = unique_name()
+    kafka = private_kafka(servers, unique).model_copy(
+        update={"requests_partitions": partitions, "due_partitions": partitions}
+    )
+    cassandra = private_cassandra(servers, unique)
+    dest_topic = f"{DEST_PREFIX}{unique}"
+    groups: list[str] = []
+    with ExitStack() as cleanup:
+        # registered first, so it runs last: after the services stopped
+        cleanup.callback(_delete_groups, kafka, groups)
+        cleanup.callback(drop_keyspace, cassandra)
+        cleanup.callback(delete_topics, kafka)
+        cleanup.callback(_delete_topic, kafka, dest_topic)
+        system = cleanup.enter_context(
+            running_system(kafka, cassandra, SCHEDULING, logs, settings_env(kafka))
+        )
+        _create_topic(kafka, dest_topic, partitions)
+        arrivals = Arrivals()
+        http = HttpReceiver(arrivals).start()
+        cleanup.callback(http.close)
+        consumer = KafkaReceiver(arrivals, kafka.bootstrap_servers, dest_topic).start()
+        groups.append(consumer.group_id)
+        cleanup.callback(consumer.close)
+        control = create_control_key(system.env, f"bench-{uuid.uuid4().hex[:6]}@example.com")
+        rest = create_app(system.ingest, control, "REST", http.url)
+        cleanup.callback(rest.close)
+        kafka_app = create_app(system.ingest, control, "KAFKA", dest_topic)
+        cleanup.callback(kafka_app.close)
+        yield World(system, kafka, cassandra, SCHEDULING, arrivals, rest, kafka_app, dest_topic)

@@ -1,0 +1,131 @@
+"""BENCHMARKS.md rendered from a results.json (no servers, no plots)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench.report import render, spread_cell
+from bench.stats import lateness_summary, median_summaries, spread
+
+pytestmark = pytest.mark.unit
+
+
+def results(mode: str = "quick") -> dict[str, Any]:
+    totals = {"planned": 500, "delivered": 500, "lost": 0, "duplicates": 0, "early": 0}
+    return {
+        "meta": {
+            "mode": mode,
+            "command": "make bench BENCH_ARGS=--quick",
+            "started": "2026-11-27 04:00 UTC",
+            "duration_s": 240,
+            "note": "",
+            "machine": {
+                "cores": 2,
+                "cpu_model": "Test CPU",
+                "memory_gib": 8.0,
+                "kernel": "6.1",
+                "load_average_at_start": [0.5, 0.4, 0.3],
+                "python": "3.11.7",
+                "kafka": "4.1.1",
+                "cassandra": "5.0.8",
+                "packages": {"confluent-kafka": "2.16.1"},
+                "commit": "abc1234",
+            },
+            "settings": {"lookahead_ms": 4000},
+            "profile": {"rates": [100, 1000]},
+        },
+        "ingest": {
+            "http_single": {
+                "acked_per_s": spread([900.0, 1000.0, 1100.0]),
+                "stored_per_s": spread([800.0]),
+                "request_p50_ms": spread([10.0, 12.0, 11.0]),
+                "request_p99_ms": spread([40.0, 50.0, 45.0]),
+                "failures": 0,
+            }
+        },
+        "steady": [
+            {
+                "destination": "kafka",
+                "rate": 100,
+                "seconds": 5,
+                "runs": 3,
+                "achieved_rate": spread([100.0, 99.0, 100.0]),
+                "lateness_ms": median_summaries(
+                    [lateness_summary([5, 7, 9]), lateness_summary([6, 8, 10])]
+                ),
+                "totals": totals,
+            },
+            {
+                "destination": "rest",
+                "rate": 1000,
+                "seconds": 5,
+                "runs": 1,
+                "achieved_rate": spread([400.0]),
+                "lateness_ms": median_summaries([lateness_summary([1, 2, 3])]),
+                "totals": {**totals, "lost": 2},
+            },
+        ],
+        "recovery": [
+            {
+                "service": "dispatcher",
+                "rate": 200,
+                "seconds": 30,
+                "killed_after_s": 10.2,
+                "back_to_steady_s": 3.0,
+                "lateness_ms": lateness_summary([10, 2_500]),
+                "totals": totals,
+            }
+        ],
+        "resources": {
+            "steady kafka 100/s": {
+                "wall_s": 20.0,
+                "processes": {"dispatcher": {"cpu_s": 1.5, "cores": 0.1, "peak_rss_mib": 80.0}},
+            }
+        },
+        "errors": ["hotspot 5000: timed out after 100 s"],
+    }
+
+
+def test_a_quick_run_is_labelled_a_sample_with_its_command_machine_and_versions() -> None:
+    text = render(results())
+    assert text.startswith("# Benchmarks\n")
+    assert "quick-mode sample" in text
+    assert "`make bench BENCH_ARGS=--quick`" in text
+    assert "2 cores (Test CPU), 8.0 GiB memory" in text
+    assert "Kafka 4.1.1" in text and "Cassandra 5.0.8" in text and "Python 3.11.7" in text
+    assert "- `lookahead_ms` = `4000`" in text
+
+
+def test_a_full_run_is_not_labelled_a_sample() -> None:
+    assert "-mode sample" not in render(results("full"))
+
+
+def test_figures_are_medians_with_min_max_of_the_runs() -> None:
+    text = render(results())
+    assert "| HTTP POST /messages (32 connections) | 1,000 (900-1,100) | 800 |" in text
+    # p50 of the runs 7 and 8: median 7.5, shown rounded
+    assert "| kafka 100/s (achieved 100 (99-100)) | 8 (7-8) |" in text
+    assert "lost 2" in text
+
+
+def test_a_rate_not_sustained_and_rates_not_run_are_said() -> None:
+    text = render(results())
+    assert "Not run at 5,000/s in this mode." in text
+    assert "rest 1,000/s: the load generator reached only 400/s" in text
+
+
+def test_recovery_resources_and_problems_have_their_sections() -> None:
+    text = render(results())
+    assert "| dispatcher | 200/s for 30 s | 10.2 s | 3 | 2,500 | 0 | 0 |" in text
+    assert "| steady kafka 100/s (20.0 s) | 1.5 s / 80 |" in text
+    assert "## Problems in this run" in text
+    assert "- hotspot 5000: timed out after 100 s" in text
+
+
+def test_spread_cell() -> None:
+    assert spread_cell({"runs": 0}) == "n/a"
+    assert spread_cell(None) == "n/a"
+    assert spread_cell({"median": 2.5, "min": 1.0, "max": 4.0, "runs": 3}, 1) == "2.5 (1.0-4.0)"
+    assert spread_cell({"median": 2.0, "min": 2.0, "max": 2.0, "runs": 1}) == "2"
