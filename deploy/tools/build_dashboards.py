@@ -269,57 +269,54 @@ OVERVIEW = [
             ),
         ],
     ),
+    Row(
+        "Top applications",
+        [
+            Panel(
+                "Top applications: messages scheduled",
+                "ops",
+                [
+                    (
+                        f"topk({TOP}, sum by (app) "
+                        f"(rate(scheduler_ingest_app_messages_total[{RATE}])))",
+                        "{{app}}",
+                    )
+                ],
+                "Per application id; apps outside each replica's top SCHEDULER_METRICS_TOP_APPS"
+                ' are summed as "other".',
+            ),
+            Panel(
+                "Top applications: deliveries sent and retried",
+                "ops",
+                [
+                    (
+                        f"topk({TOP}, sum by (app) (rate("
+                        f'scheduler_dispatch_app_attempts_total{{outcome="sent"}}[{RATE}])))',
+                        "{{app}} sent",
+                    ),
+                    (
+                        f"topk({TOP}, sum by (app) (rate("
+                        f'scheduler_dispatch_app_attempts_total{{outcome="retry"}}[{RATE}])))',
+                        "{{app}} retry",
+                    ),
+                ],
+            ),
+            Panel(
+                "Top applications: failures (last hour)",
+                "short",
+                [
+                    (
+                        # As for the dead letters: a series born at its first failure counts whole.
+                        f"topk({TOP}, sum by (app) (increase({APP_FAILED}[1h])) > 0"
+                        f" or sum by (app) ({APP_FAILED} unless {APP_FAILED} offset 1h))",
+                        "{{app}}",
+                    )
+                ],
+                "Messages that ended FAILED (dead letters), per application.",
+            ),
+        ],
+    ),
 ]
-
-
-TOP_APPS = Row(
-    "Top applications",
-    [
-        Panel(
-            "Top applications: messages scheduled",
-            "ops",
-            [
-                (
-                    f"topk({TOP}, sum by (app) "
-                    f"(rate(scheduler_ingest_app_messages_total[{RATE}])))",
-                    "{{app}}",
-                )
-            ],
-            "Per application id; apps outside each replica's top SCHEDULER_METRICS_TOP_APPS"
-            ' are summed as "other".',
-        ),
-        Panel(
-            "Top applications: deliveries sent and retried",
-            "ops",
-            [
-                (
-                    f"topk({TOP}, sum by (app) (rate("
-                    f'scheduler_dispatch_app_attempts_total{{outcome="sent"}}[{RATE}])))',
-                    "{{app}} sent",
-                ),
-                (
-                    f"topk({TOP}, sum by (app) (rate("
-                    f'scheduler_dispatch_app_attempts_total{{outcome="retry"}}[{RATE}])))',
-                    "{{app}} retry",
-                ),
-            ],
-        ),
-        Panel(
-            "Top applications: failures (last hour)",
-            "short",
-            [
-                (
-                    # As for the dead letters: a series born at its first failure counts whole.
-                    f"topk({TOP}, sum by (app) (increase({APP_FAILED}[1h])) > 0"
-                    f" or sum by (app) ({APP_FAILED} unless {APP_FAILED} offset 1h))",
-                    "{{app}}",
-                )
-            ],
-            "Messages that ended FAILED (dead letters), per application.",
-        ),
-    ],
-)
-OVERVIEW.append(TOP_APPS)
 
 
 def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:

@@ -45,7 +45,7 @@ class TopAppsSettings(BaseSettings):
 
 class TopApps:
     """Decides the `app` label value of an event: the app id while the app is ranked, else
-    OTHER. `on_evict(app_id)` is called for each app leaving the ranked set."""
+    OTHER; `label()` also returns the apps that left the ranked set (their series go)."""
 
     def __init__(self, clock: Clock, size: int, window_ms: int) -> None:
         self._clock = clock

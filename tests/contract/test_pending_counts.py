@@ -76,3 +76,18 @@ def test_forget_day_drops_its_buckets_and_its_day_row(
     assert counts.buckets_of_day(first_day) == []
     assert counts.days_of_period(period_of(first_day)) == [(first_day + 1, 4)]
     assert counts.buckets_of_day(first_day + 1) == [(day + DAY_MS, 4)]
+
+
+def test_one_add_spread_over_many_buckets_and_days(counts: PendingCounts, first_day: int) -> None:
+    """A bucketer batch of far-horizon messages touches many buckets: all are counted (the
+    adapter splits them into bounded single-partition batches)."""
+    day = first_day * DAY_MS
+    stored = {day + i * MINUTE: 1 + i % 3 for i in range(1_440)}  # every bucket of one day
+    stored |= {day + d * DAY_MS: 2 for d in range(1, 250)}  # and 249 more days
+    counts.add(stored)
+    assert counts.buckets_of_day(first_day) == sorted(
+        (b, n) for b, n in stored.items() if day_of(b) == first_day
+    )
+    days = dict(counts.days_of_period(period_of(first_day)))
+    assert days[first_day] == sum(1 + i % 3 for i in range(1_440))
+    assert len(days) == 250 and days[first_day + 249] == 2

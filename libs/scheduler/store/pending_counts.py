@@ -23,10 +23,12 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from cassandra.cluster import Session
-from cassandra.query import BatchStatement, BatchType
+from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
-DAY_MS = 86_400_000
+from scheduler.settings import DAY_MS
+
 PERIOD_DAYS = 1_024  # days per `pending_by_day` partition
+_BATCH_UPDATES = 100  # counter updates per (single-partition) batch
 
 
 def day_of(epoch_ms: int) -> int:
@@ -110,16 +112,34 @@ class CassandraPendingCounts:
 
     def add(self, stored: Mapping[int, int]) -> None:
         by_day, by_bucket = _days_and_buckets(stored)
-        if not by_bucket:
-            return
-        # One round trip per batch of the bucketer (a counter batch is not atomic across
-        # partitions: a partial failure is one more documented source of drift).
-        batch = BatchStatement(batch_type=BatchType.COUNTER)
+        # One counter batch per partition (a day of buckets, a period of days), in chunks: a
+        # batch spread over far horizons touches many buckets, and one batch over many
+        # partitions would hit Cassandra's batch size limits. The batches run concurrently.
+        per_partition: dict[tuple[str, int], list[tuple[PreparedStatement, tuple[int, ...]]]] = {}
         for bucket_ms, n in by_bucket.items():
-            batch.add(self._add_bucket, (n, day_of(bucket_ms), bucket_ms))
+            day = day_of(bucket_ms)
+            per_partition.setdefault(("bucket", day), []).append(
+                (self._add_bucket, (n, day, bucket_ms))
+            )
         for day, n in by_day.items():
-            batch.add(self._add_day, (n, period_of(day), day))
-        self._session.execute(batch)
+            per_partition.setdefault(("day", period_of(day)), []).append(
+                (self._add_day, (n, period_of(day), day))
+            )
+        futures = []
+        for updates in per_partition.values():
+            for start in range(0, len(updates), _BATCH_UPDATES):
+                batch = BatchStatement(batch_type=BatchType.COUNTER)
+                for statement, values in updates[start : start + _BATCH_UPDATES]:
+                    batch.add(statement, values)
+                futures.append(self._session.execute_async(batch))
+        errors = []
+        for future in futures:
+            try:
+                future.result()
+            except Exception as exc:  # noqa: BLE001 - every batch is awaited, then the first raised
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def buckets_of_day(self, day: int) -> list[tuple[int, int]]:
         rows = self._session.execute(self._read_buckets, (day,))

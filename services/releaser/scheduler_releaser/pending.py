@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 
 from scheduler.clock import Clock
-from scheduler.settings import SchedulingSettings
+from scheduler.settings import DAY_MS, SchedulingSettings
 from scheduler.store.pending_counts import PendingCounts, day_of, period_of
 from scheduler.store.ports import BucketStore
 
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
-DAY_MS = 24 * HOUR_MS
 WEEK_MS = 7 * DAY_MS
 REFRESH_MS = 30_000
 # (label, exclusive upper bound of the horizon); the last class is unbounded.
