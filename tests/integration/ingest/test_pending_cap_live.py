@@ -8,13 +8,17 @@ ManualClock, so the cache refresh interval passes without sleeping.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from httpx import Response
 
 from scheduler.domain.status import Status
 from scheduler.records import DeliveryOutcome, DeliveryResult
+from scheduler_ingest.recount import main as recount_main
+from scheduler_ingest.recount import recount_pending
 from scheduler_ingest.settings import IngestSettings
 from scheduler_releaser.record_writer import RecordWriter
 
@@ -103,3 +107,30 @@ def test_cap_refuses_at_the_limit_stores_nothing_and_frees_room_on_abort_and_del
     assert h.usage.pending(h.alice.app_id) == CAP
     # Bob's application has its own count.
     assert h.schedule(BODY, h.bob).status_code == 200
+
+    # Drift (e.g. a delivery result replayed after a crash) is corrected from the records.
+    h.usage.add_pending(h.alice.app_id, -2)
+    r = recount_pending(h.messages, h.usage, h.alice.app_id, page_size=2)
+    assert (r.counted, r.pending) == (CAP - 2, CAP)
+    assert h.usage.pending(h.alice.app_id) == CAP
+
+
+def test_recount_command_reports_and_corrects(
+    capped: LiveHarness, live_env: LiveEnv, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    h = capped
+    assert h.schedule(BODY).status_code == 200
+    h.usage.add_pending(h.alice.app_id, 4)
+    settings = live_env.cassandra
+    monkeypatch.setenv("SCHEDULER_CASSANDRA_CONTACT_POINTS", json.dumps(settings.contact_points))
+    monkeypatch.setenv("SCHEDULER_CASSANDRA_PORT", str(settings.port))
+    monkeypatch.setenv("SCHEDULER_CASSANDRA_KEYSPACE", settings.keyspace)
+    assert recount_main(["--app", h.alice.app_id, "--dry-run"]) == 0
+    assert h.usage.pending(h.alice.app_id) == 5
+    assert recount_main(["--app", h.alice.app_id]) == 0
+    assert h.usage.pending(h.alice.app_id) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        f"{h.alice.app_id}: counter 5, records pending 1: would correct by -4",
+        f"{h.alice.app_id}: counter 5, records pending 1: corrected by -4",
+    ]
