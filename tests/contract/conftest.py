@@ -13,6 +13,7 @@ from scheduler.clock import ManualClock
 from scheduler.settings import CassandraSettings
 from scheduler.store.apps import InMemoryAppStore
 from scheduler.store.migrate import apply_migrations
+from scheduler.store.pending_counts import InMemoryPendingCounts
 from scheduler.store.usage import InMemoryUsageStore
 from scheduler.testing.fakes import InMemoryBucketStore, InMemoryMessageStore
 
@@ -22,6 +23,7 @@ CASSANDRA_ADAPTERS = {
     "bucket_store": "scheduler.store.cassandra_buckets:CassandraBucketStore",
     "app_store": "scheduler.store.cassandra_apps:CassandraAppStore",
     "usage_store": "scheduler.store.usage:CassandraUsageStore",
+    "pending_counts": "scheduler.store.pending_counts:CassandraPendingCounts",
 }
 
 
@@ -85,3 +87,16 @@ def usage_store(request: pytest.FixtureRequest) -> Iterator[Any]:
         yield InMemoryUsageStore()
     else:
         yield _cassandra_adapter("usage_store", request)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("fake", marks=pytest.mark.unit),
+        pytest.param("cassandra", marks=pytest.mark.integration),
+    ]
+)
+def pending_counts(request: pytest.FixtureRequest) -> Iterator[Any]:
+    if request.param == "fake":
+        yield InMemoryPendingCounts()
+    else:
+        yield _cassandra_adapter("pending_counts", request)

@@ -8,8 +8,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from scheduler.clock import ManualClock
-from scheduler.settings import SchedulingSettings
-from scheduler.store.pending_counts import DAY_MS, InMemoryPendingCounts, day_of
+from scheduler.settings import DAY_MS, SchedulingSettings
+from scheduler.store.pending_counts import InMemoryPendingCounts, day_of
 from scheduler.testing.fakes import InMemoryBucketStore
 from scheduler_releaser.metrics import ReleaseMetrics
 from scheduler_releaser.pending import (
