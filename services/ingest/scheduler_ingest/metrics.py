@@ -41,7 +41,8 @@ class IngestMetrics:
         )
         self.rejects = Counter(
             "scheduler_ingest_rejects_total",
-            "Refused requests or batch items, by error token (invalid_sendAt, unauthorized, ...).",
+            "Refused requests or batch items, by error token (invalid_sendAt, unauthorized,"
+            " pending_limit_exceeded, ...).",
             ["reason"],
             registry=registry,
         )
