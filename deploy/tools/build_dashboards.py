@@ -282,8 +282,9 @@ OVERVIEW = [
                         "{{app}}",
                     )
                 ],
-                "Per application id; apps outside each replica's top SCHEDULER_METRICS_TOP_APPS"
-                ' are summed as "other".',
+                "Through the HTTP API (Kafka-native producers bypass ingest). Per application"
+                " id; apps outside each replica's top SCHEDULER_METRICS_TOP_APPS are summed as"
+                ' "other".',
             ),
             Panel(
                 "Top applications: deliveries sent and retried",
