@@ -1,4 +1,5 @@
-"""REST delivery: one signed HTTP POST per attempt, pooled, redirects never followed.
+"""REST delivery: one signed HTTP POST per attempt (through `http_post`: pooled, redirects
+never followed).
 
 Per-application semaphores bound how many deliveries of one app run at once, so a slow
 endpoint queues behind itself instead of delaying other applications.
@@ -9,13 +10,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import httpx
-
 from scheduler.clock import Clock
 from scheduler.domain.sendat import format_rfc3339_ms
 from scheduler.records import DueMessage
 from scheduler.store.ports import Application
 
+from .http_post import HttpPost, PostFailed, PostTimeout
 from .outbound import OutboundGuard, RefusedDestination, UnresolvedDestination
 from .signing import signature_header
 from .verdict import AttemptKind, AttemptOutcome, classify_status, status_reason
@@ -25,7 +25,7 @@ HEADER_DUE = "X-Scheduler-Due-At"
 HEADER_ATTEMPT = "X-Scheduler-Attempt"
 HEADER_TIMESTAMP = "X-Scheduler-Timestamp"
 HEADER_SIGNATURE = "X-Scheduler-Signature"
-MAX_DRAIN_BYTES = 64 * 1024
+MAX_READ_BYTES = 64 * 1024
 
 
 def request_body(app: Application, message: DueMessage) -> bytes:
@@ -38,25 +38,16 @@ def request_body(app: Application, message: DueMessage) -> bytes:
     return b'{"payload":' + message.payload_json.encode() + b"}"
 
 
-def build_client(max_connections: int, timeout_s: float) -> httpx.AsyncClient:
-    limits = httpx.Limits(
-        max_connections=max_connections, max_keepalive_connections=max_connections
-    )
-    return httpx.AsyncClient(
-        follow_redirects=False, timeout=httpx.Timeout(timeout_s), limits=limits, trust_env=False
-    )
-
-
 class RestDeliverer:
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        http: HttpPost,
         guard: OutboundGuard,
         clock: Clock,
         per_app_concurrency: int,
         excerpt_chars: int = 512,
     ) -> None:
-        self._client = client
+        self._http = http
         self._guard = guard
         self._clock = clock
         self._per_app = per_app_concurrency
@@ -102,52 +93,29 @@ class RestDeliverer:
             return AttemptOutcome(AttemptKind.RETRYABLE, "dns", error=str(exc))
         body = request_body(app, message)
         try:
-            async with self._client.stream(
-                "POST", app.endpoint, content=body, headers=self.headers(app, message, body)
-            ) as response:
-                kind = classify_status(response.status_code)
-                if kind is AttemptKind.SENT:
-                    await self._drain(response)
-                    excerpt = None
-                else:
-                    excerpt = await self._read_excerpt(response)
-                error = None if kind is AttemptKind.SENT else f"http {response.status_code}"
-                return AttemptOutcome(
-                    kind,
-                    status_reason(response.status_code),
-                    http_status=response.status_code,
-                    error=error,
-                    body_excerpt=excerpt,
-                )
-        except httpx.TimeoutException as exc:
-            return AttemptOutcome(AttemptKind.RETRYABLE, "timeout", error=f"timeout: {exc!r}")
-        except httpx.TransportError as exc:
-            return AttemptOutcome(AttemptKind.RETRYABLE, "connection", error=f"connection: {exc!r}")
+            # Bounded read: a small success body is read whole so that the connection is
+            # reused; of a failure's body only the excerpt is kept.
+            answer = await self._http.post(
+                app.endpoint, body, self.headers(app, message, body), MAX_READ_BYTES
+            )
+        except PostTimeout as exc:
+            return AttemptOutcome(AttemptKind.RETRYABLE, "timeout", error=f"timeout: {exc}")
+        except PostFailed as exc:
+            return AttemptOutcome(AttemptKind.RETRYABLE, "connection", error=f"connection: {exc}")
+        kind = classify_status(answer.status)
+        if kind is AttemptKind.SENT:
+            return AttemptOutcome(kind, status_reason(answer.status), http_status=answer.status)
+        return AttemptOutcome(
+            kind,
+            status_reason(answer.status),
+            http_status=answer.status,
+            error=f"http {answer.status}",
+            body_excerpt=self._excerpt_of(answer.head),
+        )
 
-    async def _drain(self, response: httpx.Response) -> None:
-        """Read a (small) success body so the connection goes back to the pool; a body larger
-        than the limit is abandoned, which closes that connection instead."""
-        size = 0
-        try:
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_DRAIN_BYTES:
-                    return
-        except httpx.HTTPError:
-            pass  # delivered already (2xx); the connection is simply not reused
-
-    async def _read_excerpt(self, response: httpx.Response) -> str | None:
+    def _excerpt_of(self, head: bytes) -> str | None:
         if self._excerpt == 0:
             return None
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async for chunk in response.aiter_bytes():
-                chunks.append(chunk)
-                size += len(chunk)
-                if size >= self._excerpt:
-                    break
-        except httpx.HTTPError:
-            pass  # the excerpt is best effort; the status decides the outcome
-        text = b"".join(chunks)[: self._excerpt].decode("utf-8", errors="replace")
+        # UTF-8 takes at most 4 bytes a character: decode enough bytes, then cut characters
+        text = head[: 4 * self._excerpt].decode("utf-8", errors="replace")[: self._excerpt]
         return text or None

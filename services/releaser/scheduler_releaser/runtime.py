@@ -34,11 +34,12 @@ from .codecs import Codecs
 from .commands import CommandView
 from .dispatcher import Dispatcher
 from .feeds import CommandsFeed, RingFeed, consumer_config, load_results
+from .http_post import AiohttpPost
 from .metrics import DispatchMetrics
 from .offsets import OffsetTracker
 from .outbound import OutboundGuard
 from .record_writer import RecordWriter
-from .rest import RestDeliverer, build_client
+from .rest import RestDeliverer
 from .settings import DispatchSettings
 from .sink import TransactionalSink, transactional_producer
 from .status_reader import StatusReader, StoreStatusReader
@@ -118,9 +119,9 @@ async def run_dispatcher(
     )
     # Fences a previous incarnation of this instance (same transactional.id).
     await sink.start()
-    client = build_client(settings.http_max_connections, settings.http_timeout_s)
+    http = AiohttpPost(settings.http_max_connections, settings.http_timeout_s)
     rest = RestDeliverer(
-        client,
+        http,
         OutboundGuard(settings.allow_private_destinations),
         clock,
         settings.per_app_concurrency,
@@ -187,7 +188,7 @@ async def run_dispatcher(
         await sink.flush()
     finally:
         writer_stop.set()
-        await client.aclose()
+        await http.close()
         ring_consumer.close()
         commands_consumer.close()
         if writer.is_alive():

@@ -23,6 +23,7 @@ from scheduler_releaser.apps import AppCache
 from scheduler_releaser.codecs import Codecs
 from scheduler_releaser.commands import CommandView
 from scheduler_releaser.dispatcher import Dispatcher
+from scheduler_releaser.http_post import HttpxPost
 from scheduler_releaser.metrics import DispatchMetrics
 from scheduler_releaser.outbound import OutboundGuard
 from scheduler_releaser.ports import OnCommitted, OutRecord
@@ -210,7 +211,7 @@ def build(
         buckets=buckets,
         apps=AppCache(app_lookup, clock, ttl_ms=0),
         commands=commands,
-        rest=RestDeliverer(client, OutboundGuard(allow_private, resolver), clock, 4),
+        rest=RestDeliverer(HttpxPost(client), OutboundGuard(allow_private, resolver), clock, 4),
         topic_check=KnownTopics("dest.topic"),
         sink=sink,
         codecs=CODECS,

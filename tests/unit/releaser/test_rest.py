@@ -1,4 +1,4 @@
-"""REST delivery against an httpx MockTransport: body modes, headers, signature, outcomes."""
+"""REST delivery through the httpx adapter on a MockTransport: body, headers, signature, outcome."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from scheduler.clock import ManualClock
+from scheduler_releaser.http_post import HttpxPost
 from scheduler_releaser.outbound import OutboundGuard
 from scheduler_releaser.rest import (
     HEADER_ATTEMPT,
@@ -46,7 +47,7 @@ def message(payload_json: str = '{"a": 1}'):
 
 def deliverer(handler, per_app: int = 4, allow_private: bool = False, resolver=public_resolver):
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler), follow_redirects=False)
-    return RestDeliverer(client, OutboundGuard(allow_private, resolver), clock, per_app)
+    return RestDeliverer(HttpxPost(client), OutboundGuard(allow_private, resolver), clock, per_app)
 
 
 def deliver(d: RestDeliverer, app=REST_APP, msg=None):
@@ -168,7 +169,7 @@ def test_a_slow_app_does_not_hold_another_apps_deliveries() -> None:
             return httpx.Response(200)
 
         client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-        d = RestDeliverer(client, OutboundGuard(False, public_resolver), clock, 2)
+        d = RestDeliverer(HttpxPost(client), OutboundGuard(False, public_resolver), clock, 2)
 
         async def one(app, tag: str) -> None:
             await d.deliver(app, message())
