@@ -38,6 +38,7 @@ class Fed:
     produced: int
     elapsed_s: float  # from the first schedule() to flush() returning (Kafka acknowledged)
     achieved_rate: float
+    started_ms: int  # wall clock of the first schedule() (the process starts seconds earlier)
 
 
 def send_at(feed: Feed, i: int, now_ms: int) -> int:
@@ -54,7 +55,7 @@ def feed(kafka: dict[str, Any], scheduling: dict[str, Any], spec: Feed) -> None:
     producer = SchedulerProducer(KafkaSettings(**kafka), SchedulingSettings(**scheduling))
     lines: list[str] = []
     payload = {"bench": True, "note": "a typical small payload of some sixty bytes."}
-    started = time.monotonic()
+    started, started_ms = time.monotonic(), clock.now_ms()
     for i in range(spec.count):
         if spec.rate:
             # keep to the rate: never ahead of the schedule (behind: catch up at once)
@@ -67,8 +68,12 @@ def feed(kafka: dict[str, Any], scheduling: dict[str, Any], spec: Feed) -> None:
             lines.append(f"{message_id} {at}")
     producer.close(FLUSH_TIMEOUT_S)
     elapsed = time.monotonic() - started
-    figures = {"produced": spec.count, "elapsed_s": elapsed}
-    figures["achieved_rate"] = spec.count / elapsed if elapsed else 0.0
+    figures = {
+        "produced": spec.count,
+        "elapsed_s": elapsed,
+        "achieved_rate": spec.count / elapsed if elapsed else 0.0,
+        "started_ms": started_ms,
+    }
     Path(spec.out).write_text("\n".join([*lines, json.dumps(figures)]) + "\n")
 
 
@@ -92,7 +97,13 @@ def read(spec: Feed) -> Fed:
     for line in text[:-1]:
         message_id, _, at = line.partition(" ")
         planned[message_id] = int(at)
-    return Fed(planned, figures["produced"], figures["elapsed_s"], figures["achieved_rate"])
+    return Fed(
+        planned,
+        figures["produced"],
+        figures["elapsed_s"],
+        figures["achieved_rate"],
+        figures["started_ms"],
+    )
 
 
 def describe(spec: Feed) -> dict[str, Any]:

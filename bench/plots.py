@@ -105,7 +105,7 @@ def pending(pending: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4))
     for p in curves:
         ax.plot([c[1] for c in p["series"]["curve"]], [c[2] for c in p["series"]["curve"]])
-    ax.set_xlabel("messages pending (stored so far)")
+    ax.set_xlabel("far-future messages stored so far in this section")
     ax.set_ylabel("stored msg/s (2 s windows)")
     ax.set_title("Ingest into storage as the pending count grows")
     _save(fig, path)

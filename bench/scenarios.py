@@ -14,7 +14,14 @@ from typing import Any
 from bench import feeder
 from bench.delivery import CLOCK, Outcome, collect
 from bench.ingest_bench import drive
-from bench.stats import lateness_summary, median_summaries, per_second, recovery_s, spread
+from bench.stats import (
+    lateness_summary,
+    median_summaries,
+    per_second,
+    percentile,
+    recovery_s,
+    spread,
+)
 from bench.storage import flushed_keyspace_bytes
 from bench.world import World
 
@@ -205,19 +212,22 @@ def ingest(world: World, workdir: Path, p: Profile) -> dict[str, Any]:
     auth = world.rest.client.headers["Authorization"]
     out: dict[str, Any] = {}
 
-    def measure(name: str, once: Callable[[], tuple[int, float, list[float], int]]) -> None:
+    # one run: (messages acknowledged, seconds they took, request latencies, failures, wall
+    # clock ms of the first request)
+    Once = Callable[[], tuple[int, float, list[float], int, int]]
+
+    def measure(name: str, once: Once) -> None:
         acked, stored, p50, p99, failures = [], [], [], [], 0
         for _ in range(p.ingest_runs):
-            started = time.monotonic()
-            messages, wall, latencies, failed = once()
+            messages, wall, latencies, failed, started_ms = once()
             acked.append(messages / wall)
-            wait_stored(world, CLOCK.now_ms() + 120_000)
-            stored.append(messages / (time.monotonic() - started))
+            done_ms = wait_stored(world, CLOCK.now_ms() + 120_000) or CLOCK.now_ms()
+            stored.append(messages * 1000 / max(done_ms - started_ms, 1))
             failures += failed
             if latencies:
                 ordered = sorted(latencies)
-                p50.append(ordered[len(ordered) // 2])
-                p99.append(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))])
+                p50.append(percentile(ordered, 0.5))
+                p99.append(percentile(ordered, 0.99))
         out[name] = {
             "acked_per_s": spread(acked),
             "stored_per_s": spread(stored),
@@ -226,17 +236,17 @@ def ingest(world: World, workdir: Path, p: Profile) -> dict[str, Any]:
             "failures": failures,
         }
 
-    def http(batch: int, concurrency: int) -> Callable[[], tuple[int, float, list[float], int]]:
-        def once() -> tuple[int, float, list[float], int]:
-            started = time.monotonic()
+    def http(batch: int, concurrency: int) -> Once:
+        def once() -> tuple[int, float, list[float], int, int]:
+            started, started_ms = time.monotonic(), CLOCK.now_ms()
             _, messages, latencies, failures = asyncio.run(
                 drive(world.system.ingest, auth, p.ingest_seconds, concurrency, batch)
             )
-            return messages, time.monotonic() - started, latencies, failures
+            return messages, time.monotonic() - started, latencies, failures, started_ms
 
         return once
 
-    def native() -> tuple[int, float, list[float], int]:
+    def native() -> tuple[int, float, list[float], int, int]:
         spec = feeder.Feed(
             world.rest.app_id,
             count=p.native_messages,
@@ -246,7 +256,7 @@ def ingest(world: World, workdir: Path, p: Profile) -> dict[str, Any]:
             ledger=False,
         )
         fed = run_feeder(world, spec, FEEDER_START_S + 300)
-        return fed.produced, fed.elapsed_s, [], 0
+        return fed.produced, fed.elapsed_s, [], 0, fed.started_ms
 
     asyncio.run(drive(world.system.ingest, auth, 1.0, 8, 0))  # warm-up: connections, caches
     measure("http_single", http(0, 32))
@@ -272,17 +282,19 @@ def pending(
     )
     process = feeder.start(world.kafka, world.scheduling, spec)
     curve: list[tuple[float, int, float]] = []  # (seconds, stored so far, stored per s)
-    started = time.monotonic()
     base = stored_count(world)
-    last_t, last_n = started, base
+    started, last_n = time.monotonic(), base
     try:
-        while CLOCK.now_ms() < deadline_ms:
+        # the curve starts with the first request stored (a spawned feeder takes seconds)
+        while last_n == base and CLOCK.now_ms() < deadline_ms:
+            time.sleep(0.2)
+            started, last_n = time.monotonic(), stored_count(world)
+        last_t = started
+        while CLOCK.now_ms() < deadline_ms and last_n - base < target:
             time.sleep(2.0)
             now, n = time.monotonic(), stored_count(world)
             curve.append((round(now - started, 1), n - base, (n - last_n) / (now - last_t)))
             last_t, last_n = now, n
-            if n - base >= target:
-                break
     finally:
         if process.is_alive():
             process.kill()
@@ -303,7 +315,7 @@ def pending(
         "load_s": round(last_t - started, 1),
         "stored_per_s_first_tenth": statistics.median(rates[:tenth]) if rates else None,
         "stored_per_s_last_tenth": statistics.median(rates[-tenth:]) if rates else None,
-        "stored_per_s_overall": loaded / (last_t - started) if loaded else None,
+        "stored_per_s_overall": loaded / (last_t - started) if last_t > started else None,
         "bytes_per_message": per_message,
         "steady_rate": rate,
         "steady_achieved_rate": fed.achieved_rate,

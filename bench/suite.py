@@ -15,7 +15,6 @@ Ctrl-C or SIGTERM.
 
 from __future__ import annotations
 
-import _thread
 import argparse
 import json
 import multiprocessing
@@ -45,6 +44,7 @@ from scheduler.testing.servers import resolve_servers
 
 T = TypeVar("T")
 CLEANUP_RESERVE_S = 90.0  # kept free at the end: stop services, drop topics and keyspace
+MAIN_THREAD = threading.main_thread().ident or 0
 TEN_MILLION = 10_000_000
 SECTIONS = ("steady", "hotspot", "recovery", "ingest", "pending")
 
@@ -69,7 +69,8 @@ class Budget:
 
         def fire() -> None:
             self.fired = name
-            _thread.interrupt_main()
+            # a real signal (not _thread.interrupt_main): it also ends a blocking sleep or join
+            signal.pthread_kill(MAIN_THREAD, signal.SIGINT)
 
         timer = threading.Timer(allowed, fire)
         timer.daemon = True
@@ -201,8 +202,13 @@ def write_outputs(results: dict[str, Any], out: Path, plot_dir: Path) -> None:
     print(f"[bench] wrote {out}, {plot_dir / 'results.json'} and {len(drawn)} plots", flush=True)
 
 
+def interrupted(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def command(argv: list[str]) -> str:
-    return f"make bench BENCH_ARGS={shlex.quote(shlex.join(argv))}" if argv else "make bench"
+    """The exact command (what `make bench BENCH_ARGS="..."` runs)."""
+    return shlex.join([".venv/bin/python", "-m", "bench.suite", *argv])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = Budget(args.deadline_s or default_s)
     only = set(args.only or SECTIONS)
     # SIGTERM ends the suite like Ctrl-C: the cleanup below runs
-    signal.signal(signal.SIGTERM, lambda *_: _thread.interrupt_main())
+    signal.signal(signal.SIGTERM, interrupted)
     state_dir = Path(os.environ.get("SCHEDULER_STACK_STATE_DIR", REPO / ".local"))
     started = datetime.fromtimestamp(CLOCK.now_ms() / 1000, UTC)
     machine = describe(REPO)

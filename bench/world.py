@@ -5,13 +5,15 @@ destinations, and one tenant with a REST app and a KAFKA app. Everything is remo
 from __future__ import annotations
 
 import json
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
@@ -119,7 +121,9 @@ def _delete_topic(kafka: KafkaSettings, name: str) -> None:
 
 
 def _delete_groups(kafka: KafkaSettings, extra: list[str]) -> None:
-    """The services' consumer groups (under the private prefix) and the receiver's."""
+    """The services' consumer groups (under the private prefix) and the receiver's. A group
+    still holding a kill -9'd member cannot be deleted until its session expires: the broker
+    removes it later by itself (offsets retention), so that is only reported."""
     admin = AdminClient(kafka.client_config())
     listed = admin.list_consumer_groups(request_timeout=10).result()
     ours = [
@@ -128,8 +132,23 @@ def _delete_groups(kafka: KafkaSettings, extra: list[str]) -> None:
         if g.group_id.startswith(kafka.topic_prefix) or g.group_id in extra
     ]
     if ours:
-        for future in admin.delete_consumer_groups(ours, request_timeout=30).values():
-            future.result()
+        for group, future in admin.delete_consumer_groups(ours, request_timeout=30).items():
+            try:
+                future.result()
+            except KafkaException as exc:
+                print(f"[bench] consumer group {group} left in place: {exc}", file=sys.stderr)
+
+
+def _best_effort(what: str, fn: Callable[..., None], *args: Any) -> Callable[[], None]:
+    """A cleanup step whose failure is reported, and does not stop the others or the report."""
+
+    def run() -> None:
+        try:
+            fn(*args)
+        except Exception as exc:
+            print(f"[bench] cleanup: {what} failed: {exc!r}", file=sys.stderr)
+
+    return run
 
 
 @contextmanager
@@ -143,10 +162,10 @@ def world(servers: Servers, logs: Path, partitions: int) -> Iterator[World]:
     groups: list[str] = []
     with ExitStack() as cleanup:
         # registered first, so it runs last: after the services stopped
-        cleanup.callback(_delete_groups, kafka, groups)
-        cleanup.callback(drop_keyspace, cassandra)
-        cleanup.callback(delete_topics, kafka)
-        cleanup.callback(_delete_topic, kafka, dest_topic)
+        cleanup.callback(_best_effort("deleting consumer groups", _delete_groups, kafka, groups))
+        cleanup.callback(_best_effort("dropping the keyspace", drop_keyspace, cassandra))
+        cleanup.callback(_best_effort("deleting the topics", delete_topics, kafka))
+        cleanup.callback(_best_effort("deleting the destination", _delete_topic, kafka, dest_topic))
         system = cleanup.enter_context(
             running_system(kafka, cassandra, SCHEDULING, logs, settings_env(kafka))
         )
