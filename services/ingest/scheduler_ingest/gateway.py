@@ -54,6 +54,12 @@ def gateway(request: Request) -> Gateway:
     return gw
 
 
+async def _gateway_dep(request: Request) -> Gateway:
+    """Async on purpose: FastAPI runs a sync dependency in its thread pool, a thread hop per
+    request for what is an attribute read."""
+    return gateway(request)
+
+
 async def data_principal(
     request: Request, _: Annotated[str | None, Security(DATA_KEY)] = None
 ) -> DataPrincipal:
@@ -76,7 +82,7 @@ async def control_principal(
         raise
 
 
-GatewayDep = Annotated[Gateway, Depends(gateway)]
+GatewayDep = Annotated[Gateway, Depends(_gateway_dep)]
 DataKeyDep = Annotated[DataPrincipal, Depends(data_principal)]
 ControlKeyDep = Annotated[ControlPrincipal, Depends(control_principal)]
 
