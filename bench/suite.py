@@ -135,7 +135,8 @@ def run_sections(
     if "hotspot" in only:
         results["hotspot"] = section(
             f"hotspot {p.hotspot}",
-            60 + p.hotspot / 2_500 + 180,
+            (scenarios.hotspot_lead_ms(p.hotspot) + scenarios.hotspot_wait_ms(p.hotspot)) / 1000
+            + 90,
             lambda: scenarios.hotspot(w, workdir, p),
         )
     if "recovery" in only:

@@ -107,13 +107,33 @@ def test_figures_are_medians_with_min_max_of_the_runs() -> None:
     assert "| HTTP POST /messages (32 connections) | 1,000 (900-1,100) | 800 |" in text
     # p50 of the runs 7 and 8: median 7.5, shown rounded
     assert "| kafka 100/s (achieved 100 (99-100)) | 8 (7-8) |" in text
-    assert "lost 2" in text
+    assert "missing 2" in text
 
 
 def test_a_rate_not_sustained_and_rates_not_run_are_said() -> None:
     text = render(results())
     assert "Not run at 5,000/s in this mode." in text
     assert "rest 1,000/s: the load generator reached only 400/s" in text
+
+
+def test_a_hotspot_not_all_delivered_says_so() -> None:
+    hot = {
+        "messages": 1_000,
+        "lead_s": 15.0,
+        "wait_s": 61.0,
+        "scheduled_in_s": 0.5,
+        "stored_before_due": True,
+        "last_delivered_after_s": 60.9,
+        "lateness_ms": lateness_summary([10, 20]),
+        "totals": {"planned": 1_000, "delivered": 990, "lost": 10, "duplicates": 0, "early": 0},
+    }
+    text = render({**results(), "hotspot": hot})
+    assert "**Not all delivered** within the 61 s waited" in text
+    assert "990/1,000, missing 10" in text
+    hot["totals"] = {**hot["totals"], "delivered": 1_000, "lost": 0}
+    assert "- Last delivered 60.90 s after the due second began" in render(
+        {**results(), "hotspot": hot}
+    )
 
 
 def test_recovery_resources_and_problems_have_their_sections() -> None:
