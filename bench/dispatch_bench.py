@@ -163,7 +163,7 @@ async def run(args: argparse.Namespace) -> int:
     logs.mkdir()
     ports = {"dispatcher": args.metrics_port} if args.metrics_port else {}
     system = System(
-        service_env(kafka, cassandra, scheduling, ports),
+        service_env(kafka, cassandra, scheduling, ports, dict(kv.split("=", 1) for kv in args.env)),
         ports,
         logs,
         wrapper=[sys.executable, "-m", "cProfile", "-o", args.profile] if args.profile else [],
@@ -259,6 +259,13 @@ def main() -> int:
     parser.add_argument("--profile", default="", help="cProfile the dispatcher into this file")
     parser.add_argument("--metrics-port", type=int, default=0, help="scrape the dispatcher")
     parser.add_argument("--grace-s", type=int, default=20, help="wait this long after the last")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the dispatcher (repeat), e.g. SCHEDULER_DISPATCH_TXN_MAX_EMITS=5000",
+    )
     return asyncio.run(run(parser.parse_args()))
 
 
