@@ -31,6 +31,9 @@ EXPECTED_TABLES = {
     "bucket_partitions",
     "release_watermark",
     "usage_daily",
+    "usage_pending",  # 0002: the per-app pending count (pending cap)
+    "pending_by_bucket",  # 0003: approximate stored counts (pending-by-horizon gauge)
+    "pending_by_day",
     "schema_migrations",
 }
 
@@ -46,7 +49,8 @@ def test_setup_creates_everything_and_second_run_changes_nothing(
     assert len(specs) == 6 + scheduling_settings.ring_size
     assert {f"created topic {spec.name}" for spec in specs} <= set(first)
     assert f"created keyspace {cassandra_settings.keyspace}" in " ".join(first)
-    assert "applied migration 0001_initial" in first
+    for migration in ("0001_initial", "0002_usage_pending", "0003_pending_counts"):
+        assert f"applied migration {migration}" in first
 
     assert setup(kafka_settings, cassandra_settings, scheduling_settings) == []
 
