@@ -98,7 +98,7 @@ class DispatchMetrics:
         )
         self.transactions = Counter(
             "scheduler_dispatch_transactions_total",
-            "Kafka transactions by result (committed, aborted)",
+            "Kafka transactions by result (committed, aborted, abandoned: stuck and redone)",
             ["result"],
             registry=registry,
         )
