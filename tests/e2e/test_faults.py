@@ -144,8 +144,8 @@ def test_ingest_request_in_flight_when_kafka_dies_gets_503_and_nothing_is_half_s
     time.sleep(1.5)
     # Freeze the broker first, so that requests are surely in flight (sent, never acknowledged)
     # when it dies; then kill it.
-    frozen_ms = CLOCK.now_ms()
     stack.freeze("kafka")
+    frozen_ms = CLOCK.now_ms()  # every broker thread is stopped from here on
     # The looping workers may all be waiting on requests sent before the freeze: these start
     # after it, so they are surely in flight (never acknowledged) when the broker dies.
     in_flight_senders = [

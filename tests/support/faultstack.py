@@ -70,9 +70,17 @@ class PrivateStack:
     def pid(self, server: str) -> int:
         return int((self.state_dir / "run" / f"{server}.pid").read_text().strip())
 
-    def freeze(self, server: str) -> None:
-        """SIGSTOP: the server keeps its sockets but answers nothing (a hung broker)."""
-        os.kill(self.pid(server), signal.SIGSTOP)
+    def freeze(self, server: str, timeout_s: float = 10) -> None:
+        """SIGSTOP: the server keeps its sockets but answers nothing (a hung broker). Returns
+        once every thread of the JVM is seen stopped: the signal takes effect asynchronously,
+        and a request sent just after `os.kill` was once still answered (CI, loaded host)."""
+        pid = self.pid(server)
+        os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + timeout_s
+        while not all_threads_stopped(pid):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{server} (pid {pid}) not stopped {timeout_s} s after SIGSTOP")
+            time.sleep(0.01)
 
     def stop(
         self, server: str, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 60
@@ -95,3 +103,15 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def all_threads_stopped(pid: int) -> bool:
+    """Every thread of `pid` in state T (stopped), from /proc."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            # the state follows the parenthesised command name, which may contain spaces
+            states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+        except (OSError, IndexError):
+            continue  # a thread that ended meanwhile
+    return bool(states) and all(state in ("T", "t") for state in states)
