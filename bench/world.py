@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
 from scheduler.testing.isolation import (
+    delete_topic,
     delete_topics,
     drop_keyspace,
     private_cassandra,
@@ -28,7 +29,7 @@ from scheduler.testing.processes import System, running_system
 from scheduler.testing.receiver import Arrivals, HttpReceiver, KafkaReceiver
 from scheduler.testing.servers import Servers
 from scheduler.topics import Topics
-from tests.support.workload import App, create_app, create_control_key
+from tests.support.workload import App, create_app, create_control_key, create_topic
 
 # Seconds-scale horizons (as the e2e tests): 1 s buckets, 4 s look-ahead, so a message due
 # more than ~5 s ahead takes the long path: bucketer -> Cassandra -> releaser -> ring.
@@ -107,19 +108,6 @@ class World:
             consumer.close()
 
 
-def _create_topic(kafka: KafkaSettings, name: str, partitions: int) -> None:
-    admin = AdminClient(kafka.client_config())
-    for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
-        future.result(timeout=30)
-
-
-def _delete_topic(kafka: KafkaSettings, name: str) -> None:
-    admin = AdminClient(kafka.client_config())
-    if name in admin.list_topics(timeout=10).topics:
-        for future in admin.delete_topics([name], operation_timeout=30).values():
-            future.result()
-
-
 def _delete_groups(kafka: KafkaSettings, extra: list[str]) -> None:
     """The services' consumer groups (under the private prefix) and the receiver's. A group
     still holding a kill -9'd member cannot be deleted until its session expires: the broker
@@ -165,11 +153,11 @@ def world(servers: Servers, logs: Path, partitions: int) -> Iterator[World]:
         cleanup.callback(_best_effort("deleting consumer groups", _delete_groups, kafka, groups))
         cleanup.callback(_best_effort("dropping the keyspace", drop_keyspace, cassandra))
         cleanup.callback(_best_effort("deleting the topics", delete_topics, kafka))
-        cleanup.callback(_best_effort("deleting the destination", _delete_topic, kafka, dest_topic))
+        cleanup.callback(_best_effort("deleting the destination", delete_topic, kafka, dest_topic))
         system = cleanup.enter_context(
             running_system(kafka, cassandra, SCHEDULING, logs, settings_env(kafka))
         )
-        _create_topic(kafka, dest_topic, partitions)
+        create_topic(kafka, dest_topic, partitions)
         arrivals = Arrivals()
         http = HttpReceiver(arrivals).start()
         cleanup.callback(http.close)

@@ -14,10 +14,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cassandra.cluster import Cluster
 
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
-from scheduler.store.cassandra import connect
+from scheduler.testing.isolation import (
+    delete_topic,
+    delete_topics,
+    drop_keyspace,
+    private_cassandra,
+    private_kafka,
+    unique_name,
+)
 from scheduler.testing.servers import Servers
 from tests.support.ledger import Ledger, Report
 from tests.support.processes import System, running_system, wait_for
@@ -46,48 +52,10 @@ EXTRA_ENV = {
 }
 
 
-def private_settings(
-    kafka_bootstrap: str, cassandra_hosts: list[str], cassandra_port: int
-) -> tuple[KafkaSettings, CassandraSettings]:
-    tag = uuid.uuid4().hex[:10]
-    kafka = KafkaSettings(
-        bootstrap_servers=kafka_bootstrap,
-        topic_prefix=f"e{tag}.",
-        replication_factor=1,
-        min_insync_replicas=1,
-        requests_partitions=2,
-        commands_partitions=1,
-        due_partitions=1,
-        results_partitions=1,
-    )
-    cassandra = CassandraSettings(
-        contact_points=cassandra_hosts,
-        port=cassandra_port,
-        keyspace=f"e_{tag}",
-        replication_factor=1,
-        consistency="LOCAL_ONE",
-    )
-    return kafka, cassandra
-
-
-def drop_private(kafka: KafkaSettings, cassandra: CassandraSettings, dest_topic: str) -> None:
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient(kafka.client_config())
-    ours = [
-        t
-        for t in admin.list_topics(timeout=10).topics
-        if t.startswith(kafka.topic_prefix) or t == dest_topic
-    ]
-    if ours:
-        for future in admin.delete_topics(ours, operation_timeout=30).values():
-            future.result()
-    cluster: Cluster
-    cluster, session = connect(cassandra)
-    try:
-        session.execute(f"DROP KEYSPACE IF EXISTS {cassandra.keyspace}", timeout=60)
-    finally:
-        cluster.shutdown()
+def private_settings(servers: Servers) -> tuple[KafkaSettings, CassandraSettings]:
+    """Topics and keyspace of this run only, on `servers` (scheduler.testing.isolation)."""
+    unique = unique_name()
+    return private_kafka(servers, unique), private_cassandra(servers, unique)
 
 
 @dataclass
@@ -164,15 +132,15 @@ def world(
                 consumer.close()
                 http.close()
     finally:
-        drop_private(kafka, cassandra, dest_topic)
+        delete_topics(kafka)
+        delete_topic(kafka, dest_topic)
+        drop_keyspace(cassandra)
 
 
 @pytest.fixture(scope="session")
 def shared_world(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """One system for the session on the shared stack (private topics and keyspace): the flow,
     kill -9 and soak tests use it in turn (each with its own messages)."""
-    kafka, cassandra = private_settings(
-        servers.kafka_bootstrap, servers.cassandra_contact_points, servers.cassandra_port
-    )
+    kafka, cassandra = private_settings(servers)
     with world(kafka, cassandra, tmp_path_factory.mktemp("e2e")) as w:
         yield w

@@ -17,6 +17,7 @@ import pytest
 
 from scheduler.clock import SystemClock
 from scheduler.domain.ids import derived_message_id
+from scheduler.testing.servers import Servers
 from tests.support.faultstack import PrivateStack
 from tests.support.ledger import Ledger, Planned
 from tests.support.processes import wait_for
@@ -42,7 +43,8 @@ def stack() -> Iterator[PrivateStack]:
 
 @pytest.fixture(scope="module")
 def fault_world(stack: PrivateStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    kafka, cassandra = private_settings(stack.kafka_bootstrap, ["127.0.0.1"], stack.cassandra_port)
+    servers = Servers(stack.kafka_bootstrap, ["127.0.0.1"], stack.cassandra_port, "fault-stack")
+    kafka, cassandra = private_settings(servers)
     extra = {"SCHEDULER_INGEST_PRODUCE_TIMEOUT_MS": str(PRODUCE_TIMEOUT_MS)}
     with world(kafka, cassandra, tmp_path_factory.mktemp("faults"), extra) as w:
         yield w

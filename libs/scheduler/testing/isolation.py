@@ -48,6 +48,14 @@ def delete_topics(kafka: KafkaSettings) -> None:
             future.result()
 
 
+def delete_topic(kafka: KafkaSettings, name: str) -> None:
+    """Delete one topic outside the prefix (a destination), if it exists."""
+    admin = AdminClient(kafka.client_config())
+    if name in admin.list_topics(timeout=10).topics:
+        for future in admin.delete_topics([name], operation_timeout=30).values():
+            future.result()
+
+
 def drop_keyspace(cassandra: CassandraSettings) -> None:
     cluster, session = connect(cassandra)
     try:
