@@ -23,7 +23,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from scheduler.cli import setup
@@ -189,10 +189,7 @@ async def run(args: argparse.Namespace) -> int:
     try:
         while len(seen) < count and CLOCK.now_ms() < deadline:
             if consumer is not None:
-                # short timeout: consume() returns only when full or timed out, and the receipt
-                # time is taken when it returns
-                msgs = await asyncio.to_thread(consumer.consume, 1000, 0.002)
-                now = CLOCK.now_ms()
+                msgs, now = await asyncio.to_thread(_receive, consumer)
                 batch = [(m.key().decode(), now) for m in msgs if m.error() is None]
             else:
                 await asyncio.sleep(0.05)
@@ -238,6 +235,17 @@ async def run(args: argparse.Namespace) -> int:
         )
     )
     return 0 if len(seen) == count and early == 0 else 1
+
+
+def _receive(consumer: Consumer) -> tuple[list[Message], int]:
+    """What a read_committed consumer gets, and when: poll() returns as soon as a record is
+    visible (consume() would wait for its whole batch or timeout); the records already fetched
+    with it are taken at the same instant."""
+    first = consumer.poll(0.05)
+    now = CLOCK.now_ms()
+    if first is None:
+        return [], now
+    return [first, *consumer.consume(1000, 0)], now
 
 
 def _cleanup(kafka: KafkaSettings, cassandra: CassandraSettings, dest: str) -> None:

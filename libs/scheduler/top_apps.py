@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field
@@ -106,7 +107,8 @@ class AppCounter:
     ) -> None:
         self.counter = Counter(name, documentation, ["app", *labelnames], registry=registry)
         self._top = top
-        self._series: dict[str, set[tuple[str, ...]]] = {}
+        # app -> its label tuples -> the counter's child (labels() is slow under a hotspot)
+        self._series: dict[str, dict[tuple[str, ...], Any]] = {}
         self._lock = threading.Lock()
 
     def inc(self, app_id: str, *labels: str, n: int = 1) -> None:
@@ -115,11 +117,13 @@ class AppCounter:
         with self._lock:  # ranking and series change together: no evicted app's series revives
             app, evicted = self._top.label(app_id, n)
             for gone in evicted:
-                for rest in self._series.pop(gone, ()):
+                for rest in self._series.pop(gone, {}):
                     self.counter.remove(gone, *rest)
-            if app != OTHER:
-                self._series.setdefault(app, set()).add(tuple(labels))
-            self.counter.labels(app, *labels).inc(n)
+            series = self._series.setdefault(app, {})
+            child = series.get(labels)
+            if child is None:
+                child = series[labels] = self.counter.labels(app, *labels)
+            child.inc(n)
 
 
 def top_apps(settings: TopAppsSettings | None = None, clock: Clock | None = None) -> TopApps:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from calendar import timegm
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Final
 
 from scheduler.domain.errors import ValidationError
@@ -110,5 +111,10 @@ def check_horizon(send_at_ms: int, now_ms: int, past_window_ms: int, max_future_
 
 def format_rfc3339_ms(epoch_ms: int) -> str:
     """Epoch ms as RFC 3339 UTC with milliseconds, e.g. `2030-01-01T12:00:00.000Z`."""
-    moment = datetime.fromtimestamp(epoch_ms // 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{epoch_ms % 1000:03d}Z"
+    return f"{_format_second(epoch_ms // 1000)}.{epoch_ms % 1000:03d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _format_second(epoch_s: int) -> str:
+    # Cached: deliveries come due in bursts within the same seconds (a header per delivery).
+    return datetime.fromtimestamp(epoch_s, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")

@@ -2,7 +2,7 @@
 
 Builds the settings from the environment, the Cassandra stores, the metrics endpoint, and runs
 the dispatcher until SIGTERM/SIGINT, after which in-flight deliveries finish and the last
-transaction commits.
+transaction commits. The record writer runs as a supervised child process (writer_runner.py).
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ from scheduler.clock import SystemClock
 from scheduler.logs import configure_logging
 from scheduler.ops import Health
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
+from scheduler.topics import Topics
 
 from .metrics import DispatchMetrics
 from .runtime import run_dispatcher
 from .settings import DispatchSettings
 from .wiring import cassandra_stores, serve_ops
+from .writer_runner import ProcessRecordWriter
 
 log = logging.getLogger("scheduler_releaser.dispatch")
 
@@ -34,7 +36,16 @@ async def _serve() -> None:
     clock = SystemClock()
     health = Health(clock)
     ops = serve_ops(settings.metrics_port, registry, health)
-    cluster, _, stores = await asyncio.to_thread(cassandra_stores, CassandraSettings())
+    cassandra = CassandraSettings()
+    cluster, _, stores = await asyncio.to_thread(cassandra_stores, cassandra)
+    # A child process: its Cassandra writes would otherwise delay this loop (writer_runner.py).
+    record_writer = ProcessRecordWriter(
+        kafka,
+        cassandra,
+        Topics(kafka, scheduling).results,
+        lambda outcome, n: metrics.records_written.labels(outcome).inc(n),
+        restarted=metrics.record_writer_restarts.inc,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -49,6 +60,7 @@ async def _serve() -> None:
             metrics=metrics,
             stop=stop,
             health=health,
+            record_writer=record_writer,
         )
     finally:
         cluster.shutdown()

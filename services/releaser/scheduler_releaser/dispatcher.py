@@ -84,6 +84,11 @@ class Dispatcher:
         self._sink = sink
         self._codecs = codecs
         self._metrics = metrics
+        # Resolved once: labels() costs more than the delivery's own work under a hotspot.
+        self._kafka_sent = metrics.attempts.labels("KAFKA", "sent", "produced")
+        self._kafka_lateness = metrics.lateness.labels("KAFKA")
+        if settings.kafka_produce_ahead_ms >= scheduling.cancel_guard_ms:
+            raise ValueError("DISPATCH_KAFKA_PRODUCE_AHEAD_MS must be below the cancel guard")
         self._backoff: Backoff = settings.backoff()
         self.timers = TimerQueue()
         self.stopping = False  # set on shutdown: tasks not yet delivering give up
@@ -107,11 +112,14 @@ class Dispatcher:
 
     # -- firing ---------------------------------------------------------------------------
 
-    def may_fire(self, now_ms: int) -> bool:
-        """Decision 5: do not fire while the view of commands lags more than the guard."""
+    def may_fire(self, now_ms: int, ahead_ms: int = 0) -> bool:
+        """Decision 5: do not fire while the view of commands lags more than the guard.
+
+        Firing `ahead_ms` before the due instant asks as much more of the view, so it is as
+        current as a view within the guard at the due instant itself."""
         lag = self.commands.lag_ms(now_ms)
         self._metrics.commands_lag.set(lag / 1000.0)
-        return lag <= self._scheduling.cancel_guard_ms
+        return lag + ahead_ms <= self._scheduling.cancel_guard_ms
 
     def start_due(self, limit: int | None = None) -> int:
         """Start firing every held message that is due. Returns how many."""
@@ -169,7 +177,7 @@ class Dispatcher:
         if app is not None and app.type == "KAFKA":
             # Nothing to wait for but the due instants: fire in due order within this task
             # (a task per message costs more than the delivery itself under a hotspot).
-            for held in sorted(helds):
+            for held in sorted(helds, key=lambda h: (h.due_ms, h.message_id)):
                 await self.fire(held, states.get(held.message.message_id))
             return
         for held in helds:  # REST: each waits for its own HTTP response
@@ -194,10 +202,14 @@ class Dispatcher:
         self, message: DueMessage, position: Position | None, state: StatusUpdate | None
     ) -> None:
         app = await self._apps.get(message.app_id)
-        await self._until_due(message.due_ms)
+        # A KAFKA delivery is produced a little ahead, into a transaction the sink commits only
+        # once the record is due: its round trips are then done by the due instant.
+        ahead = self._settings.kafka_produce_ahead_ms if app and app.type == "KAFKA" else 0
+        fire_at = message.due_ms - ahead
+        await self._until(fire_at, ahead)
         if self.stopping:
             return  # not fired: left unsettled (its offset is not committed)
-        # The abort view is consulted at the due instant itself (the record was read up to
+        # The abort view is consulted at the fire instant itself (the record was read up to
         # prefetch_ms earlier; decision 5 makes the commands view the authority at fire time).
         aborted = self.commands.aborted(message.message_id, message.generation)
         verdict = fire_check(message, state, app, aborted)
@@ -207,22 +219,22 @@ class Dispatcher:
             result = skipped(message, verdict, now)
             self._sink.emit([self._result_record(result)], position)
             return
-        if now < message.due_ms:  # unreachable by construction; the guarantee is checked anyway
+        if now < fire_at:  # unreachable by construction; the guarantee is checked anyway
             raise AssertionError(f"{message.message_id} would fire early")
-        self._metrics.fire_delay.observe((now - message.due_ms) / 1000)
+        self._metrics.fire_delay.observe((now - fire_at) / 1000)
         if app.type == "KAFKA":
             await self._fire_kafka(app, message, position)
         else:
             await self._fire_rest(app, message, position)
 
-    async def _until_due(self, due_ms: int) -> None:
-        """Never early: wait for the due instant by this host's clock, and while the view of
+    async def _until(self, fire_at_ms: int, ahead_ms: int) -> None:
+        """Never early: wait for the fire instant by this host's clock, and while the view of
         commands lags more than the guard (decision 5)."""
         while True:
             now = self._clock.now_ms()
-            if now < due_ms:
-                await self._sleep((due_ms - now) / 1000)
-            elif not self.may_fire(now):
+            if now < fire_at_ms:
+                await self._sleep((fire_at_ms - now) / 1000)
+            elif not self.may_fire(now, ahead_ms):
                 await self._sleep(0.001)
             else:
                 return
@@ -259,16 +271,22 @@ class Dispatcher:
             ),
         )
         outcome = AttemptOutcome(AttemptKind.SENT, "produced")
-        settlement = settle(message, outcome, now, self._backoff)
-        self._metrics.attempts.labels("KAFKA", "sent", "produced").inc()
+        # Delivered when its transaction commits, which is never before the due instant.
+        settlement = settle(message, outcome, max(now, message.due_ms), self._backoff)
+        self._kafka_sent.inc()
         self._metrics.app_attempts.inc(message.app_id, "sent")
         due = message.due_ms
 
         def committed(at_ms: int) -> None:
             # A Kafka delivery happens when its transaction commits.
-            self._metrics.lateness.labels("KAFKA").observe(max(0, at_ms - due) / 1000.0)
+            self._kafka_lateness.observe(max(0, at_ms - due) / 1000.0)
 
-        self._sink.emit([destination, self._result_record(settlement.result)], pos, committed)
+        self._sink.emit(
+            [destination, self._result_record(settlement.result)],
+            pos,
+            committed,
+            not_before_ms=message.due_ms,
+        )
 
     async def _refuse_topic(self, topic: str) -> str | None:
         if topic.startswith(self._kafka.topic_prefix):

@@ -119,6 +119,11 @@ class DispatchMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.record_writer_restarts = Counter(
+            "scheduler_record_writer_restarts_total",
+            "Times the record writer process exited unexpectedly and was started again",
+            registry=registry,
+        )
 
 
 class ReleaseMetrics:

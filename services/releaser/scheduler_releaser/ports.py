@@ -29,8 +29,10 @@ class Sink(Protocol):
         records: list[OutRecord],
         settled: Position | None,
         on_committed: OnCommitted | None = None,
+        not_before_ms: int | None = None,
     ) -> None:
-        """Write `records` and mark `settled` as done, atomically (one Kafka transaction)."""
+        """Write `records` and mark `settled` as done, atomically (one Kafka transaction),
+        committed no earlier than `not_before_ms` (epoch ms) by the sink's clock."""
 
 
 class TopicCheck(Protocol):

@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, Producer
 
 from scheduler.clock import Clock
-from scheduler.codec import DecodeError
 from scheduler.ops import Health
-from scheduler.records import DeliveryResult
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.store.ports import AppLookup, BucketStore, MessageStore
 from scheduler.store.usage import UsageStore
@@ -43,6 +39,7 @@ from .rest import RestDeliverer
 from .settings import DispatchSettings
 from .sink import TransactionalSink, transactional_producer
 from .status_reader import StatusReader, StoreStatusReader
+from .writer_runner import RecordWriterRunner, ThreadRecordWriter
 
 log = logging.getLogger(__name__)
 IDLE_S = 0.002  # loop tick when nothing is due sooner
@@ -75,7 +72,9 @@ async def run_dispatcher(
     metrics: DispatchMetrics,
     stop: asyncio.Event,
     health: Health | None = None,
+    record_writer: RecordWriterRunner | None = None,
 ) -> None:
+    """`record_writer`: where results become records (default: a thread on `stores`)."""
     health = health or Health(clock)
     topics = Topics(kafka, scheduling)
     codecs = Codecs.build(kafka)
@@ -155,13 +154,12 @@ async def run_dispatcher(
         metrics=metrics,
     )
     commands = CommandsFeed(commands_consumer, topics.commands, view, codecs, clock)
-    writer_stop = threading.Event()
-    writer = threading.Thread(
-        target=run_record_writer,
-        args=(kafka, topics.results, RecordWriter(stores.messages, stores.usage), codecs),
-        kwargs={"metrics": metrics, "stop": writer_stop},
-        name="record-writer",
-        daemon=True,
+    writer = record_writer or ThreadRecordWriter(
+        kafka,
+        topics.results,
+        RecordWriter(stores.messages, stores.usage),
+        codecs,
+        lambda outcome, n: metrics.records_written.labels(outcome).inc(n),
     )
     try:
         now = clock.now_ms()
@@ -187,12 +185,10 @@ async def run_dispatcher(
         await dispatcher.drain()
         await sink.flush()
     finally:
-        writer_stop.set()
+        await asyncio.to_thread(writer.stop, 10)
         await http.close()
         ring_consumer.close()
         commands_consumer.close()
-        if writer.is_alive():
-            await asyncio.to_thread(writer.join, 10)
         sink.producer.flush(10)
 
 
@@ -206,41 +202,55 @@ async def _loop(
     stop: asyncio.Event,
     health: Health,
 ) -> None:
-    commit_task: asyncio.Task[int] | None = None
     watch = TransactionWatch(settings.txn_stuck_ms)
-    last_commit = clock.monotonic_ms()
+    committer = asyncio.create_task(_commit_loop(sink, clock, settings, stop, watch))
     last_prune = clock.now_ms()
-    while not stop.is_set():
-        if watch.healthy(clock.monotonic_ms()):
-            health.beat()
-        now = clock.now_ms()
-        commands.poll()
-        ring.rotate(now)
-        ring.poll()
-        dispatcher.start_due()
-        mono = clock.monotonic_ms()
-        if commit_task is not None and commit_task.done():
-            commit_task.result()  # a fatal sink error stops the process here
-            commit_task = None
-            watch.finished()
-        backlog = sink.pending >= settings.txn_max_emits
-        if commit_task is None and (backlog or mono - last_commit >= settings.txn_interval_ms):
-            last_commit = mono
-            commit_task = asyncio.create_task(sink.flush())
-            watch.started(mono)
-        if now - last_prune > 10_000:
-            last_prune = now
-            # Older duplicates are still caught by the fire-time record check (SENT/FAILED).
-            dispatcher.timers.prune(now - settings.dedup_window_ms)
-            commands.view.prune(now - 2 * ring.cycle_ms)
-        head = dispatcher.timers.next_due_ms()
-        wait = IDLE_S if head is None else min(IDLE_S, max(0.0, (head - clock.now_ms()) / 1000))
-        if wait > 0:
+    try:
+        while not stop.is_set():
+            if committer.done():
+                committer.result()  # a fatal sink error stops the process here
+            if watch.healthy(clock.monotonic_ms()):
+                health.beat()
+            now = clock.now_ms()
+            commands.poll()
+            ring.rotate(now)
+            ring.poll()
+            dispatcher.start_due()
+            if now - last_prune > 10_000:
+                last_prune = now
+                # Older duplicates are still caught by the fire-time record check (SENT/FAILED).
+                dispatcher.timers.prune(now - settings.dedup_window_ms)
+                commands.view.prune(now - 2 * ring.cycle_ms)
+            head = dispatcher.timers.next_due_ms()
+            wait = IDLE_S if head is None else min(IDLE_S, max(0.0, (head - clock.now_ms()) / 1000))
             await asyncio.sleep(wait)
-        else:
-            await asyncio.sleep(0)
-    if commit_task is not None:
-        await commit_task
+    finally:
+        sink.wake()
+        await committer  # its transaction in flight ends; the caller's final flush follows
+
+
+async def _commit_loop(
+    sink: TransactionalSink,
+    clock: Clock,
+    settings: DispatchSettings,
+    stop: asyncio.Event,
+    watch: TransactionWatch,
+) -> None:
+    """Transactions back to back while anything is emitted, one starting at most every
+    `txn_interval_ms`. A Kafka delivery becomes visible when its transaction commits, so an
+    emit must not wait for a loop tick: the committer waits for emits itself. When idle it
+    still wakes every `txn_offsets_interval_ms`, for the offsets of skipped or duplicate
+    records (those settle without records)."""
+    idle_s = max(settings.txn_offsets_interval_ms, settings.txn_interval_ms) / 1000
+    while not stop.is_set():
+        started = clock.monotonic_ms()
+        watch.started(started)
+        await sink.flush()
+        watch.finished()
+        spacing_ms = settings.txn_interval_ms - (clock.monotonic_ms() - started)
+        if spacing_ms > 0:
+            await asyncio.sleep(spacing_ms / 1000)
+        await sink.wait_for_emits(idle_s)
 
 
 class TransactionWatch:
@@ -292,80 +302,3 @@ class ProducerTopicCheck:
             return False
         self._known.add(topic)
         return True
-
-
-def run_record_writer(
-    kafka: KafkaSettings,
-    results_topic: str,
-    writer: RecordWriter,
-    codecs: Codecs,
-    *,
-    metrics: DispatchMetrics,
-    stop: threading.Event,
-    workers: int = 8,
-) -> None:
-    """Results -> records, at least once: offsets are committed after the writes returned."""
-    # The offset store follows consumption; the commit below happens after the writes returned.
-    consumer = Consumer(
-        consumer_config(
-            kafka, f"{kafka.topic_prefix}record-writer", **{"enable.auto.offset.store": True}
-        )
-    )
-    consumer.subscribe([results_topic])
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="record-writer")
-    try:
-        while not stop.is_set():
-            try:
-                _write_batch(consumer, writer, codecs, pool, metrics)
-            except Exception:
-                # Nothing was committed for the failed batch: rejoin the group, which resumes
-                # from the committed offsets, so the batch is consumed again.
-                log.exception("record writer batch failed; resuming from the committed offsets")
-                stop.wait(1.0)
-                consumer.unsubscribe()
-                consumer.subscribe([results_topic])
-    finally:
-        pool.shutdown(wait=True)
-        consumer.close()
-
-
-def _write_batch(
-    consumer: Consumer,
-    writer: RecordWriter,
-    codecs: Codecs,
-    pool: ThreadPoolExecutor,
-    metrics: DispatchMetrics,
-) -> None:
-    messages = consumer.consume(num_messages=500, timeout=0.1)
-    results: list[DeliveryResult] = []
-    for msg in messages:
-        error = msg.error()
-        if error is not None:
-            if error.code() != KafkaError._PARTITION_EOF:
-                log.warning("results consumer error: %s", error)
-            continue
-        try:
-            results.append(codecs.result.decode(msg.value() or b""))
-        except DecodeError:
-            log.warning("undecodable result at offset %s", msg.offset())
-    for result, _ in zip(results, pool.map(_apply_with_retry(writer), results), strict=True):
-        metrics.records_written.labels(result.outcome.value).inc()
-    if results:
-        try:
-            consumer.commit(asynchronous=False)
-        except KafkaException as exc:
-            # Not fatal: the results are re-applied (idempotently) after a restart.
-            log.warning("record writer commit failed: %s", exc)
-
-
-def _apply_with_retry(writer: RecordWriter) -> Callable[[DeliveryResult], None]:
-    def apply(result: DeliveryResult) -> None:
-        while True:
-            try:
-                writer.apply(result)
-                return
-            except Exception:
-                log.exception("writing the record of %s failed; retrying", result.message_id)
-                threading.Event().wait(0.5)
-
-    return apply

@@ -47,6 +47,12 @@ class DispatchSettings(BaseSettings):
     prefetch_ms: int = Field(
         default=50, ge=0, description="read record + app this early; must stay below the guard"
     )
+    kafka_produce_ahead_ms: int = Field(
+        default=5,
+        ge=0,
+        description="KAFKA deliveries are produced this early into a transaction that commits"
+        " only once all its records are due (read_committed consumers never see one early)",
+    )
     store_threads: int = Field(default=32, ge=1, description="threads for record reads")
     dedup_window_ms: int = Field(
         default=300_000, ge=0, description="remember settled attempts this long (then: record)"

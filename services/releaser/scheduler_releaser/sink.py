@@ -26,6 +26,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,7 @@ from .timers import Position
 log = logging.getLogger(__name__)
 WATCH_S = 0.1  # how often a transaction in flight is checked for being stuck
 REPLACE_RETRY_S = 1.0  # between attempts to start a replacement producer (Kafka still down)
+WAIT_STEP_MS = 1  # re-read the clock this often while a commit waits for its due instant
 
 
 @dataclass
@@ -49,6 +51,7 @@ class _Emitted:
     records: list[OutRecord]
     settled: Position | None
     on_committed: OnCommitted | None
+    not_before_ms: int | None
 
 
 class FatalSinkError(RuntimeError):
@@ -151,6 +154,7 @@ class TransactionalSink:
         self._clock = clock
         self._metrics = metrics
         self._pending: list[_Emitted] = []
+        self._emitted = asyncio.Event()  # set by emit(): wakes an idle committer
         self._producer: Producer | None = None
         self._worker: _Worker | None = None
 
@@ -168,8 +172,22 @@ class TransactionalSink:
         records: list[OutRecord],
         settled: Position | None,
         on_committed: OnCommitted | None = None,
+        not_before_ms: int | None = None,
     ) -> None:
-        self._pending.append(_Emitted(records, settled, on_committed))
+        self._pending.append(_Emitted(records, settled, on_committed, not_before_ms))
+        self._emitted.set()
+
+    async def wait_for_emits(self, timeout_s: float) -> None:
+        """Return once something is pending (at once if it is), or after `timeout_s`."""
+        if self._pending:
+            return
+        self._emitted.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._emitted.wait(), timeout_s)
+
+    def wake(self) -> None:
+        """End a `wait_for_emits` now (shutdown)."""
+        self._emitted.set()
 
     @property
     def pending(self) -> int:
@@ -199,7 +217,9 @@ class TransactionalSink:
             # the results written since then are the ones that can concern re-read records.
             oldest = str(self._tracker.oldest_unsettled_received_ms(self._clock.now_ms()))
             offsets = [TopicPartition(t, p, o, metadata=oldest) for (t, p), o in commits.items()]
-            await self._commit(records, offsets, self._group_metadata() if offsets else None)
+            not_before = max((i.not_before_ms or 0 for i in batch), default=0)
+            metadata = self._group_metadata() if offsets else None
+            await self._commit(records, offsets, metadata, not_before)
             self._metrics.transaction_seconds.observe((self._clock.monotonic_ms() - mono) / 1000)
             self._tracker.confirm(commits)
             if commits:
@@ -211,7 +231,11 @@ class TransactionalSink:
         return len(batch)
 
     async def _commit(
-        self, records: list[OutRecord], offsets: list[TopicPartition], metadata: object
+        self,
+        records: list[OutRecord],
+        offsets: list[TopicPartition],
+        metadata: object,
+        not_before_ms: int,
     ) -> None:
         assert self._producer is not None and self._worker is not None, "start() first"
         while True:
@@ -219,7 +243,7 @@ class TransactionalSink:
             producer = self._producer
 
             def job(producer: Producer = producer, attempt: _Attempt = attempt) -> None:
-                self._transact(producer, records, offsets, metadata, attempt)
+                self._transact(producer, records, offsets, metadata, not_before_ms, attempt)
 
             future = self._worker.submit(job)
             started = self._clock.monotonic_ms()
@@ -261,9 +285,13 @@ class TransactionalSink:
         records: list[OutRecord],
         offsets: list[TopicPartition],
         metadata: object,
+        not_before_ms: int,
         attempt: _Attempt,
     ) -> None:
-        """Runs in the worker thread. Retries the whole transaction on abortable errors."""
+        """Runs in the worker thread. Retries the whole transaction on abortable errors.
+
+        The commit waits for `not_before_ms`: records produced ahead of their due instant stay
+        invisible to read_committed consumers until then (librdkafka sends them meanwhile)."""
         while True:
             try:
                 producer.begin_transaction()
@@ -271,6 +299,7 @@ class TransactionalSink:
                     self._produce(producer, r)
                 if offsets:
                     producer.send_offsets_to_transaction(offsets, metadata)
+                self._wait_until(not_before_ms)
                 attempt.enter_commit()
                 producer.commit_transaction()
                 self._metrics.transactions.labels("committed").inc()
@@ -289,6 +318,10 @@ class TransactionalSink:
                 self._metrics.transactions.labels("aborted").inc()
                 producer.abort_transaction()
                 attempt.leave_commit()
+
+    def _wait_until(self, at_ms: int) -> None:
+        while (remaining_ms := at_ms - self._clock.now_ms()) > 0:
+            time.sleep(min(remaining_ms, WAIT_STEP_MS) / 1000)
 
     def _retry_commit(self, producer: Producer) -> None:
         while True:

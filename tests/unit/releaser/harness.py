@@ -62,6 +62,7 @@ class Emitted:
     records: list[OutRecord]
     settled: Position | None
     on_committed: OnCommitted | None
+    not_before_ms: int | None = None
 
 
 @dataclass
@@ -73,8 +74,9 @@ class RecordingSink:
         records: list[OutRecord],
         settled: Position | None,
         on_committed: OnCommitted | None = None,
+        not_before_ms: int | None = None,
     ) -> None:
-        self.emitted.append(Emitted(list(records), settled, on_committed))
+        self.emitted.append(Emitted(list(records), settled, on_committed, not_before_ms))
 
     def on(self, topic: str) -> list[OutRecord]:
         return [r for e in self.emitted for r in e.records if r.topic == topic]
