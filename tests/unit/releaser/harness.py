@@ -63,11 +63,13 @@ class Emitted:
     settled: Position | None
     on_committed: OnCommitted | None
     not_before_ms: int | None = None
+    at_ms: int | None = None  # the clock when it was emitted (a sink given a clock)
 
 
 @dataclass
 class RecordingSink:
     emitted: list[Emitted] = field(default_factory=list)
+    clock: ManualClock | None = None
 
     def emit(
         self,
@@ -76,7 +78,8 @@ class RecordingSink:
         on_committed: OnCommitted | None = None,
         not_before_ms: int | None = None,
     ) -> None:
-        self.emitted.append(Emitted(list(records), settled, on_committed, not_before_ms))
+        at_ms = self.clock.now_ms() if self.clock is not None else None
+        self.emitted.append(Emitted(list(records), settled, on_committed, not_before_ms, at_ms))
 
     def on(self, topic: str) -> list[OutRecord]:
         return [r for e in self.emitted for r in e.records if r.topic == topic]
@@ -203,7 +206,7 @@ def build(
     app_lookup = InMemoryApps(*apps)
     commands = CommandView(partitions=1, now_ms=clock.now_ms())
     commands.reached_end(0, clock.now_ms())
-    sink = RecordingSink()
+    sink = RecordingSink(clock=clock)
     dispatcher = Dispatcher(
         clock=clock,
         kafka=KAFKA,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -11,14 +13,16 @@ import pytest
 from scheduler.domain.status import Status
 from scheduler.records import Command, CommandKind, DeliveryOutcome
 from scheduler_releaser.rest import HEADER_MESSAGE_ID
+from scheduler_releaser.settings import DispatchSettings
 from scheduler_releaser.timers import Position
 
 from .harness import KAFKA_APP, REST_APP, SCHEDULING, TOPICS, build
 
 pytestmark = pytest.mark.unit
+T = TypeVar("T")
 
 
-def run(coro):
+def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
@@ -44,6 +48,8 @@ def test_fires_at_the_due_instant_never_early() -> None:
     assert result.outcome is DeliveryOutcome.SENT
     assert result.lateness_ms == 0
     assert h.sink.emitted[-1].settled == Position("t", 0, 7)
+    # REST is delivered by the POST itself: its transaction is not held for a due instant
+    assert h.sink.emitted[-1].not_before_ms is None
     assert h.metric("scheduler_dispatch_lateness_seconds_count", {"destination": "REST"}) == 1
 
 
@@ -183,8 +189,6 @@ def test_a_4xx_or_a_redirect_fails_at_once() -> None:
 
 
 def test_retry_beyond_the_released_window_is_stored_in_its_bucket() -> None:
-    from scheduler_releaser.settings import DispatchSettings
-
     h = build(
         lambda r: httpx.Response(500),
         settings=DispatchSettings(max_attempts=3, backoff_base_ms=60_000),
@@ -230,8 +234,6 @@ def test_kafka_app_naming_a_system_or_missing_topic_fails() -> None:
 
 
 def test_prefetch_reads_early_but_delivers_exactly_at_the_due_instant() -> None:
-    from scheduler_releaser.settings import DispatchSettings
-
     seen: list[int] = []
     h = build(
         lambda r: seen.append(h.clock.now_ms()) or httpx.Response(200),
@@ -252,8 +254,6 @@ def test_prefetch_reads_early_but_delivers_exactly_at_the_due_instant() -> None:
 
 
 def test_an_abort_arriving_after_prefetch_but_before_due_still_wins() -> None:
-    from scheduler_releaser.settings import DispatchSettings
-
     calls: list[httpx.Request] = []
     reads: list[int] = []
 
@@ -294,3 +294,145 @@ def test_on_shutdown_waiting_deliveries_are_left_unsettled_not_sent() -> None:
     run(h.dispatcher.fire_due())
     assert calls == []
     assert h.sink.emitted == []  # no result, offset not settled: read again after restart
+
+
+# -- KAFKA deliveries produced ahead (kafka_produce_ahead_ms) ---------------------------------
+
+AHEAD = 5
+
+
+def ahead_settings(**kw: object) -> DispatchSettings:
+    fields: dict[str, object] = {
+        "prefetch_ms": 50,
+        "kafka_produce_ahead_ms": AHEAD,
+        "max_attempts": 3,
+    }
+    fields.update(kw)
+    return DispatchSettings(**fields)  # type: ignore[arg-type]
+
+
+def test_kafka_is_produced_ahead_into_a_transaction_held_until_the_due_instant() -> None:
+    h = build(settings=ahead_settings())
+    m = h.message(KAFKA_APP, due_in_ms=1_000)
+    h.dispatcher.accept(m, Position("t", 0, 3))
+
+    async def scenario() -> None:
+        h.clock.advance(949)
+        assert h.dispatcher.start_due() == 0
+        h.clock.advance(1)  # prefetch: the task reads, then waits for due - ahead
+        assert h.dispatcher.start_due() == 1
+        await h.dispatcher.drain()
+
+    run(scenario())
+    [batch] = h.sink.emitted
+    assert batch.at_ms == m.due_ms - AHEAD  # produced ahead, never earlier
+    assert batch.not_before_ms == m.due_ms  # ... into a transaction committed once due
+    assert [r.topic for r in batch.records] == ["dest.topic", TOPICS.results]
+    assert batch.settled == Position("t", 0, 3)
+    [result] = h.sink.results()
+    # delivered when the transaction commits: at the due instant at the earliest
+    assert (result.outcome, result.finished_ms, result.lateness_ms) == (
+        DeliveryOutcome.SENT,
+        m.due_ms,
+        0,
+    )
+
+
+def test_a_late_kafka_delivery_is_produced_at_once_and_counts_its_lateness() -> None:
+    h = build(settings=ahead_settings())
+    m = h.message(KAFKA_APP, due_in_ms=-300)
+    h.dispatcher.accept(m, None)
+    run(h.dispatcher.fire_due())
+    [batch] = h.sink.emitted
+    assert batch.at_ms == h.clock.now_ms() and batch.not_before_ms == m.due_ms
+    [result] = h.sink.results()
+    assert (result.finished_ms, result.lateness_ms) == (h.clock.now_ms(), 300)
+
+
+def test_an_abort_seen_before_the_kafka_fire_instant_prevents_the_delivery() -> None:
+    waits: list[int] = []
+
+    def abort_while_waiting() -> None:
+        # the task waits for due - ahead after its record read: the abort arrives meanwhile
+        waits.append(h.clock.now_ms())
+        abort = Command(
+            message_id=m.message_id,
+            app_id=m.app_id,
+            kind=CommandKind.ABORT,
+            generation=0,
+            issued_ms=h.clock.now_ms(),
+        )
+        h.commands.apply(0, abort, h.clock.now_ms())
+        h.commands.reached_end(0, h.clock.now_ms())
+
+    h = build(settings=ahead_settings(), on_sleep=abort_while_waiting)
+    m = h.message(KAFKA_APP, due_in_ms=50)
+    h.store_record(m)
+    h.dispatcher.accept(m, Position("t", 0, 4))
+    assert run(h.dispatcher.fire_due()) == 1
+    assert waits and all(at < m.due_ms - AHEAD for at in waits)
+    assert h.sink.on("dest.topic") == []
+    [batch] = h.sink.emitted
+    assert batch.not_before_ms is None and batch.settled == Position("t", 0, 4)
+    [result] = h.sink.results()
+    assert result.outcome is DeliveryOutcome.SKIPPED and result.error == "aborted"
+
+
+def test_commands_lag_between_guard_minus_ahead_and_guard_holds_kafka_but_not_rest() -> None:
+    """Lag 198 ms at the fire instant, guard 200, ahead 5: within the guard for a delivery at
+    its due instant (REST), not for one fired 5 ms ahead (KAFKA: 198 + 5 > 200)."""
+    guard = SCHEDULING.cancel_guard_ms
+    lag = guard - 2
+    assert guard - AHEAD < lag <= guard
+
+    # REST: fired at its due instant without waiting for the view
+    calls: list[int] = []
+    rest_waits: list[int] = []
+
+    def rest_wait() -> None:
+        rest_waits.append(h.clock.now_ms())
+        h.commands.reached_end(0, h.clock.now_ms())  # (a held REST fire would end, late)
+
+    def receive(request: httpx.Request) -> httpx.Response:
+        calls.append(h.clock.now_ms())
+        return httpx.Response(200)
+
+    h = build(receive, settings=ahead_settings(), on_sleep=rest_wait)
+    h.commands.apply(0, None, h.clock.now_ms())  # a record arrived: not at the end any more
+    rest = h.message(REST_APP, due_in_ms=lag)
+    h.dispatcher.accept(rest, None)
+    h.clock.advance(lag)
+    assert run(h.dispatcher.fire_due()) == 1
+    assert calls == [rest.due_ms] and rest_waits == []
+
+    # KAFKA: its fire instant (due - ahead) has the same lag; it waits until the view catches up
+    held: list[tuple[int, int]] = []  # (clock, emits so far) at each wait
+
+    def catch_up_after_a_few_waits() -> None:
+        held.append((k.clock.now_ms(), len(k.sink.emitted)))
+        if len(held) == 3:
+            k.commands.reached_end(0, k.clock.now_ms())
+
+    k = build(settings=ahead_settings(), on_sleep=catch_up_after_a_few_waits)
+    k.commands.apply(0, None, k.clock.now_ms())
+    lagging_since = k.clock.now_ms()
+    m = k.message(KAFKA_APP, due_in_ms=lag + AHEAD)
+    k.dispatcher.accept(m, None)
+    k.clock.advance(lag)  # = due - ahead, within the prefetch
+    assert run(k.dispatcher.fire_due()) == 1
+    assert held[0] == (lagging_since + lag, 0)  # held at its fire instant, nothing emitted
+    assert [emits for _, emits in held] == [0, 0, 0]
+    [batch] = k.sink.emitted
+    assert batch.at_ms == lagging_since + lag + 3  # after the view caught up, still before due
+    assert batch.at_ms < m.due_ms and batch.not_before_ms == m.due_ms
+    assert [r.outcome for r in k.sink.results()] == [DeliveryOutcome.SENT]
+
+
+@pytest.mark.parametrize("ahead", [SCHEDULING.cancel_guard_ms, SCHEDULING.cancel_guard_ms + 1])
+def test_producing_ahead_by_the_cancel_guard_or_more_is_refused(ahead: int) -> None:
+    with pytest.raises(ValueError, match="below the cancel guard"):
+        build(settings=ahead_settings(kafka_produce_ahead_ms=ahead))
+
+
+def test_producing_ahead_just_below_the_cancel_guard_is_accepted() -> None:
+    build(settings=ahead_settings(kafka_produce_ahead_ms=SCHEDULING.cancel_guard_ms - 1))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from scheduler.domain.status import Status
 from scheduler.records import DeliveryOutcome, DeliveryResult
 from scheduler.store.ports import LogEntry, MessageContent, StatusUpdate
-from scheduler.store.usage import InMemoryUsageStore, UsageKind, usage_day
+from scheduler.store.usage import DAY_MS, InMemoryUsageStore, UsageDay, UsageKind, usage_day
 from scheduler.testing.fakes import InMemoryMessageStore
 from scheduler_releaser.record_writer import RecordWriter
 
@@ -90,3 +92,70 @@ def test_sent_and_failed_lower_the_apps_pending_count() -> None:
     assert usage.pending("a") == 2
     writer.apply(result(DeliveryOutcome.FAILED, message_id="m2", attempt=5, http_status=500))
     assert usage.pending("a") == 1
+
+
+class CountingUsage(InMemoryUsageStore):
+    """Notes every add (one counter write each in Cassandra)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.adds: list[tuple[str, int, UsageKind, int]] = []
+
+    def add(self, app_id: str, day: int, kind: UsageKind, n: int = 1) -> None:
+        self.adds.append((app_id, day, kind, n))
+        super().add(app_id, day, kind, n)
+
+
+def test_count_adds_usage_once_per_app_day_and_kind() -> None:
+    messages = InMemoryMessageStore()
+    usage = CountingUsage()
+    writer = RecordWriter(messages, usage)
+    day0, day1 = 1_000, DAY_MS + 1_000  # finished on two UTC days
+    counts = {
+        ("a", day0, DeliveryOutcome.SENT): 5,
+        ("a", day1, DeliveryOutcome.SENT): 2,
+        ("a", day0, DeliveryOutcome.FAILED): 3,
+        ("b", day0, DeliveryOutcome.SENT): 4,
+        ("b", day1, DeliveryOutcome.FAILED): 1,
+        # never counted: neither SENT nor FAILED
+        ("a", day0, DeliveryOutcome.RETRY): 6,
+        ("b", day1, DeliveryOutcome.SKIPPED): 2,
+    }
+    results = [
+        result(outcome, app_id=app, message_id=f"{app}-{day}-{outcome}-{i}", finished_ms=day)
+        for (app, day, outcome), n in counts.items()
+        for i in range(n)
+    ]
+    results.append(result(DeliveryOutcome.SKIPPED, app_id="c", error="app_deleted"))
+    random.Random(7).shuffle(results)
+
+    writer.count(results)
+
+    assert sorted(usage.adds) == sorted(
+        [
+            ("a", usage_day(day0), UsageKind.SENT, 5),
+            ("a", usage_day(day1), UsageKind.SENT, 2),
+            ("a", usage_day(day0), UsageKind.FAILED, 3),
+            ("b", usage_day(day0), UsageKind.SENT, 4),
+            ("b", usage_day(day1), UsageKind.FAILED, 1),
+        ]
+    )
+    assert usage.read("a", 0, 1) == [UsageDay(1, 0, 2, 0), UsageDay(0, 0, 5, 3)]
+    assert usage.pending("a") == -10 and usage.pending("b") == -5 and usage.pending("c") == 0
+    assert messages.get("a", results[0].message_id) is None  # counting writes no record
+    writer.count([])
+    writer.count(r for r in results if r.outcome is DeliveryOutcome.RETRY)  # any iterable
+    assert len(usage.adds) == 5
+
+
+def test_write_records_without_counting_and_apply_does_both() -> None:
+    messages, _, _ = setup()
+    usage = CountingUsage()
+    writer = RecordWriter(messages, usage)
+    sent = result(DeliveryOutcome.SENT, attempt=1, http_status=200)
+    writer.write(sent)
+    view = messages.get("a", "m")
+    assert view is not None and view.state.status is Status.SENT
+    assert usage.adds == []
+    writer.apply(sent)
+    assert usage.adds == [("a", usage_day(sent.finished_ms), UsageKind.SENT, 1)]

@@ -60,10 +60,13 @@ def error(*, fatal: bool = False, abort: bool = False, retriable: bool = False) 
 
 
 def sink(
-    *producers: FakeProducer, recover_after_ms: int = 10_000, offsets_interval_ms: int = 0
+    *producers: FakeProducer,
+    recover_after_ms: int = 10_000,
+    offsets_interval_ms: int = 0,
+    clock: ManualClock | None = None,
 ) -> tuple[TransactionalSink, OffsetTracker, ManualClock, DispatchMetrics]:
     """A sink whose producer factory hands out `producers` in turn (a replacement is the next)."""
-    clock = ManualClock()
+    clock = clock or ManualClock()
     tracker = OffsetTracker()
     metrics = DispatchMetrics(CollectorRegistry())
     queue = list(producers)
@@ -246,6 +249,175 @@ def test_a_transaction_stuck_inside_its_commit_is_not_redone() -> None:
 
     run(s, steps)
     assert stuck.committed == [([("dest", b"x")], [])] and fresh.committed == []
+
+
+class WatchedClock(ManualClock):
+    """A manual clock that counts the reads of the sink's transaction thread: a commit waiting
+    for its `not_before_ms` polls it, so a test can tell that the commit is being held."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._reads = 0
+        self._read = threading.Condition()
+
+    def now_ms(self) -> int:
+        if threading.current_thread().name == "transactions":
+            with self._read:
+                self._reads += 1
+                self._read.notify_all()
+        return super().now_ms()
+
+    def polled(self, times: int = 3, timeout_s: float = 5.0) -> bool:
+        """Wait until the transaction thread has read the clock `times` more times."""
+        with self._read:
+            target = self._reads + times
+            return self._read.wait_for(lambda: self._reads >= target, timeout_s)
+
+
+class ClockedProducer(FakeProducer):
+    """Notes the sink's clock at every commit."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.committed_at: list[int] = []
+
+    def commit_transaction(self) -> None:
+        self.committed_at.append(self.clock.now_ms())
+        super().commit_transaction()
+
+
+def test_a_commit_waits_until_the_clock_reaches_not_before() -> None:
+    clock = WatchedClock()
+    p = ClockedProducer(clock)
+    s, tracker, _, _ = sink(p, clock=clock)
+    tracker.received("ring.1", 0, 1, now_ms=0)
+    due = clock.now_ms() + 30
+    committed_at: list[int] = []
+    s.emit([OutRecord("dest", b"x")], Position("ring.1", 0, 1), committed_at.append, due)
+
+    async def steps() -> None:
+        flush = asyncio.create_task(s.flush())
+        # produced and offsets sent, then held: the worker keeps reading the clock
+        assert await asyncio.to_thread(clock.polled), "the commit does not wait for the clock"
+        assert p.committed == [] and not flush.done()
+        clock.advance(29)  # 1 ms before not_before
+        assert await asyncio.to_thread(clock.polled)
+        assert p.committed == [] and not flush.done()
+        clock.advance(1)
+        assert await asyncio.wait_for(flush, 5) == 1
+
+    run(s, steps)
+    assert p.committed_at == [due]
+    assert p.committed == [([("dest", b"x")], [("ring.1", 0, 2, str(due - 30))])]
+    assert committed_at == [due]
+
+
+def test_a_commit_is_never_before_not_before_while_another_thread_moves_the_clock() -> None:
+    """Once the commit waits, another thread moves the clock in 3 ms steps: the transaction
+    commits at the first reading at or after the latest not_before of its batch."""
+    clock = WatchedClock()
+    p = ClockedProducer(clock)
+    s, _, _, _ = sink(p, clock=clock)
+    start = clock.now_ms()
+    s.emit([OutRecord("dest", b"early")], None, not_before_ms=start + 20)
+    s.emit([OutRecord("dest", b"late")], None, not_before_ms=start + 61)  # the batch's max
+    done = threading.Event()
+
+    def advance() -> None:
+        clock.polled(1)  # the commit is waiting (else the flush below fails the test)
+        while not done.is_set() and clock.now_ms() < start + 300:
+            clock.advance(3)
+            done.wait(0.001)
+
+    async def steps() -> None:
+        mover = threading.Thread(target=advance)
+        mover.start()
+        try:
+            assert await asyncio.wait_for(s.flush(), 5) == 2
+        finally:
+            done.set()
+            mover.join()
+
+    run(s, steps)
+    [at] = p.committed_at
+    assert start + 61 <= at < start + 300
+    assert p.committed == [([("dest", b"early"), ("dest", b"late")], [])]
+
+
+def test_records_without_not_before_or_already_due_commit_at_once() -> None:
+    clock = WatchedClock()
+    p = ClockedProducer(clock)
+    s, _, _, _ = sink(p, clock=clock)
+    now = clock.now_ms()
+
+    async def steps() -> None:
+        s.emit([OutRecord("dest", b"a")], None)
+        assert await asyncio.wait_for(s.flush(), 5) == 1  # the clock never moves
+        s.emit([OutRecord("dest", b"b")], None, not_before_ms=now)
+        s.emit([OutRecord("dest", b"c")], None, not_before_ms=now - 1_000)
+        assert await asyncio.wait_for(s.flush(), 5) == 2
+
+    run(s, steps)
+    assert p.committed_at == [now, now]
+    assert [records for records, _ in p.committed] == [
+        [("dest", b"a")],
+        [("dest", b"b"), ("dest", b"c")],
+    ]
+
+
+def test_only_the_batch_holding_a_future_record_waits() -> None:
+    """At most 2 emits per transaction (the helper's max_batch): the second transaction holds
+    only records without not_before and commits at once, after the first."""
+    clock = WatchedClock()
+    p = ClockedProducer(clock)
+    s, _, _, _ = sink(p, clock=clock)
+    now = clock.now_ms()
+    s.emit([OutRecord("dest", b"1")], None)
+    s.emit([OutRecord("dest", b"2")], None, not_before_ms=now + 10)
+    s.emit([OutRecord("dest", b"3")], None)
+
+    async def steps() -> None:
+        first = asyncio.create_task(s.flush())
+        assert await asyncio.to_thread(clock.polled)
+        assert p.committed == []
+        clock.advance(10)
+        assert await asyncio.wait_for(first, 5) == 2
+        assert await asyncio.wait_for(s.flush(), 5) == 1  # no clock movement needed
+
+    run(s, steps)
+    assert p.committed_at == [now + 10, now + 10]
+
+
+def test_wait_for_emits_returns_at_once_when_pending_and_wakes_on_emit_or_wake() -> None:
+    s, _, _, _ = sink(FakeProducer())
+
+    async def steps() -> None:
+        # nothing pending: it waits the whole timeout (a short one here)
+        await asyncio.wait_for(s.wait_for_emits(0.01), 5)
+        # something pending: at once, whatever the timeout
+        s.emit([OutRecord("dest", b"x")], None)
+        await asyncio.wait_for(s.wait_for_emits(3_600), 1)
+        await s.flush()
+        assert s.pending == 0
+        # idle: an emit ends the wait
+        waiting = asyncio.create_task(s.wait_for_emits(3_600))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        s.emit([OutRecord("dest", b"y")], None)
+        await asyncio.wait_for(waiting, 1)
+        await s.flush()
+        # idle: wake() ends the wait too (shutdown), with nothing pending
+        waiting = asyncio.create_task(s.wait_for_emits(3_600))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        s.wake()
+        await asyncio.wait_for(waiting, 1)
+        assert s.pending == 0
+
+    run(s, steps)
 
 
 @pytest.mark.parametrize(
