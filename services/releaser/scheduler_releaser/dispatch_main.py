@@ -44,6 +44,7 @@ async def _serve() -> None:
         cassandra,
         Topics(kafka, scheduling).results,
         lambda outcome, n: metrics.records_written.labels(outcome).inc(n),
+        member=f"{kafka.topic_prefix}record-writer-{settings.instance}-of-{settings.instances}",
         restarted=metrics.record_writer_restarts.inc,
     )
     stop = asyncio.Event()

@@ -128,7 +128,9 @@ class Dispatcher:
             return 0
         # Started a little early (prefetch) so the record and app reads are done by the due
         # instant; each message then waits for its own due instant before it is delivered.
-        due = self.timers.pop_due(now + self._settings.prefetch_ms, limit)
+        # (never less than the KAFKA produce-ahead: those fire that early)
+        lead = max(self._settings.prefetch_ms, self._settings.kafka_produce_ahead_ms)
+        due = self.timers.pop_due(now + lead, limit)
         by_app: dict[str, list[Held]] = {}
         for held in due:
             by_app.setdefault(held.message.app_id, []).append(held)
@@ -229,8 +231,9 @@ class Dispatcher:
 
     async def _until(self, fire_at_ms: int, ahead_ms: int) -> None:
         """Never early: wait for the fire instant by this host's clock, and while the view of
-        commands lags more than the guard (decision 5)."""
-        while True:
+        commands lags more than the guard (decision 5). Returns at once on shutdown (the view
+        is no longer polled then; the caller leaves the attempt unsettled)."""
+        while not self.stopping:
             now = self._clock.now_ms()
             if now < fire_at_ms:
                 await self._sleep((fire_at_ms - now) / 1000)

@@ -183,7 +183,9 @@ async def run_dispatcher(
         log.info("stopping: %d deliveries in flight", dispatcher.in_flight)
         dispatcher.stopping = True  # requests under way finish; waiting ones stay unsettled
         await dispatcher.drain()
-        await sink.flush()
+        while sink.pending:  # a flush takes at most txn_max_emits
+            await sink.flush()
+        await sink.flush()  # the offsets of the last settled records
     finally:
         await asyncio.to_thread(writer.stop, 10)
         await http.close()
@@ -250,6 +252,8 @@ async def _commit_loop(
         spacing_ms = settings.txn_interval_ms - (clock.monotonic_ms() - started)
         if spacing_ms > 0:
             await asyncio.sleep(spacing_ms / 1000)
+        if stop.is_set():  # checked with no await before the wait: a wake() cannot be missed
+            break
         await sink.wait_for_emits(idle_s)
 
 

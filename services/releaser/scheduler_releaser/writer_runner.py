@@ -46,6 +46,7 @@ T = TypeVar("T")
 Written = Callable[[str, int], None]  # (outcome, count) of results applied
 RESTART_PAUSE_S = 1.0
 WRITER_NICENESS = 10
+WRITER_SESSION_TIMEOUT_MS = 10_000  # an instance gone for good: its partitions move after this
 
 
 class RecordWriterRunner(Protocol):
@@ -66,15 +67,19 @@ def consume_results(
     written: Written,
     stop: threading.Event,
     should_stop: Callable[[], bool] = lambda: False,
+    member: str | None = None,
     workers: int = 8,
 ) -> None:
-    """Results -> records, at least once: offsets are committed after the writes returned."""
+    """Results -> records, at least once: offsets are committed after the writes returned.
+
+    `member`: a static group membership id (`group.instance.id`). A writer restarted with the
+    same id takes its partitions back at once, instead of after the dead member's session
+    timeout (45 s by default: records lagged that long after a kill -9)."""
     # The offset store follows consumption; the commit below happens after the writes returned.
-    consumer = Consumer(
-        consumer_config(
-            kafka, f"{kafka.topic_prefix}record-writer", **{"enable.auto.offset.store": True}
-        )
-    )
+    extra: dict[str, object] = {"enable.auto.offset.store": True}
+    if member is not None:
+        extra |= {"group.instance.id": member, "session.timeout.ms": WRITER_SESSION_TIMEOUT_MS}
+    consumer = Consumer(consumer_config(kafka, f"{kafka.topic_prefix}record-writer", **extra))
     consumer.subscribe([results_topic])
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="record-writer")
     try:
@@ -186,10 +191,12 @@ class ProcessRecordWriter:
         results_topic: str,
         written: Written,
         *,
+        member: str,
         restarted: Callable[[], None] = lambda: None,
         log_level: str = "INFO",
     ) -> None:
-        self._args = (kafka, cassandra, results_topic, log_level)
+        """`member`: the static group membership id, one per dispatcher instance."""
+        self._args = (kafka, cassandra, results_topic, member, log_level)
         self._written = written
         self._restarted = restarted
         self._context = multiprocessing.get_context("spawn")  # never fork a threaded process
@@ -240,7 +247,10 @@ class ProcessRecordWriter:
                 self._restarted()
                 if self._stopping.wait(RESTART_PAUSE_S):
                     break
-                self._spawn()
+                try:
+                    self._spawn()
+                except Exception:  # e.g. out of processes: try again after the pause
+                    log.exception("starting the record writer process failed")
         self._shut_down_child()
 
     def _drain(self, wait_s: float) -> None:
@@ -276,6 +286,7 @@ def _child_main(
     kafka: KafkaSettings,
     cassandra: CassandraSettings,
     results_topic: str,
+    member: str,
     log_level: str,
     conn: Connection,
     parent_pid: int,
@@ -304,6 +315,7 @@ def _child_main(
             stop=stop,
             # Orphaned (the dispatcher was killed): stop rather than outlive it.
             should_stop=lambda: os.getppid() != parent_pid,
+            member=member,
         )
     finally:
         cluster.shutdown()

@@ -135,6 +135,7 @@ def writer(env: Env) -> Iterator[tuple[ProcessRecordWriter, Written, list[int]]]
         env.cassandra,
         env.topics.results,
         written,
+        member=f"{env.kafka.topic_prefix}record-writer-0-of-1",
         restarted=lambda: restarts.append(1),
         log_level="WARNING",
     )
@@ -164,7 +165,6 @@ def test_results_become_records_and_usage_and_the_written_totals_match(
     assert restarts == []
 
 
-@pytest.mark.slow  # ~45 s: see the session timeout below
 def test_a_killed_writer_process_is_restarted_and_keeps_writing(
     env: Env, writer: tuple[ProcessRecordWriter, Written, list[int]]
 ) -> None:
@@ -180,10 +180,9 @@ def test_a_killed_writer_process_is_restarted_and_keeps_writing(
     until(lambda: (pid := w.pid) is not None and pid != old and alive(pid), timeout_s=10)
     assert not alive(old)  # reaped by the supervisor
     second = deliver(env, "app-k", [DeliveryOutcome.SENT] * 5)
-    # The new child joins the writer's consumer group, where the killed member keeps the
-    # partition until the broker expires its session (librdkafka's default session.timeout.ms,
-    # 45 s): the results after a crash are written only then.
-    until(lambda: statuses(env, second) == [Status.SENT] * 5, timeout_s=90)
+    # Static membership: the new child rejoins with the killed one's group.instance.id and gets
+    # its partitions back at once (a dynamic member waited out the dead one's 45 s session).
+    until(lambda: statuses(env, second) == [Status.SENT] * 5, timeout_s=15)
     until(lambda: today(env, "app-k") == UsageDay(usage_day(CLOCK.now_ms()), 0, 10, 0))
     # at least once, but from the committed offsets: the first five were not applied again
     assert written.totals() == {"SENT": 10}
@@ -217,6 +216,7 @@ if __name__ == "__main__":
     kafka, cassandra, topic = pickle.loads(base64.b64decode(sys.argv[1]))
     writer = ProcessRecordWriter(
         kafka, cassandra, topic, lambda outcome, n: print("written", outcome, n, flush=True),
+        member=kafka.topic_prefix + "record-writer-orphan",
         log_level="WARNING",
     )
     writer.start()

@@ -33,7 +33,9 @@ def test_fires_at_the_due_instant_never_early() -> None:
 
     async def scenario() -> None:
         h.dispatcher.accept(message, Position("t", 0, 7))
-        h.clock.advance(999)
+        # Started up to max(prefetch, KAFKA produce-ahead) = 5 ms early, delivered at the due
+        # instant (the manual sleep moves the clock).
+        h.clock.advance(994)
         assert await h.dispatcher.fire_due() == 0
         assert seen == []
         h.clock.advance(1)
@@ -426,6 +428,33 @@ def test_commands_lag_between_guard_minus_ahead_and_guard_holds_kafka_but_not_re
     assert batch.at_ms == lagging_since + lag + 3  # after the view caught up, still before due
     assert batch.at_ms < m.due_ms and batch.not_before_ms == m.due_ms
     assert [r.outcome for r in k.sink.results()] == [DeliveryOutcome.SENT]
+
+
+def test_shutdown_ends_a_delivery_held_by_a_lagging_commands_view() -> None:
+    """On shutdown the commands view is no longer polled: a KAFKA fire held for it must give up
+    (left unsettled, fired after the restart) instead of keeping drain() waiting forever."""
+    lag = SCHEDULING.cancel_guard_ms - 2
+    waits: list[int] = []
+
+    def stop_after_a_few_waits() -> None:
+        waits.append(k.clock.now_ms())
+        if len(waits) == 3:
+            k.dispatcher.stopping = True
+
+    k = build(settings=ahead_settings(), on_sleep=stop_after_a_few_waits)
+    k.commands.apply(0, None, k.clock.now_ms())  # lagging from now on, never caught up
+    m = k.message(KAFKA_APP, due_in_ms=lag + AHEAD)
+    k.dispatcher.accept(m, Position("t", 0, 1))
+    k.clock.advance(lag)
+
+    async def fire_and_drain() -> int:
+        started = k.dispatcher.start_due()
+        await asyncio.wait_for(k.dispatcher.drain(), timeout=5)
+        return started
+
+    assert run(fire_and_drain()) == 1
+    assert len(waits) == 3  # it was held, then gave up when the dispatcher stopped
+    assert k.sink.emitted == []  # not fired and not settled: its offset stays uncommitted
 
 
 @pytest.mark.parametrize("ahead", [SCHEDULING.cancel_guard_ms, SCHEDULING.cancel_guard_ms + 1])
