@@ -185,6 +185,7 @@ async def run(args: argparse.Namespace) -> int:
             }
         )
         consumer.subscribe([dest])
+    dump = Path(args.dump).open("w") if args.dump else None  # noqa: SIM115 - closed below
     deadline = start_ms + (1000 if args.hotspot else args.seconds * 1000) + args.grace_s * 1000
     try:
         while len(seen) < count and CLOCK.now_ms() < deadline:
@@ -200,11 +201,15 @@ async def run(args: argparse.Namespace) -> int:
                     continue
                 seen.add(mid)
                 lateness.append(at - due[mid])
+                if dump is not None:
+                    dump.write(f"{due[mid]} {at - due[mid]}\n")
     finally:
         if args.metrics_port:
             with urllib.request.urlopen(f"http://127.0.0.1:{args.metrics_port}/metrics") as r:
                 Path(f"/tmp/dispatch_bench_{tag}.metrics").write_bytes(r.read())
             print(f"dispatcher metrics in /tmp/dispatch_bench_{tag}.metrics")
+        if dump is not None:
+            dump.close()
         await asyncio.to_thread(system.stop)  # the receiver keeps answering meanwhile
         if consumer is not None:
             consumer.close()
@@ -266,6 +271,7 @@ def main() -> int:
     parser.add_argument("--lead-s", type=int, default=12, help="time before the first is due")
     parser.add_argument("--profile", default="", help="cProfile the dispatcher into this file")
     parser.add_argument("--metrics-port", type=int, default=0, help="scrape the dispatcher")
+    parser.add_argument("--dump", default="", help="write 'due_ms lateness_ms' lines here")
     parser.add_argument("--grace-s", type=int, default=20, help="wait this long after the last")
     parser.add_argument(
         "--env",
