@@ -5,7 +5,10 @@ and by the integration tests (which pass their own settings and clock).
              view caught up -> results since the oldest unsettled ring record loaded -> ring
              assigned at committed offsets, future slots paused
     loop:    poll ring + commands (non-blocking) -> rotate slots -> start due deliveries ->
-             every txn_interval_ms commit one transaction -> sleep until the next due or 2 ms
+             sleep until the next due or 2 ms
+    commit:  its own task: transactions back to back while anything is settled
+    records: the record writer (writer_runner.py: a thread here by default, a child process
+             in `scheduler-dispatcher`)
     SIGTERM: stop firing, let in-flight deliveries finish, commit, close.
 """
 
