@@ -37,6 +37,15 @@ def rss_bytes(pid: int) -> int | None:
         return None
 
 
+def child_pids(pid: int) -> list[int]:
+    """The direct children of `pid` (e.g. the dispatcher's record writer process)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
 def stack_pids(state_dir: Path) -> dict[str, int]:
     """Kafka and Cassandra of the local stack, from its pid files (absent: not watched)."""
     out = {}

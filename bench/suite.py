@@ -36,7 +36,7 @@ from bench import plots, scenarios
 from bench.delivery import CLOCK
 from bench.machine import describe
 from bench.report import render
-from bench.resources import Sampler, stack_pids
+from bench.resources import Sampler, child_pids, stack_pids
 from bench.scenarios import FULL, QUICK, Profile
 from bench.storage import REPO
 from bench.world import SCHEDULING, World, settings_env, world
@@ -183,6 +183,9 @@ def watched(w: World | None, state_dir: Path) -> dict[str, int]:
         for name, proc in w.system.procs.items():
             if proc.poll() is None:
                 pids[name] = proc.pid
+                # the dispatcher's record writer is its child process: shown on its own line
+                for i, child_pid in enumerate(child_pids(proc.pid)):
+                    pids[f"{name}-child{i or ''}"] = child_pid
     return pids
 
 
