@@ -322,7 +322,10 @@ def resources_section(resources: dict[str, Any]) -> list[str]:
         "## 6. Resources",
         "",
         "CPU seconds used during each phase / peak resident memory in MiB (sampled every 0.5 s"
-        " from /proc). `suite` is the receivers and measuring; `feeder` the load generator.",
+        " from /proc). `suite` is the receivers and measuring; `feeder` the load generator;"
+        " `dispatcher/child` the dispatcher's record writer process (nice 10: under load it"
+        " falls behind and catches up in the next phases), `dispatcher/resource-tracker`"
+        " multiprocessing's helper.",
         "",
         *table(["Phase (wall)", *processes], rows),
     ]

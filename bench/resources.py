@@ -37,13 +37,21 @@ def rss_bytes(pid: int) -> int | None:
         return None
 
 
-def child_pids(pid: int) -> list[int]:
-    """The direct children of `pid` (e.g. the dispatcher's record writer process)."""
+def child_pids(pid: int) -> list[tuple[int, str]]:
+    """The direct children of `pid` with a short name: `resource-tracker` (multiprocessing's)
+    or `child` (e.g. the dispatcher's record writer process)."""
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     except OSError:
         return []
-    return [int(child) for child in text.split()]
+    found = []
+    for child in map(int, text.split()):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue  # exited meanwhile
+        found.append((child, "resource-tracker" if b"resource_tracker" in cmdline else "child"))
+    return found
 
 
 def stack_pids(state_dir: Path) -> dict[str, int]:

@@ -183,9 +183,10 @@ def watched(w: World | None, state_dir: Path) -> dict[str, int]:
         for name, proc in w.system.procs.items():
             if proc.poll() is None:
                 pids[name] = proc.pid
-                # the dispatcher's record writer is its child process: shown on its own line
-                for i, child_pid in enumerate(child_pids(proc.pid)):
-                    pids[f"{name}-child{i or ''}"] = child_pid
+                # the dispatcher's record writer (and multiprocessing's resource tracker) are
+                # its child processes: each shown in its own column
+                for child_pid, child_name in child_pids(proc.pid):
+                    pids[f"{name}/{child_name}"] = child_pid
     return pids
 
 
