@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from scheduler.clock import ManualClock
 from scheduler.domain.status import Status
-from scheduler.records import DeadLetter, DeliveryResult, DueMessage
+from scheduler.records import Command, CommandKind, DeadLetter, DeliveryResult, DueMessage
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.store.ports import Application, LogEntry, MessageContent, StatusUpdate
 from scheduler.testing.fakes import InMemoryApps, InMemoryBucketStore, InMemoryMessageStore
@@ -178,6 +178,19 @@ class Harness:
             StatusUpdate(status, message.generation, message.attempt, message.due_ms, 0),
             LogEntry(0, "test", status),
         )
+
+    def abort_now(self, message: DueMessage) -> None:
+        """An abort of `message` (generation 0) seen now, with the commands view caught up."""
+        now = self.clock.now_ms()
+        abort = Command(
+            message_id=message.message_id,
+            app_id=message.app_id,
+            kind=CommandKind.ABORT,
+            generation=0,
+            issued_ms=now,
+        )
+        self.commands.apply(0, abort, now)
+        self.commands.reached_end(0, now)
 
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
         value = self.registry.get_sample_value(name, labels or {})

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from scheduler.domain.status import Status
-from scheduler.records import Command, CommandKind, DeliveryOutcome
+from scheduler.records import DeliveryOutcome
 from scheduler_releaser.rest import HEADER_MESSAGE_ID
 from scheduler_releaser.settings import DispatchSettings
 from scheduler_releaser.timers import Position
@@ -88,15 +88,7 @@ def test_abort_command_prevents_delivery() -> None:
     h = build(lambda r: calls.append(r) or httpx.Response(200))
     m = h.message(due_in_ms=500)
     h.dispatcher.accept(m, None)
-    abort = Command(
-        message_id=m.message_id,
-        app_id=m.app_id,
-        kind=CommandKind.ABORT,
-        generation=0,
-        issued_ms=h.clock.now_ms(),
-    )
-    h.commands.apply(0, abort, h.clock.now_ms())
-    h.commands.reached_end(0, h.clock.now_ms())
+    h.abort_now(m)
     h.clock.advance(500)
     run(h.dispatcher.fire_due())
     assert calls == []
@@ -262,15 +254,7 @@ def test_an_abort_arriving_after_prefetch_but_before_due_still_wins() -> None:
     def abort_while_waiting() -> None:
         # called when the firing task waits for the due instant, i.e. after its record read
         assert reads, "the record was not read before the wait"
-        abort = Command(
-            message_id=m.message_id,
-            app_id=m.app_id,
-            kind=CommandKind.ABORT,
-            generation=0,
-            issued_ms=h.clock.now_ms(),
-        )
-        h.commands.apply(0, abort, h.clock.now_ms())
-        h.commands.reached_end(0, h.clock.now_ms())
+        h.abort_now(m)
 
     h = build(
         lambda r: calls.append(r) or httpx.Response(200),
@@ -357,15 +341,7 @@ def test_an_abort_seen_before_the_kafka_fire_instant_prevents_the_delivery() -> 
     def abort_while_waiting() -> None:
         # the task waits for due - ahead after its record read: the abort arrives meanwhile
         waits.append(h.clock.now_ms())
-        abort = Command(
-            message_id=m.message_id,
-            app_id=m.app_id,
-            kind=CommandKind.ABORT,
-            generation=0,
-            issued_ms=h.clock.now_ms(),
-        )
-        h.commands.apply(0, abort, h.clock.now_ms())
-        h.commands.reached_end(0, h.clock.now_ms())
+        h.abort_now(m)
 
     h = build(settings=ahead_settings(), on_sleep=abort_while_waiting)
     m = h.message(KAFKA_APP, due_in_ms=50)
