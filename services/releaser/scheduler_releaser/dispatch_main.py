@@ -21,7 +21,7 @@ from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSetti
 from scheduler.topics import Topics
 
 from .metrics import DispatchMetrics
-from .runtime import run_dispatcher
+from .runtime import instance_id, run_dispatcher
 from .settings import DispatchSettings
 from .wiring import cassandra_stores, serve_ops
 from .writer_runner import ProcessRecordWriter
@@ -44,7 +44,7 @@ async def _serve() -> None:
         cassandra,
         Topics(kafka, scheduling).results,
         lambda outcome, n: metrics.records_written.labels(outcome).inc(n),
-        member=f"{kafka.topic_prefix}record-writer-{settings.instance}-of-{settings.instances}",
+        member=instance_id(kafka, settings, "record-writer"),
         restarted=metrics.record_writer_restarts.inc,
     )
     stop = asyncio.Event()

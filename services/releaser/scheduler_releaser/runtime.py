@@ -61,9 +61,10 @@ class Stores:
         return self.states if self.states is not None else StoreStatusReader(self.messages)
 
 
-def transactional_id(kafka: KafkaSettings, settings: DispatchSettings) -> str:
-    """Stable per partition set: a restarted instance fences its zombie predecessor."""
-    return f"{kafka.topic_prefix}dispatcher-{settings.instance}-of-{settings.instances}"
+def instance_id(kafka: KafkaSettings, settings: DispatchSettings, role: str) -> str:
+    """Stable per partition set, e.g. the transactional id (`role` "dispatcher": a restarted
+    instance fences its zombie predecessor) or the record writer's static group member id."""
+    return f"{kafka.topic_prefix}{role}-{settings.instance}-of-{settings.instances}"
 
 
 async def run_dispatcher(
@@ -85,7 +86,7 @@ async def run_dispatcher(
     group = f"{kafka.topic_prefix}dispatcher"
     producer_config = {
         **kafka.client_config(),
-        "transactional.id": transactional_id(kafka, settings),
+        "transactional.id": instance_id(kafka, settings, "dispatcher"),
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 1,
