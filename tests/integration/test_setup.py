@@ -34,6 +34,8 @@ EXPECTED_TABLES = {
     "usage_pending",  # 0002: the per-app pending count (pending cap)
     "pending_by_bucket",  # 0003: approximate stored counts (pending-by-horizon gauge)
     "pending_by_day",
+    "stored_buckets",  # 0004: the index of non-empty buckets
+    "stored_days",
     "schema_migrations",
 }
 
@@ -49,8 +51,14 @@ def test_setup_creates_everything_and_second_run_changes_nothing(
     assert len(specs) == 6 + scheduling_settings.ring_size
     assert {f"created topic {spec.name}" for spec in specs} <= set(first)
     assert f"created keyspace {cassandra_settings.keyspace}" in " ".join(first)
-    for migration in ("0001_initial", "0002_usage_pending", "0003_pending_counts"):
+    for migration in (
+        "0001_initial",
+        "0002_usage_pending",
+        "0003_pending_counts",
+        "0004_bucket_index",
+    ):
         assert f"applied migration {migration}" in first
+    assert "bucket index complete (new keyspace)" in first
 
     assert setup(kafka_settings, cassandra_settings, scheduling_settings) == []
 

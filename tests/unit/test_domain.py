@@ -8,7 +8,7 @@ from scheduler.clock import ManualClock
 from scheduler.domain.backoff import Backoff
 from scheduler.domain.buckets import bucket_start, buckets_between, shard_of
 from scheduler.domain.ids import derived_message_id, is_message_id, new_message_id
-from scheduler.domain.placement import Placement, place, released_meanwhile
+from scheduler.domain.placement import Placement, claimed, place
 from scheduler.domain.ring import Ring
 from scheduler.domain.status import (
     ABORTABLE,
@@ -102,7 +102,7 @@ def test_placement_rule(due: int, watermark: int, margin: int, width: int) -> No
     released_bucket = bucket_start(due, width) < watermark + margin
     assert decision is (Placement.DIRECT if released_bucket else Placement.STORE)
     # a bucket already passed by the releaser is always sent directly, never stranded
-    if released_meanwhile(due, watermark, width):
+    if claimed(due, watermark, width):
         assert decision is Placement.DIRECT
 
 

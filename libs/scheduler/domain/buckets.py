@@ -11,6 +11,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
+DAY_MS = 86_400_000
+ERA_DAYS = 1_024  # days per partition of the index of days (`stored_days`)
+
 
 def bucket_start(t_ms: int, width_ms: int) -> int:
     """Start of the bucket containing `t_ms` (floor to a multiple of `width_ms`)."""
@@ -35,3 +38,13 @@ def shard_of(message_id: str, shard_count: int) -> int:
         raise ValueError("shard count must be positive")
     digest = hashlib.blake2b(message_id.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % shard_count
+
+
+def index_day(bucket_ms: int) -> int:
+    """The UTC day of a bucket: the partition of the bucket index (`stored_buckets`)."""
+    return bucket_ms // DAY_MS
+
+
+def index_era(day: int) -> int:
+    """The partition of the index of days (`stored_days`) that holds `day`."""
+    return day // ERA_DAYS

@@ -1,8 +1,14 @@
-"""Placement: one rule and one watermark (ARCHITECTURE decision 2).
+"""Placement: one rule and one claim (ARCHITECTURE decision 2, as amended).
 
-The releaser publishes `released_up_to_ms`: every bucket that starts before it has been released
-into the due-minute topics. A message whose bucket starts before the watermark plus a margin goes
-straight to its due-minute topic; every other message is stored in Cassandra and released later.
+The releaser claims buckets before it lists them: `claimed_up_to_ms` is durable before the
+releaser reads the index or the partitions of any bucket that starts before it. A message whose
+bucket starts before the claim plus a margin goes straight to its due-minute topic; every other
+message is stored in Cassandra and released later.
+
+After its write is durable, every store re-checks the claim (`claimed`). Either the releaser's
+listing, which comes after its claim, sees the stored row, or the store's re-check, which comes
+after the row is durable, sees the claim and sends the message directly: a stored message is
+never stranded (docs/ARCHITECTURE.md, "Release: claim, index, fencing").
 """
 
 from __future__ import annotations
@@ -17,16 +23,16 @@ class Placement(Enum):
     STORE = "store"  # write to the bucket table (status READY); the releaser sends it later
 
 
-def place(due_ms: int, released_up_to_ms: int, margin_ms: int, bucket_width_ms: int) -> Placement:
-    if bucket_start(due_ms, bucket_width_ms) < released_up_to_ms + margin_ms:
+def place(due_ms: int, claimed_up_to_ms: int, margin_ms: int, bucket_width_ms: int) -> Placement:
+    if bucket_start(due_ms, bucket_width_ms) < claimed_up_to_ms + margin_ms:
         return Placement.DIRECT
     return Placement.STORE
 
 
-def released_meanwhile(due_ms: int, released_up_to_ms: int, bucket_width_ms: int) -> bool:
-    """After storing: has the releaser passed this message's bucket since we last looked?
+def claimed(due_ms: int, claimed_up_to_ms: int, bucket_width_ms: int) -> bool:
+    """After a durable store, with a fresh claim: has the releaser claimed this message's bucket?
 
-    Then the stored copy may have been missed and the message must also be sent directly
+    Then its listing may have missed the stored copy, so the message must also be sent directly
     (duplicates are removed downstream by (message id, generation, attempt)).
     """
-    return bucket_start(due_ms, bucket_width_ms) < released_up_to_ms
+    return bucket_start(due_ms, bucket_width_ms) < claimed_up_to_ms

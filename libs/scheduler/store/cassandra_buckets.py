@@ -6,8 +6,13 @@
   without scanning applications. The index row is written together with the message row and
   deleted after the partition itself, so an index entry never points to nothing that matters and a
   stored row is never unreachable from the index.
-- `release_watermark` (row 'global'): moved forward with a lightweight transaction; it is written
-  once per release tick, so the Paxos round costs nothing that matters.
+- `stored_buckets` / `stored_days` (0004_bucket_index.cql): the index of non-empty buckets, by
+  UTC day and by era of days. A store writes both entries with its row; the releaser reads them to
+  jump over empty ranges.
+- `release_watermark`: row 'global' is the released-up-to watermark (progress), moved forward with
+  a lightweight transaction at most once per released bucket. Row 'claim' is the releaser's claim,
+  written `USING TIMESTAMP` equal to its value, so the largest claim wins without a Paxos round
+  whatever order concurrent writes land in. Row 'bucket_index' marks the index complete.
 
 Every statement is prepared once; reads are paged (`fetch_size`), so memory stays bounded however
 large a partition grows.
@@ -20,9 +25,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from cassandra.cluster import ResponseFuture, Session
 from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, BoundStatement
 
+from scheduler.domain.buckets import index_day, index_era
 from scheduler.records import DueMessage
 
 WATERMARK_ROW = "global"
+CLAIM_ROW = "claim"
+INDEX_COMPLETE_ROW = "bucket_index"
 _MAX_CAS_ROUNDS = 10
 
 
@@ -61,8 +69,30 @@ class CassandraBucketStore:
         self._delete_index = prepare(
             "DELETE FROM bucket_partitions WHERE bucket_ms = ? AND app_id = ? AND shard = ?"
         )
+        self._insert_bucket = prepare("INSERT INTO stored_buckets (day, bucket_ms) VALUES (?, ?)")
+        self._insert_day = prepare("INSERT INTO stored_days (era, day) VALUES (?, ?)")
+        self._select_days = prepare(
+            "SELECT day FROM stored_days WHERE era = ? AND day >= ? AND day <= ?"
+        )
+        self._select_buckets = prepare(
+            "SELECT bucket_ms FROM stored_buckets WHERE day = ? AND bucket_ms >= ?"
+            " AND bucket_ms < ? LIMIT ?"
+        )
+        self._delete_day_buckets = prepare("DELETE FROM stored_buckets WHERE day = ?")
+        self._delete_day = prepare("DELETE FROM stored_days WHERE era = ? AND day = ?")
+        self._select_listed = prepare("SELECT DISTINCT bucket_ms FROM bucket_partitions")
         self._select_watermark = prepare(
             "SELECT released_up_to_ms FROM release_watermark WHERE name = ?"
+        )
+        self._select_claimed = prepare(
+            "SELECT released_up_to_ms FROM release_watermark WHERE name IN ?"
+        )
+        self._raise_claim = prepare(
+            "UPDATE release_watermark USING TIMESTAMP ? SET released_up_to_ms = ?, updated_ms = ?"
+            " WHERE name = ?"
+        )
+        self._insert_mark = prepare(
+            "INSERT INTO release_watermark (name, released_up_to_ms, updated_ms) VALUES (?, ?, ?)"
         )
         self._create_watermark = prepare(
             "INSERT INTO release_watermark (name, released_up_to_ms, updated_ms)"
@@ -93,13 +123,15 @@ class CassandraBucketStore:
         for (bucket_ms, app_id, shard), messages in by_partition.items():
             statements.append(self._insert_index.bind((bucket_ms, app_id, shard)))
             statements.append(self._rows_statement(bucket_ms, shard, messages))
+        statements += self._index_statements({bucket for bucket, _, _ in by_partition})
         self.execute_all(statements, concurrency)
 
     def store_statements(
         self, items: Sequence[tuple[int, int, DueMessage]]
     ) -> list[BoundStatement]:
-        """The statements `store_many` would run (rows, and one index row per partition), for a
-        caller that groups writes of several tables into batches itself (the bucketer)."""
+        """The statements `store_many` would run (rows, one listing row per partition, the
+        index entries of each bucket), for a caller that groups writes of several tables into
+        batches itself (the bucketer)."""
         statements = []
         partitions: set[tuple[int, str, int]] = set()
         for bucket_ms, shard, message in items:
@@ -108,6 +140,17 @@ class CassandraBucketStore:
                 partitions.add(partition)
                 statements.append(self._insert_index.bind(partition))
             statements.append(self._bind_row(bucket_ms, shard, message))
+        return statements + self._index_statements({bucket for bucket, _, _ in partitions})
+
+    def _index_statements(self, buckets: Iterable[int]) -> list[BoundStatement]:
+        statements = []
+        days: set[int] = set()
+        for bucket_ms in sorted(buckets):
+            day = index_day(bucket_ms)
+            statements.append(self._insert_bucket.bind((day, bucket_ms)))
+            if day not in days:
+                days.add(day)
+                statements.append(self._insert_day.bind((index_era(day), day)))
         return statements
 
     def _rows_statement(
@@ -190,7 +233,54 @@ class CassandraBucketStore:
                 kafka_key=row.kafka_key,
             )
 
-    # -- watermark ----------------------------------------------------------------------------
+    # -- the index of non-empty buckets ---------------------------------------------------------
+
+    def stored_buckets(self, from_ms: int, until_ms: int, limit: int) -> list[int]:
+        if until_ms <= from_ms or limit <= 0:
+            return []
+        found: list[int] = []
+        first_day, last_day = index_day(max(0, from_ms)), index_day(until_ms - 1)
+        for era in range(index_era(first_day), index_era(last_day) + 1):
+            for day_row in self._session.execute(self._select_days, (era, first_day, last_day)):
+                rows = self._session.execute(
+                    self._select_buckets, (day_row.day, from_ms, until_ms, limit - len(found))
+                )
+                found += [row.bucket_ms for row in rows]
+                if len(found) >= limit:
+                    return found
+        return found
+
+    def forget_day(self, day: int) -> None:
+        # Buckets first, then the day: a crash in between leaves a day entry with no buckets.
+        self._session.execute(self._delete_day_buckets, (day,))
+        self._session.execute(self._delete_day, (index_era(day), day))
+
+    def listed_buckets(self) -> Iterator[int]:
+        statement = self._select_listed.bind(())
+        statement.fetch_size = self._fetch_size
+        for row in self._session.execute(statement):
+            yield int(row.bucket_ms)
+
+    def index_bucket(self, bucket_ms: int) -> None:
+        self.execute_all(self._index_statements([bucket_ms]))
+
+    def index_complete(self) -> bool:
+        row = self._session.execute(self._select_watermark, (INDEX_COMPLETE_ROW,)).one()
+        return row is not None
+
+    def mark_index_complete(self, now_ms: int) -> None:
+        self._session.execute(self._insert_mark, (INDEX_COMPLETE_ROW, now_ms, now_ms))
+
+    # -- release state: watermark and claim -----------------------------------------------------
+
+    def claimed_up_to(self) -> int:
+        rows = self._session.execute(self._select_claimed, ([WATERMARK_ROW, CLAIM_ROW],))
+        return max((int(row.released_up_to_ms or 0) for row in rows), default=0)
+
+    def claim(self, up_to_ms: int, now_ms: int) -> None:
+        # The cell timestamp is the claim itself (in the microsecond unit Cassandra expects), so
+        # a lower claim that lands later never overwrites a higher one.
+        self._session.execute(self._raise_claim, (up_to_ms * 1_000, up_to_ms, now_ms, CLAIM_ROW))
 
     def watermark(self) -> int:
         row = self._session.execute(self._select_watermark, (WATERMARK_ROW,)).one()

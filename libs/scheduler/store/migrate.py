@@ -14,7 +14,11 @@ from dataclasses import dataclass
 from cassandra.cluster import Session
 
 from scheduler.settings import CassandraSettings
+from scheduler.store.cassandra_buckets import CassandraBucketStore
 
+# Adds the index of non-empty buckets; a keyspace upgraded to it needs the backfill
+# (scheduler.store.bucket_index) before the releaser may skip a bucket.
+BUCKET_INDEX_MIGRATION = 4
 _NAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.cql")
 
 
@@ -104,6 +108,7 @@ def apply_migrations(session: Session, settings: CassandraSettings, now_ms: int)
         )
     }
     session.set_keyspace(keyspace)
+    fresh = not applied
     for migration in load_migrations():
         done = applied.get(migration.version)
         if done is not None:
@@ -121,4 +126,8 @@ def apply_migrations(session: Session, settings: CassandraSettings, now_ms: int)
             (migration.version, migration.name, migration.checksum, now_ms),
         )
         changes.append(f"applied migration {migration.version:04d}_{migration.name}")
+        if migration.version == BUCKET_INDEX_MIGRATION and fresh:
+            # A new keyspace: no writer of a version without the index ever stored anything.
+            CassandraBucketStore(session).mark_index_complete(now_ms)
+            changes.append("bucket index complete (new keyspace)")
     return changes

@@ -132,10 +132,19 @@ class MessageStore(Protocol):
 
 
 class BucketStore(Protocol):
-    """Long-horizon storage: messages in (bucket, app, shard) partitions, and the watermark."""
+    """Long-horizon storage: messages in (bucket, app, shard) partitions, the index of non-empty
+    buckets, and the release state (progress watermark and claim).
+
+    The release protocol (docs/ARCHITECTURE.md, "Release: claim, index, fencing"):
+    - a store writes the row, its partition listing and its index entries (`store`), waits
+      until they are durable, then reads `claimed_up_to` and sends the message directly if its
+      bucket is claimed;
+    - the releaser raises the claim (`claim`) before it reads the index or lists a bucket.
+    """
 
     def store(self, bucket_ms: int, shard: int, message: DueMessage) -> None:
-        """Idempotent: storing the same message twice keeps one row."""
+        """Idempotent: the row, its partition listing and the index entries of its bucket and
+        day, all durable when this returns. Storing the same message twice keeps one row."""
 
     def partitions(self, bucket_ms: int) -> list[tuple[str, int]]:
         """The (app_id, shard) partitions that bucket has, sorted."""
@@ -147,10 +156,40 @@ class BucketStore(Protocol):
         """Delete one stored message (abort, reschedule)."""
 
     def drop_partition(self, bucket_ms: int, app_id: str, shard: int) -> None:
-        """Delete a released partition and its index entry."""
+        """Delete a released partition and its listing entry."""
+
+    # -- the index of non-empty buckets ----------------------------------------------------
+
+    def stored_buckets(self, from_ms: int, until_ms: int, limit: int) -> list[int]:
+        """Up to `limit` indexed buckets in [from_ms, until_ms), ascending. Reads only the days
+        and buckets that have entries: the cost follows what is stored, not the range."""
+
+    def forget_day(self, day: int) -> None:
+        """Drop the index entries of a UTC day whose buckets are all claimed and released."""
+
+    def listed_buckets(self) -> Iterator[int]:
+        """Every bucket with a partition listing (a full scan: the upgrade backfill only)."""
+
+    def index_bucket(self, bucket_ms: int) -> None:
+        """Write the index entries of one bucket (the upgrade backfill)."""
+
+    def index_complete(self) -> bool:
+        """Whether every stored bucket is known to be indexed (a fresh keyspace, or the
+        upgrade backfill ran after the last writer of the previous version stopped)."""
+
+    def mark_index_complete(self, now_ms: int) -> None: ...
+
+    # -- release state ---------------------------------------------------------------------
 
     def watermark(self) -> int:
         """Released-up-to: every bucket starting before it was released. 0 if nothing yet."""
 
     def advance_watermark(self, released_up_to_ms: int, now_ms: int) -> None:
         """Move the watermark forward (never backwards)."""
+
+    def claimed_up_to(self) -> int:
+        """Every bucket starting before it is claimed by a releaser (being or already released):
+        the larger of the claim and the watermark. 0 if nothing yet."""
+
+    def claim(self, up_to_ms: int, now_ms: int) -> None:
+        """Raise the claim (never lowers it); durable when this returns."""

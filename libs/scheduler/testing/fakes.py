@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
+from scheduler.domain.buckets import index_day
 from scheduler.domain.status import Status
 from scheduler.records import DueMessage
 from scheduler.store.cursor import decode_cursor, encode_cursor
@@ -85,10 +86,20 @@ class InMemoryMessageStore:
 class InMemoryBucketStore:
     def __init__(self) -> None:
         self._rows: dict[tuple[int, str, int], dict[tuple[int, str], DueMessage]] = {}
+        self._index: dict[int, set[int]] = {}  # day -> indexed buckets
         self._watermark = 0
+        self._claim = 0
+        self._index_complete = True  # a fresh store: nothing can be unindexed
         self._lock = threading.Lock()
 
     def store(self, bucket_ms: int, shard: int, message: DueMessage) -> None:
+        with self._lock:
+            partition = self._rows.setdefault((bucket_ms, message.app_id, shard), {})
+            partition[(message.due_ms, message.message_id)] = message
+            self._index.setdefault(index_day(bucket_ms), set()).add(bucket_ms)
+
+    def store_unindexed(self, bucket_ms: int, shard: int, message: DueMessage) -> None:
+        """What a writer of the previous version did: the row and its listing, no index."""
         with self._lock:
             partition = self._rows.setdefault((bucket_ms, message.app_id, shard), {})
             partition[(message.due_ms, message.message_id)] = message
@@ -112,6 +123,39 @@ class InMemoryBucketStore:
         with self._lock:
             self._rows.pop((bucket_ms, app_id, shard), None)
 
+    def stored_buckets(self, from_ms: int, until_ms: int, limit: int) -> list[int]:
+        with self._lock:
+            found = sorted(
+                b for buckets in self._index.values() for b in buckets if from_ms <= b < until_ms
+            )
+        return found[:limit]
+
+    def forget_day(self, day: int) -> None:
+        with self._lock:
+            self._index.pop(day, None)
+
+    def listed_buckets(self) -> Iterator[int]:
+        with self._lock:
+            buckets = sorted({b for (b, _, _) in self._rows})
+        yield from buckets
+
+    def index_bucket(self, bucket_ms: int) -> None:
+        with self._lock:
+            self._index.setdefault(index_day(bucket_ms), set()).add(bucket_ms)
+
+    def index_complete(self) -> bool:
+        with self._lock:
+            return self._index_complete
+
+    def mark_index_complete(self, now_ms: int) -> None:
+        with self._lock:
+            self._index_complete = True
+
+    def mark_index_incomplete(self) -> None:
+        """A store upgraded from the previous version, before its backfill (tests)."""
+        with self._lock:
+            self._index_complete = False
+
     def watermark(self) -> int:
         with self._lock:
             return self._watermark
@@ -119,6 +163,14 @@ class InMemoryBucketStore:
     def advance_watermark(self, released_up_to_ms: int, now_ms: int) -> None:
         with self._lock:
             self._watermark = max(self._watermark, released_up_to_ms)
+
+    def claimed_up_to(self) -> int:
+        with self._lock:
+            return max(self._claim, self._watermark)
+
+    def claim(self, up_to_ms: int, now_ms: int) -> None:
+        with self._lock:
+            self._claim = max(self._claim, up_to_ms)
 
 
 class InMemoryApps:

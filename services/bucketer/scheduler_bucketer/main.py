@@ -8,7 +8,7 @@ The one place where the bucketer is wired:
     build_processor(ports...) -> ConsumerLoop.run() until SIGTERM/SIGINT
 
 Per batch: decode -> validate -> route (ring topic now, or bucket table) -> write (Cassandra,
-concurrently) -> re-check the watermark -> produce + flush -> commit offsets. See README.md.
+concurrently) -> re-check the release claim -> produce + flush -> commit offsets. See README.md.
 """
 
 from __future__ import annotations

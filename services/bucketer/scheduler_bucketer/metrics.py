@@ -27,8 +27,9 @@ class BucketerMetrics:
         self.routed_direct = Counter(
             "scheduler_bucketer_routed_direct_total",
             "Messages produced straight to their due-minute topic (status QUEUED), by cause:"
-            " near (due within the look-ahead), released (bucket at or below the watermark plus"
-            " margin), released_meanwhile (bucket released while the message was being stored).",
+            " near (due within the look-ahead), released (bucket below the release claim plus"
+            " margin), released_meanwhile (bucket claimed by the releaser while the message was"
+            " being stored).",
             ["cause"],
             registry=registry,
         )

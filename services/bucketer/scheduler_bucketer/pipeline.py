@@ -6,7 +6,7 @@ committed, in this order:
 1. requests: admit (decode, validate, live app) or reject; route each accepted message;
 2. write every record (READY or QUEUED) and every bucket row, concurrently (chunk by chunk, so
    writes overlap with decoding), and wait until all are durable;
-3. re-read the watermark: a stored message whose bucket was released meanwhile is also sent
+3. re-read the release claim: a stored message whose bucket was claimed meanwhile is also sent
    directly (decision 2; duplicates are removed downstream by (id, generation, attempt));
 4. commands (abort, redrive, reschedule), after the requests of the same batch are written;
 5. produce the direct sends and the rejections, flush, and check that Kafka acknowledged all.

@@ -56,7 +56,7 @@ def shards_for(app: Application | None, scheduling: SchedulingSettings) -> int:
 
 
 class Placer:
-    """Routes entries, writes them durably, re-checks the watermark, queues the direct sends."""
+    """Routes entries, writes them durably, re-checks the claim, queues the direct sends."""
 
     def __init__(
         self,
@@ -100,12 +100,12 @@ class Placer:
         return stored
 
     def finish(self, stored: Sequence[Entry], outbox: Outbox) -> None:
-        """Wait until every submitted write is durable, then re-check the watermark."""
+        """Wait until every submitted write is durable, then re-check the claim."""
         self._writer.drain()
         self._metrics.stored.inc(len(stored))
         if stored:
             self._count_pending(stored)
-            self._send_if_released_meanwhile(stored, self._clock.now_ms(), outbox)
+            self._send_if_claimed_meanwhile(stored, self._clock.now_ms(), outbox)
 
     def _count_pending(self, stored: Sequence[Entry]) -> None:
         """Best effort: the counts only feed an approximate gauge, so a failure never fails
@@ -122,11 +122,9 @@ class Placer:
             self._metrics.pending_count_failures.inc()
             log.warning("pending counts not updated for %d message(s): %s", len(stored), exc)
 
-    def _send_if_released_meanwhile(
-        self, stored: Sequence[Entry], now: int, outbox: Outbox
-    ) -> None:
-        watermark = self._router.watermark(fresh=True)
-        late = [entry for entry in stored if self._router.released(entry.message.due_ms, watermark)]
+    def _send_if_claimed_meanwhile(self, stored: Sequence[Entry], now: int, outbox: Outbox) -> None:
+        claim = self._router.claimed_up_to(fresh=True)
+        late = [entry for entry in stored if self._router.claimed(entry.message.due_ms, claim)]
         if not late:
             return
         writes: list[WriteOp] = []
@@ -138,9 +136,7 @@ class Placer:
         self._writer.submit(writes)
         self._writer.drain()
         self._metrics.routed_direct.labels("released_meanwhile").inc(len(late))
-        log.info(
-            "%d stored message(s) were in buckets released meanwhile: sent directly", len(late)
-        )
+        log.info("%d stored message(s) were in buckets claimed meanwhile: sent directly", len(late))
 
     def _status_write(
         self,

@@ -22,7 +22,10 @@ class BucketerSettings(BaseSettings):
         description="bytes per batch at most; keep below Cassandra's batch_size_fail_threshold",
     )
     watermark_cache_ms: int = Field(
-        default=1_000, ge=0, description="how long a read release watermark is reused for routing"
+        default=1_000,
+        ge=0,
+        description="how long a read release claim is reused for routing (the re-check after"
+        " a store always reads it afresh)",
     )
     app_cache_ms: int = Field(default=5_000, ge=0, description="how long an app lookup is reused")
     max_pending_per_app: int = Field(

@@ -20,7 +20,7 @@ from typing import Any
 from scheduler.clock import Clock
 from scheduler.domain.backoff import Backoff
 from scheduler.domain.buckets import bucket_start, shard_of
-from scheduler.domain.placement import Placement, place, released_meanwhile
+from scheduler.domain.placement import Placement, claimed, place
 from scheduler.domain.sendat import format_rfc3339_ms
 from scheduler.records import DeliveryResult, DueMessage
 from scheduler.settings import KafkaSettings, SchedulingSettings
@@ -342,19 +342,20 @@ class Dispatcher:
         return records
 
     async def _reschedule_via_ring(self, retry: DueMessage, shards: int | None) -> bool:
-        """Placement (decision 2) for a retry: the ring if its bucket is released, else stored.
+        """Placement (decision 2) for a retry: the ring if its bucket is claimed, else stored.
 
-        A stored retry is durable before the attempt's offset commits; if the releaser passed
-        its bucket meanwhile it goes to the ring as well (duplicates are dropped downstream).
+        A stored retry (row and index entries) is durable before the claim is re-read, and both
+        happen before the attempt's offset commits; if a releaser claimed its bucket meanwhile,
+        it goes to the ring as well (duplicates are dropped downstream).
         """
         s = self._scheduling
-        watermark = await asyncio.to_thread(self._buckets.watermark)
-        if place(retry.due_ms, watermark, s.placement_margin_ms, s.bucket_width_ms) is (
+        claim = await asyncio.to_thread(self._buckets.claimed_up_to)
+        if place(retry.due_ms, claim, s.placement_margin_ms, s.bucket_width_ms) is (
             Placement.DIRECT
         ):
             return True
         bucket = bucket_start(retry.due_ms, s.bucket_width_ms)
         shard = shard_of(retry.message_id, shards or s.shards_per_bucket)
         await asyncio.to_thread(self._buckets.store, bucket, shard, retry)
-        watermark = await asyncio.to_thread(self._buckets.watermark)
-        return released_meanwhile(retry.due_ms, watermark, s.bucket_width_ms)
+        claim = await asyncio.to_thread(self._buckets.claimed_up_to)
+        return claimed(retry.due_ms, claim, s.bucket_width_ms)

@@ -159,6 +159,11 @@ class ReleaseMetrics:
             "1 while this replica holds the release lease",
             registry=registry,
         )
+        self.fenced = Counter(
+            "scheduler_release_fenced_total",
+            "Times a newer leader fenced this replica's ring transaction (it then stands by)",
+            registry=registry,
+        )
         self.pending = Gauge(
             "scheduler_release_pending_messages",
             "Messages stored in Cassandra and not yet released, by how far ahead their bucket"

@@ -1,10 +1,18 @@
-"""Kafka side of the releaser: the ring publisher and leadership by group membership.
+"""Kafka side of the releaser: the ring publisher, leadership by group membership, fencing.
 
 Leadership: every replica joins one consumer group on a one-partition lease topic; the member
 assigned its partition is the leader and the only one that releases. When it dies or stalls
-beyond the session timeout the group reassigns the partition within that bound. A stalled
-ex-leader may finish the bucket it was releasing before it sees the revocation; that repeats
-work but is harmless (release is idempotent, the dispatcher deduplicates).
+beyond the session timeout the group reassigns the partition within that bound.
+
+Fencing: a lease alone cannot stop an ex-leader that was frozen (SIGSTOP, a VM pause) or cut off
+while another replica took over: when it resumes, its produces are already queued. So every
+replica publishes through a transactional producer with the same transactional id, initialised
+each time the replica is assigned the lease. The new leader's `init_transactions` aborts the
+old leader's open transaction (its records are never visible to the dispatcher, which reads the
+ring read_committed) and fences its producer: the old leader's next commit fails, and it
+releases nothing more until it is assigned the lease again. Its Cassandra writes cannot do harm:
+the claim only grows, the watermark never moves backwards, and it marks and drops a partition
+only after its transaction committed (docs/ARCHITECTURE.md, "Release: claim, index, fencing").
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from scheduler.clock import Clock
@@ -34,6 +42,8 @@ from .releaser import Releaser
 from .settings import ReleaseSettings
 
 log = logging.getLogger(__name__)
+INIT_TIMEOUT_S = 30.0
+COMMIT_TIMEOUT_S = 30.0
 
 
 def ensure_lease_topic(kafka: KafkaSettings, topics: Topics) -> None:
@@ -42,35 +52,74 @@ def ensure_lease_topic(kafka: KafkaSettings, topics: Topics) -> None:
     ensure_topics(AdminClient(kafka.client_config()), [spec], kafka)
 
 
+class ReleaserFenced(RuntimeError):
+    """Another releaser initialised the shared transactional id: this one no longer leads."""
+
+
 class KafkaRingPublisher:
-    def __init__(self, producer: Producer, topics: Topics, codecs: Codecs) -> None:
-        self._producer = producer
+    """Publishes released messages to their ring topics, one transaction per flushed chunk."""
+
+    def __init__(self, make_producer: Callable[[], Producer], topics: Topics, codecs: Codecs):
+        self._make_producer = make_producer
         self._topics = topics
         self._codecs = codecs
-        self._errors: list[KafkaError] = []
+        self._producer: Producer | None = None
+        self._in_transaction = False
 
-    def _delivered(self, error: KafkaError | None, _: Message) -> None:
-        if error is not None:
-            self._errors.append(error)
+    @property
+    def started(self) -> bool:
+        return self._producer is not None
+
+    def start(self) -> None:
+        """On being assigned the lease: a fresh producer whose `init_transactions` fences every
+        earlier holder of the transactional id and aborts its open transaction."""
+        self.close()
+        producer = self._make_producer()
+        producer.init_transactions(INIT_TIMEOUT_S)
+        self._producer = producer
+        log.info("ring producer initialised: earlier leaders are fenced")
+
+    def close(self) -> None:
+        producer, self._producer = self._producer, None
+        self._in_transaction = False
+        if producer is not None:
+            producer.flush(0)
 
     def publish(self, message: DueMessage, now_ms: int) -> None:
+        producer = self._require()
+        if not self._in_transaction:
+            producer.begin_transaction()
+            self._in_transaction = True
         topic = self._topics.ring.topic_for_send(message.due_ms, now_ms)
         value = self._codecs.due.encode(message)
         while True:
             try:
-                self._producer.produce(
-                    topic, value=value, key=message.message_id.encode(), on_delivery=self._delivered
-                )
+                producer.produce(topic, value=value, key=message.message_id.encode())
                 return
             except BufferError:
-                self._producer.poll(0.05)
+                producer.poll(0.05)
 
     def flush(self) -> None:
-        while self._producer.flush(5.0) > 0:
-            log.warning("ring producer still flushing")
-        if self._errors:
-            errors, self._errors = self._errors, []
-            raise KafkaException(errors[0])
+        """Commit the open transaction; its records are then visible in the ring."""
+        producer = self._require()
+        if not self._in_transaction:
+            return
+        try:
+            producer.commit_transaction(COMMIT_TIMEOUT_S)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if isinstance(error, KafkaError) and error.txn_requires_abort():
+                producer.abort_transaction(COMMIT_TIMEOUT_S)  # the chunk is released again
+                self._in_transaction = False
+                raise
+            self.close()  # fenced or fatal: only a new assignment starts a new producer
+            raise ReleaserFenced(f"ring producer fenced or failed: {error}") from exc
+        self._in_transaction = False
+
+    def _require(self) -> Producer:
+        if self._producer is None:
+            raise ReleaserFenced("ring producer not initialised for this leadership")
+        return self._producer
 
 
 class Leadership:
@@ -80,11 +129,13 @@ class Leadership:
         self._consumer = consumer
         self._on_change = on_change
         self.is_leader = False
+        self.assignments = 0  # a new value: a new leadership, whose publisher must be started
         consumer.subscribe([topic], on_assign=self._assigned, on_revoke=self._revoked)
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if partitions and not self.is_leader:
             self.is_leader = True
+            self.assignments += 1
             log.info("became the releasing leader")
             self._on_change(True)
 
@@ -118,9 +169,16 @@ def run_releaser(
     health = health or Health(clock)
     topics = Topics(kafka, scheduling)
     ensure_lease_topic(kafka, topics)
-    producer = Producer(
-        {**kafka.client_config(), "enable.idempotence": True, "acks": "all", "linger.ms": 5}
-    )
+    producer_config = {
+        **kafka.client_config(),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        # Shared by every replica: the leader's init_transactions fences the previous one.
+        "transactional.id": f"{kafka.topic_prefix}releaser",
+        "transaction.timeout.ms": settings.transaction_timeout_ms,
+    }
+    publisher = KafkaRingPublisher(lambda: Producer(producer_config), topics, Codecs.build(kafka))
     consumer_conf: dict[str, Any] = {
         **kafka.client_config(),
         "group.id": f"{kafka.topic_prefix}releaser",
@@ -155,23 +213,50 @@ def run_releaser(
         buckets=buckets,
         messages=messages,
         apps=apps,
-        publisher=KafkaRingPublisher(producer, topics, Codecs.build(kafka)),
+        publisher=publisher,
         writers=writers,
         metrics=metrics,
         initial_backfill_ms=settings.initial_backfill_ms,
     )
+    started_for = 0  # the leadership (assignment count) the publisher was started for
+    fenced_at: float | None = None
     try:
         while not stop.is_set():
             leadership.wait(settings.tick_ms / 1000)
             health.beat()
             if not leadership.is_leader:
+                publisher.close()
+                fenced_at = None
                 health.set_ready(True, "standby (another replica leads)")
-            elif not stop.is_set():
+                continue
+            if not publisher.started:
+                # Fenced while the lease still looks ours: a newer leader's assignment will
+                # revoke it. Start again (fencing back) only on a new assignment, or if the
+                # lease is still ours after twice the session timeout (a fatal producer error).
+                waited = 0 if fenced_at is None else clock.monotonic_ms() - fenced_at
+                if (
+                    started_for == leadership.assignments
+                    and waited < 2 * settings.session_timeout_ms
+                ):
+                    health.set_ready(True, "fenced: waiting for the group to settle")
+                    continue
+                try:
+                    publisher.start()
+                    started_for, fenced_at = leadership.assignments, None
+                except Exception as exc:
+                    health.set_ready(False, f"ring producer not ready: {exc}")
+                    log.exception("could not initialise the ring producer; retrying next tick")
+                    continue
+            if not stop.is_set():
                 try:
                     releaser.tick()
                     health.set_ready(True, "leading")
                     if pending is not None:
                         pending.maybe_refresh()
+                except ReleaserFenced as exc:
+                    metrics.fenced.inc()
+                    fenced_at = clock.monotonic_ms()
+                    log.warning("%s: another releaser leads; standing by", exc)
                 except Exception as exc:
                     # Cassandra or Kafka trouble: nothing was lost (the watermark did not move
                     # past the failing bucket); try again on the next tick.
@@ -180,4 +265,4 @@ def run_releaser(
     finally:
         consumer.close()  # leaves the group: another replica takes over at once
         writers.shutdown(wait=True)
-        producer.flush(10)
+        publisher.close()

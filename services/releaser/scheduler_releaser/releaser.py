@@ -1,15 +1,25 @@
 """The releaser: streams stored buckets into the ring before they come due (decision 2).
 
-    tick: for each bucket from the watermark up to now + look-ahead, in order:
-        partitions(bucket) -> per partition, in chunks: read -> produce DueMessages to their
-        ring topics -> flush (acked) -> mark records QUEUED + log "released"
-        -> drop the partition -> (all partitions done) advance the watermark past the bucket
+    tick:
+        claim every bucket that starts before now + look-ahead (durable before any listing)
+        -> the non-empty buckets from the watermark up to the claim, read from the index after
+           the claim (or every bucket, until an upgraded keyspace's index is complete)
+        -> per bucket: partitions -> per partition, in chunks: read -> produce DueMessages to
+           their ring topics in one transaction -> commit -> mark records QUEUED + log
+           "released" -> drop the partition -> (all partitions done) advance the watermark
+        -> advance the watermark to the claim; drop the index of the days left behind
 
-The watermark is advanced only after every partition of the bucket was produced and dropped,
-so a crash repeats at most one bucket (harmless: the dispatcher deduplicates by message id,
-generation and attempt, and record writes go by precedence), and never skips one. After
-downtime the overdue buckets are released at once, oldest first; their messages go to the
-current slot (Ring.topic_for_send) and fire immediately.
+Why nothing is stranded: a store re-checks the claim after its row and index entries are
+durable. If its re-check missed the claim, the claim was written after the row was durable, so
+the index read and the listing, which follow the claim, see the row; otherwise the store sends
+the message directly itself (docs/ARCHITECTURE.md, "Release: claim, index, fencing").
+
+The watermark moves only after every partition of a bucket was produced and dropped, so a crash
+repeats at most one bucket (harmless: the dispatcher deduplicates by message id, generation and
+attempt, and record writes go by precedence), and never skips one. After downtime the overdue
+buckets are released at once, oldest first; their messages go to the current slot
+(Ring.topic_for_send) and fire immediately. Empty ranges cost nothing: only indexed buckets are
+visited.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ from concurrent.futures import Executor
 from typing import Protocol
 
 from scheduler.clock import Clock
-from scheduler.domain.buckets import bucket_start
+from scheduler.domain.buckets import DAY_MS, bucket_start, buckets_between, index_day
 from scheduler.domain.status import Status
 from scheduler.records import DueMessage
 from scheduler.settings import SchedulingSettings
@@ -31,6 +41,7 @@ from .metrics import ReleaseMetrics
 
 log = logging.getLogger(__name__)
 CHUNK = 1_000
+INDEX_PAGE = 1_000
 
 
 class RingPublisher(Protocol):
@@ -38,7 +49,8 @@ class RingPublisher(Protocol):
         """Queue the message for its ring topic."""
 
     def flush(self) -> None:
-        """Return once every queued message is acknowledged; raise if any failed."""
+        """Return once every queued message is committed; raise if any failed (a fenced
+        publisher raises: another releaser leads now)."""
 
 
 class Releaser:
@@ -64,35 +76,68 @@ class Releaser:
         self._writers = writers
         self._metrics = metrics
         self._initial_backfill_ms = initial_backfill_ms
+        self._index_complete = False
 
     def tick(self) -> int:
         """Release every bucket that comes due within the look-ahead. Returns buckets released."""
         width = self._scheduling.bucket_width_ms
         now = self._clock.now_ms()
-        target = now + self._scheduling.lookahead_ms
-        watermark = self._buckets.watermark()
-        if watermark == 0:
-            # First run of a deployment: nothing older than the past window can be stored.
-            watermark = bucket_start(now - self._initial_backfill_ms, width)
-            log.info("no watermark yet: starting at %d", watermark)
-        bucket = bucket_start(watermark, width)
+        claim_to = bucket_start(now + self._scheduling.lookahead_ms - 1, width) + width
+        progress = self._buckets.watermark()
+        indexed = self._index_is_complete()
+        if progress == 0 and not indexed:
+            # An upgraded keyspace whose releaser never ran: the previous version's rule.
+            progress = bucket_start(now - self._initial_backfill_ms, width)
+            log.info("no watermark, bucket index incomplete: walking from %d", progress)
         released = 0
-        while bucket < target:
-            started = self._clock.monotonic_ms()
-            count = self.release_bucket(bucket)
-            self._buckets.advance_watermark(bucket + width, self._clock.now_ms())
-            self._metrics.release_duration.observe((self._clock.monotonic_ms() - started) / 1000)
-            if count:
-                log.info("released bucket %d: %d messages", bucket, count)
-            bucket += width
-            released += 1
-        self._metrics.watermark.set(bucket)
-        self._metrics.behind.set(max(0, target - bucket - width) / 1000)
+        if progress < claim_to:
+            # Durable before any index read or listing below: a store that lands after this
+            # sees the claim in its re-check and sends its message directly.
+            self._buckets.claim(claim_to, now)
+            days = {index_day(progress)}
+            for bucket in self._candidates(progress, claim_to, indexed):
+                started = self._clock.monotonic_ms()
+                partitions, count = self._release(bucket)
+                if partitions:
+                    self._buckets.advance_watermark(bucket + width, self._clock.now_ms())
+                    elapsed_s = (self._clock.monotonic_ms() - started) / 1000
+                    self._metrics.release_duration.observe(elapsed_s)
+                    log.info("released bucket %d: %d messages", bucket, count)
+                    released += 1
+                days.add(index_day(bucket))
+            self._buckets.advance_watermark(claim_to, self._clock.now_ms())
+            if indexed:
+                for day in sorted(days):
+                    if (day + 1) * DAY_MS <= claim_to:  # every bucket of the day claimed, released
+                        self._buckets.forget_day(day)
+            progress = claim_to
+        self._metrics.watermark.set(progress)
+        self._metrics.behind.set(max(0, now + self._scheduling.lookahead_ms - progress) / 1000)
         return released
 
-    def release_bucket(self, bucket: int) -> int:
+    def _index_is_complete(self) -> bool:
+        if not self._index_complete:
+            self._index_complete = self._buckets.index_complete()
+        return self._index_complete
+
+    def _candidates(self, progress: int, claim_to: int, indexed: bool) -> Iterator[int]:
+        """The buckets that may hold messages in [progress, claim_to), ascending."""
+        if not indexed:
+            yield from buckets_between(progress, claim_to, self._scheduling.bucket_width_ms)
+            return
+        cursor = progress
+        while True:
+            page = self._buckets.stored_buckets(cursor, claim_to, INDEX_PAGE)
+            yield from page
+            if len(page) < INDEX_PAGE:
+                return
+            cursor = page[-1] + 1
+
+    def _release(self, bucket: int) -> tuple[int, int]:
+        """Release one claimed bucket: (partitions found, messages released)."""
         total = 0
-        for app_id, shard in self._buckets.partitions(bucket):
+        partitions = self._buckets.partitions(bucket)
+        for app_id, shard in partitions:
             app = self._apps.get_app(app_id)
             deleted = app is None or app.deleted_ms is not None
             for chunk in _chunks(self._buckets.read(bucket, app_id, shard), CHUNK):
@@ -103,12 +148,12 @@ class Releaser:
                 now = self._clock.now_ms()
                 for message in chunk:
                     self._publisher.publish(message, now)
-                self._publisher.flush()  # durable in the ring before the record says QUEUED
+                self._publisher.flush()  # committed in the ring before the record says QUEUED
                 self._mark(chunk, Status.QUEUED)
                 self._metrics.released.inc(len(chunk))
                 total += len(chunk)
             self._buckets.drop_partition(bucket, app_id, shard)
-        return total
+        return len(partitions), total
 
     def _mark(self, chunk: list[DueMessage], status: Status) -> None:
         now = self._clock.now_ms()

@@ -81,7 +81,16 @@ class ReleaseSettings(BaseSettings):
         default=10_000, ge=6_000, description="leader failover bound (broker minimum: 6 s)"
     )
     initial_backfill_ms: int = Field(
-        default=86_400_000, ge=0, description="first run without a watermark: start this far back"
+        default=86_400_000,
+        ge=0,
+        description="a keyspace upgraded without its bucket index, whose releaser never ran:"
+        " walk from this far back",
+    )
+    transaction_timeout_ms: int = Field(
+        default=60_000,
+        ge=1_000,
+        description="ring transaction timeout: the broker aborts a frozen leader's open"
+        " transaction after it",
     )
     metrics_port: int = Field(
         default=9103, ge=0, description="port of /metrics, /healthz, /readyz (0: none)"
