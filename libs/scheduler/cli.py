@@ -7,6 +7,10 @@
     scheduler admin list-owners                       every owner and their active control keys
     scheduler admin list-apps --owner X               the owner's applications
     scheduler admin deactivate-control-key --owner X --key-id ck_...
+    scheduler admin index-buckets [--force]           after upgrading to the bucket index: index
+                                                      the stored buckets once no writer of the
+                                                      previous version runs (the leading releaser
+                                                      also does this by itself)
 
 Settings come from the environment (SCHEDULER_*; see README "Settings"). The admin commands need
 the secret pepper (SCHEDULER_SECRET_PEPPER) of the ingest gateways, or keys they make will not
@@ -29,8 +33,10 @@ from scheduler.logs import configure_logging
 from scheduler.security import SecretHasher, SecuritySettings
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
 from scheduler.store.apps import AppStore, new_control_key
+from scheduler.store.bucket_index import backfill, old_writers
 from scheduler.store.cassandra import connect
 from scheduler.store.cassandra_apps import CassandraAppStore
+from scheduler.store.cassandra_buckets import CassandraBucketStore
 from scheduler.store.migrate import apply_migrations
 from scheduler.topics import Topics
 
@@ -132,6 +138,44 @@ def _cmd_deactivate_control_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_index_buckets(args: argparse.Namespace) -> int:
+    kafka, cassandra = KafkaSettings(), CassandraSettings()
+    cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
+    try:
+        buckets = CassandraBucketStore(session)
+        if buckets.index_complete():
+            print("bucket index already complete: nothing to do")
+            return 0
+        groups = [args.bucketer_group, f"{kafka.topic_prefix}record-writer"]
+        running = old_writers(AdminClient(kafka.client_config()), groups)
+        if running and not args.force:
+            print("writers of the previous version still run; run this again once the rolling")
+            print("update has replaced them (or with --force if they are gone for good):")
+            for member in running:
+                print(f"  {member}")
+            return 1
+        result = backfill(buckets, SystemClock().now_ms())
+    finally:
+        cluster.shutdown()
+    print(f"bucket index complete: {result.indexed} bucket(s) indexed")
+    if result.below_watermark:
+        print(
+            f"{result.below_watermark} listed bucket(s) below the watermark were left as they are"
+        )
+    return 0
+
+
+def _index_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bucketer-group",
+        default="scheduler-bucketer",
+        help="the bucketers' consumer group (SCHEDULER_BUCKETER_GROUP_ID)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="do not wait for old writers to leave their groups"
+    )
+
+
 def _owner(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--owner", required=True, help="owner id, e.g. alice@example.com")
 
@@ -165,6 +209,11 @@ ADMIN_COMMANDS: dict[str, tuple[str, Handler, Arguments]] = {
         "deactivate one of an owner's control keys",
         _cmd_deactivate_control_key,
         _owner_and_key,
+    ),
+    "index-buckets": (
+        "complete the bucket index of an upgraded keyspace",
+        _cmd_index_buckets,
+        _index_options,
     ),
 }
 

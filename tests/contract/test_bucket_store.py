@@ -69,3 +69,62 @@ def test_watermark_only_moves_forward(bucket_store: BucketStore) -> None:
     assert bucket_store.watermark() == B
     bucket_store.advance_watermark(B + 60_000, now_ms=B - 100_000)
     assert bucket_store.watermark() == B + 60_000
+
+
+# -- the index of non-empty buckets and the release claim ---------------------------------------
+
+DAY = 86_400_000
+
+
+def test_a_store_indexes_its_bucket_and_the_index_lists_only_non_empty_buckets(
+    bucket_store: BucketStore,
+) -> None:
+    far = B + 2_000 * DAY  # another era of days (1,024 days per era)
+    for bucket in (B + DAY, B, far, B + 60_000):
+        bucket_store.store(bucket, 0, due(f"I{bucket}", bucket + 5))
+    bucket_store.store(B, 1, due("again", B + 7))  # a second partition of a bucket: one entry
+    assert bucket_store.stored_buckets(0, far + 1, 100) == [B, B + 60_000, B + DAY, far]
+    assert bucket_store.stored_buckets(B + 1, far, 100) == [B + 60_000, B + DAY]
+    assert bucket_store.stored_buckets(B, B + DAY, 1) == [B]
+    assert bucket_store.stored_buckets(B + 2 * DAY, far, 100) == []
+    assert bucket_store.stored_buckets(far, far, 100) == []
+
+
+def test_forgetting_a_day_drops_only_that_days_entries(bucket_store: BucketStore) -> None:
+    bucket_store.store(B, 0, due("day0", B + 1))
+    bucket_store.store(B + DAY, 0, due("day1", B + DAY + 1))
+    bucket_store.forget_day(B // DAY)
+    assert bucket_store.stored_buckets(0, B + 2 * DAY, 100) == [B + DAY]
+    assert list(bucket_store.read(B, "app-a", 0)) == [due("day0", B + 1)]  # rows stay
+
+
+def test_the_upgrade_backfill_reads_every_listed_bucket_and_indexes_one(
+    bucket_store: BucketStore,
+) -> None:
+    bucket_store.store(B, 0, due("x", B + 1))
+    bucket_store.store(B + 60_000, 3, due("y", B + 60_001))
+    assert sorted(bucket_store.listed_buckets()) == [B, B + 60_000]
+    bucket_store.forget_day(B // DAY)
+    bucket_store.index_bucket(B + 60_000)
+    bucket_store.index_bucket(B + 60_000)  # idempotent
+    assert bucket_store.stored_buckets(0, B + DAY, 100) == [B + 60_000]
+
+
+def test_a_new_store_has_a_complete_index(bucket_store: BucketStore) -> None:
+    assert bucket_store.index_complete()
+    bucket_store.mark_index_complete(B)  # idempotent
+    assert bucket_store.index_complete()
+
+
+def test_the_claim_only_grows_and_covers_the_watermark(bucket_store: BucketStore) -> None:
+    assert bucket_store.claimed_up_to() == 0
+    bucket_store.claim(B, now_ms=B - 300_000)
+    assert bucket_store.claimed_up_to() == B
+    bucket_store.claim(B - 60_000, now_ms=B - 200_000)  # a stale releaser's lower claim
+    assert bucket_store.claimed_up_to() == B
+    assert bucket_store.watermark() == 0  # the claim is not progress
+    bucket_store.advance_watermark(B + 60_000, now_ms=B - 100_000)
+    assert bucket_store.claimed_up_to() == B + 60_000
+    bucket_store.claim(B + 120_000, now_ms=B)
+    assert bucket_store.claimed_up_to() == B + 120_000
+    assert bucket_store.watermark() == B + 60_000

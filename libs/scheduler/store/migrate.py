@@ -93,8 +93,11 @@ def ensure_keyspace(session: Session, settings: CassandraSettings) -> list[str]:
     return []
 
 
-def apply_migrations(session: Session, settings: CassandraSettings, now_ms: int) -> list[str]:
-    """Bring the keyspace to the latest migration. Returns what changed (empty: nothing)."""
+def apply_migrations(
+    session: Session, settings: CassandraSettings, now_ms: int, up_to: int | None = None
+) -> list[str]:
+    """Bring the keyspace to the latest migration (or to version `up_to`, for upgrade tests).
+    Returns what changed (empty: nothing)."""
     changes = ensure_keyspace(session, settings)
     keyspace = settings.keyspace
     session.execute(
@@ -110,6 +113,8 @@ def apply_migrations(session: Session, settings: CassandraSettings, now_ms: int)
     session.set_keyspace(keyspace)
     fresh = not applied
     for migration in load_migrations():
+        if up_to is not None and migration.version > up_to:
+            break
         done = applied.get(migration.version)
         if done is not None:
             if done.checksum != migration.checksum:

@@ -23,6 +23,7 @@ from scheduler.codec import RegistryError
 from scheduler.domain.backoff import Backoff
 from scheduler.kafka.producer import ProduceError
 from scheduler.ops import Health
+from scheduler.store.bucket_index import writer_client_id
 from scheduler.topics import Topics
 
 from .intake import InputRecord
@@ -40,6 +41,8 @@ def consumer_config(
     return {
         **client_config,
         "group.id": settings.group_id,
+        # Tells a releaser that this bucketer writes bucket index entries (upgrade backfill).
+        "client.id": writer_client_id("bucketer"),
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": max(1_000, settings.session_timeout_ms // 4),
         "enable.auto.commit": False,  # commit only after the batch is durable

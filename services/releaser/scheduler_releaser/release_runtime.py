@@ -31,6 +31,7 @@ from scheduler.kafka.admin import ensure_topics
 from scheduler.ops import Health
 from scheduler.records import DueMessage
 from scheduler.settings import KafkaSettings, SchedulingSettings
+from scheduler.store.bucket_index import complete_if_safe
 from scheduler.store.pending_counts import PendingCounts
 from scheduler.store.ports import AppLookup, BucketStore, MessageStore
 from scheduler.topics import Topics
@@ -218,6 +219,25 @@ def run_releaser(
         metrics=metrics,
         initial_backfill_ms=settings.initial_backfill_ms,
     )
+    admin = AdminClient(kafka.client_config())
+    index_groups = [settings.bucketer_group_id, f"{kafka.topic_prefix}record-writer"]
+    index_checked_at: float | None = None
+
+    def complete_the_index() -> None:
+        """An upgraded keyspace: backfill the bucket index once no old writer runs."""
+        nonlocal index_checked_at
+        now = clock.monotonic_ms()
+        if (
+            index_checked_at is not None
+            and now - index_checked_at < settings.index_check_interval_ms
+        ):
+            return
+        index_checked_at = now
+        try:
+            complete_if_safe(buckets, admin, index_groups, clock.now_ms())
+        except Exception:
+            log.exception("bucket index backfill failed; walking every bucket meanwhile")
+
     started_for = 0  # the leadership (assignment count) the publisher was started for
     fenced_at: float | None = None
     try:
@@ -249,6 +269,8 @@ def run_releaser(
                     continue
             if not stop.is_set():
                 try:
+                    if not releaser.index_complete:
+                        complete_the_index()
                     releaser.tick()
                     health.set_ready(True, "leading")
                     if pending is not None:

@@ -84,7 +84,7 @@ class Releaser:
         now = self._clock.now_ms()
         claim_to = bucket_start(now + self._scheduling.lookahead_ms - 1, width) + width
         progress = self._buckets.watermark()
-        indexed = self._index_is_complete()
+        indexed = self.index_complete
         if progress == 0 and not indexed:
             # An upgraded keyspace whose releaser never ran: the previous version's rule.
             progress = bucket_start(now - self._initial_backfill_ms, width)
@@ -115,7 +115,9 @@ class Releaser:
         self._metrics.behind.set(max(0, now + self._scheduling.lookahead_ms - progress) / 1000)
         return released
 
-    def _index_is_complete(self) -> bool:
+    @property
+    def index_complete(self) -> bool:
+        """Whether the bucket index is complete (read until it is; it never becomes incomplete)."""
         if not self._index_complete:
             self._index_complete = self._buckets.index_complete()
         return self._index_complete

@@ -86,6 +86,17 @@ class ReleaseSettings(BaseSettings):
         description="a keyspace upgraded without its bucket index, whose releaser never ran:"
         " walk from this far back",
     )
+    bucketer_group_id: str = Field(
+        default="scheduler-bucketer",
+        description="the bucketer's consumer group (as SCHEDULER_BUCKETER_GROUP_ID): checked for"
+        " writers of the previous version before an upgraded keyspace's bucket index is completed",
+    )
+    index_check_interval_ms: int = Field(
+        default=120_000,
+        ge=1_000,
+        description="while the bucket index is incomplete (an upgrade): how often the leader"
+        " checks whether the backfill can run",
+    )
     transaction_timeout_ms: int = Field(
         default=60_000,
         ge=1_000,

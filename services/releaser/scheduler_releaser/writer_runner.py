@@ -35,6 +35,7 @@ from scheduler.codec import DecodeError
 from scheduler.logs import configure_logging
 from scheduler.records import DeliveryResult
 from scheduler.settings import CassandraSettings, KafkaSettings
+from scheduler.store.bucket_index import writer_client_id
 
 from .codecs import Codecs
 from .feeds import consumer_config
@@ -76,7 +77,11 @@ def consume_results(
     same id takes its partitions back at once, instead of after the dead member's session
     timeout (45 s by default: records lagged that long after a kill -9)."""
     # The offset store follows consumption; the commit below happens after the writes returned.
-    extra: dict[str, object] = {"enable.auto.offset.store": True}
+    extra: dict[str, object] = {
+        "enable.auto.offset.store": True,
+        # Tells a releaser that this version's dispatcher stores retries with index entries.
+        "client.id": writer_client_id("record-writer"),
+    }
     if member is not None:
         extra |= {"group.instance.id": member, "session.timeout.ms": WRITER_SESSION_TIMEOUT_MS}
     consumer = Consumer(consumer_config(kafka, f"{kafka.topic_prefix}record-writer", **extra))

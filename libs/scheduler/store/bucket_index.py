@@ -1,0 +1,92 @@
+"""Completing the index of non-empty buckets on a keyspace upgraded from a version without it.
+
+A keyspace created with migration 0004 has a complete index from the start (`apply_migrations`
+marks it). One upgraded to it holds buckets that writers of the previous version stored without
+index entries, and those writers keep storing so until the rolling update has replaced them.
+Until the index is complete the releaser visits every bucket (the previous version's walk), so
+nothing they store is skipped. The backfill then:
+
+1. checks that no writer of the previous version is still running: every member of the
+   bucketer group and of the dispatcher's record-writer group must carry `INDEX_WRITER_TAG` in
+   its Kafka client id (writers of this version set it; the previous version did not);
+2. indexes every bucket that has a partition listing (a full scan of `bucket_partitions`: its
+   cost follows the stored buckets, once per installation);
+3. marks the index complete; from then on the releaser jumps over unindexed (empty) ranges.
+
+The leading releaser runs it by itself while the index is incomplete (every few minutes, until no
+old writer is seen); `scheduler index-buckets` runs it by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from confluent_kafka.admin import AdminClient
+
+from scheduler.store.ports import BucketStore
+
+log = logging.getLogger(__name__)
+
+# In the client id of every process that writes index entries with its stored buckets.
+INDEX_WRITER_TAG = "bucket-index"
+
+
+def writer_client_id(role: str) -> str:
+    """The Kafka client id of a bucket writer of this version (bucketer, record writer)."""
+    return f"scheduler-{role}.{INDEX_WRITER_TAG}"
+
+
+@dataclass(frozen=True)
+class BackfillResult:
+    indexed: int  # buckets at or after the watermark, now indexed
+    below_watermark: int  # listed buckets the releaser has already passed (not indexed)
+
+
+def old_writers(admin: AdminClient, groups: Sequence[str], timeout_s: float = 10.0) -> list[str]:
+    """Members of the writer groups that do not write index entries: "group/client id@host"."""
+    found = []
+    futures = admin.describe_consumer_groups(list(groups), request_timeout=timeout_s)
+    for group, future in futures.items():
+        description = future.result()
+        for member in description.members:
+            if INDEX_WRITER_TAG not in (member.client_id or ""):
+                found.append(f"{group}/{member.client_id}@{member.host}")
+    return found
+
+
+def backfill(buckets: BucketStore, now_ms: int) -> BackfillResult:
+    """Index every listed bucket at or after the watermark, then mark the index complete.
+
+    Call it only when no writer of the previous version runs (`old_writers`): a bucket such a
+    writer stores afterwards would not be indexed."""
+    watermark = buckets.watermark()
+    indexed = below = 0
+    for bucket in buckets.listed_buckets():
+        if bucket < watermark:
+            below += 1  # released already, or left by a crash between a drop's two deletes
+            continue
+        buckets.index_bucket(bucket)
+        indexed += 1
+    buckets.mark_index_complete(now_ms)
+    log.info("bucket index complete: %d bucket(s) indexed", indexed)
+    return BackfillResult(indexed=indexed, below_watermark=below)
+
+
+def complete_if_safe(
+    buckets: BucketStore, admin: AdminClient, groups: Sequence[str], now_ms: int
+) -> BackfillResult | None:
+    """Backfill unless a writer of the previous version still runs (then None, logged)."""
+    if buckets.index_complete():
+        return None
+    running = old_writers(admin, groups)
+    if running:
+        log.info(
+            "bucket index incomplete and %d writer(s) of the previous version still run (%s):"
+            " walking every bucket until they are gone",
+            len(running),
+            ", ".join(running[:5]),
+        )
+        return None
+    return backfill(buckets, now_ms)
