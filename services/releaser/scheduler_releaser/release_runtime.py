@@ -45,6 +45,12 @@ from .settings import ReleaseSettings
 log = logging.getLogger(__name__)
 INIT_TIMEOUT_S = 30.0
 COMMIT_TIMEOUT_S = 30.0
+# A newer producer with the same transactional id exists: another replica leads.
+_FENCED_CODES = {
+    KafkaError._FENCED,
+    KafkaError.PRODUCER_FENCED,
+    KafkaError.INVALID_PRODUCER_EPOCH,
+}
 
 
 def ensure_lease_topic(kafka: KafkaSettings, topics: Topics) -> None:
@@ -109,13 +115,22 @@ class KafkaRingPublisher:
             producer.commit_transaction(COMMIT_TIMEOUT_S)
         except KafkaException as exc:
             error = exc.args[0]
-            if isinstance(error, KafkaError) and error.txn_requires_abort():
-                producer.abort_transaction(COMMIT_TIMEOUT_S)  # the chunk is released again
-                self._in_transaction = False
-                raise
-            self.close()  # fenced or fatal: only a new assignment starts a new producer
-            raise ReleaserFenced(f"ring producer fenced or failed: {error}") from exc
+            if isinstance(error, KafkaError) and error.code() in _FENCED_CODES:
+                self.close()  # only a new assignment of the lease starts a new producer
+                raise ReleaserFenced(f"ring producer fenced: {error}") from exc
+            self._give_up_transaction(producer)
+            raise
         self._in_transaction = False
+
+    def _give_up_transaction(self, producer: Producer) -> None:
+        """After a failed commit: abort (the chunk is released again on the next tick), or start
+        over with a new producer where the transaction cannot be aborted."""
+        self._in_transaction = False
+        try:
+            producer.abort_transaction(COMMIT_TIMEOUT_S)
+        except KafkaException:
+            log.warning("ring transaction could not be aborted; a new producer takes over")
+            self.close()
 
     def _require(self) -> Producer:
         if self._producer is None:
@@ -250,13 +265,13 @@ def run_releaser(
                 health.set_ready(True, "standby (another replica leads)")
                 continue
             if not publisher.started:
-                # Fenced while the lease still looks ours: a newer leader's assignment will
-                # revoke it. Start again (fencing back) only on a new assignment, or if the
-                # lease is still ours after twice the session timeout (a fatal producer error).
-                waited = 0 if fenced_at is None else clock.monotonic_ms() - fenced_at
+                # Fenced while the lease still looks ours: the newer leader's assignment will
+                # revoke it soon. Start again (fencing back) only on a new assignment, or if the
+                # lease is still ours after twice the session timeout.
                 if (
-                    started_for == leadership.assignments
-                    and waited < 2 * settings.session_timeout_ms
+                    fenced_at is not None
+                    and started_for == leadership.assignments
+                    and clock.monotonic_ms() - fenced_at < 2 * settings.session_timeout_ms
                 ):
                     health.set_ready(True, "fenced: waiting for the group to settle")
                     continue

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from scheduler.settings import CassandraSettings
+from scheduler.testing.proxy import CuttableProxy
 
-from .proxy import CuttableProxy
 from .support import CLOCK, Stack, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -24,8 +24,7 @@ from scheduler.store.migrate import BUCKET_INDEX_MIGRATION, apply_migrations
 from scheduler.testing.fakes import InMemoryApps
 from scheduler_releaser.metrics import ReleaseMetrics
 from scheduler_releaser.releaser import Releaser
-
-from ...unit.releaser.harness import REST_APP
+from tests.unit.releaser.harness import REST_APP
 
 pytestmark = pytest.mark.integration
 SCHEDULING = SchedulingSettings(
