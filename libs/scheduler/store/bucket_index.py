@@ -14,7 +14,12 @@ nothing they store is skipped. The backfill then:
 3. marks the index complete; from then on the releaser jumps over unindexed (empty) ranges.
 
 The leading releaser runs it by itself while the index is incomplete (every few minutes, until no
-old writer is seen); `scheduler index-buckets` runs it by hand.
+old writer is seen); `scheduler admin index-buckets` runs it by hand.
+
+A rollback to the previous version brings its writers back, and they store without index entries
+again. So the index is marked incomplete again when the leading releaser sees an old writer in
+the groups, or when `scheduler setup` finds the watermark above the claim (only a releaser of the
+previous version moves the watermark without claiming first); the next backfill completes it.
 """
 
 from __future__ import annotations
@@ -74,19 +79,28 @@ def backfill(buckets: BucketStore, now_ms: int) -> BackfillResult:
     return BackfillResult(indexed=indexed, below_watermark=below)
 
 
-def complete_if_safe(
+def old_releaser_has_led(buckets: BucketStore) -> bool:
+    """The watermark is above the claim: a releaser that does not claim (the previous version)
+    has released since this version's last claim, so its writers may have run too."""
+    return buckets.watermark() > buckets.claim_only() > 0
+
+
+def reconcile(
     buckets: BucketStore, admin: AdminClient, groups: Sequence[str], now_ms: int
 ) -> BackfillResult | None:
-    """Backfill unless a writer of the previous version still runs (then None, logged)."""
-    if buckets.index_complete():
-        return None
+    """The leading releaser, every few minutes: mark the index incomplete if a writer of the
+    previous version runs; backfill it once none does. Returns the backfill's result, if any."""
     running = old_writers(admin, groups)
+    complete = buckets.index_complete()
     if running:
+        if complete:
+            buckets.mark_index_incomplete()
+            log.warning("a writer of the previous version runs: bucket index marked incomplete")
         log.info(
-            "bucket index incomplete and %d writer(s) of the previous version still run (%s):"
-            " walking every bucket until they are gone",
+            "%d writer(s) of the previous version run (%s): walking every bucket until they are"
+            " gone",
             len(running),
             ", ".join(running[:5]),
         )
         return None
-    return backfill(buckets, now_ms)
+    return None if complete else backfill(buckets, now_ms)

@@ -91,6 +91,7 @@ class CassandraBucketStore:
             "UPDATE release_watermark USING TIMESTAMP ? SET released_up_to_ms = ?, updated_ms = ?"
             " WHERE name = ?"
         )
+        self._delete_mark = prepare("DELETE FROM release_watermark WHERE name = ?")
         self._insert_mark = prepare(
             "INSERT INTO release_watermark (name, released_up_to_ms, updated_ms) VALUES (?, ?, ?)"
         )
@@ -271,11 +272,18 @@ class CassandraBucketStore:
     def mark_index_complete(self, now_ms: int) -> None:
         self._session.execute(self._insert_mark, (INDEX_COMPLETE_ROW, now_ms, now_ms))
 
+    def mark_index_incomplete(self) -> None:
+        self._session.execute(self._delete_mark, (INDEX_COMPLETE_ROW,))
+
     # -- release state: watermark and claim -----------------------------------------------------
 
     def claimed_up_to(self) -> int:
         rows = self._session.execute(self._select_claimed, ([WATERMARK_ROW, CLAIM_ROW],))
         return max((int(row.released_up_to_ms or 0) for row in rows), default=0)
+
+    def claim_only(self) -> int:
+        row = self._session.execute(self._select_watermark, (CLAIM_ROW,)).one()
+        return 0 if row is None or row.released_up_to_ms is None else int(row.released_up_to_ms)
 
     def claim(self, up_to_ms: int, now_ms: int) -> None:
         # The cell timestamp is the claim itself (in the microsecond unit Cassandra expects), so

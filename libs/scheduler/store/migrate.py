@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from cassandra.cluster import Session
 
 from scheduler.settings import CassandraSettings
+from scheduler.store.bucket_index import old_releaser_has_led
 from scheduler.store.cassandra_buckets import CassandraBucketStore
 
 # Adds the index of non-empty buckets; a keyspace upgraded to it needs the backfill
@@ -135,4 +136,12 @@ def apply_migrations(
             # A new keyspace: no writer of a version without the index ever stored anything.
             CassandraBucketStore(session).mark_index_complete(now_ms)
             changes.append("bucket index complete (new keyspace)")
+    if up_to is None or up_to >= BUCKET_INDEX_MIGRATION:
+        buckets = CassandraBucketStore(session)
+        if buckets.index_complete() and old_releaser_has_led(buckets):
+            buckets.mark_index_incomplete()
+            changes.append(
+                "bucket index marked incomplete: a releaser of a version without it has run"
+                " (a rollback); it is completed again once no old writer runs"
+            )
     return changes

@@ -179,6 +179,10 @@ class BucketStore(Protocol):
 
     def mark_index_complete(self, now_ms: int) -> None: ...
 
+    def mark_index_incomplete(self) -> None:
+        """Writers of a version without the index ran again (a rollback): walk until the next
+        backfill."""
+
     # -- release state ---------------------------------------------------------------------
 
     def watermark(self) -> int:
@@ -190,6 +194,10 @@ class BucketStore(Protocol):
     def claimed_up_to(self) -> int:
         """Every bucket starting before it is claimed by a releaser (being or already released):
         the larger of the claim and the watermark. 0 if nothing yet."""
+
+    def claim_only(self) -> int:
+        """The claim row alone (0 if none). Below the watermark only if a releaser of a version
+        without claims has led since (a rollback)."""
 
     def claim(self, up_to_ms: int, now_ms: int) -> None:
         """Raise the claim (never lowers it); durable when this returns."""

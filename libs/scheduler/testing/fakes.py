@@ -152,7 +152,6 @@ class InMemoryBucketStore:
             self._index_complete = True
 
     def mark_index_incomplete(self) -> None:
-        """A store upgraded from the previous version, before its backfill (tests)."""
         with self._lock:
             self._index_complete = False
 
@@ -167,6 +166,10 @@ class InMemoryBucketStore:
     def claimed_up_to(self) -> int:
         with self._lock:
             return max(self._claim, self._watermark)
+
+    def claim_only(self) -> int:
+        with self._lock:
+            return self._claim
 
     def claim(self, up_to_ms: int, now_ms: int) -> None:
         with self._lock:

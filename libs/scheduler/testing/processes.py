@@ -3,7 +3,9 @@
 One launcher for every test, benchmark and tool that needs the running system: `service_env`
 renders the environment (the same variables as devservers/local.env, seconds-scale horizons),
 `System` starts, kills (-9), restarts and stops the processes (all four or any subset) and
-waits for their readiness probes.
+waits for their readiness probes. A process may get variables of its own (`env_overrides`, e.g.
+one service through a proxy), and a service may run a second replica under another name
+(`add_replica`, with its own port and log).
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSetti
 
 BIN = Path(sys.executable).parent
 SERVICES = ("ingest", "bucketer", "releaser", "dispatcher")
+# the variable of each service's HTTP port (/metrics, /healthz, /readyz; ingest's API)
+PORT_VARS = {
+    "ingest": "SCHEDULER_INGEST_PORT",
+    "bucketer": "SCHEDULER_BUCKETER_METRICS_PORT",
+    "releaser": "SCHEDULER_RELEASE_METRICS_PORT",
+    "dispatcher": "SCHEDULER_DISPATCH_METRICS_PORT",
+}
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
 
@@ -83,10 +92,7 @@ def service_env(
             "SCHEDULER_CANCEL_GUARD_MS": str(s.cancel_guard_ms),
             "SCHEDULER_INGEST_HOST": "127.0.0.1",
             # A service not in `ports` (a subset is started) gets an ephemeral port.
-            "SCHEDULER_INGEST_PORT": str(ports.get("ingest", 0)),
-            "SCHEDULER_BUCKETER_METRICS_PORT": str(ports.get("bucketer", 0)),
-            "SCHEDULER_RELEASE_METRICS_PORT": str(ports.get("releaser", 0)),
-            "SCHEDULER_DISPATCH_METRICS_PORT": str(ports.get("dispatcher", 0)),
+            **{var: str(ports.get(name, 0)) for name, var in PORT_VARS.items()},
             "SCHEDULER_DISPATCH_ALLOW_PRIVATE_DESTINATIONS": "true",
             "SCHEDULER_DISPATCH_MAX_ATTEMPTS": "3",
             "SCHEDULER_DISPATCH_BACKOFF_BASE_MS": "200",
@@ -101,7 +107,7 @@ def service_env(
 
 @dataclass
 class System:
-    """The four services as processes; logs in `logs/<service>.log` (appended across restarts)."""
+    """The four services as processes; logs in `logs/<name>.log` (appended across restarts)."""
 
     env: dict[str, str]
     ports: dict[str, int]
@@ -109,6 +115,10 @@ class System:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     # run each console script under this (e.g. [python, "-m", "cProfile", "-o", out])
     wrapper: list[str] = field(default_factory=list)
+    # variables of one process (by name) on top of `env`, from its next start on
+    env_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+    # extra processes: name -> the service they run (add_replica)
+    replicas: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def ports_for(cls, names: Iterable[str] = SERVICES) -> dict[str, int]:
@@ -121,13 +131,29 @@ class System:
     def url(self, name: str, path: str = "") -> str:
         return f"http://127.0.0.1:{self.ports[name]}{path}"
 
+    def add_replica(self, service: str, name: str) -> None:
+        """Another process of `service`, started as `name` (start, stop, kill9 ... by that
+        name), on a port of its own; it shares everything else with `service`."""
+        self.replicas[name] = service
+        self.ports[name] = free_port()
+        self.env_overrides.setdefault(name, {})[PORT_VARS[service]] = str(self.ports[name])
+
+    @property
+    def names(self) -> list[str]:
+        """Every process name: the services, then the replicas."""
+        return [*SERVICES, *self.replicas]
+
+    def env_for(self, name: str) -> dict[str, str]:
+        return {**self.env, **self.env_overrides.get(name, {})}
+
     def start(self, *names: str, wait: bool = True) -> None:
         for name in names or SERVICES:
+            service = self.replicas.get(name, name)
             with (self.logs / f"{name}.log").open("ab") as log:
                 # our own console scripts, next to this interpreter: no untrusted input
                 self.procs[name] = subprocess.Popen(  # noqa: S603
-                    [*self.wrapper, str(BIN / f"scheduler-{name}")],
-                    env=self.env,
+                    [*self.wrapper, str(BIN / f"scheduler-{service}")],
+                    env=self.env_for(name),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -162,8 +188,9 @@ class System:
         self.start(name, wait=wait)
 
     def stop(self, *names: str) -> dict[str, int]:
-        """SIGTERM, then wait (SIGKILL after STOP_TIMEOUT_S); returns the exit codes."""
-        chosen = [(n, self.procs[n]) for n in names or SERVICES if n in self.procs]
+        """SIGTERM, then wait (SIGKILL after STOP_TIMEOUT_S); returns the exit codes. No
+        names: every process (replicas included)."""
+        chosen = [(n, self.procs[n]) for n in names or self.names if n in self.procs]
         for _, proc in chosen:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -178,7 +205,7 @@ class System:
 
     def tail(self, lines: int = 25) -> str:
         out = []
-        for name in SERVICES:
+        for name in self.names:
             path = self.logs / f"{name}.log"
             if path.exists():
                 text = "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

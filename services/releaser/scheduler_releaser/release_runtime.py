@@ -31,7 +31,7 @@ from scheduler.kafka.admin import ensure_topics
 from scheduler.ops import Health
 from scheduler.records import DueMessage
 from scheduler.settings import KafkaSettings, SchedulingSettings
-from scheduler.store.bucket_index import complete_if_safe
+from scheduler.store.bucket_index import reconcile
 from scheduler.store.pending_counts import PendingCounts
 from scheduler.store.ports import AppLookup, BucketStore, MessageStore
 from scheduler.topics import Topics
@@ -238,8 +238,9 @@ def run_releaser(
     index_groups = [settings.bucketer_group_id, f"{kafka.topic_prefix}record-writer"]
     index_checked_at: float | None = None
 
-    def complete_the_index() -> None:
-        """An upgraded keyspace: backfill the bucket index once no old writer runs."""
+    def reconcile_the_index() -> None:
+        """Upgrades and rollbacks: no skipping while a writer of the previous version runs; a
+        backfill once none does (scheduler.store.bucket_index)."""
         nonlocal index_checked_at
         now = clock.monotonic_ms()
         if (
@@ -249,7 +250,7 @@ def run_releaser(
             return
         index_checked_at = now
         try:
-            complete_if_safe(buckets, admin, index_groups, clock.now_ms())
+            reconcile(buckets, admin, index_groups, clock.now_ms())
         except Exception:
             log.exception("bucket index backfill failed; walking every bucket meanwhile")
 
@@ -284,8 +285,7 @@ def run_releaser(
                     continue
             if not stop.is_set():
                 try:
-                    if not releaser.index_complete:
-                        complete_the_index()
+                    reconcile_the_index()
                     releaser.tick()
                     health.set_ready(True, "leading")
                     if pending is not None:

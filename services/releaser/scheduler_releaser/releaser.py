@@ -76,7 +76,6 @@ class Releaser:
         self._writers = writers
         self._metrics = metrics
         self._initial_backfill_ms = initial_backfill_ms
-        self._index_complete = False
 
     def tick(self) -> int:
         """Release every bucket that comes due within the look-ahead. Returns buckets released."""
@@ -117,10 +116,9 @@ class Releaser:
 
     @property
     def index_complete(self) -> bool:
-        """Whether the bucket index is complete (read until it is; it never becomes incomplete)."""
-        if not self._index_complete:
-            self._index_complete = self._buckets.index_complete()
-        return self._index_complete
+        """Whether the bucket index is complete: read every tick (one point read), since a
+        rollback can make it incomplete again."""
+        return self._buckets.index_complete()
 
     def _candidates(self, progress: int, claim_to: int, indexed: bool) -> Iterator[int]:
         """The buckets that may hold messages in [progress, claim_to), ascending."""

@@ -142,3 +142,20 @@ def test_an_upgraded_keyspace_loses_nothing_before_during_or_after_the_rollout(
         before[1].message_id,
     ]
     assert buckets.stored_buckets(0, clock.now_ms() + DAY, 10) == []  # the days were forgotten
+
+
+def test_setup_after_a_rollback_marks_the_index_incomplete(
+    cassandra_settings: CassandraSettings, cassandra_session: Session
+) -> None:
+    now = ManualClock().now_ms()
+    apply_migrations(cassandra_session, cassandra_settings, now)
+    buckets = CassandraBucketStore(cassandra_session)
+    buckets.claim(now + 300_000, now)
+    buckets.advance_watermark(now + 300_000, now)
+    assert apply_migrations(cassandra_session, cassandra_settings, now) == []
+    assert buckets.index_complete()
+    # A releaser of the previous version led for a while: it moved the watermark, never the claim.
+    buckets.advance_watermark(now + 360_000, now + 60_000)
+    changes = apply_migrations(cassandra_session, cassandra_settings, now + 60_000)
+    assert any("bucket index marked incomplete" in change for change in changes)
+    assert not buckets.index_complete()

@@ -1,0 +1,117 @@
+"""The bucket index's upgrade and rollback bookkeeping (scheduler.store.bucket_index)."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, cast
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from scheduler.records import DueMessage
+from scheduler.store.bucket_index import (
+    backfill,
+    old_releaser_has_led,
+    old_writers,
+    reconcile,
+    writer_client_id,
+)
+from scheduler.testing.fakes import InMemoryBucketStore
+
+pytestmark = pytest.mark.unit
+B = 1_893_499_200_000
+GROUPS = ["scheduler-bucketer", "t.record-writer"]
+
+
+@dataclass
+class Member:
+    client_id: str
+    host: str = "/10.0.0.7"
+
+
+@dataclass
+class Group:
+    members: list[Member]
+
+
+class FakeAdmin:
+    def __init__(self, **members: list[str]) -> None:
+        self.members = members
+
+    def describe_consumer_groups(self, groups: list[str], **_: Any) -> dict[str, Future[Group]]:
+        result = {}
+        for group in groups:
+            future: Future[Group] = Future()
+            future.set_result(Group([Member(c) for c in self.members.get(group, [])]))
+            result[group] = future
+        return result
+
+
+def admin(**members: list[str]) -> AdminClient:
+    return cast(AdminClient, FakeAdmin(**members))
+
+
+def message(n: int, due_ms: int) -> DueMessage:
+    return DueMessage(
+        message_id=f"M{n}",
+        app_id="app",
+        generation=0,
+        attempt=1,
+        due_ms=due_ms,
+        send_at_ms=due_ms,
+        created_ms=0,
+        payload_json="{}",
+    )
+
+
+def test_old_writers_are_the_members_without_the_tag() -> None:
+    a = admin(
+        **{
+            "scheduler-bucketer": [writer_client_id("bucketer"), "rdkafka"],
+            "t.record-writer": [writer_client_id("record-writer")],
+        }
+    )
+    assert old_writers(a, GROUPS) == ["scheduler-bucketer/rdkafka@/10.0.0.7"]
+
+
+def test_backfill_indexes_listed_buckets_from_the_watermark_and_marks_complete() -> None:
+    store = InMemoryBucketStore()
+    store.mark_index_incomplete()
+    for bucket in (B - 60_000, B, B + 86_400_000):
+        store.store_unindexed(bucket, 0, message(bucket, bucket + 1))
+    store.advance_watermark(B, 0)
+    result = backfill(store, now_ms=B)
+    assert (result.indexed, result.below_watermark) == (2, 1)
+    assert store.stored_buckets(0, B + 2 * 86_400_000, 10) == [B, B + 86_400_000]
+    assert store.index_complete()
+
+
+def test_reconcile_waits_for_the_old_writers_to_leave_then_backfills() -> None:
+    store = InMemoryBucketStore()
+    store.mark_index_incomplete()
+    store.store_unindexed(B, 0, message(1, B + 1))
+    assert reconcile(store, admin(**{"scheduler-bucketer": ["rdkafka"]}), GROUPS, B) is None
+    assert not store.index_complete()
+    result = reconcile(store, admin(), GROUPS, B)
+    assert result is not None and result.indexed == 1
+    assert store.index_complete()
+
+
+def test_an_old_writer_seen_again_makes_the_index_incomplete() -> None:
+    store = InMemoryBucketStore()
+    assert store.index_complete()
+    reconcile(store, admin(**{"t.record-writer": ["rdkafka"]}), GROUPS, B)
+    assert not store.index_complete()
+
+
+def test_a_watermark_above_the_claim_means_an_old_releaser_led() -> None:
+    store = InMemoryBucketStore()
+    assert not old_releaser_has_led(store)  # nothing yet
+    store.advance_watermark(B, 0)
+    assert not old_releaser_has_led(store)  # never claimed: a watermark set before claims
+    store.claim(B + 60_000, 0)
+    store.advance_watermark(B + 60_000, 0)
+    assert not old_releaser_has_led(store)  # this version: the claim covers the watermark
+    store.advance_watermark(B + 120_000, 0)  # moved without a claim
+    assert old_releaser_has_led(store)
