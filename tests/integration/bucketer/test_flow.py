@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from scheduler.domain.buckets import bucket_start
 from scheduler.domain.status import Status
 from scheduler.store.cassandra_buckets import CassandraBucketStore
 from scheduler_bucketer.metrics import BucketerMetrics
@@ -68,6 +69,12 @@ def test_requests_are_stored_or_routed_and_poison_is_rejected(stack: Stack) -> N
     big_view = messages.get(big.app_id, big.message_id)
     assert big_view is not None and big_view.content.payload_json == big.payload_json
     assert metrics.stored._value.get() == 32
+    # The bucket index holds every bucket with a stored row, written with the rows (batched).
+    buckets = CassandraBucketStore(stack.session)
+    width = stack.scheduling.bucket_width_ms
+    assert buckets.stored_buckets(0, now + 11 * 365 * 86_400_000, 1_000) == sorted(
+        {bucket_start(r.send_at_ms, width) for r in [*far, ten_years, big]}
+    )
 
 
 def lag_of(metrics: BucketerMetrics, topic: str) -> dict[str, float]:
