@@ -156,7 +156,7 @@ class Leadership:
             self._on_change(True)
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self.is_leader:
+        if partitions and self.is_leader:
             self.is_leader = False
             log.info("lost the release lease")
             self._on_change(False)
@@ -202,6 +202,8 @@ def run_releaser(
         "heartbeat.interval.ms": max(500, settings.session_timeout_ms // 5),
         "max.poll.interval.ms": 600_000,
         "enable.auto.commit": False,
+        # The current leader keeps the lease when a replica (re)joins: no needless handover.
+        "partition.assignment.strategy": "cooperative-sticky",
     }
     consumer = Consumer(consumer_conf)
     pending = (
@@ -233,6 +235,7 @@ def run_releaser(
         writers=writers,
         metrics=metrics,
         initial_backfill_ms=settings.initial_backfill_ms,
+        tick_budget_ms=settings.tick_budget_ms,
     )
     admin = AdminClient(kafka.client_config())
     index_groups = [settings.bucketer_group_id, f"{kafka.topic_prefix}record-writer"]

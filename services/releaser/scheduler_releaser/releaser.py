@@ -66,6 +66,7 @@ class Releaser:
         writers: Executor,
         metrics: ReleaseMetrics,
         initial_backfill_ms: int,
+        tick_budget_ms: int = 5_000,
     ) -> None:
         self._clock = clock
         self._scheduling = scheduling
@@ -76,11 +77,14 @@ class Releaser:
         self._writers = writers
         self._metrics = metrics
         self._initial_backfill_ms = initial_backfill_ms
+        self._tick_budget_ms = tick_budget_ms
 
     def tick(self) -> int:
-        """Release every bucket that comes due within the look-ahead. Returns buckets released."""
+        """Release the buckets that come due within the look-ahead, for at most the tick budget
+        (checked between partitions; the rest is the next tick's). Returns buckets released."""
         width = self._scheduling.bucket_width_ms
         now = self._clock.now_ms()
+        deadline = self._clock.monotonic_ms() + self._tick_budget_ms
         claim_to = bucket_start(now + self._scheduling.lookahead_ms - 1, width) + width
         progress = self._buckets.watermark()
         indexed = self.index_complete
@@ -94,9 +98,16 @@ class Releaser:
             # sees the claim in its re-check and sends its message directly.
             self._buckets.claim(claim_to, now)
             days = {index_day(progress)}
+            reached = claim_to  # unless the budget runs out first
             for bucket in self._candidates(progress, claim_to, indexed):
                 started = self._clock.monotonic_ms()
-                partitions, count = self._release(bucket)
+                partitions, count, done = self._release(bucket, deadline)
+                if not done:
+                    # Out of budget inside the bucket: its dropped partitions are done, the
+                    # next tick lists the rest. The watermark stays before it.
+                    log.info("tick budget spent in bucket %d (%d released so far)", bucket, count)
+                    reached = bucket
+                    break
                 if partitions:
                     self._buckets.advance_watermark(bucket + width, self._clock.now_ms())
                     elapsed_s = (self._clock.monotonic_ms() - started) / 1000
@@ -104,12 +115,15 @@ class Releaser:
                     log.info("released bucket %d: %d messages", bucket, count)
                     released += 1
                 days.add(index_day(bucket))
-            self._buckets.advance_watermark(claim_to, self._clock.now_ms())
+                if self._clock.monotonic_ms() >= deadline:
+                    reached = bucket + width
+                    break
+            self._buckets.advance_watermark(reached, self._clock.now_ms())
             if indexed:
                 for day in sorted(days):
-                    if (day + 1) * DAY_MS <= claim_to:  # every bucket of the day claimed, released
+                    if (day + 1) * DAY_MS <= reached:  # all its buckets claimed and released
                         self._buckets.forget_day(day)
-            progress = claim_to
+            progress = max(progress, reached)
         self._metrics.watermark.set(progress)
         self._metrics.behind.set(max(0, now + self._scheduling.lookahead_ms - progress) / 1000)
         return released
@@ -133,11 +147,14 @@ class Releaser:
                 return
             cursor = page[-1] + 1
 
-    def _release(self, bucket: int) -> tuple[int, int]:
-        """Release one claimed bucket: (partitions found, messages released)."""
+    def _release(self, bucket: int, deadline: float) -> tuple[int, int, bool]:
+        """Release one claimed bucket, partition by partition until the deadline: (partitions
+        found, messages released, whether every partition was released)."""
         total = 0
         partitions = self._buckets.partitions(bucket)
-        for app_id, shard in partitions:
+        for n, (app_id, shard) in enumerate(partitions):
+            if n and self._clock.monotonic_ms() >= deadline:
+                return len(partitions), total, False
             app = self._apps.get_app(app_id)
             deleted = app is None or app.deleted_ms is not None
             for chunk in _chunks(self._buckets.read(bucket, app_id, shard), CHUNK):
@@ -153,7 +170,7 @@ class Releaser:
                 self._metrics.released.inc(len(chunk))
                 total += len(chunk)
             self._buckets.drop_partition(bucket, app_id, shard)
-        return len(partitions), total
+        return len(partitions), total, True
 
     def _mark(self, chunk: list[DueMessage], status: Status) -> None:
         now = self._clock.now_ms()

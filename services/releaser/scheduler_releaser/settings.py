@@ -77,6 +77,12 @@ class ReleaseSettings(BaseSettings):
 
     tick_ms: int = Field(default=1_000, ge=10)
     writers: int = Field(default=16, ge=1, description="threads marking records QUEUED")
+    tick_budget_ms: int = Field(
+        default=5_000,
+        ge=100,
+        description="a catch-up tick stops after this long (between partitions) so the loop"
+        " reports health and serves the lease group; the next tick goes on",
+    )
     session_timeout_ms: int = Field(
         default=10_000, ge=6_000, description="leader failover bound (broker minimum: 6 s)"
     )

@@ -149,3 +149,87 @@ def test_a_failed_flush_leaves_the_bucket_and_the_watermark_for_the_next_tick() 
     w.releaser.tick()
     assert [x.message_id for x in w.publisher.acked] == [m.message_id]
     assert w.status(m) is Status.QUEUED
+
+
+class SlowPublisher(FakePublisher):
+    """Each flush (one chunk of one partition) takes `flush_ms` of the clock."""
+
+    def __init__(self, clock: ManualClock, flush_ms: int) -> None:
+        super().__init__()
+        self.clock = clock
+        self.flush_ms = flush_ms
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.clock.advance(self.flush_ms)
+        self.flushes += 1
+        super().flush()
+
+
+def test_a_catch_up_stops_at_the_tick_budget_between_partitions_and_the_next_tick_goes_on() -> None:
+    w = World()
+    publisher = w.publisher = SlowPublisher(w.clock, flush_ms=1_000)
+    w.releaser = Releaser(
+        clock=w.clock,
+        scheduling=SCHEDULING,
+        buckets=w.buckets,
+        messages=w.messages,
+        apps=w.apps,
+        publisher=publisher,
+        writers=ThreadPoolExecutor(2),
+        metrics=ReleaseMetrics(CollectorRegistry()),
+        initial_backfill_ms=10_000,
+        tick_budget_ms=2_500,
+    )
+    now = w.clock.now_ms()
+    w.releaser.tick()
+    # 12 messages in 3 buckets, spread over many (app, shard) partitions of each bucket
+    stored = [w.store(i, now + 10_000 + (i % 3) * WIDTH) for i in range(12)]
+    w.clock.advance(600_000)  # an outage
+    ticks = 0
+    while len(w.publisher.acked) < len(stored):
+        before = publisher.flushes
+        w.releaser.tick()
+        ticks += 1
+        assert 0 < publisher.flushes - before <= 3  # the budget: 2.5 s of 1 s partitions
+        assert ticks < 20
+    assert ticks > 2
+    assert sorted(m.message_id for m in w.publisher.acked) == sorted(m.message_id for m in stored)
+    assert w.buckets.watermark() > max(m.due_ms for m in stored)
+
+
+def test_a_walk_over_empty_buckets_advances_even_when_a_tick_runs_out_of_budget() -> None:
+    w = World()
+    slow = w.buckets = SlowBuckets(w.clock)
+    slow.mark_index_incomplete()  # an upgraded keyspace: every bucket is visited
+    releaser = Releaser(
+        clock=w.clock,
+        scheduling=SCHEDULING,
+        buckets=slow,
+        messages=w.messages,
+        apps=w.apps,
+        publisher=w.publisher,
+        writers=ThreadPoolExecutor(2),
+        metrics=ReleaseMetrics(CollectorRegistry()),
+        initial_backfill_ms=10_000,
+        tick_budget_ms=1_000,
+    )
+    w.clock.advance(100 * WIDTH)
+    releaser.tick()
+    first = slow.watermark()
+    assert first > 0  # part of the walk, kept
+    assert first < w.clock.now_ms()
+    releaser.tick()
+    assert slow.watermark() > first
+
+
+class SlowBuckets(InMemoryBucketStore):
+    """Listing a bucket's partitions takes 100 ms of the clock."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__()
+        self._clock = clock
+
+    def partitions(self, bucket_ms: int) -> list[tuple[str, int]]:
+        self._clock.advance(100)
+        return super().partitions(bucket_ms)
