@@ -11,10 +11,10 @@ from confluent_kafka.admin import AdminClient
 
 from scheduler.records import DueMessage
 from scheduler.store.bucket_index import (
+    Reconciler,
     backfill,
     old_releaser_has_led,
     old_writers,
-    reconcile,
     writer_client_id,
 )
 from scheduler.testing.fakes import InMemoryBucketStore
@@ -87,21 +87,30 @@ def test_backfill_indexes_listed_buckets_from_the_watermark_and_marks_complete()
     assert store.index_complete()
 
 
-def test_reconcile_waits_for_the_old_writers_to_leave_then_backfills() -> None:
+def test_the_backfill_waits_for_two_checks_in_a_row_without_an_old_writer() -> None:
     store = InMemoryBucketStore()
     store.mark_index_incomplete()
     store.store_unindexed(B, 0, message(1, B + 1))
-    assert reconcile(store, admin(**{"scheduler-bucketer": ["rdkafka"]}), GROUPS, B) is None
+    kafka = FakeAdmin(**{"scheduler-bucketer": ["rdkafka"]})
+    reconciler = Reconciler(store, cast(AdminClient, kafka), GROUPS)
+    assert reconciler.check(B) is None  # an old bucketer runs
+    kafka.members = {}
+    assert reconciler.check(B) is None  # gone: once is not enough
+    kafka.members = {"t.record-writer": ["rdkafka"]}  # an old dispatcher's writer is back
+    assert reconciler.check(B) is None
+    kafka.members = {}
+    assert reconciler.check(B) is None
     assert not store.index_complete()
-    result = reconcile(store, admin(), GROUPS, B)
+    result = reconciler.check(B)
     assert result is not None and result.indexed == 1
     assert store.index_complete()
+    assert store.stored_buckets(0, B + 60_000, 10) == [B]
 
 
 def test_an_old_writer_seen_again_makes_the_index_incomplete() -> None:
     store = InMemoryBucketStore()
     assert store.index_complete()
-    reconcile(store, admin(**{"t.record-writer": ["rdkafka"]}), GROUPS, B)
+    Reconciler(store, admin(**{"t.record-writer": ["rdkafka"]}), GROUPS).check(B)
     assert not store.index_complete()
 
 

@@ -8,7 +8,7 @@ message is stored in Cassandra and released later.
 After its write is durable, every store re-checks the claim (`claimed`). Either the releaser's
 listing, which comes after its claim, sees the stored row, or the store's re-check, which comes
 after the row is durable, sees the claim and sends the message directly: a stored message is
-never stranded (docs/ARCHITECTURE.md, "Release: claim, index, fencing").
+never stranded (docs/ARCHITECTURE.md, "The release path: claim, index, fencing").
 """
 
 from __future__ import annotations

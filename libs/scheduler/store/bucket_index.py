@@ -13,8 +13,9 @@ nothing they store is skipped. The backfill then:
    cost follows the stored buckets, once per installation);
 3. marks the index complete; from then on the releaser jumps over unindexed (empty) ranges.
 
-The leading releaser runs it by itself while the index is incomplete (every few minutes, until no
-old writer is seen); `scheduler admin index-buckets` runs it by hand.
+The leading releaser runs it by itself while the index is incomplete (`Reconciler`: every few
+minutes, once two checks in a row saw no old writer); `scheduler admin index-buckets` runs it by
+hand.
 
 A rollback to the previous version brings its writers back, and they store without index entries
 again. So the index is marked incomplete again when the leading releaser sees an old writer in
@@ -85,22 +86,37 @@ def old_releaser_has_led(buckets: BucketStore) -> bool:
     return buckets.watermark() > buckets.claim_only() > 0
 
 
-def reconcile(
-    buckets: BucketStore, admin: AdminClient, groups: Sequence[str], now_ms: int
-) -> BackfillResult | None:
-    """The leading releaser, every few minutes: mark the index incomplete if a writer of the
-    previous version runs; backfill it once none does. Returns the backfill's result, if any."""
-    running = old_writers(admin, groups)
-    complete = buckets.index_complete()
-    if running:
-        if complete:
-            buckets.mark_index_incomplete()
-            log.warning("a writer of the previous version runs: bucket index marked incomplete")
-        log.info(
-            "%d writer(s) of the previous version run (%s): walking every bucket until they are"
-            " gone",
-            len(running),
-            ", ".join(running[:5]),
-        )
-        return None
-    return None if complete else backfill(buckets, now_ms)
+class Reconciler:
+    """The leading releaser's bookkeeping, run every few minutes: mark the index incomplete while
+    a writer of the previous version runs; backfill once two checks in a row saw none.
+
+    Two checks, because a dispatcher is seen only through its record writer child: one check
+    could fall in the second it takes to restart it (its static membership usually keeps it in
+    the group meanwhile, but not always)."""
+
+    def __init__(self, buckets: BucketStore, admin: AdminClient, groups: Sequence[str]) -> None:
+        self._buckets = buckets
+        self._admin = admin
+        self._groups = list(groups)
+        self._clean_checks = 0
+
+    def check(self, now_ms: int) -> BackfillResult | None:
+        """One check; returns the backfill's result when it ran."""
+        running = old_writers(self._admin, self._groups)
+        complete = self._buckets.index_complete()
+        if running:
+            self._clean_checks = 0
+            if complete:
+                self._buckets.mark_index_incomplete()
+                log.warning("a writer of the previous version runs: bucket index marked incomplete")
+            log.info(
+                "%d writer(s) of the previous version run (%s): walking every bucket until they"
+                " are gone",
+                len(running),
+                ", ".join(running[:5]),
+            )
+            return None
+        self._clean_checks += 1
+        if complete or self._clean_checks < 2:
+            return None
+        return backfill(self._buckets, now_ms)

@@ -135,7 +135,7 @@ class BucketStore(Protocol):
     """Long-horizon storage: messages in (bucket, app, shard) partitions, the index of non-empty
     buckets, and the release state (progress watermark and claim).
 
-    The release protocol (docs/ARCHITECTURE.md, "Release: claim, index, fencing"):
+    The release protocol (docs/ARCHITECTURE.md, "The release path: claim, index, fencing"):
     - a store writes the row, its partition listing and its index entries (`store`), waits
       until they are durable, then reads `claimed_up_to` and sends the message directly if its
       bucket is claimed;

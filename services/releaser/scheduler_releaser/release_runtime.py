@@ -12,7 +12,8 @@ old leader's open transaction (its records are never visible to the dispatcher, 
 ring read_committed) and fences its producer: the old leader's next commit fails, and it
 releases nothing more until it is assigned the lease again. Its Cassandra writes cannot do harm:
 the claim only grows, the watermark never moves backwards, and it marks and drops a partition
-only after its transaction committed (docs/ARCHITECTURE.md, "Release: claim, index, fencing").
+only after its transaction committed (docs/ARCHITECTURE.md, "The release path: claim, index,
+fencing").
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from scheduler.kafka.admin import ensure_topics
 from scheduler.ops import Health
 from scheduler.records import DueMessage
 from scheduler.settings import KafkaSettings, SchedulingSettings
-from scheduler.store.bucket_index import reconcile
+from scheduler.store.bucket_index import Reconciler
 from scheduler.store.pending_counts import PendingCounts
 from scheduler.store.ports import AppLookup, BucketStore, MessageStore
 from scheduler.topics import Topics
@@ -237,8 +238,11 @@ def run_releaser(
         initial_backfill_ms=settings.initial_backfill_ms,
         tick_budget_ms=settings.tick_budget_ms,
     )
-    admin = AdminClient(kafka.client_config())
-    index_groups = [settings.bucketer_group_id, f"{kafka.topic_prefix}record-writer"]
+    reconciler = Reconciler(
+        buckets,
+        AdminClient(kafka.client_config()),
+        [settings.bucketer_group_id, f"{kafka.topic_prefix}record-writer"],
+    )
     index_checked_at: float | None = None
 
     def reconcile_the_index() -> None:
@@ -253,7 +257,7 @@ def run_releaser(
             return
         index_checked_at = now
         try:
-            reconcile(buckets, admin, index_groups, clock.now_ms())
+            reconciler.check(clock.now_ms())
         except Exception:
             log.exception("bucket index backfill failed; walking every bucket meanwhile")
 

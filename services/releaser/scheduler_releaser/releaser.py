@@ -12,7 +12,7 @@
 Why nothing is stranded: a store re-checks the claim after its row and index entries are
 durable. If its re-check missed the claim, the claim was written after the row was durable, so
 the index read and the listing, which follow the claim, see the row; otherwise the store sends
-the message directly itself (docs/ARCHITECTURE.md, "Release: claim, index, fencing").
+the message directly itself (docs/ARCHITECTURE.md, "The release path: claim, index, fencing").
 
 The watermark moves only after every partition of a bucket was produced and dropped, so a crash
 repeats at most one bucket (harmless: the dispatcher deduplicates by message id, generation and
