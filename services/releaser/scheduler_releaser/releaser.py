@@ -28,6 +28,7 @@ import itertools
 import logging
 from collections.abc import Iterator
 from concurrent.futures import Executor
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from scheduler.clock import Clock
@@ -149,12 +150,17 @@ class Releaser:
 
     def _release(self, bucket: int, deadline: float) -> tuple[int, int, bool]:
         """Release one claimed bucket, partition by partition until the deadline: (partitions
-        found, messages released, whether every partition was released)."""
-        total = 0
+        found, messages released, whether every partition was released).
+
+        Messages of several partitions share a transaction (up to CHUNK of them): a bucket of
+        many small partitions costs one commit per CHUNK messages, not one per partition. A
+        partition is dropped only once every message read from it is committed and marked."""
+        batch = _Batch()
         partitions = self._buckets.partitions(bucket)
         for n, (app_id, shard) in enumerate(partitions):
             if n and self._clock.monotonic_ms() >= deadline:
-                return len(partitions), total, False
+                self._settle(bucket, batch)
+                return len(partitions), batch.released, False
             app = self._apps.get_app(app_id)
             deleted = app is None or app.deleted_ms is not None
             for chunk in _chunks(self._buckets.read(bucket, app_id, shard), CHUNK):
@@ -162,15 +168,30 @@ class Releaser:
                     self._mark(chunk, Status.ABORTED)
                     self._metrics.aborted.inc(len(chunk))
                     continue
-                now = self._clock.now_ms()
-                for message in chunk:
-                    self._publisher.publish(message, now)
-                self._publisher.flush()  # committed in the ring before the record says QUEUED
-                self._mark(chunk, Status.QUEUED)
-                self._metrics.released.inc(len(chunk))
-                total += len(chunk)
-            self._buckets.drop_partition(bucket, app_id, shard)
-        return len(partitions), total, True
+                batch.messages += chunk
+                if len(batch.messages) >= CHUNK:
+                    self._settle(bucket, batch)  # this partition stays until it is read through
+            batch.done.append((app_id, shard))
+        self._settle(bucket, batch)
+        return len(partitions), batch.released, True
+
+    def _settle(self, bucket: int, batch: _Batch) -> None:
+        """Commit the batch's messages to the ring, mark them QUEUED, drop the partitions that
+        were read through."""
+        if batch.messages:
+            now = self._clock.now_ms()
+            for message in batch.messages:
+                self._publisher.publish(message, now)
+            self._publisher.flush()  # committed in the ring before the records say QUEUED
+            self._mark(batch.messages, Status.QUEUED)
+            self._metrics.released.inc(len(batch.messages))
+            batch.released += len(batch.messages)
+            batch.messages = []
+        if batch.done:
+            drop = self._buckets.drop_partition
+            # list() waits for every drop and re-raises the first failure.
+            list(self._writers.map(lambda p: drop(bucket, *p), batch.done))
+            batch.done = []
 
     def _mark(self, chunk: list[DueMessage], status: Status) -> None:
         now = self._clock.now_ms()
@@ -186,6 +207,15 @@ class Releaser:
 
         # list() waits for every write and re-raises the first failure.
         list(self._writers.map(write, chunk))
+
+
+@dataclass
+class _Batch:
+    """Messages read from a bucket and not yet committed, and the partitions read through."""
+
+    messages: list[DueMessage] = field(default_factory=list)
+    done: list[tuple[str, int]] = field(default_factory=list)
+    released: int = 0
 
 
 def _chunks(items: Iterator[DueMessage], size: int) -> Iterator[list[DueMessage]]:

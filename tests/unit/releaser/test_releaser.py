@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -151,31 +152,16 @@ def test_a_failed_flush_leaves_the_bucket_and_the_watermark_for_the_next_tick() 
     assert w.status(m) is Status.QUEUED
 
 
-class SlowPublisher(FakePublisher):
-    """Each flush (one chunk of one partition) takes `flush_ms` of the clock."""
-
-    def __init__(self, clock: ManualClock, flush_ms: int) -> None:
-        super().__init__()
-        self.clock = clock
-        self.flush_ms = flush_ms
-        self.flushes = 0
-
-    def flush(self) -> None:
-        self.clock.advance(self.flush_ms)
-        self.flushes += 1
-        super().flush()
-
-
 def test_a_catch_up_stops_at_the_tick_budget_between_partitions_and_the_next_tick_goes_on() -> None:
     w = World()
-    publisher = w.publisher = SlowPublisher(w.clock, flush_ms=1_000)
+    slow = w.buckets = SlowBuckets(w.clock, read_ms=1_000)
     w.releaser = Releaser(
         clock=w.clock,
         scheduling=SCHEDULING,
-        buckets=w.buckets,
+        buckets=slow,
         messages=w.messages,
         apps=w.apps,
-        publisher=publisher,
+        publisher=w.publisher,
         writers=ThreadPoolExecutor(2),
         metrics=ReleaseMetrics(CollectorRegistry()),
         initial_backfill_ms=10_000,
@@ -183,15 +169,15 @@ def test_a_catch_up_stops_at_the_tick_budget_between_partitions_and_the_next_tic
     )
     now = w.clock.now_ms()
     w.releaser.tick()
-    # 12 messages in 3 buckets, spread over many (app, shard) partitions of each bucket
+    # 12 messages in 3 buckets, over several (app, shard) partitions of each bucket
     stored = [w.store(i, now + 10_000 + (i % 3) * WIDTH) for i in range(12)]
     w.clock.advance(600_000)  # an outage
     ticks = 0
     while len(w.publisher.acked) < len(stored):
-        before = publisher.flushes
+        before = slow.reads
         w.releaser.tick()
         ticks += 1
-        assert 0 < publisher.flushes - before <= 3  # the budget: 2.5 s of 1 s partitions
+        assert 0 < slow.reads - before <= 3  # the budget: 2.5 s of partitions read in 1 s each
         assert ticks < 20
     assert ticks > 2
     assert sorted(m.message_id for m in w.publisher.acked) == sorted(m.message_id for m in stored)
@@ -200,7 +186,7 @@ def test_a_catch_up_stops_at_the_tick_budget_between_partitions_and_the_next_tic
 
 def test_a_walk_over_empty_buckets_advances_even_when_a_tick_runs_out_of_budget() -> None:
     w = World()
-    slow = w.buckets = SlowBuckets(w.clock)
+    slow = w.buckets = SlowBuckets(w.clock, list_ms=100)
     slow.mark_index_incomplete()  # an upgraded keyspace: every bucket is visited
     releaser = Releaser(
         clock=w.clock,
@@ -224,12 +210,43 @@ def test_a_walk_over_empty_buckets_advances_even_when_a_tick_runs_out_of_budget(
 
 
 class SlowBuckets(InMemoryBucketStore):
-    """Listing a bucket's partitions takes 100 ms of the clock."""
+    """Listing a bucket's partitions and reading a partition take time on the clock."""
 
-    def __init__(self, clock: ManualClock) -> None:
+    def __init__(self, clock: ManualClock, list_ms: int = 0, read_ms: int = 0) -> None:
         super().__init__()
         self._clock = clock
+        self._list_ms = list_ms
+        self._read_ms = read_ms
+        self.reads = 0
 
     def partitions(self, bucket_ms: int) -> list[tuple[str, int]]:
-        self._clock.advance(100)
+        self._clock.advance(self._list_ms)
         return super().partitions(bucket_ms)
+
+    def read(self, bucket_ms: int, app_id: str, shard: int) -> Iterator[DueMessage]:
+        self._clock.advance(self._read_ms)
+        self.reads += 1
+        return super().read(bucket_ms, app_id, shard)
+
+
+class CountingPublisher(FakePublisher):
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+def test_the_partitions_of_a_bucket_share_a_transaction() -> None:
+    w = World()
+    publisher = w.publisher = CountingPublisher()
+    w.releaser = w.build()
+    due = w.clock.now_ms() + 1_000
+    stored = [w.store(i, due) for i in range(40)]  # one bucket, up to 8 shards
+    assert len(w.buckets.partitions(bucket_start(due, WIDTH))) > 1
+    w.releaser.tick()
+    assert publisher.flushes == 1
+    assert sorted(m.message_id for m in publisher.acked) == sorted(m.message_id for m in stored)
+    assert w.buckets.partitions(bucket_start(due, WIDTH)) == []
