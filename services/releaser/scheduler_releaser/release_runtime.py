@@ -123,6 +123,11 @@ class KafkaRingPublisher:
             raise
         self._in_transaction = False
 
+    def abort(self) -> None:
+        """After a failed tick: abort a transaction left open (its records are released again)."""
+        if self._producer is not None and self._in_transaction:
+            self._give_up_transaction(self._producer)
+
     def _give_up_transaction(self, producer: Producer) -> None:
         """After a failed commit: abort (the chunk is released again on the next tick), or start
         over with a new producer where the transaction cannot be aborted."""
@@ -306,6 +311,7 @@ def run_releaser(
                     # past the failing bucket); try again on the next tick.
                     health.set_ready(False, f"release tick failing: {exc}")
                     log.exception("release tick failed; retrying next tick")
+                    publisher.abort()
     finally:
         consumer.close()  # leaves the group: another replica takes over at once
         writers.shutdown(wait=True)
