@@ -51,7 +51,7 @@ class World:
         self.registry = CollectorRegistry()
         self.releaser = self.build()
 
-    def build(self) -> Releaser:
+    def build(self, tick_budget_ms: int = 5_000) -> Releaser:
         return Releaser(
             clock=self.clock,
             scheduling=SCHEDULING,
@@ -62,6 +62,7 @@ class World:
             writers=ThreadPoolExecutor(2),
             metrics=ReleaseMetrics(CollectorRegistry()),
             initial_backfill_ms=10_000,
+            tick_budget_ms=tick_budget_ms,
         )
 
     def store(self, n: int, due_ms: int, app_id: str = REST_APP.app_id) -> DueMessage:
@@ -155,18 +156,7 @@ def test_a_failed_flush_leaves_the_bucket_and_the_watermark_for_the_next_tick() 
 def test_a_catch_up_stops_at_the_tick_budget_between_partitions_and_the_next_tick_goes_on() -> None:
     w = World()
     slow = w.buckets = SlowBuckets(w.clock, read_ms=1_000)
-    w.releaser = Releaser(
-        clock=w.clock,
-        scheduling=SCHEDULING,
-        buckets=slow,
-        messages=w.messages,
-        apps=w.apps,
-        publisher=w.publisher,
-        writers=ThreadPoolExecutor(2),
-        metrics=ReleaseMetrics(CollectorRegistry()),
-        initial_backfill_ms=10_000,
-        tick_budget_ms=2_500,
-    )
+    w.releaser = w.build(tick_budget_ms=2_500)
     now = w.clock.now_ms()
     w.releaser.tick()
     # 12 messages in 3 buckets, over several (app, shard) partitions of each bucket
@@ -188,18 +178,7 @@ def test_a_walk_over_empty_buckets_advances_even_when_a_tick_runs_out_of_budget(
     w = World()
     slow = w.buckets = SlowBuckets(w.clock, list_ms=100)
     slow.mark_index_incomplete()  # an upgraded keyspace: every bucket is visited
-    releaser = Releaser(
-        clock=w.clock,
-        scheduling=SCHEDULING,
-        buckets=slow,
-        messages=w.messages,
-        apps=w.apps,
-        publisher=w.publisher,
-        writers=ThreadPoolExecutor(2),
-        metrics=ReleaseMetrics(CollectorRegistry()),
-        initial_backfill_ms=10_000,
-        tick_budget_ms=1_000,
-    )
+    releaser = w.build(tick_budget_ms=1_000)
     w.clock.advance(100 * WIDTH)
     releaser.tick()
     first = slow.watermark()
