@@ -173,6 +173,19 @@ OVERVIEW = [
                 ],
             ),
             Panel(
+                "Releaser: leading replicas and fencing",
+                "short",
+                [
+                    ("sum(scheduler_release_leader)", "leading replicas"),
+                    (
+                        f"sum(increase(scheduler_release_fenced_total[{RATE}]))",
+                        "fenced by a newer leader",
+                    ),
+                ],
+                "One replica leads. A fenced one was frozen or cut off while another took over;"
+                " its ring transaction was aborted and it stood by (docs/ARCHITECTURE.md).",
+            ),
+            Panel(
                 "Release watermark age",
                 "s",
                 [
