@@ -33,7 +33,7 @@ from scheduler.logs import configure_logging
 from scheduler.security import SecretHasher, SecuritySettings
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
 from scheduler.store.apps import AppStore, new_control_key
-from scheduler.store.bucket_index import backfill, old_writers
+from scheduler.store.bucket_index import backfill, old_writers, writer_groups
 from scheduler.store.cassandra import connect
 from scheduler.store.cassandra_apps import CassandraAppStore
 from scheduler.store.cassandra_buckets import CassandraBucketStore
@@ -146,7 +146,7 @@ def _cmd_index_buckets(args: argparse.Namespace) -> int:
         if buckets.index_complete():
             print("bucket index already complete: nothing to do")
             return 0
-        groups = [args.bucketer_group, f"{kafka.topic_prefix}record-writer"]
+        groups = writer_groups(kafka, args.bucketer_group)
         running = old_writers(AdminClient(kafka.client_config()), groups)
         if running and not args.force:
             print("writers of the previous version still run; run this again once the rolling")

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from confluent_kafka.admin import AdminClient
 
+from scheduler.settings import KafkaSettings
 from scheduler.store.ports import BucketStore
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,12 @@ INDEX_WRITER_TAG = "bucket-index"
 def writer_client_id(role: str) -> str:
     """The Kafka client id of a bucket writer of this version (bucketer, record writer)."""
     return f"scheduler-{role}.{INDEX_WRITER_TAG}"
+
+
+def writer_groups(kafka: KafkaSettings, bucketer_group: str) -> list[str]:
+    """The consumer groups whose members store buckets: the bucketers', and the dispatchers'
+    record writers (a dispatcher stores retries; its record writer child stands for it)."""
+    return [bucketer_group, f"{kafka.topic_prefix}record-writer"]
 
 
 @dataclass(frozen=True)

@@ -132,13 +132,13 @@ def apply_migrations(
             (migration.version, migration.name, migration.checksum, now_ms),
         )
         changes.append(f"applied migration {migration.version:04d}_{migration.name}")
-        if migration.version == BUCKET_INDEX_MIGRATION and fresh:
-            # A new keyspace: no writer of a version without the index ever stored anything.
-            CassandraBucketStore(session).mark_index_complete(now_ms)
-            changes.append("bucket index complete (new keyspace)")
     if up_to is None or up_to >= BUCKET_INDEX_MIGRATION:
         buckets = CassandraBucketStore(session)
-        if buckets.index_complete() and old_releaser_has_led(buckets):
+        if fresh:
+            # A new keyspace: no writer of a version without the index ever stored anything.
+            buckets.mark_index_complete(now_ms)
+            changes.append("bucket index complete (new keyspace)")
+        elif buckets.index_complete() and old_releaser_has_led(buckets):
             buckets.mark_index_incomplete()
             changes.append(
                 "bucket index marked incomplete: a releaser of a version without it has run"

@@ -32,7 +32,7 @@ from scheduler.kafka.admin import ensure_topics
 from scheduler.ops import Health
 from scheduler.records import DueMessage
 from scheduler.settings import KafkaSettings, SchedulingSettings
-from scheduler.store.bucket_index import Reconciler
+from scheduler.store.bucket_index import Reconciler, writer_groups
 from scheduler.store.pending_counts import PendingCounts
 from scheduler.store.ports import AppLookup, BucketStore, MessageStore
 from scheduler.topics import Topics
@@ -246,7 +246,7 @@ def run_releaser(
     reconciler = Reconciler(
         buckets,
         AdminClient(kafka.client_config()),
-        [settings.bucketer_group_id, f"{kafka.topic_prefix}record-writer"],
+        writer_groups(kafka, settings.bucketer_group_id),
     )
     index_checked_at: float | None = None
 
