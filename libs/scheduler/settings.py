@@ -39,6 +39,12 @@ class KafkaSettings(BaseSettings):
     requests_retention_ms: int = Field(default=7 * DAY_MS, ge=3_600_000)
     due_retention_ms: int = Field(default=7 * DAY_MS, ge=3_600_000)
     operator_retention_ms: int = Field(default=30 * DAY_MS, ge=3_600_000)
+    results_retention_ms: int = Field(
+        default=7 * DAY_MS,
+        ge=3_600_000,
+        description="delivery results are kept this long (then deleted, besides compaction):"
+        " beyond the longest tolerated dispatcher outage plus a restart's reload window",
+    )
 
     def client_config(self) -> dict[str, Any]:
         """librdkafka settings common to every client of the system."""

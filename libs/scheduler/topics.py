@@ -71,7 +71,14 @@ class Topics:
             TopicSpec(
                 self.results,
                 k.results_partitions,
-                {**durable, "cleanup.policy": "compact", "min.compaction.lag.ms": "3600000"},
+                # Keys are unique per message, so compaction alone would keep one result per
+                # message forever; retention bounds it (docs/OPERATIONS.md, "Topics").
+                {
+                    **durable,
+                    "cleanup.policy": "compact,delete",
+                    "retention.ms": str(k.results_retention_ms),
+                    "min.compaction.lag.ms": "3600000",
+                },
             ),
             TopicSpec(self.rejected, 1, retained(k.operator_retention_ms)),
             TopicSpec(self.dead_letter, 1, retained(k.operator_retention_ms)),

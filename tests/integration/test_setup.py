@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from cassandra.cluster import Session
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin._config import ConfigResource
+from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from scheduler.cli import setup
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
@@ -69,7 +69,8 @@ def test_setup_creates_everything_and_second_run_changes_nothing(
     results = Topics(kafka_settings, scheduling_settings).results
     resource = ConfigResource(ConfigResource.Type.TOPIC, results)
     config = admin.describe_configs([resource])[resource].result()
-    assert config["cleanup.policy"].value == "compact"
+    assert config["cleanup.policy"].value == "compact,delete"
+    assert config["retention.ms"].value == str(kafka_settings.results_retention_ms)
 
     rows = cassandra_session.execute(
         "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s",
@@ -91,6 +92,35 @@ def test_setup_restores_a_drifted_topic_config(
         f"set {kafka_settings.topic_prefix}commands retention.ms=7200000",
     ]
     assert setup(drifted, cassandra_settings, scheduling_settings) == []
+
+
+def test_setup_bounds_the_results_topic_of_a_previous_release(
+    kafka_settings: KafkaSettings,
+    cassandra_settings: CassandraSettings,
+    scheduling_settings: SchedulingSettings,
+) -> None:
+    """The previous release created the results topic compact-only (unbounded: one result per
+    message forever); setup on upgrade adds time retention to it in place."""
+    setup(kafka_settings, cassandra_settings, scheduling_settings)
+    admin = AdminClient(kafka_settings.client_config())
+    results = Topics(kafka_settings, scheduling_settings).results
+    resource = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        results,
+        incremental_configs=[
+            ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET),
+            ConfigEntry("retention.ms", "", incremental_operation=AlterConfigOpType.DELETE),
+        ],
+    )
+    admin.incremental_alter_configs([resource])[resource].result()
+
+    changes = setup(kafka_settings, cassandra_settings, scheduling_settings)
+    assert f"set {results} cleanup.policy=compact,delete" in changes
+    config = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, results)])
+    [described] = config.values()
+    values = described.result()
+    assert values["cleanup.policy"].value == "compact,delete"
+    assert values["retention.ms"].value == str(kafka_settings.results_retention_ms)
 
 
 def test_a_changed_applied_migration_is_refused(

@@ -6,9 +6,10 @@ blocking it), except the startup reads, which run before firing begins.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
-import threading
 from typing import Any
 
 from confluent_kafka import (
@@ -30,13 +31,15 @@ from .codecs import Codecs
 from .commands import CommandView
 from .dispatcher import Dispatcher
 from .metrics import DispatchMetrics
-from .offsets import OffsetTracker
+from .offsets import TP, OffsetTracker
+from .ownership import owns
 from .ports import OutRecord, Sink
 from .settings import DispatchSettings
 from .timers import Position, TimerQueue
 
 log = logging.getLogger(__name__)
 TIMEOUT_S = 30.0
+PROBE_RETRY_MS = 1_000  # a draining partition's end is asked again this often
 
 
 def consumer_config(kafka: KafkaSettings, group_id: str, **extra: Any) -> dict[str, Any]:
@@ -52,16 +55,33 @@ def consumer_config(kafka: KafkaSettings, group_id: str, **extra: Any) -> dict[s
 
 
 def start_offsets(consumer: Consumer, tps: list[TopicPartition], since_ms: int) -> None:
-    """Set each partition's offset to the first record at or after `since_ms` (else the end)."""
-    if not tps:  # librdkafka refuses an empty query (_INVALID_ARG): a restart with every
-        return  # ring partition committed has nothing to look up
+    """Set each partition's offset to the first record at or after `since_ms`, else to its end
+    (resolved to a number: a position must be known before the first fetch)."""
+    if not tps:  # librdkafka refuses an empty query (_INVALID_ARG)
+        return
     query = [TopicPartition(tp.topic, tp.partition, since_ms) for tp in tps]
     found = {
         (tp.topic, tp.partition): tp.offset for tp in consumer.offsets_for_times(query, TIMEOUT_S)
     }
+    at_end = []
     for tp in tps:
-        offset = found.get((tp.topic, tp.partition), -1)
-        tp.offset = offset if offset >= 0 else OFFSET_END
+        tp.offset = found.get((tp.topic, tp.partition), -1)
+        if tp.offset < 0:
+            at_end.append(tp)
+    ends = end_offsets(consumer, at_end, TIMEOUT_S)
+    for tp in at_end:
+        tp.offset = ends[(tp.topic, tp.partition)]
+
+
+def end_offsets(consumer: Consumer, tps: list[TopicPartition], timeout_s: float) -> dict[TP, int]:
+    """Each partition's end for a read_committed reader (the last stable offset), in one
+    request per broker. Blocking: call it from a worker thread once firing has begun."""
+    if not tps:
+        return {}
+    query = [TopicPartition(tp.topic, tp.partition, OFFSET_END) for tp in tps]
+    return {
+        (tp.topic, tp.partition): tp.offset for tp in consumer.offsets_for_times(query, timeout_s)
+    }
 
 
 def future_slots(scheduling: SchedulingSettings) -> int:
@@ -77,7 +97,28 @@ def paused_slots(current_slot: int, scheduling: SchedulingSettings) -> set[int]:
     return {(current_slot + k) % size for k in range(2, future_slots(scheduling) + 1)}
 
 
+def _metadata_ms(tp: TopicPartition) -> int | None:
+    """The instant a committed offset's metadata names (None: not committed, or no metadata)."""
+    if tp.offset >= 0 and tp.metadata and tp.metadata.isdigit():
+        return int(tp.metadata)
+    return None
+
+
 class RingFeed:
+    """The ring partitions this instance owns (ownership.py), read so that no unsettled record
+    is ever skipped:
+
+    - A partition with a committed offset starts there. One without (never committed, offset
+      expired, newly added) starts at its first retained record: everything in it may be
+      unsettled, and the results and records stop a settled one from being delivered again.
+    - Partitions are listed again every `metadata_refresh_ms`; new ones are added while running.
+    - Future slots are paused once a probe (the partition's end, asked after the slot became
+      future) shows nothing unread is left in them: late records are drained first. After a
+      time jump longer than a slot (a frozen process) every future slot is probed again.
+
+    No blocking Kafka call runs on the event loop: probes and listings run in worker threads.
+    """
+
     def __init__(
         self,
         consumer: Consumer,
@@ -102,102 +143,180 @@ class RingFeed:
         self._codecs = codecs
         self._sink = sink
         self._metrics = metrics
-        self._tps: dict[tuple[str, int], TopicPartition] = {}
-        self._paused: set[tuple[str, int]] = set()
-        self._draining: set[tuple[str, int]] = set()
+        self._assigned: dict[TP, int] = {}  # offset each partition was assigned at
+        self._paused: set[TP] = set()
+        self._draining: dict[TP, int] = {}  # future partition -> when it started draining
         self._slot: int | None = None
-        self._last_drain_check = 0
+        self._rotated_ms: int | None = None
+        self._probe: asyncio.Task[None] | None = None
+        self._probed_ms = 0
+        self._listed_ms = 0
+        self._listing: asyncio.Task[None] | None = None
 
     @property
     def cycle_ms(self) -> int:
         return self._topics.ring.cycle_ms
 
-    def my_partitions(self) -> list[TopicPartition]:
-        metadata = self._consumer.list_topics(timeout=TIMEOUT_S).topics
+    @property
+    def partitions(self) -> int:
+        return len(self._assigned)
+
+    def owned(self, timeout_s: float = TIMEOUT_S) -> list[TopicPartition]:
+        """This instance's ring partitions, from a fresh metadata request (blocking)."""
+        metadata = self._consumer.list_topics(timeout=timeout_s).topics
         mine: list[TopicPartition] = []
+        s = self._settings
         for topic in self._topics.ring.topics():
             if topic not in metadata:
                 raise RuntimeError(f"ring topic {topic} is missing: run `scheduler setup`")
             for partition in sorted(metadata[topic].partitions):
-                if partition % self._settings.instances == self._settings.instance:
+                if owns(partition, s.instance, s.instances):
                     mine.append(TopicPartition(topic, partition))
         return mine
 
-    def start(self, now_ms: int) -> int:
-        """Assign the ring partitions of this instance at their committed offsets.
+    def start(self, now_ms: int, slack_ms: int) -> int:
+        """Assign the owned ring partitions (blocking: runs before firing begins).
 
-        Returns the instant from which delivery results matter (from the commit metadata).
-        """
-        tps = self.my_partitions()
-        committed = self._consumer.committed(tps, timeout=TIMEOUT_S)
-        fresh = [tp for tp in committed if tp.offset < 0]
-        # A partition never committed by this group: start one ring cycle back, not at the
-        # beginning of its retention (older records were settled by a previous deployment).
-        start_offsets(self._consumer, fresh, now_ms - self._topics.ring.cycle_ms)
-        for tp in fresh:
-            if tp.offset == OFFSET_END:
-                _, tp.offset = self._consumer.get_watermark_offsets(tp, TIMEOUT_S, cached=False)
-            # Committed with the first transaction: a restart must find every partition at an
-            # offset, or records older than one cycle behind a never-committed partition's
-            # start (possible when a restart takes long) would be skipped.
-            self._tracker.start_at(tp.topic, tp.partition, tp.offset)
-        since = now_ms
-        for tp in committed:
-            if tp.offset >= 0 and tp.metadata and tp.metadata.isdigit():
-                since = min(since, int(tp.metadata))
-        self._tps = {(tp.topic, tp.partition): tp for tp in committed}
+        Returns the instant from which delivery results matter: the oldest commit metadata
+        less `slack_ms` (clock skew between this host and the producers' timestamps)."""
+        tps = self._positioned(self.owned())
+        committed = {(tp.topic, tp.partition): _metadata_ms(tp) for tp in tps}
+        since = min((ms for ms in committed.values() if ms is not None), default=now_ms) - slack_ms
+        ends = end_offsets(self._consumer, tps, TIMEOUT_S)
+        self._consumer.assign(tps)
+        for tp in tps:
+            key = (tp.topic, tp.partition)
+            # An earlier incarnation may have settled records up to the end seen now.
+            floor = committed[key]
+            self._add(tp, since if floor is None else floor - slack_ms, ends.get(key, 0))
+        self._rotated_ms = None
+        self._listed_ms = now_ms
+        self.rotate(now_ms)
+        asked = self._clock.now_ms()
+        self._apply_ends(asked, self._ends(list(self._draining)))
+        self._probed_ms = asked
         log.info(
-            "ring partitions: %d at their committed offsets, %d fresh; results matter since %d",
-            len(committed) - len(fresh),
-            len(fresh),
+            "ring partitions: %d assigned (%d draining, %d paused); results matter since %d",
+            len(tps),
+            len(self._draining),
+            len(self._paused),
             since,
         )
-        self._consumer.assign(committed)
-        self._paused = set()
-        self._slot = None
-        self.rotate(now_ms)
         return since
 
-    def rotate(self, now_ms: int) -> None:
-        """At each slot boundary: resume the new next slot, pause the slot that becomes future."""
-        slot = self._topics.ring.slot_of(now_ms)
-        due_check = now_ms - self._last_drain_check >= 1_000 and bool(self._draining)
-        if slot == self._slot and not due_check:
-            return
-        self._slot = slot
-        self._last_drain_check = now_ms
-        topics = {self._topics.ring.topic_for_slot(s) for s in paused_slots(slot, self._scheduling)}
-        want = {key for key in self._tps if key[0] in topics}
-        to_resume = [self._tps[k] for k in self._paused - want]
-        to_pause: list[TopicPartition] = []
-        for key in want - self._paused:
-            if self._has_backlog(key):
-                self._draining.add(key)  # late records still to read before it goes quiet
-            else:
-                self._draining.discard(key)
-                to_pause.append(self._tps[key])
-        if to_resume:
-            self._consumer.resume(to_resume)
-        if to_pause:
-            self._consumer.pause(to_pause)
-        self._paused = (self._paused & want) | {(tp.topic, tp.partition) for tp in to_pause}
+    def _positioned(self, tps: list[TopicPartition]) -> list[TopicPartition]:
+        """`tps` at their committed offsets, or at their first retained record (blocking)."""
+        committed = self._consumer.committed(tps, timeout=TIMEOUT_S)
+        fresh = [tp for tp in committed if tp.offset < 0]
+        start_offsets(self._consumer, fresh, 0)
+        for tp in fresh:
+            log.info(
+                "ring partition %s/%d has no committed offset: read from offset %d",
+                tp.topic,
+                tp.partition,
+                tp.offset,
+            )
+        return committed
 
-    def _has_backlog(self, key: tuple[str, int]) -> bool:
-        """Unread records before the high watermark? Before the first fetch the position is
-        unknown: the assigned (committed) offset stands in, so late records left in a slot by
-        a long outage are drained rather than paused until the ring comes round."""
-        tp = TopicPartition(*key)
+    def _add(self, tp: TopicPartition, floor_ms: int | None, floor_until: int) -> None:
+        self._assigned[(tp.topic, tp.partition)] = tp.offset
+        self._tracker.start_at(tp.topic, tp.partition, tp.offset, floor_ms, floor_until)
+
+    async def refresh(self, now_ms: int) -> None:
+        """Every `metadata_refresh_ms`: assign ring partitions added since the last listing."""
+        if now_ms - self._listed_ms < self._settings.metadata_refresh_ms:
+            return
+        self._listed_ms = now_ms
         try:
-            _, high = self._consumer.get_watermark_offsets(tp, timeout=5.0, cached=False)
+            owned = await asyncio.to_thread(self.owned, 10.0)
+            new = [tp for tp in owned if (tp.topic, tp.partition) not in self._assigned]
+            if not new:
+                return
+            new = await asyncio.to_thread(self._positioned, new)
         except KafkaException as exc:
-            # Kafka unreachable (a broker restart): unknown counts as a backlog, so the slot
-            # stays resumed and is checked again within a second; pausing it could strand late
-            # records, and raising here stopped the whole dispatcher.
-            log.warning("ring watermark of %s/%d unknown (%s): kept resumed", *key, exc)
-            return True
-        [position] = self._consumer.position([tp])
-        offset = position.offset if position.offset >= 0 else self._tps[key].offset
-        return 0 <= offset < high
+            log.warning("listing the ring partitions failed (%s); retrying later", exc)
+            return
+        self._consumer.incremental_assign(new)
+        for tp in new:
+            self._add(tp, None, 0)  # a new partition: no earlier incarnation read it
+        self._slot = None  # rotate() decides their pause state
+        log.info(
+            "ring partitions added while running: %s",
+            ", ".join(f"{tp.topic}/{tp.partition}@{tp.offset}" for tp in new),
+        )
+
+    def rotate(self, now_ms: int) -> None:
+        """At each slot boundary: resume the slots that stop being future, start draining the
+        ones that become future (they are paused once probed empty)."""
+        slot = self._topics.ring.slot_of(now_ms)
+        gap = 0 if self._rotated_ms is None else now_ms - self._rotated_ms
+        self._rotated_ms = now_ms
+        jumped = gap > self._topics.ring.slot_ms
+        if jumped:
+            log.warning(
+                "%d ms since the last rotation (a frozen process?): every future slot is"
+                " checked for overdue records",
+                gap,
+            )
+        if slot != self._slot or jumped:
+            self._slot = slot
+            future = {
+                self._topics.ring.topic_for_slot(s) for s in paused_slots(slot, self._scheduling)
+            }
+            want = {key for key in self._assigned if key[0] in future}
+            to_resume = [TopicPartition(*k) for k in self._paused - want]
+            recheck = want if jumped else want - self._paused - set(self._draining)
+            to_resume += [TopicPartition(*k) for k in recheck & self._paused]
+            if to_resume:
+                self._consumer.resume(to_resume)
+            self._paused &= want
+            self._paused -= recheck
+            self._draining = {k: t for k, t in self._draining.items() if k in want}
+            for key in recheck:
+                self._draining[key] = now_ms
+
+    def probe(self, now_ms: int) -> None:
+        """Ask the ends of the draining partitions (in a worker thread), at once for partitions
+        that started draining since the last probe, else every PROBE_RETRY_MS."""
+        if not self._draining or self._probe is not None:
+            return
+        fresh = any(t >= self._probed_ms for t in self._draining.values())
+        if fresh or now_ms - self._probed_ms >= PROBE_RETRY_MS:
+            self._probe = asyncio.get_running_loop().create_task(self._run_probe())
+
+    async def _run_probe(self) -> None:
+        asked = self._clock.now_ms()
+        try:
+            ends = await asyncio.to_thread(self._ends, list(self._draining))
+            self._apply_ends(asked, ends)
+        except KafkaException as exc:
+            # Kafka unreachable (a broker restart): the partitions stay resumed and are probed
+            # again; pausing one could strand late records.
+            log.warning("ring partition ends unknown (%s): kept draining", exc)
+        finally:
+            self._probed_ms = asked
+            self._probe = None
+
+    def _ends(self, keys: list[TP]) -> dict[TP, int]:
+        return end_offsets(self._consumer, [TopicPartition(*k) for k in keys], 10.0)
+
+    def _apply_ends(self, asked_ms: int, ends: dict[TP, int]) -> None:
+        """Pause the draining partitions that have read everything up to an end asked for after
+        they started draining."""
+        done = []
+        for key, end in ends.items():
+            since = self._draining.get(key)
+            if since is None or since > asked_ms or end < 0:
+                continue
+            [position] = self._consumer.position([TopicPartition(*key)])
+            offset = position.offset if position.offset >= 0 else self._assigned[key]
+            if offset >= end:
+                done.append(key)
+        if done:
+            self._consumer.pause([TopicPartition(*k) for k in done])
+            for key in done:
+                del self._draining[key]
+                self._paused.add(key)
 
     def poll(self, limit: int = 500) -> int:
         if len(self._dispatcher.timers) >= self._settings.max_held:
@@ -240,49 +359,114 @@ class RingFeed:
 
 
 class CommandsFeed:
-    """Every dispatcher instance reads every commands partition (no group, no commits)."""
+    """Every dispatcher instance reads every commands partition (no group, no commits).
+
+    `confirm()` (a task of the loop) asks Kafka, every `commands_confirm_ms` and in a worker
+    thread, for the topic's partitions and their ends: new partitions are read from their start,
+    and the view counts a partition fresh as of the question once it has read up to the answer
+    (commands.py). No Kafka call here blocks the event loop."""
 
     def __init__(
-        self, consumer: Consumer, topic: str, view: CommandView, codecs: Codecs, clock: Clock
+        self,
+        consumer: Consumer,
+        topic: str,
+        view: CommandView,
+        codecs: Codecs,
+        clock: Clock,
+        confirm_ms: int,
     ) -> None:
         self._consumer = consumer
         self._topic = topic
         self.view = view
         self._codecs = codecs
         self._clock = clock
+        self._confirm_ms = confirm_ms
 
     def start(self, since_ms: int) -> None:
-        metadata = self._consumer.list_topics(self._topic, timeout=TIMEOUT_S).topics[self._topic]
-        tps = [TopicPartition(self._topic, p) for p in sorted(metadata.partitions)]
+        """Assign every partition at the first command since `since_ms` (blocking)."""
+        tps = [TopicPartition(self._topic, p) for p in self._partitions(TIMEOUT_S)]
         start_offsets(self._consumer, tps, since_ms)
         self._consumer.assign(tps)
+        self._add(tps)
+
+    def _add(self, tps: list[TopicPartition]) -> None:
+        self.view.add_partitions(tp.partition for tp in tps)
+        for tp in tps:
+            self.view.starts_at(tp.partition, tp.offset)
+
+    def _partitions(self, timeout_s: float) -> list[int]:
+        metadata = self._consumer.list_topics(self._topic, timeout=timeout_s).topics[self._topic]
+        if metadata.error is not None:
+            raise KafkaException(metadata.error)
+        return sorted(metadata.partitions)
 
     def poll(self, limit: int = 500) -> int:
         messages = self._consumer.consume(num_messages=limit, timeout=0)
-        now = self._clock.now_ms()
         for msg in messages:
             partition = msg.partition() or 0
+            offset = msg.offset() or 0
             error = msg.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
-                    self.view.reached_end(partition, now)
+                    self.view.at_end(partition, offset)
                 else:
                     log.warning("commands consumer error: %s", error)
                 continue
             try:
                 command = self._codecs.command.decode(msg.value() or b"")
             except DecodeError:
-                log.warning("undecodable command at %s/%s", partition, msg.offset())
+                log.warning("undecodable command at %s/%s", partition, offset)
                 command = None
-            self.view.apply(partition, command, now)
+            self.view.apply(partition, offset, command)
         return len(messages)
 
-    def catch_up(self, timeout_ms: int) -> bool:
+    async def confirm_once(self) -> None:
+        """One question to Kafka: the partitions, and where each ends."""
+        asked = self._clock.now_ms()
+        partitions, ends = await asyncio.to_thread(self._ends)
+        new = [p for p in partitions if p not in set(self.view.partitions)]
+        if new:
+            tps = [TopicPartition(self._topic, p) for p in new]
+            await asyncio.to_thread(start_offsets, self._consumer, tps, 0)
+            self._consumer.incremental_assign(tps)
+            self._add(tps)
+            log.info("commands partitions added while running: %s", new)
+        for partition, end in ends.items():
+            self.view.confirm(partition, asked, end)
+
+    def _ends(self) -> tuple[list[int], dict[int, int]]:
+        partitions = self._partitions(5.0)
+        tps = [TopicPartition(self._topic, p) for p in partitions]
+        return partitions, {p: end for (_, p), end in end_offsets(self._consumer, tps, 5.0).items()}
+
+    async def confirm(self, stop: asyncio.Event) -> None:
+        """Confirm the view every `confirm_ms` until `stop` (a task of the loop)."""
+        while not stop.is_set():
+            started = self._clock.monotonic_ms()
+            try:
+                await self.confirm_once()
+            except KafkaException as exc:
+                log.warning("commands view not confirmed (%s): it ages until Kafka answers", exc)
+            spent = self._clock.monotonic_ms() - started
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.0, self._confirm_ms - spent) / 1000)
+
+    async def catch_up(self, timeout_ms: int) -> bool:
+        """Read until every partition is confirmed current (before firing begins)."""
+        started = self._clock.now_ms()
         deadline = self._clock.monotonic_ms() + timeout_ms
-        while not self.view.caught_up() and self._clock.monotonic_ms() < deadline:
-            if not self.poll():
-                threading.Event().wait(0.01)
-        return self.view.caught_up()
+        while self._clock.monotonic_ms() < deadline:
+            while self.poll():
+                pass
+            try:
+                await self.confirm_once()
+            except KafkaException as exc:
+                log.warning("commands view not confirmed yet (%s)", exc)
+            self.poll()
+            if self.view.fresh_since(started):
+                return True
+            await asyncio.sleep(0.01)
+        return False
 
 
 def load_results(
@@ -297,7 +481,7 @@ def load_results(
     for tp in tps:
         _, high = consumer.get_watermark_offsets(tp, timeout=TIMEOUT_S, cached=False)
         ends[tp.partition] = high
-    active = {tp.partition for tp in tps if tp.offset != OFFSET_END and ends[tp.partition] > 0}
+    active = {tp.partition for tp in tps if tp.offset < ends[tp.partition]}
     consumer.assign([tp for tp in tps if tp.partition in active])
     loaded = 0
     while active:

@@ -20,17 +20,32 @@ class _Partition:
     settled: set[int] = field(default_factory=set)
     commit_point: int | None = None  # next offset to read after a restart
     committed: int | None = None  # last commit point handed out by `take_commits`
+    # Results since `floor_ms` were loaded at start because an earlier incarnation may have
+    # settled records of this partition past its commit point; until the commit point passes
+    # `floor_until` (the partition's end at start) the commit metadata must still say so.
+    floor_ms: int | None = None
+    floor_until: int = 0
 
 
 class OffsetTracker:
     def __init__(self) -> None:
         self._parts: dict[TP, _Partition] = {}
 
-    def start_at(self, topic: str, partition: int, offset: int) -> None:
-        """A partition read from `offset` without a committed offset: commit that first."""
+    def start_at(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        floor_ms: int | None = None,
+        floor_until: int = 0,
+    ) -> None:
+        """A partition assigned at `offset`: committed (again) with the first transaction.
+
+        `floor_ms`/`floor_until`: see `_Partition`."""
         part = self._parts.setdefault((topic, partition), _Partition())
         if part.commit_point is None and not part.pending:
             part.commit_point = offset
+        part.floor_ms, part.floor_until = floor_ms, floor_until
 
     def received(self, topic: str, partition: int, offset: int, now_ms: int) -> None:
         self._parts.setdefault((topic, partition), _Partition()).pending.append((offset, now_ms))
@@ -51,17 +66,27 @@ class OffsetTracker:
         times = [p.pending[0][1] for p in self._parts.values() if p.pending]
         return min(times, default=default_ms)
 
-    def take_commits(self) -> dict[TP, int]:
-        """Commit points that moved since the last call."""
-        moved: dict[TP, int] = {}
+    def take_commits(self, now_ms: int, every: bool = False) -> dict[TP, tuple[int, int]]:
+        """Commit points that moved since the last call (`every`: all known ones), each with
+        its metadata: the instant since which results matter for a restart that reads the
+        partition from there (the receipt of the oldest unsettled record, or the floor)."""
+        oldest = self.oldest_unsettled_received_ms(now_ms)
+        moved: dict[TP, tuple[int, int]] = {}
         for tp, part in self._parts.items():
-            if part.commit_point is not None and part.commit_point != part.committed:
-                moved[tp] = part.commit_point
+            if part.commit_point is None or (part.commit_point == part.committed and not every):
+                continue
+            since = oldest
+            if part.floor_ms is not None:
+                if part.commit_point < part.floor_until:
+                    since = min(since, part.floor_ms)
+                else:
+                    part.floor_ms = None  # caught up past what an earlier incarnation read
+            moved[tp] = (part.commit_point, since)
         return moved
 
-    def confirm(self, commits: dict[TP, int]) -> None:
+    def confirm(self, commits: dict[TP, tuple[int, int]]) -> None:
         """The commits returned by `take_commits` are durable now."""
-        for tp, offset in commits.items():
+        for tp, (offset, _) in commits.items():
             part = self._parts[tp]
             if part.committed is None or offset > part.committed:
                 part.committed = offset

@@ -1,23 +1,31 @@
 """Wiring of the dispatcher process: Kafka clients, stores, the loops. Used by `dispatch_main`
 and by the integration tests (which pass their own settings and clock).
 
-    startup: init transactions (fences a previous incarnation of this instance) -> commands
-             view caught up -> results since the oldest unsettled ring record loaded -> ring
-             assigned at committed offsets, future slots paused
-    loop:    poll ring + commands (non-blocking) -> rotate slots -> start due deliveries ->
-             sleep until the next due or 2 ms
+    startup: fence every other owner of this instance's ring partitions (ownership.py) ->
+             init transactions (fences a previous incarnation of this instance) -> commands
+             view caught up -> ring assigned at committed offsets (else at their first
+             retained record), future slots drained then paused -> results since the oldest
+             unsettled ring record loaded
+    loop:    poll ring + commands (non-blocking) -> rotate slots, probe draining ones ->
+             start due deliveries -> sleep until the next due or 2 ms
+    tasks:   the commands view confirmed every `commands_confirm_ms`; ring partitions listed
+             every `metadata_refresh_ms` (both in worker threads)
     commit:  its own task: transactions back to back while anything is settled
     records: the record writer (writer_runner.py: a thread here by default, a child process
              in `scheduler-dispatcher`)
     SIGTERM: stop firing, let in-flight deliveries finish, commit, close.
+    fenced:  another owner took these partitions: stop firing, report not ready, and wait for
+             SIGTERM (never fence back, never restart into a fencing loop).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, Producer
@@ -38,10 +46,11 @@ from .http_post import AiohttpPost
 from .metrics import DispatchMetrics
 from .offsets import OffsetTracker
 from .outbound import OutboundGuard
+from .ownership import ids_to_fence, transactional_id
 from .record_writer import RecordWriter
 from .rest import RestDeliverer
 from .settings import DispatchSettings
-from .sink import TransactionalSink, transactional_producer
+from .sink import FencedError, TransactionalSink, transactional_producer
 from .status_reader import StatusReader, StoreStatusReader
 from .writer_runner import RecordWriterRunner, ThreadRecordWriter
 
@@ -67,6 +76,21 @@ def instance_id(kafka: KafkaSettings, settings: DispatchSettings, role: str) -> 
     return f"{kafka.topic_prefix}{role}-{settings.instance}-of-{settings.instances}"
 
 
+def fence_other_owners(
+    producer_config: dict[str, object], ids: list[str], timeout_s: float = 60.0
+) -> None:
+    """`init_transactions` under each id (blocking, in parallel): Kafka aborts that owner's open
+    transaction and refuses its later ones (ownership.py)."""
+
+    def fence(transactional_id: str) -> None:
+        producer = Producer({**producer_config, "transactional.id": transactional_id})
+        producer.init_transactions(timeout_s)
+        producer.flush(0)
+
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="fence") as pool:
+        list(pool.map(fence, ids))
+
+
 async def run_dispatcher(
     *,
     kafka: KafkaSettings,
@@ -84,9 +108,11 @@ async def run_dispatcher(
     topics = Topics(kafka, scheduling)
     codecs = Codecs.build(kafka)
     group = f"{kafka.topic_prefix}dispatcher"
-    producer_config = {
+    producer_config: dict[str, object] = {
         **kafka.client_config(),
-        "transactional.id": instance_id(kafka, settings, "dispatcher"),
+        "transactional.id": transactional_id(
+            kafka.topic_prefix, settings.instance, settings.instances
+        ),
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 1,
@@ -110,7 +136,7 @@ async def run_dispatcher(
         )
     )
     tracker = OffsetTracker()
-    view = CommandView(kafka.commands_partitions, clock.now_ms())
+    view = CommandView(clock.now_ms())
     sink = TransactionalSink(
         transactional_producer(producer_config, init_timeout_s=60),
         ring_consumer.consumer_group_metadata,
@@ -120,9 +146,8 @@ async def run_dispatcher(
         settings.txn_max_emits,
         settings.txn_recover_ms,
         settings.txn_offsets_interval_ms,
+        settings.offsets_refresh_ms,
     )
-    # Fences a previous incarnation of this instance (same transactional.id).
-    await sink.start()
     http = AiohttpPost(settings.http_max_connections, settings.http_timeout_s)
     rest = RestDeliverer(
         http,
@@ -158,7 +183,9 @@ async def run_dispatcher(
         sink=sink,
         metrics=metrics,
     )
-    commands = CommandsFeed(commands_consumer, topics.commands, view, codecs, clock)
+    commands = CommandsFeed(
+        commands_consumer, topics.commands, view, codecs, clock, settings.commands_confirm_ms
+    )
     writer = record_writer or ThreadRecordWriter(
         kafka,
         topics.results,
@@ -167,15 +194,27 @@ async def run_dispatcher(
         lambda outcome, n: metrics.records_written.labels(outcome).inc(n),
     )
     try:
+        # Before any committed offset is read: no other owner can commit one afterwards.
+        partitions = sorted({tp.partition for tp in await asyncio.to_thread(ring.owned)})
+        others = ids_to_fence(
+            kafka.topic_prefix,
+            partitions,
+            settings.instance,
+            settings.instances,
+            settings.max_instances,
+        )
+        await asyncio.to_thread(fence_other_owners, producer_config, others)
+        await sink.start()  # fences a previous incarnation of this instance (same id)
+        log.info("fenced %d other possible owners of ring partitions %s", len(others), partitions)
         now = clock.now_ms()
-        commands.start(now - topics.ring.cycle_ms)
-        await asyncio.to_thread(commands.catch_up, 30_000)
-        since = ring.start(now)
+        await asyncio.to_thread(commands.start, now - topics.ring.cycle_ms)
+        if not await commands.catch_up(30_000):
+            log.warning("commands view not current after 30 s: firing waits until it is")
+        since = await asyncio.to_thread(ring.start, now, settings.results_slack_ms)
         loader = Consumer(
             consumer_config(kafka, f"{group}-results-load", **{"enable.partition.eof": True})
         )
         try:
-            since -= settings.results_slack_ms
             loaded = await asyncio.to_thread(
                 load_results, loader, topics.results, since, dispatcher.timers, codecs
             )
@@ -187,19 +226,43 @@ async def run_dispatcher(
         gc.freeze()
         writer.start()
         health.set_ready(True, "dispatching")
-        await _loop(dispatcher, ring, commands, sink, clock, settings, stop, health)
-        log.info("stopping: %d deliveries in flight", dispatcher.in_flight)
-        dispatcher.stopping = True  # requests under way finish; waiting ones stay unsettled
-        await dispatcher.drain()
-        while sink.pending:  # a flush takes at most txn_max_emits
-            await sink.flush()
-        await sink.flush()  # the offsets of the last settled records
+        try:
+            await _loop(dispatcher, ring, commands, sink, clock, settings, stop, health)
+        except FencedError as exc:
+            await _stand_down(dispatcher, health, stop, exc)
+        else:
+            log.info("stopping: %d deliveries in flight", dispatcher.in_flight)
+            dispatcher.stopping = True  # requests under way finish; waiting ones stay unsettled
+            await dispatcher.drain()
+            while sink.pending:  # a flush takes at most txn_max_emits
+                await sink.flush()
+            await sink.flush()  # the offsets of the last settled records
     finally:
         await asyncio.to_thread(writer.stop, 10)
         await http.close()
         ring_consumer.close()
         commands_consumer.close()
         sink.producer.flush(10)
+
+
+async def _stand_down(
+    dispatcher: Dispatcher, health: Health, stop: asyncio.Event, exc: FencedError
+) -> None:
+    """Another owner holds these partitions now. Nothing of ours can commit any more (Kafka
+    refuses it); the new owner reads what we left unsettled. Stay alive and not ready until
+    stopped: exiting would let a supervisor restart this instance, which would fence back."""
+    log.error(
+        "fenced (%s): another dispatcher owns these ring partitions now (a new incarnation, or"
+        " a changed instance count); standing down until stopped",
+        exc,
+    )
+    dispatcher.stopping = True
+    health.set_ready(False, "fenced by another owner of its ring partitions")
+    while not stop.is_set():
+        health.beat()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+    await dispatcher.drain()
 
 
 async def _loop(
@@ -214,6 +277,7 @@ async def _loop(
 ) -> None:
     watch = TransactionWatch(settings.txn_stuck_ms)
     committer = asyncio.create_task(_commit_loop(sink, clock, settings, stop, watch))
+    confirmer = asyncio.create_task(commands.confirm(stop))
     last_prune = clock.now_ms()
     try:
         while not stop.is_set():
@@ -224,6 +288,8 @@ async def _loop(
             now = clock.now_ms()
             commands.poll()
             ring.rotate(now)
+            ring.probe(now)
+            await ring.refresh(now)
             ring.poll()
             dispatcher.start_due()
             if now - last_prune > 10_000:
@@ -236,6 +302,9 @@ async def _loop(
             await asyncio.sleep(wait)
     finally:
         sink.wake()
+        confirmer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await confirmer
         await committer  # its transaction in flight ends; the caller's final flush follows
 
 

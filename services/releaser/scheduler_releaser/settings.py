@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scheduler.domain.backoff import Backoff
@@ -15,6 +15,29 @@ class DispatchSettings(BaseSettings):
 
     instance: int = Field(default=0, ge=0, description="this replica's index in [0, instances)")
     instances: int = Field(default=1, ge=1, description="replicas sharing the ring partitions")
+    max_instances: int = Field(
+        default=6,
+        ge=1,
+        description="the largest instance count this deployment may ever use: a starting"
+        " instance fences the owners of its partitions under every count up to it",
+    )
+    metadata_refresh_ms: int = Field(
+        default=5_000,
+        ge=100,
+        description="ring partitions added while running are found this often",
+    )
+    commands_confirm_ms: int = Field(
+        default=100,
+        ge=10,
+        description="how often the commands view confirms it is at the end of every partition"
+        " (must stay well below the cancel guard)",
+    )
+    offsets_refresh_ms: int = Field(
+        default=60_000,
+        ge=1_000,
+        description="every ring partition's offset (idle ones too) is committed again this often:"
+        " it keeps offsets from expiring and bounds the results a restart reloads",
+    )
     txn_interval_ms: int = Field(default=5, ge=1, description="transaction commit interval")
     txn_offsets_interval_ms: int = Field(
         default=100, ge=0, description="ring offsets ride along in a transaction this often"
@@ -61,6 +84,16 @@ class DispatchSettings(BaseSettings):
     metrics_port: int = Field(
         default=9104, ge=0, description="port of /metrics, /healthz, /readyz (0: none)"
     )
+
+    @model_validator(mode="after")
+    def _instance_in_range(self) -> DispatchSettings:
+        if self.instance >= self.instances:
+            raise ValueError(f"instance {self.instance} is not below instances ({self.instances})")
+        if self.instances > self.max_instances:
+            raise ValueError(
+                f"instances ({self.instances}) exceeds max_instances ({self.max_instances})"
+            )
+        return self
 
     def backoff(self) -> Backoff:
         return Backoff(

@@ -58,6 +58,22 @@ class FatalSinkError(RuntimeError):
     """The producer was fenced or failed fatally: the process must stop (and restart)."""
 
 
+class FencedError(FatalSinkError):
+    """Another producer took this transactional id: a newer incarnation of this instance, or
+    an instance of a new instance count that owns some of these partitions (ownership.py)."""
+
+
+FENCED = frozenset(
+    {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+)
+
+
+def fatal(error: KafkaError) -> FatalSinkError:
+    if error.code() in FENCED:
+        return FencedError(str(error))
+    return FatalSinkError(str(error))
+
+
 class _Abandoned(Exception):
     """Raised in a stuck worker thread that woke up after its transaction was abandoned."""
 
@@ -140,6 +156,7 @@ class TransactionalSink:
         max_batch: int = 2_000,
         recover_after_ms: int = 10_000,
         offsets_interval_ms: int = 0,
+        offsets_refresh_ms: int = 60_000,
     ) -> None:
         """`new_producer` returns a transactional producer after `init_transactions` (blocking;
         raises KafkaException when Kafka cannot be reached). `group_metadata` is the ring
@@ -150,6 +167,8 @@ class TransactionalSink:
         self._recover_after_ms = recover_after_ms
         self._offsets_interval_ms = offsets_interval_ms
         self._offsets_sent_ms = float("-inf")
+        self._offsets_refresh_ms = offsets_refresh_ms
+        self._refreshed_ms = float("-inf")
         self._tracker = tracker
         self._clock = clock
         self._metrics = metrics
@@ -211,12 +230,18 @@ class TransactionalSink:
         # reloads (the commit metadata below), so none is fired twice.
         mono = self._clock.monotonic_ms()
         due = not records or mono - self._offsets_sent_ms >= self._offsets_interval_ms
-        commits = self._tracker.take_commits() if due else {}
+        # Every partition's offset, idle ones too, is committed again now and then: the offsets
+        # never expire (a group that only assigns keeps them `offsets.retention.minutes` after
+        # their last commit) and their metadata stays recent, which bounds a restart's reload.
+        every = due and mono - self._refreshed_ms >= self._offsets_refresh_ms
+        commits = self._tracker.take_commits(self._clock.now_ms(), every) if due else {}
         if records or commits:
-            # Commit metadata: receipt time of the oldest unsettled record. After a restart
-            # the results written since then are the ones that can concern re-read records.
-            oldest = str(self._tracker.oldest_unsettled_received_ms(self._clock.now_ms()))
-            offsets = [TopicPartition(t, p, o, metadata=oldest) for (t, p), o in commits.items()]
+            # Commit metadata: after a restart, the results written since then are the ones
+            # that can concern the records it reads again (offsets.py, take_commits).
+            offsets = [
+                TopicPartition(t, p, o, metadata=str(since))
+                for (t, p), (o, since) in commits.items()
+            ]
             not_before = max((i.not_before_ms or 0 for i in batch), default=0)
             metadata = self._group_metadata() if offsets else None
             await self._commit(records, offsets, metadata, not_before)
@@ -224,6 +249,8 @@ class TransactionalSink:
             self._tracker.confirm(commits)
             if commits:
                 self._offsets_sent_ms = mono
+            if every:
+                self._refreshed_ms = mono
         now = self._clock.now_ms()
         for item in batch:
             if item.on_committed is not None:
@@ -306,8 +333,8 @@ class TransactionalSink:
                 return
             except KafkaException as exc:
                 error: KafkaError = exc.args[0]
-                if error.fatal():
-                    raise FatalSinkError(str(error)) from exc
+                if error.fatal() or error.code() in FENCED:
+                    raise fatal(error) from exc
                 if attempt.committing and error.retriable() and not error.txn_requires_abort():
                     log.warning("transaction commit failed, retrying the commit: %s", error)
                     self._retry_commit(producer)
@@ -331,7 +358,7 @@ class TransactionalSink:
                 return
             except KafkaException as exc:
                 if not exc.args[0].retriable():
-                    raise FatalSinkError(str(exc.args[0])) from exc
+                    raise fatal(exc.args[0]) from exc
 
     @staticmethod
     def _produce(producer: Producer, r: OutRecord) -> None:

@@ -146,7 +146,7 @@ class Harness:
     messages: InMemoryMessageStore
     buckets: InMemoryBucketStore
     apps: InMemoryApps
-    commands: CommandView
+    commands: LiveView
     registry: CollectorRegistry
 
     def message(
@@ -189,12 +189,37 @@ class Harness:
             generation=0,
             issued_ms=now,
         )
-        self.commands.apply(0, abort, now)
-        self.commands.reached_end(0, now)
+        self.commands.arrive(abort)
+        self.commands.read()
 
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
         value = self.registry.get_sample_value(name, labels or {})
         return 0.0 if value is None else value
+
+
+class LiveView(CommandView):
+    """The commands view as its feed keeps it, on one partition: Kafka is asked for the end at
+    every lag check (the manual clock drives the instants). `arrive` appends a command that the
+    reader has not read yet; `read` reads everything that arrived."""
+
+    def __init__(self, now_ms: int) -> None:
+        super().__init__(now_ms, [0])
+        self.starts_at(0, 0)
+        self._unread: list[Command | None] = []
+        self._read = 0
+
+    def lag_ms(self, now_ms: int) -> int:
+        self.confirm(0, now_ms, self._read + len(self._unread))
+        return super().lag_ms(now_ms)
+
+    def arrive(self, command: Command | None = None) -> None:
+        self._unread.append(command)
+
+    def read(self) -> None:
+        for command in self._unread:
+            self.apply(0, self._read, command)
+            self._read += 1
+        self._unread = []
 
 
 def build(
@@ -217,8 +242,7 @@ def build(
     # the releaser is current: buckets up to now + look-ahead are released
     buckets.advance_watermark(clock.now_ms() + SCHEDULING.lookahead_ms, clock.now_ms())
     app_lookup = InMemoryApps(*apps)
-    commands = CommandView(partitions=1, now_ms=clock.now_ms())
-    commands.reached_end(0, clock.now_ms())
+    commands = LiveView(clock.now_ms())
     sink = RecordingSink(clock=clock)
     dispatcher = Dispatcher(
         clock=clock,

@@ -137,10 +137,10 @@ def test_commands_lagging_beyond_the_guard_holds_firing() -> None:
     calls: list[httpx.Request] = []
     h = build(lambda r: calls.append(r) or httpx.Response(200))
     h.dispatcher.accept(h.message(due_in_ms=0), None)
-    h.commands.apply(0, None, h.clock.now_ms())  # a record arrived: not at the end any more
+    h.commands.arrive()  # a record arrived: not at the end any more
     h.clock.advance(SCHEDULING.cancel_guard_ms + 1)
     assert run(h.dispatcher.fire_due()) == 0
-    h.commands.reached_end(0, h.clock.now_ms())
+    h.commands.read()
     assert run(h.dispatcher.fire_due()) == 1
     assert len(calls) == 1
 
@@ -369,14 +369,14 @@ def test_commands_lag_between_guard_minus_ahead_and_guard_holds_kafka_but_not_re
 
     def rest_wait() -> None:
         rest_waits.append(h.clock.now_ms())
-        h.commands.reached_end(0, h.clock.now_ms())  # (a held REST fire would end, late)
+        h.commands.read()  # (a held REST fire would end, late)
 
     def receive(request: httpx.Request) -> httpx.Response:
         calls.append(h.clock.now_ms())
         return httpx.Response(200)
 
     h = build(receive, settings=ahead_settings(), on_sleep=rest_wait)
-    h.commands.apply(0, None, h.clock.now_ms())  # a record arrived: not at the end any more
+    h.commands.arrive()  # a record arrived: not at the end any more
     rest = h.message(REST_APP, due_in_ms=lag)
     h.dispatcher.accept(rest, None)
     h.clock.advance(lag)
@@ -389,10 +389,10 @@ def test_commands_lag_between_guard_minus_ahead_and_guard_holds_kafka_but_not_re
     def catch_up_after_a_few_waits() -> None:
         held.append((k.clock.now_ms(), len(k.sink.emitted)))
         if len(held) == 3:
-            k.commands.reached_end(0, k.clock.now_ms())
+            k.commands.read()
 
     k = build(settings=ahead_settings(), on_sleep=catch_up_after_a_few_waits)
-    k.commands.apply(0, None, k.clock.now_ms())
+    k.commands.arrive()
     lagging_since = k.clock.now_ms()
     m = k.message(KAFKA_APP, due_in_ms=lag + AHEAD)
     k.dispatcher.accept(m, None)
@@ -418,7 +418,7 @@ def test_shutdown_ends_a_delivery_held_by_a_lagging_commands_view() -> None:
             k.dispatcher.stopping = True
 
     k = build(settings=ahead_settings(), on_sleep=stop_after_a_few_waits)
-    k.commands.apply(0, None, k.clock.now_ms())  # lagging from now on, never caught up
+    k.commands.arrive()  # lagging from now on, never caught up
     m = k.message(KAFKA_APP, due_in_ms=lag + AHEAD)
     k.dispatcher.accept(m, Position("t", 0, 1))
     k.clock.advance(lag)

@@ -37,7 +37,6 @@ from scheduler_bucketer.placer import Entry, Outbox, Placer
 from scheduler_bucketer.routing import Router
 from scheduler_bucketer.writer import SaveRecord, StoreRow, WriteOp, WriteStatus
 from scheduler_releaser.apps import AppCache
-from scheduler_releaser.commands import CommandView
 from scheduler_releaser.dispatcher import Dispatcher
 from scheduler_releaser.http_post import HttpxPost
 from scheduler_releaser.metrics import DispatchMetrics, ReleaseMetrics
@@ -56,6 +55,7 @@ from .harness import (
     TOPICS,
     InlineExecutor,
     KnownTopics,
+    LiveView,
     ManualSleep,
     RecordingSink,
     public_resolver,
@@ -413,8 +413,7 @@ class DispatcherActor:
         self.world = world
         self.stepper: Stepper | None = None
         clock = world.clock
-        commands = CommandView(partitions=1, now_ms=clock.now_ms())
-        commands.reached_end(0, clock.now_ms())
+        commands = LiveView(clock.now_ms())
         transport = httpx.MockTransport(lambda request: httpx.Response(500))
         client = httpx.AsyncClient(transport=transport, follow_redirects=False)
         self.sink = RecordingSink(clock=clock)

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from scheduler.clock import ManualClock
 from scheduler.settings import SchedulingSettings
-from scheduler_releaser.feeds import RingFeed, future_slots, paused_slots, start_offsets
+from scheduler_releaser.feeds import future_slots, paused_slots, start_offsets
 from scheduler_releaser.metrics import DispatchMetrics
 from scheduler_releaser.offsets import OffsetTracker
 from scheduler_releaser.ports import OutRecord
@@ -453,15 +453,42 @@ def test_start_offsets_with_no_fresh_partition_asks_kafka_nothing() -> None:
     start_offsets(Refusing(), [], 0)  # type: ignore[arg-type]
 
 
-def test_a_ring_watermark_unknown_while_kafka_is_down_counts_as_backlog() -> None:
-    """A broker restart during a slot rotation: the lookup fails; the slot stays resumed (checked
-    again later) instead of the exception stopping the dispatcher."""
+def test_idle_partitions_are_committed_again_with_recent_metadata_every_refresh() -> None:
+    """A partition whose commit point does not move kept the metadata of its last commit, so a
+    restart reloaded results since the stalest idle partition: about one ring cycle. Now every
+    partition is committed again every `offsets_refresh_ms` (which also keeps an idle
+    partition's offset from expiring)."""
+    producer = FakeProducer()
+    clock = ManualClock()
+    tracker = OffsetTracker()
+    s = TransactionalSink(
+        lambda: producer,
+        object,
+        tracker,
+        clock,
+        DispatchMetrics(CollectorRegistry()),
+        2,
+        offsets_interval_ms=0,
+        offsets_refresh_ms=60_000,
+    )
+    tracker.start_at("due.1", 0, 5)  # idle from now on
+    tracker.start_at("due.2", 0, 9)
+    started = clock.now_ms()
 
-    class KafkaDown:
-        def get_watermark_offsets(self, tp: TopicPartition, timeout: float, cached: bool) -> None:
-            raise KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION))
+    async def steps() -> None:
+        await s.flush()
+        clock.advance(30_000)
+        tracker.received("due.2", 0, 9, clock.now_ms())
+        s.emit([], Position("due.2", 0, 9))
+        await s.flush()  # only the moved partition
+        clock.advance(30_000)
+        await s.flush()  # the refresh: every partition, metadata = now (nothing unsettled)
 
-    feed = RingFeed.__new__(RingFeed)
-    feed._consumer = KafkaDown()  # type: ignore[assignment]
-    feed._tps = {("due.3", 0): TopicPartition("due.3", 0, 7)}
-    assert feed._has_backlog(("due.3", 0)) is True
+    run(s, steps)
+    first, moved, refresh = [offsets for _, offsets in producer.committed]
+    assert first == [("due.1", 0, 5, str(started)), ("due.2", 0, 9, str(started))]
+    assert moved == [("due.2", 0, 10, str(started + 30_000))]
+    assert sorted(refresh) == [
+        ("due.1", 0, 5, str(started + 60_000)),
+        ("due.2", 0, 10, str(started + 60_000)),
+    ]

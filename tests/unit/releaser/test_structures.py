@@ -73,42 +73,70 @@ def test_offsets_commit_only_the_settled_prefix() -> None:
         t.received("r", 0, offset, now_ms=offset)
     t.settled("r", 0, 12)
     t.settled("r", 0, 11)
-    assert t.take_commits() == {}
+    assert t.take_commits(now_ms=50) == {}
     assert t.oldest_unsettled_received_ms(default_ms=99) == 10
     t.settled("r", 0, 10)
-    assert t.take_commits() == {("r", 0): 13}
-    t.confirm({("r", 0): 13})
-    assert t.take_commits() == {}
+    assert t.take_commits(now_ms=50) == {("r", 0): (13, 13)}  # metadata: oldest unsettled
+    t.confirm({("r", 0): (13, 13)})
+    assert t.take_commits(now_ms=50) == {}
+    assert t.take_commits(now_ms=50, every=True) == {("r", 0): (13, 13)}  # the refresh
     t.settled("r", 0, 13)
-    assert t.take_commits() == {("r", 0): 14}
+    assert t.take_commits(now_ms=50) == {("r", 0): (14, 50)}  # nothing unsettled: now
     assert t.unsettled() == 0
 
 
-def test_a_fresh_partition_commits_its_start_offset_before_anything_settles() -> None:
-    """Otherwise a restart finds it uncommitted and looks for its start by timestamp again."""
+def test_a_partition_commits_its_start_offset_before_anything_settles() -> None:
+    """Otherwise a restart finds it uncommitted and reads it again from its first record."""
     t = OffsetTracker()
     t.start_at("r", 0, 40)
-    assert t.take_commits() == {("r", 0): 40}
-    t.confirm({("r", 0): 40})
+    assert t.take_commits(now_ms=7) == {("r", 0): (40, 7)}
+    t.confirm({("r", 0): (40, 7)})
     t.received("r", 0, 40, now_ms=1)
     t.start_at("r", 0, 99)  # only before any record: never moves a live commit point
-    assert t.take_commits() == {}
+    assert t.take_commits(now_ms=7) == {}
     t.settled("r", 0, 40)
-    assert t.take_commits() == {("r", 0): 41}
+    assert t.take_commits(now_ms=7) == {("r", 0): (41, 7)}
 
 
-def test_command_view_lag_and_aborts() -> None:
-    v = CommandView(partitions=2, now_ms=0)
-    assert v.lag_ms(100) == 100  # not caught up since start
-    v.reached_end(0, 100)
-    v.reached_end(1, 120)
-    assert v.lag_ms(500) == 0
+def test_the_metadata_keeps_the_loaded_floor_until_the_partition_is_read_past_its_end() -> None:
+    """A restart read results since 500 because an earlier incarnation may have settled records
+    of this partition up to offset 20 (its end at start). Until the commit point passes 20 the
+    metadata must keep saying 500: a second crash before that must load them again, or those
+    records are delivered twice. (The previous release wrote the oldest unsettled receipt only,
+    which after the first re-read settlements jumped to the restart time.)"""
+    t = OffsetTracker()
+    t.start_at("r", 0, 10, floor_ms=500, floor_until=20)
+    for offset in range(10, 15):
+        t.received("r", 0, offset, now_ms=9_000)
+        t.settled("r", 0, offset)  # duplicates of settled attempts: settled at once
+    assert t.take_commits(now_ms=9_500) == {("r", 0): (15, 500)}
+    for offset in range(15, 21):
+        t.received("r", 0, offset, now_ms=9_000)
+        t.settled("r", 0, offset)
+    assert t.take_commits(now_ms=9_500) == {("r", 0): (21, 9_500)}
+    assert t.take_commits(now_ms=9_600, every=True) == {("r", 0): (21, 9_600)}
+
+
+def test_command_view_counts_a_partition_fresh_only_once_read_to_an_end_asked_for() -> None:
     cmd = Command(message_id="m", app_id="a", kind=CommandKind.ABORT, generation=2, issued_ms=7)
-    v.apply(1, cmd, now_ms=600)
+    v = CommandView(now_ms=0, partitions=[0, 1])
+    v.starts_at(0, 0)
+    v.starts_at(1, 5)
+    assert v.lag_ms(100) == 100  # never confirmed: as old as the view
+    v.confirm(0, asked_ms=100, end=0)
+    v.confirm(1, asked_ms=100, end=6)  # one record to read in partition 1
+    assert v.lag_ms(150) == 150 and not v.fresh_since(100)
+    v.apply(1, 5, cmd)
+    assert v.fresh_since(100) and v.lag_ms(150) == 50
     assert v.aborted("m", 2) and not v.aborted("m", 3)
-    assert v.lag_ms(650) == 50
-    v.reached_end(1, 700)
-    assert v.lag_ms(800) == 0
+    # Nothing arrives, nothing is confirmed: the view ages (no "lag 0" for a silent view)
+    assert v.lag_ms(800) == 700
+    v.confirm(0, asked_ms=800, end=0)
+    assert v.lag_ms(810) == 710  # partition 1 is the stalest
+    v.confirm(1, asked_ms=805, end=6)
+    assert v.lag_ms(810) == 10
+    v.add_partitions([2])  # added while running: not fresh until confirmed
+    assert v.lag_ms(820) == 820
     v.prune(older_than_ms=8)
     assert not v.aborted("m", 2)
 

@@ -1,0 +1,196 @@
+"""A deterministic in-memory stand-in for the confluent-kafka Consumer calls the dispatcher's
+feeds make (list_topics, committed, offsets_for_times, assign, incremental_assign, pause,
+resume, position, consume). tests/integration/releaser/test_consumer_contract.py runs the same
+contract against the real broker.
+
+Semantics kept from librdkafka: `position` is unknown (-1001) until a partition has been
+fetched; `offsets_for_times` with -1 returns the end (the last stable offset: every record
+here is committed); a paused partition is not fetched; with `eof`, reaching the end of a
+partition yields one _PARTITION_EOF event per new end. `stalled` makes every fetch return
+nothing (a leader move, a broken connection).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from confluent_kafka import OFFSET_END, KafkaError, TopicPartition
+
+INVALID = -1001
+TP = tuple[str, int]
+
+
+@dataclass
+class Record:
+    value: bytes
+    timestamp_ms: int
+
+
+@dataclass
+class FakeKafka:
+    logs: dict[TP, list[Record]] = field(default_factory=dict)
+    commits: dict[tuple[str, str, int], tuple[int, str]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def create(self, topic: str, partitions: int) -> None:
+        with self.lock:
+            for p in range(partitions):
+                self.logs.setdefault((topic, p), [])
+
+    def add_partitions(self, topic: str, total: int) -> None:
+        self.create(topic, total)
+
+    def produce(self, topic: str, partition: int, value: bytes, timestamp_ms: int) -> int:
+        with self.lock:
+            log = self.logs[(topic, partition)]
+            log.append(Record(value, timestamp_ms))
+            return len(log) - 1
+
+    def commit(self, group: str, topic: str, partition: int, offset: int, metadata: str) -> None:
+        self.commits[(group, topic, partition)] = (offset, metadata)
+
+    def end(self, topic: str, partition: int) -> int:
+        return len(self.logs[(topic, partition)])
+
+
+class FakeMessage:
+    def __init__(
+        self, topic: str, partition: int, offset: int, value: bytes | None, eof: bool = False
+    ) -> None:
+        self._topic, self._partition, self._offset, self._value = topic, partition, offset, value
+        self._eof = eof
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def error(self) -> KafkaError | None:
+        return KafkaError(KafkaError._PARTITION_EOF) if self._eof else None
+
+
+class FakeConsumer:
+    def __init__(self, kafka: FakeKafka, group: str, *, eof: bool = False) -> None:
+        self.kafka = kafka
+        self.group = group
+        self.eof = eof
+        self.stalled = False
+        self.assigned: dict[TP, int] = {}  # next offset to fetch
+        self.fetched: set[TP] = set()
+        self.paused: set[TP] = set()
+        self._eof_at: dict[TP, int] = {}
+        self.calls: list[str] = []  # the blocking calls made, in order
+
+    # -- metadata and offsets (blocking in librdkafka) -------------------------------------
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        self.calls.append("list_topics")
+        with self.kafka.lock:
+            names: dict[str, dict[int, object]] = {}
+            for t, p in self.kafka.logs:
+                if topic is None or t == topic:
+                    names.setdefault(t, {})[p] = object()
+        topics = {t: SimpleNamespace(partitions=ps, error=None) for t, ps in names.items()}
+        return SimpleNamespace(topics=topics)
+
+    def committed(self, tps: list[TopicPartition], timeout: float = -1) -> list[TopicPartition]:
+        self.calls.append("committed")
+        out = []
+        for tp in tps:
+            offset, metadata = self.kafka.commits.get(
+                (self.group, tp.topic, tp.partition), (INVALID, "")
+            )
+            out.append(TopicPartition(tp.topic, tp.partition, offset, metadata=metadata))
+        return out
+
+    def offsets_for_times(
+        self, tps: list[TopicPartition], timeout: float = -1
+    ) -> list[TopicPartition]:
+        self.calls.append("offsets_for_times")
+        out = []
+        with self.kafka.lock:
+            for tp in tps:
+                log = self.kafka.logs[(tp.topic, tp.partition)]
+                if tp.offset == OFFSET_END:
+                    offset = len(log)
+                else:
+                    found = [i for i, r in enumerate(log) if r.timestamp_ms >= tp.offset]
+                    offset = found[0] if found else -1
+                out.append(TopicPartition(tp.topic, tp.partition, offset))
+        return out
+
+    def get_watermark_offsets(
+        self, tp: TopicPartition, timeout: float = -1, cached: bool = False
+    ) -> tuple[int, int]:
+        self.calls.append("get_watermark_offsets")
+        return 0, self.kafka.end(tp.topic, tp.partition)
+
+    # -- assignment and fetching (local in librdkafka) -------------------------------------
+
+    def assign(self, tps: list[TopicPartition]) -> None:
+        self.assigned, self.fetched, self.paused = {}, set(), set()
+        self.incremental_assign(tps)
+
+    def incremental_assign(self, tps: list[TopicPartition]) -> None:
+        for tp in tps:
+            assert tp.offset >= 0, f"fake: assign {tp} at an explicit offset"
+            self.assigned[(tp.topic, tp.partition)] = tp.offset
+
+    def unassign(self) -> None:
+        self.assign([])
+
+    def pause(self, tps: list[TopicPartition]) -> None:
+        self.paused |= {(tp.topic, tp.partition) for tp in tps}
+
+    def resume(self, tps: list[TopicPartition]) -> None:
+        self.paused -= {(tp.topic, tp.partition) for tp in tps}
+
+    def position(self, tps: list[TopicPartition]) -> list[TopicPartition]:
+        return [
+            TopicPartition(
+                tp.topic,
+                tp.partition,
+                self.assigned[(tp.topic, tp.partition)]
+                if (tp.topic, tp.partition) in self.fetched
+                else INVALID,
+            )
+            for tp in tps
+        ]
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[FakeMessage]:
+        if self.stalled:
+            return []
+        out: list[FakeMessage] = []
+        for key in sorted(self.assigned):
+            if key in self.paused:
+                continue
+            self.fetched.add(key)
+            with self.kafka.lock:
+                log = list(self.kafka.logs[key])
+            offset = self.assigned[key]
+            while offset < len(log) and len(out) < num_messages:
+                out.append(FakeMessage(key[0], key[1], offset, log[offset].value))
+                offset += 1
+            self.assigned[key] = offset
+            if self.eof and offset == len(log) and self._eof_at.get(key) != offset:
+                self._eof_at[key] = offset
+                out.append(FakeMessage(key[0], key[1], offset, None, eof=True))
+            if len(out) >= num_messages:
+                break
+        return out
+
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,427 @@
+"""The dispatcher's inputs against an in-memory Kafka (fake_kafka.py) and a manual clock: ring
+partitions that never skip a record whatever their history, slots re-checked after a freeze,
+the commands view sized from metadata, fresh per partition and never blind, and no blocking
+Kafka call on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from scheduler.clock import ManualClock
+from scheduler.records import Command, CommandKind, DueMessage
+from scheduler_releaser.commands import CommandView
+from scheduler_releaser.feeds import CommandsFeed, RingFeed, paused_slots
+from scheduler_releaser.metrics import DispatchMetrics
+from scheduler_releaser.offsets import OffsetTracker
+from scheduler_releaser.ports import OutRecord
+from scheduler_releaser.settings import DispatchSettings
+from scheduler_releaser.timers import Position, TimerQueue
+
+from .fake_kafka import FakeConsumer, FakeKafka
+from .harness import CODECS, SCHEDULING, TOPICS
+
+pytestmark = pytest.mark.unit
+
+RING = TOPICS.ring
+CYCLE = RING.cycle_ms
+SETTINGS = DispatchSettings(metadata_refresh_ms=5_000, commands_confirm_ms=100)
+
+
+class Accepting:
+    """The dispatcher as the ring feed sees it: accept() and the held count."""
+
+    def __init__(self) -> None:
+        self.timers = TimerQueue()
+        self.accepted: list[str] = []
+
+    def accept(self, message: DueMessage, position: Position | None) -> None:
+        self.accepted.append(message.message_id)
+
+
+class NoSink:
+    def emit(self, records: list[OutRecord], settled: Position | None, *a: object, **k: object):
+        raise AssertionError("nothing undecodable in these tests")
+
+
+def due(message_id: str, due_ms: int) -> bytes:
+    return CODECS.due.encode(
+        DueMessage(
+            message_id=message_id,
+            app_id="app",
+            generation=0,
+            attempt=1,
+            due_ms=due_ms,
+            send_at_ms=due_ms,
+            created_ms=due_ms - 1,
+            payload_json="{}",
+        )
+    )
+
+
+def ring_world(partitions: int = 1) -> tuple[FakeKafka, ManualClock]:
+    kafka = FakeKafka()
+    for topic in RING.topics():
+        kafka.create(topic, partitions)
+    return kafka, ManualClock()
+
+
+def ring_feed(
+    kafka: FakeKafka, clock: ManualClock, settings: DispatchSettings = SETTINGS
+) -> tuple[RingFeed, FakeConsumer, Accepting, OffsetTracker]:
+    consumer = FakeConsumer(kafka, "sched.dispatcher")
+    dispatcher = Accepting()
+    tracker = OffsetTracker()
+    feed = RingFeed(
+        consumer,  # type: ignore[arg-type]
+        topics=TOPICS,
+        scheduling=SCHEDULING,
+        settings=settings,
+        clock=clock,
+        tracker=tracker,
+        dispatcher=dispatcher,  # type: ignore[arg-type]
+        codecs=CODECS,
+        sink=NoSink(),  # type: ignore[arg-type]
+        metrics=DispatchMetrics(CollectorRegistry()),
+    )
+    return feed, consumer, dispatcher, tracker
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(coro)
+
+
+async def settle_probe(feed: RingFeed, clock: ManualClock) -> None:
+    """One loop turn: rotate, probe (its worker thread finishes), poll."""
+    feed.rotate(clock.now_ms())
+    feed.probe(clock.now_ms())
+    while feed._probe is not None:
+        await asyncio.sleep(0.001)
+    feed.poll()
+
+
+def future_topic(now_ms: int) -> str:
+    return RING.topic_for_slot(min(paused_slots(RING.slot_of(now_ms), SCHEDULING)))
+
+
+# -- ring partitions without a usable committed offset ---------------------------------------
+
+
+def test_a_never_committed_partition_is_read_from_its_first_record_however_old() -> None:
+    """Records produced two cycles ago to a group that never committed (a first deployment whose
+    dispatcher crash-looped, or offsets expired after a week idle). The previous release started
+    such a partition one cycle back and skipped them."""
+    kafka, clock = ring_world()
+    old = clock.now_ms() - 2 * CYCLE
+    current = RING.topic_for(clock.now_ms())
+    kafka.produce(current, 0, due("m-current", old), timestamp_ms=old)
+    kafka.produce(future_topic(clock.now_ms()), 0, due("m-future", old), timestamp_ms=old)
+    feed, _, dispatcher, _ = ring_feed(kafka, clock)
+
+    async def body() -> None:
+        feed.start(clock.now_ms(), slack_ms=0)
+        feed.poll()
+        await settle_probe(feed, clock)
+
+    run(body())
+    assert sorted(dispatcher.accepted) == ["m-current", "m-future"]
+
+
+def test_a_committed_partition_starts_at_its_offset_and_the_floor_is_its_metadata() -> None:
+    kafka, clock = ring_world()
+    topic = RING.topic_for(clock.now_ms())
+    for i in range(3):
+        kafka.produce(topic, 0, due(f"m{i}", clock.now_ms()), timestamp_ms=clock.now_ms())
+    kafka.commit("sched.dispatcher", topic, 0, 1, str(clock.now_ms() - 70_000))
+    feed, _, dispatcher, tracker = ring_feed(kafka, clock)
+    since = feed.start(clock.now_ms(), slack_ms=10_000)
+    feed.poll()
+    assert since == clock.now_ms() - 80_000
+    assert dispatcher.accepted == ["m1", "m2"]
+    commits = tracker.take_commits(clock.now_ms())
+    assert commits[(topic, 0)] == (1, clock.now_ms() - 80_000)  # floor until read past 3
+
+
+def test_ring_partitions_added_while_running_are_found_and_read_from_their_start() -> None:
+    kafka, clock = ring_world(partitions=1)
+    feed, _, dispatcher, _ = ring_feed(kafka, clock)
+    topic = RING.topic_for(clock.now_ms())
+
+    async def body() -> None:
+        feed.start(clock.now_ms(), slack_ms=0)
+        kafka.add_partitions(topic, 2)
+        kafka.produce(topic, 1, due("m-new", clock.now_ms()), timestamp_ms=clock.now_ms())
+        await feed.refresh(clock.now_ms())  # too soon: the listing is not due yet
+        feed.poll()
+        assert dispatcher.accepted == []
+        clock.advance(SETTINGS.metadata_refresh_ms)
+        await feed.refresh(clock.now_ms())
+        feed.poll()
+
+    run(body())
+    assert dispatcher.accepted == ["m-new"]
+    assert feed.partitions == RING.size + 1
+
+
+def test_only_owned_partitions_are_assigned() -> None:
+    kafka, clock = ring_world(partitions=6)
+    settings = DispatchSettings(instance=1, instances=3)
+    feed, consumer, _, _ = ring_feed(kafka, clock, settings)
+    feed.start(clock.now_ms(), slack_ms=0)
+    assert {p for _, p in consumer.assigned} == {1, 4}
+
+
+# -- slots re-checked after a freeze ---------------------------------------------------------
+
+
+def test_a_dispatcher_frozen_for_a_whole_cycle_drains_the_paused_slots_at_once() -> None:
+    """Frozen (SIGSTOP, a VM pause) for exactly one cycle: the slot index is unchanged, but
+    records that came due meanwhile sit in slots that were paused as future. The previous
+    release saw an unchanged slot and left them paused until their slot came round again."""
+    kafka, clock = ring_world()
+    feed, consumer, dispatcher, _ = ring_feed(kafka, clock)
+    topic = future_topic(clock.now_ms())
+
+    async def body() -> None:
+        feed.start(clock.now_ms(), slack_ms=0)
+        await settle_probe(feed, clock)
+        assert (topic, 0) in consumer.paused
+        # written while the process was frozen, due during the freeze
+        kafka.produce(topic, 0, due("m-overdue", clock.now_ms() + 5_000), clock.now_ms())
+        clock.advance(CYCLE)
+        await settle_probe(feed, clock)
+        await settle_probe(feed, clock)
+
+    run(body())
+    assert dispatcher.accepted == ["m-overdue"]  # read, then the slot is paused again
+
+
+def test_a_future_slot_with_nothing_unread_is_paused_and_one_with_late_records_is_drained() -> None:
+    kafka, clock = ring_world()
+    feed, consumer, dispatcher, _ = ring_feed(kafka, clock)
+
+    async def body() -> None:
+        feed.start(clock.now_ms(), slack_ms=0)
+        await settle_probe(feed, clock)
+        future = {
+            RING.topic_for_slot(s) for s in paused_slots(RING.slot_of(clock.now_ms()), SCHEDULING)
+        }
+        assert {t for t, _ in consumer.paused} == future
+        # the next slot boundary: one more slot becomes future; a late record sits in it
+        nxt = RING.slot_of(clock.now_ms() + RING.slot_ms)
+        becoming = RING.topic_for_slot(
+            max(paused_slots(nxt, SCHEDULING), key=lambda s: (s - nxt) % RING.size)
+        )
+        kafka.produce(becoming, 0, due("m-late", clock.now_ms() - 1), clock.now_ms())
+        clock.advance(RING.slot_ms)
+        feed.rotate(clock.now_ms())
+        assert (becoming, 0) not in consumer.paused  # draining until a probe says it is empty
+        await settle_probe(feed, clock)
+        await settle_probe(feed, clock)
+        assert (becoming, 0) in consumer.paused
+
+    run(body())
+    assert dispatcher.accepted == ["m-late"]
+
+
+def test_a_probe_that_fails_while_kafka_is_down_keeps_the_slot_draining() -> None:
+    kafka, clock = ring_world()
+    feed, consumer, _, _ = ring_feed(kafka, clock)
+    topic = future_topic(clock.now_ms())
+    kafka.produce(topic, 0, due("m", clock.now_ms()), clock.now_ms())
+
+    def down(*args: object, **kwargs: object) -> None:
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+
+    async def body() -> None:
+        feed.start(clock.now_ms(), slack_ms=0)
+        consumer.stalled = True  # nothing read: the record stays unread
+        consumer.offsets_for_times = down  # type: ignore[method-assign]
+        clock.advance(CYCLE)
+        await settle_probe(feed, clock)
+        assert (topic, 0) not in consumer.paused
+
+    run(body())
+
+
+# -- no blocking Kafka call on the event loop ------------------------------------------------
+
+
+class BlockingConsumer(FakeConsumer):
+    """Blocking calls wait for `release` and note the thread they ran on."""
+
+    def __init__(self, kafka: FakeKafka, group: str, **kw: bool) -> None:
+        super().__init__(kafka, group, **kw)
+        self.release = threading.Event()
+        self.release.set()
+        self.threads: list[str] = []
+
+    def _block(self) -> None:
+        self.threads.append(threading.current_thread().name)
+        assert self.release.wait(5)
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        self._block()
+        return super().list_topics(topic, timeout)
+
+    def offsets_for_times(self, tps: list[TopicPartition], timeout: float = -1) -> Any:
+        self._block()
+        return super().offsets_for_times(tps, timeout)
+
+    def committed(self, tps: list[TopicPartition], timeout: float = -1) -> Any:
+        self._block()
+        return super().committed(tps, timeout)
+
+
+def test_no_kafka_call_that_can_block_runs_on_the_event_loop() -> None:
+    """A broker outage used to freeze the loop: get_watermark_offsets (timeout 5 s) per draining
+    partition each second, on the loop thread, while the commands view claimed to be fresh."""
+    kafka, clock = ring_world(partitions=1)
+    kafka.create(TOPICS.commands, 2)
+    ring = BlockingConsumer(kafka, "sched.dispatcher")
+    commands_consumer = BlockingConsumer(kafka, "sched.dispatcher-commands", eof=True)
+    feed, *_ = ring_feed(kafka, clock)
+    feed._consumer = ring  # type: ignore[assignment]
+    view = CommandView(clock.now_ms())
+    commands = CommandsFeed(commands_consumer, TOPICS.commands, view, CODECS, clock, 100)  # type: ignore[arg-type]
+    feed.start(clock.now_ms(), slack_ms=0)  # startup: blocking calls are fine before firing
+    commands.start(clock.now_ms())
+    ring.threads.clear()
+    commands_consumer.threads.clear()
+    loop_thread = threading.current_thread().name
+
+    async def body() -> None:
+        ring.release.clear()
+        commands_consumer.release.clear()  # Kafka stops answering
+        stop = asyncio.Event()
+        confirmer = asyncio.create_task(commands.confirm(stop))
+        clock.advance(CYCLE)  # a jump: every future slot probed again
+        turn = asyncio.get_running_loop().time()
+        for _ in range(5):
+            commands.poll()
+            feed.rotate(clock.now_ms())
+            feed.probe(clock.now_ms())
+            clock.advance(SETTINGS.metadata_refresh_ms)
+            refresh = asyncio.create_task(feed.refresh(clock.now_ms()))
+            feed.poll()
+            await asyncio.sleep(0.01)
+            refresh.cancel()
+        assert asyncio.get_running_loop().time() - turn < 1.0  # the loop kept turning
+        assert view.lag_ms(clock.now_ms()) > SCHEDULING.cancel_guard_ms  # and the view ages
+        ring.release.set()
+        commands_consumer.release.set()
+        stop.set()
+        await confirmer
+        while feed._probe is not None:
+            await asyncio.sleep(0.001)
+
+    run(body())
+    assert ring.threads and commands_consumer.threads
+    assert loop_thread not in ring.threads + commands_consumer.threads
+
+
+# -- the commands view -----------------------------------------------------------------------
+
+
+def abort(message_id: str) -> bytes:
+    command = Command(
+        message_id=message_id, app_id="app", kind=CommandKind.ABORT, generation=0, issued_ms=1
+    )
+    return CODECS.command.encode(command)
+
+
+def commands_world(partitions: int) -> tuple[FakeKafka, ManualClock, CommandsFeed, FakeConsumer]:
+    kafka, clock = FakeKafka(), ManualClock()
+    kafka.create(TOPICS.commands, partitions)
+    consumer = FakeConsumer(kafka, "sched.dispatcher-commands-0", eof=True)
+    view = CommandView(clock.now_ms())
+    feed = CommandsFeed(consumer, TOPICS.commands, view, CODECS, clock, 100)  # type: ignore[arg-type]
+    return kafka, clock, feed, consumer
+
+
+def test_the_view_is_sized_from_the_topic_not_from_a_setting() -> None:
+    """The setting said 6 partitions, the topic has 3: the previous view waited for 6 partitions
+    to reach their end and so never let anything fire."""
+    _, clock, feed, _ = commands_world(partitions=3)
+    feed.start(clock.now_ms() - CYCLE)
+    assert asyncio.run(feed.catch_up(1_000))
+    assert feed.view.partitions == [0, 1, 2]
+
+
+def test_a_commands_partition_added_while_running_is_read_before_anything_fires() -> None:
+    kafka, clock, feed, _ = commands_world(partitions=2)
+    feed.start(clock.now_ms())
+
+    async def body() -> None:
+        assert await feed.catch_up(1_000)
+        for _ in range(10):  # running for a while, current
+            clock.advance(100)
+            await feed.confirm_once()
+        assert feed.view.lag_ms(clock.now_ms()) == 0
+        kafka.add_partitions(TOPICS.commands, 3)
+        kafka.produce(TOPICS.commands, 2, abort("m-new"), clock.now_ms())
+        clock.advance(100)
+        await feed.confirm_once()  # finds partition 2: not fresh until it is read
+        assert feed.view.lag_ms(clock.now_ms()) > SCHEDULING.cancel_guard_ms
+        feed.poll()
+        clock.advance(100)
+        await feed.confirm_once()
+        feed.poll()
+
+    run(body())
+    assert feed.view.aborted("m-new", 0)
+    assert feed.view.lag_ms(clock.now_ms()) <= 100
+
+
+def test_a_stalled_fetch_makes_the_view_age_instead_of_reading_lag_zero() -> None:
+    """Fetches stop (a leader move, a blocked connection) while an abort waits in the topic: the
+    previous view, edge-triggered, kept reporting lag 0 because nothing arrived."""
+    kafka, clock, feed, consumer = commands_world(partitions=2)
+    feed.start(clock.now_ms())
+
+    async def body() -> None:
+        assert await feed.catch_up(1_000)
+        consumer.stalled = True
+        kafka.produce(TOPICS.commands, 1, abort("m"), clock.now_ms())
+        for _ in range(SCHEDULING.cancel_guard_ms // 100 + 2):
+            clock.advance(100)
+            feed.poll()
+            await feed.confirm_once()
+        assert feed.view.lag_ms(clock.now_ms()) > SCHEDULING.cancel_guard_ms
+        consumer.stalled = False
+        feed.poll()
+        assert feed.view.aborted("m", 0)
+        assert feed.view.lag_ms(clock.now_ms()) <= 100
+
+    run(body())
+
+
+def test_a_busy_partition_does_not_keep_the_view_from_being_fresh() -> None:
+    """One tenant's bulk abort: 1,000 commands/s spread over 6 partitions, read at once as they
+    arrive. The previous view was current only while every partition sat at its end at the same
+    instant (simulated: 'may fire' false 85 % of the time at this rate); per partition, each is
+    fresh once read up to an end asked for, so the lag stays within one confirm interval."""
+    kafka, clock, feed, _ = commands_world(partitions=6)
+    feed.start(clock.now_ms())
+    lags: list[int] = []
+
+    async def body() -> None:
+        assert await feed.catch_up(1_000)
+        for tick in range(2_000):  # 2 s of 1 ms ticks, one command per ms
+            kafka.produce(TOPICS.commands, tick % 6, abort(f"m{tick}"), clock.now_ms())
+            clock.advance(1)
+            if tick % 5 == 0:
+                feed.poll()
+            if tick % 100 == 0:
+                await feed.confirm_once()
+            lags.append(feed.view.lag_ms(clock.now_ms()))
+
+    run(body())
+    assert max(lags[200:]) <= 2 * 100
+    assert feed.view.aborted("m1995", 0)
