@@ -1,0 +1,154 @@
+"""The consumer behaviours the dispatcher's feeds rely on, checked on the real broker and on the
+fake of the unit tests (tests/unit/releaser/fake_kafka.py) alike."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pytest
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+
+from scheduler.settings import KafkaSettings
+from tests.unit.releaser.fake_kafka import FakeConsumer, FakeKafka
+
+T0 = 1_767_225_600_000
+
+
+class World(Protocol):
+    topic: str
+
+    def produce(self, partition: int, value: bytes, timestamp_ms: int) -> None: ...
+    def add_partitions(self, total: int) -> None: ...
+    def commit(self, partition: int, offset: int, metadata: str) -> None: ...
+    def consumer(self, *, eof: bool = False) -> Any: ...
+    def settle(self) -> None: ...
+
+
+@dataclass
+class RealWorld:
+    kafka: KafkaSettings
+    topic: str
+
+    def __post_init__(self) -> None:
+        self.admin = AdminClient(self.kafka.client_config())
+        self.admin.create_topics([NewTopic(self.topic, 2, 1)])[self.topic].result()
+        self.producer = Producer(self.kafka.client_config())
+        self.group = f"{self.topic}-group"
+
+    def produce(self, partition: int, value: bytes, timestamp_ms: int) -> None:
+        self.producer.produce(self.topic, value, partition=partition, timestamp=timestamp_ms)
+        self.producer.flush(10)
+
+    def add_partitions(self, total: int) -> None:
+        self.admin.create_partitions([NewPartitions(self.topic, total)])[self.topic].result()
+
+    def commit(self, partition: int, offset: int, metadata: str) -> None:
+        c = Consumer({**self.kafka.client_config(), "group.id": self.group})
+        c.commit(
+            offsets=[TopicPartition(self.topic, partition, offset, metadata=metadata)],
+            asynchronous=False,
+        )
+        c.close()
+
+    def consumer(self, *, eof: bool = False) -> Any:
+        return Consumer(
+            {
+                **self.kafka.client_config(),
+                "group.id": self.group,
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": eof,
+                "fetch.wait.max.ms": 5,
+            }
+        )
+
+    def settle(self) -> None:
+        time.sleep(0.2)
+
+
+@dataclass
+class FakeWorld:
+    topic: str
+
+    def __post_init__(self) -> None:
+        self.kafka = FakeKafka()
+        self.kafka.create(self.topic, 2)
+
+    def produce(self, partition: int, value: bytes, timestamp_ms: int) -> None:
+        self.kafka.produce(self.topic, partition, value, timestamp_ms)
+
+    def add_partitions(self, total: int) -> None:
+        self.kafka.add_partitions(self.topic, total)
+
+    def commit(self, partition: int, offset: int, metadata: str) -> None:
+        self.kafka.commit("g", self.topic, partition, offset, metadata)
+
+    def consumer(self, *, eof: bool = False) -> Any:
+        return FakeConsumer(self.kafka, "g", eof=eof)
+
+    def settle(self) -> None:
+        pass
+
+
+@pytest.fixture(params=["real", "fake"])
+def world(request: pytest.FixtureRequest, kafka_settings: KafkaSettings) -> Iterator[World]:
+    topic = f"{kafka_settings.topic_prefix}contract"
+    yield RealWorld(kafka_settings, topic) if request.param == "real" else FakeWorld(topic)
+
+
+def drain(consumer: Any, rounds: int = 40) -> list[tuple[int, int, bool]]:
+    """(partition, offset, is_eof) of everything consumed until nothing comes for a while."""
+    out: list[tuple[int, int, bool]] = []
+    quiet = 0
+    while quiet < 3 and rounds:
+        rounds -= 1
+        batch = consumer.consume(num_messages=100, timeout=0.2)
+        quiet = 0 if batch else quiet + 1
+        for m in batch:
+            error = m.error()
+            eof = error is not None and error.code() == KafkaError._PARTITION_EOF
+            out.append((m.partition(), m.offset(), eof))
+    return out
+
+
+def test_offsets_lookups_committed_offsets_and_listing(world: World) -> None:
+    for i, ts in enumerate((T0, T0 + 10, T0 + 20)):
+        world.produce(0, b"%d" % i, ts)
+    world.commit(1, 0, "1234")
+    c = world.consumer()
+    found = c.offsets_for_times(
+        [TopicPartition(world.topic, 0, T0 + 5), TopicPartition(world.topic, 1, T0)], 10
+    )
+    assert [tp.offset for tp in found] == [1, -1]  # first at/after the instant; none: -1
+    end = c.offsets_for_times([TopicPartition(world.topic, 0, OFFSET_END)], 10)
+    assert [tp.offset for tp in end] == [3]
+    committed = c.committed([TopicPartition(world.topic, 0), TopicPartition(world.topic, 1)], 10)
+    assert committed[0].offset < 0
+    assert (committed[1].offset, committed[1].metadata) == (0, "1234")
+    assert sorted(c.list_topics(world.topic, timeout=10).topics[world.topic].partitions) == [0, 1]
+    world.add_partitions(3)
+    world.settle()
+    assert len(c.list_topics(world.topic, timeout=10).topics[world.topic].partitions) == 3
+    c.close()
+
+
+def test_positions_pause_incremental_assign_and_end_of_partition_events(world: World) -> None:
+    for i in range(3):
+        world.produce(0, b"%d" % i, T0 + i)
+    world.produce(1, b"x", T0)
+    c = world.consumer(eof=True)
+    c.assign([TopicPartition(world.topic, 0, 1)])
+    assert c.position([TopicPartition(world.topic, 0)])[0].offset < 0  # unknown before a fetch
+    assert drain(c) == [(0, 1, False), (0, 2, False), (0, 3, True)]  # one end event
+    assert c.position([TopicPartition(world.topic, 0)])[0].offset == 3
+    c.pause([TopicPartition(world.topic, 0)])
+    world.produce(0, b"late", T0)
+    c.incremental_assign([TopicPartition(world.topic, 1, 0)])
+    assert drain(c) == [(1, 0, False), (1, 1, True)]  # the paused partition is not fetched
+    c.resume([TopicPartition(world.topic, 0)])
+    assert drain(c) == [(0, 3, False), (0, 4, True)]
+    c.close()
