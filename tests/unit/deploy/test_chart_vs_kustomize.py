@@ -319,6 +319,7 @@ def test_service_monitor_selects_every_metrics_service() -> None:
     [
         ("kafka.bootstrapServer=typo:9092", "additional properties 'bootstrapServer'"),
         ("dispatcher.instances=0", "/dispatcher/instances"),
+        ("dispatcher.instances=7", "must not exceed dispatcher.maxInstances"),
         ("secrets.pepper=short", "/secrets/pepper"),
         ("kafka.securityProtocol=TLS", "/kafka/securityProtocol"),
     ],
