@@ -136,7 +136,22 @@ OVERVIEW = [
                 "Dispatcher: commands view behind",
                 "s",
                 [("max(scheduler_dispatch_commands_lag_seconds)", "commands lag")],
-                "Firing stops while this exceeds the cancel guard (decision 5).",
+                "Age of the stalest commands partition. Firing stops while this exceeds the"
+                " cancel guard (decision 5).",
+            ),
+            Panel(
+                "Dispatcher: ring partitions by state, fenced instances",
+                "short",
+                [
+                    (
+                        "sum by (state) (scheduler_dispatch_ring_partitions)",
+                        "{{state}}",
+                    ),
+                    ("sum(scheduler_dispatch_fenced)", "fenced instances"),
+                ],
+                "Draining: future slots still read before they are paused. A fenced instance"
+                " was replaced by another owner of its partitions (an instance-count change) and"
+                " waits to be stopped.",
             ),
         ],
     ),

@@ -328,6 +328,13 @@ class RingFeed:
         self._metrics.ring_lag.set(self._tracker.unsettled())
         return len(messages)
 
+    def report(self) -> None:
+        """The partition-state gauges (the loop calls it every few seconds)."""
+        gauge = self._metrics.ring_partitions
+        gauge.labels("paused").set(len(self._paused))
+        gauge.labels("draining").set(len(self._draining))
+        gauge.labels("active").set(len(self._assigned) - len(self._paused) - len(self._draining))
+
     def _handle(self, msg: Message, now_ms: int) -> None:
         error = msg.error()
         if error is not None:

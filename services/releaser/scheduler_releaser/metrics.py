@@ -93,7 +93,19 @@ class DispatchMetrics:
         )
         self.commands_lag = Gauge(
             "scheduler_dispatch_commands_lag_seconds",
-            "How far the view of scheduler.commands is behind (firing stops above the guard)",
+            "Age of the stalest commands partition, last confirmed at its end (firing stops"
+            " above the guard)",
+            registry=registry,
+        )
+        self.ring_partitions = Gauge(
+            "scheduler_dispatch_ring_partitions",
+            "Ring partitions this instance owns, by state (paused, draining, active)",
+            ["state"],
+            registry=registry,
+        )
+        self.fenced = Gauge(
+            "scheduler_dispatch_fenced",
+            "1 once another dispatcher took this instance's partitions (it stands down)",
             registry=registry,
         )
         self.transactions = Counter(
