@@ -222,20 +222,29 @@ class RingFeed:
         self._assigned[(tp.topic, tp.partition)] = tp.offset
         self._tracker.start_at(tp.topic, tp.partition, tp.offset, floor_ms, floor_until)
 
-    async def refresh(self, now_ms: int) -> None:
-        """Every `metadata_refresh_ms`: assign ring partitions added since the last listing."""
-        if now_ms - self._listed_ms < self._settings.metadata_refresh_ms:
+    def refresh(self, now_ms: int) -> None:
+        """Every `metadata_refresh_ms`: list the ring partitions (a task: the loop goes on)."""
+        if (
+            self._listing is not None
+            or now_ms - self._listed_ms < self._settings.metadata_refresh_ms
+        ):
             return
         self._listed_ms = now_ms
+        self._listing = asyncio.get_running_loop().create_task(self._assign_new_partitions())
+
+    async def _assign_new_partitions(self) -> None:
+        """Assign the ring partitions added since the last listing, from their first record."""
         try:
             owned = await asyncio.to_thread(self.owned, 10.0)
             new = [tp for tp in owned if (tp.topic, tp.partition) not in self._assigned]
             if not new:
                 return
             new = await asyncio.to_thread(self._positioned, new)
-        except KafkaException as exc:
+        except (KafkaException, RuntimeError) as exc:
             log.warning("listing the ring partitions failed (%s); retrying later", exc)
             return
+        finally:
+            self._listing = None
         self._consumer.incremental_assign(new)
         for tp in new:
             self._add(tp, None, 0)  # a new partition: no earlier incarnation read it

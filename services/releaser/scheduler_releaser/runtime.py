@@ -28,7 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
 
 from scheduler.clock import Clock
 from scheduler.ops import Health
@@ -229,6 +229,7 @@ async def run_dispatcher(
         try:
             await _loop(dispatcher, ring, commands, sink, clock, settings, stop, health)
         except FencedError as exc:
+            metrics.fenced.set(1)
             await _stand_down(dispatcher, health, stop, exc)
         else:
             log.info("stopping: %d deliveries in flight", dispatcher.in_flight)
@@ -242,7 +243,10 @@ async def run_dispatcher(
         await http.close()
         ring_consumer.close()
         commands_consumer.close()
-        sink.producer.flush(10)
+        try:
+            sink.producer.flush(10)
+        except KafkaException as exc:  # fenced (stood down) or failed: nothing left to commit
+            log.info("transactional producer not flushed at exit: %s", exc)
 
 
 async def _stand_down(
@@ -289,11 +293,12 @@ async def _loop(
             commands.poll()
             ring.rotate(now)
             ring.probe(now)
-            await ring.refresh(now)
+            ring.refresh(now)
             ring.poll()
             dispatcher.start_due()
             if now - last_prune > 10_000:
                 last_prune = now
+                ring.report()
                 # Older duplicates are still caught by the fire-time record check (SENT/FAILED).
                 dispatcher.timers.prune(now - settings.dedup_window_ms)
                 commands.view.prune(now - 2 * ring.cycle_ms)

@@ -343,7 +343,15 @@ class TransactionalSink:
                     raise _Abandoned from exc
                 log.warning("transaction aborted, retrying it whole: %s", error)
                 self._metrics.transactions.labels("aborted").inc()
-                producer.abort_transaction()
+                try:
+                    producer.abort_transaction()
+                except KafkaException as abort_exc:
+                    # A fence that lands mid-commit can surface only here (the commit failed
+                    # with UNKNOWN, the abort then with _FENCED): the caller must stand down.
+                    abort_error: KafkaError = abort_exc.args[0]
+                    if abort_error.fatal() or abort_error.code() in FENCED:
+                        raise fatal(abort_error) from abort_exc
+                    raise
                 attempt.leave_commit()
 
     def _wait_until(self, at_ms: int) -> None:

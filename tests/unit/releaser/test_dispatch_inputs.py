@@ -106,6 +106,13 @@ async def settle_probe(feed: RingFeed, clock: ManualClock) -> None:
     feed.poll()
 
 
+async def listed(feed: RingFeed, clock: ManualClock) -> None:
+    """One loop turn's refresh, and its listing task finished (if one was due)."""
+    feed.refresh(clock.now_ms())
+    while feed._listing is not None:
+        await asyncio.sleep(0.001)
+
+
 def future_topic(now_ms: int) -> str:
     return RING.topic_for_slot(min(paused_slots(RING.slot_of(now_ms), SCHEDULING)))
 
@@ -157,11 +164,11 @@ def test_ring_partitions_added_while_running_are_found_and_read_from_their_start
         feed.start(clock.now_ms(), slack_ms=0)
         kafka.add_partitions(topic, 2)
         kafka.produce(topic, 1, due("m-new", clock.now_ms()), timestamp_ms=clock.now_ms())
-        await feed.refresh(clock.now_ms())  # too soon: the listing is not due yet
+        await listed(feed, clock)  # too soon: the listing is not due yet
         feed.poll()
         assert dispatcher.accepted == []
         clock.advance(SETTINGS.metadata_refresh_ms)
-        await feed.refresh(clock.now_ms())
+        await listed(feed, clock)
         feed.poll()
 
     run(body())
@@ -308,17 +315,16 @@ def test_no_kafka_call_that_can_block_runs_on_the_event_loop() -> None:
             feed.rotate(clock.now_ms())
             feed.probe(clock.now_ms())
             clock.advance(SETTINGS.metadata_refresh_ms)
-            refresh = asyncio.create_task(feed.refresh(clock.now_ms()))
+            feed.refresh(clock.now_ms())
             feed.poll()
             await asyncio.sleep(0.01)
-            refresh.cancel()
         assert asyncio.get_running_loop().time() - turn < 1.0  # the loop kept turning
         assert view.lag_ms(clock.now_ms()) > SCHEDULING.cancel_guard_ms  # and the view ages
         ring.release.set()
         commands_consumer.release.set()
         stop.set()
         await confirmer
-        while feed._probe is not None:
+        while feed._probe is not None or feed._listing is not None:
             await asyncio.sleep(0.001)
 
     run(body())
