@@ -263,8 +263,8 @@ class RingFeed:
         jumped = gap > self._topics.ring.slot_ms
         if jumped:
             log.warning(
-                "%d ms since the last rotation (a frozen process?): every future slot is"
-                " checked for overdue records",
+                "%d ms since the last rotation (a long startup, or a frozen process): every"
+                " future slot is checked for overdue records",
                 gap,
             )
         if slot != self._slot or jumped:
