@@ -56,21 +56,23 @@ def consumer_config(kafka: KafkaSettings, group_id: str, **extra: Any) -> dict[s
 
 def start_offsets(consumer: Consumer, tps: list[TopicPartition], since_ms: int) -> None:
     """Set each partition's offset to the first record at or after `since_ms`, else to its end
-    (resolved to a number: a position must be known before the first fetch)."""
+    (resolved to a number: a position must be known before the first fetch).
+
+    The end is asked first: a record appended between the two questions is then at or after
+    that end, so it is read. (Asked second, it would lie before the start: a new partition's
+    first record, or a command written at startup, was skipped this way.)"""
     if not tps:  # librdkafka refuses an empty query (_INVALID_ARG)
         return
+    ends = end_offsets(consumer, tps, TIMEOUT_S)
     query = [TopicPartition(tp.topic, tp.partition, since_ms) for tp in tps]
     found = {
         (tp.topic, tp.partition): tp.offset for tp in consumer.offsets_for_times(query, TIMEOUT_S)
     }
-    at_end = []
     for tp in tps:
-        tp.offset = found.get((tp.topic, tp.partition), -1)
+        key = (tp.topic, tp.partition)
+        tp.offset = found.get(key, -1)
         if tp.offset < 0:
-            at_end.append(tp)
-    ends = end_offsets(consumer, at_end, TIMEOUT_S)
-    for tp in at_end:
-        tp.offset = ends[(tp.topic, tp.partition)]
+            tp.offset = ends[key]
 
 
 def end_offsets(consumer: Consumer, tps: list[TopicPartition], timeout_s: float) -> dict[TP, int]:

@@ -11,7 +11,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_END, KafkaError, KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from scheduler.clock import ManualClock
@@ -431,3 +431,24 @@ def test_a_busy_partition_does_not_keep_the_view_from_being_fresh() -> None:
     run(body())
     assert max(lags[200:]) <= 2 * 100
     assert feed.view.aborted("m1995", 0)
+
+
+def test_a_record_appended_while_the_start_is_looked_up_is_not_skipped() -> None:
+    """start_offsets asks two questions (the first record since an instant, and the end). A
+    record appended between them used to land before the start when the end was asked second:
+    a new partition's first record, or an abort written at startup, was skipped."""
+    kafka, clock = FakeKafka(), ManualClock()
+    kafka.create(TOPICS.commands, 1)
+
+    class Appending(FakeConsumer):
+        def offsets_for_times(self, tps: list[TopicPartition], timeout: float = -1) -> Any:
+            answer = super().offsets_for_times(tps, timeout)
+            if tps[0].offset != OFFSET_END:  # right after the "first record since" question
+                kafka.produce(TOPICS.commands, 0, abort("m-racing"), clock.now_ms())
+            return answer
+
+    consumer = Appending(kafka, "g", eof=True)
+    feed = CommandsFeed(consumer, TOPICS.commands, CommandView(clock.now_ms()), CODECS, clock, 100)  # type: ignore[arg-type]
+    feed.start(clock.now_ms())
+    feed.poll()
+    assert feed.view.aborted("m-racing", 0)
