@@ -235,9 +235,16 @@ async def run_dispatcher(
             log.info("stopping: %d deliveries in flight", dispatcher.in_flight)
             dispatcher.stopping = True  # requests under way finish; waiting ones stay unsettled
             await dispatcher.drain()
-            while sink.pending:  # a flush takes at most txn_max_emits
-                await sink.flush()
-            await sink.flush()  # the offsets of the last settled records
+            try:
+                while sink.pending:  # a flush takes at most txn_max_emits
+                    await sink.flush()
+                await sink.flush()  # the offsets of the last settled records
+            except FencedError as exc:  # fenced just before the stop: the new owner reads them
+                metrics.fenced.set(1)
+                log.warning(
+                    "fenced while stopping (%s): the last settlements are left to the new owner",
+                    exc,
+                )
     finally:
         await asyncio.to_thread(writer.stop, 10)
         await http.close()
