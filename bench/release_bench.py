@@ -54,8 +54,8 @@ from scheduler.testing.servers import resolve_servers
 from scheduler.topics import Topics
 from scheduler_releaser.codecs import Codecs
 from scheduler_releaser.metrics import ReleaseMetrics
-from scheduler_releaser.release_runtime import KafkaRingPublisher, run_releaser
-from scheduler_releaser.releaser import Releaser
+from scheduler_releaser.releaser.core import Releaser
+from scheduler_releaser.releaser.runtime import KafkaRingPublisher, run_releaser
 from scheduler_releaser.settings import ReleaseSettings
 
 CLOCK = SystemClock()

@@ -1,5 +1,6 @@
-"""Contract of the REST delivery's HTTP POST port (scheduler_releaser.http_post): the aiohttp
-adapter of production and the httpx adapter of the unit tests, against one real local server."""
+"""Contract of the REST delivery's HTTP POST port (scheduler_releaser.dispatcher.http_post):
+the aiohttp adapter of production and the httpx adapter of the unit tests, against one real
+local server."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from scheduler_releaser.http_post import (
+from scheduler_releaser.dispatcher.http_post import (
     AiohttpPost,
     HttpPost,
     HttpxPost,

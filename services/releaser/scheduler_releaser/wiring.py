@@ -13,8 +13,8 @@ from scheduler.store.cassandra_buckets import CassandraBucketStore
 from scheduler.store.cassandra_messages import CassandraMessageStore
 from scheduler.store.usage import CassandraUsageStore
 
-from .runtime import Stores
-from .status_reader import CassandraStatusReader
+from .dispatcher.runtime import Stores
+from .dispatcher.status_reader import CassandraStatusReader
 
 
 def cassandra_stores(settings: CassandraSettings) -> tuple[Cluster, Session, Stores]:

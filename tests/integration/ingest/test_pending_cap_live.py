@@ -1,8 +1,8 @@
 """The per-app cap on pending messages against the real Kafka and Cassandra.
 
 Ingest publishes to Kafka and counts in Cassandra; a delivery is recorded by the dispatcher's
-real record writer (scheduler_releaser.record_writer) on the same Cassandra stores, which is
-where SENT and FAILED move the pending count in production. The gateway's clock is a
+real record writer (scheduler_releaser.dispatcher.record_writer) on the same Cassandra stores,
+which is where SENT and FAILED move the pending count in production. The gateway's clock is a
 ManualClock, so the cache refresh interval passes without sleeping.
 """
 
@@ -20,7 +20,7 @@ from scheduler.records import DeliveryOutcome, DeliveryResult
 from scheduler_ingest.recount import main as recount_main
 from scheduler_ingest.recount import recount_pending
 from scheduler_ingest.settings import IngestSettings
-from scheduler_releaser.record_writer import RecordWriter
+from scheduler_releaser.dispatcher.record_writer import RecordWriter
 
 from .conftest import LiveEnv, LiveHarness, live_harness
 

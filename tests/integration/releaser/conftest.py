@@ -26,10 +26,10 @@ from scheduler.store.ports import Application, LogEntry, MessageContent, StatusU
 from scheduler.store.usage import CassandraUsageStore
 from scheduler.topics import Topics
 from scheduler_releaser.codecs import Codecs
+from scheduler_releaser.dispatcher.runtime import Stores, run_dispatcher
+from scheduler_releaser.dispatcher.status_reader import CassandraStatusReader
 from scheduler_releaser.metrics import DispatchMetrics
-from scheduler_releaser.runtime import Stores, run_dispatcher
 from scheduler_releaser.settings import DispatchSettings
-from scheduler_releaser.status_reader import CassandraStatusReader
 
 CLOCK = SystemClock()
 

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 from confluent_kafka import Producer
 
-from scheduler_releaser.ownership import transactional_id
+from scheduler_releaser.dispatcher.ownership import transactional_id
 
 from .conftest import CLOCK, Env, Receiver, RunningDispatcher, eventually
 from .test_dispatch import SETTINGS, due_message, rest_app

@@ -15,7 +15,7 @@ from scheduler.domain.status import Status
 from scheduler.records import DueMessage
 from scheduler.store.ports import Application, LogEntry, MessageContent, StatusUpdate
 from scheduler_releaser.metrics import ReleaseMetrics
-from scheduler_releaser.release_runtime import run_releaser
+from scheduler_releaser.releaser.runtime import run_releaser
 from scheduler_releaser.settings import DispatchSettings, ReleaseSettings
 
 from .conftest import CLOCK, Env, Receiver, RunningDispatcher, eventually

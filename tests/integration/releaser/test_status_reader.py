@@ -6,7 +6,7 @@ import pytest
 
 from scheduler.domain.status import Status
 from scheduler.store.ports import StatusUpdate
-from scheduler_releaser.status_reader import CassandraStatusReader, StoreStatusReader
+from scheduler_releaser.dispatcher.status_reader import CassandraStatusReader, StoreStatusReader
 
 from .conftest import Env
 from .test_dispatch import due_message

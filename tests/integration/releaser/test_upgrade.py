@@ -23,7 +23,7 @@ from scheduler.store.cassandra_messages import CassandraMessageStore
 from scheduler.store.migrate import BUCKET_INDEX_MIGRATION, apply_migrations
 from scheduler.testing.fakes import InMemoryApps
 from scheduler_releaser.metrics import ReleaseMetrics
-from scheduler_releaser.releaser import Releaser
+from scheduler_releaser.releaser.core import Releaser
 from tests.unit.releaser.harness import REST_APP
 
 pytestmark = pytest.mark.integration

@@ -25,7 +25,7 @@ from scheduler.domain.status import Status
 from scheduler.records import DeliveryOutcome, DeliveryResult
 from scheduler.store.ports import LogEntry, MessageContent, StatusUpdate
 from scheduler.store.usage import UsageDay, usage_day
-from scheduler_releaser.writer_runner import ProcessRecordWriter
+from scheduler_releaser.dispatcher.writer_runner import ProcessRecordWriter
 
 from .conftest import CLOCK, Env, eventually
 
@@ -210,7 +210,7 @@ def test_stop_ends_the_writer_process_with_exit_code_0_within_seconds(
 
 PARENT = """
 import base64, pickle, sys, threading
-from scheduler_releaser.writer_runner import ProcessRecordWriter
+from scheduler_releaser.dispatcher.writer_runner import ProcessRecordWriter
 
 if __name__ == "__main__":
     kafka, cassandra, topic = pickle.loads(base64.b64decode(sys.argv[1]))

@@ -19,18 +19,18 @@ from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.store.ports import Application, LogEntry, MessageContent, StatusUpdate
 from scheduler.testing.fakes import InMemoryApps, InMemoryBucketStore, InMemoryMessageStore
 from scheduler.topics import Topics
-from scheduler_releaser.apps import AppCache
 from scheduler_releaser.codecs import Codecs
-from scheduler_releaser.commands import CommandView
-from scheduler_releaser.dispatcher import Dispatcher
-from scheduler_releaser.http_post import HttpxPost
+from scheduler_releaser.dispatcher.apps import AppCache
+from scheduler_releaser.dispatcher.commands import CommandView
+from scheduler_releaser.dispatcher.core import Dispatcher
+from scheduler_releaser.dispatcher.http_post import HttpxPost
+from scheduler_releaser.dispatcher.outbound import OutboundGuard
+from scheduler_releaser.dispatcher.ports import OnCommitted, OutRecord
+from scheduler_releaser.dispatcher.rest import RestDeliverer
+from scheduler_releaser.dispatcher.status_reader import StoreStatusReader
+from scheduler_releaser.dispatcher.timers import Position
 from scheduler_releaser.metrics import DispatchMetrics
-from scheduler_releaser.outbound import OutboundGuard
-from scheduler_releaser.ports import OnCommitted, OutRecord
-from scheduler_releaser.rest import RestDeliverer
 from scheduler_releaser.settings import DispatchSettings
-from scheduler_releaser.status_reader import StoreStatusReader
-from scheduler_releaser.timers import Position
 
 KAFKA = KafkaSettings(topic_prefix="sched.")
 SCHEDULING = SchedulingSettings(

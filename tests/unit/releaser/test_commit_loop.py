@@ -11,11 +11,11 @@ from collections.abc import Callable
 import pytest
 
 from scheduler.clock import Clock, ManualClock, SystemClock
-from scheduler_releaser.ports import OutRecord
-from scheduler_releaser.runtime import TransactionWatch, _commit_loop
+from scheduler_releaser.dispatcher.ports import OutRecord
+from scheduler_releaser.dispatcher.runtime import TransactionWatch, _commit_loop
+from scheduler_releaser.dispatcher.sink import TransactionalSink
+from scheduler_releaser.dispatcher.timers import Position
 from scheduler_releaser.settings import DispatchSettings
-from scheduler_releaser.sink import TransactionalSink
-from scheduler_releaser.timers import Position
 
 from .test_sink_and_ring import FakeProducer, sink
 

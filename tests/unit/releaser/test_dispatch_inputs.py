@@ -16,13 +16,13 @@ from prometheus_client import CollectorRegistry
 
 from scheduler.clock import ManualClock
 from scheduler.records import Command, CommandKind, DueMessage
-from scheduler_releaser.commands import CommandView
-from scheduler_releaser.feeds import CommandsFeed, RingFeed, paused_slots
+from scheduler_releaser.dispatcher.commands import CommandView
+from scheduler_releaser.dispatcher.feeds import CommandsFeed, RingFeed, paused_slots
+from scheduler_releaser.dispatcher.offsets import OffsetTracker
+from scheduler_releaser.dispatcher.ports import OutRecord
+from scheduler_releaser.dispatcher.timers import Position, TimerQueue
 from scheduler_releaser.metrics import DispatchMetrics
-from scheduler_releaser.offsets import OffsetTracker
-from scheduler_releaser.ports import OutRecord
 from scheduler_releaser.settings import DispatchSettings
-from scheduler_releaser.timers import Position, TimerQueue
 
 from .fake_kafka import FakeConsumer, FakeKafka
 from .harness import CODECS, SCHEDULING, TOPICS

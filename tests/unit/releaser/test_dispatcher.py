@@ -12,9 +12,9 @@ import pytest
 
 from scheduler.domain.status import Status
 from scheduler.records import DeliveryOutcome
-from scheduler_releaser.rest import HEADER_MESSAGE_ID
+from scheduler_releaser.dispatcher.rest import HEADER_MESSAGE_ID
+from scheduler_releaser.dispatcher.timers import Position
 from scheduler_releaser.settings import DispatchSettings
-from scheduler_releaser.timers import Position
 
 from .harness import KAFKA_APP, REST_APP, SCHEDULING, TOPICS, build
 

@@ -13,10 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from scheduler_releaser.ownership import ids_to_fence, owns, transactional_id
-from scheduler_releaser.ports import OutRecord
+from scheduler_releaser.dispatcher.ownership import ids_to_fence, owns, transactional_id
+from scheduler_releaser.dispatcher.ports import OutRecord
+from scheduler_releaser.dispatcher.sink import FatalSinkError, FencedError
 from scheduler_releaser.settings import DispatchSettings
-from scheduler_releaser.sink import FatalSinkError, FencedError
 
 from .test_sink_and_ring import FakeProducer, run, sink
 

@@ -12,7 +12,7 @@ from scheduler.settings import DAY_MS, SchedulingSettings
 from scheduler.store.pending_counts import InMemoryPendingCounts, day_of
 from scheduler.testing.fakes import InMemoryBucketStore
 from scheduler_releaser.metrics import ReleaseMetrics
-from scheduler_releaser.pending import (
+from scheduler_releaser.releaser.pending import (
     HORIZONS,
     MAX_BEHIND_DAYS,
     REFRESH_MS,

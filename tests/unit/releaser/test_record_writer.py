@@ -11,7 +11,7 @@ from scheduler.records import DeliveryOutcome, DeliveryResult
 from scheduler.store.ports import LogEntry, MessageContent, StatusUpdate
 from scheduler.store.usage import DAY_MS, InMemoryUsageStore, UsageDay, UsageKind, usage_day
 from scheduler.testing.fakes import InMemoryMessageStore
-from scheduler_releaser.record_writer import RecordWriter
+from scheduler_releaser.dispatcher.record_writer import RecordWriter
 
 pytestmark = pytest.mark.unit
 

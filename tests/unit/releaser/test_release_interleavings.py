@@ -36,16 +36,16 @@ from scheduler_bucketer.metrics import BucketerMetrics
 from scheduler_bucketer.placer import Entry, Outbox, Placer
 from scheduler_bucketer.routing import Router
 from scheduler_bucketer.writer import SaveRecord, StoreRow, WriteOp, WriteStatus
-from scheduler_releaser.apps import AppCache
-from scheduler_releaser.dispatcher import Dispatcher
-from scheduler_releaser.http_post import HttpxPost
+from scheduler_releaser.dispatcher.apps import AppCache
+from scheduler_releaser.dispatcher.core import Dispatcher
+from scheduler_releaser.dispatcher.http_post import HttpxPost
+from scheduler_releaser.dispatcher.outbound import OutboundGuard
+from scheduler_releaser.dispatcher.rest import RestDeliverer
+from scheduler_releaser.dispatcher.status_reader import StoreStatusReader
+from scheduler_releaser.dispatcher.timers import Position
 from scheduler_releaser.metrics import DispatchMetrics, ReleaseMetrics
-from scheduler_releaser.outbound import OutboundGuard
-from scheduler_releaser.releaser import Releaser
-from scheduler_releaser.rest import RestDeliverer
+from scheduler_releaser.releaser.core import Releaser
 from scheduler_releaser.settings import DispatchSettings
-from scheduler_releaser.status_reader import StoreStatusReader
-from scheduler_releaser.timers import Position
 
 from .harness import (
     CODECS,

@@ -37,7 +37,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, note, settings
 from hypothesis import strategies as st
 
-import scheduler_releaser.releaser as releaser_module
+import scheduler_releaser.releaser.core as releaser_module
 from scheduler.domain.buckets import bucket_start, shard_of
 from scheduler.domain.status import Status
 from scheduler.records import DueMessage

@@ -16,7 +16,7 @@ from scheduler.records import DueMessage
 from scheduler.store.ports import LogEntry, MessageContent, StatusUpdate
 from scheduler.testing.fakes import InMemoryApps, InMemoryBucketStore, InMemoryMessageStore
 from scheduler_releaser.metrics import ReleaseMetrics
-from scheduler_releaser.releaser import Releaser
+from scheduler_releaser.releaser.core import Releaser
 
 from .harness import REST_APP, SCHEDULING
 

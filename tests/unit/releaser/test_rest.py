@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from scheduler.clock import ManualClock
-from scheduler_releaser.http_post import HttpxPost
-from scheduler_releaser.outbound import OutboundGuard
-from scheduler_releaser.rest import (
+from scheduler_releaser.dispatcher.http_post import HttpxPost
+from scheduler_releaser.dispatcher.outbound import OutboundGuard
+from scheduler_releaser.dispatcher.rest import (
     HEADER_ATTEMPT,
     HEADER_DUE,
     HEADER_MESSAGE_ID,
@@ -20,8 +20,8 @@ from scheduler_releaser.rest import (
     HEADER_TIMESTAMP,
     RestDeliverer,
 )
-from scheduler_releaser.signing import verify
-from scheduler_releaser.verdict import AttemptKind
+from scheduler_releaser.dispatcher.signing import verify
+from scheduler_releaser.dispatcher.verdict import AttemptKind
 
 from .harness import REST_APP, public_resolver
 

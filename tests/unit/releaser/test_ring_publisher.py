@@ -12,7 +12,7 @@ from scheduler.records import DueMessage
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.topics import Topics
 from scheduler_releaser.codecs import Codecs
-from scheduler_releaser.release_runtime import KafkaRingPublisher, ReleaserFenced
+from scheduler_releaser.releaser.runtime import KafkaRingPublisher, ReleaserFenced
 
 pytestmark = pytest.mark.unit
 KAFKA = KafkaSettings(topic_prefix="t.")

@@ -12,12 +12,12 @@ from prometheus_client import CollectorRegistry
 
 from scheduler.clock import ManualClock
 from scheduler.settings import SchedulingSettings
-from scheduler_releaser.feeds import future_slots, paused_slots, start_offsets
+from scheduler_releaser.dispatcher.feeds import future_slots, paused_slots, start_offsets
+from scheduler_releaser.dispatcher.offsets import OffsetTracker
+from scheduler_releaser.dispatcher.ports import OutRecord
+from scheduler_releaser.dispatcher.sink import FatalSinkError, TransactionalSink
+from scheduler_releaser.dispatcher.timers import Position
 from scheduler_releaser.metrics import DispatchMetrics
-from scheduler_releaser.offsets import OffsetTracker
-from scheduler_releaser.ports import OutRecord
-from scheduler_releaser.sink import FatalSinkError, TransactionalSink
-from scheduler_releaser.timers import Position
 
 pytestmark = pytest.mark.unit
 

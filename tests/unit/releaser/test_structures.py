@@ -10,10 +10,10 @@ from scheduler.domain.backoff import Backoff
 from scheduler.domain.status import Status
 from scheduler.records import Command, CommandKind, DeliveryOutcome, DueMessage
 from scheduler.store.ports import StatusUpdate
-from scheduler_releaser.commands import CommandView
-from scheduler_releaser.offsets import OffsetTracker
-from scheduler_releaser.timers import TimerQueue
-from scheduler_releaser.verdict import (
+from scheduler_releaser.dispatcher.commands import CommandView
+from scheduler_releaser.dispatcher.offsets import OffsetTracker
+from scheduler_releaser.dispatcher.timers import TimerQueue
+from scheduler_releaser.dispatcher.verdict import (
     AttemptKind,
     AttemptOutcome,
     Verdict,

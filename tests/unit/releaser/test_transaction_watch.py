@@ -1,6 +1,6 @@
 import pytest
 
-from scheduler_releaser.runtime import TransactionWatch
+from scheduler_releaser.dispatcher.runtime import TransactionWatch
 
 pytestmark = pytest.mark.unit
 

@@ -37,8 +37,7 @@ from scheduler.domain.status import Status
 from scheduler.records import DueMessage
 from scheduler.settings import SchedulingSettings
 from scheduler.store.ports import AppLookup, BucketStore, LogEntry, MessageStore, StatusUpdate
-
-from .metrics import ReleaseMetrics
+from scheduler_releaser.metrics import ReleaseMetrics
 
 log = logging.getLogger(__name__)
 CHUNK = 1_000

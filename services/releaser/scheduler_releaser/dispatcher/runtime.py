@@ -36,20 +36,20 @@ from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.store.ports import AppLookup, BucketStore, MessageStore
 from scheduler.store.usage import UsageStore
 from scheduler.topics import Topics
+from scheduler_releaser.codecs import Codecs
+from scheduler_releaser.metrics import DispatchMetrics
+from scheduler_releaser.settings import DispatchSettings
 
 from .apps import AppCache
-from .codecs import Codecs
 from .commands import CommandView
-from .dispatcher import Dispatcher
+from .core import Dispatcher
 from .feeds import CommandsFeed, RingFeed, consumer_config, load_results
 from .http_post import AiohttpPost
-from .metrics import DispatchMetrics
 from .offsets import OffsetTracker
 from .outbound import OutboundGuard
 from .ownership import ids_to_fence, transactional_id
 from .record_writer import RecordWriter
 from .rest import RestDeliverer
-from .settings import DispatchSettings
 from .sink import FencedError, TransactionalSink, transactional_producer
 from .status_reader import StatusReader, StoreStatusReader
 from .writer_runner import RecordWriterRunner, ThreadRecordWriter

@@ -19,11 +19,11 @@ from scheduler.logs import configure_logging
 from scheduler.ops import Health
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
 from scheduler.topics import Topics
+from scheduler_releaser.metrics import DispatchMetrics
+from scheduler_releaser.settings import DispatchSettings
+from scheduler_releaser.wiring import cassandra_stores, serve_ops
 
-from .metrics import DispatchMetrics
 from .runtime import instance_id, run_dispatcher
-from .settings import DispatchSettings
-from .wiring import cassandra_stores, serve_ops
 from .writer_runner import ProcessRecordWriter
 
 log = logging.getLogger("scheduler_releaser.dispatch")

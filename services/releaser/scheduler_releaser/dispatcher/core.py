@@ -26,14 +26,14 @@ from scheduler.records import DeliveryResult, DueMessage
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.store.ports import Application, BucketStore, StatusUpdate
 from scheduler.topics import Topics
+from scheduler_releaser.codecs import Codecs
+from scheduler_releaser.metrics import DispatchMetrics
+from scheduler_releaser.settings import DispatchSettings
 
 from .apps import AppCache
-from .codecs import Codecs
 from .commands import CommandView
-from .metrics import DispatchMetrics
 from .ports import OutRecord, Sink, TopicCheck
 from .rest import HEADER_DUE, HEADER_MESSAGE_ID, RestDeliverer
-from .settings import DispatchSettings
 from .status_reader import StatusReader
 from .timers import Held, Position, TimerQueue
 from .verdict import (

@@ -36,12 +36,12 @@ from scheduler.store.bucket_index import Reconciler, writer_groups
 from scheduler.store.pending_counts import PendingCounts
 from scheduler.store.ports import AppLookup, BucketStore, MessageStore
 from scheduler.topics import Topics
+from scheduler_releaser.codecs import Codecs
+from scheduler_releaser.metrics import ReleaseMetrics
+from scheduler_releaser.settings import ReleaseSettings
 
-from .codecs import Codecs
-from .metrics import ReleaseMetrics
+from .core import Releaser
 from .pending import PendingByHorizon
-from .releaser import Releaser
-from .settings import ReleaseSettings
 
 log = logging.getLogger(__name__)
 INIT_TIMEOUT_S = 30.0

@@ -34,8 +34,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from scheduler.clock import Clock
+from scheduler_releaser.metrics import DispatchMetrics
 
-from .metrics import DispatchMetrics
 from .offsets import OffsetTracker
 from .ports import OnCommitted, OutRecord
 from .timers import Position

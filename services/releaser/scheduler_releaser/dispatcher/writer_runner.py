@@ -36,8 +36,8 @@ from scheduler.logs import configure_logging
 from scheduler.records import DeliveryResult
 from scheduler.settings import CassandraSettings, KafkaSettings
 from scheduler.store.bucket_index import writer_client_id
+from scheduler_releaser.codecs import Codecs
 
-from .codecs import Codecs
 from .feeds import consumer_config
 from .record_writer import RecordWriter
 

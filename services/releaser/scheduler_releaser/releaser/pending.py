@@ -21,8 +21,7 @@ from scheduler.clock import Clock
 from scheduler.settings import DAY_MS, SchedulingSettings
 from scheduler.store.pending_counts import PendingCounts, day_of, period_of
 from scheduler.store.ports import BucketStore
-
-from .metrics import ReleaseMetrics
+from scheduler_releaser.metrics import ReleaseMetrics
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from scheduler.logs import configure_logging
 from scheduler.ops import Health
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
 from scheduler.store.pending_counts import CassandraPendingCounts
+from scheduler_releaser.metrics import ReleaseMetrics
+from scheduler_releaser.settings import ReleaseSettings
+from scheduler_releaser.wiring import cassandra_stores, serve_ops
 
-from .metrics import ReleaseMetrics
-from .release_runtime import run_releaser
-from .settings import ReleaseSettings
-from .wiring import cassandra_stores, serve_ops
+from .runtime import run_releaser
 
 log = logging.getLogger("scheduler_releaser.release")
 

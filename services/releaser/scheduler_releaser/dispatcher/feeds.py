@@ -26,15 +26,15 @@ from scheduler.codec import DecodeError
 from scheduler.records import RejectedRequest
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.topics import Topics
+from scheduler_releaser.codecs import Codecs
+from scheduler_releaser.metrics import DispatchMetrics
+from scheduler_releaser.settings import DispatchSettings
 
-from .codecs import Codecs
 from .commands import CommandView
-from .dispatcher import Dispatcher
-from .metrics import DispatchMetrics
+from .core import Dispatcher
 from .offsets import TP, OffsetTracker
 from .ownership import owns
 from .ports import OutRecord, Sink
-from .settings import DispatchSettings
 from .timers import Position, TimerQueue
 
 log = logging.getLogger(__name__)

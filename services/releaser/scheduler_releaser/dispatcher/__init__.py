@@ -1,0 +1,1 @@
+"""The dispatcher process: fires due messages at their due instant (README.md)."""
