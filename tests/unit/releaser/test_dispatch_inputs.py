@@ -152,7 +152,7 @@ def test_a_committed_partition_starts_at_its_offset_and_the_floor_is_its_metadat
     assert since == clock.now_ms() - 80_000
     assert dispatcher.accepted == ["m1", "m2"]
     commits = tracker.take_commits(clock.now_ms())
-    assert commits[(topic, 0)] == (1, clock.now_ms() - 80_000)  # floor until read past 3
+    assert commits[(topic, 0)] == (1, clock.now_ms() - 70_000)  # floor until read past 3
 
 
 def test_ring_partitions_added_while_running_are_found_and_read_from_their_start() -> None:

@@ -188,9 +188,11 @@ class RingFeed:
         self._consumer.assign(tps)
         for tp in tps:
             key = (tp.topic, tp.partition)
-            # An earlier incarnation may have settled records up to the end seen now.
+            # An earlier incarnation may have settled records up to the end seen now. The floor
+            # is the metadata itself (no slack): each restart takes the slack off once, so
+            # back-to-back restarts do not push it back by another slack each time.
             floor = committed[key]
-            self._add(tp, since if floor is None else floor - slack_ms, ends.get(key, 0))
+            self._add(tp, since + slack_ms if floor is None else floor, ends.get(key, 0))
         self._rotated_ms = None
         self._listed_ms = now_ms
         self.rotate(now_ms)

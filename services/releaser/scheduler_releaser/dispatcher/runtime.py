@@ -184,7 +184,14 @@ async def run_dispatcher(
         metrics=metrics,
     )
     commands = CommandsFeed(
-        commands_consumer, topics.commands, view, codecs, clock, settings.commands_confirm_ms
+        commands_consumer,
+        topics.commands,
+        view,
+        codecs,
+        clock,
+        # The view's lag reaches about one interval between confirmations: keep it a quarter
+        # of the guard at most, or firing would pause on a view that is merely between two.
+        min(settings.commands_confirm_ms, max(10, scheduling.cancel_guard_ms // 4)),
     )
     writer = record_writer or ThreadRecordWriter(
         kafka,
