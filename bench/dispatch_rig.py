@@ -21,7 +21,6 @@ import json
 import multiprocessing
 import re
 import subprocess
-import sys
 import tarfile
 import tempfile
 import threading
@@ -46,6 +45,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bench.world import _best_effort
 from scheduler.cli import setup
 from scheduler.clock import SystemClock
 from scheduler.domain.ids import new_message_id
@@ -241,16 +241,6 @@ def _delete_dests(kafka: KafkaSettings, dests: dict[str, str]) -> None:
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
                 raise
-
-
-def _best_effort(what: str, fn: Any, *args: Any) -> Any:
-    def run() -> None:
-        try:
-            fn(*args)
-        except Exception as exc:
-            print(f"[bench] cleanup: {what} failed: {exc!r}", file=sys.stderr)
-
-    return run
 
 
 @contextmanager

@@ -45,15 +45,9 @@ def kafka_settings(servers: Servers) -> Iterator[KafkaSettings]:
 
 
 @pytest.fixture
-def scheduling_settings() -> SchedulingSettings:
-    return SchedulingSettings(
-        bucket_width_ms=1_000,
-        lookahead_ms=4_000,
-        placement_margin_ms=1_000,
-        ring_size=6,
-        ring_slot_ms=2_000,
-        cancel_guard_ms=GUARD_MS,
-    )
+def scheduling_settings(scheduling_settings: SchedulingSettings) -> SchedulingSettings:
+    """The shared shrunk horizons, with the production cancel guard."""
+    return scheduling_settings.model_copy(update={"cancel_guard_ms": GUARD_MS})
 
 
 def message(app_id: str, due_ms: int, message_id: str | None = None) -> DueMessage:

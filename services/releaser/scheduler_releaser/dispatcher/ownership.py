@@ -21,8 +21,13 @@ def owns(partition: int, instance: int, instances: int) -> bool:
     return partition % instances == instance
 
 
+def instance_id(prefix: str, role: str, instance: int, instances: int) -> str:
+    """Stable per partition set: a transactional id (role "dispatcher") or a static member id."""
+    return f"{prefix}{role}-{instance}-of-{instances}"
+
+
 def transactional_id(prefix: str, instance: int, instances: int) -> str:
-    return f"{prefix}dispatcher-{instance}-of-{instances}"
+    return instance_id(prefix, "dispatcher", instance, instances)
 
 
 def ids_to_fence(

@@ -40,6 +40,7 @@ from scheduler_releaser.codecs import Codecs
 from scheduler_releaser.metrics import DispatchMetrics
 from scheduler_releaser.settings import DispatchSettings
 
+from . import ownership
 from .apps import AppCache
 from .commands import CommandView
 from .core import Dispatcher
@@ -73,7 +74,7 @@ class Stores:
 def instance_id(kafka: KafkaSettings, settings: DispatchSettings, role: str) -> str:
     """Stable per partition set, e.g. the transactional id (`role` "dispatcher": a restarted
     instance fences its zombie predecessor) or the record writer's static group member id."""
-    return f"{kafka.topic_prefix}{role}-{settings.instance}-of-{settings.instances}"
+    return ownership.instance_id(kafka.topic_prefix, role, settings.instance, settings.instances)
 
 
 def fence_other_owners(
