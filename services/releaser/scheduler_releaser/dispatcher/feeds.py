@@ -444,7 +444,8 @@ class CommandsFeed:
         """One question to Kafka: the partitions, and where each ends."""
         asked = self._clock.now_ms()
         partitions, ends = await asyncio.to_thread(self._ends)
-        new = [p for p in partitions if p not in set(self.view.partitions)]
+        known = set(self.view.partitions)
+        new = [p for p in partitions if p not in known]
         if new:
             tps = [TopicPartition(self._topic, p) for p in new]
             await asyncio.to_thread(start_offsets, self._consumer, tps, 0)
