@@ -5,10 +5,11 @@
   ABORTED is left alone (the abort did not win, or the command is not ingest's). The dispatcher
   checks the record again at fire time, so the abort wins even when the row was already
   released, or is stored again later by a replayed request.
-- REDRIVE (FAILED -> READY, new generation) and RESCHEDULE (new due time, new generation): the
-  message re-enters through the same placement as a new request (decision 3), with the content
-  read from the message store. A command older than the record's generation, or whose generation
-  already ended (SENT, FAILED, ABORTED), is stale and ignored.
+- REDRIVE (FAILED -> READY, new generation): the message re-enters through the same placement
+  as a new request (decision 3), with the content read from the message store. A command older
+  than the record's generation, or whose generation already ended (SENT, FAILED, ABORTED), is
+  stale and ignored.
+- RESCHEDULE is refused (`unsupported_command`): see `_apply`.
 """
 
 from __future__ import annotations
@@ -78,6 +79,20 @@ class CommandHandler:
         )
 
     def _apply(self, command: Command, record: InputRecord, outbox: Outbox) -> str:
+        if command.kind is CommandKind.RESCHEDULE:
+            # No route produces it, and it cannot be guarded like an abort: the copy already in
+            # the ring would still fire at the old time, beside the new generation. Refused; the
+            # symbol stays in the schema so that records written earlier still decode.
+            outbox.rejections.append(
+                Rejection(
+                    record,
+                    "unsupported_command",
+                    "RESCHEDULE is not supported: abort the message and schedule a new one",
+                    command.app_id,
+                    command.message_id,
+                )
+            )
+            return "unsupported"
         view = self._messages.get(command.app_id, command.message_id)
         if view is None:
             return "unknown"
@@ -88,29 +103,14 @@ class CommandHandler:
                 # that does not show it means the abort did not win (e.g. SENT first), or the
                 # command did not come from ingest. Removing the row then could lose a message.
                 return "not_aborted"
-            self._remove_stored(view, shards, keep_due=None)
+            self._remove_stored(view, shards)
             return "applied"
         if self._stale(view, command):
             return "stale"
-        if command.kind is CommandKind.RESCHEDULE:
-            if command.send_at_ms is None:
-                outbox.rejections.append(
-                    Rejection(
-                        record,
-                        "invalid_command",
-                        "RESCHEDULE needs send_at_ms",
-                        command.app_id,
-                        command.message_id,
-                    )
-                )
-                return "invalid"
-            due, send_at = command.send_at_ms, command.send_at_ms
-            self._remove_stored(view, shards, keep_due=due)
-        else:
-            # Redrive: deliver promptly. The due time comes from the command, not the clock, so
-            # a replay places the same row again.
-            due = command.send_at_ms if command.send_at_ms is not None else command.issued_ms
-            send_at = view.content.send_at_ms
+        # Redrive: deliver promptly. The due time comes from the command, not the clock, so a
+        # replay places the same row again.
+        due = command.send_at_ms if command.send_at_ms is not None else command.issued_ms
+        send_at = view.content.send_at_ms
         c = view.content
         message = DueMessage(
             message_id=c.message_id,
@@ -123,8 +123,7 @@ class CommandHandler:
             payload_json=c.payload_json,
             kafka_key=c.kafka_key,
         )
-        event = "redriven" if command.kind is CommandKind.REDRIVE else "rescheduled"
-        self._placer.place([Entry(message, shards, event, command.issued_ms)], outbox)
+        self._placer.place([Entry(message, shards, "redriven", command.issued_ms)], outbox)
         return "applied"
 
     @staticmethod
@@ -134,11 +133,11 @@ class CommandHandler:
             return True
         return state.generation == command.generation and state.status.terminal
 
-    def _remove_stored(self, view: MessageView, shards: int, keep_due: int | None) -> None:
+    def _remove_stored(self, view: MessageView, shards: int) -> None:
         """Delete the stored row(s) the message may have (at its recorded due time and at its
         original sendAt); deleting a row that does not exist is harmless."""
         c = view.content
-        for due in {view.state.due_ms, c.send_at_ms} - {keep_due}:
+        for due in {view.state.due_ms, c.send_at_ms}:
             row = DueMessage(
                 message_id=c.message_id,
                 app_id=c.app_id,

@@ -114,6 +114,13 @@ class DispatchMetrics:
             ["result"],
             registry=registry,
         )
+        self.refusals = Counter(
+            "scheduler_dispatch_destination_refusals_total",
+            "KAFKA destination records refused by their topic and settled without them, by the"
+            " broker's error and whether it is permanent (FAILED) or transient (retried)",
+            ["error", "kind"],
+            registry=registry,
+        )
         self.transaction_seconds = Histogram(
             "scheduler_dispatch_transaction_seconds",
             "Time to produce and commit one transaction",

@@ -50,6 +50,24 @@ class DispatchSettings(BaseSettings):
     txn_stuck_ms: int = Field(
         default=60_000, ge=1_000, description="a transaction in flight this long fails /healthz"
     )
+    destination_timeout_ms: int = Field(
+        default=5_000,
+        ge=100,
+        description="a KAFKA destination record unacknowledged this long is refused (retried"
+        " later): a slow tenant topic holds the others' commits back this long at most",
+    )
+    destination_quarantine_ms: int = Field(
+        default=10_000,
+        ge=0,
+        description="after a transient refusal, deliveries to that topic are retried later"
+        " without being produced for this long (they would stall every transaction again)",
+    )
+    shutdown_timeout_ms: int = Field(
+        default=15_000,
+        ge=1_000,
+        description="SIGTERM: the stop (in-flight deliveries, last commit) is given up after"
+        " this long; what is not committed is read again after the restart",
+    )
     txn_max_emits: int = Field(default=2_000, ge=1, description="settled attempts per transaction")
     http_timeout_s: float = Field(default=2.0, gt=0)
     http_max_connections: int = Field(default=256, ge=1)

@@ -36,7 +36,7 @@ def _write_status(stack: Stack, message_id: str, status: Status, generation: int
     )
 
 
-def test_abort_redrive_and_reschedule(stack: Stack) -> None:
+def test_abort_and_redrive_apply_and_reschedule_is_refused(stack: Stack) -> None:
     now = CLOCK.now_ms()
     to_abort, to_reschedule, to_keep = (stack.request(now + 3_600_000) for _ in range(3))
     to_redrive = stack.request(now + 1_000)
@@ -67,15 +67,15 @@ def test_abort_redrive_and_reschedule(stack: Stack) -> None:
             (to_reschedule.message_id,),
         )
     )
-    assert [(r.due_ms, r.generation) for r in rows] == [(later, 1)]
+    assert [(r.due_ms, r.generation) for r in rows] == [(to_reschedule.send_at_ms, 0)]
     redriven = [m for m in ring if m.message_id == to_redrive.message_id and m.generation == 1]
     assert len(redriven) == 1 and redriven[0].payload_json == to_redrive.payload_json
 
     messages = stack.messages
     aborted = messages.get("app-it", to_abort.message_id)
     assert aborted is not None and aborted.state.status is Status.ABORTED
-    moved = messages.get("app-it", to_reschedule.message_id)
-    assert moved is not None and (moved.state.status, moved.state.generation) == (Status.READY, 1)
-    assert moved.state.due_ms == later
+    kept = messages.get("app-it", to_reschedule.message_id)
+    assert kept is not None and (kept.state.status, kept.state.generation) == (Status.READY, 0)
+    assert kept.state.due_ms == to_reschedule.send_at_ms
     again = messages.get("app-it", to_redrive.message_id)
     assert again is not None and (again.state.status, again.state.generation) == (Status.QUEUED, 1)

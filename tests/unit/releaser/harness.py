@@ -25,7 +25,7 @@ from scheduler_releaser.dispatcher.commands import CommandView
 from scheduler_releaser.dispatcher.core import Dispatcher
 from scheduler_releaser.dispatcher.http_post import HttpxPost
 from scheduler_releaser.dispatcher.outbound import OutboundGuard
-from scheduler_releaser.dispatcher.ports import OnCommitted, OutRecord
+from scheduler_releaser.dispatcher.ports import OnCommitted, OnRefused, OutRecord
 from scheduler_releaser.dispatcher.rest import RestDeliverer
 from scheduler_releaser.dispatcher.status_reader import StoreStatusReader
 from scheduler_releaser.dispatcher.timers import Position
@@ -64,6 +64,7 @@ class Emitted:
     on_committed: OnCommitted | None
     not_before_ms: int | None = None
     at_ms: int | None = None  # the clock when it was emitted (a sink given a clock)
+    on_refused: OnRefused | None = None
 
 
 @dataclass
@@ -77,9 +78,12 @@ class RecordingSink:
         settled: Position | None,
         on_committed: OnCommitted | None = None,
         not_before_ms: int | None = None,
+        on_refused: OnRefused | None = None,
     ) -> None:
         at_ms = self.clock.now_ms() if self.clock is not None else None
-        self.emitted.append(Emitted(list(records), settled, on_committed, not_before_ms, at_ms))
+        self.emitted.append(
+            Emitted(list(records), settled, on_committed, not_before_ms, at_ms, on_refused)
+        )
 
     def on(self, topic: str) -> list[OutRecord]:
         return [r for e in self.emitted for r in e.records if r.topic == topic]
@@ -100,9 +104,13 @@ class RecordingSink:
 class KnownTopics:
     def __init__(self, *names: str) -> None:
         self.names = set(names)
+        self.forgotten: list[str] = []
 
     async def exists(self, topic: str) -> bool:
         return topic in self.names
+
+    def forget(self, topic: str) -> None:
+        self.forgotten.append(topic)
 
 
 async def public_resolver(host: str, port: int) -> list[str]:

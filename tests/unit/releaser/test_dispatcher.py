@@ -12,11 +12,12 @@ import pytest
 
 from scheduler.domain.status import Status
 from scheduler.records import DeliveryOutcome
+from scheduler_releaser.dispatcher.refusals import Refusal
 from scheduler_releaser.dispatcher.rest import HEADER_MESSAGE_ID
 from scheduler_releaser.dispatcher.timers import Position
 from scheduler_releaser.settings import DispatchSettings
 
-from .harness import KAFKA_APP, REST_APP, SCHEDULING, TOPICS, build
+from .harness import KAFKA_APP, REST_APP, SCHEDULING, TOPICS, Emitted, Harness, KnownTopics, build
 
 pytestmark = pytest.mark.unit
 T = TypeVar("T")
@@ -216,15 +217,91 @@ def test_kafka_app_gets_a_destination_record_in_the_same_batch_as_its_result() -
     assert h.metric("scheduler_dispatch_lateness_seconds_sum", {"destination": "KAFKA"}) == 0.007
 
 
-def test_kafka_app_naming_a_system_or_missing_topic_fails() -> None:
+def test_kafka_app_naming_a_system_topic_fails_and_a_missing_topic_is_retried() -> None:
     from dataclasses import replace
 
-    for endpoint in ("sched.requests", "no.such.topic"):
+    expected = {"sched.requests": DeliveryOutcome.FAILED, "no.such.topic": DeliveryOutcome.RETRY}
+    for endpoint, outcome in expected.items():
         h = build(apps=(replace(KAFKA_APP, endpoint=endpoint),))
         h.dispatcher.accept(h.message(KAFKA_APP, due_in_ms=0), None)
         run(h.dispatcher.fire_due())
-        assert [r.outcome for r in h.sink.results()] == [DeliveryOutcome.FAILED]
+        # A topic missing from metadata may be a moment's view (just created, broker
+        # restarting): retried with backoff, FAILED only once the attempts are used up.
+        assert [r.outcome for r in h.sink.results()] == [outcome]
         assert all(r.topic != endpoint for e in h.sink.emitted for r in e.records)
+
+
+def _refuse(h: Harness, refusal: Refusal) -> Emitted:
+    """Fire one KAFKA message, then play the sink: its destination refuses the record."""
+    h.dispatcher.accept(h.message(KAFKA_APP, due_in_ms=0), Position("t", 0, 3))
+    run(h.dispatcher.fire_due())
+    [first] = h.sink.emitted
+    assert first.on_refused is not None and first.records[0].destination
+    h.sink.emitted.clear()
+
+    async def refused() -> None:
+        assert first.on_refused is not None
+        first.on_refused(refusal)
+        await h.dispatcher.drain()
+
+    run(refused())
+    [again] = h.sink.emitted
+    return again
+
+
+def test_a_permanently_refused_kafka_record_fails_its_attempt_with_the_brokers_reason() -> None:
+    h = build()
+    again = _refuse(h, Refusal("MSG_SIZE_TOO_LARGE", True, "Broker: Message size too large"))
+    [result] = h.sink.results()
+    assert result.outcome is DeliveryOutcome.FAILED
+    assert result.error is not None and "MSG_SIZE_TOO_LARGE" in result.error
+    [dead] = h.sink.dead_letters()
+    assert "MSG_SIZE_TOO_LARGE" in dead.last_error
+    # Settled with the same ring offset, and no destination record this time.
+    assert again.settled == Position("t", 0, 3)
+    assert not any(r.destination for r in again.records)
+    assert (
+        h.metric(
+            "scheduler_dispatch_attempts_total",
+            {"destination": "KAFKA", "outcome": "failed", "reason": "msg_size_too_large"},
+        )
+        == 1
+    )
+    assert h.metric(
+        "scheduler_dispatch_attempts_total",
+        {"destination": "KAFKA", "outcome": "sent", "reason": "produced"},
+    ) in (None, 0)
+
+
+def test_a_transiently_refused_topic_is_retried_and_quarantined_without_producing() -> None:
+    h = build()
+    again = _refuse(h, Refusal("NOT_ENOUGH_REPLICAS", False, "Broker: Not enough in-sync replicas"))
+    [result] = h.sink.results()
+    assert result.outcome is DeliveryOutcome.RETRY
+    [retry] = h.sink.retries()
+    assert retry.attempt == 2
+    assert again.settled == Position("t", 0, 3)
+    # Another message to the same topic, during the quarantine: retried without a record.
+    h.sink.emitted.clear()
+    other = h.message(KAFKA_APP, due_in_ms=0, message_id="01JBBBBBBBBBBBBBBBBBBBBBBB")
+    h.dispatcher.accept(other, None)
+    run(h.dispatcher.fire_due())
+    assert [r.outcome for r in h.sink.results()] == [DeliveryOutcome.RETRY]
+    assert not any(r.destination for e in h.sink.emitted for r in e.records)
+    # After it, the topic is produced to again.
+    h.clock.advance(DispatchSettings().destination_quarantine_ms)
+    h.sink.emitted.clear()
+    third = h.message(KAFKA_APP, due_in_ms=0, message_id="01JCCCCCCCCCCCCCCCCCCCCCCC")
+    h.dispatcher.accept(third, None)
+    run(h.dispatcher.fire_due())
+    assert any(r.destination for e in h.sink.emitted for r in e.records)
+
+
+def test_a_topic_gone_is_forgotten_by_the_existence_cache() -> None:
+    h = build()
+    _refuse(h, Refusal("UNKNOWN_TOPIC_OR_PART", True, "gone", topic_gone=True))
+    check = h.dispatcher._topic_check
+    assert isinstance(check, KnownTopics) and check.forgotten == ["dest.topic"]
 
 
 def test_prefetch_reads_early_but_delivers_exactly_at_the_due_instant() -> None:

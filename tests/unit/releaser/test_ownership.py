@@ -215,7 +215,7 @@ class FencedWhileCommitting(FakeProducer):
     def commit_transaction(self) -> None:
         raise KafkaException(KafkaError(KafkaError.UNKNOWN, "EndTxn commit failed"))
 
-    def abort_transaction(self) -> None:
+    def abort_transaction(self, timeout: float = -1) -> None:
         self.aborted += 1
         raise KafkaException(self.abort_error)
 

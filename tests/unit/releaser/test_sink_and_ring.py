@@ -23,7 +23,10 @@ pytestmark = pytest.mark.unit
 
 
 class FakeProducer:
-    """Records transactions; `fail` holds errors to raise from commit_transaction, in order."""
+    """Records transactions; `fail` holds errors to raise from commit_transaction, in order.
+
+    Delivery reports are served by `flush`, as librdkafka serves them: `refuse` gives a topic's
+    records an error, `silent` topics never answer (a destination that times out)."""
 
     def __init__(self) -> None:
         self.open: list[tuple[str, bytes]] = []
@@ -31,23 +34,44 @@ class FakeProducer:
         self.committed: list[tuple[list[tuple[str, bytes]], list]] = []
         self.aborted = 0
         self.fail: list[KafkaError] = []
+        self.refuse: dict[str, KafkaError] = {}
+        self.silent: set[str] = set()
+        self.clock: ManualClock | None = None  # advanced while flush waits for silent topics
+        self._reports: list[tuple[str, Callable[[KafkaError | None, object], None]]] = []
 
     def begin_transaction(self) -> None:
         self.open, self.offsets = [], []
 
-    def produce(self, topic, value=None, key=None, headers=None) -> None:
+    def produce(self, topic, value=None, key=None, headers=None, on_delivery=None) -> None:
         self.open.append((topic, value))
+        if on_delivery is not None:
+            self._reports.append((topic, on_delivery))
+
+    def flush(self, timeout: float = -1) -> int:
+        if self.clock is not None and any(t in self.silent for t, _ in self._reports):
+            self.clock.advance(int(timeout * 1000))  # waited in vain for the silent topics
+        reports, self._reports = self._reports, []
+        for topic, report in reports:
+            if topic in self.silent:
+                self._reports.append((topic, report))
+            else:
+                report(self.refuse.get(topic), None)
+        return len(self._reports)
 
     def send_offsets_to_transaction(self, offsets, metadata) -> None:
         self.offsets = [(tp.topic, tp.partition, tp.offset, tp.metadata) for tp in offsets]
 
     def commit_transaction(self) -> None:
+        assert not self._reports, "librdkafka flushes before it commits"
         if self.fail:
             raise KafkaException(self.fail.pop(0))
         self.committed.append((self.open, self.offsets))
 
-    def abort_transaction(self) -> None:
+    def abort_transaction(self, timeout: float = -1) -> None:
         self.aborted += 1
+        reports, self._reports = self._reports, []
+        for _, report in reports:  # purged, as librdkafka purges them
+            report(KafkaError(KafkaError._PURGE_QUEUE), None)
 
     def poll(self, timeout: float) -> int:
         return 0
@@ -64,6 +88,7 @@ def sink(
     recover_after_ms: int = 10_000,
     offsets_interval_ms: int = 0,
     clock: ManualClock | None = None,
+    destination_timeout_ms: int = 5_000,
 ) -> tuple[TransactionalSink, OffsetTracker, ManualClock, DispatchMetrics]:
     """A sink whose producer factory hands out `producers` in turn (a replacement is the next)."""
     clock = clock or ManualClock()
@@ -79,7 +104,10 @@ def sink(
         2,
         recover_after_ms,
         offsets_interval_ms,
+        destination_timeout_ms=destination_timeout_ms,
     )
+    for p in producers:
+        p.clock = clock
     return s, tracker, clock, metrics
 
 

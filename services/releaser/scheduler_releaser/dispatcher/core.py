@@ -33,6 +33,7 @@ from scheduler_releaser.settings import DispatchSettings
 from .apps import AppCache
 from .commands import CommandView
 from .ports import OutRecord, Sink, TopicCheck
+from .refusals import Refusal
 from .rest import HEADER_DUE, HEADER_MESSAGE_ID, RestDeliverer
 from .status_reader import StatusReader
 from .timers import Held, Position, TimerQueue
@@ -48,6 +49,11 @@ from .verdict import (
 
 log = logging.getLogger(__name__)
 READ_BATCH = 100  # records read per query at fire time
+PRODUCED = AttemptOutcome(AttemptKind.SENT, "produced")
+
+
+def _not_allowed(kind: AttemptKind, error: str) -> AttemptOutcome:
+    return AttemptOutcome(kind, "refused_topic", error=error)
 
 
 class Dispatcher:
@@ -98,6 +104,9 @@ class Dispatcher:
             max_workers=settings.store_threads, thread_name_prefix="record-read"
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        # Topics that refused a record transiently: (until, why). Producing to them again at
+        # once would hold every other tenant's transaction for the destination timeout again.
+        self._quarantine: dict[str, tuple[int, Refusal]] = {}
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -255,13 +264,9 @@ class Dispatcher:
     async def _fire_kafka(
         self, app: Application, message: DueMessage, pos: Position | None
     ) -> None:
-        refusal = await self._refuse_topic(app.endpoint)
-        now = self._clock.now_ms()
-        if refusal is not None:
-            outcome = AttemptOutcome(AttemptKind.PERMANENT, "refused_topic", error=refusal)
-            settlement = settle(message, outcome, now, self._backoff)
-            self._observe("KAFKA", outcome, settlement)
-            self._sink.emit(await self._settlement_records(settlement, now, app.shards), pos)
+        blocked = await self._refuse_topic(app.endpoint)
+        if blocked is not None:
+            await self._settle_kafka(app, message, pos, blocked)
             return
         key = (message.kafka_key or message.message_id).encode()
         destination = OutRecord(
@@ -272,33 +277,88 @@ class Dispatcher:
                 (HEADER_MESSAGE_ID, message.message_id.encode()),
                 (HEADER_DUE, format_rfc3339_ms(message.due_ms).encode()),
             ),
+            destination=True,
         )
-        outcome = AttemptOutcome(AttemptKind.SENT, "produced")
+        now = self._clock.now_ms()
         # Delivered when its transaction commits, which is never before the due instant.
-        settlement = settle(message, outcome, max(now, message.due_ms), self._backoff)
-        self._kafka_sent.inc()
-        self._metrics.app_attempts.inc(message.app_id, "sent")
+        settlement = settle(message, PRODUCED, max(now, message.due_ms), self._backoff)
         due = message.due_ms
 
         def committed(at_ms: int) -> None:
             # A Kafka delivery happens when its transaction commits.
+            self._kafka_sent.inc()
+            self._metrics.app_attempts.inc(message.app_id, "sent")
             self._kafka_lateness.observe(max(0, at_ms - due) / 1000.0)
+
+        def refused(refusal: Refusal) -> None:
+            # The destination refused the record alone (sink.py): settle this attempt anew.
+            if refusal.topic_gone:
+                self._topic_check.forget(app.endpoint)
+            if not refusal.permanent:
+                self._quarantine[app.endpoint] = (
+                    self._clock.now_ms() + self._settings.destination_quarantine_ms,
+                    refusal,
+                )
+            outcome = AttemptOutcome(
+                AttemptKind.PERMANENT if refusal.permanent else AttemptKind.RETRYABLE,
+                refusal.code.lower(),
+                error=f"topic {app.endpoint!r} refused the record: {refusal.code}"
+                f" ({refusal.detail})",
+            )
+            self._spawn(self._settle_kafka(app, message, pos, outcome))
 
         self._sink.emit(
             [destination, self._result_record(settlement.result)],
             pos,
             committed,
             not_before_ms=message.due_ms,
+            on_refused=refused,
         )
 
-    async def _refuse_topic(self, topic: str) -> str | None:
+    async def _settle_kafka(
+        self, app: Application, message: DueMessage, pos: Position | None, outcome: AttemptOutcome
+    ) -> None:
+        """A KAFKA attempt that failed without a destination record in the transaction."""
+        while True:
+            now = self._clock.now_ms()
+            settlement = settle(message, outcome, now, self._backoff)
+            try:
+                records = await self._settlement_records(settlement, now, app.shards)
+            except Exception:  # the retry's placement (Cassandra): never leave it unsettled
+                if self.stopping:
+                    return  # unsettled: read again after the restart
+                log.exception("settling %s failed; trying again", message.message_id)
+                await self._sleep(1.0)
+                continue
+            self._observe("KAFKA", outcome, settlement)
+            self._sink.emit(records, pos)
+            return
+
+    async def _refuse_topic(self, topic: str) -> AttemptOutcome | None:
+        """Why a KAFKA delivery is not even produced, if it is not."""
         if topic.startswith(self._kafka.topic_prefix):
-            return f"topic {topic!r} is one of the scheduler's own topics"
+            return _not_allowed(AttemptKind.PERMANENT, f"topic {topic!r} is one of the scheduler's")
         allowed = self._settings.kafka_destination_prefixes
         if allowed and not any(topic.startswith(prefix) for prefix in allowed):
-            return f"topic {topic!r} is outside the allowed prefixes"
+            return _not_allowed(
+                AttemptKind.PERMANENT, f"topic {topic!r} is outside the allowed prefixes"
+            )
+        quarantined = self._quarantine.get(topic)
+        if quarantined is not None:
+            until, refusal = quarantined
+            if self._clock.now_ms() < until:
+                return AttemptOutcome(
+                    AttemptKind.RETRYABLE,
+                    "destination_unavailable",
+                    error=f"topic {topic!r} refused a record moments ago ({refusal.code})",
+                )
+            del self._quarantine[topic]
         if not await self._topic_check.exists(topic):
-            return f"topic {topic!r} does not exist"
+            # Metadata can miss a topic for a moment (just created, a broker restarting):
+            # retried with backoff; FAILED once the attempts are used up.
+            return AttemptOutcome(
+                AttemptKind.RETRYABLE, "unknown_topic", error=f"topic {topic!r} does not exist"
+            )
         return None
 
     def _observe(self, destination: str, outcome: AttemptOutcome, settlement: Settlement) -> None:

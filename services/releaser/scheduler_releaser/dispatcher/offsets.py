@@ -9,7 +9,10 @@ advance the commit point over the settled prefix.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from .timers import Position
 
 TP = tuple[str, int]
 
@@ -52,6 +55,8 @@ class OffsetTracker:
 
     def settled(self, topic: str, partition: int, offset: int) -> None:
         part = self._parts[(topic, partition)]
+        if part.commit_point is not None and offset < part.commit_point:
+            return  # settled before (a refused attempt settles with its second emit)
         part.settled.add(offset)
         while part.pending and part.pending[0][0] in part.settled:
             done, _ = part.pending.popleft()
@@ -66,22 +71,41 @@ class OffsetTracker:
         times = [p.pending[0][1] for p in self._parts.values() if p.pending]
         return min(times, default=default_ms)
 
-    def take_commits(self, now_ms: int, every: bool = False) -> dict[TP, tuple[int, int]]:
+    def take_commits(
+        self, now_ms: int, every: bool = False, settling: Iterable[Position] = ()
+    ) -> dict[TP, tuple[int, int]]:
         """Commit points that moved since the last call (`every`: all known ones), each with
         its metadata: the instant since which results matter for a restart that reads the
-        partition from there (the receipt of the oldest unsettled record, or the floor)."""
-        oldest = self.oldest_unsettled_received_ms(now_ms)
+        partition from there (the receipt of the oldest unsettled record, or the floor).
+
+        `settling`: positions counted as settled, without marking them (the transaction that
+        settles them may still take some out); `settled()` marks them once it committed."""
+        extra: dict[TP, set[int]] = {}
+        for p in settling:
+            extra.setdefault((p.topic, p.partition), set()).add(p.offset)
+        points: dict[TP, int | None] = {}
+        unsettled_since: list[int] = []
+        for tp, part in self._parts.items():
+            point, first_unsettled = part.commit_point, None
+            done = extra.get(tp, set())
+            for offset, received_ms in part.pending:
+                if offset not in part.settled and offset not in done:
+                    first_unsettled = received_ms
+                    break
+                point = offset + 1
+            points[tp] = point
+            if first_unsettled is not None:
+                unsettled_since.append(first_unsettled)
+        oldest = min(unsettled_since, default=now_ms)
         moved: dict[TP, tuple[int, int]] = {}
         for tp, part in self._parts.items():
-            if part.commit_point is None or (part.commit_point == part.committed and not every):
+            point = points[tp]
+            if point is None or (point == part.committed and not every):
                 continue
             since = oldest
-            if part.floor_ms is not None:
-                if part.commit_point < part.floor_until:
-                    since = min(since, part.floor_ms)
-                else:
-                    part.floor_ms = None  # caught up past what an earlier incarnation read
-            moved[tp] = (part.commit_point, since)
+            if part.floor_ms is not None and point < part.floor_until:
+                since = min(since, part.floor_ms)
+            moved[tp] = (point, since)
         return moved
 
     def confirm(self, commits: dict[TP, tuple[int, int]]) -> None:
@@ -90,3 +114,5 @@ class OffsetTracker:
             part = self._parts[tp]
             if part.committed is None or offset > part.committed:
                 part.committed = offset
+            if part.floor_ms is not None and offset >= part.floor_until:
+                part.floor_ms = None  # caught up past what an earlier incarnation read

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from .refusals import Refusal
 from .timers import Position
 
 
@@ -18,9 +19,11 @@ class OutRecord:
     value: bytes
     key: bytes | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
+    destination: bool = False  # a KAFKA app's record: the destination may refuse it alone
 
 
 OnCommitted = Callable[[int], None]  # called with the commit instant (epoch ms)
+OnRefused = Callable[[Refusal], None]  # the destination refused it: settle the attempt anew
 
 
 class Sink(Protocol):
@@ -30,11 +33,17 @@ class Sink(Protocol):
         settled: Position | None,
         on_committed: OnCommitted | None = None,
         not_before_ms: int | None = None,
+        on_refused: OnRefused | None = None,
     ) -> None:
         """Write `records` and mark `settled` as done, atomically (one Kafka transaction),
-        committed no earlier than `not_before_ms` (epoch ms) by the sink's clock."""
+        committed no earlier than `not_before_ms` (epoch ms) by the sink's clock. If the
+        destination refuses its record, nothing of this emit is written: `on_refused` is
+        called instead and settles the attempt with a new emit (same `settled`)."""
 
 
 class TopicCheck(Protocol):
     async def exists(self, topic: str) -> bool:
         """Does this destination topic exist (cached)?"""
+
+    def forget(self, topic: str) -> None:
+        """The broker said the topic is gone: ask again next time."""

@@ -23,6 +23,13 @@ from .verdict import Verdict
 COUNTED = {DeliveryOutcome.SENT: UsageKind.SENT, DeliveryOutcome.FAILED: UsageKind.FAILED}
 
 
+# SKIPPED results whose message ends ABORTED, with the reason its log gives.
+APP_GONE = {
+    Verdict.APP_DELETED.value: "application deleted",
+    Verdict.APP_MISSING.value: "application not found",
+}
+
+
 class RecordWriter:
     def __init__(self, messages: MessageStore, usage: UsageStore) -> None:
         self._messages = messages
@@ -66,11 +73,12 @@ class RecordWriter:
             state = self._state(r, Status.FAILED)
             log = LogEntry(r.finished_ms, f"{entry}:failed", Status.FAILED, attempt_data)
             self._write(r, state, log)
-        elif r.error == Verdict.APP_DELETED.value:
-            # Lazy purge: a pending message of a deleted app ends ABORTED. Not counted: a deleted
-            # app schedules nothing more, so its pending count is never read again.
+        elif r.error in APP_GONE:
+            # Lazy purge: a pending message of a deleted (or vanished) app ends ABORTED, so no
+            # message stays QUEUED forever. Not counted: an app that is gone schedules nothing
+            # more, so its pending count is never read again.
             state = self._state(r, Status.ABORTED)
-            data = {"reason": "application deleted"}
+            data = {"reason": APP_GONE[r.error]}
             self._write(r, state, LogEntry(r.finished_ms, f"{entry}:aborted", Status.ABORTED, data))
         # Other SKIPPED results (aborted, done, stale) leave the record as it is.
 

@@ -13,7 +13,8 @@ and by the integration tests (which pass their own settings and clock).
     commit:  its own task: transactions back to back while anything is settled
     records: the record writer (writer_runner.py: a thread here by default, a child process
              in `scheduler-dispatcher`)
-    SIGTERM: stop firing, let in-flight deliveries finish, commit, close.
+    SIGTERM: stop firing, let in-flight deliveries finish, commit, close; bounded in every
+             state (a failing transaction is not retried, `shutdown_timeout_ms` caps the rest).
     fenced:  another owner took these partitions: stop firing, report not ready, and wait for
              SIGTERM (never fence back, never restart into a fencing loop).
 """
@@ -51,7 +52,7 @@ from .outbound import OutboundGuard
 from .ownership import ids_to_fence, transactional_id
 from .record_writer import RecordWriter
 from .rest import RestDeliverer
-from .sink import FencedError, TransactionalSink, transactional_producer
+from .sink import FencedError, SinkStopped, TransactionalSink, transactional_producer
 from .status_reader import StatusReader, StoreStatusReader
 from .writer_runner import RecordWriterRunner, ThreadRecordWriter
 
@@ -125,6 +126,9 @@ async def run_dispatcher(
         # that carries offsets (measured: p50 107 ms -> 8 ms with 5 ms).
         "retry.backoff.ms": 5,
         "retry.backoff.max.ms": 50,
+        # A destination topic deleted since it was checked: refused (UNKNOWN_TOPIC) within the
+        # destination timeout, not after the default 30 s.
+        "topic.metadata.propagation.max.ms": min(2_000, settings.destination_timeout_ms // 2),
     }
     ring_consumer = Consumer(
         consumer_config(kafka, group, **{"fetch.wait.max.ms": 5, "fetch.error.backoff.ms": 50})
@@ -148,6 +152,7 @@ async def run_dispatcher(
         settings.txn_recover_ms,
         settings.txn_offsets_interval_ms,
         settings.offsets_refresh_ms,
+        settings.destination_timeout_ms,
     )
     http = AiohttpPost(settings.http_max_connections, settings.http_timeout_s)
     rest = RestDeliverer(
@@ -167,7 +172,7 @@ async def run_dispatcher(
         apps=AppCache(stores.apps, clock),
         commands=view,
         rest=rest,
-        topic_check=ProducerTopicCheck(lambda: sink.producer),
+        topic_check=ProducerTopicCheck(lambda: sink.producer, clock),
         sink=sink,
         codecs=codecs,
         metrics=metrics,
@@ -240,19 +245,7 @@ async def run_dispatcher(
             metrics.fenced.set(1)
             await _stand_down(dispatcher, health, stop, exc)
         else:
-            log.info("stopping: %d deliveries in flight", dispatcher.in_flight)
-            dispatcher.stopping = True  # requests under way finish; waiting ones stay unsettled
-            await dispatcher.drain()
-            try:
-                while sink.pending:  # a flush takes at most txn_max_emits
-                    await sink.flush()
-                await sink.flush()  # the offsets of the last settled records
-            except FencedError as exc:  # fenced just before the stop: the new owner reads them
-                metrics.fenced.set(1)
-                log.warning(
-                    "fenced while stopping (%s): the last settlements are left to the new owner",
-                    exc,
-                )
+            await _stop(dispatcher, sink, metrics, settings.shutdown_timeout_ms)
     finally:
         await asyncio.to_thread(writer.stop, 10)
         await http.close()
@@ -262,6 +255,34 @@ async def run_dispatcher(
             sink.producer.flush(10)
         except KafkaException as exc:  # fenced (stood down) or failed: nothing left to commit
             log.info("transactional producer not flushed at exit: %s", exc)
+
+
+async def _stop(
+    dispatcher: Dispatcher, sink: TransactionalSink, metrics: DispatchMetrics, timeout_ms: int
+) -> None:
+    """SIGTERM: requests under way finish, waiting ones stay unsettled, the settled ones commit;
+    all of it bounded: a transaction that fails now is not retried, and the whole stop is given
+    up after `timeout_ms`. What is not committed is read again after the restart."""
+    log.info("stopping: %d deliveries in flight", dispatcher.in_flight)
+    dispatcher.stopping = True
+    try:
+        async with asyncio.timeout(timeout_ms / 1000):
+            await dispatcher.drain()
+            while sink.pending:  # a flush takes at most txn_max_emits
+                await sink.flush()
+            await sink.flush()  # the offsets of the last settled records
+    except FencedError as exc:  # fenced just before the stop: the new owner reads them
+        metrics.fenced.set(1)
+        log.warning(
+            "fenced while stopping (%s): the last settlements are left to the new owner", exc
+        )
+    except (SinkStopped, TimeoutError) as exc:
+        log.warning(
+            "stopped without committing %d settled attempt(s) (%s): they are read again after"
+            " the restart",
+            sink.pending,
+            exc or f"not done within {timeout_ms} ms",
+        )
 
 
 async def _stand_down(
@@ -321,11 +342,12 @@ async def _loop(
             wait = IDLE_S if head is None else min(IDLE_S, max(0.0, (head - clock.now_ms()) / 1000))
             await asyncio.sleep(wait)
     finally:
-        sink.wake()
+        sink.close()  # a transaction that fails from now on is not retried
         confirmer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await confirmer
-        await committer  # its transaction in flight ends; the caller's final flush follows
+        with contextlib.suppress(SinkStopped):
+            await committer  # its transaction in flight ends; the caller's final flush follows
 
 
 async def _commit_loop(
@@ -388,18 +410,28 @@ class TransactionWatch:
 
 
 class ProducerTopicCheck:
-    """Destination topics known to exist, from producer metadata (cached for a minute)."""
+    """Destination topics known to exist, from producer metadata: a topic seen is trusted for
+    `ttl_ms` (or until the broker says it is gone), one not seen is asked about every time."""
 
-    def __init__(self, producer: Callable[[], Producer], ttl_ms: float = 60_000) -> None:
+    def __init__(
+        self, producer: Callable[[], Producer], clock: Clock, ttl_ms: float = 60_000
+    ) -> None:
         self._producer = producer  # the sink's current one (replaced after a stuck transaction)
-        self._known: set[str] = set()
+        self._clock = clock
+        self._ttl_ms = ttl_ms
+        self._known: dict[str, float] = {}  # topic -> when it was seen (monotonic ms)
 
     async def exists(self, topic: str) -> bool:
-        if topic in self._known:
+        seen = self._known.get(topic)
+        if seen is not None and self._clock.monotonic_ms() - seen < self._ttl_ms:
             return True
         metadata = await asyncio.to_thread(self._producer().list_topics, topic, 10)
         info = metadata.topics.get(topic)
         if info is None or info.error is not None or not info.partitions:
+            self._known.pop(topic, None)
             return False
-        self._known.add(topic)
+        self._known[topic] = self._clock.monotonic_ms()
         return True
+
+    def forget(self, topic: str) -> None:
+        self._known.pop(topic, None)

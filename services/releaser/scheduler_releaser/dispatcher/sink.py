@@ -8,6 +8,17 @@ attempt's effects or none of them, and a KAFKA destination record is never dupli
 The producer is only touched by one worker thread, one transaction at a time; `emit` merely
 queues (it runs on the event loop).
 
+One tenant's destination cannot hold a transaction hostage (refusals.py): every record's
+delivery report is read before the commit; a destination record refused on its own is taken
+out, its attempt is handed back to the core through `on_refused` (which settles it as failed or
+retried, with the same ring offset), and the rest is produced again and committed. A refused
+attempt's ring offset is only committed with its own settlement: offsets are computed for the
+transaction that commits, never before.
+
+Other abortable errors (the scheduler's own topics failing) retry the whole transaction with a
+backoff. Once `close()` was called (SIGTERM), a failed transaction is not retried: `flush`
+raises `SinkStopped` and the attempts stay unsettled (read again after the restart).
+
 A stuck transaction is recovered in process. After a broker restart, librdkafka can block in
 `send_offsets_to_transaction` forever, ignoring its timeout (confluentinc/librdkafka#5456,
 #5511: a stale cached group coordinator). When a transaction has not reached its commit after
@@ -16,7 +27,7 @@ A stuck transaction is recovered in process. After a broker restart, librdkafka 
 records and offsets are committed through the new producer. The stuck thread is told it was
 abandoned, so even if it wakes up it never commits. A transaction stuck inside its commit is
 not abandoned (whether it committed cannot be known from here): the liveness watch of the
-runtime restarts the process instead.
+runtime restarts the process instead, and a closing sink gives up on it.
 """
 
 from __future__ import annotations
@@ -37,13 +48,23 @@ from scheduler.clock import Clock
 from scheduler_releaser.metrics import DispatchMetrics
 
 from .offsets import OffsetTracker
-from .ports import OnCommitted, OutRecord
+from .ports import OnCommitted, OnRefused, OutRecord
+from .refusals import (
+    Refusal,
+    names_a_topic,
+    refusal_of,
+    timed_out,
+    unexplained,
+)
 from .timers import Position
 
 log = logging.getLogger(__name__)
 WATCH_S = 0.1  # how often a transaction in flight is checked for being stuck
 REPLACE_RETRY_S = 1.0  # between attempts to start a replacement producer (Kafka still down)
 WAIT_STEP_MS = 1  # re-read the clock this often while a commit waits for its due instant
+REPORTS_STEP_S = 0.05  # delivery reports are awaited in steps of this
+RETRY_MIN_S, RETRY_MAX_S = 0.01, 1.0  # backoff between whole-transaction retries
+ABORT_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -52,6 +73,7 @@ class _Emitted:
     settled: Position | None
     on_committed: OnCommitted | None
     not_before_ms: int | None
+    on_refused: OnRefused | None
 
 
 class FatalSinkError(RuntimeError):
@@ -61,6 +83,10 @@ class FatalSinkError(RuntimeError):
 class FencedError(FatalSinkError):
     """Another producer took this transactional id: a newer incarnation of this instance, or
     an instance of a new instance count that owns some of these partitions (ownership.py)."""
+
+
+class SinkStopped(RuntimeError):
+    """A transaction failed after `close()`: what it held is left unsettled."""
 
 
 FENCED = frozenset(
@@ -76,6 +102,17 @@ def fatal(error: KafkaError) -> FatalSinkError:
 
 class _Abandoned(Exception):
     """Raised in a stuck worker thread that woke up after its transaction was abandoned."""
+
+
+class _RetryWhole(Exception):
+    """The transaction was aborted for a reason no single destination record explains."""
+
+    def __init__(
+        self, message: str, error: KafkaError | None = None, timed_out: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.error = error
+        self.timed_out = timed_out  # records unacknowledged: possibly a destination's doing
 
 
 @dataclass
@@ -96,11 +133,58 @@ class _Attempt:
         with self.lock:
             self.committing = False
 
-    def abandon(self) -> bool:
+    def abandon(self, force: bool = False) -> bool:
         with self.lock:
-            if not self.committing:
+            if force or not self.committing:
                 self.abandoned = True
             return self.abandoned
+
+
+class _Reports:
+    """Delivery reports of one transaction's records (filled by librdkafka callbacks, which run
+    in the worker thread inside flush/poll)."""
+
+    def __init__(self) -> None:
+        self.outstanding: dict[int, int] = {}  # emit index -> destination records unreported
+        self.refused: dict[int, Refusal] = {}  # emit index -> its destination's refusal
+        self.internal_outstanding = 0
+        self.internal_error: KafkaError | None = None
+        self.fatal_error: KafkaError | None = None
+
+    def expect(self, index: int | None) -> Callable[[KafkaError | None, Any], None]:
+        if index is None:
+            self.internal_outstanding += 1
+            return self._internal
+        self.outstanding[index] = self.outstanding.get(index, 0) + 1
+
+        def report(error: KafkaError | None, _message: Any) -> None:
+            self.outstanding[index] -= 1
+            if not self.outstanding[index]:
+                del self.outstanding[index]
+            if error is not None:
+                self._failed(index, error)
+
+        return report
+
+    def _internal(self, error: KafkaError | None, _message: Any) -> None:
+        self.internal_outstanding -= 1
+        if error is not None and refusal_of(error) is not None:
+            self._check_fatal(error)
+            self.internal_error = self.internal_error or error
+
+    def _failed(self, index: int, error: KafkaError) -> None:
+        self._check_fatal(error)
+        refusal = refusal_of(error)
+        if refusal is not None:
+            self.refused.setdefault(index, refusal)
+
+    def _check_fatal(self, error: KafkaError) -> None:
+        if error.fatal() or error.code() in FENCED:
+            self.fatal_error = self.fatal_error or error
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.outstanding) or self.internal_outstanding > 0
 
 
 class _Worker:
@@ -109,13 +193,13 @@ class _Worker:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], None], asyncio.Future[None]] | None] = (
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any]] | None] = (
             queue.SimpleQueue()
         )
         threading.Thread(target=self._run, name="transactions", daemon=True).start()
 
-    def submit(self, job: Callable[[], None]) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = self._loop.create_future()
+    def submit(self, job: Callable[[], Any]) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = self._loop.create_future()
         self._jobs.put((job, future))
         return future
 
@@ -126,18 +210,18 @@ class _Worker:
         while (item := self._jobs.get()) is not None:
             job, future = item
             try:
-                job()
+                result = job()
             except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
-                self._settle(future, exc)
+                self._settle(future, None, exc)
             else:
-                self._settle(future, None)
+                self._settle(future, result, None)
 
-    def _settle(self, future: asyncio.Future[None], exc: BaseException | None) -> None:
+    def _settle(self, future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
         def settle() -> None:
             if future.done():  # cancelled: an abandoned attempt
                 return
             if exc is None:
-                future.set_result(None)
+                future.set_result(result)
             else:
                 future.set_exception(exc)
 
@@ -157,10 +241,13 @@ class TransactionalSink:
         recover_after_ms: int = 10_000,
         offsets_interval_ms: int = 0,
         offsets_refresh_ms: int = 60_000,
+        destination_timeout_ms: int = 5_000,
     ) -> None:
         """`new_producer` returns a transactional producer after `init_transactions` (blocking;
         raises KafkaException when Kafka cannot be reached). `group_metadata` is the ring
-        consumer's current group metadata (its generation changes when the group rebalances)."""
+        consumer's current group metadata (its generation changes when the group rebalances).
+        `destination_timeout_ms`: a destination record unacknowledged this long is refused
+        (transient), so a slow tenant topic delays the others' commits by at most that."""
         self._new_producer = new_producer
         self._group_metadata = group_metadata
         self._max_batch = max_batch
@@ -169,13 +256,20 @@ class TransactionalSink:
         self._offsets_sent_ms = float("-inf")
         self._offsets_refresh_ms = offsets_refresh_ms
         self._refreshed_ms = float("-inf")
+        self._destination_timeout_ms = destination_timeout_ms
         self._tracker = tracker
         self._clock = clock
         self._metrics = metrics
         self._pending: list[_Emitted] = []
+        # Emits of destination records taken out of a transaction that failed without naming a
+        # record: each is tried alone next (refused if it fails alone).
+        self._suspects: list[_Emitted] = []
         self._emitted = asyncio.Event()  # set by emit(): wakes an idle committer
         self._producer: Producer | None = None
         self._worker: _Worker | None = None
+        self._must_abort = False  # an abort timed out: the next attempt aborts first
+        self._broken = False  # an abort failed fatally: replace the producer
+        self._closing = threading.Event()
 
     async def start(self) -> None:
         self._producer = await asyncio.to_thread(self._new_producer)
@@ -192,13 +286,14 @@ class TransactionalSink:
         settled: Position | None,
         on_committed: OnCommitted | None = None,
         not_before_ms: int | None = None,
+        on_refused: OnRefused | None = None,
     ) -> None:
-        self._pending.append(_Emitted(records, settled, on_committed, not_before_ms))
+        self._pending.append(_Emitted(records, settled, on_committed, not_before_ms, on_refused))
         self._emitted.set()
 
     async def wait_for_emits(self, timeout_s: float) -> None:
         """Return once something is pending (at once if it is), or after `timeout_s`."""
-        if self._pending:
+        if self.pending:
             return
         self._emitted.clear()
         with contextlib.suppress(TimeoutError):
@@ -208,34 +303,46 @@ class TransactionalSink:
         """End a `wait_for_emits` now (shutdown)."""
         self._emitted.set()
 
+    def close(self) -> None:
+        """Shutdown: from now on a failed or stuck transaction is given up, not retried."""
+        self._closing.set()
+        self.wake()
+
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._suspects)
 
     async def flush(self) -> int:
         """Commit what was emitted so far in one transaction (none when there is neither a
-        record nor an offset to commit). Returns the number of emits."""
+        record nor an offset to commit). Returns the number of emits settled or refused."""
         # Bounded transactions: under a hotspot, deliveries become visible batch after batch
         # instead of all at once at the end of one huge transaction.
-        batch = self._pending[: self._max_batch]
-        del self._pending[: self._max_batch]
-        for item in batch:
-            if item.settled is not None:
-                p = item.settled
-                self._tracker.settled(p.topic, p.partition, p.offset)
-        records = [r for item in batch for r in item.records]
-        # Offsets ride along only every `offsets_interval_ms`: they double a transaction's
-        # round trips (AddOffsetsToTxn, TxnOffsetCommit). Committing them later is safe: the
-        # records re-read after a crash are the ones settled since, whose results the restart
-        # reloads (the commit metadata below), so none is fired twice.
+        if self._suspects:  # one per transaction, until each committed or was refused
+            batch = [self._suspects.pop(0)]
+        else:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+        taken = len(batch)
         mono = self._clock.monotonic_ms()
-        due = not records or mono - self._offsets_sent_ms >= self._offsets_interval_ms
-        # Every partition's offset, idle ones too, is committed again now and then: the offsets
-        # never expire (a group that only assigns keeps them `offsets.retention.minutes` after
-        # their last commit) and their metadata stays recent, which bounds a restart's reload.
-        every = due and mono - self._refreshed_ms >= self._offsets_refresh_ms
-        commits = self._tracker.take_commits(self._clock.now_ms(), every) if due else {}
-        if records or commits:
+        backoff_s = RETRY_MIN_S
+        while True:
+            records = [(i, r) for i, item in enumerate(batch) for r in item.records]
+            settling = [item.settled for item in batch if item.settled is not None]
+            # Offsets ride along only every `offsets_interval_ms`: they double a transaction's
+            # round trips (AddOffsetsToTxn, TxnOffsetCommit). Committing them later is safe: the
+            # records re-read after a crash are the ones settled since, whose results the
+            # restart reloads (the commit metadata below), so none is fired twice.
+            due = not records or mono - self._offsets_sent_ms >= self._offsets_interval_ms
+            # Every partition's offset, idle ones too, is committed again now and then: the
+            # offsets never expire (a group that only assigns keeps them
+            # `offsets.retention.minutes` after their last commit) and their metadata stays
+            # recent, which bounds a restart's reload.
+            every = due and mono - self._refreshed_ms >= self._offsets_refresh_ms
+            commits = (
+                self._tracker.take_commits(self._clock.now_ms(), every, settling) if due else {}
+            )
+            if not records and not commits:
+                break
             # Commit metadata: after a restart, the results written since then are the ones
             # that can concern the records it reads again (offsets.py, take_commits).
             offsets = [
@@ -244,47 +351,111 @@ class TransactionalSink:
             ]
             not_before = max((i.not_before_ms or 0 for i in batch), default=0)
             metadata = self._group_metadata() if offsets else None
-            await self._commit(records, offsets, metadata, not_before)
+            try:
+                try:
+                    refused = await self._commit(records, offsets, metadata, not_before)
+                finally:
+                    if self._broken:
+                        await self._replace_producer()
+            except _RetryWhole as exc:
+                if self._closing.is_set():
+                    self._pending[:0] = batch
+                    raise SinkStopped(f"transaction failed while stopping: {exc}") from exc
+                destinations = [item for item in batch if item.on_refused is not None]
+                if not (exc.timed_out or names_a_topic(exc.error)):
+                    destinations = []  # the scheduler's own trouble: retried whole, below
+                if len(batch) == 1 and destinations:
+                    # Alone in its transaction (after its batch failed without it), or alone
+                    # from the start: its destination is the likeliest cause.
+                    refusal = refusal_of(exc.error) if exc.error is not None else None
+                    if exc.timed_out:
+                        refusal = timed_out(self._destination_timeout_ms)
+                    batch = self._hand_back_refused(batch, {0: refusal or unexplained(exc)})
+                    continue
+                if destinations:
+                    # Some failures name no record (a topic deleted since it was produced to
+                    # fails the transaction's AddPartitionsToTxn, and its record is purged):
+                    # the destination records are tried alone, the rest goes on without them.
+                    self._suspects.extend(destinations)
+                    batch = [item for item in batch if item.on_refused is None]
+                    taken -= len(destinations)
+                    continue
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(RETRY_MAX_S, backoff_s * 2)
+                continue
+            if refused:
+                batch = self._hand_back_refused(batch, refused)
+                continue
             self._metrics.transaction_seconds.observe((self._clock.monotonic_ms() - mono) / 1000)
+            for p in settling:
+                self._tracker.settled(p.topic, p.partition, p.offset)
             self._tracker.confirm(commits)
             if commits:
                 self._offsets_sent_ms = mono
             if every:
                 self._refreshed_ms = mono
+            break
         now = self._clock.now_ms()
         for item in batch:
             if item.on_committed is not None:
                 item.on_committed(now)
-        return len(batch)
+        return taken
+
+    def _hand_back_refused(
+        self, batch: list[_Emitted], refused: dict[int, Refusal]
+    ) -> list[_Emitted]:
+        """Take the refused emits out; their owners settle them anew (same ring offsets)."""
+        kept = []
+        for i, item in enumerate(batch):
+            refusal = refused.get(i)
+            if refusal is None:
+                kept.append(item)
+                continue
+            kind = "permanent" if refusal.permanent else "transient"
+            self._metrics.refusals.labels(refusal.code, kind).inc()
+            topics = sorted({r.topic for r in item.records if r.destination})
+            log.warning(
+                "destination %s refused a record (%s, %s: %s); the attempt settles without it",
+                ", ".join(topics),
+                refusal.code,
+                kind,
+                refusal.detail,
+            )
+            assert item.on_refused is not None, "only destination records can be refused"
+            item.on_refused(refusal)
+        return kept
 
     async def _commit(
         self,
-        records: list[OutRecord],
+        records: list[tuple[int, OutRecord]],
         offsets: list[TopicPartition],
         metadata: object,
         not_before_ms: int,
-    ) -> None:
+    ) -> dict[int, Refusal]:
         assert self._producer is not None and self._worker is not None, "start() first"
         while True:
             attempt = _Attempt()
             producer = self._producer
 
-            def job(producer: Producer = producer, attempt: _Attempt = attempt) -> None:
-                self._transact(producer, records, offsets, metadata, not_before_ms, attempt)
+            def job(producer: Producer = producer, attempt: _Attempt = attempt) -> Any:
+                return self._transact(producer, records, offsets, metadata, not_before_ms, attempt)
 
             future = self._worker.submit(job)
             started = self._clock.monotonic_ms()
             while True:
                 await asyncio.wait({future}, timeout=WATCH_S)
                 if future.done():
-                    future.result()  # FatalSinkError propagates
-                    return
+                    result: dict[int, Refusal] = future.result()  # errors propagate
+                    return result
                 if self._clock.monotonic_ms() - started < self._recover_after_ms:
                     continue
-                if attempt.abandon():
+                closing = self._closing.is_set()
+                if attempt.abandon(force=closing):
                     break
                 # Inside its commit: keep waiting (the runtime's liveness watch is the bound).
             future.cancel()
+            if closing:
+                raise _RetryWhole("a transaction stuck while stopping was given up")
             await self._replace_stuck_producer()
 
     async def _replace_stuck_producer(self) -> None:
@@ -294,6 +465,10 @@ class TransactionalSink:
             self._recover_after_ms / 1000,
         )
         self._metrics.transactions.labels("abandoned").inc()
+        await self._replace_producer()
+
+    async def _replace_producer(self) -> None:
+        """A new producer under the same transactional id: it fences the old one."""
         assert self._worker is not None
         self._worker.retire()
         while True:
@@ -303,56 +478,110 @@ class TransactionalSink:
             except KafkaException as exc:
                 log.warning("replacement producer not ready yet (%s); retrying", exc)
                 await asyncio.sleep(REPLACE_RETRY_S)
+        self._must_abort = self._broken = False
         self._worker = _Worker(asyncio.get_running_loop())
         log.info("replacement transactional producer ready")
 
     def _transact(
         self,
         producer: Producer,
-        records: list[OutRecord],
+        records: list[tuple[int, OutRecord]],
         offsets: list[TopicPartition],
         metadata: object,
         not_before_ms: int,
         attempt: _Attempt,
-    ) -> None:
-        """Runs in the worker thread. Retries the whole transaction on abortable errors.
+    ) -> dict[int, Refusal]:
+        """Runs in the worker thread: one run of the transaction. Returns the destination
+        records refused (the transaction was aborted then) or {} once committed; raises
+        _RetryWhole when it was aborted for another reason.
 
         The commit waits for `not_before_ms`: records produced ahead of their due instant stay
         invisible to read_committed consumers until then (librdkafka sends them meanwhile)."""
-        while True:
-            try:
-                producer.begin_transaction()
-                for r in records:
-                    self._produce(producer, r)
-                if offsets:
-                    producer.send_offsets_to_transaction(offsets, metadata)
-                self._wait_until(not_before_ms)
-                attempt.enter_commit()
-                producer.commit_transaction()
-                self._metrics.transactions.labels("committed").inc()
-                return
-            except KafkaException as exc:
-                error: KafkaError = exc.args[0]
-                if error.fatal() or error.code() in FENCED:
-                    raise fatal(error) from exc
-                if attempt.committing and error.retriable() and not error.txn_requires_abort():
-                    log.warning("transaction commit failed, retrying the commit: %s", error)
-                    self._retry_commit(producer)
-                    return
-                if attempt.abandoned:
-                    raise _Abandoned from exc
-                log.warning("transaction aborted, retrying it whole: %s", error)
-                self._metrics.transactions.labels("aborted").inc()
-                try:
-                    producer.abort_transaction()
-                except KafkaException as abort_exc:
-                    # A fence that lands mid-commit can surface only here (the commit failed
-                    # with UNKNOWN, the abort then with _FENCED): the caller must stand down.
-                    abort_error: KafkaError = abort_exc.args[0]
-                    if abort_error.fatal() or abort_error.code() in FENCED:
-                        raise fatal(abort_error) from abort_exc
-                    raise
-                attempt.leave_commit()
+        reports = _Reports()
+        try:
+            if self._must_abort:
+                producer.abort_transaction(ABORT_TIMEOUT_S)
+                self._must_abort = False
+            producer.begin_transaction()
+            for index, r in records:
+                self._produce(producer, index if r.destination else None, r, reports)
+            if offsets:
+                producer.send_offsets_to_transaction(offsets, metadata)
+            self._await_reports(producer, reports)
+            if reports.fatal_error is not None:
+                raise fatal(reports.fatal_error)
+            refused = self._refusals(reports)
+            if refused or reports.internal_error is not None or reports.pending:
+                self._abort(producer, attempt)
+                if refused:
+                    return refused
+                if reports.internal_error is not None:
+                    # The scheduler's own topic failed: no destination is to blame.
+                    raise _RetryWhole(f"a record of the scheduler failed: {reports.internal_error}")
+                # Nothing acknowledged in time, the scheduler's records neither: a failure no
+                # record names (a topic deleted since it was produced to stalls the whole
+                # transaction), or the cluster is slow. Committing could block for good.
+                raise _RetryWhole(
+                    f"records unacknowledged after {self._destination_timeout_ms} ms",
+                    timed_out=True,
+                )
+            self._wait_until(not_before_ms)
+            attempt.enter_commit()
+            producer.commit_transaction()
+            self._metrics.transactions.labels("committed").inc()
+            return {}
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.fatal() or error.code() in FENCED:
+                raise fatal(error) from exc
+            if attempt.committing and error.retriable() and not error.txn_requires_abort():
+                log.warning("transaction commit failed, retrying the commit: %s", error)
+                self._retry_commit(producer)
+                return {}
+            if attempt.abandoned:
+                raise _Abandoned from exc
+            log.warning("transaction aborted: %s", error)
+            self._abort(producer, attempt)
+            raise _RetryWhole(str(error), error) from exc
+
+    def _await_reports(self, producer: Producer, reports: _Reports) -> None:
+        """Until every record has its delivery report, or the destination timeout passed."""
+        deadline = self._clock.monotonic_ms() + self._destination_timeout_ms
+        while reports.pending and (remaining := deadline - self._clock.monotonic_ms()) > 0:
+            producer.flush(min(remaining / 1000, REPORTS_STEP_S))
+
+    def _refusals(self, reports: _Reports) -> dict[int, Refusal]:
+        """The destination records to take out. None while a record of the scheduler's own
+        failed or is unanswered: then the trouble is not the destinations' (retry whole)."""
+        if reports.internal_error is not None or reports.internal_outstanding > 0:
+            return {}
+        refused = dict(reports.refused)
+        for index in reports.outstanding:
+            refused.setdefault(index, timed_out(self._destination_timeout_ms))
+        return refused
+
+    def _abort(self, producer: Producer, attempt: _Attempt) -> None:
+        self._metrics.transactions.labels("aborted").inc()
+        try:
+            producer.abort_transaction(ABORT_TIMEOUT_S)
+        except KafkaException as abort_exc:
+            # A fence that lands mid-commit can surface only here (the commit failed
+            # with UNKNOWN, the abort then with _FENCED): the caller must stand down.
+            abort_error: KafkaError = abort_exc.args[0]
+            if abort_error.code() in FENCED:
+                raise fatal(abort_error) from abort_exc
+            if abort_error.code() == KafkaError.INVALID_TXN_STATE:
+                # Seen after AddPartitionsToTxn failed for a deleted topic: the abort's EndTxn
+                # fails with a fatal INVALID_TXN_STATE. The transaction was being aborted
+                # anyway; a new producer (same id) aborts it for sure and goes on.
+                log.warning("abort failed fatally (%s): the producer is replaced", abort_error)
+                self._broken = True
+            elif abort_error.fatal():
+                raise fatal(abort_error) from abort_exc
+            else:
+                self._must_abort = True  # timed out: the next attempt aborts first
+        finally:
+            attempt.leave_commit()
 
     def _wait_until(self, at_ms: int) -> None:
         while (remaining_ms := at_ms - self._clock.now_ms()) > 0:
@@ -367,15 +596,25 @@ class TransactionalSink:
             except KafkaException as exc:
                 if not exc.args[0].retriable():
                     raise fatal(exc.args[0]) from exc
+                if self._closing.is_set():  # in doubt: the next incarnation resolves it
+                    raise _RetryWhole(f"commit in doubt while stopping: {exc}") from exc
 
     @staticmethod
-    def _produce(producer: Producer, r: OutRecord) -> None:
+    def _produce(producer: Producer, index: int | None, r: OutRecord, reports: _Reports) -> None:
+        report = reports.expect(index)
         while True:
             try:
-                producer.produce(r.topic, value=r.value, key=r.key, headers=list(r.headers))
+                producer.produce(
+                    r.topic, value=r.value, key=r.key, headers=list(r.headers), on_delivery=report
+                )
                 return
             except BufferError:
                 producer.poll(0.01)  # queue full: let deliveries drain
+            except KafkaException as exc:
+                if index is None:
+                    raise
+                report(exc.args[0], None)  # refused before it was queued
+                return
 
 
 def transactional_producer(config: dict[str, Any], init_timeout_s: float) -> Callable[[], Producer]:
