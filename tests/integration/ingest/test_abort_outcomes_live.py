@@ -173,8 +173,8 @@ def test_without_its_result_it_gives_up_at_the_deadline(
         ended = CLOCK.now_ms()
         # A deadline already past: no consumer, no wait.
         assert _find(lookup, started - 1_000, ended - 1) is None
-        assert CLOCK.now_ms() - ended < 200
+        assert CLOCK.now_ms() - ended < 500
     finally:
         lookup.close()
     assert found is None
-    assert started + 2_000 <= ended < started + 3_000, ended - started
+    assert started + 2_000 <= ended < started + 4_000, ended - started
