@@ -33,6 +33,7 @@ from scheduler_ingest.limits import DailyQuota, RateLimiter
 from scheduler_ingest.messages import MessageService
 from scheduler_ingest.metrics import IngestMetrics
 from scheduler_ingest.middleware import GatewayMiddleware
+from scheduler_ingest.outcomes import NoResultLookup, ResultLookup
 from scheduler_ingest.pending import PendingCap
 from scheduler_ingest.publisher import Publisher
 from scheduler_ingest.settings import IngestSettings
@@ -57,6 +58,9 @@ class Deps:
     metrics: IngestMetrics | None = None  # built on `registry` when not given
     schema_registry: SchemaRegistryClient | None = None  # Confluent wire format when set
     io_threads: int = 32
+    # Where an uncertain abort reads the dispatcher's result (outcomes.py). None: nowhere, so
+    # such an abort is answered 409 too_late "could not be confirmed".
+    results: ResultLookup | None = None
 
 
 def create_app(settings: IngestSettings, deps: Deps) -> FastAPI:
@@ -71,6 +75,7 @@ def create_app(settings: IngestSettings, deps: Deps) -> FastAPI:
         metrics,
     )
     topics = Topics(deps.kafka, deps.scheduling)
+    results = deps.results or NoResultLookup()
 
     async def read_pending(app_id: str) -> int:
         return await io(deps.usage.pending, app_id)
@@ -98,6 +103,8 @@ def create_app(settings: IngestSettings, deps: Deps) -> FastAPI:
             retry_after_s=settings.retry_after_s,
             pending=pending,
             registry=deps.schema_registry,
+            results=results,
+            abort_outcome_wait_ms=settings.abort_outcome_wait_ms,
         ),
         control=ControlService(
             store=deps.apps,
@@ -141,6 +148,7 @@ def create_app(settings: IngestSettings, deps: Deps) -> FastAPI:
     app.router.add_event_handler("startup", usage.start)
     app.router.add_event_handler("shutdown", usage.stop)
     app.router.add_event_handler("shutdown", io.close)
+    app.router.add_event_handler("shutdown", results.close)
     return app
 
 

@@ -19,8 +19,9 @@ from cassandra.cluster import Session
 from prometheus_client import CollectorRegistry
 
 from scheduler.clock import SystemClock
-from scheduler.codec import registry_client
+from scheduler.codec import RecordCodec, registry_client
 from scheduler.logs import configure_logging
+from scheduler.records import DeliveryResult
 from scheduler.security import SecretHasher, SecuritySettings
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
 from scheduler.store.cassandra import connect
@@ -30,6 +31,7 @@ from scheduler.store.usage import CassandraUsageStore
 from scheduler.topics import Topics
 from scheduler_ingest.app import Deps, create_app
 from scheduler_ingest.metrics import IngestMetrics
+from scheduler_ingest.outcomes import KafkaResultLookup
 from scheduler_ingest.publisher import KafkaPublisher, producer_config
 from scheduler_ingest.settings import IngestSettings
 
@@ -45,7 +47,11 @@ def main() -> int:
     registry = CollectorRegistry()
     cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
     metrics = IngestMetrics(registry)
-    requests_topic = Topics(kafka, scheduling).requests
+    topics = Topics(kafka, scheduling)
+    requests_topic = topics.requests
+    schema_registry = (
+        registry_client(kafka.schema_registry_url) if kafka.schema_registry_url else None
+    )
 
     def on_latency(topic: str, seconds: float) -> None:
         kind = "requests" if topic == requests_topic else "commands"
@@ -69,10 +75,18 @@ def main() -> int:
                 kafka=kafka,
                 scheduling=scheduling,
                 probes={"cassandra": lambda: _cassandra_answers(session)},
-                schema_registry=(
-                    registry_client(kafka.schema_registry_url)
-                    if kafka.schema_registry_url
-                    else None
+                schema_registry=schema_registry,
+                # The dispatcher's results: single-object Avro, or the registry's wire format
+                # (decoding reads either; the subject follows the releaser's codecs).
+                results=KafkaResultLookup(
+                    kafka,
+                    topics.results,
+                    RecordCodec(
+                        DeliveryResult,
+                        registry=schema_registry,
+                        subject=DeliveryResult.AVRO_NAME if schema_registry else None,
+                    ),
+                    clock,
                 ),
             ),
         )

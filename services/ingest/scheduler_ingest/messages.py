@@ -8,7 +8,10 @@ and the failure is logged and counted.
 
 Abort writes ABORTED first (by precedence), re-reads the record to confirm it won, then publishes
 the abort command: the dispatcher checks the record again at fire time, so a command lost with a
-503 cannot let the message slip through. Redrive publishes first, then writes READY: a record
+503 cannot let the message slip through. The answer is 200 only when the abort certainly won:
+the command was acknowledged by due - G (the dispatcher fires only with a commands view fresh as
+of due - G), or, acknowledged later, the dispatcher's own result of the attempt says it skipped
+it (outcomes.py); otherwise 409 too_late. Redrive publishes first, then writes READY: a record
 showing READY with no command behind it would never be delivered.
 """
 
@@ -32,7 +35,7 @@ from scheduler.domain.ids import derived_message_id, is_message_id, new_message_
 from scheduler.domain.sendat import format_rfc3339_ms
 from scheduler.domain.status import ABORTABLE, Status
 from scheduler.domain.validation import validate_schedule_request
-from scheduler.records import Command, CommandKind, ScheduleRequest
+from scheduler.records import Command, CommandKind, DeliveryOutcome, DeliveryResult, ScheduleRequest
 from scheduler.settings import SchedulingSettings
 from scheduler.store.cursor import decode_cursor
 from scheduler.store.ports import LogEntry, MessageContent, MessageStore, MessageView, StatusUpdate
@@ -42,6 +45,7 @@ from scheduler_ingest.bodies import Draft
 from scheduler_ingest.errors import ApiError
 from scheduler_ingest.io import BlockingIo, driver_results
 from scheduler_ingest.metrics import IngestMetrics
+from scheduler_ingest.outcomes import AbortOutcome, NoResultLookup, ResultLookup, not_delivered
 from scheduler_ingest.pending import PendingCap
 from scheduler_ingest.publisher import Publisher, PublishError
 from scheduler_ingest.usage import UsageCounter
@@ -51,6 +55,12 @@ log = logging.getLogger("scheduler_ingest.messages")
 FIRST_ATTEMPT = 1
 _ULID_RANDOM_BYTES = 10  # the 80 random bits of a ULID
 SAVE_PER_BATCH = 10  # messages per unlogged Cassandra batch when recording a batch request
+# Results are looked for from this long before due - G (a result is never written before the
+# fire instant, which is after due - G; the slack covers the broker's clock on its timestamps).
+RESULTS_LOOKBACK_MS = 1_000
+# A lookup that starts after its wait bound (writes slower than the bound) still gets this long
+# to read the results already there, rather than answering "unconfirmed" unread.
+LOOKUP_FLOOR_MS = 1_000
 
 
 @dataclass(frozen=True)
@@ -98,8 +108,12 @@ class MessageService:
         retry_after_s: int,
         pending: PendingCap,
         registry: SchemaRegistryClient | None = None,
+        results: ResultLookup | None = None,
+        abort_outcome_wait_ms: int = 5_000,
     ) -> None:
         self._store = store
+        self._results = results or NoResultLookup()
+        self._abort_outcome_wait_ms = abort_outcome_wait_ms
         self._usage = usage
         self._pending = pending
         self._publisher = publisher
@@ -371,7 +385,49 @@ class MessageService:
                 "abort of %s/%s recorded but its command failed: %s", app_id, message_id, exc
             )
             raise unavailable(exc, self._retry_after_s) from None
-        return after
+        acked = self._clock.now_ms()  # read after the ack: never earlier than the ack itself
+        if acked <= state.due_ms - self._scheduling.cancel_guard_ms:
+            self._metrics.abort_outcomes.labels(AbortOutcome.CERTAIN.value).inc()
+            return after
+        # Acknowledged too late to be sure: the dispatcher may have fired before its view held
+        # the command, and the record cannot tell yet. Its own result of the attempt can.
+        result = await self._results.find(
+            message_id,
+            state.generation,
+            state.attempt,
+            since_ms=state.due_ms - self._scheduling.cancel_guard_ms - RESULTS_LOOKBACK_MS,
+            deadline_ms=max(state.due_ms + self._abort_outcome_wait_ms, acked + LOOKUP_FLOOR_MS),
+        )
+        if result is not None and not_delivered(result):
+            self._metrics.abort_outcomes.labels(AbortOutcome.CONFIRMED_NOT_DELIVERED.value).inc()
+            return after
+        raise await self._lost_abort(app_id, result)
+
+    async def _lost_abort(self, app_id: str, result: DeliveryResult | None) -> ApiError:
+        """The 409 of an abort the dispatcher may have beaten (the record stays ABORTED unless
+        the result was SENT: precedence)."""
+        if result is None:
+            self._metrics.abort_outcomes.labels(AbortOutcome.UNCONFIRMED.value).inc()
+            return ApiError(
+                409,
+                "too_late",
+                "the abort reached the dispatcher too close to the due time and whether the"
+                " message was delivered could not be confirmed within"
+                f" {self._abort_outcome_wait_ms} ms of it: treat it as delivered",
+            )
+        self._metrics.abort_outcomes.labels(AbortOutcome.TOO_LATE_DELIVERED.value).inc()
+        if result.outcome in (DeliveryOutcome.SENT, DeliveryOutcome.FAILED):
+            # The record writer counts this result as leaving pending: undo the abort's count.
+            await self._move_pending(app_id, +1)
+        if result.outcome is DeliveryOutcome.SENT:
+            return ApiError(409, "too_late", "the message was delivered before the abort arrived")
+        return ApiError(
+            409,
+            "too_late",
+            f"the message was attempted before the abort arrived ({result.outcome.value}): the"
+            " receiver may have received it; later attempts stop once the dispatcher has read"
+            " the abort",
+        )
 
     async def redrive(self, app_id: str, message_id: str) -> MessageView:
         view = await self.get(app_id, message_id)

@@ -66,6 +66,15 @@ class IngestMetrics:
             "Record writes that failed after Kafka acknowledged (the bucketer writes it later).",
             registry=registry,
         )
+        self.abort_outcomes = Counter(
+            "scheduler_ingest_abort_outcomes_total",
+            "Aborts past the not_abortable and early too_late checks, by how they were answered:"
+            " certain (command acknowledged by due - guard: 200), confirmed_not_delivered (the"
+            " dispatcher's result says skipped: 200), too_late_delivered (its result says"
+            " attempted: 409), unconfirmed (no result within the wait: 409).",
+            ["outcome"],
+            registry=registry,
+        )
         self.key_cache = Counter(
             "scheduler_ingest_key_cache_total",
             "Key lookups by cache result (hit, miss).",

@@ -46,6 +46,13 @@ class IngestSettings(BaseSettings):
     )
     linger_ms: float = Field(default=2.0, ge=0, description="producer batching delay")
     retry_after_s: int = Field(default=1, ge=1, description="Retry-After of a 503")
+    abort_outcome_wait_ms: int = Field(
+        default=5_000,
+        ge=0,
+        description="an abort whose command was acknowledged after due - guard waits until"
+        " this long after the due time for the dispatcher's result of the attempt; none by"
+        " then: 409 too_late (could not be confirmed)",
+    )
     kafka_endpoint_prefixes: list[str] = Field(
         default_factory=list,
         description="topic prefixes KAFKA apps may deliver to (empty: KAFKA apps refused)",

@@ -102,6 +102,7 @@ class Harness:
     suffix: str = ""
     hasher: SecretHasher = HASHER
     schema_registry: Any = None
+    results: Any = None  # a ResultLookup for uncertain aborts (None: "could not be confirmed")
     start_client: bool = True  # False: nothing runs until used (e.g. built at import time)
 
     def __post_init__(self) -> None:
@@ -120,6 +121,7 @@ class Harness:
                 scheduling=SCHEDULING,
                 io_threads=4,
                 schema_registry=self.schema_registry,
+                results=self.results,
             ),
         )
         self.client = TestClient(self.app, raise_server_exceptions=False)
