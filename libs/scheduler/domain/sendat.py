@@ -39,7 +39,7 @@ def parse_rfc3339_ms(text: str) -> int:
         raise ValidationError(
             INVALID,
             f"sendAt {text!r} is a string of digits: epoch milliseconds must be a JSON number"
-            f" (\"sendAt\": {text.strip()}, without quotes), or send an RFC 3339 string"
+            f' ("sendAt": {text.strip()}, without quotes), or send an RFC 3339 string'
             " such as 2030-01-01T12:00:00Z",
         )
     if match is None:
