@@ -58,10 +58,11 @@ SOAK_ARGS ?= --duration-s 60 --rate 20 --horizon-s 120
 soak: ## soak run against `make up` (SOAK_ARGS="--duration-s 600 --rate 20 --horizon-s 300")
 	$(PY) bench/soak.py $(SOAK_ARGS)
 
-lint: install ## ruff (lint + format check) and mypy (strict for the packages)
+lint: install ## ruff (lint + format check), mypy (strict for the packages), the docs check (links, anchors, local paths)
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+	$(PY) scripts/check_docs.py
 
 format: install ## apply ruff formatting and safe fixes
 	.venv/bin/ruff check --fix .

@@ -24,6 +24,8 @@ _RFC3339 = re.compile(
     r"(?P<tz>[Zz]|[+-]\d{2}:\d{2})"
 )
 _DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+# A string of digits (e.g. "1767225600000"): epoch milliseconds sent in quotes.
+_NUMERIC = re.compile(r"[+-]?\d+(?:\.\d*)?")
 
 
 def parse_rfc3339_ms(text: str) -> int:
@@ -33,6 +35,13 @@ def parse_rfc3339_ms(text: str) -> int:
     before the instant the client wrote.
     """
     match = _RFC3339.fullmatch(text.strip())
+    if match is None and _NUMERIC.fullmatch(text.strip()):
+        raise ValidationError(
+            INVALID,
+            f"sendAt {text!r} is a string of digits: epoch milliseconds must be a JSON number"
+            f' ("sendAt": {text.strip()}, without quotes), or send an RFC 3339 string'
+            " such as 2030-01-01T12:00:00Z",
+        )
     if match is None:
         raise ValidationError(
             INVALID,

@@ -9,10 +9,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import fastapi_offline
 from confluent_kafka.schema_registry import SchemaRegistryClient
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from scheduler.clock import Clock
@@ -40,6 +50,10 @@ from scheduler_ingest.settings import IngestSettings
 from scheduler_ingest.usage import UsageCounter
 
 READY_TIMEOUT_S = 2.0
+# Swagger UI and ReDoc are served from the files of the `fastapi-offline` package, not a CDN:
+# /docs works without internet access.
+DOCS_ASSETS_URL = "/docs-assets"
+DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).parent / "static"
 
 
 @dataclass
@@ -128,13 +142,16 @@ def create_app(settings: IngestSettings, deps: Deps) -> FastAPI:
     app = FastAPI(
         title="Point-in-time scheduler: ingest gateway",
         version="1.0",
-        description="Schedule a payload for delivery at a point in time; control plane.",
+        description=API_DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.gateway = gw
     install_error_handlers(app)
     app.include_router(routes_messages.build_router(settings.batch_limit))
     app.include_router(routes_control.build_router())
     _ops_routes(app, gw, deps.registry)
+    _docs_routes(app)
     app.add_middleware(
         GatewayMiddleware,
         max_body_bytes=settings.max_body_bytes,
@@ -150,6 +167,83 @@ def create_app(settings: IngestSettings, deps: Deps) -> FastAPI:
     app.router.add_event_handler("shutdown", io.close)
     app.router.add_event_handler("shutdown", results.close)
     return app
+
+
+API_DESCRIPTION = """Schedule a payload for delivery at a point in time; control plane.
+
+Data key routes (`/messages...`): `Authorization: Basic base64(<appId>:<secret>)`.
+Control key routes (`/applications...`, `/control-keys...`): `Authorization: Token <secret>`.
+Every error is `{"error": "<token>", "message": "<text>"}`; invalid input is answered 400 (never
+422). Deliveries to REST endpoints are signed: verify `X-Scheduler-Signature` with the
+application's whole `whsec_...` signing secret as the HMAC-SHA256 key (docs/WEBHOOKS.md in the
+repository). The full reference with examples is docs/API.md in the repository."""
+
+
+def _openapi_400_not_422(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """FastAPI lists a 422 for every route with a body or parameters, but the API answers bad
+    input with 400 and the JSON error body (errors.py): drop the 422s and their schemas, and
+    declare 400 where a route did not already."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = get_openapi(
+            title=app.title,
+            version=app.version,
+            openapi_version=app.openapi_version,
+            description=app.description,
+            routes=app.routes,
+        )
+        error_ref = {"$ref": "#/components/schemas/ErrorBody"}
+        for operations in spec.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.get("responses", {})
+                if responses.pop("422", None) is not None and "400" not in responses:
+                    responses["400"] = {
+                        "description": "Bad Request",
+                        "content": {"application/json": {"schema": error_ref}},
+                    }
+        schemas = spec.get("components", {}).get("schemas", {})
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        app.openapi_schema = spec
+        return spec
+
+    return openapi
+
+
+def _docs_routes(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc from local static files; the OpenAPI without 422s."""
+    app.openapi = _openapi_400_not_422(app)  # type: ignore[method-assign]
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS_DIR), name="docs-assets")
+    oauth2_redirect = "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title}: API docs",
+            oauth2_redirect_url=f"{root}{oauth2_redirect}",
+            swagger_js_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
+        )
+
+    @app.get(oauth2_redirect, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title}: API reference",
+            redoc_js_url=f"{root}{DOCS_ASSETS_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 def _ops_routes(app: FastAPI, gw: Gateway, registry: CollectorRegistry) -> None:

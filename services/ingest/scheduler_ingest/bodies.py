@@ -13,8 +13,12 @@ from typing import Any
 
 from scheduler.domain.errors import ValidationError
 from scheduler.domain.sendat import parse_send_at
+from scheduler.domain.validation import MAX_KEY_CHARS
 
 ALLOWED_FIELDS = frozenset({"payload", "sendAt", "idempotencyKey", "kafkaKey"})
+# The token of a key of the wrong length predates this module (it comes from the shared
+# validation of `ScheduleRequest`, whose fields are snake_case); the message names the JSON field.
+_LENGTH_TOKENS = {"idempotencyKey": "invalid_idempotency_key", "kafkaKey": "invalid_kafka_key"}
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,10 @@ def _optional_string(raw: dict[str, Any], name: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise ValidationError(f"invalid_{name}", f"{name} must be a string")
+    if not 0 < len(value) <= MAX_KEY_CHARS:
+        raise ValidationError(
+            _LENGTH_TOKENS[name], f"{name} must be 1 to {MAX_KEY_CHARS} characters"
+        )
     return value
 
 

@@ -96,8 +96,15 @@ class AppView(BaseModel):
     updated: str
 
 
+WEBHOOK_VERIFY_HELP = (
+    "webhook signing secret, shown once. Verify each delivery's X-Scheduler-Signature with"
+    " HMAC-SHA256 keyed by this whole string, `whsec_` prefix included, as UTF-8 bytes (not"
+    " base64-decoded), over `<X-Scheduler-Timestamp>.<raw body>`: see docs/WEBHOOKS.md"
+)
+
+
 class AppCreated(AppView):
-    signingSecret: str = Field(description="webhook signing secret, shown once")
+    signingSecret: str = Field(description=WEBHOOK_VERIFY_HELP)
 
 
 class KeyCreated(BaseModel):
@@ -192,8 +199,11 @@ class UsageOut(BaseModel):
 
 
 class RotatedSecret(BaseModel):
-    signingSecret: str
-    previousSecretValidUntil: str
+    signingSecret: str = Field(description=WEBHOOK_VERIFY_HELP)
+    previousSecretValidUntil: str = Field(
+        description="until then each delivery carries a second signature, made with the"
+        " previous secret"
+    )
 
 
 class Deleted(BaseModel):

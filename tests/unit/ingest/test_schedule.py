@@ -292,3 +292,39 @@ def test_a_repeated_idempotency_key_within_one_batch_makes_one_message(h: Harnes
     assert first["messageId"] == second["messageId"]
     assert (first["duplicate"], second["duplicate"]) == (False, True)
     assert len(h.published_requests()) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "named"),
+    [
+        ({"idempotencyKey": ""}, "invalid_idempotency_key", "idempotencyKey must be 1 to 256"),
+        ({"idempotencyKey": "k" * 257}, "invalid_idempotency_key", "idempotencyKey must be"),
+        ({"idempotencyKey": 5}, "invalid_idempotencyKey", "idempotencyKey must be a string"),
+        ({"kafkaKey": ""}, "invalid_kafka_key", "kafkaKey must be 1 to 256"),
+        ({"kafkaKey": []}, "invalid_kafkaKey", "kafkaKey must be a string"),
+    ],
+)
+def test_key_errors_name_the_json_field_the_client_sent(
+    h: Harness, body: dict[str, object], error: str, named: str
+) -> None:
+    """Tokens are unchanged (clients match on them); the message names the JSON field."""
+    for route in ("single", "batch"):
+        item = {"payload": 1, "sendAt": SOON, **body}
+        if route == "single":
+            answer = h.schedule(item).json()
+        else:
+            r = h.client.post("/messages/batch", json={"messages": [item]}, headers=h.alice.data)
+            answer = r.json()["results"][0]
+        assert answer["error"] == error, answer
+        assert named in answer["message"] and "_key" not in answer["message"], answer
+    _assert_nothing_written(h)
+
+
+@pytest.mark.parametrize("quoted", ["1767225900000", " 1767225900000 ", "1767225900000.0"])
+def test_epoch_milliseconds_in_quotes_get_a_hint(h: Harness, quoted: str) -> None:
+    r = h.schedule({"payload": 1, "sendAt": quoted})
+    assert (r.status_code, r.json()["error"]) == (400, "invalid_sendAt")
+    message = r.json()["message"]
+    assert "must be a JSON number" in message and "without quotes" in message, message
+    # the same instant as a JSON number is accepted
+    assert h.schedule({"payload": 1, "sendAt": 1_767_225_900_000}).status_code == 200
