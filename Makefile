@@ -18,11 +18,13 @@ install: .venv/.installed ## create .venv with the locked dependencies (uv)
 	$(UV) sync --frozen --extra dev
 	@touch $@
 
-tools: ## install the test tools: pinned deploy validators (helm, kustomize, kubernetes-validate, promtool), Chromium
+# The tests that run these tools install them on demand too (tests/support/tools.py).
+tools: ## install the test tools: pinned prebuilt deploy validators (helm, kubectl/kustomize, kubernetes-validate, promtool; ~20 s, no root), Debian's Chromium (root or sudo)
 	bash deploy/tools/install.sh
 	bash devservers/install_chromium.sh
 
-deploy-check: tools ## validate the Helm chart, kustomize manifests and alert rules
+deploy-check: install ## validate the Helm chart, kustomize manifests and alert rules
+	bash deploy/tools/install.sh
 	bash deploy/tools/check.sh
 
 stack-up: install ## start local Kafka + Cassandra (downloads jars once; idempotent; restarts crashed ones)
@@ -68,8 +70,8 @@ format: install ## apply ruff formatting and safe fixes
 	.venv/bin/ruff check --fix .
 	.venv/bin/ruff format .
 
-test-unit: install tools ## fast tests only (no servers)
-	.venv/bin/pytest -m unit $(PYTEST_ARGS)
+test-unit: install ## fast tests only: no servers, no external tools (the `tools` ones run in `make test`)
+	.venv/bin/pytest -m "unit and not tools" $(PYTEST_ARGS)
 
 test: stack-up tools ## the whole suite against the real local stack (starts it if needed)
 	@.venv/bin/pytest $(PYTEST_ARGS); rc=$$?; \

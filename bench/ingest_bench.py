@@ -53,6 +53,7 @@ from scheduler.testing.isolation import (
 )
 from scheduler.testing.servers import resolve_servers
 from scheduler_ingest.app import Deps, create_app
+from scheduler_ingest.destinations import FakeTopicDirectory
 from scheduler_ingest.publisher import FakePublisher, KafkaPublisher, Publisher, producer_config
 from scheduler_ingest.settings import IngestSettings
 
@@ -189,6 +190,7 @@ def in_process_costs(
                 apps=apps,
                 usage=CassandraUsageStore(session) if real_cassandra else InMemoryUsageStore(),
                 publisher=publisher,
+                destinations=FakeTopicDirectory(),  # creates no KAFKA app
                 clock=CLOCK,
                 registry=CollectorRegistry(),
                 hasher=hasher,

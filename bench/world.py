@@ -25,7 +25,7 @@ from scheduler.testing.isolation import (
     private_kafka,
     unique_name,
 )
-from scheduler.testing.processes import System, running_system
+from scheduler.testing.processes import System, group_env, running_system
 from scheduler.testing.receiver import Arrivals, HttpReceiver, KafkaReceiver
 from scheduler.testing.servers import Servers
 from scheduler.topics import Topics
@@ -42,7 +42,6 @@ SCHEDULING = SchedulingSettings(
     cancel_guard_ms=200,
 )
 DEST_PREFIX = "benchdest."
-BUCKETER_GROUP = "bucketer"  # under the private prefix, so the suite can read its lag
 
 
 def settings_env(kafka: KafkaSettings) -> dict[str, str]:
@@ -54,8 +53,9 @@ def settings_env(kafka: KafkaSettings) -> dict[str, str]:
         "SCHEDULER_INGEST_RATE_PER_S": "1000000",
         "SCHEDULER_INGEST_RATE_BURST": "1000000",
         "SCHEDULER_INGEST_LOG_LEVEL": "WARNING",
-        "SCHEDULER_BUCKETER_GROUP_ID": f"{kafka.topic_prefix}{BUCKETER_GROUP}",
         "SCHEDULER_RELEASE_SESSION_TIMEOUT_MS": "6000",
+        # the launcher sets these itself; here so that the report lists them
+        **group_env(kafka.topic_prefix),
     }
 
 

@@ -13,7 +13,7 @@ CHART="$ROOT/deploy/k8s/chart"
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 
-for tool in helm kustomize kubernetes-validate promtool; do
+for tool in helm kubectl kubernetes-validate promtool; do
     [[ -x "$BIN/$tool" ]] || { echo "missing $BIN/$tool: run deploy/tools/install.sh" >&2; exit 1; }
 done
 say() { printf '[deploy-check] %s\n' "$*"; }
@@ -41,8 +41,8 @@ for name in "${!VARIANTS[@]}"; do
 done
 
 for dir in base overlays/example; do
-    say "kustomize build $dir + schema validation"
-    "$BIN/kustomize" build "$ROOT/deploy/k8s/kustomize/$dir" >"$OUT/kustomize-${dir//\//-}.yaml"
+    say "kustomize build $dir + schema validation (kubectl kustomize)"
+    "$BIN/kubectl" kustomize "$ROOT/deploy/k8s/kustomize/$dir" >"$OUT/kustomize-${dir//\//-}.yaml"
     validate "$OUT/kustomize-${dir//\//-}.yaml"
 done
 

@@ -12,6 +12,7 @@ two stay identical in substance, whoever edits which.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy/k8s/chart"
 BASE = ROOT / "deploy/k8s/kustomize/base"
-HELM = ROOT / ".local/tools/bin/helm"
+HELM = Path(os.environ.get("SCHEDULER_TOOLS_DIR") or ROOT / ".local/tools") / "bin/helm"
 KUBE_VERSION = "1.31.0"
 RELEASE = "scheduler"
 # The chart's values that give the base's shape: fixed names, the user-made Secret.

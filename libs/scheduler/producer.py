@@ -15,29 +15,46 @@ services/ingest/README.md ("Kafka-native ingest").
 A producer is trusted like a data key of every app it names (decision 9): protect the requests
 topic with Kafka ACLs in production. Records are not written to Cassandra here; the bucketer
 writes the message record (status READY, source "kafka") when it consumes them.
+
+An acknowledged record is not yet an accepted message: the bucketer refuses a request for an
+unknown or deleted app, over the app's pending cap, or otherwise invalid, by writing a
+`RejectedRequest` to the rejected topic. `RejectionsReader` reads those of your apps:
+
+    rejections = RejectionsReader(KafkaSettings(), app_ids={"app_123"})  # before producing
+    message_id = producer.schedule("app_123", ...)
+    producer.flush()
+    for rejected in rejections.poll(timeout_s=5.0):
+        print(rejected.message_id, rejected.reason, rejected.detail)
+    rejections.close()
 """
 
 from __future__ import annotations
 
 import calendar
 import json
+import logging
+import time
+import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from scheduler.clock import Clock, SystemClock
-from scheduler.codec import RecordCodec, value_subject
+from scheduler.codec import DecodeError, RecordCodec, value_subject
 from scheduler.domain.errors import ValidationError
 from scheduler.domain.ids import derived_message_id, new_message_id
 from scheduler.domain.sendat import parse_send_at
 from scheduler.domain.validation import validate_schedule_request
 from scheduler.kafka.producer import KafkaRecordProducer, ProduceError, RecordProducer
-from scheduler.records import ScheduleRequest
+from scheduler.records import RejectedRequest, ScheduleRequest
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.topics import Topics
 
 SOURCE = "kafka"
+log = logging.getLogger("scheduler.producer")
 
 
 class ScheduleError(RuntimeError):
@@ -122,3 +139,84 @@ class SchedulerProducer:
 
     def close(self, timeout_s: float = 30.0) -> None:
         self.flush(timeout_s)
+
+
+class RejectionsReader:
+    """The rejections of the given apps' requests, read from the rejected topic.
+
+    It starts at the topic's end when built (build it before producing), or at the first
+    rejection written at or after `since_ms` (e.g. after a restart). It joins no consumer group
+    and commits nothing: each reader sees every matching rejection from its start on. A record
+    so broken that its app could not be read (reason "undecodable", no `app_id`) is attributed
+    to no app, and so never returned here; the operators' metrics count it.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        scheduling: SchedulingSettings | None = None,
+        *,
+        app_ids: Iterable[str],
+        since_ms: int | None = None,
+        registry: SchemaRegistryClient | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self._app_ids = frozenset(app_ids)
+        topic = Topics(kafka, scheduling or SchedulingSettings()).rejected
+        self._codec = RecordCodec(
+            RejectedRequest,
+            registry=registry,
+            subject=value_subject(topic) if registry is not None else None,
+        )
+        self._consumer = Consumer(
+            {
+                **kafka.client_config(),
+                # required by the client; unused: partitions are assigned, nothing is committed
+                "group.id": f"rejections-reader-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            }
+        )
+        partitions = self._consumer.list_topics(topic, timeout=timeout_s).topics[topic].partitions
+        # Explicit offsets, not a subscription at "latest": a rejection written while a group
+        # assignment is still pending would be skipped.
+        if since_ms is None:
+            wanted = [TopicPartition(topic, p, self._end(topic, p, timeout_s)) for p in partitions]
+        else:
+            # no rejection at or after since_ms: the offset comes back as the end
+            wanted = self._consumer.offsets_for_times(
+                [TopicPartition(topic, p, since_ms) for p in partitions], timeout=timeout_s
+            )
+        self._consumer.assign(wanted)
+
+    def _end(self, topic: str, partition: int, timeout_s: float) -> int:
+        _, high = self._consumer.get_watermark_offsets(
+            TopicPartition(topic, partition), timeout=timeout_s
+        )
+        return int(high)
+
+    def poll(self, timeout_s: float = 1.0) -> list[RejectedRequest]:
+        """The matching rejections that arrive within `timeout_s` (returns early once the
+        topic is read to its end and at least one was found)."""
+        found: list[RejectedRequest] = []
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            message = self._consumer.poll(min(left, 0.5))
+            if message is None:
+                if found:
+                    break
+                continue
+            if message.error() is not None:
+                log.warning("reading the rejected topic: %s", message.error())
+                continue
+            try:
+                rejected = self._codec.decode(message.value() or b"")
+            except DecodeError as exc:
+                log.warning("skipped an undecodable rejected record: %s", exc)
+                continue
+            if rejected.app_id in self._app_ids:
+                found.append(rejected)
+        return found
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -23,10 +23,10 @@ from scheduler.store.cassandra_messages import CassandraMessageStore
 from scheduler.store.usage import CassandraUsageStore
 from scheduler_ingest.settings import IngestSettings
 from tests.integration.ingest.conftest import LiveEnv, LiveHarness, live_env
+from tests.support.tools import chromium
 
 __all__ = ["live_env"]  # the module-scoped real stack fixture, shared with the ingest suite
 
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -97,7 +97,7 @@ def browser(playwright: Playwright, served: Served) -> Iterator[BrowserContext]:
     with tempfile.TemporaryDirectory(prefix="console-browser-") as profile:
         context = playwright.chromium.launch_persistent_context(
             profile,
-            executable_path=CHROMIUM,
+            executable_path=chromium(),
             headless=True,
             args=CHROMIUM_ARGS,
             viewport={"width": 1280, "height": 860},

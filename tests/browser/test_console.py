@@ -19,7 +19,7 @@ from tests.browser.conftest import Served
 from tests.integration.ingest.conftest import read_topic
 from tests.unit.ingest.harness import COMMANDS
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.tools]
 
 HOUR_MS = 3_600_000
 

@@ -59,6 +59,25 @@ def wait_for(what: str, check: Callable[[], bool], timeout_s: float, every_s: fl
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
+def group_env(topic_prefix: str) -> dict[str, str]:
+    """The consumer groups a launched system would otherwise share with others on the same
+    broker (`make up`'s among them): each derived from the system's own topic prefix.
+
+    Only the bucketer's group has a fixed production default ("scheduler-bucketer"; changing it
+    in production re-reads from the earliest offset, so the default stays). The releaser's and
+    the dispatcher's groups, transactional ids and the releaser lease topic are derived from the
+    topic prefix by the services themselves. A launched system joining `make up`'s bucketer
+    group would rebalance both and route its records to the other system's bucketers."""
+    if not topic_prefix:
+        raise ValueError("a launched system needs a topic prefix of its own")
+    group = f"{topic_prefix}bucketer"
+    return {
+        "SCHEDULER_BUCKETER_GROUP_ID": group,
+        # the releaser checks that group for writers of an older version (bucket index upgrade)
+        "SCHEDULER_RELEASE_BUCKETER_GROUP_ID": group,
+    }
+
+
 def service_env(
     kafka: KafkaSettings,
     cassandra: CassandraSettings,
@@ -68,6 +87,7 @@ def service_env(
 ) -> dict[str, str]:
     """The process environment: no SCHEDULER_* of the caller leaks in; `extra` wins."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDULER_")}
+    env.update(group_env(kafka.topic_prefix))
     env.update(
         {
             "SCHEDULER_ENV": "dev",  # the public development pepper

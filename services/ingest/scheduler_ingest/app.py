@@ -36,6 +36,7 @@ from scheduler_ingest import routes_control, routes_messages
 from scheduler_ingest.auth import Authenticator
 from scheduler_ingest.console import ConsoleMount, build_console
 from scheduler_ingest.control import ControlService
+from scheduler_ingest.destinations import TopicDirectory
 from scheduler_ingest.errors import install_error_handlers
 from scheduler_ingest.gateway import Gateway
 from scheduler_ingest.io import BlockingIo
@@ -62,6 +63,7 @@ class Deps:
     apps: AppStore
     usage: UsageStore
     publisher: Publisher
+    destinations: TopicDirectory  # KAFKA apps' topics are checked at creation and update
     clock: Clock
     registry: CollectorRegistry
     hasher: SecretHasher
@@ -129,6 +131,7 @@ def create_app(settings: IngestSettings, deps: Deps) -> FastAPI:
             kafka=deps.kafka,
             settings=settings,
             io=io,
+            destinations=deps.destinations,
         ),
         rate=RateLimiter(deps.clock, settings.rate_per_s, settings.rate_burst),
         quota=DailyQuota(deps.clock, settings.daily_quota),

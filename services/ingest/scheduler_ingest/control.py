@@ -18,12 +18,14 @@ from scheduler.store.apps import AppStore, ControlKey, DataKey, new_control_key,
 from scheduler.store.ports import Application
 from scheduler.store.usage import UsageDay, UsageStore, usage_day
 from scheduler_ingest.auth import Authenticator, ControlPrincipal
+from scheduler_ingest.destinations import TOPIC_CHECK_TIMEOUT_S, TopicCheckError, TopicDirectory
 from scheduler_ingest.errors import ApiError
 from scheduler_ingest.io import BlockingIo
 from scheduler_ingest.models import (
     AppCreated,
     ApplicationCreate,
     ApplicationUpdate,
+    AppSaved,
     AppType,
     AppView,
     EndpointError,
@@ -76,6 +78,7 @@ class ControlService:
         kafka: KafkaSettings,
         settings: IngestSettings,
         io: BlockingIo,
+        destinations: TopicDirectory,
     ) -> None:
         self._store = store
         self._usage = usage
@@ -85,6 +88,7 @@ class ControlService:
         self._kafka = kafka
         self._settings = settings
         self._io = io
+        self._destinations = destinations
 
     # -- applications ---------------------------------------------------------------------------
 
@@ -105,8 +109,37 @@ class ControlService:
         except EndpointError as exc:
             raise ApiError(400, "invalid_endpoint", str(exc)) from None
 
+    async def _check_destination(self, app_type: str, endpoint: str) -> list[str]:
+        """A KAFKA app's topic must exist (the dispatcher creates none). Returns the warnings of
+        what the operator allows anyway (SCHEDULER_INGEST_ALLOW_MISSING_KAFKA_TOPICS)."""
+        self._check_endpoint(app_type, endpoint)
+        if app_type != AppType.KAFKA:
+            return []
+        allow = self._settings.allow_missing_kafka_topics
+        try:
+            exists = await self._io(self._destinations.exists, endpoint, TOPIC_CHECK_TIMEOUT_S)
+        except TopicCheckError as exc:
+            if allow:
+                return [f"Kafka topic {endpoint!r} could not be checked ({exc})"]
+            raise ApiError(
+                503,
+                "unavailable",
+                f"could not check that Kafka topic {endpoint!r} exists ({exc}); nothing was"
+                " saved, retry",
+                {"Retry-After": str(self._settings.retry_after_s)},
+            ) from None
+        if exists:
+            return []
+        missing = (
+            f"Kafka topic {endpoint!r} does not exist: create it first (messages to a missing"
+            " topic fail at once)"
+        )
+        if allow:
+            return [f"{missing}; saved anyway (SCHEDULER_INGEST_ALLOW_MISSING_KAFKA_TOPICS)"]
+        raise ApiError(400, "unknown_topic", missing)
+
     async def create_app(self, who: ControlPrincipal, body: ApplicationCreate) -> AppCreated:
-        self._check_endpoint(body.type, body.endpoint)
+        warnings = await self._check_destination(body.type, body.endpoint)
         now = self._clock.now_ms()
         auth = body.httpAuthorization
         app = Application(
@@ -124,7 +157,9 @@ class ControlService:
             updated_ms=now,
         )
         await self._io(self._store.put_app, app)
-        return AppCreated(**app_view(app).model_dump(), signingSecret=app.signing_secret)
+        return AppCreated(
+            **app_view(app).model_dump(), warnings=warnings, signingSecret=app.signing_secret
+        )
 
     async def list_apps(self, who: ControlPrincipal) -> list[AppView]:
         apps = await self._io(self._store.apps, who.owner_id)
@@ -132,16 +167,17 @@ class ControlService:
 
     async def update_app(
         self, who: ControlPrincipal, app_id: str, body: ApplicationUpdate
-    ) -> AppView:
+    ) -> AppSaved:
         app = await self.owned_app(who, app_id)
         given = body.model_fields_set
         changes: dict[str, object] = {}
+        warnings: list[str] = []
         if "name" in given and body.name is not None:
             changes["name"] = body.name
         if "description" in given:
             changes["description"] = body.description
         if "endpoint" in given and body.endpoint is not None:
-            self._check_endpoint(app.type, body.endpoint)
+            warnings = await self._check_destination(app.type, body.endpoint)
             changes["endpoint"] = body.endpoint
         if "httpAuthorization" in given:
             auth = body.httpAuthorization
@@ -151,7 +187,7 @@ class ControlService:
             changes["send_back_format"] = body.sendBackFormat.value
         updated = dataclasses.replace(app, **changes, updated_ms=self._clock.now_ms())  # type: ignore[arg-type]
         await self._io(self._store.put_app, updated)
-        return app_view(updated)
+        return AppSaved(**app_view(updated).model_dump(), warnings=warnings)
 
     async def delete_app(self, who: ControlPrincipal, app_id: str) -> None:
         """Tombstone the app (its pending messages are aborted lazily at release and fire time)

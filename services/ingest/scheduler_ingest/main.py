@@ -30,6 +30,7 @@ from scheduler.store.cassandra_messages import CassandraMessageStore
 from scheduler.store.usage import CassandraUsageStore
 from scheduler.topics import Topics
 from scheduler_ingest.app import Deps, create_app
+from scheduler_ingest.destinations import KafkaTopicDirectory
 from scheduler_ingest.metrics import IngestMetrics
 from scheduler_ingest.outcomes import KafkaResultLookup
 from scheduler_ingest.publisher import KafkaPublisher, producer_config
@@ -68,6 +69,7 @@ def main() -> int:
                 apps=CassandraAppStore(session),
                 usage=CassandraUsageStore(session),
                 publisher=publisher,
+                destinations=KafkaTopicDirectory(kafka.client_config()),
                 clock=clock,
                 registry=registry,
                 metrics=metrics,

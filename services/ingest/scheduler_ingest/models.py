@@ -103,7 +103,17 @@ WEBHOOK_VERIFY_HELP = (
 )
 
 
-class AppCreated(AppView):
+class AppSaved(AppView):
+    """The answer of a creation or an update."""
+
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what was saved despite a failed check (a missing Kafka topic, when the"
+        " operator allows it: SCHEDULER_INGEST_ALLOW_MISSING_KAFKA_TOPICS)",
+    )
+
+
+class AppCreated(AppSaved):
     signingSecret: str = Field(description=WEBHOOK_VERIFY_HELP)
 
 

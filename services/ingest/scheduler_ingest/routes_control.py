@@ -15,6 +15,7 @@ from scheduler_ingest.models import (
     AppCreated,
     ApplicationCreate,
     ApplicationUpdate,
+    AppSaved,
     AppView,
     Deactivated,
     Deleted,
@@ -36,7 +37,10 @@ def _day(value: date | None) -> int | None:
 def build_router() -> APIRouter:
     router = APIRouter(tags=["control"])
 
-    @router.post("/applications", responses=errors(400, 401, 403, 415), response_model=AppCreated)
+    # 400 unknown_topic: a KAFKA app's topic does not exist; 503: Kafka did not answer the check
+    @router.post(
+        "/applications", responses=errors(400, 401, 403, 415, 503), response_model=AppCreated
+    )
     async def create_application(
         gw: GatewayDep, who: ControlKeyDep, body: ApplicationCreate
     ) -> AppCreated:
@@ -50,10 +54,12 @@ def build_router() -> APIRouter:
     async def get_application(gw: GatewayDep, who: ControlKeyDep, appId: str) -> AppView:
         return app_view(await gw.control.owned_app(who, appId))
 
-    @router.put("/applications/{appId}", responses=APP_ERRORS, response_model=AppView)
+    @router.put(
+        "/applications/{appId}", responses=errors(400, 401, 403, 404, 503), response_model=AppSaved
+    )
     async def update_application(
         gw: GatewayDep, who: ControlKeyDep, appId: str, body: ApplicationUpdate
-    ) -> AppView:
+    ) -> AppSaved:
         return await gw.control.update_app(who, appId, body)
 
     @router.delete("/applications/{appId}", responses=APP_ERRORS, response_model=Deleted)

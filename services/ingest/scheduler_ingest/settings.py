@@ -57,6 +57,12 @@ class IngestSettings(BaseSettings):
         default_factory=list,
         description="topic prefixes KAFKA apps may deliver to (empty: KAFKA apps refused)",
     )
+    allow_missing_kafka_topics: bool = Field(
+        default=False,
+        description="save a KAFKA app whose topic does not exist (or could not be checked),"
+        " with a warning in the answer, instead of 400 unknown_topic (503 when Kafka does not"
+        " answer the check)",
+    )
     signing_secret_grace_ms: int = Field(
         default=86_400_000, ge=0, description="old signing secret validity after a rotation"
     )

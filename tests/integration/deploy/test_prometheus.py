@@ -1,5 +1,5 @@
-"""A real Prometheus (Debian's package, installed by deploy/tools/install.sh) scrapes the four
-services, started here as processes through their console scripts against the real Kafka and
+"""A real Prometheus (Debian's package, unpacked on demand by deploy/tools/install.sh) scrapes the
+four services, started here as processes through their console scripts against the real Kafka and
 Cassandra; traffic makes every kind of event happen once (sent, retried, failed, aborted, stored
 and released, refused, rejected). Then every dashboard query returns data (no empty panel),
 every alert rule evaluates, the inputs of every alert expression exist, the dead-letter alert
@@ -33,15 +33,15 @@ from scheduler.clock import SystemClock
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
 from scheduler.topics import Topics
 from tests.support.processes import SERVICES, System, free_port, service_env, wait_for
+from tests.support.tools import deploy_tool
 from tests.unit.deploy.support import (
     ROOT,
-    TOOLS,
     alert_rules,
     dashboard_queries,
     metric_names_in,
 )
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, pytest.mark.tools]
 
 CLOCK = SystemClock()
 BIN = Path(sys.executable).parent
@@ -145,8 +145,7 @@ class Prometheus:
 
 @pytest.fixture
 def prometheus(stack: Stack, tmp_path: Path) -> Iterator[Prometheus]:
-    binary = TOOLS / "prometheus"
-    assert binary.exists(), f"{binary} is missing: run deploy/tools/install.sh"
+    binary = deploy_tool("prometheus")
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(ROOT / "deploy/prometheus/alerts.yml")],

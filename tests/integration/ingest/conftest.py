@@ -30,6 +30,7 @@ from scheduler.testing.isolation import (
     unique_name,
 )
 from scheduler.testing.servers import Servers
+from scheduler_ingest.destinations import KafkaTopicDirectory
 from scheduler_ingest.publisher import KafkaPublisher, Published, producer_config
 from scheduler_ingest.settings import IngestSettings
 from tests.unit.ingest.harness import COMMANDS, REQUESTS, SCHEDULING, Harness
@@ -122,6 +123,7 @@ def live_harness(env: LiveEnv, settings: IngestSettings | None = None) -> LiveHa
         apps=CassandraAppStore(env.session),
         usage=CassandraUsageStore(env.session),
         publisher=env.publisher,
+        destinations=KafkaTopicDirectory(env.kafka.client_config()),
         kafka=env.kafka,
         suffix="-" + uuid.uuid4().hex[:8],
     )

@@ -74,6 +74,7 @@ def test_the_issue_s_dashboards_and_alerts_exist() -> None:
     } <= alerts
 
 
+@pytest.mark.tools
 def test_dashboard_queries_are_valid_promql(tmp_path) -> None:
     """promtool parses them as recording rules (Grafana's $__rate_interval -> 5m)."""
     import yaml
@@ -88,6 +89,7 @@ def test_dashboard_queries_are_valid_promql(tmp_path) -> None:
     assert f"SUCCESS: {len(rules)} rules found" in out
 
 
+@pytest.mark.tools
 def test_alert_rules_pass_promtool_and_their_unit_tests() -> None:
     out = run(tool("promtool"), "check", "rules", ROOT / "deploy/prometheus/alerts.yml")
     assert f"SUCCESS: {len(alert_rules())} rules found" in out

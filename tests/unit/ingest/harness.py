@@ -20,6 +20,7 @@ from scheduler.store.usage import InMemoryUsageStore, UsageStore
 from scheduler.testing.fakes import InMemoryMessageStore
 from scheduler.topics import Topics
 from scheduler_ingest.app import Deps, create_app
+from scheduler_ingest.destinations import FakeTopicDirectory, TopicDirectory
 from scheduler_ingest.publisher import FakePublisher, Published, Publisher
 from scheduler_ingest.settings import IngestSettings
 
@@ -97,6 +98,8 @@ class Harness:
     apps: AppStore = field(default_factory=InMemoryAppStore)
     usage: UsageStore = field(default_factory=InMemoryUsageStore)
     publisher: Publisher = field(default_factory=FakePublisher)
+    # KAFKA apps' topics: none exists unless a test says so
+    destinations: TopicDirectory = field(default_factory=FakeTopicDirectory)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     kafka: KafkaSettings = KAFKA
     suffix: str = ""
@@ -114,6 +117,7 @@ class Harness:
                 apps=self.apps,
                 usage=self.usage,
                 publisher=self.publisher,
+                destinations=self.destinations,
                 clock=self.clock,
                 registry=self.registry,
                 hasher=self.hasher,

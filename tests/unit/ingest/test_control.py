@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scheduler.store.usage import UsageKind, usage_day
+from scheduler_ingest.destinations import FakeTopicDirectory
 from scheduler_ingest.settings import IngestSettings
 
 from .harness import T0, Harness, seed_owner, token
@@ -146,7 +147,10 @@ def test_invalid_applications_are_refused(h: Harness, body: dict[str, object], e
 
 
 def test_kafka_app_within_the_allowlist() -> None:
-    h = Harness(settings=IngestSettings(kafka_endpoint_prefixes=["tenant."]))
+    h = Harness(
+        settings=IngestSettings(kafka_endpoint_prefixes=["tenant."]),
+        destinations=FakeTopicDirectory(["tenant.orders"]),
+    )
     try:
         body = {"name": "k", "type": "KAFKA", "endpoint": "tenant.orders"}
         r = h.client.post("/applications", json=body, headers=h.alice.control)

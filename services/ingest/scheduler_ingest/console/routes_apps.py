@@ -12,6 +12,9 @@ from scheduler_ingest.console.forms import AppForm
 from scheduler_ingest.console.web import PREFIX, ConsoleDep, PostDep, SessionDep
 from scheduler_ingest.errors import ApiError
 
+# Errors of the endpoint a form gave: shown next to that field, the form kept.
+ENDPOINT_ERRORS = frozenset({"invalid_endpoint", "unknown_topic"})
+
 
 def build_router() -> APIRouter:
     router = APIRouter()
@@ -40,7 +43,7 @@ def build_router() -> APIRouter:
             try:
                 created = await c.gw.control.create_app(post.session.principal, body)
             except ApiError as exc:
-                if exc.token != "invalid_endpoint":  # noqa: S105 - an error token
+                if exc.token not in ENDPOINT_ERRORS:
                     raise
                 form.errors["endpoint"] = exc.message
             else:
@@ -98,14 +101,15 @@ def build_router() -> APIRouter:
         body = form.to_update(app)
         if body is not None:
             try:
-                await c.gw.control.update_app(post.session.principal, app_id, body)
+                saved = await c.gw.control.update_app(post.session.principal, app_id, body)
             except ApiError as exc:
-                if exc.token != "invalid_endpoint":  # noqa: S105 - an error token
+                if exc.token not in ENDPOINT_ERRORS:
                     raise
                 form.errors["endpoint"] = exc.message
             else:
                 c.metrics.actions.labels("edit_app").inc()
                 post.session.notices.append("Application saved.")
+                post.session.notices.extend(saved.warnings)
                 return c.redirect(f"/apps/{app_id}")
         return c.render(
             request,

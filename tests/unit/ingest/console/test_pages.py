@@ -8,6 +8,7 @@ import pytest
 
 from scheduler.domain.status import Status
 from scheduler.store.ports import LogEntry, StatusUpdate
+from scheduler_ingest.destinations import FakeTopicDirectory
 from tests.unit.ingest.console.browser import Browser, secret_in
 from tests.unit.ingest.harness import T0, Harness, basic, token
 
@@ -298,7 +299,8 @@ def test_register_a_kafka_app_within_the_allowed_prefixes() -> None:
     h = Harness(
         settings=IngestSettings(
             usage_flush_ms=0, console_cookie_secure=False, kafka_endpoint_prefixes=["customer."]
-        )
+        ),
+        destinations=FakeTopicDirectory(["customer.reminders"]),
     )
     try:
         b = Browser(h)
@@ -314,5 +316,7 @@ def test_register_a_kafka_app_within_the_allowed_prefixes() -> None:
         assert app is not None and (app.type, app.endpoint) == ("KAFKA", "customer.reminders")
         r = b.post("/apps/new", {**APP, "type": "KAFKA", "endpoint": "unit.requests"})
         assert r.status_code == 400 and "system&#39;s own topics" in r.text
+        r = b.post("/apps/new", {**APP, "type": "KAFKA", "endpoint": "customer.missing"})
+        assert r.status_code == 400 and "does not exist: create it first" in r.text
     finally:
         h.close()
