@@ -5,7 +5,8 @@ Usage: .venv/bin/python devservers/system.py up|down|status|setup
 
 Settings: devservers/local.env (the local profile), overridden by the environment. Logs go to
 ``.local/logs/<service>.log``, pid files to ``.local/run/<service>.pid``. `up` is idempotent: a
-service that runs and answers its readiness probe is left alone, a dead one is restarted.
+service that runs and answers its readiness probe is left alone, a dead one is started again,
+and one that runs but stays not ready is stopped and started again.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ STATE = Path(os.environ.get("SCHEDULER_STACK_STATE_DIR", ROOT / ".local"))
 BIN = ROOT / ".venv" / "bin"
 START_TIMEOUT_S = 90.0
 STOP_GRACE_S = 30.0
+NOT_READY_GRACE_S = 15.0  # a running service not ready this long is restarted by `up`
 
 
 def say(message: str) -> None:
@@ -137,19 +139,36 @@ def setup(env: dict[str, str]) -> None:
         raise RuntimeError("scheduler setup failed")
 
 
+def ensure_started(service: Service, env: dict[str, str]) -> bool:
+    """Leave a ready service alone (False); start a dead one; restart one that is alive but
+    stays not ready for NOT_READY_GRACE_S (wedged, or stopping and stuck), rather than wait on
+    it forever. True: started, wait for its readiness."""
+    pid = running_pid(service)
+    if pid is None:
+        start(service, env)
+        return True
+    deadline = time.monotonic() + NOT_READY_GRACE_S
+    while True:
+        ready, why = probe(service.url(env, "/readyz"))
+        if ready:
+            say(f"{service.name}: already running (pid {pid})")
+            return False
+        if time.monotonic() >= deadline or running_pid(service) is None:
+            break
+        time.sleep(0.5)
+    if running_pid(service) is not None:
+        how = terminate([pid], STOP_GRACE_S)
+        say(f"{service.name}: pid {pid} alive but not ready ({why[:120]}): stopped ({how})")
+    start(service, env)
+    return True
+
+
 def up(env: dict[str, str]) -> int:
     setup(env)
     started = []
     for service in SERVICES:
-        pid = running_pid(service)
-        if pid is not None and probe(service.url(env, "/readyz"))[0]:
-            say(f"{service.name}: already running (pid {pid})")
-            continue
-        if pid is not None:  # alive but not answering: wait for it below rather than start twice
-            say(f"{service.name}: running (pid {pid}), waiting for readiness")
-        else:
-            start(service, env)
-        started.append(service)
+        if ensure_started(service, env):
+            started.append(service)
     began = time.monotonic()
     try:
         for service in started:

@@ -75,12 +75,19 @@ def test_failed_records_status_error_and_usage() -> None:
     assert usage.read("a", 0, 1)[0].failed == 1
 
 
-def test_skipped_results_only_abort_for_deleted_apps() -> None:
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [("app_deleted", "application deleted"), ("app_missing", "application not found")],
+)
+def test_skipped_results_abort_only_when_the_app_is_gone(error: str, reason: str) -> None:
+    # An app missing at fire time used to leave the record QUEUED for good.
     messages, _, writer = setup()
     writer.apply(result(DeliveryOutcome.SKIPPED, error="stale"))
     assert messages.get("a", "m").state.status is Status.QUEUED
-    writer.apply(result(DeliveryOutcome.SKIPPED, error="app_deleted"))
+    writer.apply(result(DeliveryOutcome.SKIPPED, error=error))
     assert messages.get("a", "m").state.status is Status.ABORTED
+    [entry] = [e for e in messages.logs("a", "m") if e.entry_id.endswith(":aborted")]
+    assert entry.data == {"reason": reason}
 
 
 def test_sent_and_failed_lower_the_apps_pending_count() -> None:
