@@ -14,6 +14,11 @@ custom timestamp). A status that arrives before its message's content is therefo
 invisible: `get` and `list` only show messages whose content has been saved, so an unknown
 message is never created by `update_status`, and a status that overtook its `save` is not lost.
 
+Idempotency keys (`claim_keys`, table `idempotency_keys` of 0005): the record is read first (a
+recorded message holds its key for good); without one, the claim is a lightweight transaction
+(`INSERT ... IF NOT EXISTS USING TTL`, serial consistency LOCAL_SERIAL: the keyspace is
+replicated in the local data centre only), whose answer carries the existing row when it loses.
+
 Ties: two writes of the same precedence resolve cell by cell (Cassandra keeps the larger value,
 and a null beats a value); writers of one precedence carry the same status, so at worst
 `updated_ms`/`lateness_ms` come from different replays of the same event.
@@ -26,12 +31,21 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from cassandra import ConsistencyLevel
 from cassandra.cluster import ResponseFuture, Session
 from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, PreparedStatement, Statement
 
+from scheduler.domain.idempotency import KeyClaim, KeyHolder
 from scheduler.domain.status import Status
 from scheduler.store.cursor import decode_cursor, encode_cursor
-from scheduler.store.ports import LogEntry, MessageContent, MessagePage, MessageView, StatusUpdate
+from scheduler.store.ports import (
+    LogEntry,
+    MessageContent,
+    MessagePage,
+    MessageView,
+    StatusUpdate,
+    held_by_record,
+)
 
 DAY_MS = 86_400_000
 # A filtered list reads at most this many listing rows per page (per call), so a rare status
@@ -96,6 +110,9 @@ class CassandraMessageStore:
         )
         for statement in (self._select_days, self._select_day_listing):
             statement.fetch_size = _FETCH_SIZE
+        # Prepared on first use: the services that never claim (releaser, dispatcher) start
+        # on a keyspace that does not have the table yet.
+        self._claim_key: PreparedStatement | None = None
         self._select_day_listing_after.fetch_size = _FETCH_SIZE
 
     # -- writes ---------------------------------------------------------------------------------
@@ -199,6 +216,69 @@ class CassandraMessageStore:
 
     def _log_write(self, app_id: str, message_id: str, log: LogEntry) -> ResponseFuture:
         return self._session.execute_async(self._insert_log, _log_values(app_id, message_id, log))
+
+    # -- idempotency keys -----------------------------------------------------------------------
+
+    def claim_keys(self, claims: Sequence[KeyClaim], ttl_ms: int) -> builtins.list[KeyHolder]:
+        if self._claim_key is None:
+            statement = self._session.prepare(
+                "INSERT INTO idempotency_keys (app_id, idempotency_key, message_id, fingerprint,"
+                " created_ms) VALUES (?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
+            )
+            statement.serial_consistency_level = ConsistencyLevel.LOCAL_SERIAL
+            self._claim_key = statement
+        statement = self._claim_key
+        ttl_s = max(1, -(-ttl_ms // 1000))
+        unique: dict[tuple[str, str], KeyClaim] = {}
+        for claim in claims:
+            unique.setdefault((claim.app_id, claim.idempotency_key), claim)
+        reads = {
+            key: self._session.execute_async(self._select_message, (c.app_id, c.message_id))
+            for key, c in unique.items()
+        }
+        held: dict[tuple[str, str], KeyHolder] = {}
+        inserts: dict[tuple[str, str], ResponseFuture] = {}
+        for key, claim in unique.items():
+            view = _view(claim.app_id, claim.message_id, reads[key].result().one())
+            if view is not None:
+                held[key] = held_by_record(claim, view)
+            else:
+                inserts[key] = self._session.execute_async(
+                    statement,
+                    (
+                        claim.app_id,
+                        claim.idempotency_key,
+                        claim.message_id,
+                        claim.fingerprint,
+                        claim.created_ms,
+                        ttl_s,
+                    ),
+                )
+        for key, future in inserts.items():
+            result = future.result()
+            claim = unique[key]
+            if result.was_applied:
+                held[key] = KeyHolder(claim, won=True)
+            else:
+                row = result.one()
+                existing = KeyClaim(
+                    claim.app_id,
+                    claim.idempotency_key,
+                    row.message_id,
+                    row.fingerprint,
+                    row.created_ms,
+                )
+                held[key] = KeyHolder(existing, won=False)
+        holders = []
+        answered: set[tuple[str, str]] = set()
+        for claim in claims:
+            key = (claim.app_id, claim.idempotency_key)
+            holder = held[key]
+            if key in answered:  # a later claim of the same key in this call
+                holder = KeyHolder(holder.claim, False, holder.status)
+            answered.add(key)
+            holders.append(holder)
+        return holders
 
     # -- reads ----------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from scheduler.clock import Clock
+from scheduler.domain.idempotency import claim_ttl_ms
 from scheduler.security import SecretHasher
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.store.apps import AppStore
@@ -98,6 +99,7 @@ def create_app(settings: IngestSettings, deps: Deps) -> FastAPI:
             retry_after_s=settings.retry_after_s,
             pending=pending,
             registry=deps.schema_registry,
+            key_ttl_ms=claim_ttl_ms(deps.kafka.requests_retention_ms),
         ),
         control=ControlService(
             store=deps.apps,
