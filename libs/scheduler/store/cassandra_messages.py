@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import builtins
 import json
+import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from cassandra import ConsistencyLevel
@@ -220,6 +222,15 @@ class CassandraMessageStore:
     # -- idempotency keys -----------------------------------------------------------------------
 
     def claim_keys(self, claims: Sequence[KeyClaim], ttl_ms: int) -> builtins.list[KeyHolder]:
+        return self.start_claim_keys(claims, ttl_ms).result()
+
+    def start_claim_keys(
+        self, claims: Sequence[KeyClaim], ttl_ms: int
+    ) -> Future[builtins.list[KeyHolder]]:
+        """`claim_keys` without blocking a thread: per distinct key, the record read and then,
+        if there is no record, the conditional insert are chained in the driver's callbacks;
+        the returned future completes when every key has its holder (a caller on an event
+        loop awaits it with `asyncio.wrap_future`)."""
         if self._claim_key is None:
             statement = self._session.prepare(
                 "INSERT INTO idempotency_keys (app_id, idempotency_key, message_id, fingerprint,"
@@ -227,58 +238,74 @@ class CassandraMessageStore:
             )
             statement.serial_consistency_level = ConsistencyLevel.LOCAL_SERIAL
             self._claim_key = statement
-        statement = self._claim_key
-        ttl_s = max(1, -(-ttl_ms // 1000))
+        insert, ttl_s = self._claim_key, max(1, -(-ttl_ms // 1000))
+        done: Future[builtins.list[KeyHolder]] = Future()
         unique: dict[tuple[str, str], KeyClaim] = {}
         for claim in claims:
             unique.setdefault((claim.app_id, claim.idempotency_key), claim)
-        reads = {
-            key: self._session.execute_async(self._select_message, (c.app_id, c.message_id))
-            for key, c in unique.items()
-        }
         held: dict[tuple[str, str], KeyHolder] = {}
-        inserts: dict[tuple[str, str], ResponseFuture] = {}
-        for key, claim in unique.items():
-            view = _view(claim.app_id, claim.message_id, reads[key].result().one())
-            if view is not None:
-                held[key] = held_by_record(claim, view)
-            else:
-                inserts[key] = self._session.execute_async(
-                    statement,
-                    (
-                        claim.app_id,
-                        claim.idempotency_key,
-                        claim.message_id,
-                        claim.fingerprint,
-                        claim.created_ms,
-                        ttl_s,
-                    ),
-                )
-        for key, future in inserts.items():
-            result = future.result()
-            claim = unique[key]
-            if result.was_applied:
-                held[key] = KeyHolder(claim, won=True)
-            else:
-                row = result.one()
-                existing = KeyClaim(
+        lock = threading.Lock()
+
+        def settle(key: tuple[str, str], holder: KeyHolder) -> None:
+            with lock:
+                held[key] = holder
+                if len(held) == len(unique) and not done.done():
+                    done.set_result(_in_order(claims, held))
+
+        def failed(exc: BaseException) -> None:
+            with lock:
+                if done.done():
+                    return
+                done.set_exception(exc)
+
+        def start(key: tuple[str, str], claim: KeyClaim) -> None:
+            def read(rows: Any) -> None:
+                try:
+                    claim_unless_recorded(rows)
+                except Exception as exc:  # noqa: BLE001 - a driver callback must not raise
+                    failed(exc)
+
+            def claim_unless_recorded(rows: Any) -> None:
+                view = _view(claim.app_id, claim.message_id, rows[0] if rows else None)
+                if view is not None:
+                    settle(key, held_by_record(claim, view))
+                    return
+                values = (
                     claim.app_id,
                     claim.idempotency_key,
-                    row.message_id,
-                    row.fingerprint,
-                    row.created_ms,
+                    claim.message_id,
+                    claim.fingerprint,
+                    claim.created_ms,
+                    ttl_s,
                 )
-                held[key] = KeyHolder(existing, won=False)
-        holders = []
-        answered: set[tuple[str, str]] = set()
-        for claim in claims:
-            key = (claim.app_id, claim.idempotency_key)
-            holder = held[key]
-            if key in answered:  # a later claim of the same key in this call
-                holder = KeyHolder(holder.claim, False, holder.status)
-            answered.add(key)
-            holders.append(holder)
-        return holders
+                self._session.execute_async(insert, values).add_callbacks(inserted, failed)
+
+            def inserted(rows: Any) -> None:
+                try:
+                    holder_from(rows[0])
+                except Exception as exc:  # noqa: BLE001 - a driver callback must not raise
+                    failed(exc)
+
+            def holder_from(row: Any) -> None:
+                if row.applied:
+                    settle(key, KeyHolder(claim, won=True))
+                    return
+                holder = KeyClaim(
+                    claim.app_id, claim.idempotency_key, row.message_id, row.fingerprint,
+                    row.created_ms,
+                )  # fmt: skip
+                settle(key, KeyHolder(holder, won=False))
+
+            future = self._session.execute_async(
+                self._select_message, (claim.app_id, claim.message_id)
+            )
+            future.add_callbacks(read, failed)
+
+        if not unique:
+            done.set_result([])
+        for key, claim in unique.items():
+            start(key, claim)
+        return done
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -352,6 +379,22 @@ class CassandraMessageStore:
             if view is not None and (status is None or view.state.status is status):
                 views.append(view)
         return views
+
+
+def _in_order(
+    claims: Sequence[KeyClaim], held: dict[tuple[str, str], KeyHolder]
+) -> list[KeyHolder]:
+    """Holders in the order of the claims; a later claim of a key already answered in the same
+    call gets the holder, never `won`."""
+    holders, answered = [], set()
+    for claim in claims:
+        key = (claim.app_id, claim.idempotency_key)
+        holder = held[key]
+        if key in answered:
+            holder = KeyHolder(holder.claim, False, holder.status)
+        answered.add(key)
+        holders.append(holder)
+    return holders
 
 
 def _content_values(c: MessageContent) -> tuple[object, ...]:

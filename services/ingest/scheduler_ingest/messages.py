@@ -325,7 +325,15 @@ class MessageService:
         return duplicates
 
     async def _claim(self, claims: Sequence[KeyClaim]) -> list[KeyHolder]:
+        # The Cassandra adapter's non-blocking path (its driver callbacks chain the record read
+        # and the conditional insert): awaited on the loop, no I/O thread parked per request.
+        start_claim_keys = getattr(self._store, "start_claim_keys", None)
         try:
+            if start_claim_keys is not None:
+                holders: list[KeyHolder] = await asyncio.wrap_future(
+                    start_claim_keys(claims, self._key_ttl_ms)
+                )
+                return holders
             return await self._io(self._store.claim_keys, claims, self._key_ttl_ms)
         except Exception as exc:  # noqa: BLE001 - nothing published yet: the client retries
             log.warning("idempotency key claim failed: %r", exc)
