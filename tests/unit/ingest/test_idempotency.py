@@ -139,3 +139,10 @@ def test_at_the_cap_only_the_same_request_is_answered_from_its_record() -> None:
         assert (r.status_code, r.json()["error"]) == (429, "pending_limit_exceeded")
     finally:
         h.close()
+
+
+def test_the_openapi_document_names_the_conflict(h: Harness) -> None:
+    spec = h.client.get("/openapi.json").json()
+    for path in ("/messages", "/message"):
+        conflict = spec["paths"][path]["post"]["responses"]["409"]
+        assert "idempotency_conflict" in conflict["description"]
