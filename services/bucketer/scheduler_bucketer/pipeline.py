@@ -177,7 +177,7 @@ class Ports:
     usage: UsageStore | None = None  # the pending cap of Kafka-native requests (None: off)
     pending: PendingCounts | None = None  # approximate counts for the pending gauge
     # how long an idempotency key claim is kept (claim_ttl_ms of the requests retention)
-    key_ttl_ms: int = claim_ttl_ms(KafkaSettings().requests_retention_ms)
+    key_ttl_ms: int = claim_ttl_ms(KafkaSettings.model_fields["requests_retention_ms"].default)
 
 
 def build_processor(

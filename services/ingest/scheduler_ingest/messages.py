@@ -45,7 +45,6 @@ from scheduler.domain.idempotency import (
     KeyClaim,
     KeyHolder,
     claim_of,
-    claim_ttl_ms,
     fingerprint,
 )
 from scheduler.domain.ids import derived_message_id, is_message_id, new_message_id
@@ -53,7 +52,7 @@ from scheduler.domain.sendat import format_rfc3339_ms
 from scheduler.domain.status import ABORTABLE, Status
 from scheduler.domain.validation import validate_schedule_request
 from scheduler.records import Command, CommandKind, ScheduleRequest
-from scheduler.settings import KafkaSettings, SchedulingSettings
+from scheduler.settings import SchedulingSettings
 from scheduler.store.cursor import decode_cursor
 from scheduler.store.ports import LogEntry, MessageContent, MessageStore, MessageView, StatusUpdate
 from scheduler.store.usage import usage_day
@@ -162,13 +161,13 @@ class MessageService:
         io: BlockingIo,
         retry_after_s: int,
         pending: PendingCap,
+        key_ttl_ms: int,
         registry: SchemaRegistryClient | None = None,
-        key_ttl_ms: int | None = None,
     ) -> None:
-        """`key_ttl_ms`: how long a claimed idempotency key is kept (default: the requests
-        topic's default retention plus a day, `claim_ttl_ms`)."""
+        """`key_ttl_ms`: how long a claimed idempotency key is kept (`claim_ttl_ms` of the
+        requests topic's retention)."""
         self._store = store
-        self._key_ttl_ms = key_ttl_ms or claim_ttl_ms(KafkaSettings().requests_retention_ms)
+        self._key_ttl_ms = key_ttl_ms
         self._usage = usage
         self._pending = pending
         self._publisher = publisher
