@@ -8,9 +8,13 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from scheduler.cli import setup
+from scheduler.domain.idempotency import KeyClaim, claim_ttl_ms
+from scheduler.domain.status import Status
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
 from scheduler.store import migrate
+from scheduler.store.cassandra_messages import CassandraMessageStore
 from scheduler.store.migrate import MigrationError, apply_migrations, load_migrations
+from scheduler.store.ports import LogEntry, MessageContent, StatusUpdate
 from scheduler.topics import Topics
 
 pytestmark = pytest.mark.integration
@@ -36,6 +40,7 @@ EXPECTED_TABLES = {
     "pending_by_day",
     "stored_buckets",  # 0004: the index of non-empty buckets
     "stored_days",
+    "idempotency_keys",  # 0005: idempotency key claims
     "schema_migrations",
 }
 
@@ -56,6 +61,7 @@ def test_setup_creates_everything_and_second_run_changes_nothing(
         "0002_usage_pending",
         "0003_pending_counts",
         "0004_bucket_index",
+        "0005_idempotency_keys",
     ):
         assert f"applied migration {migration}" in first
     assert "bucket index complete (new keyspace)" in first
@@ -121,6 +127,79 @@ def test_setup_bounds_the_results_topic_of_a_previous_release(
     values = described.result()
     assert values["cleanup.policy"].value == "compact,delete"
     assert values["retention.ms"].value == str(kafka_settings.results_retention_ms)
+
+
+IDEMPOTENCY_KEYS_MIGRATION = 5
+
+
+def test_setup_adds_the_idempotency_keys_table_to_a_keyspace_of_the_previous_release(
+    kafka_settings: KafkaSettings,
+    cassandra_settings: CassandraSettings,
+    scheduling_settings: SchedulingSettings,
+    cassandra_session: Session,
+) -> None:
+    """A keyspace of the previous release (migrations 0001-0004, a keyed message recorded by
+    its ingest, which did not claim keys): `scheduler setup` adds `idempotency_keys` in place,
+    keeps what is stored, and the recorded message still holds its key."""
+    apply_migrations(cassandra_session, cassandra_settings, 1, up_to=IDEMPOTENCY_KEYS_MIGRATION - 1)
+    messages = CassandraMessageStore(cassandra_session)  # the new adapter starts on the old schema
+    assert "idempotency_keys" not in _tables(cassandra_session, cassandra_settings)
+    cassandra_session.execute(
+        "INSERT INTO messages (app_id, message_id, payload_json, send_at_ms, created_ms,"
+        " idempotency_key, source, status, generation, attempt, due_ms, updated_ms)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            "app-old",
+            "01JOLDMESSAGE0000000000000",
+            '{"n":1}',
+            2_000_000_000_000,
+            1_900_000_000_000,
+            "order-1",
+            "http",
+            "READY",
+            0,
+            1,
+            2_000_000_000_000,
+            1_900_000_000_000,
+        ),
+    )
+    del messages
+
+    changes = setup(kafka_settings, cassandra_settings, scheduling_settings)
+    assert "applied migration 0005_idempotency_keys" in changes
+    assert [c for c in changes if c.startswith("applied migration")] == [
+        "applied migration 0005_idempotency_keys"
+    ]
+    assert "idempotency_keys" in _tables(cassandra_session, cassandra_settings)
+    assert setup(kafka_settings, cassandra_settings, scheduling_settings) == []
+
+    messages = CassandraMessageStore(cassandra_session)
+    old = messages.get("app-old", "01JOLDMESSAGE0000000000000")
+    assert old is not None and old.state.status is Status.READY  # kept as it was
+    ttl = claim_ttl_ms(kafka_settings.requests_retention_ms)
+    recorded = KeyClaim("app-old", "order-1", "01JOLDMESSAGE0000000000000", "other", 1)
+    [holder] = messages.claim_keys([recorded], ttl)
+    assert not holder.won and holder.status is Status.READY  # the record holds its key
+    fresh = KeyClaim("app-old", "order-2", "01JNEWMESSAGE0000000000000", "f", 1)
+    assert [h.won for h in messages.claim_keys([fresh, fresh], ttl)] == [True, False]
+    row = cassandra_session.execute(
+        "SELECT TTL(message_id) AS ttl FROM idempotency_keys"
+        " WHERE app_id = 'app-old' AND idempotency_key = 'order-2'"
+    ).one()
+    assert ttl // 1000 - 60 < row.ttl <= ttl // 1000  # seconds left, tied to the retention
+    messages.save(
+        MessageContent("app-old", "01JNEWMESSAGE0000000000000", "1", 2, 1, "order-2"),
+        StatusUpdate(Status.READY, 0, 1, 2, 1),
+        LogEntry(1, "0:1:scheduled", Status.READY),
+    )
+
+
+def _tables(session: Session, settings: CassandraSettings) -> set[str]:
+    rows = session.execute(
+        "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s",
+        (settings.keyspace,),
+    )
+    return {row.table_name for row in rows}
 
 
 def test_a_changed_applied_migration_is_refused(

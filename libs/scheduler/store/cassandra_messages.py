@@ -14,6 +14,11 @@ custom timestamp). A status that arrives before its message's content is therefo
 invisible: `get` and `list` only show messages whose content has been saved, so an unknown
 message is never created by `update_status`, and a status that overtook its `save` is not lost.
 
+Idempotency keys (`claim_keys`, table `idempotency_keys` of 0005): the record is read first (a
+recorded message holds its key for good); without one, the claim is a lightweight transaction
+(`INSERT ... IF NOT EXISTS USING TTL`, serial consistency LOCAL_SERIAL: the keyspace is
+replicated in the local data centre only), whose answer carries the existing row when it loses.
+
 Ties: two writes of the same precedence resolve cell by cell (Cassandra keeps the larger value,
 and a null beats a value); writers of one precedence carry the same status, so at worst
 `updated_ms`/`lateness_ms` come from different replays of the same event.
@@ -23,15 +28,26 @@ from __future__ import annotations
 
 import builtins
 import json
+import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from typing import Any
 
+from cassandra import ConsistencyLevel
 from cassandra.cluster import ResponseFuture, Session
 from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, PreparedStatement, Statement
 
+from scheduler.domain.idempotency import KeyClaim, KeyHolder
 from scheduler.domain.status import Status
 from scheduler.store.cursor import decode_cursor, encode_cursor
-from scheduler.store.ports import LogEntry, MessageContent, MessagePage, MessageView, StatusUpdate
+from scheduler.store.ports import (
+    LogEntry,
+    MessageContent,
+    MessagePage,
+    MessageView,
+    StatusUpdate,
+    held_by_record,
+)
 
 DAY_MS = 86_400_000
 # A filtered list reads at most this many listing rows per page (per call), so a rare status
@@ -96,6 +112,9 @@ class CassandraMessageStore:
         )
         for statement in (self._select_days, self._select_day_listing):
             statement.fetch_size = _FETCH_SIZE
+        # Prepared on first use: the services that never claim (releaser, dispatcher) start
+        # on a keyspace that does not have the table yet.
+        self._claim_key: PreparedStatement | None = None
         self._select_day_listing_after.fetch_size = _FETCH_SIZE
 
     # -- writes ---------------------------------------------------------------------------------
@@ -200,6 +219,94 @@ class CassandraMessageStore:
     def _log_write(self, app_id: str, message_id: str, log: LogEntry) -> ResponseFuture:
         return self._session.execute_async(self._insert_log, _log_values(app_id, message_id, log))
 
+    # -- idempotency keys -----------------------------------------------------------------------
+
+    def claim_keys(self, claims: Sequence[KeyClaim], ttl_ms: int) -> builtins.list[KeyHolder]:
+        return self.start_claim_keys(claims, ttl_ms).result()
+
+    def start_claim_keys(
+        self, claims: Sequence[KeyClaim], ttl_ms: int
+    ) -> Future[builtins.list[KeyHolder]]:
+        """`claim_keys` without blocking a thread: per distinct key, the record read and then,
+        if there is no record, the conditional insert are chained in the driver's callbacks;
+        the returned future completes when every key has its holder (a caller on an event
+        loop awaits it with `asyncio.wrap_future`)."""
+        if self._claim_key is None:
+            statement = self._session.prepare(
+                "INSERT INTO idempotency_keys (app_id, idempotency_key, message_id, fingerprint,"
+                " created_ms) VALUES (?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
+            )
+            statement.serial_consistency_level = ConsistencyLevel.LOCAL_SERIAL
+            self._claim_key = statement
+        insert, ttl_s = self._claim_key, max(1, -(-ttl_ms // 1000))
+        done: Future[builtins.list[KeyHolder]] = Future()
+        unique: dict[tuple[str, str], KeyClaim] = {}
+        for claim in claims:
+            unique.setdefault((claim.app_id, claim.idempotency_key), claim)
+        held: dict[tuple[str, str], KeyHolder] = {}
+        lock = threading.Lock()
+
+        def settle(key: tuple[str, str], holder: KeyHolder) -> None:
+            with lock:
+                held[key] = holder
+                if len(held) == len(unique) and not done.done():
+                    done.set_result(_in_order(claims, held))
+
+        def failed(exc: BaseException) -> None:
+            with lock:
+                if done.done():
+                    return
+                done.set_exception(exc)
+
+        def start(key: tuple[str, str], claim: KeyClaim) -> None:
+            def read(rows: Any) -> None:
+                try:
+                    claim_unless_recorded(rows)
+                except Exception as exc:  # noqa: BLE001 - a driver callback must not raise
+                    failed(exc)
+
+            def claim_unless_recorded(rows: Any) -> None:
+                view = _view(claim.app_id, claim.message_id, rows[0] if rows else None)
+                if view is not None:
+                    settle(key, held_by_record(claim, view))
+                    return
+                values = (
+                    claim.app_id,
+                    claim.idempotency_key,
+                    claim.message_id,
+                    claim.fingerprint,
+                    claim.created_ms,
+                    ttl_s,
+                )
+                self._session.execute_async(insert, values).add_callbacks(inserted, failed)
+
+            def inserted(rows: Any) -> None:
+                try:
+                    holder_from(rows[0])
+                except Exception as exc:  # noqa: BLE001 - a driver callback must not raise
+                    failed(exc)
+
+            def holder_from(row: Any) -> None:
+                if row.applied:
+                    settle(key, KeyHolder(claim, won=True))
+                    return
+                holder = KeyClaim(
+                    claim.app_id, claim.idempotency_key, row.message_id, row.fingerprint,
+                    row.created_ms,
+                )  # fmt: skip
+                settle(key, KeyHolder(holder, won=False))
+
+            future = self._session.execute_async(
+                self._select_message, (claim.app_id, claim.message_id)
+            )
+            future.add_callbacks(read, failed)
+
+        if not unique:
+            done.set_result([])
+        for key, claim in unique.items():
+            start(key, claim)
+        return done
+
     # -- reads ----------------------------------------------------------------------------------
 
     def get(self, app_id: str, message_id: str) -> MessageView | None:
@@ -272,6 +379,22 @@ class CassandraMessageStore:
             if view is not None and (status is None or view.state.status is status):
                 views.append(view)
         return views
+
+
+def _in_order(
+    claims: Sequence[KeyClaim], held: dict[tuple[str, str], KeyHolder]
+) -> list[KeyHolder]:
+    """Holders in the order of the claims; a later claim of a key already answered in the same
+    call gets the holder, never `won`."""
+    holders, answered = [], set()
+    for claim in claims:
+        key = (claim.app_id, claim.idempotency_key)
+        holder = held[key]
+        if key in answered:
+            holder = KeyHolder(holder.claim, False, holder.status)
+        answered.add(key)
+        holders.append(holder)
+    return holders
 
 
 def _content_values(c: MessageContent) -> tuple[object, ...]:

@@ -8,10 +8,12 @@ arrive in. Content writes are idempotent (the same message id always carries the
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from scheduler.domain.idempotency import KeyClaim, KeyHolder, fingerprint
 from scheduler.domain.status import Status, precedence
 from scheduler.records import DueMessage, ScheduleRequest
 
@@ -75,6 +77,19 @@ class MessageView:
     state: StatusUpdate
 
 
+def held_by_record(claim: KeyClaim, view: MessageView) -> KeyHolder:
+    """The holder of a key whose message record exists: the record, whatever claims say."""
+    c = view.content
+    recorded = KeyClaim(
+        app_id=claim.app_id,
+        idempotency_key=claim.idempotency_key,
+        message_id=c.message_id,
+        fingerprint=fingerprint(c.payload_json, c.send_at_ms, c.kafka_key),
+        created_ms=c.created_ms,
+    )
+    return KeyHolder(recorded, won=False, status=view.state.status)
+
+
 @dataclass(frozen=True)
 class MessagePage:
     items: Sequence[MessageView]
@@ -129,6 +144,15 @@ class MessageStore(Protocol):
         self, app_id: str, status: Status | None, cursor: str | None, limit: int
     ) -> MessagePage:
         """The app's messages, newest (by created_ms, then id) first, optionally of one status."""
+
+    def claim_keys(self, claims: Sequence[KeyClaim], ttl_ms: int) -> builtins.list[KeyHolder]:
+        """Claim idempotency keys; per claim, in order, who holds its key.
+
+        A key whose message record exists is held by that record (`won` False, the record's
+        status; the claim rebuilt from its content). Otherwise the claim is inserted only if
+        no live claim holds the key (a conditional write: of concurrent claimers of one key,
+        in this process or any other, exactly one gets `won` True); a claim is kept `ttl_ms`.
+        Claims of one key within one call: the first is tried, the others get its holder."""
 
 
 class BucketStore(Protocol):

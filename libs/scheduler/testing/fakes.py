@@ -6,9 +6,11 @@ They pass the same contract suites (tests/contract/) as the Cassandra adapters.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
+from scheduler.clock import Clock, SystemClock
 from scheduler.domain.buckets import index_day
+from scheduler.domain.idempotency import KeyClaim, KeyHolder
 from scheduler.domain.status import Status
 from scheduler.records import DueMessage
 from scheduler.store.cursor import decode_cursor, encode_cursor
@@ -19,15 +21,43 @@ from scheduler.store.ports import (
     MessagePage,
     MessageView,
     StatusUpdate,
+    held_by_record,
 )
 
 
 class InMemoryMessageStore:
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
         self._content: dict[tuple[str, str], MessageContent] = {}
         self._state: dict[tuple[str, str], StatusUpdate] = {}
         self._logs: dict[tuple[str, str], dict[tuple[int, str], LogEntry]] = {}
+        self._claims: dict[tuple[str, str], tuple[KeyClaim, int]] = {}  # -> (claim, expires)
+        self._clock = clock or SystemClock()  # claim expiry only
         self._lock = threading.Lock()
+
+    def claim_keys(self, claims: Sequence[KeyClaim], ttl_ms: int) -> list[KeyHolder]:
+        holders: list[KeyHolder] = []
+        first: dict[tuple[str, str], KeyHolder] = {}
+        for claim in claims:
+            key = (claim.app_id, claim.idempotency_key)
+            if key in first:  # the same key earlier in this call: its holder
+                held = first[key]
+                holders.append(KeyHolder(held.claim, False, held.status))
+                continue
+            view = self.get(claim.app_id, claim.message_id)
+            if view is not None:
+                holder = held_by_record(claim, view)
+            else:
+                with self._lock:  # the conditional insert: check and write under one lock
+                    now = self._clock.now_ms()
+                    live = self._claims.get(key)
+                    if live is not None and live[1] > now:
+                        holder = KeyHolder(live[0], won=False)
+                    else:
+                        self._claims[key] = (claim, now + ttl_ms)
+                        holder = KeyHolder(claim, won=True)
+            first[key] = holder
+            holders.append(holder)
+        return holders
 
     def save(self, content: MessageContent, state: StatusUpdate, log: LogEntry) -> None:
         key = (content.app_id, content.message_id)

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from scheduler.clock import Clock, SystemClock
 from scheduler.codec import registry_client
+from scheduler.domain.idempotency import claim_ttl_ms
 from scheduler.kafka.producer import KafkaRecordProducer
 from scheduler.logs import configure_logging
 from scheduler.ops import Health, OpsServer
@@ -78,6 +79,7 @@ def run(
             clock=clock,
             usage=CassandraUsageStore(session),
             pending=CassandraPendingCounts(session),
+            key_ttl_ms=claim_ttl_ms(kafka.requests_retention_ms),
         )
         processor = build_processor(ports, topics, scheduling, settings, metrics, writer, registry)
         consumer = Consumer(consumer_config(kafka.client_config(), settings))

@@ -39,6 +39,14 @@ class BucketerMetrics:
             ["reason"],
             registry=registry,
         )
+        self.key_duplicates = Counter(
+            "scheduler_bucketer_key_duplicates_total",
+            "Requests that repeat the request holding their idempotency key (same body, another"
+            " created_ms), by outcome: skipped (the message is recorded), processed (not yet"
+            " recorded: written with the holder's created_ms).",
+            ["outcome"],
+            registry=registry,
+        )
         self.commands = Counter(
             "scheduler_bucketer_commands_total",
             "Commands, by kind and outcome (applied, stale, unknown, not_aborted, invalid).",

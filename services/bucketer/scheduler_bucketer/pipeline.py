@@ -3,7 +3,8 @@
 `BatchProcessor.process(records)` does everything a batch needs before its offsets may be
 committed, in this order:
 
-1. requests: admit (decode, validate, live app) or reject; route each accepted message;
+1. requests: admit (decode, validate, live app, idempotency key) or reject; route each
+   accepted message;
 2. write every record (READY or QUEUED) and every bucket row, concurrently (chunk by chunk, so
    writes overlap with decoding), and wait until all are durable;
 3. re-read the release claim: a stored message whose bucket was claimed meanwhile is also sent
@@ -26,16 +27,18 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from scheduler.clock import Clock
 from scheduler.codec import RecordCodec, value_subject
+from scheduler.domain.idempotency import claim_ttl_ms
 from scheduler.kafka.producer import RecordProducer
 from scheduler.records import Command, DueMessage, RejectedRequest, ScheduleRequest
-from scheduler.settings import SchedulingSettings
+from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.store.pending_counts import PendingCounts
 from scheduler.store.ports import AppLookup, BucketStore, MessageStore
 from scheduler.store.usage import UsageStore
 from scheduler.topics import Topics
 
 from .commands import CommandHandler
-from .intake import CachedApps, InputRecord, Intake, Rejection
+from .idempotency import KeyGate
+from .intake import Accepted, CachedApps, InputRecord, Intake, Rejection
 from .metrics import BucketerMetrics
 from .pending_cap import PendingCapGate
 from .placer import Entry, Outbox, Placer, entry_of
@@ -63,8 +66,10 @@ class BatchProcessor:
         metrics: BucketerMetrics,
         flush_timeout_s: float,
         pending_cap: PendingCapGate | None = None,
+        keys: KeyGate | None = None,
     ) -> None:
         self._topics = topics
+        self._keys = keys
         self._pending_cap = pending_cap
         self._intake = intake
         self._placer = placer
@@ -89,8 +94,9 @@ class BatchProcessor:
         accepted_requests: list[ScheduleRequest] = []
         for start in range(0, len(requests), CHUNK):
             entries: list[Entry] = []
-            for record in requests[start : start + CHUNK]:
-                admitted = self._intake.admit(record)
+            for admitted in self._admit(requests[start : start + CHUNK]):
+                if admitted is None:  # a copy of a recorded message (idempotency key)
+                    continue
                 if isinstance(admitted, Rejection):
                     outbox.rejections.append(admitted)
                     continue
@@ -111,6 +117,15 @@ class BatchProcessor:
         self._produce(outbox)
         if self._pending_cap is not None:  # durable now: count what ingest did not
             self._pending_cap.count(accepted_requests)
+
+    def _admit(self, records: Sequence[InputRecord]) -> list[Accepted | Rejection | None]:
+        """Decode, validate, check the app; then settle the idempotency keys of the chunk."""
+        admitted = [self._intake.admit(record) for record in records]
+        if self._keys is None:
+            return list(admitted)
+        accepted = [a for a in admitted if isinstance(a, Accepted)]
+        settled = iter(self._keys.settle(accepted))
+        return [next(settled) if isinstance(a, Accepted) else a for a in admitted]
 
     def _produce(self, outbox: Outbox) -> None:
         for topic, message in outbox.direct:
@@ -161,6 +176,8 @@ class Ports:
     clock: Clock
     usage: UsageStore | None = None  # the pending cap of Kafka-native requests (None: off)
     pending: PendingCounts | None = None  # approximate counts for the pending gauge
+    # how long an idempotency key claim is kept (claim_ttl_ms of the requests retention)
+    key_ttl_ms: int = claim_ttl_ms(KafkaSettings.model_fields["requests_retention_ms"].default)
 
 
 def build_processor(
@@ -205,6 +222,7 @@ def build_processor(
         clock=ports.clock,
         metrics=metrics,
         flush_timeout_s=settings.flush_timeout_s,
+        keys=KeyGate(ports.messages, ports.key_ttl_ms, metrics),
         pending_cap=(
             PendingCapGate(
                 ports.usage,

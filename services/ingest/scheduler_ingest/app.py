@@ -26,6 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from scheduler.clock import Clock
+from scheduler.domain.idempotency import claim_ttl_ms
 from scheduler.security import SecretHasher
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.store.apps import AppStore
@@ -121,6 +122,7 @@ def create_app(settings: IngestSettings, deps: Deps) -> FastAPI:
             registry=deps.schema_registry,
             results=results,
             abort_outcome_wait_ms=settings.abort_outcome_wait_ms,
+            key_ttl_ms=claim_ttl_ms(deps.kafka.requests_retention_ms),
         ),
         control=ControlService(
             store=deps.apps,

@@ -97,7 +97,15 @@ SCHEDULE_SCHEMA: dict[str, Any] = {
                 {"type": "integer", "minimum": 100000000000},
             ],
         },
-        "idempotencyKey": {"type": "string", "minLength": 1, "maxLength": 256},
+        "idempotencyKey": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 256,
+            "description": "one message per key and application: repeating the same request"
+            " (same payload, sendAt and kafkaKey) answers the first one's message with"
+            " duplicate=true; another request under a used key is refused with 409"
+            " idempotency_conflict (in a batch: that item)",
+        },
         "kafkaKey": {
             "type": "string",
             "minLength": 1,

@@ -6,6 +6,18 @@ answer is 503 and nothing is written anywhere. If the record write fails after t
 message is still safe (the bucketer writes the same record from Kafka), so the answer stays 200
 and the failure is logged and counted.
 
+Idempotency keys (decision 8; services/ingest/README.md, "Idempotency keys"): a keyed request
+first claims its key (`MessageStore.claim_keys`: the record if the message is recorded, else a
+conditional insert that exactly one claimer wins, in any replica or in the bucketer). The winner
+publishes as any request. A loser with another body is refused (409 `idempotency_conflict`). A
+loser with the same body is answered with the holder's message (`duplicate: true`): from its
+record when there is one; otherwise it publishes the holder's request again itself (same id,
+body and `created_ms`) before answering. That covers a winner that died between its claim and
+its publish, or whose publish failed: the key is never left claimed for a message nobody sent,
+and a client never gets a 200 for a message that is not in Kafka. The second copy, in a true
+race, is harmless: every write downstream is keyed by the message id and the copies are
+identical (the dispatcher drops a second delivery by (id, generation, attempt)).
+
 Abort writes ABORTED first (by precedence), re-reads the record to confirm it won, then publishes
 the abort command: the dispatcher checks the record again at fire time, so a command lost with a
 503 cannot let the message slip through. The answer is 200 only when the abort certainly won:
@@ -31,6 +43,13 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from scheduler.clock import Clock
 from scheduler.codec import RecordCodec, value_subject
 from scheduler.domain.errors import ValidationError
+from scheduler.domain.idempotency import (
+    IDEMPOTENCY_CONFLICT,
+    KeyClaim,
+    KeyHolder,
+    claim_of,
+    fingerprint,
+)
 from scheduler.domain.ids import derived_message_id, is_message_id, new_message_id
 from scheduler.domain.sendat import format_rfc3339_ms
 from scheduler.domain.status import ABORTABLE, Status
@@ -89,6 +108,51 @@ def unavailable(exc: PublishError, retry_after_s: int) -> ApiError:
     )
 
 
+def conflict(claim: KeyClaim, holder: KeyHolder) -> ApiError:
+    return ApiError(
+        409,
+        IDEMPOTENCY_CONFLICT,
+        f"idempotencyKey {claim.idempotency_key!r} was already used in this application for a"
+        f" different request (message {holder.claim.message_id}: another payload, sendAt or"
+        " kafkaKey); nothing was scheduled. Repeat the same request, or use a new key",
+    )
+
+
+def claim_unavailable(exc: Exception, retry_after_s: int) -> ApiError:
+    return ApiError(
+        503,
+        "unavailable",
+        f"Cassandra did not answer the idempotency key claim ({type(exc).__name__});"
+        " nothing was published, retry",
+        {"Retry-After": str(retry_after_s)},
+    )
+
+
+@dataclass(frozen=True)
+class _Publish:
+    """A request to publish: a new message, or the holder's request again (`duplicate`)."""
+
+    request: ScheduleRequest
+    duplicate: bool = False
+
+
+def settle_claim(
+    request: ScheduleRequest, claim: KeyClaim, holder: KeyHolder
+) -> _Publish | Accepted | ApiError:
+    """What a keyed request does once its key's holder is known (see the module docstring)."""
+    if not claim.same_request(holder.claim):
+        return conflict(claim, holder)
+    if holder.won:
+        return _Publish(request)
+    if holder.status is not None:
+        return Accepted(request.message_id, request.send_at_ms, holder.status, duplicate=True)
+    # Claimed, not recorded: the winner is publishing, died before it, or its publish failed.
+    # Publishing its request again (same created_ms: byte for byte the same message) is
+    # harmless in the first case and saves the message in the others.
+    again = dataclasses.replace(request, created_ms=holder.claim.created_ms)
+    return _Publish(again, duplicate=True)
+
+
 def not_found() -> ApiError:
     return ApiError(404, "message_not_found", "no such message in this application")
 
@@ -107,13 +171,17 @@ class MessageService:
         io: BlockingIo,
         retry_after_s: int,
         pending: PendingCap,
+        key_ttl_ms: int,
         registry: SchemaRegistryClient | None = None,
         results: ResultLookup | None = None,
         abort_outcome_wait_ms: int = 5_000,
     ) -> None:
+        """`key_ttl_ms`: how long a claimed idempotency key is kept (`claim_ttl_ms` of the
+        requests topic's retention)."""
         self._store = store
         self._results = results or NoResultLookup()
         self._abort_outcome_wait_ms = abort_outcome_wait_ms
+        self._key_ttl_ms = key_ttl_ms
         self._usage = usage
         self._pending = pending
         self._publisher = publisher
@@ -164,9 +232,16 @@ class MessageService:
             request = self.build(app_id, draft, self._clock.now_ms())
         except ValidationError as exc:
             raise ApiError.invalid(exc) from None
-        existing = await self._existing(request)
-        if existing is not None:
-            return existing
+        duplicate = False
+        claim = claim_of(request)
+        if claim is not None:
+            [holder] = await self._claim([claim])
+            settled = settle_claim(request, claim, holder)
+            if isinstance(settled, Accepted):
+                return settled
+            if isinstance(settled, ApiError):
+                raise settled
+            request, duplicate = settled.request, settled.duplicate
         try:
             await self._publish_request(request)
         except PublishError as exc:
@@ -174,18 +249,19 @@ class MessageService:
         await self._record([request])
         self._metrics.scheduled.labels("single").inc()
         self._metrics.app_scheduled.inc(app_id)
-        return Accepted(request.message_id, request.send_at_ms, Status.READY)
+        return Accepted(request.message_id, request.send_at_ms, Status.READY, duplicate)
 
     async def schedule_batch(
         self, app_id: str, items: Sequence[Draft | ValidationError]
     ) -> list[Accepted | ApiError]:
         """Per-item results, in order. Items are independent: one bad item fails alone.
 
-        Steps: build and validate every item; answer items whose idempotency key was seen
-        before (recorded, or earlier in this batch) without publishing; publish the rest in one
-        go; record what Kafka acknowledged."""
+        Steps: build and validate every item; claim the idempotency keys (one call for the
+        batch) and settle each keyed item like a single request (a repeated key within the
+        batch is settled against its first item); publish the rest in one go; record what
+        Kafka acknowledged."""
         results = self._build_all(app_id, items, self._clock.now_ms())
-        await self._answer_known_keys(results)
+        duplicates = await self._settle_keys(results)
         to_publish, repeats = _first_occurrences(results)
         errors = await self._publisher.publish_many(
             [
@@ -200,7 +276,9 @@ class MessageService:
                 results[i] = unavailable(error, self._retry_after_s)
             else:
                 published.append(request)
-                results[i] = Accepted(request.message_id, request.send_at_ms, Status.READY)
+                results[i] = Accepted(
+                    request.message_id, request.send_at_ms, Status.READY, i in duplicates
+                )
         for i, first in repeats:
             outcome = results[first]
             results[i] = (
@@ -232,38 +310,64 @@ class MessageService:
                 results.append(ApiError.invalid(exc))
         return results
 
-    async def _answer_known_keys(
-        self, results: list[Accepted | ApiError | ScheduleRequest]
-    ) -> None:
+    async def _settle_keys(self, results: list[Accepted | ApiError | ScheduleRequest]) -> set[int]:
+        """Claim the keyed items' keys and settle each in place; the positions of the items
+        that publish their holder's request again (answered as duplicates)."""
         keyed = [
-            (i, r)
+            (i, r, c)
             for i, r in enumerate(results)
-            if isinstance(r, ScheduleRequest) and r.idempotency_key is not None
+            if isinstance(r, ScheduleRequest) and (c := claim_of(r)) is not None
         ]
-        existing = await asyncio.gather(*(self._existing(r) for _, r in keyed))
-        for (i, _), found in zip(keyed, existing, strict=True):
-            if found is not None:
-                results[i] = found
+        if not keyed:
+            return set()
+        try:
+            holders = await self._claim([c for _, _, c in keyed])
+        except ApiError as exc:
+            for i, _, _ in keyed:
+                results[i] = exc
+            return set()
+        duplicates: set[int] = set()
+        for (i, request, claim), holder in zip(keyed, holders, strict=True):
+            settled = settle_claim(request, claim, holder)
+            if isinstance(settled, _Publish):
+                results[i] = settled.request
+                if settled.duplicate:
+                    duplicates.add(i)
+            else:
+                results[i] = settled
+        return duplicates
+
+    async def _claim(self, claims: Sequence[KeyClaim]) -> list[KeyHolder]:
+        # The Cassandra adapter's non-blocking path (its driver callbacks chain the record read
+        # and the conditional insert): awaited on the loop, no I/O thread parked per request.
+        start_claim_keys = getattr(self._store, "start_claim_keys", None)
+        try:
+            if start_claim_keys is not None:
+                holders: list[KeyHolder] = await asyncio.wrap_future(
+                    start_claim_keys(claims, self._key_ttl_ms)
+                )
+                return holders
+            return await self._io(self._store.claim_keys, claims, self._key_ttl_ms)
+        except Exception as exc:  # noqa: BLE001 - nothing published yet: the client retries
+            log.warning("idempotency key claim failed: %r", exc)
+            raise claim_unavailable(exc, self._retry_after_s) from None
 
     async def known(self, app_id: str, draft: Draft) -> Accepted | None:
-        """The message already recorded for the draft's idempotency key, if any: a retry of an
-        accepted request is answered with it even when a limit would refuse a new one."""
+        """The message already recorded for the draft's idempotency key, if it is the same
+        request: a retry of an accepted request is answered with it even when a limit would
+        refuse a new one."""
         if draft.idempotency_key is None:
             return None
         message_id = derived_message_id(app_id, draft.idempotency_key)
         view = await self._io(self._store.get, app_id, message_id)
         if view is None:
             return None
-        return Accepted(view.content.message_id, view.content.send_at_ms, view.state.status, True)
-
-    async def _existing(self, request: ScheduleRequest) -> Accepted | None:
-        """An idempotency key seen before: answer with the message already recorded."""
-        if request.idempotency_key is None:
+        c = view.content
+        if fingerprint(c.payload_json, c.send_at_ms, c.kafka_key) != fingerprint(
+            draft.payload_json, draft.send_at_ms, draft.kafka_key
+        ):
             return None
-        view = await self._io(self._store.get, request.app_id, request.message_id)
-        if view is None:
-            return None
-        return Accepted(view.content.message_id, view.content.send_at_ms, view.state.status, True)
+        return Accepted(c.message_id, c.send_at_ms, view.state.status, True)
 
     async def _publish_request(self, request: ScheduleRequest) -> None:
         try:

@@ -141,7 +141,10 @@ class Scheduled(BaseModel):
     messageId: str
     sendAt: str = Field(description="normalised to UTC, RFC 3339 with milliseconds")
     status: str
-    duplicate: bool = Field(description="true when the idempotencyKey was seen before")
+    duplicate: bool = Field(
+        description="true when the idempotencyKey was claimed before by the same request: the"
+        " answer is that request's message"
+    )
 
 
 class BatchItem(BaseModel):

@@ -20,7 +20,14 @@ from scheduler_ingest.bodies import (
 from scheduler_ingest.errors import ApiError
 from scheduler_ingest.gateway import ControlKeyDep, DataKeyDep, Gateway, GatewayDep, errors, invalid
 from scheduler_ingest.messages import Accepted, log_json, message_json
-from scheduler_ingest.models import BatchResult, LogList, MessageList, MessageOut, Scheduled
+from scheduler_ingest.models import (
+    BatchResult,
+    ErrorBody,
+    LogList,
+    MessageList,
+    MessageOut,
+    Scheduled,
+)
 
 MESSAGE_ERRORS = errors(401, 403, 404)
 Status_ = Annotated[
@@ -73,7 +80,15 @@ def build_router(batch_limit: int) -> APIRouter:
             + (" (alias of POST /messages)" if path == "/message" else ""),
             operation_id="schedule" if path == "/messages" else "schedule_alias",
             openapi_extra=json_body(SCHEDULE_SCHEMA),
-            responses={200: {"model": Scheduled}, **errors(400, 401, 403, 413, 415, 429, 503)},
+            responses={
+                200: {"model": Scheduled},
+                **errors(400, 401, 403, 413, 415, 429, 503),
+                409: {
+                    "model": ErrorBody,
+                    "description": "idempotency_conflict: the idempotencyKey was used for a"
+                    " different request (payload, sendAt or kafkaKey); nothing was scheduled",
+                },
+            },
         )
 
     @router.post(

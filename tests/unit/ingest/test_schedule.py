@@ -286,11 +286,14 @@ def test_confluent_wire_format_with_a_schema_registry() -> None:
 def test_a_repeated_idempotency_key_within_one_batch_makes_one_message(h: Harness) -> None:
     item = {"payload": 1, "sendAt": SOON, "idempotencyKey": "twice"}
     r = h.client.post(
-        "/messages/batch", json={"messages": [item, {**item, "payload": 2}]}, headers=h.alice.data
+        "/messages/batch",
+        json={"messages": [item, item, {**item, "payload": 2}]},
+        headers=h.alice.data,
     )
-    first, second = r.json()["results"]
+    first, second, third = r.json()["results"]
     assert first["messageId"] == second["messageId"]
     assert (first["duplicate"], second["duplicate"]) == (False, True)
+    assert third["error"] == "idempotency_conflict"  # the same key for another body
     assert len(h.published_requests()) == 1
 
 
