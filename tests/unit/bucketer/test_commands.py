@@ -103,9 +103,9 @@ def test_reschedule_is_refused_and_leaves_the_message_as_it_was(send_at: int | N
     assert h.stored() == before and h.direct() == []
     view = h.messages.get("app-a", request.message_id)
     assert view is not None and (view.state.status, view.state.generation) == (Status.READY, 0)
-    assert h.metric(
-        "scheduler_bucketer_commands_total", kind="RESCHEDULE", outcome="unsupported"
-    ) == 1
+    assert (
+        h.metric("scheduler_bucketer_commands_total", kind="RESCHEDULE", outcome="unsupported") == 1
+    )
 
 
 @pytest.mark.parametrize(
@@ -134,5 +134,3 @@ def test_commands_for_unknown_messages_and_undecodable_commands() -> None:
     assert h.metric("scheduler_bucketer_commands_total", kind="ABORT", outcome="unknown") == 1
     [rejection] = h.rejected()
     assert rejection.reason == "not_avro" and rejection.source_topic == h.topics.commands
-
-
