@@ -114,6 +114,12 @@ class DispatchMetrics:
             ["result"],
             registry=registry,
         )
+        self.records_lag = Gauge(
+            "scheduler_dispatch_records_lag_seconds",
+            "How far behind the message records are: the age of the newest instant before which"
+            " every delivery result has been written (late attempts wait for it)",
+            registry=registry,
+        )
         self.refusals = Counter(
             "scheduler_dispatch_destination_refusals_total",
             "KAFKA destination records refused by their topic and settled without them, by the"

@@ -101,6 +101,19 @@ class RecordingSink:
         return [CODECS.dead_letter.decode(r.value) for r in self.on(TOPICS.dead_letter)]
 
 
+@dataclass
+class RecordsWritten:
+    """The record writers' progress: current with the clock unless `behind` is set."""
+
+    clock: ManualClock
+    behind: bool = False
+    caught_up_at: int = -(2**62)
+
+    @property
+    def covers_ms(self) -> int:
+        return self.caught_up_at if self.behind else self.clock.now_ms()
+
+
 class KnownTopics:
     def __init__(self, *names: str) -> None:
         self.names = set(names)
@@ -156,6 +169,7 @@ class Harness:
     apps: InMemoryApps
     commands: LiveView
     registry: CollectorRegistry
+    records: RecordsWritten
 
     def message(
         self, app: Application = REST_APP, *, due_in_ms: int = 1_000, **kw: object
@@ -252,6 +266,7 @@ def build(
     app_lookup = InMemoryApps(*apps)
     commands = LiveView(clock.now_ms())
     sink = RecordingSink(clock=clock)
+    records = RecordsWritten(clock)
     dispatcher = Dispatcher(
         clock=clock,
         kafka=KAFKA,
@@ -266,7 +281,10 @@ def build(
         sink=sink,
         codecs=CODECS,
         metrics=metrics,
+        records=records,
         sleep=ManualSleep(clock, on_sleep),
         reads=InlineExecutor(),
     )
-    return Harness(clock, dispatcher, sink, messages, buckets, app_lookup, commands, registry)
+    return Harness(
+        clock, dispatcher, sink, messages, buckets, app_lookup, commands, registry, records
+    )

@@ -58,6 +58,7 @@ from .harness import (
     LiveView,
     ManualSleep,
     RecordingSink,
+    RecordsWritten,
     public_resolver,
 )
 
@@ -434,6 +435,7 @@ class DispatcherActor:
             sink=self.sink,
             codecs=CODECS,
             metrics=DispatchMetrics(CollectorRegistry()),
+            records=RecordsWritten(clock),
             sleep=ManualSleep(clock),
             reads=InlineExecutor(),
         )

@@ -32,7 +32,7 @@ from scheduler_releaser.settings import DispatchSettings
 
 from .apps import AppCache
 from .commands import CommandView
-from .ports import OutRecord, Sink, TopicCheck
+from .ports import OutRecord, RecordsCoverage, Sink, TopicCheck
 from .refusals import Refusal
 from .rest import HEADER_DUE, HEADER_MESSAGE_ID, RestDeliverer
 from .status_reader import StatusReader
@@ -73,6 +73,7 @@ class Dispatcher:
         sink: Sink,
         codecs: Codecs,
         metrics: DispatchMetrics,
+        records: RecordsCoverage,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         reads: Executor | None = None,
     ) -> None:
@@ -90,6 +91,7 @@ class Dispatcher:
         self._sink = sink
         self._codecs = codecs
         self._metrics = metrics
+        self._records = records
         # Resolved once: labels() costs more than the delivery's own work under a hotspot.
         self._kafka_sent = metrics.attempts.labels("KAFKA", "sent", "produced")
         self._kafka_lateness = metrics.lateness.labels("KAFKA")
@@ -174,6 +176,14 @@ class Dispatcher:
         """One record read for up to READ_BATCH messages of one app, then one task each."""
         app_id = helds[0].message.app_id
         ids = [h.message.message_id for h in helds]
+        now = self._clock.now_ms()
+        if any(h.message.due_ms < now - self._settings.dedup_window_ms for h in helds):
+            # Past the dedup window only the record tells a settled duplicate: wait until it
+            # holds every result committed so far (records_progress.py).
+            while self._records.covers_ms < now:
+                if self.stopping:
+                    return  # not fired: left unsettled (read again after the restart)
+                await self._sleep(0.05)
         started = self._clock.monotonic_ms()
         try:
             states = await asyncio.get_running_loop().run_in_executor(

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import (
@@ -35,6 +36,7 @@ from .core import Dispatcher
 from .offsets import TP, OffsetTracker
 from .ownership import owns
 from .ports import OutRecord, Sink
+from .records_progress import RecordsProgress
 from .timers import Position, TimerQueue
 
 log = logging.getLogger(__name__)
@@ -524,3 +526,54 @@ def load_results(
                 active.discard(partition)
     consumer.unassign()
     return loaded
+
+
+class RecordsProgressFeed:
+    """Asks Kafka every `interval_ms`, in a worker thread, and feeds a RecordsProgress."""
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        topic: str,
+        progress: RecordsProgress,
+        clock: Clock,
+        on_lag: Callable[[float], None],
+        interval_ms: int = 1_000,
+    ) -> None:
+        """`consumer`: configured with the record writers' group id; it never joins the group
+        (it only reads the group's committed offsets)."""
+        self._consumer = consumer
+        self._topic = topic
+        self.progress = progress
+        self._clock = clock
+        self._on_lag = on_lag
+        self._interval_s = interval_ms / 1000
+
+    def ask_once(self) -> None:
+        """Blocking: the ends at the instant asked, then the committed offsets."""
+        metadata = self._consumer.list_topics(self._topic, timeout=TIMEOUT_S).topics[self._topic]
+        tps = [TopicPartition(self._topic, p) for p in sorted(metadata.partitions)]
+        asked_ms = self._clock.now_ms()
+        ends: dict[int, int] = {}
+        for (_, partition), end in end_offsets(self._consumer, tps, TIMEOUT_S).items():
+            low, _ = self._consumer.get_watermark_offsets(
+                TopicPartition(self._topic, partition), timeout=TIMEOUT_S, cached=False
+            )
+            if end > low:  # nothing retained there: nothing to write
+                ends[partition] = end
+        committed = {
+            tp.partition: tp.offset
+            for tp in self._consumer.committed(tps, timeout=TIMEOUT_S)
+            if tp.offset >= 0
+        }
+        self.progress.observe(asked_ms, ends, committed)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.ask_once)
+            except Exception as exc:  # noqa: BLE001 - Kafka unreachable: the progress ages
+                log.warning("record writers' progress not known (%s)", exc)
+            self._on_lag(self.progress.lag_ms(self._clock.now_ms()) / 1000)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._interval_s)

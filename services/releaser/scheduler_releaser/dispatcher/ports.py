@@ -47,3 +47,9 @@ class TopicCheck(Protocol):
 
     def forget(self, topic: str) -> None:
         """The broker said the topic is gone: ask again next time."""
+
+
+class RecordsCoverage(Protocol):
+    @property
+    def covers_ms(self) -> int:
+        """Every delivery result committed before this instant is in the message records."""

@@ -9,7 +9,8 @@ and by the integration tests (which pass their own settings and clock).
     loop:    poll ring + commands (non-blocking) -> rotate slots, probe draining ones ->
              start due deliveries -> sleep until the next due or 2 ms
     tasks:   the commands view confirmed every `commands_confirm_ms`; ring partitions listed
-             every `metadata_refresh_ms` (both in worker threads)
+             every `metadata_refresh_ms`; the record writers' progress asked every second
+             (all in worker threads)
     commit:  its own task: transactions back to back while anything is settled
     records: the record writer (writer_runner.py: a thread here by default, a child process
              in `scheduler-dispatcher`)
@@ -45,12 +46,13 @@ from . import ownership
 from .apps import AppCache
 from .commands import CommandView
 from .core import Dispatcher
-from .feeds import CommandsFeed, RingFeed, consumer_config, load_results
+from .feeds import CommandsFeed, RecordsProgressFeed, RingFeed, consumer_config, load_results
 from .http_post import AiohttpPost
 from .offsets import OffsetTracker
 from .outbound import OutboundGuard
 from .ownership import ids_to_fence, transactional_id
 from .record_writer import RecordWriter
+from .records_progress import RecordsProgress
 from .rest import RestDeliverer
 from .sink import FencedError, SinkStopped, TransactionalSink, transactional_producer
 from .status_reader import StatusReader, StoreStatusReader
@@ -142,6 +144,7 @@ async def run_dispatcher(
     )
     tracker = OffsetTracker()
     view = CommandView(clock.now_ms())
+    records = RecordsProgress()
     sink = TransactionalSink(
         transactional_producer(producer_config, init_timeout_s=60),
         ring_consumer.consumer_group_metadata,
@@ -176,6 +179,7 @@ async def run_dispatcher(
         sink=sink,
         codecs=codecs,
         metrics=metrics,
+        records=records,
     )
     ring = RingFeed(
         ring_consumer,
@@ -198,6 +202,11 @@ async def run_dispatcher(
         # The view's lag reaches about one interval between confirmations: keep it a quarter
         # of the guard at most, or firing would pause on a view that is merely between two.
         min(settings.commands_confirm_ms, max(10, scheduling.cancel_guard_ms // 4)),
+    )
+    # Never joins the record writers' group: it only reads their committed offsets.
+    progress_consumer = Consumer(consumer_config(kafka, f"{kafka.topic_prefix}record-writer"))
+    progress = RecordsProgressFeed(
+        progress_consumer, topics.results, records, clock, metrics.records_lag.set
     )
     writer = record_writer or ThreadRecordWriter(
         kafka,
@@ -240,7 +249,7 @@ async def run_dispatcher(
         writer.start()
         health.set_ready(True, "dispatching")
         try:
-            await _loop(dispatcher, ring, commands, sink, clock, settings, stop, health)
+            await _loop(dispatcher, ring, commands, progress, sink, clock, settings, stop, health)
         except FencedError as exc:
             metrics.fenced.set(1)
             await _stand_down(dispatcher, health, stop, exc)
@@ -251,6 +260,7 @@ async def run_dispatcher(
         await http.close()
         ring_consumer.close()
         commands_consumer.close()
+        progress_consumer.close()
         try:
             sink.producer.flush(10)
         except KafkaException as exc:  # fenced (stood down) or failed: nothing left to commit
@@ -309,6 +319,7 @@ async def _loop(
     dispatcher: Dispatcher,
     ring: RingFeed,
     commands: CommandsFeed,
+    progress: RecordsProgressFeed,
     sink: TransactionalSink,
     clock: Clock,
     settings: DispatchSettings,
@@ -316,6 +327,7 @@ async def _loop(
     health: Health,
 ) -> None:
     watch = TransactionWatch(settings.txn_stuck_ms)
+    progress_task = asyncio.create_task(progress.run(stop))
     committer = asyncio.create_task(_commit_loop(sink, clock, settings, stop, watch))
     confirmer = asyncio.create_task(commands.confirm(stop))
     last_prune = clock.now_ms()
@@ -343,6 +355,7 @@ async def _loop(
             await asyncio.sleep(wait)
     finally:
         sink.close()  # a transaction that fails from now on is not retried
+        progress_task.cancel()
         confirmer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await confirmer

@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
@@ -42,6 +43,7 @@ from .feeds import consumer_config
 from .record_writer import RecordWriter
 
 log = logging.getLogger(__name__)
+IDLE_COMMIT_S = 1.0  # stored offsets are committed at least this often, results or not
 
 T = TypeVar("T")
 Written = Callable[[str, int], None]  # (outcome, count) of results applied
@@ -87,10 +89,18 @@ def consume_results(
     consumer = Consumer(consumer_config(kafka, f"{kafka.topic_prefix}record-writer", **extra))
     consumer.subscribe([results_topic])
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="record-writer")
+    committed_at = time.monotonic()
     try:
         while not stop.is_set() and not should_stop():
             try:
                 _write_batch(consumer, writer, codecs, pool, written)
+                if time.monotonic() - committed_at >= IDLE_COMMIT_S:
+                    # The stored offsets also move past transaction markers, which carry no
+                    # result: committed, they let the dispatcher see that every result is
+                    # written (records_progress.py) while no new result comes.
+                    committed_at = time.monotonic()
+                    with contextlib.suppress(KafkaException):  # _NO_OFFSET: nothing new
+                        consumer.commit(asynchronous=False)
             except Exception:
                 # Nothing was committed for the failed batch: rejoin the group, which resumes
                 # from the committed offsets, so the batch is consumed again.
