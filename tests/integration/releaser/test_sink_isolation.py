@@ -13,7 +13,13 @@ import json
 import uuid
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+)
 
 from scheduler.domain.status import Status
 from scheduler.store.ports import Application
@@ -106,3 +112,47 @@ def test_refused_kafka_records_fail_alone_and_every_other_tenant_is_settled(
 def _status(env: Env, message) -> Status | None:  # type: ignore[no-untyped-def]
     view = env.stores.messages.get(message.app_id, message.message_id)
     return None if view is None else view.state.status
+
+
+def test_sigterm_stops_a_dispatcher_whose_transactions_keep_failing(
+    env: Env, receiver: Receiver
+) -> None:
+    """The scheduler's own results topic refuses every result (max.message.bytes too small):
+    every transaction fails and is retried. The stop must still finish within its bound (the
+    wedged dispatcher used to ignore SIGTERM and need kill -9)."""
+    env.releaser_is_current()
+    app = rest_app("wedged", receiver.url("/ok"))
+    env.add_app(app)
+    admin = AdminClient(env.kafka.client_config())
+    results = ConfigResource(ConfigResource.Type.TOPIC, env.topics.results)
+    tiny = ConfigEntry("max.message.bytes", "64", incremental_operation=AlterConfigOpType.SET)
+    back = ConfigEntry("max.message.bytes", "", incremental_operation=AlterConfigOpType.DELETE)
+
+    def alter(entry: ConfigEntry) -> None:
+        results.incremental_configs = [entry]
+        for future in admin.incremental_alter_configs([results]).values():
+            future.result()
+
+    async def scenario() -> float:
+        d = RunningDispatcher(env, SETTINGS)
+        await d.__aenter__()
+        await asyncio.to_thread(alter, tiny)
+        for i in range(5):
+            env.schedule(due_message(app.app_id, CLOCK.now_ms() + 300 + 10 * i))
+        env.flush()
+        await eventually(lambda: len(receiver.ids("/ok")) == 5, timeout_s=30)
+        await eventually(
+            lambda: d.metric("scheduler_dispatch_transactions_total", {"result": "aborted"}) >= 3
+        )
+        started = CLOCK.monotonic_ms()
+        d.stop.set()
+        assert d.task is not None
+        await asyncio.wait_for(d.task, 60)
+        return (CLOCK.monotonic_ms() - started) / 1000
+
+    try:
+        stopped_in_s = asyncio.run(scenario())
+    finally:
+        alter(back)
+    # Bound: the shutdown timeout (15 s) plus the record writer's and the producer's 10 s each.
+    assert stopped_in_s < 40, f"stopped in {stopped_in_s:.1f} s"

@@ -263,7 +263,7 @@ async def run_dispatcher(
         progress_consumer.close()
         try:
             sink.producer.flush(10)
-        except KafkaException as exc:  # fenced (stood down) or failed: nothing left to commit
+        except (KafkaException, SystemError) as exc:  # fenced (stood down) or failed
             log.info("transactional producer not flushed at exit: %s", exc)
 
 
