@@ -223,7 +223,8 @@ def report(runs: list[dict[str, float | int | None]]) -> None:
         shown = ", ".join("n/a" if v is None else f"{v:g}" for v in values)
         return f"{statistics.median(known):g} ({min(known):g}-{max(known):g}) [{shown}]"
 
-    print("  tenant A lateness, ms: median (min-max) [runs]")
+    print("  tenant A lateness (receipt - due; = dispatch delay: created before due), ms:")
+    print("  median (min-max) [runs]")
     for w in WINDOWS:
         print(
             f"    {w:6} n {cell(f'{w}_n')}; p50 {cell(f'{w}_p50')}; p99 {cell(f'{w}_p99')};"

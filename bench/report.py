@@ -153,7 +153,9 @@ def steady_section(steady: list[dict[str, Any]], rates: list[int]) -> list[str]:
         f" {', '.join(map(str, runs))}; the figure is the median of the runs' percentiles"
         " (min-max). Missing = not received within 20 s of the last due instant (section 3: see"
         " there; section 5: 60 s): later than that, or lost; dup = received more than once;"
-        " early = received before sendAt (checked on every message).",
+        " early = received before sendAt (checked on every message). Every message is accepted"
+        " before its sendAt, so this lateness is also the dispatch delay, the SLO's figure"
+        ' ([docs/ARCHITECTURE.md, "Lateness"](docs/ARCHITECTURE.md#lateness)).',
         "",
         *table(["Destination, rate", *FIGURES, "delivered"], rows),
     ]

@@ -179,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"scheduled {report.planned} (refused {refused}), received {report.delivered}\n"
         f"arrival delay p50 {percentile(late, 0.5)} ms, p99 {percentile(late, 0.99)} ms,"
-        f" max {late[-1] if late else 0} ms\n"
+        f" max {late[-1] if late else 0} ms"
+        " (the lateness: receipt - sendAt; no sendAt is before its scheduling, so about the"
+        " dispatch delay too: docs/ARCHITECTURE.md, Lateness)\n"
         f"lost {len(report.lost)}, early {len(report.early)}, duplicates {duplicates}"
     )
     for message_id in report.lost[:10]:

@@ -213,13 +213,25 @@ OVERVIEW = [
         ],
     ),
     Row(
-        "Lateness (due -> delivered)",
+        "Dispatch delay and lateness (docs/ARCHITECTURE.md, Lateness)",
         [
             Panel(
-                "Lateness percentiles by destination type",
+                "Dispatch delay percentiles by destination type (the SLO)",
+                "s",
+                quantiles("scheduler_dispatch_delay_seconds", "destination"),
+                "Delivered - max(the attempt's due instant, the message's acceptance): the"
+                " scheduler's own delay. A sendAt already past when the message was accepted and"
+                " a retry's backoff are not in it. SchedulerDispatchDelayAboveSLO reads it."
+                " REST: response received; KAFKA: transaction committed.",
+            ),
+            Panel(
+                "Lateness percentiles by destination type (client-facing latenessMs)",
                 "s",
                 quantiles("scheduler_dispatch_lateness_seconds", "destination"),
-                "REST: response received; KAFKA: produced in the committed transaction.",
+                "Delivered - the attempt's due instant (sendAt for a first attempt, however far"
+                " in the past): what clients see as latenessMs. Includes the past sendAt of"
+                " clients that schedule late, so it is not alerted on. REST: response received;"
+                " KAFKA: transaction committed.",
             ),
         ],
     ),

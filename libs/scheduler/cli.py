@@ -90,8 +90,25 @@ def list_owners(store: AppStore) -> list[str]:
     return lines
 
 
-def list_apps(store: AppStore, owner_id: str) -> list[str]:
-    return [f"{a.app_id}\t{a.type}\t{a.name}\t{a.endpoint}" for a in store.apps(owner_id)]
+class UnknownOwner(LookupError):
+    """`--owner` names no owner (a typo, or no control key was ever created for it)."""
+
+
+def list_apps(store: AppStore, owner_id: str) -> tuple[list[str], str | None]:
+    """The owner's applications, one line each, and a note when there are none to list.
+
+    An unknown owner raises UnknownOwner: an empty answer would look like an owner without
+    applications."""
+    lines = [f"{a.app_id}\t{a.type}\t{a.name}\t{a.endpoint}" for a in store.apps(owner_id)]
+    if lines:
+        return lines, None
+    if owner_id not in {o.owner_id for o in store.list_owners()}:
+        raise UnknownOwner(
+            f"no owner {owner_id!r} (owners are case-sensitive; see `scheduler admin list-owners`)"
+        )
+    deleted = len(store.apps(owner_id, include_deleted=True))
+    note = f"owner {owner_id!r} has no applications"
+    return [], note + (f" ({deleted} deleted)" if deleted else "")
 
 
 @contextmanager
@@ -124,8 +141,15 @@ def _cmd_list_owners(_: argparse.Namespace) -> int:
 
 def _cmd_list_apps(args: argparse.Namespace) -> int:
     with _app_store() as store:
-        for line in list_apps(store, args.owner):
-            print(line)
+        try:
+            lines, note = list_apps(store, args.owner)
+        except UnknownOwner as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    for line in lines:
+        print(line)
+    if note is not None:
+        print(note, file=sys.stderr)  # stdout stays one application per line, for scripts
     return 0
 
 

@@ -104,5 +104,6 @@ def test_two_thousand_messages_delivered_once_never_early_and_recorded(
                 assert "READY" in statuses or "QUEUED" in statuses, logs
                 if kind == "long":  # stored, then released by the releaser
                     assert "READY" in statuses and "QUEUED" in statuses, logs
-                sent = logs[-1]["data"]
-                assert sent["lateness_ms"] >= 0, logs
+                sent = logs[-1]["data"]  # rendered in the API's vocabulary (log_view.py)
+                assert sent["latenessMs"] == record["latenessMs"] >= 0, logs
+                assert 0 <= record["dispatchDelayMs"] <= record["latenessMs"], record

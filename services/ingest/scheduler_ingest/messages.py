@@ -51,6 +51,7 @@ from scheduler.domain.idempotency import (
     fingerprint,
 )
 from scheduler.domain.ids import derived_message_id, is_message_id, new_message_id
+from scheduler.domain.lateness import dispatch_delay_of
 from scheduler.domain.sendat import format_rfc3339_ms
 from scheduler.domain.status import ABORTABLE, Status
 from scheduler.domain.validation import validate_schedule_request
@@ -63,6 +64,7 @@ from scheduler.topics import Topics
 from scheduler_ingest.bodies import Draft
 from scheduler_ingest.errors import ApiError
 from scheduler_ingest.io import BlockingIo, driver_results
+from scheduler_ingest.log_view import render_log_data
 from scheduler_ingest.metrics import IngestMetrics
 from scheduler_ingest.outcomes import AbortOutcome, NoResultLookup, ResultLookup, not_delivered
 from scheduler_ingest.pending import PendingCap
@@ -622,6 +624,11 @@ def message_json(view: MessageView) -> dict[str, Any]:
         "generation": s.generation,
         "attempt": s.attempt,
         "latenessMs": s.lateness_ms,
+        "dispatchDelayMs": (
+            None
+            if s.lateness_ms is None
+            else dispatch_delay_of(s.lateness_ms, s.due_ms, c.created_ms)
+        ),
         "lastHttpStatus": s.http_status,
         "lastError": s.error,
         "idempotencyKey": c.idempotency_key,
@@ -633,7 +640,7 @@ def log_json(entry: LogEntry) -> dict[str, Any]:
     return {
         "timestamp": format_rfc3339_ms(entry.at_ms),
         "status": entry.status.value,
-        "data": entry.data,
+        "data": render_log_data(entry.data),
     }
 
 

@@ -176,7 +176,14 @@ class MessageOut(BaseModel):
     dueAt: str
     generation: int
     attempt: int
-    latenessMs: int | None
+    latenessMs: int | None = Field(
+        description="once SENT: delivered - the delivered attempt's due instant (sendAt for a"
+        " first attempt, however far in the past)"
+    )
+    dispatchDelayMs: int | None = Field(
+        description="once SENT: delivered - max(the attempt's due instant, created): the"
+        " scheduler's own delay, without a sendAt that was already past when it was accepted"
+    )
     lastHttpStatus: int | None
     lastError: str | None
     idempotencyKey: str | None

@@ -9,7 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from scheduler.top_apps import AppCounter, TopApps, top_apps
 
-# Lateness (due instant -> delivered), in seconds: fine buckets where the targets are.
+# Lateness and dispatch delay (docs/ARCHITECTURE.md, "Lateness"), in seconds: fine buckets where
+# the targets are. The other timings of the dispatcher use them too.
 LATENESS_BUCKETS = (
     0.001,
     0.0025,
@@ -33,7 +34,18 @@ class DispatchMetrics:
     def __init__(self, registry: CollectorRegistry, top: TopApps | None = None) -> None:
         self.lateness = Histogram(
             "scheduler_dispatch_lateness_seconds",
-            "Due instant to delivery (REST: response; KAFKA: produced in the transaction)",
+            "Lateness, the client-facing figure (latenessMs): the attempt's due instant (sendAt"
+            " for a first attempt, however far past) to delivery (REST: response; KAFKA:"
+            " transaction committed). Not for SLOs: see scheduler_dispatch_delay_seconds",
+            ["destination"],
+            buckets=LATENESS_BUCKETS,
+            registry=registry,
+        )
+        self.delay = Histogram(
+            "scheduler_dispatch_delay_seconds",
+            "Dispatch delay, the SLO figure: max(the attempt's due instant, the message's"
+            " acceptance) to delivery (REST: response; KAFKA: transaction committed); a sendAt"
+            " already past at acceptance and a retry's backoff are not in it",
             ["destination"],
             buckets=LATENESS_BUCKETS,
             registry=registry,

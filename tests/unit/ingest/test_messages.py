@@ -175,3 +175,29 @@ def test_redrive_when_kafka_fails_changes_nothing(h: Harness) -> None:
     r = h.client.put(f"/messages/{message_id}/redrive", headers=h.alice.data)
     assert r.status_code == 503
     assert h.messages.get(h.alice.app_id, message_id).state.status is Status.FAILED  # type: ignore[union-attr]
+
+
+def test_a_past_send_at_reports_its_lateness_and_a_small_dispatch_delay(h: Harness) -> None:
+    """The user report: sendAt 300.758 s before it was accepted, delivered 0.4 s after: the
+    client keeps latenessMs = delivered - sendAt; dispatchDelayMs counts from the acceptance
+    (docs/ARCHITECTURE.md, "Lateness")."""
+    send_at = T0 - 300_758
+    r = h.schedule({"payload": 1, "sendAt": send_at})
+    message_id = r.raise_for_status().json()["messageId"]
+    shown = h.client.get(f"/messages/{message_id}", headers=h.alice.data).json()
+    assert (shown["latenessMs"], shown["dispatchDelayMs"]) == (None, None)  # not SENT yet
+    # what the record writer stores for the SENT result: lateness = delivered - due (= sendAt)
+    sent = StatusUpdate(Status.SENT, 0, 1, send_at, T0 + 400, lateness_ms=301_158)
+    h.messages.update_status(
+        h.alice.app_id, message_id, sent, LogEntry(T0 + 400, "0:1:sent", Status.SENT, {})
+    )
+    shown = h.client.get(f"/messages/{message_id}", headers=h.alice.data).json()
+    assert (shown["latenessMs"], shown["dispatchDelayMs"]) == (301_158, 400)
+    # a future sendAt (or a retry's, or a redrive's due instant): the two are the same
+    later = h.schedule({"payload": 2, "sendAt": T0 + 60_000}).json()["messageId"]
+    sent = StatusUpdate(Status.SENT, 0, 1, T0 + 60_000, T0 + 60_012, lateness_ms=12)
+    h.messages.update_status(
+        h.alice.app_id, later, sent, LogEntry(T0 + 60_012, "0:1:sent", Status.SENT, {})
+    )
+    shown = h.client.get(f"/messages/{later}", headers=h.alice.data).json()
+    assert (shown["latenessMs"], shown["dispatchDelayMs"]) == (12, 12)

@@ -42,7 +42,9 @@ from .verdict import (
     AttemptOutcome,
     Settlement,
     Verdict,
+    dispatch_delay_ms,
     fire_check,
+    lateness_ms,
     settle,
     skipped,
 )
@@ -95,6 +97,7 @@ class Dispatcher:
         # Resolved once: labels() costs more than the delivery's own work under a hotspot.
         self._kafka_sent = metrics.attempts.labels("KAFKA", "sent", "produced")
         self._kafka_lateness = metrics.lateness.labels("KAFKA")
+        self._kafka_delay = metrics.delay.labels("KAFKA")
         if settings.kafka_produce_ahead_ms >= scheduling.cancel_guard_ms:
             raise ValueError("DISPATCH_KAFKA_PRODUCE_AHEAD_MS must be below the cancel guard")
         self._backoff: Backoff = settings.backoff()
@@ -267,7 +270,7 @@ class Dispatcher:
             return  # shutting down before it was sent: left unsettled, read again on restart
         now = self._clock.now_ms()
         settlement = settle(message, outcome, now, self._backoff)
-        self._observe("REST", outcome, settlement)
+        self._observe("REST", message, outcome, settlement)
         records = await self._settlement_records(settlement, now, app.shards)
         self._sink.emit(records, pos)
 
@@ -292,13 +295,13 @@ class Dispatcher:
         now = self._clock.now_ms()
         # Delivered when its transaction commits, which is never before the due instant.
         settlement = settle(message, PRODUCED, max(now, message.due_ms), self._backoff)
-        due = message.due_ms
 
         def committed(at_ms: int) -> None:
             # A Kafka delivery happens when its transaction commits.
             self._kafka_sent.inc()
             self._metrics.app_attempts.inc(message.app_id, "sent")
-            self._kafka_lateness.observe(max(0, at_ms - due) / 1000.0)
+            self._kafka_lateness.observe(lateness_ms(message, at_ms) / 1000.0)
+            self._kafka_delay.observe(dispatch_delay_ms(message, at_ms) / 1000.0)
 
         def refused(refusal: Refusal) -> None:
             # The destination refused the record alone (sink.py): settle this attempt anew.
@@ -340,7 +343,7 @@ class Dispatcher:
                 log.exception("settling %s failed; trying again", message.message_id)
                 await self._sleep(1.0)
                 continue
-            self._observe("KAFKA", outcome, settlement)
+            self._observe("KAFKA", message, outcome, settlement)
             self._sink.emit(records, pos)
             return
 
@@ -371,13 +374,22 @@ class Dispatcher:
             )
         return None
 
-    def _observe(self, destination: str, outcome: AttemptOutcome, settlement: Settlement) -> None:
+    def _observe(
+        self,
+        destination: str,
+        message: DueMessage,
+        outcome: AttemptOutcome,
+        settlement: Settlement,
+    ) -> None:
         label = settlement.result.outcome.value.lower()
         self._metrics.attempts.labels(destination, label, outcome.reason).inc()
         self._metrics.app_attempts.inc(settlement.result.app_id, label)
         if outcome.kind is AttemptKind.SENT:
-            lateness = settlement.result.lateness_ms / 1000.0
+            delivered = settlement.result.finished_ms
+            lateness = lateness_ms(message, delivered) / 1000.0
             self._metrics.lateness.labels(destination).observe(lateness)
+            delay = dispatch_delay_ms(message, delivered) / 1000.0
+            self._metrics.delay.labels(destination).observe(delay)
 
     # -- output records -------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import hashlib
 from dataclasses import dataclass
 from enum import Enum
 
+from scheduler.domain import lateness
 from scheduler.domain.backoff import Backoff
 from scheduler.domain.status import ABORTABLE, Status
 from scheduler.records import DeadLetter, DeliveryOutcome, DeliveryResult, DueMessage
@@ -103,10 +104,20 @@ def jitter_draw(message_id: str, attempt: int) -> float:
     return int.from_bytes(digest, "big") / float(1 << 64)
 
 
+def lateness_ms(message: DueMessage, delivered_ms: int) -> int:
+    """delivered - the attempt's due instant (scheduler.domain.lateness)."""
+    return lateness.lateness_ms(message.due_ms, delivered_ms)
+
+
+def dispatch_delay_ms(message: DueMessage, delivered_ms: int) -> int:
+    """delivered - max(the attempt's due instant, created_ms) (scheduler.domain.lateness)."""
+    return lateness.dispatch_delay_ms(message.due_ms, message.created_ms, delivered_ms)
+
+
 def settle(
     message: DueMessage, outcome: AttemptOutcome, now_ms: int, backoff: Backoff
 ) -> Settlement:
-    lateness = max(0, now_ms - message.due_ms)
+    late = lateness_ms(message, now_ms)
     error = outcome.error
     if outcome.body_excerpt:
         error = f"{error or outcome.reason}: {outcome.body_excerpt}"
@@ -120,7 +131,7 @@ def settle(
             outcome=kind,
             due_ms=message.due_ms,
             finished_ms=now_ms,
-            lateness_ms=lateness,
+            lateness_ms=late,
             http_status=outcome.http_status,
             error=error,
         )
@@ -168,6 +179,6 @@ def skipped(message: DueMessage, verdict: Verdict, now_ms: int) -> DeliveryResul
         outcome=DeliveryOutcome.SKIPPED,
         due_ms=message.due_ms,
         finished_ms=now_ms,
-        lateness_ms=max(0, now_ms - message.due_ms),
+        lateness_ms=lateness_ms(message, now_ms),
         error=verdict.value,
     )
