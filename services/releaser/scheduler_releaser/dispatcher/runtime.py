@@ -215,6 +215,7 @@ async def run_dispatcher(
         codecs,
         lambda outcome, n: metrics.records_written.labels(outcome).inc(n),
     )
+    fenced = False  # stood down: its producer has nothing left to flush at exit
     try:
         # Before any committed offset is read: no other owner can commit one afterwards.
         partitions = sorted({tp.partition for tp in await asyncio.to_thread(ring.owned)})
@@ -252,27 +253,30 @@ async def run_dispatcher(
             await _loop(dispatcher, ring, commands, progress, sink, clock, settings, stop, health)
         except FencedError as exc:
             metrics.fenced.set(1)
+            fenced = True
             await _stand_down(dispatcher, health, stop, exc)
         else:
-            await _stop(dispatcher, sink, metrics, settings.shutdown_timeout_ms)
+            fenced = not await _stop(dispatcher, sink, metrics, settings.shutdown_timeout_ms)
     finally:
         await asyncio.to_thread(writer.stop, 10)
         await http.close()
         ring_consumer.close()
         commands_consumer.close()
         progress_consumer.close()
-        try:
-            sink.producer.flush(10)
-        except (KafkaException, SystemError) as exc:  # fenced (stood down) or failed
-            log.info("transactional producer not flushed at exit: %s", exc)
+        if not fenced:  # a fenced producer has nothing left to deliver
+            try:
+                sink.producer.flush(10)
+            except (KafkaException, SystemError) as exc:  # failed: nothing left to commit
+                log.info("transactional producer not flushed at exit: %s", exc)
 
 
 async def _stop(
     dispatcher: Dispatcher, sink: TransactionalSink, metrics: DispatchMetrics, timeout_ms: int
-) -> None:
+) -> bool:
     """SIGTERM: requests under way finish, waiting ones stay unsettled, the settled ones commit;
     all of it bounded: a transaction that fails now is not retried, and the whole stop is given
-    up after `timeout_ms`. What is not committed is read again after the restart."""
+    up after `timeout_ms`. What is not committed is read again after the restart. False: this
+    instance turned out to be fenced."""
     log.info("stopping: %d deliveries in flight", dispatcher.in_flight)
     dispatcher.stopping = True
     try:
@@ -286,6 +290,7 @@ async def _stop(
         log.warning(
             "fenced while stopping (%s): the last settlements are left to the new owner", exc
         )
+        return False
     except (SinkStopped, TimeoutError) as exc:
         log.warning(
             "stopped without committing %d settled attempt(s) (%s): they are read again after"
@@ -293,6 +298,7 @@ async def _stop(
             sink.pending,
             exc or f"not done within {timeout_ms} ms",
         )
+    return True
 
 
 async def _stand_down(

@@ -33,6 +33,7 @@ runtime restarts the process instead, and a closing sink gives up on it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import queue
@@ -64,7 +65,7 @@ REPLACE_RETRY_S = 1.0  # between attempts to start a replacement producer (Kafka
 WAIT_STEP_MS = 1  # re-read the clock this often while a commit waits for its due instant
 REPORTS_STEP_S = 0.05  # delivery reports are awaited in steps of this
 RETRY_MIN_S, RETRY_MAX_S = 0.01, 1.0  # backoff between whole-transaction retries
-ABORT_TIMEOUT_S = 10.0
+ABORT_TIMEOUT_S = 5.0  # an abort not done by then: the producer is replaced
 
 
 @dataclass
@@ -107,12 +108,9 @@ class _Abandoned(Exception):
 class _RetryWhole(Exception):
     """The transaction was aborted for a reason no single destination record explains."""
 
-    def __init__(
-        self, message: str, error: KafkaError | None = None, timed_out: bool = False
-    ) -> None:
+    def __init__(self, message: str, error: KafkaError | None = None) -> None:
         super().__init__(message)
         self.error = error
-        self.timed_out = timed_out  # records unacknowledged: possibly a destination's doing
 
 
 @dataclass
@@ -239,6 +237,20 @@ class _Worker:
             self._loop.call_soon_threadsafe(settle)
 
 
+def _in_daemon_thread(fn: Callable[[], Producer]) -> concurrent.futures.Future[Producer]:
+    """Not the loop's default executor: its threads are joined at exit, a daemon one is not."""
+    future: concurrent.futures.Future[Producer] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn())
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting coroutine
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="producer-init", daemon=True).start()
+    return future
+
+
 class TransactionalSink:
     def __init__(
         self,
@@ -277,8 +289,7 @@ class TransactionalSink:
         self._emitted = asyncio.Event()  # set by emit(): wakes an idle committer
         self._producer: Producer | None = None
         self._worker: _Worker | None = None
-        self._must_abort = False  # an abort timed out: the next attempt aborts first
-        self._broken = False  # an abort failed fatally: replace the producer
+        self._broken = False  # an abort failed: replace the producer
         self._closing = threading.Event()
 
     async def start(self) -> None:
@@ -372,14 +383,14 @@ class TransactionalSink:
                     self._pending[:0] = batch
                     raise SinkStopped(f"transaction failed while stopping: {exc}") from exc
                 destinations = [item for item in batch if item.on_refused is not None]
-                if not (exc.timed_out or names_a_topic(exc.error)):
-                    destinations = []  # the scheduler's own trouble: retried whole, below
+                if not names_a_topic(exc.error):
+                    # The scheduler's own trouble, or nothing acknowledged at all (a broker
+                    # restarting looks the same as a stalled transaction): retried whole, below.
+                    destinations = []
                 if len(batch) == 1 and destinations:
                     # Alone in its transaction (after its batch failed without it), or alone
                     # from the start: its destination is the likeliest cause.
                     refusal = refusal_of(exc.error) if exc.error is not None else None
-                    if exc.timed_out:
-                        refusal = timed_out(self._destination_timeout_ms)
                     batch = self._hand_back_refused(batch, {0: refusal or unexplained(exc)})
                     continue
                 if destinations:
@@ -482,13 +493,20 @@ class TransactionalSink:
         assert self._worker is not None
         self._worker.retire()
         while True:
+            # init_transactions can wait for the old producer's transaction for as long as
+            # its timeout: in a daemon thread, given up when stopping (SIGTERM stays bounded).
+            started = _in_daemon_thread(self._new_producer)
+            while not started.done():
+                if self._closing.is_set():
+                    raise SinkStopped("stopping while a replacement producer was starting")
+                await asyncio.sleep(WATCH_S)
             try:
-                self._producer = await asyncio.to_thread(self._new_producer)
+                self._producer = started.result()
                 break
             except KafkaException as exc:
                 log.warning("replacement producer not ready yet (%s); retrying", exc)
                 await asyncio.sleep(REPLACE_RETRY_S)
-        self._must_abort = self._broken = False
+        self._broken = False
         self._worker = _Worker(asyncio.get_running_loop())
         log.info("replacement transactional producer ready")
 
@@ -509,9 +527,6 @@ class TransactionalSink:
         invisible to read_committed consumers until then (librdkafka sends them meanwhile)."""
         reports = _Reports()
         try:
-            if self._must_abort:
-                producer.abort_transaction(ABORT_TIMEOUT_S)
-                self._must_abort = False
             producer.begin_transaction()
             for index, r in records:
                 self._produce(producer, index if r.destination else None, r, reports)
@@ -528,13 +543,11 @@ class TransactionalSink:
                 if reports.internal_error is not None:
                     # The scheduler's own topic failed: no destination is to blame.
                     raise _RetryWhole(f"a record of the scheduler failed: {reports.internal_error}")
-                # Nothing acknowledged in time, the scheduler's records neither: a failure no
-                # record names (a topic deleted since it was produced to stalls the whole
-                # transaction), or the cluster is slow. Committing could block for good.
-                raise _RetryWhole(
-                    f"records unacknowledged after {self._destination_timeout_ms} ms",
-                    timed_out=True,
-                )
+                # Nothing acknowledged in time, the scheduler's records neither: a broker
+                # restarting, or a transaction stalled by a topic deleted since it was produced
+                # to (then the abort fails and the producer is replaced; the new one learns the
+                # topic is gone and its record is refused by name). Committing could block.
+                raise _RetryWhole(f"records unacknowledged after {self._destination_timeout_ms} ms")
             self._wait_until(not_before_ms)
             attempt.enter_commit()
             producer.commit_transaction()
@@ -575,6 +588,9 @@ class TransactionalSink:
         acknowledgement, a topic error): only then may a fatal INVALID_TXN_STATE of the abort
         be taken for the deleted-topic case below rather than for a fence."""
         self._metrics.transactions.labels("aborted").inc()
+        # Only the current attempt on the current producer may mark the sink: an abandoned
+        # thread that wakes up must not make the replacement producer abort or be replaced.
+        current = producer is self._producer and not attempt.abandoned
         try:
             producer.abort_transaction(ABORT_TIMEOUT_S)
         except KafkaException as abort_exc:
@@ -583,17 +599,19 @@ class TransactionalSink:
             abort_error: KafkaError = abort_exc.args[0]
             if abort_error.code() in FENCED:
                 raise fatal(abort_error) from abort_exc
-            if topic_trouble and abort_error.code() == KafkaError.INVALID_TXN_STATE:
-                # Seen after AddPartitionsToTxn failed for a deleted topic: the abort's EndTxn
-                # fails with a fatal INVALID_TXN_STATE. The transaction was being aborted
-                # anyway; a new producer (same id) aborts it for sure and goes on. (A fence
-                # shows as _FENCED, above; this is never taken for one without topic trouble.)
-                log.warning("abort failed fatally (%s): the producer is replaced", abort_error)
-                self._broken = True
-            elif abort_error.fatal():
+            if abort_error.fatal() and not (
+                topic_trouble and abort_error.code() == KafkaError.INVALID_TXN_STATE
+            ):
                 raise fatal(abort_error) from abort_exc
-            else:
-                self._must_abort = True  # timed out: the next attempt aborts first
+            # The abort timed out or failed: after a record was refused, librdkafka was seen
+            # to leave the next transaction's records to that partition unsent and the abort
+            # hanging, and after AddPartitionsToTxn failed for a deleted topic, the abort's
+            # EndTxn to fail with a fatal INVALID_TXN_STATE (never taken for a fence, which
+            # shows as _FENCED above). A new producer under the same id aborts the transaction
+            # for sure and starts clean.
+            log.warning("abort failed (%s): the producer is replaced", abort_error)
+            if current:
+                self._broken = True
         finally:
             attempt.leave_commit()
 
