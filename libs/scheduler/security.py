@@ -67,6 +67,14 @@ class SecretHasher:
     def hash(self, secret: str) -> bytes:
         return hmac.new(self._pepper, secret.encode(), hashlib.sha256).digest()
 
+    def derive(self, purpose: str) -> bytes:
+        """A 256-bit key for `purpose` (e.g. signing console sessions), derived from the pepper
+        (HMAC-SHA256 as a KDF, a distinct label per purpose): the same on every replica that
+        shares the pepper, and never usable as a hash of a secret."""
+        return hmac.new(
+            self._pepper, b"scheduler-derived-key:" + purpose.encode(), hashlib.sha256
+        ).digest()
+
 
 def new_secret() -> str:
     """A fresh secret: 256 random bits, URL-safe base64 (43 characters)."""

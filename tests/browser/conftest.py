@@ -1,9 +1,12 @@
 """The ingest app (with its console) served by uvicorn on a free loopback port, on the real
-Kafka and Cassandra (a private topic prefix and keyspace for this module), and Debian's
-chromium driven by Playwright through its executable path (never a downloaded browser)."""
+Kafka and Cassandra (a private topic prefix and keyspace for this module; `served`) or on the
+unit tests' in-memory fakes (`served_fakes`: layout and confirmation tests, no servers), and
+Debian's chromium driven by Playwright through its executable path (never a downloaded
+browser)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
@@ -12,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -24,6 +28,7 @@ from scheduler.store.usage import CassandraUsageStore
 from scheduler_ingest.settings import IngestSettings
 from tests.integration.ingest.conftest import LiveEnv, LiveHarness, live_env
 from tests.support.tools import chromium
+from tests.unit.ingest.harness import Harness
 
 __all__ = ["live_env"]  # the module-scoped real stack fixture, shared with the ingest suite
 
@@ -119,3 +124,54 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         return SCREENSHOTS
     return tmp_path_factory.mktemp("screenshots")
+
+
+@dataclass
+class Faked:
+    h: Harness
+    base: str
+
+
+@pytest.fixture(scope="module")
+def served_fakes() -> Iterator[Faked]:
+    """The ingest app on the unit tests' in-memory fakes and a ManualClock (2026-01-01), served
+    by uvicorn: for the layout and confirmation tests, which need a browser but no Kafka or
+    Cassandra."""
+    h = Harness(settings=IngestSettings(usage_flush_ms=0), start_client=False)
+    with _serve(h.app) as base:
+        yield Faked(h, base)
+
+
+@contextlib.contextmanager
+def _serve(app: Any) -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    )
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            thread.join(0.05)
+        assert server.started, "uvicorn did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def new_context(
+    playwright: Playwright, profile: str, base: str, width: int, height: int = 860
+) -> BrowserContext:
+    context = playwright.chromium.launch_persistent_context(
+        profile,
+        executable_path=chromium(),
+        headless=True,
+        args=CHROMIUM_ARGS,
+        viewport={"width": width, "height": height},
+        base_url=base,
+    )
+    context.set_default_timeout(15_000)
+    return context

@@ -165,7 +165,9 @@ def create_app(settings: IngestSettings, deps: Deps) -> FastAPI:
     )
     if settings.console_enabled:
         # Outermost: the console takes HTML form posts, which the gateway middleware refuses.
-        console = build_console(gw, settings, deps.clock, deps.registry)
+        console = build_console(
+            gw, settings, deps.clock, deps.registry, deps.hasher.derive("console-session")
+        )
         app.add_middleware(ConsoleMount, console=console)
     app.router.add_event_handler("startup", usage.start)
     app.router.add_event_handler("shutdown", usage.stop)

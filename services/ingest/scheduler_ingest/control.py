@@ -42,6 +42,15 @@ def app_not_found() -> ApiError:
     return ApiError(404, "app_not_found", "no such application")
 
 
+def last_control_key() -> ApiError:
+    return ApiError(
+        409,
+        "last_control_key",
+        "this is the owner's last active control key: deactivating it would lock the owner"
+        " out; create another control key first",
+    )
+
+
 def new_app_id() -> str:
     return "app_" + secrets.token_hex(10)
 
@@ -259,7 +268,13 @@ class ControlService:
         return [key_view(k) for k in await self._io(self._store.control_keys, who.owner_id)]
 
     async def deactivate_control_key(self, who: ControlPrincipal, key_id: str) -> None:
-        # The owner check is in the store call: another owner's key id is simply not found.
+        """409 last_control_key for the owner's last active key: without one, nobody could
+        create another (only an operator, with the CLI). Another owner's key id is simply not
+        found. Two concurrent deactivations of an owner's last two keys can both pass."""
+        keys = await self._io(self._store.control_keys, who.owner_id)
+        active = [k.key_id for k in keys if k.active]
+        if active == [key_id]:
+            raise last_control_key()
         if not await self._io(self._store.deactivate_control_key, who.owner_id, key_id):
             raise ApiError(404, "not_found", "no such control key for this owner")
         self._auth.forget_control_keys(lambda p: p.key_id == key_id)

@@ -451,7 +451,8 @@ class MessageService:
 
     # -- abort and redrive ----------------------------------------------------------------------
 
-    async def abort(self, app_id: str, message_id: str) -> MessageView:
+    async def abort(self, app_id: str, message_id: str, by: str = "api") -> MessageView:
+        """`by` (who asked: "api", "console") goes into the ABORTED log entry."""
         view = await self.get(app_id, message_id)
         state = view.state
         if state.status not in ABORTABLE:
@@ -467,7 +468,7 @@ class MessageService:
                 " it can no longer be aborted reliably",
             )
         aborted = StatusUpdate(Status.ABORTED, state.generation, state.attempt, state.due_ms, now)
-        entry = LogEntry(now, f"{state.generation}:aborted", Status.ABORTED, {"by": "api"})
+        entry = LogEntry(now, f"{state.generation}:aborted", Status.ABORTED, {"by": by})
         await self._io(self._store.update_status, app_id, message_id, aborted, entry)
         after = await self.get(app_id, message_id)
         if after.state.status is not Status.ABORTED or after.state.generation != state.generation:

@@ -129,9 +129,10 @@ def build_router() -> APIRouter:
     async def list_control_keys(gw: GatewayDep, who: ControlKeyDep) -> list[KeyView]:
         return await gw.control.list_control_keys(who)
 
+    # 409 last_control_key: the owner's last active control key is never deactivated
     @router.put(
         "/control-keys/{controlKeyId}/deactivate",
-        responses=errors(401, 403, 404),
+        responses=errors(401, 403, 404, 409),
         response_model=Deactivated,
     )
     async def deactivate_control_key(

@@ -77,6 +77,8 @@ class IngestSettings(BaseSettings):
     console_session_ttl_ms: int = Field(
         default=3_600_000, ge=60_000, description="console sessions expire after this idle time"
     )
-    console_sessions_max: int = Field(
-        default=10_000, ge=1, description="console sessions kept per replica (oldest dropped)"
+    console_session_max_age_ms: int = Field(
+        default=43_200_000,
+        ge=60_000,
+        description="console sessions end this long after sign-in, however much they are used",
     )

@@ -144,6 +144,7 @@ def test_deactivated_keys_are_401_at_once_on_this_replica(h: Harness) -> None:
     assert h.schedule(BODY).status_code == 401
 
     assert h.client.get("/control-keys", headers=h.alice.control).status_code == 200
+    h.client.post("/control-keys", headers=h.alice.control)  # not the owner's last key then
     r = h.client.put(f"/control-keys/{h.alice.control_key_id}/deactivate", headers=h.alice.control)
     assert r.status_code == 200
     assert h.client.get("/control-keys", headers=h.alice.control).status_code == 401

@@ -77,6 +77,30 @@ def test_create_then_deactivate_a_control_key(h: Harness) -> None:
     assert h.client.get("/control-keys", headers=token(created["secret"])).status_code == 401
 
 
+def test_the_last_active_control_key_is_refused_409(h: Harness) -> None:
+    r = h.client.put(f"/control-keys/{h.alice.control_key_id}/deactivate", headers=h.alice.control)
+    assert r.status_code == 409 and r.json()["error"] == "last_control_key"
+    assert "create another control key first" in r.json()["message"]
+    assert [k.active for k in h.apps.control_keys(h.alice.owner)] == [True]
+    # With a second active key, either one can go (the one used included) ...
+    created = h.client.post("/control-keys", headers=h.alice.control).json()
+    r = h.client.put(f"/control-keys/{h.alice.control_key_id}/deactivate", headers=h.alice.control)
+    assert r.status_code == 200
+    # ... and then the remaining one is the last: refused through it too.
+    r = h.client.put(f"/control-keys/{created['id']}/deactivate", headers=token(created["secret"]))
+    assert (r.status_code, r.json()["error"]) == (409, "last_control_key")
+    # Deactivating an already deactivated key is still answered as before.
+    r = h.client.put(
+        f"/control-keys/{h.alice.control_key_id}/deactivate", headers=token(created["secret"])
+    )
+    assert r.status_code == 200
+    # Another owner's key stays 404, whatever the count.
+    r = h.client.put(
+        f"/control-keys/{h.bob.control_key_id}/deactivate", headers=token(created["secret"])
+    )
+    assert (r.status_code, r.json()["error"]) == (404, "not_found")
+
+
 def test_a_new_app_has_no_data_keys(h: Harness, carol: dict[str, str]) -> None:
     app_id = h.client.post("/applications", json=REST_APP, headers=carol).json()["id"]
     assert h.client.get(f"/applications/{app_id}/data-keys", headers=carol).json() == []

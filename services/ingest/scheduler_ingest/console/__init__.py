@@ -9,6 +9,7 @@ Pages call the gateway's ControlService and MessageService, the same code as the
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -41,13 +42,22 @@ log = logging.getLogger("scheduler_ingest.console")
 
 
 def build_console(
-    gw: Gateway, settings: IngestSettings, clock: Clock, registry: CollectorRegistry
+    gw: Gateway,
+    settings: IngestSettings,
+    clock: Clock,
+    registry: CollectorRegistry,
+    session_key: bytes,
 ) -> FastAPI:
+    """`session_key` signs the session cookies: the same on every replica (derived from the
+    shared pepper), so any replica accepts a session another one opened."""
     console = Console(
         gw=gw,
         settings=settings,
         sessions=SessionStore(
-            clock, settings.console_session_ttl_ms, settings.console_sessions_max
+            clock,
+            session_key,
+            settings.console_session_ttl_ms,
+            settings.console_session_max_age_ms,
         ),
         metrics=ConsoleMetrics(registry),
         templates=_templates(),
@@ -59,6 +69,15 @@ def build_console(
     for module in (routes_auth, routes_apps, routes_keys, routes_messages):
         app.include_router(module.build_router())
     _install_handlers(app, console)
+
+    @app.middleware("http")
+    async def finish(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        console.finish(request, response)
+        return response
+
     return app
 
 
@@ -70,8 +89,11 @@ def _templates() -> Jinja2Templates:
 
 
 def _install_handlers(app: FastAPI, console: Console) -> None:
-    async def sign_in_required(_: Request, __: Exception) -> Response:
-        return console.redirect("/sign-in")
+    async def sign_in_required(request: Request, __: Exception) -> Response:
+        response = console.redirect("/sign-in")
+        if request.cookies.get(COOKIE):
+            console.clear_cookie(response)  # forged, expired, or its key deactivated
+        return response
 
     async def refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Refused)
@@ -84,7 +106,7 @@ def _install_handlers(app: FastAPI, console: Console) -> None:
                 "message": "This form could not be accepted. Reload the page and try again.",
             },
             403,
-            console.sessions.get(request.cookies.get(COOKIE)),
+            console.session_of(request),
         )
 
     async def api_error(request: Request, exc: Exception) -> Response:
@@ -93,7 +115,7 @@ def _install_handlers(app: FastAPI, console: Console) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        session = console.sessions.get(request.cookies.get(COOKIE))
+        session = console.session_of(request)
         if exc.status_code == 404:
             return not_found_page(console, request, session)
         return console.render(

@@ -15,6 +15,7 @@ GROUP_GAP = 6
 PLOT_H = 160
 TOP = 10
 LEFT = 44  # room for the axis labels
+RIGHT = 24  # room for the last date label (larger on phones, where the chart is scaled down)
 LABEL_EVERY = 7  # a date under every seventh day
 
 
@@ -76,7 +77,7 @@ def usage_chart(counted: Sequence[UsageDay], first_day: int, last_day: int) -> C
         if i % LABEL_EVERY == 0:
             labels.append((x0, date[5:]))
     return Chart(
-        width=LEFT + len(days) * group_w,
+        width=LEFT + len(days) * group_w + RIGHT,
         height=baseline + 24,
         baseline=baseline,
         max_value=top,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter
 
 
 class ConsoleMetrics:
@@ -23,10 +23,5 @@ class ConsoleMetrics:
             "scheduler_console_actions_total",
             "Console state changes that succeeded, by action.",
             ["action"],
-            registry=registry,
-        )
-        self.sessions = Gauge(
-            "scheduler_console_sessions",
-            "Console sessions held in memory by this replica.",
             registry=registry,
         )

@@ -6,14 +6,40 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from scheduler.domain.sendat import format_rfc3339_ms
 from scheduler.store.usage import usage_day
 from scheduler_ingest.console.chart import SERIES, usage_chart
 from scheduler_ingest.console.forms import AppForm
-from scheduler_ingest.console.web import PREFIX, ConsoleDep, PostDep, SessionDep
+from scheduler_ingest.console.web import (
+    PREFIX,
+    ConsoleDep,
+    PostDep,
+    SessionDep,
+    confirm_page,
+    confirmed,
+)
 from scheduler_ingest.errors import ApiError
 
 # Errors of the endpoint a form gave: shown next to that field, the form kept.
 ENDPOINT_ERRORS = frozenset({"invalid_endpoint", "unknown_topic"})
+RECENT_DAYS = 14  # the usage chart on phones
+QUICK_START_AHEAD_MS = 120_000  # the quick start's sendAt: two minutes after the page was shown
+
+
+def deleted_notice(name: str) -> str:
+    """What became of a deleted application's messages (the record writer's lazy purge)."""
+    return (
+        f"Application {name} deleted; its data keys are deactivated. Its pending messages"
+        " (READY or QUEUED) will not be delivered: each ends ABORTED with the reason"
+        " \u201capplication deleted\u201d when its time comes. Its messages are no longer"
+        " listed in the console."
+    )
+
+
+def quick_start_send_at(now_ms: int) -> str:
+    """A sendAt for the quick start: a couple of minutes from now, whole seconds, UTC."""
+    at = (now_ms + QUICK_START_AHEAD_MS) // 1000 * 1000
+    return format_rfc3339_ms(at).replace(".000Z", "Z")
 
 
 def build_router() -> APIRouter:
@@ -77,6 +103,7 @@ def build_router() -> APIRouter:
                 "keys": keys,
                 # The API's base URL: the console's, without its own prefix.
                 "base_url": str(request.base_url).rstrip("/").removesuffix(PREFIX),
+                "send_at": quick_start_send_at(c.clock.now_ms()),
             },
             session=session,
         )
@@ -127,8 +154,38 @@ def build_router() -> APIRouter:
             return c.redirect(f"/apps/{app_id}")
         await c.gw.control.delete_app(post.session.principal, app_id)
         c.metrics.actions.labels("delete_app").inc()
-        post.session.notices.append(f"Application {app.name} deleted; its data keys deactivated.")
+        post.session.notices.append(deleted_notice(app.name))
         return c.redirect("/apps")
+
+    @router.post("/apps/{app_id}/signing-secret/rotate")
+    async def rotate(request: Request, c: ConsoleDep, post: PostDep, app_id: str) -> Response:
+        app = await c.gw.control.owned_app(post.session.principal, app_id)
+        if not confirmed(post):
+            return confirm_page(
+                c,
+                request,
+                post,
+                title=f"Rotate the signing secret of {app.name}?",
+                consequence="A new webhook signing secret signs deliveries from now on; the"
+                " current one keeps verifying only until the end of a grace period. This"
+                " cannot be undone.",
+                action=f"/apps/{app_id}/signing-secret/rotate",
+                button="Rotate the signing secret",
+                back=f"/apps/{app_id}",
+            )
+        rotated = await c.gw.control.rotate_signing_secret(post.session.principal, app_id)
+        c.metrics.actions.labels("rotate_signing_secret").inc()
+        return c.render(
+            request,
+            "secret_rotated.html",
+            {
+                "title": "Signing secret rotated",
+                "app": app,
+                "secret": rotated["signingSecret"],
+                "valid_until": rotated["previousSecretValidUntil"],
+            },
+            session=post.session,
+        )
 
     @router.get("/apps/{app_id}/usage")
     async def usage(request: Request, c: ConsoleDep, session: SessionDep, app_id: str) -> Response:
@@ -143,6 +200,8 @@ def build_router() -> APIRouter:
                 "title": f"Usage of {app.name}",
                 "app": app,
                 "chart": usage_chart(days, first, last),
+                # On phones: the last days only (CSS shows one chart or the other).
+                "recent": usage_chart(days, max(first, last - RECENT_DAYS + 1), last),
                 "series": SERIES,
             },
             session=session,

@@ -3,12 +3,20 @@ same lookup as `Authorization: Token <key>`), then forgotten: only the session i
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from scheduler_ingest.auth import MAX_HEADER_CHARS
-from scheduler_ingest.console.web import COOKIE, ConsoleDep, PostDep
+from scheduler_ingest.console.web import ConsoleDep, PostDep
 from scheduler_ingest.errors import ApiError
+
+# Why a session ended, for the sign-in page it lands on (`?ended=`): fixed texts only.
+ENDED = {
+    "key": "You were signed out: the control key of that session was deactivated. Sign in"
+    " with another active control key.",
+}
 
 
 def build_router() -> APIRouter:
@@ -16,12 +24,14 @@ def build_router() -> APIRouter:
 
     @router.get("/")
     async def home(request: Request, c: ConsoleDep) -> Response:
-        signed_in = c.sessions.get(request.cookies.get(COOKIE)) is not None
+        signed_in = c.session_of(request) is not None
         return c.redirect("/apps" if signed_in else "/sign-in")
 
     @router.get("/sign-in")
-    async def sign_in_form(request: Request, c: ConsoleDep) -> Response:
-        return c.render(request, "sign_in.html", {"title": "Sign in"})
+    async def sign_in_form(
+        request: Request, c: ConsoleDep, ended: Annotated[str, Query(max_length=16)] = ""
+    ) -> Response:
+        return c.render(request, "sign_in.html", {"title": "Sign in", "ended": ENDED.get(ended)})
 
     @router.post("/sign-in")
     async def sign_in(request: Request, c: ConsoleDep) -> Response:
@@ -41,18 +51,16 @@ def build_router() -> APIRouter:
                 {"title": "Sign in", "error": "This control key was refused."},
                 401,
             )
-        c.sessions.close(request.cookies.get(COOKIE))  # no session fixation
-        session = c.sessions.open(principal)
+        session = c.sessions.open(principal)  # a new session id each time (no fixation)
+        request.state.console_session = session
         c.metrics.sign_ins.labels("ok").inc()
-        c.metrics.sessions.set(len(c.sessions))
         response = c.redirect("/apps")
         c.set_cookie(response, session)
         return response
 
     @router.post("/sign-out")
     async def sign_out(c: ConsoleDep, post: PostDep) -> Response:
-        c.sessions.close(post.session.session_id)
-        c.metrics.sessions.set(len(c.sessions))
+        post.session.ended = True
         response = c.redirect("/sign-in")
         c.clear_cookie(response)
         return response

@@ -9,7 +9,13 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from scheduler.domain.status import Status
-from scheduler_ingest.console.web import ConsoleDep, PostDep, SessionDep
+from scheduler_ingest.console.web import (
+    ConsoleDep,
+    PostDep,
+    SessionDep,
+    confirm_page,
+    confirmed,
+)
 from scheduler_ingest.errors import ApiError
 from scheduler_ingest.messages import log_json, message_json
 
@@ -76,14 +82,27 @@ def build_router() -> APIRouter:
         )
 
     async def act(
-        c: ConsoleDep, post: PostDep, app_id: str, message_id: str, kind: str
+        request: Request, c: ConsoleDep, post: PostDep, app_id: str, message_id: str, kind: str
     ) -> Response:
         app = await c.gw.control.owned_app(post.session.principal, app_id)
         back = post.text("back")
         target = back if back.startswith(f"/apps/{app_id}/") else f"/apps/{app_id}/messages"
+        if kind == "abort" and not confirmed(post):
+            await c.gw.messages.get(app.app_id, message_id)  # 404 for an unknown message
+            return confirm_page(
+                c,
+                request,
+                post,
+                title=f"Abort message {message_id}?",
+                consequence="It will not be delivered. An abort cannot be undone.",
+                action=f"/apps/{app_id}/messages/{message_id}/abort",
+                button="Abort message",
+                back=target,
+                fields={"back": target},
+            )
         try:
             if kind == "abort":
-                await c.gw.messages.abort(app.app_id, message_id)
+                await c.gw.messages.abort(app.app_id, message_id, by="console")
                 post.session.notices.append(f"Message {message_id} aborted.")
             else:
                 await c.gw.messages.redrive(app.app_id, message_id)
@@ -98,11 +117,15 @@ def build_router() -> APIRouter:
         return c.redirect(target)
 
     @router.post("/apps/{app_id}/messages/{message_id}/abort")
-    async def abort(c: ConsoleDep, post: PostDep, app_id: str, message_id: str) -> Response:
-        return await act(c, post, app_id, message_id, "abort")
+    async def abort(
+        request: Request, c: ConsoleDep, post: PostDep, app_id: str, message_id: str
+    ) -> Response:
+        return await act(request, c, post, app_id, message_id, "abort")
 
     @router.post("/apps/{app_id}/messages/{message_id}/redrive")
-    async def redrive(c: ConsoleDep, post: PostDep, app_id: str, message_id: str) -> Response:
-        return await act(c, post, app_id, message_id, "redrive")
+    async def redrive(
+        request: Request, c: ConsoleDep, post: PostDep, app_id: str, message_id: str
+    ) -> Response:
+        return await act(request, c, post, app_id, message_id, "redrive")
 
     return router

@@ -24,6 +24,8 @@ from scheduler_ingest.settings import IngestSettings
 
 PREFIX = "/console"
 COOKIE = "scheduler_console"
+NOTICE_COOKIE = "scheduler_console_notice"
+NOTICE_MAX_AGE_S = 300
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 64 * 1024
 
@@ -85,10 +87,22 @@ class Console:
         response.headers.update(SECURITY_HEADERS)
         return response
 
+    def session_of(self, request: Request) -> Session | None:
+        """The session of the request's cookie (None: none, forged or expired), read once per
+        request, with the notices the previous request left for it."""
+        try:
+            found: Session | None = request.state.console_session
+        except AttributeError:
+            found = self.sessions.get(request.cookies.get(COOKIE))
+            if found is not None:
+                found.carried = self.sessions.notices_of(found, request.cookies.get(NOTICE_COOKIE))
+            request.state.console_session = found
+        return found
+
     def set_cookie(self, response: Response, session: Session) -> None:
         response.set_cookie(
             COOKIE,
-            session.session_id,
+            self.sessions.cookie(session),
             max_age=self.settings.console_session_ttl_ms // 1000,
             path=PREFIX,
             secure=self.settings.console_cookie_secure,
@@ -96,14 +110,43 @@ class Console:
             samesite="strict",
         )
 
-    def clear_cookie(self, response: Response) -> None:
+    def clear_cookie(self, response: Response, name: str = COOKIE) -> None:
         response.delete_cookie(
-            COOKIE,
+            name,
             path=PREFIX,
             secure=self.settings.console_cookie_secure,
             httponly=True,
             samesite="strict",
         )
+
+    def finish(self, request: Request, response: Response) -> None:
+        """After each console response: carry this request's notices to the next page, drop
+        the ones shown, and re-sign a used session's cookie (its idle expiry moves on)."""
+        try:
+            session: Session | None = request.state.console_session
+        except AttributeError:
+            return
+        if session is None:
+            if request.cookies.get(NOTICE_COOKIE):
+                self.clear_cookie(response, NOTICE_COOKIE)
+            return
+        if session.ended:
+            self.clear_cookie(response, NOTICE_COOKIE)
+            return
+        if self.sessions.needs_refresh(session):
+            self.set_cookie(response, session)
+        if session.notices:
+            response.set_cookie(
+                NOTICE_COOKIE,
+                self.sessions.notice_cookie(session),
+                max_age=NOTICE_MAX_AGE_S,
+                path=PREFIX,
+                secure=self.settings.console_cookie_secure,
+                httponly=True,
+                samesite="strict",
+            )
+        elif session.carried_shown:
+            self.clear_cookie(response, NOTICE_COOKIE)
 
     def check_origin(self, request: Request) -> None:
         """A browser sends Origin with every POST; a foreign one is a cross-site request."""
@@ -129,12 +172,12 @@ ConsoleDep = Annotated[Console, Depends(console)]
 
 async def signed_in(request: Request, c: ConsoleDep) -> Session:
     """The live session of the cookie whose control key is still active, or SignInRequired."""
-    session = c.sessions.get(request.cookies.get(COOKIE))
+    session = c.session_of(request)
     if session is None:
         raise SignInRequired()
     keys = await c.gw.control.list_control_keys(session.principal)
     if not any(k.id == session.principal.key_id and k.active for k in keys):
-        c.sessions.close(session.session_id)
+        session.ended = True
         raise SignInRequired()
     return session
 
@@ -172,7 +215,7 @@ def not_found_page(c: Console, request: Request, session: Session | None) -> Res
 
 
 def api_error_page(c: Console, request: Request, exc: ApiError) -> Response:
-    session = c.sessions.get(request.cookies.get(COOKIE))
+    session = c.session_of(request)
     if exc.status == 404:
         return not_found_page(c, request, session)
     return c.render(
@@ -181,4 +224,39 @@ def api_error_page(c: Console, request: Request, exc: ApiError) -> Response:
         {"title": f"Error {exc.status}", "message": exc.message},
         exc.status,
         session,
+    )
+
+
+def confirmed(post: Posted) -> bool:
+    """An irreversible action's form says it was confirmed (the inline confirm of the page's
+    script, or the confirmation page below when scripts are off)."""
+    return post.text("confirmed") == "yes"
+
+
+def confirm_page(
+    c: Console,
+    request: Request,
+    post: Posted,
+    *,
+    title: str,
+    consequence: str,
+    action: str,
+    button: str,
+    back: str,
+    fields: Mapping[str, str] | None = None,
+) -> Response:
+    """The confirmation step of an irreversible action posted without `confirmed=yes`: the same
+    form again, confirmed, and a way back. Nothing has changed yet."""
+    return c.render(
+        request,
+        "confirm.html",
+        {
+            "title": title,
+            "consequence": consequence,
+            "action": action,
+            "button": button,
+            "back": back,
+            "fields": dict(fields or {}),
+        },
+        session=post.session,
     )

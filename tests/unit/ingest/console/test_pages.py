@@ -141,6 +141,10 @@ def test_delete_needs_the_name_typed(h: Harness, alice: Browser) -> None:
     assert h.apps.get_app(h.alice.app_id).deleted_ms is None  # type: ignore[union-attr]
     r = alice.post(f"/apps/{h.alice.app_id}/delete", {"confirm": "alice@example.com's app"})
     assert r.url.path == "/console/apps" and "deleted" in r.text
+    # What became of its messages (the record writer's lazy purge), said plainly.
+    said = html.unescape(r.text)
+    assert "pending messages (READY or QUEUED) will not be delivered" in said
+    assert "ends ABORTED with the reason \u201capplication deleted\u201d" in said
     assert h.apps.get_app(h.alice.app_id).deleted_ms == T0  # type: ignore[union-attr]
     assert h.schedule({"payload": 1, "sendAt": T0 + 60_000}).status_code == 401
 
@@ -148,6 +152,9 @@ def test_delete_needs_the_name_typed(h: Harness, alice: Browser) -> None:
 def test_quick_start_names_the_app(h: Harness, alice: Browser) -> None:
     page = html.unescape(alice.get(f"/apps/{h.alice.app_id}").text)
     assert f"-u '{h.alice.app_id}:DATA_KEY_SECRET'" in page
+    # Sent two minutes after the page was shown (T0 is 2026-01-01T00:00:00Z), not in 2030.
+    assert '"sendAt": "2026-01-01T00:02:00Z"' in page and "2030" not in page
+    assert '"2026-01-01T00:02:00Z")' in page  # the producer helper's sendAt
     assert "curl -X POST http://testserver/messages" in page
     assert f'producer.schedule("{h.alice.app_id}"' in page
     assert "SchedulerProducer" in page and "httpx.post" in page
@@ -170,7 +177,12 @@ def test_a_data_key_is_shown_once_and_works(h: Harness, alice: Browser) -> None:
         headers=basic(h.alice.app_id, secret),
     )
     assert ok.status_code == 200
-    alice.post(f"/apps/{h.alice.app_id}/data-keys/{key_id}/deactivate")
+    # First a confirmation step (nothing changes), then the confirmed post.
+    asked = alice.post(f"/apps/{h.alice.app_id}/data-keys/{key_id}/deactivate")
+    assert asked.status_code == 200 and f"Deactivate data key {key_id}?" in asked.text
+    assert 'name="confirmed" value="yes"' in asked.text
+    assert all(k.active for k in h.apps.data_keys(h.alice.app_id))
+    alice.post(f"/apps/{h.alice.app_id}/data-keys/{key_id}/deactivate", {"confirmed": "yes"})
     assert "deactivated" in alice.get(f"/apps/{h.alice.app_id}").text
     refused = h.client.post(
         "/messages",
@@ -191,14 +203,38 @@ def test_control_keys_create_list_deactivate(h: Harness, alice: Browser) -> None
     )
     listed = alice.get("/control-keys").text
     assert new_id in listed and secret not in listed
-    r = alice.post(f"/control-keys/{new_id}/deactivate")
+    asked = alice.post(f"/control-keys/{new_id}/deactivate")
+    assert f"Deactivate control key {new_id}?" in asked.text and "signed out" not in asked.text
+    assert h.client.get("/control-keys", headers=token(secret)).status_code == 200
+    r = alice.post(f"/control-keys/{new_id}/deactivate", {"confirmed": "yes"})
     assert r.url.path == "/console/control-keys" and "deactivated" in r.text
     assert h.client.get("/control-keys", headers=token(secret)).status_code == 401
 
 
-def test_deactivating_the_sessions_own_key_signs_out(h: Harness, alice: Browser) -> None:
-    r = alice.post(f"/control-keys/{h.alice.control_key_id}/deactivate")
+def test_the_last_active_control_key_is_not_deactivated(h: Harness, alice: Browser) -> None:
+    page = alice.get("/control-keys").text
+    assert "last active key" in page
+    assert f"/control-keys/{h.alice.control_key_id}/deactivate" not in page  # no button
+    for form in ({}, {"confirmed": "yes"}):
+        r = alice.post(f"/control-keys/{h.alice.control_key_id}/deactivate", form)
+        assert r.url.path == "/console/control-keys"
+        assert "is your last active control key" in html.unescape(r.text)
+        assert "Create another control key first." in r.text
+    assert all(k.active for k in h.apps.control_keys(h.alice.owner))
+    assert alice.get("/apps").url.path == "/console/apps"  # still signed in
+
+
+def test_deactivating_the_sessions_own_key_signs_out_and_says_so(
+    h: Harness, alice: Browser
+) -> None:
+    alice.post("/control-keys")  # another key: the session's is no longer the last one
+    page = alice.get("/control-keys").text
+    assert "(signs you out)" in page
+    asked = alice.post(f"/control-keys/{h.alice.control_key_id}/deactivate")
+    assert "you will be signed out" in asked.text
+    r = alice.post(f"/control-keys/{h.alice.control_key_id}/deactivate", {"confirmed": "yes"})
     assert r.url.path == "/console/sign-in"
+    assert "the control key of that session was deactivated" in r.text
     assert alice.get("/apps").url.path == "/console/sign-in"
 
 
@@ -237,9 +273,14 @@ def test_message_detail_with_its_logs(h: Harness, alice: Browser) -> None:
 def test_abort_from_the_list(h: Harness, alice: Browser) -> None:
     message_id = schedule(h, T0 + 600_000)
     alice.get(f"/apps/{h.alice.app_id}/messages")
+    back = f"/apps/{h.alice.app_id}/messages"
+    asked = alice.post(f"/apps/{h.alice.app_id}/messages/{message_id}/abort", {"back": back})
+    assert asked.status_code == 200 and f"Abort message {message_id}?" in asked.text
+    assert "It will not be delivered" in asked.text and f'href="/console{back}"' in asked.text
+    assert h.messages.get(h.alice.app_id, message_id).state.status is Status.READY  # type: ignore[union-attr]
+    assert h.published_commands() == []
     r = alice.post(
-        f"/apps/{h.alice.app_id}/messages/{message_id}/abort",
-        {"back": f"/apps/{h.alice.app_id}/messages"},
+        f"/apps/{h.alice.app_id}/messages/{message_id}/abort", {"back": back, "confirmed": "yes"}
     )
     assert r.url.path == f"/console/apps/{h.alice.app_id}/messages"
     assert f"Message {message_id} aborted." in r.text
@@ -247,10 +288,27 @@ def test_abort_from_the_list(h: Harness, alice: Browser) -> None:
     assert [c.message_id for c in h.published_commands()] == [message_id]
 
 
+def test_the_log_says_who_aborted(h: Harness, alice: Browser) -> None:
+    by_console, by_api = schedule(h, T0 + 600_000), schedule(h, T0 + 600_000)
+    alice.get(f"/apps/{h.alice.app_id}/messages")
+    alice.post(f"/apps/{h.alice.app_id}/messages/{by_console}/abort", {"confirmed": "yes"})
+    assert h.client.put(f"/messages/{by_api}/abort", headers=h.alice.data).status_code == 200
+
+    def aborted_by(message_id: str) -> object:
+        (entry,) = [
+            e for e in h.messages.logs(h.alice.app_id, message_id) if e.status is Status.ABORTED
+        ]
+        return entry.data["by"]
+
+    assert (aborted_by(by_console), aborted_by(by_api)) == ("console", "api")
+    page = alice.get(f"/apps/{h.alice.app_id}/messages/{by_console}").text
+    assert "by=console" in page
+
+
 def test_abort_of_a_sent_message_says_why_not(h: Harness, alice: Browser) -> None:
     message_id = schedule(h, T0 + 600_000)
     set_status(h, message_id, Status.SENT)
-    r = alice.post(f"/apps/{h.alice.app_id}/messages/{message_id}/abort")
+    r = alice.post(f"/apps/{h.alice.app_id}/messages/{message_id}/abort", {"confirmed": "yes"})
     assert "Not done: the message is SENT" in r.text
     assert h.published_commands() == []
 
@@ -270,10 +328,38 @@ def test_a_back_link_cannot_leave_the_app(h: Harness, alice: Browser) -> None:
     message_id = schedule(h, T0 + 600_000)
     r = alice.post(
         f"/apps/{h.alice.app_id}/messages/{message_id}/abort",
-        {"back": "https://evil.example/"},
+        {"back": "https://evil.example/", "confirmed": "yes"},
         follow_redirects=False,
     )
     assert r.headers["location"] == f"/console/apps/{h.alice.app_id}/messages"
+
+
+def test_rotate_the_signing_secret(h: Harness, alice: Browser) -> None:
+    detail = alice.get(f"/apps/{h.alice.app_id}").text
+    assert "Rotate the signing secret" in detail and "docs/WEBHOOKS.md" in detail
+    asked = alice.post(f"/apps/{h.alice.app_id}/signing-secret/rotate")
+    assert asked.status_code == 200 and "Rotate the signing secret of" in asked.text
+    assert h.apps.get_app(h.alice.app_id).signing_secret == "whsec_seed"  # type: ignore[union-attr]
+    r = alice.post(f"/apps/{h.alice.app_id}/signing-secret/rotate", {"confirmed": "yes"})
+    assert r.status_code == 200 and "Signing secret rotated" in r.text
+    new = secret_in(r.text)
+    app = h.apps.get_app(h.alice.app_id)
+    assert app is not None and new == app.signing_secret and new.startswith("whsec_")
+    assert app.previous_signing_secret == "whsec_seed"
+    until = T0 + h.settings.signing_secret_grace_ms
+    assert app.previous_secret_valid_until_ms == until
+    assert '<time datetime="2026-01-02T00:00:00.000Z"' in r.text  # the grace period's end
+    assert "docs/WEBHOOKS.md" in r.text and "Rotating the signing secret" in html.unescape(r.text)
+    assert new not in alice.get(f"/apps/{h.alice.app_id}").text  # shown once
+
+
+def test_confirmation_steps_are_404_for_another_owners_app(h: Harness, alice: Browser) -> None:
+    alice.get("/apps")
+    for path in (
+        f"/apps/{h.bob.app_id}/signing-secret/rotate",
+        f"/apps/{h.bob.app_id}/data-keys/{h.bob.data_key_id}/deactivate",
+    ):
+        assert alice.post(path).status_code == 404, path
 
 
 # -- usage -------------------------------------------------------------------------------------
@@ -285,7 +371,12 @@ def test_usage_chart_and_table(h: Harness, alice: Browser) -> None:
     page = alice.get(f"/apps/{h.alice.app_id}/usage").text
     assert "<svg" in page and 'class="bar ingested"' in page
     assert "<title>2026-01-01: 3 ingested</title>" in page
-    assert "<td>2026-01-01</td><td>3</td><td>0</td><td>0</td>" in page.replace("\n", "")
+    assert '<td class="nowrap">2026-01-01</td><td>3</td><td>0</td><td>0</td>' in page.replace(
+        "\n", ""
+    )
+    # The whole period, and the last 14 days for phones (the stylesheet shows one of them).
+    assert 'class="chart chart-wide"' in page and 'class="chart chart-narrow"' in page
+    assert "messages per day, last 14 days;" in page
 
 
 def test_usage_without_messages_says_so(h: Harness, alice: Browser) -> None:
