@@ -13,7 +13,6 @@ import json
 import uuid
 
 import pytest
-from prometheus_client import generate_latest
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -21,6 +20,7 @@ from confluent_kafka.admin import (
     ConfigResource,
     NewTopic,
 )
+from prometheus_client import generate_latest
 
 from scheduler.domain.status import Status
 from scheduler.store.ports import Application
@@ -144,8 +144,9 @@ def test_sigterm_stops_a_dispatcher_whose_transactions_keep_failing(
         await eventually(lambda: len(receiver.ids("/ok")) == 5, timeout_s=30)
         try:
             await eventually(
-                lambda: d.metric("scheduler_dispatch_transactions_total", {"result": "aborted"})
-                >= 2
+                lambda: (
+                    d.metric("scheduler_dispatch_transactions_total", {"result": "aborted"}) >= 2
+                )
             )
         except AssertionError:
             print(generate_latest(d.registry).decode())
