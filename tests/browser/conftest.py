@@ -72,22 +72,8 @@ def served(live_env: LiveEnv) -> Iterator[Served]:
         suffix="-" + uuid.uuid4().hex[:8],
         start_client=False,
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(h.app, host="127.0.0.1", port=port, log_config=None, access_log=False)
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            thread.join(0.05)
-        assert server.started, "uvicorn did not start"
-        yield Served(h, f"http://127.0.0.1:{port}")
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    with _serve(h.app) as base:
+        yield Served(h, base)
 
 
 @pytest.fixture(scope="module")
