@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Check the markdown files tracked by git: relative links and #anchors resolve inside the
-repository, and no absolute path of a development machine (/work/..., /home/..., /tmp/...) is
+repository, and no absolute path of a development machine (under /home, /tmp, /Users and the like) is
 named. Run by `make lint`; exits 1 with one line per problem.
 
     .venv/bin/python scripts/check_docs.py [--root DIR] [FILE.md ...]
@@ -26,7 +26,7 @@ INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1")
 LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)")
 REFERENCE = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+.*)?$")
 HTML_ANCHOR = re.compile(r"<a\s+(?:name|id)=\"([^\"]+)\"", re.IGNORECASE)
-# A path under a directory that only exists on some machine: /work/x, /home/x, /tmp/x, ...
+# A path under a directory that only exists on some machine: /home/x, /tmp/x, /Users/x, ...
 LOCAL_PATH = re.compile(
     r"(?<![\w.~%-])/(?:work|home|Users|tmp|root|mnt|private/var|var/folders)/[\w.~-]"
 )

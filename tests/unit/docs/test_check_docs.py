@@ -39,7 +39,7 @@ See [the API](docs/API.md), [its errors](docs/API.md#errors-and-tokens), [a dir]
 # Guide
 
 ```bash
-ls ../../shared/ARCHITECTURE.md   # in a code block: not a link
+ls ../../outside/ARCHITECTURE.md   # in a code block: not a link
 ```
 
 [ref]: docs/API.md#console-console
@@ -54,10 +54,10 @@ API = """# API
 
 BROKEN = """# Broken
 
-Read [the architecture](../shared/ARCHITECTURE.md) and [the contract](../../../shared/API.md).
+Read [the architecture](../outside/ARCHITECTURE.md) and [the contract](../../../outside/API.md).
 [Missing file](docs/NOPE.md), [missing anchor](docs/API.md#no-such-heading),
 [missing local anchor](#nowhere), [absolute](/docs/API.md), [file](file:///etc/hosts).
-The jars are under /work/devservers/kafka and logs in /home/dev/logs.
+The jars are under /Users/dev/kafka and logs in /home/dev/logs.
 
 ```
 cd /tmp/build-1234
@@ -88,14 +88,14 @@ def test_the_broken_fixture_fails_with_each_problem(
     assert check_docs.main(["--root", str(repo)]) == 1
     out = capsys.readouterr().out
     expected = [
-        "BROKEN.md:3: link ../shared/ARCHITECTURE.md leaves the repository",
-        "BROKEN.md:3: link ../../../shared/API.md leaves the repository",
+        "BROKEN.md:3: link ../outside/ARCHITECTURE.md leaves the repository",
+        "BROKEN.md:3: link ../../../outside/API.md leaves the repository",
         "BROKEN.md:4: link docs/NOPE.md: no such file in the repository",
         "BROKEN.md:4: link docs/API.md#no-such-heading: no heading #no-such-heading",
         "BROKEN.md:5: link #nowhere: no heading #nowhere",
         "BROKEN.md:5: link /docs/API.md: use a relative path",
         "BROKEN.md:5: link to file:///etc/hosts: not a public page",
-        "BROKEN.md:6: absolute local path /work/d",
+        "BROKEN.md:6: absolute local path /Users/d",
         "BROKEN.md:6: absolute local path /home/d",
         "BROKEN.md:9: absolute local path /tmp/b",
     ]
