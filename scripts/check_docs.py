@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Check the markdown files tracked by git: relative links and #anchors resolve inside the
-repository, and no absolute path of a development machine (under /home, /tmp, /Users and the like) is
-named. Run by `make lint`; exits 1 with one line per problem.
+repository, and no absolute path of a development machine (under /home, /tmp, /Users and the
+like) is named. Run by `make lint`; exits 1 with one line per problem.
 
     .venv/bin/python scripts/check_docs.py [--root DIR] [FILE.md ...]
 
