@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -29,12 +27,9 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
-
-from scheduler.cli import create_control_key, setup
+from scheduler.cli import setup
 from scheduler.clock import SystemClock
-from scheduler.security import DEV_PEPPER, SecretHasher
-from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
+from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.store.cassandra import connect
 from scheduler.store.cassandra_apps import CassandraAppStore
 from scheduler.store.cassandra_messages import CassandraMessageStore
@@ -49,7 +44,14 @@ from scheduler.testing.servers import resolve_servers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.ingest_bench import _request, cpu_seconds, free_port, percentile
+from bench.ingest_bench import (
+    _request,
+    cpu_seconds,
+    data_key,
+    free_port,
+    gateway_env,
+    percentile,
+)
 
 CLOCK = SystemClock()
 PER_CALL = 64
@@ -123,52 +125,6 @@ async def drive(
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return ok, latencies, failures
-
-
-def gateway_env(kafka: KafkaSettings, cassandra: CassandraSettings, port: int) -> dict[str, str]:
-    """The same gateway configuration as bench/ingest_bench.py."""
-    env = {
-        **os.environ,
-        "SCHEDULER_ENV": "dev",
-        "SCHEDULER_CASSANDRA_KEYSPACE": cassandra.keyspace,
-        "SCHEDULER_CASSANDRA_REPLICATION_FACTOR": "1",
-        "SCHEDULER_CASSANDRA_CONSISTENCY": "LOCAL_ONE",
-        "SCHEDULER_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-        "SCHEDULER_KAFKA_REPLICATION_FACTOR": "1",
-        "SCHEDULER_KAFKA_MIN_INSYNC_REPLICAS": "1",
-        "SCHEDULER_INGEST_HOST": "127.0.0.1",
-        "SCHEDULER_INGEST_PORT": str(port),
-        "SCHEDULER_INGEST_RATE_PER_S": "1000000",
-        "SCHEDULER_INGEST_RATE_BURST": "1000000",
-        "SCHEDULER_INGEST_LOG_LEVEL": "WARNING",
-    }
-    env.pop("SCHEDULER_SECRET_PEPPER", None)
-    return env
-
-
-def data_key(url: str, cassandra_store: CassandraAppStore, unique: str) -> str:
-    _, control = create_control_key(
-        cassandra_store, SecretHasher(DEV_PEPPER.encode()), f"bench-{unique}", CLOCK
-    )
-    with httpx.Client(base_url=url, timeout=30) as client:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if client.get("/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("gateway not ready")
-            time.sleep(0.2)
-        headers = {"Authorization": f"Token {control}"}
-        app = client.post(
-            "/applications",
-            json={"name": "bench", "type": "REST", "endpoint": "https://example.com/h"},
-            headers=headers,
-        ).json()
-        key = client.post(f"/applications/{app['id']}/data-keys", headers=headers).json()
-    return "Basic " + base64.b64encode(f"{app['id']}:{key['secret']}".encode()).decode()
 
 
 def main() -> int:

@@ -36,7 +36,7 @@ from prometheus_client import CollectorRegistry
 from scheduler.cli import create_control_key, setup
 from scheduler.clock import SystemClock
 from scheduler.security import DEV_PEPPER, SecretHasher
-from scheduler.settings import KafkaSettings, SchedulingSettings
+from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
 from scheduler.store.apps import AppStore, InMemoryAppStore, new_data_key
 from scheduler.store.cassandra import connect
 from scheduler.store.cassandra_apps import CassandraAppStore
@@ -256,6 +256,54 @@ async def _asgi_requests(app: Any, auth: str, n: int) -> float:
     return 1000 * (time.process_time() - cpu0) / (n // 32 * 32)
 
 
+def gateway_env(kafka: KafkaSettings, cassandra: CassandraSettings, port: int) -> dict[str, str]:
+    """The gateway process environment of these benchmarks: private topics and keyspace,
+    single-node durability, limits out of the way."""
+    env = {
+        **os.environ,
+        "SCHEDULER_ENV": "dev",
+        "SCHEDULER_CASSANDRA_KEYSPACE": cassandra.keyspace,
+        "SCHEDULER_CASSANDRA_REPLICATION_FACTOR": "1",
+        "SCHEDULER_CASSANDRA_CONSISTENCY": "LOCAL_ONE",
+        "SCHEDULER_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+        "SCHEDULER_KAFKA_REPLICATION_FACTOR": "1",
+        "SCHEDULER_KAFKA_MIN_INSYNC_REPLICAS": "1",
+        "SCHEDULER_INGEST_HOST": "127.0.0.1",
+        "SCHEDULER_INGEST_PORT": str(port),
+        "SCHEDULER_INGEST_RATE_PER_S": "1000000",
+        "SCHEDULER_INGEST_RATE_BURST": "1000000",
+        "SCHEDULER_INGEST_LOG_LEVEL": "WARNING",
+    }
+    env.pop("SCHEDULER_SECRET_PEPPER", None)
+    return env
+
+
+def data_key(url: str, cassandra_store: CassandraAppStore, unique: str) -> str:
+    """Once the gateway at `url` is ready: an app and its data key (Basic auth header)."""
+    _, control = create_control_key(
+        cassandra_store, SecretHasher(DEV_PEPPER.encode()), f"bench-{unique}", CLOCK
+    )
+    with httpx.Client(base_url=url, timeout=30) as client:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if client.get("/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("gateway not ready")
+            time.sleep(0.2)
+        headers = {"Authorization": f"Token {control}"}
+        app = client.post(
+            "/applications",
+            json={"name": "bench", "type": "REST", "endpoint": "https://example.com/h"},
+            headers=headers,
+        ).json()
+        key = client.post(f"/applications/{app['id']}/data-keys", headers=headers).json()
+    return "Basic " + base64.b64encode(f"{app['id']}:{key['secret']}".encode()).decode()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10)
@@ -282,49 +330,14 @@ def main() -> int:
     cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
     port = free_port()
     env = {
-        **os.environ,
-        "SCHEDULER_ENV": "dev",
-        "SCHEDULER_CASSANDRA_KEYSPACE": cassandra.keyspace,
-        "SCHEDULER_CASSANDRA_REPLICATION_FACTOR": "1",
-        "SCHEDULER_CASSANDRA_CONSISTENCY": "LOCAL_ONE",
-        "SCHEDULER_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-        "SCHEDULER_KAFKA_REPLICATION_FACTOR": "1",
-        "SCHEDULER_KAFKA_MIN_INSYNC_REPLICAS": "1",
-        "SCHEDULER_INGEST_HOST": "127.0.0.1",
-        "SCHEDULER_INGEST_PORT": str(port),
-        "SCHEDULER_INGEST_RATE_PER_S": "1000000",
-        "SCHEDULER_INGEST_RATE_BURST": "1000000",
+        **gateway_env(kafka, cassandra, port),
         "SCHEDULER_INGEST_BATCH_LIMIT": str(max(args.batch_size, 500)),
-        "SCHEDULER_INGEST_LOG_LEVEL": "WARNING",
     }
-    env.pop("SCHEDULER_SECRET_PEPPER", None)
     profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
     gateway = subprocess.Popen([sys.executable, *profile, "-m", "scheduler_ingest.main"], env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        store = CassandraAppStore(session)
-        _, control = create_control_key(
-            store, SecretHasher(DEV_PEPPER.encode()), f"bench-{unique}", CLOCK
-        )
-        with httpx.Client(base_url=url, timeout=30) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("gateway not ready")
-                time.sleep(0.2)
-            headers = {"Authorization": f"Token {control}"}
-            app = client.post(
-                "/applications",
-                json={"name": "bench", "type": "REST", "endpoint": "https://example.com/h"},
-                headers=headers,
-            ).json()
-            key = client.post(f"/applications/{app['id']}/data-keys", headers=headers).json()
-        auth = "Basic " + base64.b64encode(f"{app['id']}:{key['secret']}".encode()).decode()
+        auth = data_key(url, CassandraAppStore(session), unique)
 
         # warm-up: connections, key cache, producer metadata
         asyncio.run(drive(url, auth, 2, args.concurrency, 0))
