@@ -18,7 +18,8 @@ and its attempt settles as a failure of its own (this table), and the rest is co
 Some failures name no record: a topic deleted after the producer last saw it fails the whole
 transaction (AddPartitionsToTxn: UNKNOWN_TOPIC_OR_PART) and its record is only purged. Then the
 destination records of the batch are taken out and the rest is committed without them; each
-is tried alone next, and one that fails alone is refused with the transaction's error.
+is tried alone next, and one that fails alone is refused with the transaction's error. A
+transaction in which nothing at all was acknowledged blames no destination (sink.py).
 """
 
 from __future__ import annotations
