@@ -15,6 +15,8 @@ from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 from scheduler.settings import KafkaSettings
 from tests.unit.releaser.fake_kafka import FakeConsumer, FakeKafka
 
+# Record timestamps are fixed so both worlds see the same instants; the real topic keeps its records
+# forever (retention.ms -1), or the broker's retention would delete them once T0 is a week old.
 T0 = 1_767_225_600_000
 
 
@@ -35,7 +37,8 @@ class RealWorld:
 
     def __post_init__(self) -> None:
         self.admin = AdminClient(self.kafka.client_config())
-        self.admin.create_topics([NewTopic(self.topic, 2, 1)])[self.topic].result()
+        topic = NewTopic(self.topic, 2, 1, config={"retention.ms": "-1"})
+        self.admin.create_topics([topic])[self.topic].result()
         self.producer = Producer(self.kafka.client_config())
         self.group = f"{self.topic}-group"
 
