@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import httpx
@@ -123,8 +124,6 @@ def test_record_already_sent_or_newer_generation_is_not_delivered_again() -> Non
 
 
 def test_deleted_app_aborts_instead_of_delivering() -> None:
-    from dataclasses import replace
-
     calls: list[httpx.Request] = []
     h = build(lambda r: calls.append(r) or httpx.Response(200))
     h.apps.apps[REST_APP.app_id] = replace(REST_APP, deleted_ms=1)
@@ -218,8 +217,6 @@ def test_kafka_app_gets_a_destination_record_in_the_same_batch_as_its_result() -
 
 
 def test_kafka_app_naming_a_system_topic_fails_and_a_missing_topic_is_retried() -> None:
-    from dataclasses import replace
-
     expected = {"sched.requests": DeliveryOutcome.FAILED, "no.such.topic": DeliveryOutcome.RETRY}
     for endpoint, outcome in expected.items():
         h = build(apps=(replace(KAFKA_APP, endpoint=endpoint),))
@@ -518,3 +515,38 @@ def test_producing_ahead_by_the_cancel_guard_or_more_is_refused(ahead: int) -> N
 
 def test_producing_ahead_just_below_the_cancel_guard_is_accepted() -> None:
     build(settings=ahead_settings(kafka_produce_ahead_ms=SCHEDULING.cancel_guard_ms - 1))
+
+
+# Message ids are unique per application, not across applications: a Kafka-native producer picks
+# its own ids, so two tenants can hold the same one. Nothing a tenant does to its message may
+# touch the other's.
+OTHER_REST_APP = replace(REST_APP, app_id="app-rest-2", owner_id="o2")
+
+
+def test_two_apps_with_the_same_message_id_are_both_delivered() -> None:
+    calls: list[httpx.Request] = []
+    h = build(lambda r: calls.append(r) or httpx.Response(200), apps=(REST_APP, OTHER_REST_APP))
+    mine, theirs = h.message(REST_APP, due_in_ms=100), h.message(OTHER_REST_APP, due_in_ms=100)
+    assert mine.message_id == theirs.message_id
+    h.dispatcher.accept(mine, None)
+    h.dispatcher.accept(theirs, None)
+    h.clock.advance(100)
+    run(h.dispatcher.fire_due())
+    assert len(calls) == 2
+    assert sorted(r.app_id for r in h.sink.results()) == [REST_APP.app_id, OTHER_REST_APP.app_id]
+    assert {r.outcome for r in h.sink.results()} == {DeliveryOutcome.SENT}
+
+
+def test_an_abort_of_one_apps_message_does_not_abort_another_apps_message_with_its_id() -> None:
+    calls: list[httpx.Request] = []
+    h = build(lambda r: calls.append(r) or httpx.Response(200), apps=(REST_APP, OTHER_REST_APP))
+    mine, theirs = h.message(REST_APP, due_in_ms=500), h.message(OTHER_REST_APP, due_in_ms=500)
+    h.dispatcher.accept(mine, None)
+    h.dispatcher.accept(theirs, None)
+    h.abort_now(theirs)
+    h.clock.advance(500)
+    run(h.dispatcher.fire_due())
+    outcomes = {r.app_id: (r.outcome, r.error) for r in h.sink.results()}
+    assert outcomes[OTHER_REST_APP.app_id] == (DeliveryOutcome.SKIPPED, "aborted")
+    assert outcomes[REST_APP.app_id][0] is DeliveryOutcome.SENT
+    assert len(calls) == 1

@@ -235,7 +235,7 @@ class Dispatcher:
             return  # not fired: left unsettled (its offset is not committed)
         # The abort view is consulted at the fire instant itself (the record was read up to
         # prefetch_ms earlier; decision 5 makes the commands view the authority at fire time).
-        aborted = self.commands.aborted(message.message_id, message.generation)
+        aborted = self.commands.aborted(message.app_id, message.message_id, message.generation)
         verdict = fire_check(message, state, app, aborted)
         now = self._clock.now_ms()
         if verdict is not Verdict.FIRE or app is None:
