@@ -40,6 +40,14 @@ def test_the_chart_holds_exact_copies_of_the_rules_and_dashboards() -> None:
 
 
 @pytest.mark.unit
+def test_the_dashboards_fit_one_config_map() -> None:
+    """The API server refuses a ConfigMap over 1 MiB: the sidecar's would fail to install."""
+    sync = _sync_module()
+    size = sum(len(c) for p, c in sync.copies().items() if p.suffix == ".json")
+    assert size < 900 * 1024, f"{size} bytes of dashboards: split them over ConfigMaps"
+
+
+@pytest.mark.unit
 def test_the_check_sees_a_changed_source(tmp_path, monkeypatch) -> None:
     """A rule edited in alerts.yml and not synced is a difference."""
     sync = _sync_module()
