@@ -235,6 +235,19 @@ def test_bucketers_beyond_the_partitions_are_refused() -> None:
     assert "exceeds kafka.partitions.requests (12)" in err
 
 
+def test_lag_scaling_on_a_secured_kafka_needs_keda_credentials() -> None:
+    err = _refused("bucketer.autoscaling.enabled=true", "kafka.securityProtocol=SASL_SSL")
+    assert "bucketer.autoscaling.authenticationRef" in err
+    objects = render_chart(
+        "bucketer.autoscaling.enabled=true",
+        "kafka.securityProtocol=SASL_SSL",
+        "bucketer.autoscaling.authenticationRef=kafka-auth",
+    )
+    [scaled] = _kinds(objects, "ScaledObject").values()
+    for trigger in scaled["spec"]["triggers"]:
+        assert trigger["authenticationRef"] == {"name": "kafka-auth"}
+
+
 def test_the_dispatcher_cannot_autoscale() -> None:
     err = _refused("dispatcher.autoscaling.enabled=true")
     assert "fixed set of ring partitions" in err and "dispatcher.instances" in err
