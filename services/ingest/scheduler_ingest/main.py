@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from scheduler.clock import SystemClock
 from scheduler.codec import RecordCodec, registry_client
 from scheduler.logs import configure_logging
+from scheduler.ops import OpsServer
 from scheduler.records import DeliveryResult
 from scheduler.security import SecretHasher, SecuritySettings
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
@@ -46,8 +47,9 @@ def main() -> int:
     hasher = SecretHasher.from_settings(SecuritySettings())
     clock = SystemClock()
     registry = CollectorRegistry()
-    cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
     metrics = IngestMetrics(registry)
+    metrics_server = serve_metrics(settings, registry)
+    cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
     topics = Topics(kafka, scheduling)
     requests_topic = topics.requests
     schema_registry = (
@@ -112,8 +114,19 @@ def main() -> int:
     finally:
         publisher.close()
         cluster.shutdown()
+        if metrics_server is not None:
+            metrics_server.close()
         log.info("ingest stopped")
     return 0
+
+
+def serve_metrics(settings: IngestSettings, registry: CollectorRegistry) -> OpsServer | None:
+    """/metrics on its own port (0: none). Not on the API's port: the labels name apps, and the
+    API port is the one a public Service or an Ingress exposes."""
+    if not settings.metrics_port:
+        return None
+    log.info("ingest metrics on %s:%d", settings.host, settings.metrics_port)
+    return OpsServer(settings.host, settings.metrics_port, registry, health=None)
 
 
 def _after_graceful_shutdown(signum: int, _frame: FrameType | None) -> None:

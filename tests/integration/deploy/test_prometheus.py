@@ -153,7 +153,10 @@ def prometheus(stack: Stack, tmp_path: Path) -> Iterator[Prometheus]:
             {
                 "job_name": "scheduler",
                 "static_configs": [
-                    {"targets": [f"127.0.0.1:{stack.ports[n]}"], "labels": {"service": n}}
+                    {
+                        "targets": [stack.metrics_url(n).split("/")[2]],
+                        "labels": {"service": n},
+                    }
                     for n in SERVICES
                 ],
             }

@@ -180,7 +180,7 @@ def test_kafka_failure_is_a_503_and_nothing_is_written(h: Harness) -> None:
     assert (r.status_code, r.json()["error"]) == (503, "unavailable")
     assert r.headers["Retry-After"] == "1"
     _assert_nothing_written(h)
-    metrics = h.client.get("/metrics").text
+    metrics = h.metrics_text()
     assert (
         'scheduler_ingest_kafka_produce_failures_total{cause="kafka_error",topic="requests"} 1.0'
         in metrics
@@ -258,7 +258,7 @@ def test_record_write_failure_after_the_ack_still_answers_200(h: Harness) -> Non
     r = h.schedule({"payload": 1, "sendAt": SOON})
     assert r.status_code == 200  # Kafka has it: the bucketer writes the record
     assert len(h.published_requests()) == 1
-    assert "scheduler_ingest_record_write_failures_total 1.0" in h.client.get("/metrics").text
+    assert "scheduler_ingest_record_write_failures_total 1.0" in h.metrics_text()
 
 
 def test_usage_counts_ingested(h: Harness) -> None:

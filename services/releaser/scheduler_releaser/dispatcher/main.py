@@ -29,8 +29,8 @@ from .writer_runner import ProcessRecordWriter
 log = logging.getLogger("scheduler_releaser.dispatch")
 
 
-async def _serve() -> None:
-    kafka, scheduling, settings = KafkaSettings(), SchedulingSettings(), DispatchSettings()
+async def _serve(settings: DispatchSettings) -> None:
+    kafka, scheduling = KafkaSettings(), SchedulingSettings()
     registry = CollectorRegistry()
     metrics = DispatchMetrics(registry)
     clock = SystemClock()
@@ -46,6 +46,7 @@ async def _serve() -> None:
         lambda outcome, n: metrics.records_written.labels(outcome).inc(n),
         member=instance_id(kafka, settings, "record-writer"),
         restarted=metrics.record_writer_restarts.inc,
+        log_level=settings.log_level,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -70,9 +71,10 @@ async def _serve() -> None:
 
 
 def main() -> int:
-    configure_logging("dispatcher")
+    settings = DispatchSettings()
+    configure_logging("dispatcher", settings.log_level)
     try:
-        asyncio.run(_serve())
+        asyncio.run(_serve(settings))
     except Exception:
         log.exception("dispatcher stopped on an error")
         return 1

@@ -30,7 +30,8 @@ log = logging.getLogger("scheduler_releaser.release")
 
 
 def main() -> int:
-    configure_logging("releaser")
+    kafka, scheduling, settings = KafkaSettings(), SchedulingSettings(), ReleaseSettings()
+    configure_logging("releaser", settings.log_level)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -39,7 +40,6 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    kafka, scheduling, settings = KafkaSettings(), SchedulingSettings(), ReleaseSettings()
     registry = CollectorRegistry()
     metrics = ReleaseMetrics(registry)
     clock = SystemClock()
