@@ -97,6 +97,17 @@ def processes(services: str = "ingest|bucketer|releaser|dispatcher") -> Row:
     """Up, CPU, resident memory, restarts of the processes of `services` (a regex)."""
     on = f'service=~"{services}"'
     by = "service, instance"
+    # The dispatcher's record writer is a child process: it counts its own restarts.
+    writer_restarts = (
+        [
+            (
+                "sum by (instance) (increase(scheduler_record_writer_restarts_total[1h]))",
+                "record writer of {{instance}} restarts",
+            )
+        ]
+        if "dispatcher" in services
+        else []
+    )
     return Row(
         "Processes",
         [
@@ -138,10 +149,7 @@ def processes(services: str = "ingest|bucketer|releaser|dispatcher") -> Row:
                         f"sum by ({by}) (changes(process_start_time_seconds{{{on}}}[1h]))",
                         "{{service}} {{instance}} restarts",
                     ),
-                    (
-                        "sum by (instance) (increase(scheduler_record_writer_restarts_total[1h]))",
-                        "record writer of {{instance}} restarts",
-                    ),
+                    *writer_restarts,
                 ],
                 "A restart of a process shows as a new start time; the dispatcher's record"
                 " writer child process counts its own (SchedulerProcessRestarting,"
