@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.tls.certs import make_pki
 from tests.integration.tls.servers import TlsServers, tls_servers
+from tests.support.certs import make_pki
 
 
 @pytest.fixture(scope="session")

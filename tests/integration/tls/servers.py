@@ -21,7 +21,7 @@ from confluent_kafka.admin import AdminClient
 from scheduler.settings import CassandraSettings, KafkaSettings
 from scheduler.store.cassandra import connect
 from scheduler.testing.stack import HOST, StackSettings, _wait, port_open
-from tests.integration.tls.certs import Pki
+from tests.support.certs import Pki
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "devservers"))
 import stack  # devservers/ is not a package
