@@ -6,6 +6,7 @@ import ssl
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaException, Producer
 from pydantic import ValidationError
 
 from scheduler.settings import CassandraSettings, KafkaSettings
@@ -136,3 +137,26 @@ def test_a_missing_ca_file_fails_at_start(tmp_path: Path) -> None:
         cassandra_ssl_context(
             CassandraSettings(ssl_enabled=True, ssl_ca_location=str(tmp_path / "none.crt"))
         )
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        ({"ssl_key_password": "wrong"}, "ssl.key.location failed"),
+        ({"ssl_ca_location": "/nonexistent/ca.crt"}, "ssl.ca.location failed"),
+    ],
+)
+def test_a_kafka_client_with_an_unusable_tls_file_fails_when_it_is_built(
+    pki: Pki, change: dict[str, str], complaint: str
+) -> None:
+    settings = {
+        "bootstrap_servers": "127.0.0.1:1",  # never contacted: the client fails before
+        "security_protocol": "SSL",
+        "ssl_ca_location": str(pki.ca),
+        "ssl_certificate_location": str(pki.client.cert),
+        "ssl_key_location": str(pki.client.key),
+        "ssl_key_password": pki.client.password,
+    }
+    kafka = KafkaSettings(**{**settings, **change})
+    with pytest.raises(KafkaException, match=complaint):
+        Producer({**kafka.client_config(), "log_level": 0})
