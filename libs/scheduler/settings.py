@@ -61,8 +61,13 @@ class KafkaSettings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _client_certificate_has_its_key(self) -> KafkaSettings:
+    def _client_certificate_needs_tls(self) -> KafkaSettings:
         require_certificate_with_key(self.ssl_certificate_location, self.ssl_key_location)
+        if self.ssl_certificate_location and not self.uses_tls:  # else ignored, silently
+            raise ValueError(
+                f"a client certificate is set but security_protocol is {self.security_protocol}"
+                " (SSL or SASL_SSL use it)"
+            )
         return self
 
     @property

@@ -82,7 +82,17 @@ def test_the_key_password_is_read_from_the_environment_and_kept_out_of_reprs(
 @pytest.mark.parametrize("given", ["ssl_certificate_location", "ssl_key_location"])
 def test_a_client_certificate_needs_its_key(settings_class: type, given: str) -> None:
     with pytest.raises(ValidationError, match="go together"):
-        settings_class(ssl_enabled=True, **{given: "/certs/x.pem"})
+        settings_class(ssl_enabled=True, security_protocol="SSL", **{given: "/certs/x.pem"})
+
+
+@pytest.mark.parametrize("protocol", ["PLAINTEXT", "SASL_PLAINTEXT"])
+def test_a_kafka_client_certificate_without_tls_is_refused(protocol: str) -> None:
+    with pytest.raises(ValidationError, match="security_protocol is"):
+        KafkaSettings(
+            security_protocol=protocol,
+            ssl_certificate_location="/certs/tls.crt",
+            ssl_key_location="/certs/tls.key",
+        )
 
 
 def test_cassandra_tls_files_without_tls_enabled_are_refused() -> None:
