@@ -1,5 +1,6 @@
-"""Throw-away PKI for the TLS tests: a CA, a server certificate for 127.0.0.1/localhost, a client
-certificate, and an unrelated second CA with its own client certificate (the refusals)."""
+"""Throw-away PKI for the TLS tests: a CA, a server certificate for 127.0.0.1/localhost, a broker
+certificate for localhost only (hostname verification), a client certificate, and an unrelated
+second CA with its own client certificate (the refusals)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ class Identity:
 @dataclass(frozen=True)
 class Pki:
     ca: Path
-    server: Identity
+    server: Identity  # names localhost and 127.0.0.1
+    broker: Identity  # names localhost only
     client: Identity
     other_ca: Path
     other_client: Identity  # signed by other_ca
@@ -85,19 +87,17 @@ class _Authority:
         )
 
     def issue(
-        self, common_name: str, *, server: bool
+        self, common_name: str, *, server: bool, with_ip: bool = True
     ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         key = ec.generate_private_key(ec.SECP256R1())
         usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
         builder = self._builder(_name(common_name), key.public_key())
         if server:
             usages.append(ExtendedKeyUsageOID.SERVER_AUTH)  # the broker is its own client too
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            )
+            names: list[x509.GeneralName] = [x509.DNSName("localhost")]
+            if with_ip:
+                names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         builder = builder.add_extension(
             x509.BasicConstraints(ca=False, path_length=None), critical=True
         ).add_extension(x509.ExtendedKeyUsage(usages), critical=False)
@@ -137,6 +137,9 @@ def make_pki(directory: Path) -> Pki:
     return Pki(
         ca=ca.write_ca(directory / "ca.crt"),
         server=_write_identity(directory, "server", *ca.issue("localhost", server=True), None),
+        broker=_write_identity(
+            directory, "broker", *ca.issue("localhost", server=True, with_ip=False), None
+        ),
         client=_write_identity(
             directory, "client", *ca.issue("scheduler", server=False), CLIENT_KEY_PASSWORD
         ),

@@ -26,6 +26,7 @@ from tests.support.certs import Pki
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "devservers"))
 import stack  # devservers/ is not a package
 
+BROKER_NAME = "localhost"  # the only name in the broker's certificate
 KAFKA_HEAP = "256m"
 CASSANDRA_HEAP = "512M"  # the smallest devservers/README.md found to work
 
@@ -73,24 +74,30 @@ def _replace_lines(text: str, values: dict[str, str]) -> str:
 
 class TlsKafka(stack.Kafka):
     """One SSL listener with `ssl.client.auth=required` (mTLS), PEM key store and trust store;
-    the controller listener stays plaintext on loopback (it is not what the test is about)."""
+    the controller listener stays plaintext on loopback (it is not what the test is about).
+    Its certificate names `localhost` only, the name it advertises: a client that connects to
+    127.0.0.1 with hostname verification on refuses it."""
 
     def __init__(self, settings: StackSettings, pki: Pki) -> None:
         super().__init__(settings)
         self.pki = pki
 
+    @property
+    def address(self) -> str:
+        return f"{BROKER_NAME}:{self.settings.kafka_port}"
+
     def prepare(self) -> None:
         super().prepare()  # renders the plaintext properties and formats the storage
-        listener = f"SSL://{HOST}:{self.settings.kafka_port}"
+        port = self.settings.kafka_port
         controller = f"CONTROLLER://{HOST}:{self.settings.kafka_controller_port}"
         tls = {
-            "listeners": f"{listener},{controller}",
-            "advertised.listeners": listener,
+            "listeners": f"SSL://{HOST}:{port},{controller}",
+            "advertised.listeners": f"SSL://{BROKER_NAME}:{port}",
             "inter.broker.listener.name": "SSL",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SSL:SSL",
             "ssl.client.auth": "required",
             "ssl.keystore.type": "PEM",
-            "ssl.keystore.location": str(self.pki.server.bundle),
+            "ssl.keystore.location": str(self.pki.broker.bundle),
             "ssl.truststore.type": "PEM",
             "ssl.truststore.location": str(self.pki.ca),
             "ssl.endpoint.identification.algorithm": "https",
@@ -203,9 +210,8 @@ def tls_servers(state_dir: Path, pki: Pki) -> Iterator[TlsServers]:
             stack.fetch_jars(server)  # a no-op once `make stack-up` fetched them
         with ThreadPoolExecutor(max_workers=len(servers)) as pool:
             list(pool.map(lambda server: start(server, processes), servers))
-        yield TlsServers(
-            pki, settings.kafka_bootstrap, settings.cassandra_port, time.monotonic() - started
-        )
+        kafka = servers[1]
+        yield TlsServers(pki, kafka.address, settings.cassandra_port, time.monotonic() - started)
     finally:
         # By data dir: finds this session's JVMs even if a start failed half-way.
         for server in servers:

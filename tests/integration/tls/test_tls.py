@@ -18,7 +18,12 @@ from scheduler.kafka.producer import KafkaRecordProducer
 from scheduler.settings import CassandraSettings
 from scheduler.store.cassandra import connect
 from scheduler.testing.stack import HOST
-from tests.integration.tls.servers import TlsServers, cassandra_settings, kafka_settings
+from tests.integration.tls.servers import (
+    BROKER_NAME,
+    TlsServers,
+    cassandra_settings,
+    kafka_settings,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -94,6 +99,18 @@ def test_a_record_round_trips_over_mutual_tls_with_the_project_settings(
 def test_the_same_client_reaches_the_broker(tls: TlsServers) -> None:
     # The positive control of the refusals below: only the changed setting makes them fail.
     reached, errors = metadata_request(kafka_settings(tls.kafka_bootstrap, tls.pki).client_config())
+    assert reached, errors
+
+
+def test_hostname_verification_is_on_by_default_and_can_be_turned_off(tls: TlsServers) -> None:
+    # The broker's certificate names localhost, not 127.0.0.1 (it advertises localhost, so
+    # after the bootstrap connection the opted-out client uses the name the certificate has).
+    by_address = tls.kafka_bootstrap.replace(BROKER_NAME, HOST)
+    reached, errors = metadata_request(kafka_settings(by_address, tls.pki).client_config())
+    assert not reached
+    assert any("certificate verify failed" in error for error in errors), errors
+    opted_out = kafka_settings(by_address, tls.pki, ssl_check_hostname=False)
+    reached, errors = metadata_request(opted_out.client_config())
     assert reached, errors
 
 
