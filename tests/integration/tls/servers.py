@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient
 
 from scheduler.settings import CassandraSettings, KafkaSettings
 from scheduler.store.cassandra import connect
-from scheduler.testing.stack import HOST, StackSettings, _wait, port_open
+from scheduler.testing.stack import HOST, Alive, StackSettings, _wait, port_open
 from tests.support.certs import Pki
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "devservers"))
@@ -119,7 +119,7 @@ class TlsKafka(stack.Kafka):
         except Exception:  # a probe: any failure means "not answering"
             return False
 
-    def wait(self, alive: stack.Callable[[], bool]) -> str:
+    def wait(self, alive: Alive) -> str:
         brokers = _wait(f"TLS Kafka at {self.address}", self.brokers, self.timeout, alive)
         return f"{brokers} broker(s) over mTLS"
 
@@ -162,7 +162,7 @@ client_encryption_options:
         except Exception:  # a probe: any failure means "not answering"
             return False
 
-    def wait(self, alive: stack.Callable[[], bool]) -> str:
+    def wait(self, alive: Alive) -> str:
         version = _wait(
             f"TLS Cassandra at {self.address}", self.release_version, self.timeout, alive
         )
