@@ -59,6 +59,7 @@ app.kubernetes.io/component: {{ .component }}
       name: {{ include "scheduler.secretName" . }}
       key: {{ .Values.secrets.keys.cassandraPassword }}
       optional: true
+{{- include "scheduler.tls.env" . }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -79,6 +80,7 @@ app.kubernetes.io/component: {{ .component }}
   configMap:
     name: {{ .Values.kafka.caConfigMap }}
 {{- end }}
+{{- include "scheduler.tls.volumes" . }}
 {{- end -}}
 
 {{- define "scheduler.volumeMounts" -}}
@@ -89,6 +91,7 @@ app.kubernetes.io/component: {{ .component }}
   mountPath: /etc/scheduler/kafka-ca
   readOnly: true
 {{- end }}
+{{- include "scheduler.tls.volumeMounts" . }}
 {{- end -}}
 
 {{/* Pod template annotations: roll the pods when the configuration changes. */}}
