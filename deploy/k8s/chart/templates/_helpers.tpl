@@ -64,6 +64,7 @@ app.kubernetes.io/component: {{ .component }}
       name: {{ include "scheduler.secretName" . }}
       key: {{ .Values.secrets.keys.cassandraPassword }}
       optional: true
+{{- include "scheduler.tls.env" . }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -90,6 +91,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- with .Values.extraVolumes }}
 {{ toYaml . }}
 {{- end }}
+{{- include "scheduler.tls.volumes" . }}
 {{- end -}}
 
 {{- define "scheduler.volumeMounts" -}}
@@ -103,6 +105,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- with .Values.extraVolumeMounts }}
 {{ toYaml . }}
 {{- end }}
+{{- include "scheduler.tls.volumeMounts" . }}
 {{- end -}}
 
 {{/* Pod template annotations: roll the pods when the configuration changes. */}}
