@@ -11,9 +11,10 @@
                                                       the stored buckets once no writer of the
                                                       previous version runs (the leading releaser
                                                       also does this by itself)
-    scheduler admin reencrypt [--dry-run]             encrypt stored secrets (and payloads) under
+    scheduler admin reencrypt [--dry-run] [--decrypt] encrypt stored secrets (and payloads) under
                                                       the primary key: the backfill after switching
-                                                      encryption on, and key rotation
+                                                      encryption on, and key rotation (--decrypt:
+                                                      back to plain text, before a rollback)
 
 Settings come from the environment (SCHEDULER_*; see README "Settings"). The admin commands need
 the secret pepper (SCHEDULER_SECRET_PEPPER) of the ingest gateways, or keys they make will not
@@ -196,9 +197,11 @@ def _cmd_index_buckets(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_reencrypt(session: Session, cipher: ColumnCipher, dry_run: bool) -> tuple[list[str], int]:
+def run_reencrypt(
+    session: Session, cipher: ColumnCipher, dry_run: bool, decrypt: bool = False
+) -> tuple[list[str], int]:
     """Lines to print and the exit code: 1 while a stored value cannot be decrypted."""
-    reports = reencrypt(session, cipher, dry_run=dry_run)
+    reports = reencrypt(session, cipher, dry_run=dry_run, decrypt=decrypt)
     lines = [report.line(dry_run) for report in reports]
     found: set[str] = set().union(*(report.values for report in reports))
     unreadable = sorted(k for k in found if k.startswith("unreadable"))
@@ -206,7 +209,7 @@ def run_reencrypt(session: Session, cipher: ColumnCipher, dry_run: bool) -> tupl
     lines.append(f"keys in use: {', '.join(in_use) or 'none'} (primary: {cipher.primary})")
     if unreadable:
         lines.append(f"{', '.join(unreadable)}: add those keys to the keyring, then run again")
-    elif not dry_run:
+    elif not dry_run and not decrypt:
         lines.append("a key not in use above can be removed from the keyring")
     return lines, 1 if unreadable else 0
 
@@ -215,7 +218,7 @@ def _cmd_reencrypt(args: argparse.Namespace) -> int:
     cassandra, cipher = CassandraSettings(), EncryptionSettings().cipher()
     cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
     try:
-        lines, code = run_reencrypt(session, cipher, args.dry_run)
+        lines, code = run_reencrypt(session, cipher, args.dry_run, args.decrypt)
     finally:
         cluster.shutdown()
     for line in lines:
@@ -226,6 +229,12 @@ def _cmd_reencrypt(args: argparse.Namespace) -> int:
 def _reencrypt_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="count what would be rewritten, change nothing"
+    )
+    parser.add_argument(
+        "--decrypt",
+        action="store_true",
+        help="write every encrypted value back as plain text (before a rollback to a version"
+        " without encryption; SCHEDULER_ENCRYPTION_ENABLED must be off)",
     )
 
 

@@ -196,6 +196,24 @@ def test_rotation_reencrypts_under_the_new_primary_then_the_old_key_can_go(
         CassandraAppStore(session, cipher("k1", k1=K1)).get_app("app_1")
 
 
+def test_decrypt_writes_plain_text_back_for_a_rollback(session: Session) -> None:
+    write_all(session, cipher("k1", k1=K1))
+    with pytest.raises(RuntimeError, match="still enabled"):
+        reencrypt(session, cipher("k1", k1=K1), decrypt=True)
+    switched_off = ColumnCipher(cipher("k1", k1=K1).keyring, secrets=False, payloads=False)
+    reports = reencrypt(session, switched_off, decrypt=True)
+    assert sum(r.rewritten for r in reports) == 5
+    assert {k for r in reports for k in r.values} == {PLAIN_TEXT}
+    assert stored(session) == {
+        "applications.signing_secret": SECRET,
+        "applications.previous_signing_secret": OLD_SECRET,
+        "applications.auth_header_value": HEADER,
+        "messages.payload_json": PAYLOAD,
+        "due_by_bucket.payload_json": PAYLOAD,
+    }
+    assert_reads_back(session, PLAIN)  # what the previous version reads
+
+
 def test_a_value_of_a_missing_key_is_reported_and_left_alone(session: Session) -> None:
     write_all(session, cipher("k1", k1=K1))
     reports = reencrypt(session, cipher("k2", k2=K2))

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.unit
 K1, K2 = new_key(), new_key()
 ROW = cell("applications.signing_secret", "app_1")
 SECRET = "whsec_abcdefghijklmnop"
+B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
 def keyring(primary: str = "k1", **keys: str) -> Keyring:
@@ -42,6 +43,9 @@ def test_round_trip_hides_the_value_and_names_the_key() -> None:
     stored = c.seal_secret(SECRET, ROW)
     assert stored is not None and stored.startswith(ENVELOPE_PREFIX)
     assert SECRET not in stored and key_id_of(stored) == "k1"
+    # prefix, key id, ".", base64 of nonce (12) + ciphertext (as long as the value) + tag (16)
+    body = stored.removeprefix(ENVELOPE_PREFIX + "k1.")
+    assert len(base64.b64decode(body, validate=True)) == 12 + len(SECRET) + 16
     assert c.open(stored, ROW) == SECRET
     payload = '{"hello":"wörld"}'
     assert c.open(c.seal_payload(payload, ROW), ROW) == payload
@@ -69,9 +73,11 @@ def test_a_tampered_ciphertext_is_refused(where: str) -> None:
     c = cipher()
     stored = c.seal(SECRET, ROW)
     start = len(ENVELOPE_PREFIX + "k1.")
-    # Not the last character: its low bits may be padding that decoding ignores.
-    at = {"nonce": start, "ciphertext": start + 20, "tag": len(stored) - 2}[where]
-    tampered = stored[:at] + ("A" if stored[at] not in "AB" else "z") + stored[at + 1 :]
+    # Clear of the last characters (padding, and bits that decoding ignores); the top bit of
+    # the character's 6 is flipped.
+    at = {"nonce": start, "ciphertext": start + 20, "tag": len(stored) - 6}[where]
+    flipped = B64[(B64.index(stored[at]) + 32) % 64]
+    tampered = stored[:at] + flipped + stored[at + 1 :]
     with pytest.raises(UnreadableValue, match="altered"):
         c.open(tampered, ROW)
 

@@ -4,6 +4,8 @@ It encrypts the plain text written before encryption was switched on (the backfi
 upgrade) and re-encrypts values sealed under a former key (rotation), so that key can then be
 removed from the keyring. Values already under the primary key are left alone, so it can be
 stopped and run again at any time; each run reports which keys the stored values use.
+With `decrypt` it does the opposite, for a rollback to a version without encryption: every
+sealed value is written back as plain text (encryption must be switched off first).
 
 Each table is scanned page by page (a full scan: an operator command, not a service path).
 A rewrite is an UPDATE of that one cell `USING TIMESTAMP` one microsecond above the write time
@@ -88,20 +90,41 @@ class ReencryptRefused(RuntimeError):
 
 
 def reencrypt(
-    session: Session, cipher: ColumnCipher, dry_run: bool = False, fetch_size: int = 500
+    session: Session,
+    cipher: ColumnCipher,
+    dry_run: bool = False,
+    fetch_size: int = 500,
+    decrypt: bool = False,
 ) -> list[ColumnReport]:
-    """Rewrite every cell of COLUMNS that is not what `cipher` writes now, under its primary key.
-    `session` must be bound to the scheduler keyspace."""
+    """Rewrite every cell of COLUMNS that is not what `cipher` writes now, under its primary key
+    (with `decrypt`: every sealed cell as plain text). `session` must be bound to the scheduler
+    keyspace."""
+    if decrypt:
+        if cipher.secrets:
+            raise ReencryptRefused(
+                "encryption is still enabled: switch SCHEDULER_ENCRYPTION_ENABLED off on every"
+                " replica first, or they keep writing ciphertext"
+            )
+        return [_column(session, cipher, c, dry_run, fetch_size, _to_plain) for c in COLUMNS]
     if not cipher.secrets:
         raise ReencryptRefused(
             "encryption is not enabled (SCHEDULER_ENCRYPTION_ENABLED): switch it on, once every"
             " replica runs a version that reads ciphertext, before encrypting stored values"
         )
-    return [_column(session, cipher, c, dry_run, fetch_size) for c in COLUMNS]
+    return [_column(session, cipher, c, dry_run, fetch_size, _to_primary) for c in COLUMNS]
+
+
+# What to write instead of a value (None: leave it), counting what stays stored.
+Target = Callable[[ColumnCipher, Column, str, Any, ColumnReport], str | None]
 
 
 def _column(
-    session: Session, cipher: ColumnCipher, column: Column, dry_run: bool, fetch_size: int
+    session: Session,
+    cipher: ColumnCipher,
+    column: Column,
+    dry_run: bool,
+    fetch_size: int,
+    target_of: Target,
 ) -> ColumnReport:
     report = ColumnReport(column.label)
     update = session.prepare(
@@ -113,7 +136,7 @@ def _column(
         value = getattr(row, column.name)
         if not value:
             continue
-        target = _target(cipher, column, value, row, report)
+        target = target_of(cipher, column, value, row, report)
         if target is None:
             continue
         report.rewritten += 1
@@ -128,7 +151,7 @@ def _column(
     return report
 
 
-def _target(
+def _to_primary(
     cipher: ColumnCipher, column: Column, value: str, row: Any, report: ColumnReport
 ) -> str | None:
     """The value to write instead of `value`, None to leave it; counts what stays stored."""
@@ -148,6 +171,22 @@ def _target(
         return None
     report.values[str(cipher.primary)] += 1
     return cipher.seal(plain, aad)
+
+
+def _to_plain(
+    cipher: ColumnCipher, column: Column, value: str, row: Any, report: ColumnReport
+) -> str | None:
+    """The plain text of a sealed value, None for plain text (left alone)."""
+    if not is_sealed(value):
+        report.values[PLAIN_TEXT] += 1
+        return None
+    try:
+        plain = cipher.open(value, column.cell(row))
+    except UnreadableValue:
+        report.values[f"unreadable {key_id_of(value)}"] += 1
+        return None
+    report.values[PLAIN_TEXT] += 1
+    return plain
 
 
 def _scan(session: Session, column: Column, fetch_size: int) -> Iterator[Any]:
