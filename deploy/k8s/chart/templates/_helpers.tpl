@@ -59,6 +59,13 @@ app.kubernetes.io/component: {{ .component }}
       name: {{ include "scheduler.secretName" . }}
       key: {{ .Values.secrets.keys.cassandraPassword }}
       optional: true
+{{- with .Values.encryption.keyringSecret }}
+- name: SCHEDULER_ENCRYPTION_KEYRING
+  valueFrom:
+    secretKeyRef: {name: {{ . | quote }}, key: keyring.json}
+- {name: SCHEDULER_ENCRYPTION_ENABLED, value: {{ $.Values.encryption.enabled | quote }}}
+- {name: SCHEDULER_ENCRYPTION_PAYLOADS, value: {{ $.Values.encryption.payloads | quote }}}
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
