@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from scheduler.clock import SystemClock
 from scheduler.codec import RecordCodec, registry_client
+from scheduler.encryption import EncryptionSettings
 from scheduler.logs import configure_logging
 from scheduler.ops import OpsServer
 from scheduler.records import DeliveryResult
@@ -45,6 +46,7 @@ def main() -> int:
     configure_logging("ingest", settings.log_level)
     kafka, cassandra, scheduling = KafkaSettings(), CassandraSettings(), SchedulingSettings()
     hasher = SecretHasher.from_settings(SecuritySettings())
+    cipher = EncryptionSettings().cipher()
     clock = SystemClock()
     registry = CollectorRegistry()
     metrics = IngestMetrics(registry)
@@ -67,8 +69,8 @@ def main() -> int:
         app = create_app(
             settings,
             Deps(
-                messages=CassandraMessageStore(session),
-                apps=CassandraAppStore(session),
+                messages=CassandraMessageStore(session, cipher),
+                apps=CassandraAppStore(session, cipher),
                 usage=CassandraUsageStore(session),
                 publisher=publisher,
                 destinations=KafkaTopicDirectory(kafka.client_config()),

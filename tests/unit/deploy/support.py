@@ -30,6 +30,7 @@ SETTINGS_CLASSES = (
     "scheduler.settings:CassandraSettings",
     "scheduler.settings:SchedulingSettings",
     "scheduler.security:SecuritySettings",
+    "scheduler.encryption:EncryptionSettings",
     "scheduler_ingest.settings:IngestSettings",
     "scheduler_bucketer.settings:BucketerSettings",
     "scheduler_releaser.settings:DispatchSettings",

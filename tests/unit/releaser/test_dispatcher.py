@@ -12,7 +12,9 @@ import httpx
 import pytest
 
 from scheduler.domain.status import Status
+from scheduler.encryption import UnreadableValue
 from scheduler.records import DeliveryOutcome
+from scheduler.store.ports import Application
 from scheduler_releaser.dispatcher.refusals import Refusal
 from scheduler_releaser.dispatcher.rest import HEADER_MESSAGE_ID
 from scheduler_releaser.dispatcher.timers import Position
@@ -550,3 +552,24 @@ def test_an_abort_of_one_apps_message_does_not_abort_another_apps_message_with_i
     assert outcomes[OTHER_REST_APP.app_id] == (DeliveryOutcome.SKIPPED, "aborted")
     assert outcomes[REST_APP.app_id][0] is DeliveryOutcome.SENT
     assert len(calls) == 1
+def test_an_app_that_cannot_be_read_is_retried_not_dropped() -> None:
+    """A failed app read (Cassandra down, or a secret whose key is not in this replica's keyring:
+    scheduler.encryption.UnreadableValue) hands the attempts back instead of losing them."""
+    calls: list[httpx.Request] = []
+    h = build(lambda r: calls.append(r) or httpx.Response(200))
+    m = h.message(due_in_ms=0)
+    read_app = h.apps.get_app
+    failures = [UnreadableValue("value encrypted with key 'k9', not in the keyring")]
+
+    def flaky(app_id: str) -> Application | None:
+        if failures:
+            raise failures.pop()
+        return read_app(app_id)
+
+    h.apps.get_app = flaky  # type: ignore[method-assign]
+    h.dispatcher.accept(m, Position("t", 0, 1))
+    run(h.dispatcher.fire_due())
+    assert calls == [] and len(h.dispatcher.timers) == 1
+    assert run(h.dispatcher.fire_due()) == 1
+    assert [r.headers[HEADER_MESSAGE_ID] for r in calls] == [m.message_id]
+    assert h.sink.emitted[-1].settled == Position("t", 0, 1)

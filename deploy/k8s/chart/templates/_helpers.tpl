@@ -65,6 +65,13 @@ app.kubernetes.io/component: {{ .component }}
       key: {{ .Values.secrets.keys.cassandraPassword }}
       optional: true
 {{- include "scheduler.tls.env" . }}
+{{- with .Values.encryption.keyringSecret }}
+- name: SCHEDULER_ENCRYPTION_KEYRING
+  valueFrom:
+    secretKeyRef: {name: {{ . | quote }}, key: keyring.json}
+- {name: SCHEDULER_ENCRYPTION_ENABLED, value: {{ $.Values.encryption.enabled | quote }}}
+- {name: SCHEDULER_ENCRYPTION_PAYLOADS, value: {{ $.Values.encryption.payloads | quote }}}
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}

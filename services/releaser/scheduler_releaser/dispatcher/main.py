@@ -15,6 +15,7 @@ import sys
 from prometheus_client import CollectorRegistry
 
 from scheduler.clock import SystemClock
+from scheduler.encryption import EncryptionSettings
 from scheduler.logs import configure_logging
 from scheduler.ops import Health
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
@@ -31,13 +32,14 @@ log = logging.getLogger("scheduler_releaser.dispatch")
 
 async def _serve(settings: DispatchSettings) -> None:
     kafka, scheduling = KafkaSettings(), SchedulingSettings()
+    cipher = EncryptionSettings().cipher()
     registry = CollectorRegistry()
     metrics = DispatchMetrics(registry)
     clock = SystemClock()
     health = Health(clock)
     ops = serve_ops(settings.metrics_port, registry, health)
     cassandra = CassandraSettings()
-    cluster, _, stores = await asyncio.to_thread(cassandra_stores, cassandra)
+    cluster, _, stores = await asyncio.to_thread(cassandra_stores, cassandra, cipher)
     # A child process: its Cassandra writes would otherwise delay this loop (writer_runner.py).
     record_writer = ProcessRecordWriter(
         kafka,
