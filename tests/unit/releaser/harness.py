@@ -27,7 +27,6 @@ from scheduler_releaser.dispatcher.http_post import HttpxPost
 from scheduler_releaser.dispatcher.outbound import OutboundGuard
 from scheduler_releaser.dispatcher.ports import OnCommitted, OnRefused, OutRecord
 from scheduler_releaser.dispatcher.rest import RestDeliverer
-from scheduler_releaser.dispatcher.status_reader import StoreStatusReader
 from scheduler_releaser.dispatcher.timers import Position
 from scheduler_releaser.metrics import DispatchMetrics
 from scheduler_releaser.settings import DispatchSettings
@@ -272,7 +271,7 @@ def build(
         kafka=KAFKA,
         scheduling=SCHEDULING,
         settings=settings,
-        states=StoreStatusReader(messages),
+        states=messages,  # the fake is its own StatusReader
         buckets=buckets,
         apps=AppCache(app_lookup, clock, ttl_ms=0),
         commands=commands,

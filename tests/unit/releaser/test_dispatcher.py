@@ -340,8 +340,8 @@ def test_an_abort_arriving_after_prefetch_but_before_due_still_wins() -> None:
     )
     m = h.message(due_in_ms=50)
     h.store_record(m)
-    get = h.messages.get
-    h.messages.get = lambda app, mid: reads.append(1) or get(app, mid)  # type: ignore[method-assign]
+    states = h.messages.states
+    h.messages.states = lambda app, ids: reads.append(1) or states(app, ids)  # type: ignore[method-assign]
     h.dispatcher.accept(m, None)
     assert run(h.dispatcher.fire_due()) == 1
     assert reads == [1]
