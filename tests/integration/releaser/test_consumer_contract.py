@@ -1,5 +1,6 @@
-"""The consumer behaviours the dispatcher's feeds rely on, checked on the real broker and on the
-fake of the unit tests (tests/unit/releaser/fake_kafka.py) alike."""
+"""The consumer behaviours the dispatcher's feeds rely on, and the transactional producer's
+fencing the releaser and dispatcher rely on, checked on the real broker and on the fake of the
+unit tests (tests/unit/releaser/fake_kafka.py) alike."""
 
 from __future__ import annotations
 
@@ -9,11 +10,18 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pytest
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 from scheduler.settings import KafkaSettings
-from tests.unit.releaser.fake_kafka import FakeConsumer, FakeKafka
+from tests.unit.releaser.fake_kafka import FakeConsumer, FakeKafka, FakeTransactionalProducer
 
 # Record timestamps are fixed so both worlds see the same instants; the real topic keeps its records
 # forever (retention.ms -1), or the broker's retention would delete them once T0 is a week old.
@@ -27,6 +35,7 @@ class World(Protocol):
     def add_partitions(self, total: int) -> None: ...
     def commit(self, partition: int, offset: int, metadata: str) -> None: ...
     def consumer(self, *, eof: bool = False) -> Any: ...
+    def transactional_producer(self, transactional_id: str) -> Any: ...
     def settle(self) -> None: ...
 
 
@@ -69,6 +78,9 @@ class RealWorld:
             }
         )
 
+    def transactional_producer(self, transactional_id: str) -> Any:
+        return Producer({**self.kafka.client_config(), "transactional.id": transactional_id})
+
     def settle(self) -> None:
         time.sleep(0.2)
 
@@ -92,6 +104,9 @@ class FakeWorld:
 
     def consumer(self, *, eof: bool = False) -> Any:
         return FakeConsumer(self.kafka, "g", eof=eof)
+
+    def transactional_producer(self, transactional_id: str) -> Any:
+        return FakeTransactionalProducer(self.kafka, transactional_id)
 
     def settle(self) -> None:
         pass
@@ -154,4 +169,36 @@ def test_positions_pause_incremental_assign_and_end_of_partition_events(world: W
     assert drain(c) == [(1, 0, False), (1, 1, True)]  # the paused partition is not fetched
     c.resume([TopicPartition(world.topic, 0)])
     assert drain(c) == [(0, 3, False), (0, 4, True)]
+    c.close()
+
+
+def test_a_newer_producer_with_the_same_transactional_id_fences_the_older_one(
+    world: World,
+) -> None:
+    transactional_id = f"{world.topic}-txn"
+    older = world.transactional_producer(transactional_id)
+    older.init_transactions(30)
+    older.begin_transaction()
+    older.produce(world.topic, b"older", partition=0, timestamp=T0)
+    older.flush(10)
+    newer = world.transactional_producer(transactional_id)
+    newer.init_transactions(30)  # aborts the older instance's open transaction
+    for call in (lambda: older.commit_transaction(10), older.begin_transaction):
+        with pytest.raises(KafkaException) as raised:
+            call()
+        error = raised.value.args[0]
+        assert (error.code(), error.fatal()) == (KafkaError._FENCED, True)
+    newer.begin_transaction()
+    newer.produce(world.topic, b"newer", partition=0, timestamp=T0)
+    newer.commit_transaction(10)
+
+    c = world.consumer(eof=True)  # read_committed
+    c.assign([TopicPartition(world.topic, 0, 0)])
+    values: list[bytes] = []
+    for _ in range(50):
+        batch = c.consume(num_messages=100, timeout=0.2)
+        values += [m.value() for m in batch if m.error() is None]
+        if any(m.error() is not None for m in batch):
+            break  # the end of the partition
+    assert values == [b"newer"]
     c.close()

@@ -8,6 +8,11 @@ fetched; `offsets_for_times` with -1 returns the end (the last stable offset: ev
 here is committed); a paused partition is not fetched; with `eof`, reaching the end of a
 partition yields one _PARTITION_EOF event per new end. `stalled` makes every fetch return
 nothing (a leader move, a broken connection).
+
+`FakeTransactionalProducer` keeps the transactional id's fencing: `init_transactions` under an
+id bumps its epoch and aborts the open transaction of the previous instance, whose every later
+call then raises the fatal `_FENCED` error librdkafka raises. Its records reach the log (and a
+read_committed consumer) only when its transaction commits.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from confluent_kafka import OFFSET_END, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_END, KafkaError, KafkaException, TopicPartition
 
 INVALID = -1001
 TP = tuple[str, int]
@@ -33,6 +38,7 @@ class Record:
 class FakeKafka:
     logs: dict[TP, list[Record]] = field(default_factory=dict)
     commits: dict[tuple[str, str, int], tuple[int, str]] = field(default_factory=dict)
+    epochs: dict[str, int] = field(default_factory=dict)  # transactional id -> current epoch
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def create(self, topic: str, partitions: int) -> None:
@@ -54,6 +60,75 @@ class FakeKafka:
 
     def end(self, topic: str, partition: int) -> int:
         return len(self.logs[(topic, partition)])
+
+
+class FakeTransactionalProducer:
+    """The transactional calls of a confluent-kafka Producer (see the module docstring)."""
+
+    def __init__(self, kafka: FakeKafka, transactional_id: str) -> None:
+        self.kafka = kafka
+        self.transactional_id = transactional_id
+        self._epoch: int | None = None  # set by init_transactions
+        self._open: list[tuple[str, int, bytes, int]] | None = None
+        self._fenced = False
+
+    def init_transactions(self, timeout: float = -1) -> None:
+        with self.kafka.lock:
+            self._epoch = self.kafka.epochs.get(self.transactional_id, -1) + 1
+            # the previous instance's open transaction is aborted: its records never commit
+            self.kafka.epochs[self.transactional_id] = self._epoch
+
+    def begin_transaction(self) -> None:
+        self._check()
+        if self._open is not None:
+            raise KafkaException(KafkaError(KafkaError._STATE, "transaction already open"))
+        self._open = []
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int = 0,
+        timestamp: int = 0,
+        **_: Any,
+    ) -> None:
+        self._check()
+        if self._open is None:
+            raise KafkaException(KafkaError(KafkaError._STATE, "no open transaction"))
+        self._open.append((topic, partition, value or b"", timestamp))
+
+    def flush(self, timeout: float = -1) -> int:
+        self._check()
+        return 0
+
+    def commit_transaction(self, timeout: float = -1) -> None:
+        self._check()
+        if self._open is None:
+            raise KafkaException(KafkaError(KafkaError._STATE, "no open transaction"))
+        records, self._open = self._open, None
+        for topic, partition, value, timestamp in records:
+            self.kafka.produce(topic, partition, value, timestamp)
+
+    def abort_transaction(self, timeout: float = -1) -> None:
+        self._check()
+        self._open = None
+
+    def _check(self) -> None:
+        """Fenced once a newer instance initialised the id: every call fails, fatally."""
+        with self.kafka.lock:
+            current = self.kafka.epochs.get(self.transactional_id)
+        if self._epoch is None:
+            raise KafkaException(KafkaError(KafkaError._STATE, "init_transactions not called"))
+        if self._fenced or current != self._epoch:
+            self._fenced, self._open = True, None
+            raise KafkaException(
+                KafkaError(
+                    KafkaError._FENCED,
+                    "This instance has been fenced by a newer instance",
+                    fatal=True,
+                )
+            )
 
 
 class FakeMessage:
