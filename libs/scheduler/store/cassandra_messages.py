@@ -21,7 +21,8 @@ replicated in the local data centre only), whose answer carries the existing row
 
 Ties: two writes of the same precedence resolve cell by cell (Cassandra keeps the larger value,
 and a null beats a value); writers of one precedence carry the same status, so at worst
-`updated_ms`/`lateness_ms` come from different replays of the same event.
+`updated_ms`/`lateness_ms`/`attempt`/`last_error` come from different writes of the same status
+(docs/ARCHITECTURE.md, decision 1; the fake merges alike, tests/contract/test_message_store.py).
 """
 
 from __future__ import annotations
