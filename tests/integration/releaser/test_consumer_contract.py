@@ -20,7 +20,11 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
-from scheduler.settings import KafkaSettings
+from scheduler.records import DueMessage
+from scheduler.settings import KafkaSettings, SchedulingSettings
+from scheduler.topics import Topics
+from scheduler_releaser.codecs import Codecs
+from scheduler_releaser.releaser.runtime import KafkaRingPublisher, ReleaserFenced
 from tests.unit.releaser.fake_kafka import FakeConsumer, FakeKafka, FakeTransactionalProducer
 
 # Record timestamps are fixed so both worlds see the same instants; the real topic keeps its records
@@ -36,6 +40,7 @@ class World(Protocol):
     def commit(self, partition: int, offset: int, metadata: str) -> None: ...
     def consumer(self, *, eof: bool = False) -> Any: ...
     def transactional_producer(self, transactional_id: str) -> Any: ...
+    def create(self, topic: str) -> None: ...
     def settle(self) -> None: ...
 
 
@@ -81,6 +86,11 @@ class RealWorld:
     def transactional_producer(self, transactional_id: str) -> Any:
         return Producer({**self.kafka.client_config(), "transactional.id": transactional_id})
 
+    def create(self, topic: str) -> None:
+        self.admin.create_topics([NewTopic(topic, 1, 1, config={"retention.ms": "-1"})])[
+            topic
+        ].result()
+
     def settle(self) -> None:
         time.sleep(0.2)
 
@@ -107,6 +117,9 @@ class FakeWorld:
 
     def transactional_producer(self, transactional_id: str) -> Any:
         return FakeTransactionalProducer(self.kafka, transactional_id)
+
+    def create(self, topic: str) -> None:
+        self.kafka.create(topic, 1)
 
     def settle(self) -> None:
         pass
@@ -188,17 +201,74 @@ def test_a_newer_producer_with_the_same_transactional_id_fences_the_older_one(
             call()
         error = raised.value.args[0]
         assert (error.code(), error.fatal()) == (KafkaError._FENCED, True)
+    # the fatal error is an event too: the next flush raises it, once
+    with pytest.raises(KafkaException) as raised:
+        older.flush(0)
+    assert raised.value.args[0].code() == KafkaError._FENCED
+    assert older.flush(0) == 0
     newer.begin_transaction()
     newer.produce(world.topic, b"newer", partition=0, timestamp=T0)
     newer.commit_transaction(10)
+    # An instance fenced between two transactions: begin and produce are local, and succeed;
+    # the commit reaches the broker and fails.
+    newest = world.transactional_producer(transactional_id)
+    newest.init_transactions(30)
+    newer.begin_transaction()
+    newer.produce(world.topic, b"fenced", partition=0, timestamp=T0)
+    with pytest.raises(KafkaException) as raised:
+        newer.commit_transaction(10)
+    error = raised.value.args[0]
+    assert (error.code(), error.fatal()) == (KafkaError._FENCED, True)
 
-    c = world.consumer(eof=True)  # read_committed
-    c.assign([TopicPartition(world.topic, 0, 0)])
+    assert committed_values(world, world.topic) == [b"newer"]
+
+
+def committed_values(world: World, topic: str) -> list[bytes]:
+    """What a read_committed consumer reads of partition 0, up to its end."""
+    c = world.consumer(eof=True)
+    c.assign([TopicPartition(topic, 0, 0)])
     values: list[bytes] = []
     for _ in range(50):
         batch = c.consume(num_messages=100, timeout=0.2)
         values += [m.value() for m in batch if m.error() is None]
         if any(m.error() is not None for m in batch):
             break  # the end of the partition
-    assert values == [b"newer"]
     c.close()
+    return values
+
+
+def test_a_releaser_fenced_with_records_in_flight_stands_down(world: World) -> None:
+    # Two releasers share the transactional id; the newer one's start fences the older, whose
+    # flush must say so (ReleaserFenced: it then waits, instead of fencing the newer one back).
+    topics = Topics(KafkaSettings(topic_prefix=f"{world.topic}."), SchedulingSettings())
+    codecs = Codecs.build(KafkaSettings())
+    ring_topic = topics.ring.topic_for_send(T0, T0)
+    world.create(ring_topic)
+
+    def releaser() -> KafkaRingPublisher:
+        transactional_id = f"{world.topic}-releaser"
+        return KafkaRingPublisher(
+            lambda: world.transactional_producer(transactional_id), topics, codecs
+        )
+
+    older, newer = releaser(), releaser()
+    older.start()
+    older.publish(_due("M1"), T0)
+    older.flush()
+    older.publish(_due("M2"), T0)
+    newer.start()  # a new lease holder
+    with pytest.raises(ReleaserFenced):
+        older.flush()
+    assert not older.started
+    newer.publish(_due("M3"), T0)
+    newer.flush()
+    newer.close()
+    values = committed_values(world, ring_topic)
+    assert [codecs.due.decode(v).message_id for v in values] == ["M1", "M3"]
+
+
+def _due(message_id: str) -> DueMessage:
+    return DueMessage(
+        message_id=message_id, app_id="app", generation=0, attempt=1, due_ms=T0,
+        send_at_ms=T0, created_ms=T0, payload_json="{}",
+    )  # fmt: skip

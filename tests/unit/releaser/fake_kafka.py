@@ -10,9 +10,13 @@ partition yields one _PARTITION_EOF event per new end. `stalled` makes every fet
 nothing (a leader move, a broken connection).
 
 `FakeTransactionalProducer` keeps the transactional id's fencing: `init_transactions` under an
-id bumps its epoch and aborts the open transaction of the previous instance, whose every later
-call then raises the fatal `_FENCED` error librdkafka raises. Its records reach the log (and a
-read_committed consumer) only when its transaction commits.
+id bumps its epoch and aborts the open transaction of the previous instance. That instance
+learns it on its next call that reaches the broker (commit, abort, a flush with records to
+send), which raises the fatal `_FENCED` error librdkafka raises, as do begin, produce, commit
+and abort after it; local calls before that succeed. The fatal error is also an event that the
+next flush or poll raises, once (seen on the real broker: a commit raises `_FENCED`, then one
+flush does). Its records reach the log (and a read_committed consumer) only when its
+transaction commits.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ class FakeTransactionalProducer:
         self._epoch: int | None = None  # set by init_transactions
         self._open: list[tuple[str, int, bytes, int]] | None = None
         self._fenced = False
+        self._fatal_event = False  # the fatal error, not yet served by a flush or poll
 
     def init_transactions(self, timeout: float = -1) -> None:
         with self.kafka.lock:
@@ -79,7 +84,7 @@ class FakeTransactionalProducer:
             self.kafka.epochs[self.transactional_id] = self._epoch
 
     def begin_transaction(self) -> None:
-        self._check()
+        self._check(local=True)
         if self._open is not None:
             raise KafkaException(KafkaError(KafkaError._STATE, "transaction already open"))
         self._open = []
@@ -93,14 +98,19 @@ class FakeTransactionalProducer:
         timestamp: int = 0,
         **_: Any,
     ) -> None:
-        self._check()
+        self._check(local=True)
         if self._open is None:
             raise KafkaException(KafkaError(KafkaError._STATE, "no open transaction"))
         self._open.append((topic, partition, value or b"", timestamp))
 
     def flush(self, timeout: float = -1) -> int:
-        self._check()
-        return 0
+        if self._open and not self._fenced:
+            try:
+                self._check()  # records to send: this reaches the broker
+            except KafkaException:
+                self._fatal_event = False  # served here
+                raise
+        return self.poll(timeout)
 
     def commit_transaction(self, timeout: float = -1) -> None:
         self._check()
@@ -114,21 +124,30 @@ class FakeTransactionalProducer:
         self._check()
         self._open = None
 
-    def _check(self) -> None:
-        """Fenced once a newer instance initialised the id: every call fails, fatally."""
+    def poll(self, timeout: float = -1) -> int:
+        if self._fatal_event:
+            self._fatal_event = False
+            raise KafkaException(_fenced_error())
+        return 0
+
+    def _check(self, local: bool = False) -> None:
+        """A call that reaches the broker finds out that a newer instance initialised the id;
+        from then on every call fails, fatally. A local call fails only once that is known."""
         with self.kafka.lock:
             current = self.kafka.epochs.get(self.transactional_id)
         if self._epoch is None:
             raise KafkaException(KafkaError(KafkaError._STATE, "init_transactions not called"))
-        if self._fenced or current != self._epoch:
-            self._fenced, self._open = True, None
-            raise KafkaException(
-                KafkaError(
-                    KafkaError._FENCED,
-                    "This instance has been fenced by a newer instance",
-                    fatal=True,
-                )
-            )
+        if self._fenced:
+            raise KafkaException(_fenced_error())
+        if not local and current != self._epoch:
+            self._fenced, self._fatal_event, self._open = True, True, None
+            raise KafkaException(_fenced_error())
+
+
+def _fenced_error() -> KafkaError:
+    return KafkaError(
+        KafkaError._FENCED, "This instance has been fenced by a newer instance", fatal=True
+    )
 
 
 class FakeMessage:
