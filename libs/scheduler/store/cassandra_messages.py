@@ -21,7 +21,8 @@ replicated in the local data centre only), whose answer carries the existing row
 
 Ties: two writes of the same precedence resolve cell by cell (Cassandra keeps the larger value,
 and a null beats a value); writers of one precedence carry the same status, so at worst
-`updated_ms`/`lateness_ms` come from different replays of the same event.
+`updated_ms`/`lateness_ms`/`attempt`/`last_error` come from different writes of the same status
+(docs/ARCHITECTURE.md, decision 1; the fake merges alike, tests/contract/test_message_store.py).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from scheduler.domain.status import Status
 from scheduler.encryption import PLAIN, ColumnCipher, cell, is_sealed
 from scheduler.store.cursor import decode_cursor, encode_cursor
 from scheduler.store.ports import (
+    LIST_SCAN_BUDGET,
     LogEntry,
     MessageContent,
     MessagePage,
@@ -51,10 +53,6 @@ from scheduler.store.ports import (
 )
 
 DAY_MS = 86_400_000
-# A filtered list reads at most this many listing rows per page (per call), so a rare status
-# never turns one request into a scan of the whole history; the page then ends early with a
-# cursor and the client continues from there.
-MAX_SCANNED_PER_PAGE = 2_000
 _FETCH_SIZE = 200
 # Cassandra refuses multi-partition batches above batch_size_fail_threshold (50 KiB by default):
 # save_many keeps its batches below this, and writes a bigger message's statements one by one.
@@ -69,11 +67,17 @@ def day_of(epoch_ms: int) -> int:
 
 class CassandraMessageStore:
     """MessageStore on Cassandra. `session` must be bound to the scheduler keyspace; `cipher`
-    seals `payload_json` on write when payload encryption is on, and opens it on read."""
+    seals `payload_json` on write when payload encryption is on, and opens it on read;
+    `scan_budget`: listing rows a `list` page reads at most (LIST_SCAN_BUDGET)."""
 
-    def __init__(self, session: Session, cipher: ColumnCipher = PLAIN) -> None:
+    def __init__(
+        self, session: Session, cipher: ColumnCipher = PLAIN, scan_budget: int = LIST_SCAN_BUDGET
+    ) -> None:
+        if scan_budget < 1:
+            raise ValueError("scan_budget must be at least 1")
         self._session = session
         self._cipher = cipher
+        self._scan_budget = scan_budget
         prepare = session.prepare
         self._insert_content: PreparedStatement = prepare(
             "INSERT INTO messages (app_id, message_id, payload_json, send_at_ms, created_ms,"
@@ -342,10 +346,10 @@ class CassandraMessageStore:
         for scanned, entry in enumerate(self._listing(app_id, after), start=1):
             batch.append(entry)
             last_scanned = entry
-            if len(batch) >= min(limit + 1, _FETCH_SIZE) or scanned >= MAX_SCANNED_PER_PAGE:
+            if len(batch) >= min(limit + 1, _FETCH_SIZE) or scanned >= self._scan_budget:
                 found += self._fetch_views(app_id, batch, status)
                 batch = []
-                if len(found) > limit or scanned >= MAX_SCANNED_PER_PAGE:
+                if len(found) > limit or scanned >= self._scan_budget:
                     break
         else:
             found += self._fetch_views(app_id, batch, status)

@@ -250,6 +250,33 @@ def test_batch_when_kafka_fails_is_a_503(h: Harness) -> None:
     _assert_nothing_written(h)
 
 
+def test_batch_that_kafka_acknowledges_in_part_answers_200_with_503_items(h: Harness) -> None:
+    # The broker refuses a record above the topic's max.message.bytes and acknowledges the
+    # others (tests/integration/ingest/test_publisher_contract.py): per-item answers.
+    h.fake.max_record_bytes[h.topics.requests] = 2_000
+    r = h.client.post(
+        "/messages/batch",
+        json={
+            "messages": [
+                {"payload": 0, "sendAt": SOON},
+                {"payload": "x" * 3_000, "sendAt": SOON},
+                {"payload": 2, "sendAt": SOON},
+            ]
+        },
+        headers=h.alice.data,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    results = body["results"]
+    assert [x.get("error") for x in results] == [None, "unavailable", None]
+    assert (body["accepted"], body["rejected"]) == (2, 1)
+    acknowledged = [results[0]["messageId"], results[2]["messageId"]]
+    assert [p.message_id for p in h.published_requests()] == acknowledged
+    listed = h.messages.list(h.alice.app_id, None, None, 10).items
+    assert sorted(v.content.message_id for v in listed) == sorted(acknowledged)
+    assert h.usage.read(h.alice.app_id, 0, 10**6)[0].ingested == 2
+
+
 def test_record_write_failure_after_the_ack_still_answers_200(h: Harness) -> None:
     def broken(*_: object) -> None:
         raise RuntimeError("cassandra down")

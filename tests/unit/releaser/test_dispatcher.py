@@ -20,7 +20,17 @@ from scheduler_releaser.dispatcher.rest import HEADER_MESSAGE_ID
 from scheduler_releaser.dispatcher.timers import Position
 from scheduler_releaser.settings import DispatchSettings
 
-from .harness import KAFKA_APP, REST_APP, SCHEDULING, TOPICS, Emitted, Harness, KnownTopics, build
+from .harness import (
+    KAFKA_APP,
+    REST_APP,
+    SCHEDULING,
+    TOPICS,
+    Emitted,
+    Harness,
+    KnownTopics,
+    ManualSleep,
+    build,
+)
 
 pytestmark = pytest.mark.unit
 T = TypeVar("T")
@@ -57,6 +67,35 @@ def test_fires_at_the_due_instant_never_early() -> None:
     # REST is delivered by the POST itself: its transaction is not held for a due instant
     assert h.sink.emitted[-1].not_before_ms is None
     assert h.metric("scheduler_dispatch_lateness_seconds_count", {"destination": "REST"}) == 1
+
+
+@pytest.mark.parametrize("app", [REST_APP, KAFKA_APP], ids=["REST", "KAFKA"])
+def test_a_sleep_that_wakes_early_is_checked_again_never_delivering_early(
+    app: Application,
+) -> None:
+    delivered: list[int] = []
+    h = build(
+        lambda request: delivered.append(h.clock.now_ms()) or httpx.Response(204),
+        settings=DispatchSettings(prefetch_ms=400),
+        sleep_wakes_after=lambda asked_ms: asked_ms // 2,  # every sleep wakes halfway
+    )
+    message = h.message(app, due_in_ms=1_000)
+    h.dispatcher.accept(message, None)
+    h.clock.advance(600)  # within the prefetch: the task starts and waits for the due instant
+    run(h.dispatcher.fire_due())
+    sleep = h.dispatcher._sleep
+    assert isinstance(sleep, ManualSleep) and sleep.woke_early >= 2
+    if app is REST_APP:
+        assert delivered == [message.due_ms]
+    else:  # produced ahead, into a transaction held until the due instant
+        [emit] = h.sink.emitted
+        assert any(r.destination for r in emit.records)
+        assert emit.at_ms is not None
+        assert emit.at_ms >= message.due_ms - DispatchSettings().kafka_produce_ahead_ms
+        assert emit.not_before_ms == message.due_ms
+    [result] = h.sink.results()
+    assert result.outcome is DeliveryOutcome.SENT and result.lateness_ms is not None
+    assert result.lateness_ms >= 0
 
 
 def test_past_due_fires_at_once_in_due_order() -> None:
@@ -339,8 +378,8 @@ def test_an_abort_arriving_after_prefetch_but_before_due_still_wins() -> None:
     )
     m = h.message(due_in_ms=50)
     h.store_record(m)
-    get = h.messages.get
-    h.messages.get = lambda app, mid: reads.append(1) or get(app, mid)  # type: ignore[method-assign]
+    states = h.messages.states
+    h.messages.states = lambda app, ids: reads.append(1) or states(app, ids)  # type: ignore[method-assign]
     h.dispatcher.accept(m, None)
     assert run(h.dispatcher.fire_due()) == 1
     assert reads == [1]
