@@ -591,6 +591,8 @@ def test_an_abort_of_one_apps_message_does_not_abort_another_apps_message_with_i
     assert outcomes[OTHER_REST_APP.app_id] == (DeliveryOutcome.SKIPPED, "aborted")
     assert outcomes[REST_APP.app_id][0] is DeliveryOutcome.SENT
     assert len(calls) == 1
+
+
 def test_an_app_that_cannot_be_read_is_retried_not_dropped() -> None:
     """A failed app read (Cassandra down, or a secret whose key is not in this replica's keyring:
     scheduler.encryption.UnreadableValue) hands the attempts back instead of losing them."""
