@@ -117,6 +117,42 @@ def future_topic(now_ms: int) -> str:
     return RING.topic_for_slot(min(paused_slots(RING.slot_of(now_ms), SCHEDULING)))
 
 
+# -- bad input never blocks a partition ---------------------------------------------------------
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.emitted: list[tuple[list[OutRecord], Position | None]] = []
+
+    def emit(self, records: list[OutRecord], settled: Position | None, *a: object, **k: object):
+        self.emitted.append((records, settled))
+
+
+def test_an_undecodable_ring_record_is_rejected_with_its_position_and_the_rest_is_read() -> None:
+    kafka, clock = ring_world()
+    topic = RING.topic_for(clock.now_ms())
+    kafka.produce(topic, 0, due("m-before", clock.now_ms()), timestamp_ms=clock.now_ms())
+    kafka.produce(topic, 0, b"\x00 not a due message", timestamp_ms=clock.now_ms())
+    kafka.produce(topic, 0, due("m-after", clock.now_ms()), timestamp_ms=clock.now_ms())
+    feed, _, dispatcher, _ = ring_feed(kafka, clock)
+    sink = RecordingSink()
+    feed._sink = sink  # type: ignore[assignment]
+    feed.start(clock.now_ms(), slack_ms=0)
+    feed.poll()
+    assert dispatcher.accepted == ["m-before", "m-after"]
+    [(records, settled)] = sink.emitted
+    assert settled == Position(topic, 0, 1)  # its offset is settled: the partition goes on
+    [out] = records
+    assert out.topic == TOPICS.rejected
+    rejected = CODECS.rejected.decode(out.value)
+    assert (rejected.reason, rejected.source_topic, rejected.source_offset) == (
+        "undecodable_due_message",
+        topic,
+        1,
+    )
+    assert rejected.original == b"\x00 not a due message"
+
+
 # -- ring partitions without a usable committed offset ---------------------------------------
 
 
