@@ -91,12 +91,12 @@ def test_kill_9_mid_run_then_restart_loses_nothing(shared_world: World, victim: 
     last_due = max(p.send_at_ms for p in ledger.planned.values())
     report = w.wait_delivered(ledger, timeout_s=(last_due - CLOCK.now_ms()) / 1000 + 60)
     print(f"kill -9 {victim}: back after {ready_after_s:.1f} s; {report.summary()}")
-    assert len(ledger) > 300
     # The system took new messages once the victim was back (at least two ticks of both apps'
-    # batches): the 200 Kafka-native messages and the feed before the kill already make more
-    # than 300, so the total alone is met by a restarted ingest that accepts nothing.
+    # batches): the 200 Kafka-native messages and the feed before the kill can make more than
+    # 300, so the total alone can be met by a restarted ingest that accepts nothing.
     after_restart = [p for p in ledger.planned.values() if p.scheduled_ms >= ready_ms]
     assert len(after_restart) >= 4 * PER_TICK, (len(after_restart), len(ledger))
+    assert len(ledger) > 300
     assert report.lost == []
     assert report.early == []
     assert report.duplicates.get("kafka", 0) == 0, report.duplicates
