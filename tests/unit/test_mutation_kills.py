@@ -8,10 +8,12 @@ import re
 import pytest
 
 from scheduler.domain.backoff import Backoff
-from scheduler.domain.buckets import DAY_MS, ERA_DAYS, bucket_start, index_day, index_era
+from scheduler.domain.buckets import DAY_MS, ERA_DAYS, bucket_start, index_day, index_era, shard_of
 from scheduler.domain.errors import ValidationError
+from scheduler.domain.idempotency import claim_ttl_ms, fingerprint
 from scheduler.domain.ids import new_message_id
 from scheduler.domain.lateness import dispatch_delay_of
+from scheduler.domain.placement import claimed
 from scheduler.domain.sendat import MAX_EPOCH_MS, check_horizon, parse_rfc3339_ms, parse_send_at
 from scheduler.domain.status import (
     MAX_ATTEMPT,
@@ -245,8 +247,10 @@ def test_send_at_bounds_and_calendar() -> None:
             "invalid_sendAt",
             f"sendAt {not_a_day!r} is not a valid calendar date and time",
         )
-    # offsets, signed, with minutes
+    # offsets, signed, with minutes; an instant is an int (an Avro long), never a float
     assert parse_rfc3339_ms("2030-01-01T05:30:00+05:30") == NOW
+    assert type(parse_rfc3339_ms("2030-01-01T05:30:00+05:30")) is int
+    assert type(parse_rfc3339_ms("2029-12-31T20:15:00.5-03:45")) is int
     assert parse_rfc3339_ms("2029-12-31T20:15:00-03:45") == NOW
     # sub-millisecond fractions round up, never down
     assert parse_rfc3339_ms("2030-01-01T00:00:00.000000001Z") == NOW + 1
@@ -260,7 +264,7 @@ def test_horizon_refusals_say_the_limits() -> None:
         "sendAt is more than 86400 s in the past; a past sendAt within that window means"
         " 'deliver now'",
     )
-    assert refused(check_horizon, NOW + 10 * DAY_MS + 1_001, NOW, 1_500, 10 * DAY_MS + 1_000) == (
+    assert refused(check_horizon, NOW + 10 * DAY_MS + 1, NOW, 1_500, 10 * DAY_MS) == (
         "invalid_sendAt",
         "sendAt is more than 10 days in the future",
     )
@@ -336,3 +340,27 @@ def test_index_eras_and_the_recorded_dispatch_delay() -> None:
     assert dispatch_delay_of(400, due_ms=NOW, created_ms=NOW + 300) == 100
     # delivered before the acceptance instant (clock skew between hosts): never negative
     assert dispatch_delay_of(100, due_ms=NOW, created_ms=NOW + 300) == 0
+
+
+def test_shard_count_must_be_positive() -> None:
+    with pytest.raises(ValueError, match=r"^shard count must be positive$"):
+        shard_of("01ARZ3NDEKTSV4RRFFQ69G5FAV", 0)
+
+
+def test_a_claim_covers_the_buckets_before_it_not_the_one_it_ends_at() -> None:
+    minute = 60_000
+    assert claimed(minute - 1, minute, minute)
+    assert not claimed(minute, minute, minute)  # claimed_up_to_ms is an exclusive end
+
+
+def test_idempotency_claims_outlive_the_requests_topic_by_a_day() -> None:
+    assert claim_ttl_ms(7 * DAY_MS) == 8 * DAY_MS
+
+
+def test_fingerprints_hash_non_ascii_text_as_utf8_not_escapes() -> None:
+    # SHA-256 of '["{\"name\":\"Zoë\"}",1893456000000,"clé"]' in UTF-8, escapes not applied
+    assert (
+        fingerprint('{"name": "Zo\\u00eb"}', NOW, "clé")
+        == fingerprint('{"name": "Zoë"}', NOW, "clé")
+        == "f875a2d457d71986de41154274ac3f6481679e22e064d6a8e24eadfcef2d4c9d"
+    )
