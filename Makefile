@@ -74,7 +74,7 @@ test-unit: install ## fast tests only: no servers, no external tools (the `tools
 	.venv/bin/pytest -m "unit and not tools" $(PYTEST_ARGS)
 
 MUTATION_ARGS ?=
-mutation: install ## mutation testing (mutmut) of the pure domain and the dispatcher's verdict with their unit tests; ~20 min on 2 busy cores, not in CI (docs/TESTING.md)
+mutation: install ## mutation testing (mutmut) of the pure domain and the dispatcher's verdict with their unit tests; 4-17 min on 2 busy cores, not in CI (docs/TESTING.md)
 	$(PY) scripts/mutation.py $(MUTATION_ARGS)
 
 test: stack-up tools ## the whole suite against the real local stack (starts it if needed)
