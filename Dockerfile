@@ -1,7 +1,8 @@
 # One image for every service of the point-in-time scheduler. The service is chosen by the
 # command (the console scripts of pyproject.toml):
 #   scheduler setup | scheduler admin ...   operator CLI (migrations Job, control keys)
-#   scheduler-ingest                        HTTP gateway, port 8080 (SCHEDULER_INGEST_PORT)
+#   scheduler-ingest                        HTTP gateway, port 8080 (SCHEDULER_INGEST_PORT),
+#                                           metrics on 9101 (SCHEDULER_INGEST_METRICS_PORT)
 #   scheduler-bucketer                      metrics on 9102 (SCHEDULER_BUCKETER_METRICS_PORT)
 #   scheduler-releaser                      metrics on 9103 (SCHEDULER_RELEASE_METRICS_PORT)
 #   scheduler-dispatcher                    metrics on 9104 here (SCHEDULER_DISPATCH_METRICS_PORT)
@@ -38,7 +39,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 USER 10001:10001
-EXPOSE 8080 9102 9103 9104
+EXPOSE 8080 9101 9102 9103 9104
 # tini forwards SIGTERM to the service, which shuts down gracefully.
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["scheduler", "--help"]

@@ -12,10 +12,10 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
-install: .venv/.installed ## create .venv with the locked dependencies (uv)
+install: .venv/.installed ## create .venv with the locked dependencies, test and benchmark extras (uv)
 .venv/.installed: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install -q uv
-	$(UV) sync --frozen --extra dev
+	$(UV) sync --frozen --extra dev --extra bench
 	@touch $@
 
 # The tests that run these tools install them on demand too (tests/support/tools.py).

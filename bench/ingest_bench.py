@@ -75,9 +75,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def server_means(url: str, route: str) -> str:
+def server_means(metrics_url: str, route: str) -> str:
     """Mean server-side latencies from the gateway's own metrics (since it started)."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
+    text = httpx.get(metrics_url, timeout=10).text
     sums: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("#"):
@@ -256,9 +256,11 @@ async def _asgi_requests(app: Any, auth: str, n: int) -> float:
     return 1000 * (time.process_time() - cpu0) / (n // 32 * 32)
 
 
-def gateway_env(kafka: KafkaSettings, cassandra: CassandraSettings, port: int) -> dict[str, str]:
+def gateway_env(
+    kafka: KafkaSettings, cassandra: CassandraSettings, port: int, metrics_port: int = 0
+) -> dict[str, str]:
     """The gateway process environment of these benchmarks: private topics and keyspace,
-    single-node durability, limits out of the way."""
+    single-node durability, limits out of the way; /metrics on `metrics_port` (0: none)."""
     env = {
         **os.environ,
         "SCHEDULER_ENV": "dev",
@@ -270,6 +272,7 @@ def gateway_env(kafka: KafkaSettings, cassandra: CassandraSettings, port: int) -
         "SCHEDULER_KAFKA_MIN_INSYNC_REPLICAS": "1",
         "SCHEDULER_INGEST_HOST": "127.0.0.1",
         "SCHEDULER_INGEST_PORT": str(port),
+        "SCHEDULER_INGEST_METRICS_PORT": str(metrics_port),
         "SCHEDULER_INGEST_RATE_PER_S": "1000000",
         "SCHEDULER_INGEST_RATE_BURST": "1000000",
         "SCHEDULER_INGEST_LOG_LEVEL": "WARNING",
@@ -328,14 +331,15 @@ def main() -> int:
     scheduling = SchedulingSettings()
     setup(kafka, cassandra, scheduling)
     cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     env = {
-        **gateway_env(kafka, cassandra, port),
+        **gateway_env(kafka, cassandra, port, metrics_port),
         "SCHEDULER_INGEST_BATCH_LIMIT": str(max(args.batch_size, 500)),
     }
     profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
     gateway = subprocess.Popen([sys.executable, *profile, "-m", "scheduler_ingest.main"], env=env)
     url = f"http://127.0.0.1:{port}"
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     try:
         auth = data_key(url, CassandraAppStore(session), unique)
 
@@ -356,7 +360,7 @@ def main() -> int:
                 f"  p99 {p99s[-1]:.1f} ms  failures {failures}"
                 f"  gateway CPU {cpu / wall:.2f} cores, {1000 * cpu / max(ok, 1):.2f} ms/request"
             )
-        print(server_means(url, "/messages"))
+        print(server_means(metrics_url, "/messages"))
         batches = []
         for run in range(args.runs):
             cpu0, t0 = cpu_seconds(gateway.pid), time.perf_counter()
@@ -370,7 +374,7 @@ def main() -> int:
                 f"  p99 {percentile(lat, 0.99):.0f} ms per batch  failures {failures}"
                 f"  gateway CPU {cpu / wall:.2f} cores, {1000 * cpu / max(msgs, 1):.3f} ms/message"
             )
-        print(server_means(url, "/messages/batch"))
+        print(server_means(metrics_url, "/messages/batch"))
         if args.in_process:
             in_process_costs(kafka, session, scheduling, args.in_process)
         print(

@@ -51,12 +51,17 @@ class Service:
     name: str
     command: str
     port_variable: str
+    metrics_port_variable: str = ""  # ingest's /metrics has a port of its own
 
     def port(self, env: dict[str, str]) -> int:
         return int(env[self.port_variable])
 
     def url(self, env: dict[str, str], path: str) -> str:
         return f"http://127.0.0.1:{self.port(env)}{path}"
+
+    def metrics_url(self, env: dict[str, str]) -> str:
+        port = env[self.metrics_port_variable or self.port_variable]
+        return f"http://127.0.0.1:{port}/metrics"
 
     @property
     def pidfile(self) -> Path:
@@ -68,7 +73,7 @@ class Service:
 
 
 SERVICES = (
-    Service("ingest", "scheduler-ingest", "SCHEDULER_INGEST_PORT"),
+    Service("ingest", "scheduler-ingest", "SCHEDULER_INGEST_PORT", "SCHEDULER_INGEST_METRICS_PORT"),
     Service("bucketer", "scheduler-bucketer", "SCHEDULER_BUCKETER_METRICS_PORT"),
     Service("releaser", "scheduler-releaser", "SCHEDULER_RELEASE_METRICS_PORT"),
     Service("dispatcher", "scheduler-dispatcher", "SCHEDULER_DISPATCH_METRICS_PORT"),
@@ -181,7 +186,7 @@ def up(env: dict[str, str]) -> int:
         say(f"started {len(started)} service(s) in {time.monotonic() - began:.1f} s")
     ingest = SERVICES[0]
     say(f"API docs: {ingest.url(env, '/docs')}  OpenAPI: {ingest.url(env, '/openapi.json')}")
-    say("metrics: " + "  ".join(s.url(env, "/metrics") for s in SERVICES))
+    say("metrics: " + "  ".join(s.metrics_url(env) for s in SERVICES))
     say(f"logs: {STATE / 'logs'}/<service>.log   try: make demo")
     return 0
 

@@ -4,14 +4,23 @@
 
 Grafana's JSON is verbose; the panels are kept here as (title, unit, queries) so that a change is
 a one-line diff. Every query is PromQL over the metrics the services declare in their metrics.py
-(tests/unit/deploy/test_metrics_named.py checks each name). Series are grouped by `service`
+(tests/unit/deploy/test_metrics_named.py checks each name; test_dashboards_cover_metrics.py that
+every declared metric is on a panel or in OMITTED with a reason). Series are grouped by `service`
 (ingest, bucketer, releaser, dispatcher), the label the chart's ServiceMonitor and
 deploy/prometheus/prometheus.yml give the targets.
+
+Every metric selector is scoped to the dashboards' variables `namespace` (one install at a time:
+two installs in one Prometheus are never summed), `job` and `instance` (a pod), added here by
+`scoped()` so that no query can forget them.
+
+Dashboards: an overview (processes, the flow end to end, delays, deliveries, top applications)
+and one per component with the figures an investigation of that component needs.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +31,27 @@ RATE = "$__rate_interval"
 FAILED = 'scheduler_dispatch_attempts_total{outcome="failed"}'
 APP_FAILED = 'scheduler_dispatch_app_attempts_total{outcome="failed"}'
 TOP = 10  # applications per top-N panel (each service labels at most SCHEDULER_METRICS_TOP_APPS)
+SERVICES = 'service=~"ingest|bucketer|releaser|dispatcher"'
+UP = f"up{{{SERVICES}}}"
+# Declared metrics deliberately on no panel, with the reason (a test holds every other one shown).
+OMITTED = {
+    "process_virtual_memory_bytes": "address space reserved, not memory used: the resident"
+    " memory panel is the figure to watch",
+}
+# The dashboards' variables, applied to every metric selector by scoped().
+SCOPE = 'namespace=~"$namespace", job=~"$job", instance=~"$instance"'
+_SELECTOR = re.compile(r"\b(scheduler_[a-z0-9_]+|process_[a-z0-9_]+|up)\b(\{[^}]*\})?(?!\s*\()")
+
+
+def scoped(expr: str) -> str:
+    """`expr` with the variables' matchers added to each metric selector."""
+
+    def add(match: re.Match[str]) -> str:
+        name, labels = match.group(1), match.group(2)
+        inner = labels[1:-1] if labels else ""
+        return f"{name}{{{SCOPE}{', ' + inner if inner else ''}}}"
+
+    return _SELECTOR.sub(add, expr)
 
 
 @dataclass(frozen=True)
@@ -39,18 +69,153 @@ class Row:
     panels: list[Panel] = field(default_factory=list)
 
 
-def quantiles(metric: str, by: str, where: str = "") -> list[tuple[str, str]]:
+def quantiles(metric: str, by: str = "", where: str = "") -> list[tuple[str, str]]:
+    """p50 / p99 / p99.9 of a histogram, per `by` label (none: one curve each)."""
     selector = f"{metric}_bucket{{{where}}}" if where else f"{metric}_bucket"
+    group = f"le, {by}" if by else "le"
+    legend = f" {{{{{by}}}}}" if by else ""
     return [
         (
-            f"histogram_quantile({q}, sum by (le, {by}) (rate({selector}[{RATE}])))",
-            f"p{label} {{{{{by}}}}}",
+            f"histogram_quantile({q}, sum by ({group}) (rate({selector}[{RATE}])))",
+            f"p{label}{legend}",
         )
         for q, label in (("0.5", "50"), ("0.99", "99"), ("0.999", "99.9"))
     ]
 
 
+def or_zero(expr: str) -> str:
+    """A labelled counter has no series until its first event: show 0, not "No data"."""
+    return f"{expr} or vector(0)"
+
+
+def per_hour(metric: str, by: str = "") -> str:
+    """Events of a counter in the last hour (a short label list: `by`)."""
+    return f"sum by ({by}) (increase({metric}[1h]))" if by else f"sum(increase({metric}[1h]))"
+
+
+def processes(services: str = "ingest|bucketer|releaser|dispatcher") -> Row:
+    """Up, CPU, resident memory, restarts of the processes of `services` (a regex)."""
+    on = f'service=~"{services}"'
+    by = "service, instance"
+    # The dispatcher's record writer is a child process: it counts its own restarts.
+    writer_restarts = (
+        [
+            (
+                "sum by (instance) (increase(scheduler_record_writer_restarts_total[1h]))",
+                "record writer of {{instance}} restarts",
+            )
+        ]
+        if "dispatcher" in services
+        else []
+    )
+    return Row(
+        "Processes",
+        [
+            Panel(
+                "Targets up",
+                "short",
+                [(f"max by ({by}) (up{{{on}}})", "{{service}} {{instance}}")],
+                "1: scraped; 0: the target does not answer (SchedulerServiceDown after 2 min).",
+            ),
+            Panel(
+                "CPU (cores)",
+                "short",
+                [
+                    (
+                        f"sum by ({by}) (rate(process_cpu_seconds_total{{{on}}}[{RATE}]))",
+                        "{{service}} {{instance}}",
+                    )
+                ],
+                "Python runs one core per process: near 1 the process is CPU-bound. The"
+                " dispatcher's record writer is a child process, not counted here.",
+            ),
+            Panel(
+                "Resident memory",
+                "bytes",
+                [
+                    (
+                        f"max by ({by}) (process_resident_memory_bytes{{{on}}})",
+                        "{{service}} {{instance}}",
+                    )
+                ],
+                "Compare with the pod's memory limit. The dispatcher holds up to"
+                " SCHEDULER_DISPATCH_MAX_HELD messages in memory.",
+            ),
+            Panel(
+                "Restarts (last hour) and uptime",
+                "short",
+                [
+                    (
+                        f"sum by ({by}) (changes(process_start_time_seconds{{{on}}}[1h]))",
+                        "{{service}} {{instance}} restarts",
+                    ),
+                    *writer_restarts,
+                ],
+                "A restart of a process shows as a new start time; the dispatcher's record"
+                " writer child process counts its own (SchedulerProcessRestarting,"
+                " SchedulerRecordWriterRestarting).",
+            ),
+            Panel(
+                "Uptime",
+                "s",
+                [
+                    (
+                        f"time() - max by ({by}) (process_start_time_seconds{{{on}}})",
+                        "{{service}} {{instance}}",
+                    )
+                ],
+            ),
+            Panel(
+                "Open file descriptors",
+                "short",
+                [
+                    (f"max by ({by}) (process_open_fds{{{on}}})", "{{service}} {{instance}} open"),
+                    (f"min by ({by}) (process_max_fds{{{on}}})", "{{service}} {{instance}} limit"),
+                ],
+                "Sockets included (Kafka, Cassandra, HTTP connections).",
+            ),
+        ],
+    )
+
+
+FLOW = Row(
+    "The flow end to end: is anything stuck?",
+    [
+        Panel(
+            "Into the ring vs settled by the dispatchers",
+            "ops",
+            [
+                (f"sum(rate(scheduler_release_messages_total[{RATE}]))", "released into the ring"),
+                (
+                    f"sum(rate(scheduler_bucketer_routed_direct_total[{RATE}]))",
+                    "routed straight to the ring",
+                ),
+                (f"sum(rate(scheduler_dispatch_settled_total[{RATE}]))", "settled (committed)"),
+            ],
+            "Settled: a ring record's result committed with its offset. Settled flat while"
+            " messages go into the ring (a few minutes ahead of their due time) means nothing is"
+            " delivered for good: SchedulerDueMessagesNotSettled.",
+        ),
+        Panel(
+            "Dispatcher transactions by result",
+            "ops",
+            [
+                (
+                    f"sum by (result) (rate(scheduler_dispatch_transactions_total[{RATE}]))",
+                    "{{result}}",
+                )
+            ],
+            "An idle dispatcher still commits its offsets every minute. Aborted with no"
+            " committed: its transactions fail in a loop (a results topic refusing records,"
+            " Kafka unreachable).",
+        ),
+    ],
+)
+
+
 OVERVIEW = [
+    processes(),
+    FLOW,
     Row(
         "Ingest",
         [
@@ -284,16 +449,6 @@ OVERVIEW = [
                 ],
             ),
             Panel(
-                "Kafka transactions",
-                "ops",
-                [
-                    (
-                        f"sum by (result) (rate(scheduler_dispatch_transactions_total[{RATE}]))",
-                        "{{result}}",
-                    )
-                ],
-            ),
-            Panel(
                 "Rejected records (bucketer + dispatcher)",
                 "ops",
                 [
@@ -360,6 +515,369 @@ OVERVIEW = [
 ]
 
 
+INGEST = [
+    processes("ingest"),
+    Row(
+        "Ingest: Kafka, records, aborts",
+        [
+            Panel(
+                "Kafka produce failures by topic and cause",
+                "ops",
+                [
+                    (
+                        or_zero(
+                            "sum by (topic, cause) "
+                            f"(rate(scheduler_ingest_kafka_produce_failures_total[{RATE}]))"
+                        ),
+                        "{{topic}} {{cause}}",
+                    )
+                ],
+                "Records Kafka did not acknowledge within the produce timeout: answered 503.",
+            ),
+            Panel(
+                "Record writes failed after Kafka acknowledged",
+                "ops",
+                [(f"sum(rate(scheduler_ingest_record_write_failures_total[{RATE}]))", "failed")],
+                "Nothing is lost (the bucketer writes the record later); GET /messages/{id} may"
+                " answer 404 for a moment. Cassandra trouble.",
+            ),
+            Panel(
+                "Abort outcomes",
+                "ops",
+                [
+                    (
+                        f"sum by (outcome) (rate(scheduler_ingest_abort_outcomes_total[{RATE}]))",
+                        "{{outcome}}",
+                    )
+                ],
+                "certain / confirmed_not_delivered: 200; too_late_delivered / unconfirmed: 409."
+                " unconfirmed rising: the dispatcher's results come late (docs/ARCHITECTURE.md,"
+                " Aborts).",
+            ),
+            Panel(
+                "Key cache lookups",
+                "ops",
+                [
+                    (
+                        f"sum by (result) (rate(scheduler_ingest_key_cache_total[{RATE}]))",
+                        "{{result}}",
+                    )
+                ],
+                "Misses read Cassandra; mostly hits once clients are steady.",
+            ),
+        ],
+    ),
+    Row(
+        "Ingest: console",
+        [
+            Panel(
+                "Console sign-ins and refused posts",
+                "ops",
+                [
+                    (
+                        or_zero(
+                            f"sum by (outcome) (rate(scheduler_console_sign_ins_total[{RATE}]))"
+                        ),
+                        "sign-in {{outcome}}",
+                    ),
+                    (
+                        or_zero(
+                            f"sum by (reason) (rate(scheduler_console_refused_posts_total[{RATE}]))"
+                        ),
+                        "refused post: {{reason}}",
+                    ),
+                ],
+                "Refused sign-ins in bursts: someone guessing control keys.",
+            ),
+            Panel(
+                "Console changes by action",
+                "short",
+                [(or_zero(per_hour("scheduler_console_actions_total", "action")), "{{action}}")],
+                "Changes made through the console in the last hour.",
+            ),
+        ],
+    ),
+]
+
+BUCKETER = [
+    processes("bucketer"),
+    Row(
+        "Bucketer: batches",
+        [
+            Panel(
+                "Records consumed by kind",
+                "ops",
+                [
+                    (
+                        f"sum by (kind) (rate(scheduler_bucketer_consumed_total[{RATE}]))",
+                        "{{kind}}",
+                    )
+                ],
+            ),
+            Panel(
+                "Consumer lag per partition",
+                "short",
+                [
+                    (
+                        "max by (topic, partition) (scheduler_bucketer_consumer_lag)",
+                        "{{topic}} {{partition}}",
+                    )
+                ],
+                "One partition lagging alone: a hot application key, or its replica is slow.",
+            ),
+            Panel(
+                "Batch duration (consumed to committed)",
+                "s",
+                quantiles("scheduler_bucketer_batch_seconds"),
+            ),
+            Panel("Batch size (records)", "short", quantiles("scheduler_bucketer_batch_records")),
+            Panel(
+                "Batches retried by stage",
+                "ops",
+                [
+                    (
+                        or_zero(
+                            f"sum by (stage) (rate(scheduler_bucketer_batch_retries_total[{RATE}]))"
+                        ),
+                        "{{stage}}",
+                    )
+                ],
+                "A batch rolled back and retried after a transient failure (Cassandra, Kafka):"
+                " retried, never skipped. Lasting: SchedulerBucketerStalled.",
+            ),
+            Panel(
+                "Commands by kind and outcome",
+                "ops",
+                [
+                    (
+                        f"sum by (kind, outcome) (rate(scheduler_bucketer_commands_total[{RATE}]))",
+                        "{{kind}} {{outcome}}",
+                    )
+                ],
+            ),
+            Panel(
+                "Idempotency key repeats by outcome",
+                "ops",
+                [
+                    (
+                        or_zero(
+                            "sum by (outcome) "
+                            f"(rate(scheduler_bucketer_key_duplicates_total[{RATE}]))"
+                        ),
+                        "{{outcome}}",
+                    )
+                ],
+                "Requests repeating the one holding their key (a client retry).",
+            ),
+            Panel(
+                "Pending count writes failed (last hour)",
+                "short",
+                [(per_hour("scheduler_bucketer_pending_count_failures_total"), "failed")],
+                "The pending-by-horizon gauge under-counts these batches; the messages are stored.",
+            ),
+        ],
+    ),
+]
+
+RELEASER = [
+    processes("releaser"),
+    Row(
+        "Releaser: leadership and releases",
+        [
+            Panel(
+                "Leadership per replica",
+                "short",
+                [("max by (instance) (scheduler_release_leader)", "{{instance}}")],
+                "Exactly one replica at 1. None for long: SchedulerNoReleaseLeader.",
+            ),
+            Panel(
+                "Fenced by a newer leader (last hour)",
+                "short",
+                [(per_hour("scheduler_release_fenced_total", "instance"), "{{instance}}")],
+            ),
+            Panel(
+                "Bucket release duration",
+                "s",
+                quantiles("scheduler_release_bucket_seconds"),
+                "Read, produce to the ring, mark QUEUED, drop: Cassandra latency shows here.",
+            ),
+            Panel(
+                "Released and aborted at release",
+                "ops",
+                [
+                    (f"sum(rate(scheduler_release_messages_total[{RATE}]))", "released"),
+                    (
+                        f"sum(rate(scheduler_release_app_deleted_total[{RATE}]))",
+                        "aborted: application deleted",
+                    ),
+                ],
+            ),
+        ],
+    ),
+]
+
+DISPATCHER = [
+    processes("dispatcher"),
+    Row(
+        "Dispatcher: settlement and transactions",
+        [
+            Panel(
+                "Settled ring records per instance",
+                "ops",
+                [
+                    (
+                        f"sum by (instance) (rate(scheduler_dispatch_settled_total[{RATE}]))",
+                        "{{instance}}",
+                    )
+                ],
+                "Committed with their offsets. Flat while its ring lag is above 0: nothing"
+                " settles (SchedulerDueMessagesNotSettled).",
+            ),
+            Panel(
+                "Transaction duration",
+                "s",
+                quantiles("scheduler_dispatch_transaction_seconds"),
+                "Produce and commit of one transaction; a KAFKA delivery is visible once it"
+                " commits.",
+            ),
+            Panel(
+                "Destination refusals by error",
+                "ops",
+                [
+                    (
+                        or_zero(
+                            "sum by (error, kind) "
+                            f"(rate(scheduler_dispatch_destination_refusals_total[{RATE}]))"
+                        ),
+                        "{{error}} {{kind}}",
+                    )
+                ],
+                "KAFKA destination records refused by their topic and settled without them"
+                " (permanent: FAILED; transient: retried).",
+            ),
+            Panel(
+                "Ring records dropped as duplicates",
+                "ops",
+                [(f"sum(rate(scheduler_dispatch_duplicates_total[{RATE}]))", "duplicates")],
+                "Already held or settled (replays after a restart, a bucket released twice).",
+            ),
+        ],
+    ),
+    Row(
+        "Dispatcher: fire path",
+        [
+            Panel(
+                "Fire delay (due to delivery start)",
+                "s",
+                quantiles("scheduler_dispatch_fire_delay_seconds"),
+            ),
+            Panel(
+                "Fire-time record read",
+                "s",
+                quantiles("scheduler_dispatch_record_read_seconds"),
+                "Cassandra read of the message records before firing (queueing included).",
+            ),
+            Panel(
+                "Ring lag and held messages per instance",
+                "short",
+                [
+                    ("sum by (instance) (scheduler_dispatch_ring_lag_records)", "{{instance}} lag"),
+                    ("sum by (instance) (scheduler_dispatch_held_messages)", "{{instance}} held"),
+                ],
+            ),
+        ],
+    ),
+    Row(
+        "Dispatcher: record writer",
+        [
+            Panel(
+                "Results applied to message records",
+                "ops",
+                [
+                    (
+                        f"sum by (outcome) (rate(scheduler_record_writer_results_total[{RATE}]))",
+                        "{{outcome}}",
+                    ),
+                ],
+                "Follows the deliveries; the records (GET /messages) lag when it does not.",
+            ),
+            Panel(
+                "Message records behind the delivery results",
+                "s",
+                [("max by (instance) (scheduler_dispatch_records_lag_seconds)", "{{instance}}")],
+                "A second or two when current. Late attempts wait for it"
+                " (SchedulerMessageRecordsLagging).",
+            ),
+            Panel(
+                "Record writer restarts (last hour)",
+                "short",
+                [(per_hour("scheduler_record_writer_restarts_total", "instance"), "{{instance}}")],
+                "Its lines in the dispatcher's log (dispatcher-record-writer) say why.",
+            ),
+        ],
+    ),
+]
+
+BOARDS = {
+    "scheduler-overview": ("pit-scheduler-overview", "Point-in-time scheduler", OVERVIEW),
+    "scheduler-ingest": ("pit-scheduler-ingest", "Point-in-time scheduler: ingest", INGEST),
+    "scheduler-bucketer": ("pit-scheduler-bucketer", "Point-in-time scheduler: bucketer", BUCKETER),
+    "scheduler-releaser": ("pit-scheduler-releaser", "Point-in-time scheduler: releaser", RELEASER),
+    "scheduler-dispatcher": (
+        "pit-scheduler-dispatcher",
+        "Point-in-time scheduler: dispatcher",
+        DISPATCHER,
+    ),
+}
+
+
+DATASOURCE: dict[str, Any] = {
+    "name": "datasource",
+    "label": "Prometheus",
+    "type": "datasource",
+    "query": "prometheus",
+    "current": {},
+    "hide": 0,
+}
+
+
+def _variable(name: str, label: str, query: str, *, all_values: bool) -> dict[str, Any]:
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "definition": query,
+        "query": {"query": query, "refId": name},
+        "refresh": 2,  # on time range change: pods come and go
+        "sort": 1,
+        "multi": all_values,
+        "includeAll": all_values,
+        **({"allValue": ".*"} if all_values else {}),
+        "current": {},
+        "hide": 0,
+    }
+
+
+# namespace: one install at a time, never All (two installs would be summed); job and
+# instance narrow it down to a component's target or one pod.
+VARIABLES = [
+    _variable("namespace", "Namespace", f"label_values({UP}, namespace)", all_values=False),
+    _variable(
+        "job",
+        "Job",
+        f'label_values(up{{{SERVICES}, namespace=~"$namespace"}}, job)',
+        all_values=True,
+    ),
+    _variable(
+        "instance",
+        "Instance (pod)",
+        f'label_values(up{{{SERVICES}, namespace=~"$namespace", job=~"$job"}}, instance)',
+        all_values=True,
+    ),
+]
+
+
 def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
     return {
         "id": panel_id,
@@ -373,7 +891,7 @@ def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
         "targets": [
             {
                 "refId": chr(ord("A") + i),
-                "expr": expr,
+                "expr": scoped(expr),
                 "legendFormat": legend,
                 "datasource": {"type": "prometheus", "uid": "${datasource}"},
             }
@@ -411,18 +929,17 @@ def dashboard(uid: str, title: str, rows: list[Row]) -> dict[str, Any]:
         "version": 1,
         "refresh": "30s",
         "time": {"from": "now-3h", "to": "now"},
-        "templating": {
-            "list": [
-                {
-                    "name": "datasource",
-                    "label": "Prometheus",
-                    "type": "datasource",
-                    "query": "prometheus",
-                    "current": {},
-                    "hide": 0,
-                }
-            ]
-        },
+        "templating": {"list": [DATASOURCE, *VARIABLES]},
+        "links": [
+            {
+                "title": "Point-in-time scheduler",
+                "type": "dashboards",
+                "tags": ["pit-scheduler"],
+                "asDropdown": True,
+                "includeVars": True,
+                "keepTime": True,
+            }
+        ],
         "annotations": {"list": []},
         "panels": panels,
     }
@@ -430,10 +947,10 @@ def dashboard(uid: str, title: str, rows: list[Row]) -> dict[str, Any]:
 
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
-    board = dashboard("pit-scheduler-overview", "Point-in-time scheduler", OVERVIEW)
-    path = OUT / "scheduler-overview.json"
-    path.write_text(json.dumps(board, indent=2) + "\n")
-    print(f"wrote {path}")
+    for name, (uid, title, rows) in BOARDS.items():
+        path = OUT / f"{name}.json"
+        path.write_text(json.dumps(dashboard(uid, title, rows), indent=2) + "\n")
+        print(f"wrote {path}")
     return 0
 
 

@@ -26,11 +26,13 @@ say "helm lint"
 "$BIN/helm" lint --strict "$CHART" --kube-version "$KUBE_VERSION"
 
 # Value sets: defaults; existing Secret + SASL/TLS + registry; several dispatchers, no HPA,
-# ServiceMonitor on (its CRD has no schema offline: warned, not validated).
+# ServiceMonitor on; production-like: every option on (Ingress, NetworkPolicies, KEDA,
+# PrometheusRule, dashboards; CRDs have no schema offline: warned, not validated).
 declare -A VARIANTS=(
     [defaults]=""
     [secured]="--set secrets.existingSecret=scheduler-creds --set kafka.securityProtocol=SASL_SSL --set kafka.sasl.mechanism=SCRAM-SHA-512 --set kafka.sasl.username=scheduler --set kafka.caConfigMap=kafka-ca --set kafka.schemaRegistryUrl=https://registry.example.com --set cassandra.username=scheduler"
     [scaled]="--set dispatcher.instances=3 --set ingest.autoscaling.enabled=false --set ingest.replicas=4 --set metrics.serviceMonitor.enabled=true"
+    [production]="--set secrets.existingSecret=scheduler-creds --set kafka.securityProtocol=SASL_SSL --set kafka.sasl.mechanism=SCRAM-SHA-512 --set kafka.sasl.username=scheduler --set kafka.caConfigMap=kafka-ca --set image.digest=sha256:0000000000000000000000000000000000000000000000000000000000000000 --set dispatcher.instances=3 --set ingest.kafkaEndpointPrefixes={tenant.} --set dispatcher.kafkaDestinationPrefixes={tenant.} --set ingress.enabled=true --set ingress.className=nginx --set ingress.tls[0].secretName=scheduler-tls --set ingress.tls[0].hosts[0]=scheduler.example.com --set networkPolicy.enabled=true --set bucketer.autoscaling.enabled=true --set bucketer.autoscaling.authenticationRef=kafka-auth --set metrics.serviceMonitor.enabled=true --set metrics.prometheusRule.enabled=true --set metrics.dashboards.enabled=true --set priorityClassName=scheduler --set bucketer.topologySpreadConstraints[0].maxSkew=1 --set bucketer.topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone --set bucketer.topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway --set extraEnvFrom[0].secretRef.name=scheduler-extra"
 )
 for name in "${!VARIANTS[@]}"; do
     say "helm template ($name) + schema validation"

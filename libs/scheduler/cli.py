@@ -11,10 +11,15 @@
                                                       the stored buckets once no writer of the
                                                       previous version runs (the leading releaser
                                                       also does this by itself)
+    scheduler admin reencrypt [--dry-run] [--decrypt] encrypt stored secrets (and payloads) under
+                                                      the primary key: the backfill after switching
+                                                      encryption on, and key rotation (--decrypt:
+                                                      back to plain text, before a rollback)
 
 Settings come from the environment (SCHEDULER_*; see README "Settings"). The admin commands need
 the secret pepper (SCHEDULER_SECRET_PEPPER) of the ingest gateways, or keys they make will not
-authenticate.
+authenticate, and the services' keyring (SCHEDULER_ENCRYPTION_*), or they cannot read encrypted
+secrets.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
+from cassandra.cluster import Session
 from confluent_kafka.admin import AdminClient
 
 from scheduler.clock import Clock, SystemClock
+from scheduler.encryption import ColumnCipher, EncryptionSettings
 from scheduler.kafka.admin import ensure_topics
 from scheduler.logs import configure_logging
 from scheduler.security import SecretHasher, SecuritySettings
@@ -38,6 +45,7 @@ from scheduler.store.cassandra import connect
 from scheduler.store.cassandra_apps import CassandraAppStore
 from scheduler.store.cassandra_buckets import CassandraBucketStore
 from scheduler.store.migrate import apply_migrations
+from scheduler.store.reencrypt import PLAIN_TEXT, reencrypt
 from scheduler.topics import Topics
 
 log = logging.getLogger("scheduler.cli")
@@ -113,10 +121,10 @@ def list_apps(store: AppStore, owner_id: str) -> tuple[list[str], str | None]:
 
 @contextmanager
 def _app_store() -> Iterator[AppStore]:
-    cassandra = CassandraSettings()
+    cassandra, cipher = CassandraSettings(), EncryptionSettings().cipher()
     cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
     try:
-        yield CassandraAppStore(session)
+        yield CassandraAppStore(session, cipher)
     finally:
         cluster.shutdown()
 
@@ -189,6 +197,47 @@ def _cmd_index_buckets(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_reencrypt(
+    session: Session, cipher: ColumnCipher, dry_run: bool, decrypt: bool = False
+) -> tuple[list[str], int]:
+    """Lines to print and the exit code: 1 while a stored value cannot be decrypted."""
+    reports = reencrypt(session, cipher, dry_run=dry_run, decrypt=decrypt)
+    lines = [report.line(dry_run) for report in reports]
+    found: set[str] = set().union(*(report.values for report in reports))
+    unreadable = sorted(k for k in found if k.startswith("unreadable"))
+    in_use = sorted(k for k in found if k != PLAIN_TEXT and k not in unreadable)
+    lines.append(f"keys in use: {', '.join(in_use) or 'none'} (primary: {cipher.primary})")
+    if unreadable:
+        lines.append(f"{', '.join(unreadable)}: add those keys to the keyring, then run again")
+    elif not dry_run and not decrypt:
+        lines.append("a key not in use above can be removed from the keyring")
+    return lines, 1 if unreadable else 0
+
+
+def _cmd_reencrypt(args: argparse.Namespace) -> int:
+    cassandra, cipher = CassandraSettings(), EncryptionSettings().cipher()
+    cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
+    try:
+        lines, code = run_reencrypt(session, cipher, args.dry_run, args.decrypt)
+    finally:
+        cluster.shutdown()
+    for line in lines:
+        print(line)
+    return code
+
+
+def _reencrypt_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dry-run", action="store_true", help="count what would be rewritten, change nothing"
+    )
+    parser.add_argument(
+        "--decrypt",
+        action="store_true",
+        help="write every encrypted value back as plain text (before a rollback to a version"
+        " without encryption; SCHEDULER_ENCRYPTION_ENABLED must be off)",
+    )
+
+
 def _index_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bucketer-group",
@@ -238,6 +287,11 @@ ADMIN_COMMANDS: dict[str, tuple[str, Handler, Arguments]] = {
         "complete the bucket index of an upgraded keyspace",
         _cmd_index_buckets,
         _index_options,
+    ),
+    "reencrypt": (
+        "encrypt stored secrets (and payloads) under the primary key (backfill, key rotation)",
+        _cmd_reencrypt,
+        _reencrypt_options,
     ),
 }
 

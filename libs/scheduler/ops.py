@@ -51,7 +51,10 @@ class Health:
 class OpsServer:
     """A small threaded HTTP server for the ops endpoints; `close()` stops it."""
 
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, health: Health) -> None:
+    def __init__(
+        self, host: str, port: int, registry: CollectorRegistry, health: Health | None
+    ) -> None:
+        """`health` None: /metrics only (ingest answers its probes on the API's port)."""
         handler = _handler(registry, health)
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
@@ -70,13 +73,13 @@ class OpsServer:
         self._thread.join(timeout=5)
 
 
-def _handler(registry: CollectorRegistry, health: Health) -> type[BaseHTTPRequestHandler]:
+def _handler(registry: CollectorRegistry, health: Health | None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-            elif path in ("/healthz", "/readyz"):
+            elif health is not None and path in ("/healthz", "/readyz"):
                 ok, reason = health.alive() if path == "/healthz" else health.ready()
                 body = json.dumps({"status": "ok" if ok else "unavailable", "reason": reason})
                 self._send(200 if ok else 503, body.encode(), "application/json")

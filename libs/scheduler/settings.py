@@ -25,7 +25,21 @@ class KafkaSettings(BaseSettings):
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
-    ssl_ca_location: str | None = None
+    ssl_ca_location: str | None = Field(
+        default=None, description="PEM CA bundle the brokers' certificates are verified against"
+    )
+    ssl_certificate_location: str | None = Field(
+        default=None, description="PEM client certificate (mTLS); needs ssl_key_location"
+    )
+    ssl_key_location: str | None = Field(default=None, description="PEM key of the client cert")
+    ssl_key_password: SecretStr | None = Field(
+        default=None, description="password of an encrypted ssl_key_location"
+    )
+    ssl_check_hostname: bool = Field(
+        default=True,
+        description="verify that a broker's certificate names the host connected to; false only"
+        " for certificates without the brokers' names (the chain is verified either way)",
+    )
     schema_registry_url: str | None = Field(
         default=None, description="Confluent wire format when set; single-object Avro otherwise"
     )
@@ -46,8 +60,23 @@ class KafkaSettings(BaseSettings):
         " beyond the longest tolerated dispatcher outage plus a restart's reload window",
     )
 
+    @model_validator(mode="after")
+    def _client_certificate_needs_tls(self) -> KafkaSettings:
+        require_certificate_with_key(self.ssl_certificate_location, self.ssl_key_location)
+        if self.ssl_certificate_location and not self.uses_tls:  # else ignored, silently
+            raise ValueError(
+                f"a client certificate is set but security_protocol is {self.security_protocol}"
+                " (SSL or SASL_SSL use it)"
+            )
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol.upper() in ("SSL", "SASL_SSL")
+
     def client_config(self) -> dict[str, Any]:
-        """librdkafka settings common to every client of the system."""
+        """librdkafka settings common to every client of the system (every producer, consumer
+        and admin client starts from these: tests/unit/test_client_construction.py)."""
         config: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
@@ -60,6 +89,22 @@ class KafkaSettings(BaseSettings):
             config["sasl.password"] = self.sasl_password.get_secret_value()
         if self.ssl_ca_location:
             config["ssl.ca.location"] = self.ssl_ca_location
+        if self.uses_tls:
+            config.update(self._tls_config())
+        return config
+
+    def _tls_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            # librdkafka >= 2.0 verifies the name by default; said explicitly so that the
+            # opt-out is the only way to turn it off.
+            "ssl.endpoint.identification.algorithm": "https" if self.ssl_check_hostname else "none",
+        }
+        if self.ssl_certificate_location:
+            config["ssl.certificate.location"] = self.ssl_certificate_location
+        if self.ssl_key_location:
+            config["ssl.key.location"] = self.ssl_key_location
+        if self.ssl_key_password:
+            config["ssl.key.password"] = self.ssl_key_password.get_secret_value()
         return config
 
 
@@ -80,6 +125,37 @@ class CassandraSettings(BaseSettings):
     reconnect_max_s: float = Field(
         default=2.0, gt=0, description="cap of the driver's exponential reconnection backoff"
     )
+    ssl_enabled: bool = Field(default=False, description="TLS to the CQL port (scheduler.tls)")
+    ssl_ca_location: str | None = Field(
+        default=None, description="PEM CA bundle the nodes are verified against; unset: system CAs"
+    )
+    ssl_certificate_location: str | None = Field(
+        default=None, description="PEM client certificate, for nodes that require one"
+    )
+    ssl_key_location: str | None = Field(default=None, description="PEM key of the client cert")
+    ssl_key_password: SecretStr | None = Field(
+        default=None, description="password of an encrypted ssl_key_location"
+    )
+    ssl_check_hostname: bool = Field(
+        default=True,
+        description="verify that a node's certificate names the address connected to (the driver"
+        " connects to each node's rpc_address); false: the chain is still verified",
+    )
+
+    @model_validator(mode="after")
+    def _tls_files_need_tls(self) -> CassandraSettings:
+        require_certificate_with_key(self.ssl_certificate_location, self.ssl_key_location)
+        given = self.ssl_ca_location or self.ssl_certificate_location
+        if given and not self.ssl_enabled:  # else the files would be ignored, silently
+            raise ValueError("Cassandra TLS files are set but ssl_enabled is false")
+        return self
+
+
+def require_certificate_with_key(certificate: str | None, key: str | None) -> None:
+    # One without the other would connect without the client identity and fail only at the
+    # server's refusal; say so at start instead.
+    if bool(certificate) != bool(key):
+        raise ValueError("ssl_certificate_location and ssl_key_location go together: set both")
 
 
 class SchedulingSettings(BaseSettings):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from scheduler.domain.status import Status
 from scheduler.store.ports import LogEntry, MessageContent, MessageStore, StatusUpdate
 
@@ -174,3 +176,77 @@ def test_list_is_newest_first_paged_filtered_and_app_scoped(message_store: Messa
     ]
 
     assert message_store.list("app-c", None, None, 10).items == []
+
+
+def test_equal_precedence_writes_merge_cell_by_cell_whatever_the_order(
+    message_store: MessageStore,
+) -> None:
+    # Terminal statuses ignore the attempt, so two aborts of one generation tie: an API abort
+    # and the app-deletion abort of a later attempt. Cassandra keeps, cell by cell, the larger
+    # value, and a null (tombstone) beats a value; the outcome must not depend on the order.
+    by_client = state(Status.ABORTED, attempt=1, at=T0 + 100, lateness_ms=4, error="by client")
+    by_deletion = state(Status.ABORTED, attempt=2, at=T0 + 50, error="app deleted")
+    merged = state(Status.ABORTED, attempt=2, at=T0 + 100, lateness_ms=None, error="by client")
+    for message_id, writes in (
+        ("01ARZ3NDEKTSV4RRFFQ69G5FC0", (by_client, by_deletion)),
+        ("01ARZ3NDEKTSV4RRFFQ69G5FC1", (by_deletion, by_client)),
+    ):
+        message_store.save(content(message_id), state(Status.READY), log(Status.READY, "r"))
+        for write in writes:
+            message_store.update_status("app-a", message_id, write, log(Status.ABORTED, "a"))
+        view = message_store.get("app-a", message_id)
+        assert view is not None and view.state == merged, message_id
+
+
+def test_a_content_write_keeps_the_optional_fields_it_does_not_carry(
+    message_store: MessageStore,
+) -> None:
+    # Absent optional content is left unset (no tombstone), so an earlier value survives.
+    keyed = replace(content("01ARZ3NDEKTSV4RRFFQ69G5FC2"), idempotency_key="k-1", kafka_key="kk")
+    message_store.save(keyed, state(Status.READY), log(Status.READY, "r"))
+    message_store.save(
+        replace(keyed, idempotency_key=None, kafka_key=None),
+        state(Status.READY),
+        log(Status.READY, "r"),
+    )
+    view = message_store.get("app-a", keyed.message_id)
+    assert view is not None and view.content == keyed
+
+
+def _page_through(
+    store: MessageStore, status: Status | None, limit: int
+) -> tuple[list[str], list[int]]:
+    """Every id the pages give, and the size of each page that came with a cursor."""
+    seen: list[str] = []
+    continued: list[int] = []
+    cursor = None
+    for _ in range(100):
+        page = store.list("app-a", status, cursor, limit)
+        assert len(page.items) <= limit
+        seen += [v.content.message_id for v in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            return seen, continued
+        continued.append(len(page.items))
+    raise AssertionError("the cursor never ran out")
+
+
+def test_a_spent_scan_budget_ends_the_page_early_and_the_cursor_goes_on(
+    budgeted_message_store: MessageStore,
+) -> None:
+    store = budgeted_message_store  # scans SMALL_SCAN_BUDGET (7) listing rows per page
+    ids = _ids(23, "01CX")
+    rare = {0, 11, 22}
+    for i, message_id in enumerate(ids):
+        created = T0 - 2 * DAY + i * (DAY // 9)
+        status = Status.SENT if i in rare else Status.READY
+        store.save(content(message_id, created=created), state(status), log(status, "x"))
+
+    sent, continued = _page_through(store, Status.SENT, 2)
+    assert sent == [ids[i] for i in sorted(rare, reverse=True)]
+    # rows 22..16 hold one SENT, 15..9 one, 8..2 none: short pages, one empty, all with a cursor
+    assert continued == [1, 1, 0]
+
+    everything, continued = _page_through(store, None, 10)
+    assert everything == list(reversed(ids))
+    assert continued == [7, 7, 7]

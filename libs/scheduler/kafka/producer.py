@@ -77,12 +77,22 @@ class Produced:
 
 
 class InMemoryProducer:
-    """Fake producer: `records` holds what was flushed; `fail_next_flush` simulates an outage."""
+    """Fake producer: `records` holds what was acknowledged.
 
-    def __init__(self) -> None:
+    A failed flush may still have delivered part of the batch, as a real producer does (a
+    retry of the batch then duplicates that part):
+    - `fail_next_flush` simulates an outage: that many flushes fail, after delivering the first
+      `delivered_on_failure` of their records;
+    - `max_record_bytes` (topic -> bytes) is a topic's `max.message.bytes`: a bigger record
+      (key + value) is refused and its flush fails, the others are delivered
+      (tests/integration/bucketer/test_producer_contract.py checks both on the real broker)."""
+
+    def __init__(self, max_record_bytes: dict[str, int] | None = None) -> None:
         self.records: list[Produced] = []
         self._pending: list[Produced] = []
         self.fail_next_flush = 0
+        self.delivered_on_failure = 0
+        self.max_record_bytes = dict(max_record_bytes or {})
 
     def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
         self._pending.append(Produced(topic, key, value))
@@ -91,8 +101,19 @@ class InMemoryProducer:
         pending, self._pending = self._pending, []
         if self.fail_next_flush > 0:
             self.fail_next_flush -= 1
-            raise ProduceError(f"{len(pending)} record(s) failed (simulated)")
-        self.records.extend(pending)
+            self.records.extend(pending[: self.delivered_on_failure])
+            lost = len(pending[self.delivered_on_failure :])
+            raise ProduceError(f"{lost} record(s) not acknowledged (simulated)")
+        refused = [r for r in pending if self._too_big(r)]
+        self.records.extend(r for r in pending if not self._too_big(r))
+        if refused:
+            first = f"{refused[0].topic}: Broker: Message size too large"
+            raise ProduceError(f"{len(refused)} record(s) failed, first: {first}")
+
+    def _too_big(self, record: Produced) -> bool:
+        limit = self.max_record_bytes.get(record.topic)
+        size = len(record.key or b"") + len(record.value)
+        return limit is not None and size > limit
 
     def on(self, topic: str) -> list[Produced]:
         return [record for record in self.records if record.topic == topic]

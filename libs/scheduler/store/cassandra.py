@@ -12,10 +12,13 @@ from cassandra.policies import (
 )
 
 from scheduler.settings import CassandraSettings
+from scheduler.tls import cassandra_ssl_context
 
 
 def connect(settings: CassandraSettings, keyspace: str | None = None) -> tuple[Cluster, Session]:
-    """Open a session (to `keyspace`, if given). The caller shuts the Cluster down."""
+    """Open a session (to `keyspace`, if given). The caller shuts the Cluster down.
+
+    The one place the system builds a Cluster (tests/unit/test_client_construction.py)."""
     profile = ExecutionProfile(
         load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=settings.local_dc)),
         consistency_level=ConsistencyLevel.name_to_value[settings.consistency],
@@ -37,6 +40,7 @@ def connect(settings: CassandraSettings, keyspace: str | None = None) -> tuple[C
             base_delay=min(0.2, settings.reconnect_max_s), max_delay=settings.reconnect_max_s
         ),
         connect_timeout=5,
+        ssl_context=cassandra_ssl_context(settings),
     )
     try:
         session = cluster.connect(keyspace)

@@ -15,6 +15,7 @@ from typing import Any
 from cassandra.cluster import Session
 from cassandra.query import BatchStatement, BatchType
 
+from scheduler.encryption import PLAIN, ColumnCipher, cell
 from scheduler.store.apps import ControlKey, DataKey, Owner
 from scheduler.store.ports import Application
 
@@ -36,13 +37,17 @@ _APP_COLUMNS = (
     "updated_ms",
     "deleted_ms",
 )
+# Encrypted at rest once encryption is on (scheduler.encryption), bound to (column, app id).
+SECRET_COLUMNS = ("auth_header_value", "signing_secret", "previous_signing_secret")
 
 
 class CassandraAppStore:
-    """AppStore on Cassandra. `session` must be bound to the scheduler keyspace."""
+    """AppStore on Cassandra. `session` must be bound to the scheduler keyspace; `cipher`
+    seals the secret columns on write and opens them (or legacy plain text) on read."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, cipher: ColumnCipher = PLAIN) -> None:
         self._session = session
+        self._cipher = cipher
         p = session.prepare
         self._insert_owner = p(
             "INSERT INTO owners (owner_id, created_ms) VALUES (?, ?) IF NOT EXISTS"
@@ -148,11 +153,11 @@ class CassandraAppStore:
 
     def get_app(self, app_id: str) -> Application | None:
         row = self._session.execute(self._select_app, (app_id,)).one()
-        return None if row is None or row.owner_id is None else _app(row)
+        return None if row is None or row.owner_id is None else _app(row, self._cipher)
 
     def put_app(self, app: Application) -> None:
         batch = BatchStatement(batch_type=BatchType.LOGGED)
-        batch.add(self._insert_app, tuple(getattr(app, column) for column in _APP_COLUMNS))
+        batch.add(self._insert_app, tuple(self._stored(app, column) for column in _APP_COLUMNS))
         batch.add(self._insert_app_by_owner, (app.owner_id, app.app_id, app.name, app.created_ms))
         self._session.execute(batch)
 
@@ -164,7 +169,7 @@ class CassandraAppStore:
             row = future.result().one()
             if row is None or row.owner_id != owner_id:
                 continue
-            app = _app(row)
+            app = _app(row, self._cipher)
             if include_deleted or app.deleted_ms is None:
                 found.append(app)
         return sorted(found, key=lambda a: (a.created_ms, a.app_id))
@@ -203,13 +208,26 @@ class CassandraAppStore:
         self._session.execute(batch)
         return True
 
+    def _stored(self, app: Application, column: str) -> object:
+        value = getattr(app, column)
+        if column in SECRET_COLUMNS:
+            return self._cipher.seal_secret(value, secret_cell(column, app.app_id))
+        return value
+
     def _owner_of(self, app_id: str) -> str:
         app = self.get_app(app_id)
         return app.owner_id if app is not None else ""
 
 
-def _app(row: Any) -> Application:
+def secret_cell(column: str, app_id: str) -> bytes:
+    """Associated data of an application's secret column."""
+    return cell(f"applications.{column}", app_id)
+
+
+def _app(row: Any, cipher: ColumnCipher) -> Application:
     values = {column: getattr(row, column) for column in _APP_COLUMNS}
+    for column in SECRET_COLUMNS:
+        values[column] = cipher.open(values[column], secret_cell(column, row.app_id))
     values["send_back_format"] = values["send_back_format"] or "payload_field"
     values["signing_secret"] = values["signing_secret"] or ""
     values["created_ms"] = values["created_ms"] or 0

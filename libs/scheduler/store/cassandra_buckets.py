@@ -26,6 +26,7 @@ from cassandra.cluster import ResponseFuture, Session
 from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, BoundStatement
 
 from scheduler.domain.buckets import index_day, index_era
+from scheduler.encryption import PLAIN, ColumnCipher, cell
 from scheduler.records import DueMessage
 
 WATERMARK_ROW = "global"
@@ -34,13 +35,26 @@ INDEX_COMPLETE_ROW = "bucket_index"
 _MAX_CAS_ROUNDS = 10
 
 
+_PAYLOAD = "due_by_bucket.payload_json"
+
+
+def bucket_payload_cell(app_id: str, message_id: str) -> bytes:
+    """Associated data of a stored row's payload: the message's identity (its bucket, shard and
+    due time may change on a reschedule; the payload of a message id never does)."""
+    return cell(_PAYLOAD, app_id, message_id)
+
+
 class WatermarkContention(RuntimeError):
     """The watermark row kept changing under us (should not happen with one releaser)."""
 
 
 class CassandraBucketStore:
-    def __init__(self, session: Session, fetch_size: int = 1_000) -> None:
+    def __init__(
+        self, session: Session, fetch_size: int = 1_000, cipher: ColumnCipher = PLAIN
+    ) -> None:
+        # `cipher` seals `payload_json` when payload encryption is on and opens it on read.
         self._session = session
+        self._cipher = cipher
         self._fetch_size = fetch_size
         prepare = session.prepare
         self._insert_row = prepare(
@@ -176,7 +190,9 @@ class CassandraBucketStore:
                 m.attempt,
                 m.send_at_ms,
                 m.created_ms,
-                m.payload_json,
+                self._cipher.seal_payload(
+                    m.payload_json, bucket_payload_cell(m.app_id, m.message_id)
+                ),
                 # Unset, not null: a bound null writes a tombstone cell on every row.
                 UNSET_VALUE if m.kafka_key is None else m.kafka_key,
             )
@@ -222,6 +238,9 @@ class CassandraBucketStore:
         statement.fetch_size = self._fetch_size
         # The driver fetches the next page only when iteration reaches it.
         for row in self._session.execute(statement):
+            payload = self._cipher.open(
+                row.payload_json, bucket_payload_cell(app_id, row.message_id)
+            )
             yield DueMessage(
                 message_id=row.message_id,
                 app_id=row.app_id,
@@ -230,7 +249,7 @@ class CassandraBucketStore:
                 due_ms=row.due_ms,
                 send_at_ms=row.send_at_ms,
                 created_ms=row.created_ms,
-                payload_json=row.payload_json,
+                payload_json=payload,
                 kafka_key=row.kafka_key,
             )
 

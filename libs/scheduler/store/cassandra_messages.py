@@ -21,7 +21,8 @@ replicated in the local data centre only), whose answer carries the existing row
 
 Ties: two writes of the same precedence resolve cell by cell (Cassandra keeps the larger value,
 and a null beats a value); writers of one precedence carry the same status, so at worst
-`updated_ms`/`lateness_ms` come from different replays of the same event.
+`updated_ms`/`lateness_ms`/`attempt`/`last_error` come from different writes of the same status
+(docs/ARCHITECTURE.md, decision 1; the fake merges alike, tests/contract/test_message_store.py).
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, PreparedStat
 
 from scheduler.domain.idempotency import KeyClaim, KeyHolder
 from scheduler.domain.status import Status
+from scheduler.encryption import PLAIN, ColumnCipher, cell, is_sealed
 from scheduler.store.cursor import decode_cursor, encode_cursor
 from scheduler.store.ports import (
+    LIST_SCAN_BUDGET,
     LogEntry,
     MessageContent,
     MessagePage,
@@ -50,10 +53,6 @@ from scheduler.store.ports import (
 )
 
 DAY_MS = 86_400_000
-# A filtered list reads at most this many listing rows per page (per call), so a rare status
-# never turns one request into a scan of the whole history; the page then ends early with a
-# cursor and the client continues from there.
-MAX_SCANNED_PER_PAGE = 2_000
 _FETCH_SIZE = 200
 # Cassandra refuses multi-partition batches above batch_size_fail_threshold (50 KiB by default):
 # save_many keeps its batches below this, and writes a bigger message's statements one by one.
@@ -67,10 +66,18 @@ def day_of(epoch_ms: int) -> int:
 
 
 class CassandraMessageStore:
-    """MessageStore on Cassandra. `session` must be bound to the scheduler keyspace."""
+    """MessageStore on Cassandra. `session` must be bound to the scheduler keyspace; `cipher`
+    seals `payload_json` on write when payload encryption is on, and opens it on read;
+    `scan_budget`: listing rows a `list` page reads at most (LIST_SCAN_BUDGET)."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(
+        self, session: Session, cipher: ColumnCipher = PLAIN, scan_budget: int = LIST_SCAN_BUDGET
+    ) -> None:
+        if scan_budget < 1:
+            raise ValueError("scan_budget must be at least 1")
         self._session = session
+        self._cipher = cipher
+        self._scan_budget = scan_budget
         prepare = session.prepare
         self._insert_content: PreparedStatement = prepare(
             "INSERT INTO messages (app_id, message_id, payload_json, send_at_ms, created_ms,"
@@ -125,7 +132,7 @@ class CassandraMessageStore:
         futures = [
             self._session.execute_async(
                 self._insert_content,
-                _content_values(c),
+                _content_values(c, self._cipher),
             ),
             self._status_write(c.app_id, c.message_id, state),
             self._session.execute_async(
@@ -178,8 +185,9 @@ class CassandraMessageStore:
         for content, state, log in items:
             c = content
             day = day_of(c.created_ms)
+            values = _content_values(c, self._cipher)
             statements = [
-                self._insert_content.bind(_content_values(c)),
+                self._insert_content.bind(values),
                 self._update_status.bind(_status_values(c.app_id, c.message_id, state)),
                 self._insert_listing.bind((c.app_id, day, c.created_ms, c.message_id)),
                 self._insert_log.bind(_log_values(c.app_id, c.message_id, log)),
@@ -187,7 +195,7 @@ class CassandraMessageStore:
             if (c.app_id, day) not in days:
                 days.add((c.app_id, day))
                 statements.append(self._insert_day.bind((c.app_id, day)))
-            size = len(c.payload_json) * 4 + _MESSAGE_OVERHEAD_BYTES  # UTF-8 upper bound
+            size = _stored_bytes(values[2]) + _MESSAGE_OVERHEAD_BYTES
             if size > MAX_BATCH_BYTES:  # too big for any batch: its statements go one by one
                 requests += statements
                 continue
@@ -239,6 +247,7 @@ class CassandraMessageStore:
             statement.serial_consistency_level = ConsistencyLevel.LOCAL_SERIAL
             self._claim_key = statement
         insert, ttl_s = self._claim_key, max(1, -(-ttl_ms // 1000))
+        cipher = self._cipher
         done: Future[builtins.list[KeyHolder]] = Future()
         unique: dict[tuple[str, str], KeyClaim] = {}
         for claim in claims:
@@ -266,7 +275,7 @@ class CassandraMessageStore:
                     failed(exc)
 
             def claim_unless_recorded(rows: Any) -> None:
-                view = _view(claim.app_id, claim.message_id, rows[0] if rows else None)
+                view = _view(claim.app_id, claim.message_id, rows[0] if rows else None, cipher)
                 if view is not None:
                     settle(key, held_by_record(claim, view))
                     return
@@ -311,7 +320,7 @@ class CassandraMessageStore:
 
     def get(self, app_id: str, message_id: str) -> MessageView | None:
         row = self._session.execute(self._select_message, (app_id, message_id)).one()
-        return _view(app_id, message_id, row)
+        return _view(app_id, message_id, row, self._cipher)
 
     def logs(self, app_id: str, message_id: str) -> list[LogEntry]:
         rows = self._session.execute(self._select_logs, (app_id, message_id))
@@ -337,10 +346,10 @@ class CassandraMessageStore:
         for scanned, entry in enumerate(self._listing(app_id, after), start=1):
             batch.append(entry)
             last_scanned = entry
-            if len(batch) >= min(limit + 1, _FETCH_SIZE) or scanned >= MAX_SCANNED_PER_PAGE:
+            if len(batch) >= min(limit + 1, _FETCH_SIZE) or scanned >= self._scan_budget:
                 found += self._fetch_views(app_id, batch, status)
                 batch = []
-                if len(found) > limit or scanned >= MAX_SCANNED_PER_PAGE:
+                if len(found) > limit or scanned >= self._scan_budget:
                     break
         else:
             found += self._fetch_views(app_id, batch, status)
@@ -375,7 +384,7 @@ class CassandraMessageStore:
         ]
         views = []
         for message_id, future in futures:
-            view = _view(app_id, message_id, future.result().one())
+            view = _view(app_id, message_id, future.result().one(), self._cipher)
             if view is not None and (status is None or view.state.status is status):
                 views.append(view)
         return views
@@ -397,13 +406,23 @@ def _in_order(
     return holders
 
 
-def _content_values(c: MessageContent) -> tuple[object, ...]:
+def payload_cell(app_id: str, message_id: str) -> bytes:
+    """Associated data of a record's payload."""
+    return cell("messages.payload_json", app_id, message_id)
+
+
+def _stored_bytes(payload: str) -> int:
+    """An upper bound of a stored payload's UTF-8 size (an envelope is ASCII)."""
+    return len(payload) if is_sealed(payload) else len(payload) * 4
+
+
+def _content_values(c: MessageContent, cipher: ColumnCipher) -> tuple[Any, ...]:
     """Content binds; an absent optional field is left unset, not written as null (a null
     would write a tombstone cell per message for nothing: content is never cleared)."""
     return (
         c.app_id,
         c.message_id,
-        c.payload_json,
+        cipher.seal_payload(c.payload_json, payload_cell(c.app_id, c.message_id)),
         c.send_at_ms,
         c.created_ms,
         UNSET_VALUE if c.idempotency_key is None else c.idempotency_key,
@@ -412,14 +431,14 @@ def _content_values(c: MessageContent) -> tuple[object, ...]:
     )
 
 
-def _view(app_id: str, message_id: str, row: Any) -> MessageView | None:
+def _view(app_id: str, message_id: str, row: Any, cipher: ColumnCipher) -> MessageView | None:
     """A record is visible once both its content and a status have been written."""
     if row is None or row.created_ms is None or row.status is None:
         return None
     content = MessageContent(
         app_id=app_id,
         message_id=message_id,
-        payload_json=row.payload_json,
+        payload_json=cipher.open(row.payload_json, payload_cell(app_id, message_id)),
         send_at_ms=row.send_at_ms,
         created_ms=row.created_ms,
         idempotency_key=row.idempotency_key,

@@ -90,6 +90,12 @@ def held_by_record(claim: KeyClaim, view: MessageView) -> KeyHolder:
     return KeyHolder(recorded, won=False, status=view.state.status)
 
 
+# A filtered list reads at most this many listing rows per page (per call), so a rare status
+# never turns one request into a scan of the whole history; the page then ends early, short or
+# even empty, with a cursor, and the client continues from there.
+LIST_SCAN_BUDGET = 2_000
+
+
 @dataclass(frozen=True)
 class MessagePage:
     items: Sequence[MessageView]
@@ -143,7 +149,9 @@ class MessageStore(Protocol):
     def list(
         self, app_id: str, status: Status | None, cursor: str | None, limit: int
     ) -> MessagePage:
-        """The app's messages, newest (by created_ms, then id) first, optionally of one status."""
+        """The app's messages, newest (by created_ms, then id) first, optionally of one status.
+        A page may be short, even empty, and still carry a cursor: a page scans at most the
+        store's scan budget of listing rows (LIST_SCAN_BUDGET by default)."""
 
     def claim_keys(self, claims: Sequence[KeyClaim], ttl_ms: int) -> builtins.list[KeyHolder]:
         """Claim idempotency keys; per claim, in order, who holds its key.

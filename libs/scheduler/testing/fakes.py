@@ -5,8 +5,10 @@ They pass the same contract suites (tests/contract/) as the Cassandra adapters.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from scheduler.clock import Clock, SystemClock
 from scheduler.domain.buckets import index_day
@@ -15,6 +17,7 @@ from scheduler.domain.status import Status
 from scheduler.records import DueMessage
 from scheduler.store.cursor import decode_cursor, encode_cursor
 from scheduler.store.ports import (
+    LIST_SCAN_BUDGET,
     Application,
     LogEntry,
     MessageContent,
@@ -26,7 +29,12 @@ from scheduler.store.ports import (
 
 
 class InMemoryMessageStore:
-    def __init__(self, clock: Clock | None = None) -> None:
+    """`scan_budget`: listing rows a `list` page reads at most, as in the Cassandra adapter."""
+
+    def __init__(self, clock: Clock | None = None, scan_budget: int = LIST_SCAN_BUDGET) -> None:
+        if scan_budget < 1:
+            raise ValueError("scan_budget must be at least 1")
+        self._scan_budget = scan_budget
         self._content: dict[tuple[str, str], MessageContent] = {}
         self._state: dict[tuple[str, str], StatusUpdate] = {}
         self._logs: dict[tuple[str, str], dict[tuple[int, str], LogEntry]] = {}
@@ -62,7 +70,7 @@ class InMemoryMessageStore:
     def save(self, content: MessageContent, state: StatusUpdate, log: LogEntry) -> None:
         key = (content.app_id, content.message_id)
         with self._lock:
-            self._content[key] = content
+            self._content[key] = _keep_unset(self._content.get(key), content)
             self._write_state(key, state, log)
 
     def update_status(
@@ -75,8 +83,10 @@ class InMemoryMessageStore:
 
     def _write_state(self, key: tuple[str, str], state: StatusUpdate, log: LogEntry) -> None:
         current = self._state.get(key)
-        if current is None or state.precedence >= current.precedence:
+        if current is None or state.precedence > current.precedence:
             self._state[key] = state
+        elif state.precedence == current.precedence:
+            self._state[key] = _tie(current, state)
         self._logs.setdefault(key, {})[(log.at_ms, log.entry_id)] = log
 
     def get(self, app_id: str, message_id: str) -> MessageView | None:
@@ -86,6 +96,17 @@ class InMemoryMessageStore:
                 return None
             return MessageView(self._content[key], self._state[key])
 
+    def states(self, app_id: str, message_ids: Sequence[str]) -> dict[str, StatusUpdate]:
+        """The dispatcher's StatusReader, like CassandraStatusReader: the status group of every
+        record with a status, its content saved or not (a status that overtook its content is
+        evidence too: an abort, or a delivery already made)."""
+        with self._lock:
+            return {
+                message_id: self._state[(app_id, message_id)]
+                for message_id in message_ids
+                if (app_id, message_id) in self._state
+            }
+
     def logs(self, app_id: str, message_id: str) -> list[LogEntry]:
         with self._lock:
             entries = self._logs.get((app_id, message_id), {})
@@ -94,6 +115,8 @@ class InMemoryMessageStore:
     def list(
         self, app_id: str, status: Status | None, cursor: str | None, limit: int
     ) -> MessagePage:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
         after = decode_cursor(cursor) if cursor else None
         with self._lock:
             views = [
@@ -104,13 +127,57 @@ class InMemoryMessageStore:
         views.sort(key=lambda v: (v.content.created_ms, v.content.message_id), reverse=True)
         if after is not None:
             views = [v for v in views if (v.content.created_ms, v.content.message_id) < after]
-        if status is not None:
-            views = [v for v in views if v.state.status is status]
-        page = views[:limit]
-        more = len(views) > limit
-        last = page[-1].content if page else None
-        next_cursor = encode_cursor(last.created_ms, last.message_id) if more and last else None
-        return MessagePage(page, next_cursor)
+        # Like the adapter: the page stops at limit + 1 matches or once the budget of listing
+        # rows is read, and then continues after the last row read (a short page, maybe empty).
+        scanned = views[: self._scan_budget]
+        found = [v for v in scanned if status is None or v.state.status is status]
+        if len(found) > limit:
+            tail = found[limit - 1].content
+            return MessagePage(found[:limit], encode_cursor(tail.created_ms, tail.message_id))
+        if len(views) > len(scanned):
+            last = scanned[-1].content
+            return MessagePage(found, encode_cursor(last.created_ms, last.message_id))
+        return MessagePage(found, None)
+
+
+def _keep_unset(stored: MessageContent | None, written: MessageContent) -> MessageContent:
+    """Cassandra leaves an absent optional content field unset: an earlier value survives."""
+    if stored is None:
+        return written
+    kept = {
+        f.name: getattr(stored, f.name)
+        for f in dataclasses.fields(written)
+        if getattr(written, f.name) is None
+    }
+    return dataclasses.replace(written, **kept)
+
+
+def _tie(stored: StatusUpdate, written: StatusUpdate) -> StatusUpdate:
+    """Two status writes of one precedence (one Cassandra cell timestamp) merge cell by cell as
+    Cassandra reconciles them: a null (tombstone) wins, otherwise the larger serialized value."""
+    merged: dict[str, Any] = {
+        f.name: _reconcile(getattr(stored, f.name), getattr(written, f.name))
+        for f in dataclasses.fields(stored)
+    }
+    return dataclasses.replace(stored, **merged)
+
+
+def _reconcile(a: object, b: object) -> object:
+    if a is None or b is None:
+        return None
+    return max(a, b, key=_serialized)
+
+
+def _serialized(value: object) -> bytes:
+    """The order Cassandra compares tied cells in: their bytes (int/bigint: big-endian two's
+    complement, so a negative is larger than any positive; text: UTF-8)."""
+    if isinstance(value, Status):
+        value = value.value
+    if isinstance(value, int):
+        return (value % 2**64).to_bytes(8, "big")
+    if isinstance(value, str):
+        return value.encode()
+    raise TypeError(f"no Cassandra order for {value!r}")
 
 
 class InMemoryBucketStore:

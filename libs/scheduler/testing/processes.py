@@ -36,6 +36,8 @@ PORT_VARS = {
     "releaser": "SCHEDULER_RELEASE_METRICS_PORT",
     "dispatcher": "SCHEDULER_DISPATCH_METRICS_PORT",
 }
+# ingest serves /metrics on a port of its own (its API port does not): ports["ingest:metrics"]
+METRICS_PORT_VARS = {"ingest": "SCHEDULER_INGEST_METRICS_PORT"}
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
 
@@ -113,6 +115,9 @@ def service_env(
             "SCHEDULER_INGEST_HOST": "127.0.0.1",
             # A service not in `ports` (a subset is started) gets an ephemeral port.
             **{var: str(ports.get(name, 0)) for name, var in PORT_VARS.items()},
+            **{
+                var: str(ports.get(f"{name}:metrics", 0)) for name, var in METRICS_PORT_VARS.items()
+            },
             "SCHEDULER_DISPATCH_ALLOW_PRIVATE_DESTINATIONS": "true",
             "SCHEDULER_DISPATCH_MAX_ATTEMPTS": "3",
             "SCHEDULER_DISPATCH_BACKOFF_BASE_MS": "200",
@@ -142,7 +147,12 @@ class System:
 
     @classmethod
     def ports_for(cls, names: Iterable[str] = SERVICES) -> dict[str, int]:
-        return {name: free_port() for name in names}
+        ports = {}
+        for name in names:
+            ports[name] = free_port()
+            if name in METRICS_PORT_VARS:
+                ports[f"{name}:metrics"] = free_port()
+        return ports
 
     @property
     def ingest(self) -> str:
@@ -151,12 +161,21 @@ class System:
     def url(self, name: str, path: str = "") -> str:
         return f"http://127.0.0.1:{self.ports[name]}{path}"
 
+    def metrics_url(self, name: str) -> str:
+        """Where a process serves /metrics: its own port, or ingest's metrics port."""
+        port = self.ports.get(f"{name}:metrics", self.ports[name])
+        return f"http://127.0.0.1:{port}/metrics"
+
     def add_replica(self, service: str, name: str) -> None:
         """Another process of `service`, started as `name` (start, stop, kill9 ... by that
         name), on a port of its own; it shares everything else with `service`."""
         self.replicas[name] = service
         self.ports[name] = free_port()
-        self.env_overrides.setdefault(name, {})[PORT_VARS[service]] = str(self.ports[name])
+        overrides = self.env_overrides.setdefault(name, {})
+        overrides[PORT_VARS[service]] = str(self.ports[name])
+        if service in METRICS_PORT_VARS:
+            self.ports[f"{name}:metrics"] = free_port()
+            overrides[METRICS_PORT_VARS[service]] = str(self.ports[f"{name}:metrics"])
 
     @property
     def names(self) -> list[str]:

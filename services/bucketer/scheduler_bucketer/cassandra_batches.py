@@ -35,6 +35,7 @@ from cassandra.query import (
     Statement,
 )
 
+from scheduler.encryption import PLAIN, ColumnCipher
 from scheduler.store.cassandra_buckets import CassandraBucketStore
 from scheduler.store.cassandra_messages import CassandraMessageStore
 
@@ -213,9 +214,10 @@ class CassandraBatchWriter:
         max_statements: int,
         max_bytes: int,
         concurrency: int,
+        cipher: ColumnCipher = PLAIN,
     ) -> None:
         self._capture = CapturingSession(session)
-        self._messages = CassandraMessageStore(cast(Session, self._capture))
+        self._messages = CassandraMessageStore(cast(Session, self._capture), cipher)
         self._buckets = buckets
         self._executor = BatchExecutor(session, max_statements, max_bytes, concurrency)
 

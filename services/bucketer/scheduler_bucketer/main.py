@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from scheduler.clock import Clock, SystemClock
 from scheduler.codec import registry_client
 from scheduler.domain.idempotency import claim_ttl_ms
+from scheduler.encryption import PLAIN, ColumnCipher, EncryptionSettings
 from scheduler.kafka.producer import KafkaRecordProducer
 from scheduler.logs import configure_logging
 from scheduler.ops import Health, OpsServer
@@ -55,26 +56,28 @@ def run(
     stop: threading.Event,
     clock: Clock | None = None,
     health: Health | None = None,
+    cipher: ColumnCipher = PLAIN,
 ) -> None:
     """Run until `stop` is set; the current batch is finished and committed first."""
     clock = clock or SystemClock()
     topics = Topics(kafka, scheduling)
     cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
     producer = KafkaRecordProducer(kafka.client_config())
-    buckets = CassandraBucketStore(session)
+    buckets = CassandraBucketStore(session, cipher=cipher)
     writer = CassandraBatchWriter(
         session,
         buckets,
         settings.write_batch_statements,
         settings.write_batch_bytes,
         settings.write_concurrency,
+        cipher,
     )
     registry = registry_client(kafka.schema_registry_url) if kafka.schema_registry_url else None
     try:
         ports = Ports(
-            messages=CassandraMessageStore(session),
+            messages=CassandraMessageStore(session, cipher),
             buckets=buckets,
-            apps=CassandraAppStore(session),
+            apps=CassandraAppStore(session, cipher),
             producer=producer,
             clock=clock,
             usage=CassandraUsageStore(session),
@@ -135,6 +138,7 @@ def main() -> int:
             stop,
             clock,
             health,
+            EncryptionSettings().cipher(),
         )
     finally:
         if ops is not None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 
 class BucketerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        # The process's CPU, memory, start time, file descriptors (Linux): process panels.
+        ProcessCollector(registry=registry)
         self.consumed = Counter(
             "scheduler_bucketer_consumed_total",
             "Records consumed, by topic kind (requests, commands).",

@@ -21,9 +21,9 @@ from fastapi.openapi.docs import (
     get_swagger_ui_oauth2_redirect_html,
 )
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from scheduler.clock import Clock
 from scheduler.domain.idempotency import claim_ttl_ms
@@ -155,7 +155,7 @@ def create_app(settings: IngestSettings, deps: Deps) -> FastAPI:
     install_error_handlers(app)
     app.include_router(routes_messages.build_router(settings.batch_limit))
     app.include_router(routes_control.build_router())
-    _ops_routes(app, gw, deps.registry)
+    _ops_routes(app, gw)
     _docs_routes(app)
     app.add_middleware(
         GatewayMiddleware,
@@ -253,7 +253,9 @@ def _docs_routes(app: FastAPI) -> None:
         )
 
 
-def _ops_routes(app: FastAPI, gw: Gateway, registry: CollectorRegistry) -> None:
+def _ops_routes(app: FastAPI, gw: Gateway) -> None:
+    """Probes only: /metrics is served on the metrics port (main.serve_metrics)."""
+
     @app.get("/healthz", tags=["ops"], summary="The process is alive")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -275,10 +277,6 @@ def _ops_routes(app: FastAPI, gw: Gateway, registry: CollectorRegistry) -> None:
             {"status": "ready" if ready else "not_ready", "checks": checks},
             200 if ready else 503,
         )
-
-    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response)
-    async def prometheus() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def _safe(probe: Callable[[], bool]) -> bool:

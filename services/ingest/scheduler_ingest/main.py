@@ -20,7 +20,9 @@ from prometheus_client import CollectorRegistry
 
 from scheduler.clock import SystemClock
 from scheduler.codec import RecordCodec, registry_client
+from scheduler.encryption import EncryptionSettings
 from scheduler.logs import configure_logging
+from scheduler.ops import OpsServer
 from scheduler.records import DeliveryResult
 from scheduler.security import SecretHasher, SecuritySettings
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
@@ -44,10 +46,12 @@ def main() -> int:
     configure_logging("ingest", settings.log_level)
     kafka, cassandra, scheduling = KafkaSettings(), CassandraSettings(), SchedulingSettings()
     hasher = SecretHasher.from_settings(SecuritySettings())
+    cipher = EncryptionSettings().cipher()
     clock = SystemClock()
     registry = CollectorRegistry()
-    cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
     metrics = IngestMetrics(registry)
+    metrics_server = serve_metrics(settings, registry)
+    cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
     topics = Topics(kafka, scheduling)
     requests_topic = topics.requests
     schema_registry = (
@@ -65,8 +69,8 @@ def main() -> int:
         app = create_app(
             settings,
             Deps(
-                messages=CassandraMessageStore(session),
-                apps=CassandraAppStore(session),
+                messages=CassandraMessageStore(session, cipher),
+                apps=CassandraAppStore(session, cipher),
                 usage=CassandraUsageStore(session),
                 publisher=publisher,
                 destinations=KafkaTopicDirectory(kafka.client_config()),
@@ -112,8 +116,19 @@ def main() -> int:
     finally:
         publisher.close()
         cluster.shutdown()
+        if metrics_server is not None:
+            metrics_server.close()
         log.info("ingest stopped")
     return 0
+
+
+def serve_metrics(settings: IngestSettings, registry: CollectorRegistry) -> OpsServer | None:
+    """/metrics on its own port (0: none). Not on the API's port: the labels name apps, and the
+    API port is the one a public Service or an Ingress exposes."""
+    if not settings.metrics_port:
+        return None
+    log.info("ingest metrics on %s:%d", settings.host, settings.metrics_port)
+    return OpsServer(settings.host, settings.metrics_port, registry, health=None)
 
 
 def _after_graceful_shutdown(signum: int, _frame: FrameType | None) -> None:

@@ -499,6 +499,7 @@ class MessageService:
         # Acknowledged too late to be sure: the dispatcher may have fired before its view held
         # the command, and the record cannot tell yet. Its own result of the attempt can.
         result = await self._results.find(
+            app_id,
             message_id,
             state.generation,
             state.attempt,

@@ -3,7 +3,7 @@ build several apps in one process."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 
 from scheduler.top_apps import AppCounter, TopApps, top_apps
 
@@ -12,6 +12,8 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 
 class IngestMetrics:
     def __init__(self, registry: CollectorRegistry, top: TopApps | None = None) -> None:
+        # The process's CPU, memory, start time, file descriptors (Linux): process panels.
+        ProcessCollector(registry=registry)
         self.registry = registry
         self.requests = Counter(
             "scheduler_ingest_requests_total",

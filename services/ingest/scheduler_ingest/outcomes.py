@@ -63,10 +63,17 @@ def not_delivered(result: DeliveryResult) -> bool:
 
 class ResultLookup(Protocol):
     async def find(
-        self, message_id: str, generation: int, attempt: int, since_ms: int, deadline_ms: int
+        self,
+        app_id: str,
+        message_id: str,
+        generation: int,
+        attempt: int,
+        since_ms: int,
+        deadline_ms: int,
     ) -> DeliveryResult | None:
-        """The first decisive result of (message, generation, attempt) committed to the results
-        topic at or after `since_ms`, or None if none was read by `deadline_ms`."""
+        """The first decisive result of (app, message, generation, attempt) committed to the
+        results topic at or after `since_ms`, or None if none was read by `deadline_ms`. The app
+        is part of the identity: message ids are unique within an application only."""
 
     def close(self) -> None:
         """Release the worker threads."""
@@ -77,7 +84,13 @@ class NoResultLookup:
     "could not be confirmed"."""
 
     async def find(
-        self, message_id: str, generation: int, attempt: int, since_ms: int, deadline_ms: int
+        self,
+        app_id: str,
+        message_id: str,
+        generation: int,
+        attempt: int,
+        since_ms: int,
+        deadline_ms: int,
     ) -> DeliveryResult | None:
         return None
 
@@ -112,7 +125,13 @@ class KafkaResultLookup:
         self._lock = threading.Lock()
 
     async def find(
-        self, message_id: str, generation: int, attempt: int, since_ms: int, deadline_ms: int
+        self,
+        app_id: str,
+        message_id: str,
+        generation: int,
+        attempt: int,
+        since_ms: int,
+        deadline_ms: int,
     ) -> DeliveryResult | None:
         with self._lock:
             if self._pool is None:
@@ -120,7 +139,7 @@ class KafkaResultLookup:
             pool = self._pool
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            pool, self._find, message_id, generation, attempt, since_ms, deadline_ms
+            pool, self._find, app_id, message_id, generation, attempt, since_ms, deadline_ms
         )
 
     def close(self) -> None:
@@ -134,7 +153,13 @@ class KafkaResultLookup:
         return max(0.0, (deadline_ms - self._clock.now_ms()) / 1000.0)
 
     def _find(
-        self, message_id: str, generation: int, attempt: int, since_ms: int, deadline_ms: int
+        self,
+        app_id: str,
+        message_id: str,
+        generation: int,
+        attempt: int,
+        since_ms: int,
+        deadline_ms: int,
     ) -> DeliveryResult | None:
         if self._left_s(deadline_ms) <= 0:
             return None
@@ -150,9 +175,8 @@ class KafkaResultLookup:
                     result = self._codec.decode(msg.value() or b"")
                 except DecodeError:
                     continue
-                if (result.generation, result.attempt) == (generation, attempt) and decisive(
-                    result
-                ):
+                attempt_of = (result.app_id, result.generation, result.attempt)
+                if attempt_of == (app_id, generation, attempt) and decisive(result):
                     return result
             return None
         except KafkaException as exc:

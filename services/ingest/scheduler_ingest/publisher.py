@@ -184,16 +184,25 @@ class Published:
 
 
 class FakePublisher:
-    """Records what would have been published; `fail_with` makes every publish fail."""
+    """Records what would have been published; `fail_with` makes every publish fail.
 
-    def __init__(self) -> None:
+    `max_record_bytes` (topic -> bytes) is a topic's `max.message.bytes`, as the broker applies
+    it: a bigger record (key + value) is refused, the records of other partitions in its batch
+    are acknowledged (tests/integration/ingest/test_publisher_contract.py, on the real broker
+    too; there the small records batched with it on its partition may be refused with it)."""
+
+    def __init__(self, max_record_bytes: dict[str, int] | None = None) -> None:
         self.records: list[Published] = []
         self.fail_with: PublishError | None = None
+        self.max_record_bytes = dict(max_record_bytes or {})
         self.is_ready = True
 
     async def publish(self, topic: str, key: bytes, value: bytes) -> None:
         if self.fail_with is not None:
             raise self.fail_with
+        limit = self.max_record_bytes.get(topic)
+        if limit is not None and len(key) + len(value) > limit:
+            raise PublishError("kafka_error", "Kafka did not acknowledge: MSG_SIZE_TOO_LARGE")
         self.records.append(Published(topic, key, value))
 
     async def publish_many(

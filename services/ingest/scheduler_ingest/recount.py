@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from scheduler.encryption import EncryptionSettings
 from scheduler.settings import CassandraSettings
 from scheduler.store.cassandra import connect
 from scheduler.store.cassandra_messages import CassandraMessageStore
@@ -66,10 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--app", action="append", required=True, help="application id")
     parser.add_argument("--dry-run", action="store_true", help="report, change nothing")
     args = parser.parse_args(argv)
-    settings = CassandraSettings()
+    settings, cipher = CassandraSettings(), EncryptionSettings().cipher()
     cluster, session = connect(settings, keyspace=settings.keyspace)
     try:
-        messages, usage = CassandraMessageStore(session), CassandraUsageStore(session)
+        messages, usage = CassandraMessageStore(session, cipher), CassandraUsageStore(session)
         for app_id in args.app:
             r = recount_pending(messages, usage, app_id, dry_run=args.dry_run)
             verb = "would correct" if args.dry_run else "corrected"

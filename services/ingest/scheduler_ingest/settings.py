@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -11,6 +11,13 @@ class IngestSettings(BaseSettings):
 
     host: str = "0.0.0.0"  # noqa: S104 - a container listens on every interface
     port: int = Field(default=8080, ge=1, le=65535)
+    metrics_port: int = Field(
+        default=9101,
+        ge=0,
+        le=65535,
+        description="port of /metrics, apart from the API's `port` so that what exposes the API"
+        " (a public Service, an Ingress) never exposes the metrics and their app ids (0: none)",
+    )
     log_level: str = "INFO"
     max_body_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="request bodies above this get 413"
@@ -82,3 +89,9 @@ class IngestSettings(BaseSettings):
         ge=60_000,
         description="console sessions end this long after sign-in, however much they are used",
     )
+
+    @model_validator(mode="after")
+    def _metrics_apart_from_the_api(self) -> IngestSettings:
+        if self.metrics_port and self.metrics_port == self.port:
+            raise ValueError(f"metrics_port ({self.metrics_port}) must differ from port")
+        return self

@@ -1,11 +1,14 @@
 """Every Prometheus metric of the releaser and the dispatcher, declared once.
 
 Each process builds one of these objects on its own CollectorRegistry (tests build several).
+Each also exports the process's own figures (process_cpu_seconds_total,
+process_resident_memory_bytes, process_start_time_seconds, ...; prometheus_client's
+ProcessCollector, Linux only) for the dashboards' process panels.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from scheduler.top_apps import AppCounter, TopApps, top_apps
 
@@ -32,6 +35,7 @@ LATENESS_BUCKETS = (
 
 class DispatchMetrics:
     def __init__(self, registry: CollectorRegistry, top: TopApps | None = None) -> None:
+        ProcessCollector(registry=registry)
         self.lateness = Histogram(
             "scheduler_dispatch_lateness_seconds",
             "Lateness, the client-facing figure (latenessMs): the attempt's due instant (sendAt"
@@ -126,6 +130,16 @@ class DispatchMetrics:
             ["result"],
             registry=registry,
         )
+        for result in ("committed", "aborted", "abandoned"):
+            # Exported at 0 from the start: "none committed" is a flat line, not "no data".
+            self.transactions.labels(result)
+        self.settled = Counter(
+            "scheduler_dispatch_settled_total",
+            "Ring records settled: their attempt's result (sent, retry, failed, skipped), or"
+            " their drop as a duplicate or undecodable record, committed with their offset in a"
+            " Kafka transaction. Flat while messages are due: nothing is being settled",
+            registry=registry,
+        )
         self.records_lag = Gauge(
             "scheduler_dispatch_records_lag_seconds",
             "How far behind the message records are: the age of the newest instant before which"
@@ -165,6 +179,7 @@ class DispatchMetrics:
 
 class ReleaseMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        ProcessCollector(registry=registry)
         self.release_duration = Histogram(
             "scheduler_release_bucket_seconds",
             "Time to release one bucket (read, produce, mark QUEUED, drop)",

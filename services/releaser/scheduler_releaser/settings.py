@@ -102,6 +102,7 @@ class DispatchSettings(BaseSettings):
     metrics_port: int = Field(
         default=9104, ge=0, description="port of /metrics, /healthz, /readyz (0: none)"
     )
+    log_level: str = Field(default="INFO", description="the dispatcher's and its record writer's")
 
     @model_validator(mode="after")
     def _instance_in_range(self) -> DispatchSettings:
@@ -163,3 +164,4 @@ class ReleaseSettings(BaseSettings):
     metrics_port: int = Field(
         default=9103, ge=0, description="port of /metrics, /healthz, /readyz (0: none)"
     )
+    log_level: str = "INFO"

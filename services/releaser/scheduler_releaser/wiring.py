@@ -5,6 +5,7 @@ from __future__ import annotations
 from cassandra.cluster import Cluster, Session
 from prometheus_client import CollectorRegistry
 
+from scheduler.encryption import ColumnCipher
 from scheduler.ops import Health, OpsServer
 from scheduler.settings import CassandraSettings
 from scheduler.store.cassandra import connect
@@ -17,12 +18,15 @@ from .dispatcher.runtime import Stores
 from .dispatcher.status_reader import CassandraStatusReader
 
 
-def cassandra_stores(settings: CassandraSettings) -> tuple[Cluster, Session, Stores]:
+def cassandra_stores(
+    settings: CassandraSettings, cipher: ColumnCipher
+) -> tuple[Cluster, Session, Stores]:
+    """`cipher` opens the encrypted secrets and payloads (scheduler.encryption)."""
     cluster, session = connect(settings, settings.keyspace)
     stores = Stores(
-        messages=CassandraMessageStore(session),
-        buckets=CassandraBucketStore(session),
-        apps=CassandraAppStore(session),
+        messages=CassandraMessageStore(session, cipher),
+        buckets=CassandraBucketStore(session, cipher=cipher),
+        apps=CassandraAppStore(session, cipher),
         usage=CassandraUsageStore(session),
         states=CassandraStatusReader(session),
     )

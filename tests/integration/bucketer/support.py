@@ -22,6 +22,7 @@ from scheduler.cli import setup
 from scheduler.clock import SystemClock
 from scheduler.codec import RecordCodec
 from scheduler.domain.ids import new_message_id
+from scheduler.encryption import PLAIN, ColumnCipher
 from scheduler.records import Command, DueMessage, RejectedRequest, ScheduleRequest
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
 from scheduler.store.cassandra_apps import CassandraAppStore
@@ -148,7 +149,10 @@ class Stack:
 
     @contextlib.contextmanager
     def bucketer_thread(
-        self, cassandra: CassandraSettings | None = None, **overrides: object
+        self,
+        cassandra: CassandraSettings | None = None,
+        cipher: ColumnCipher = PLAIN,
+        **overrides: object,
     ) -> Iterator[BucketerMetrics]:
         """A bucketer running in this process until the block ends (then stopped gracefully)."""
         metrics = BucketerMetrics(CollectorRegistry())
@@ -164,6 +168,7 @@ class Stack:
                     self.scheduling,
                     metrics,
                     stop,
+                    cipher=cipher,
                 )
             except BaseException as exc:
                 errors.append(exc)

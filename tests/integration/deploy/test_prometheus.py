@@ -3,7 +3,13 @@ four services, started here as processes through their console scripts against t
 Cassandra; traffic makes every kind of event happen once (sent, retried, failed, aborted, stored
 and released, refused, rejected). Then every dashboard query returns data (no empty panel),
 every alert rule evaluates, the inputs of every alert expression exist, the dead-letter alert
-fires, and stopping a service (SIGTERM: a graceful exit) brings up the service-down alert.
+fires, and stopping a service (SIGTERM: a graceful exit) brings up the service-down alert. A
+second test makes the dispatcher's transactions abort in a loop (the results topic refuses
+every record) and waits for "due messages are not being settled".
+
+The rule under test is loaded with its durations shrunk from minutes to seconds (`for:`,
+windows, offsets), and the dispatcher commits its idle offsets every second instead of every
+minute, in the same proportion.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import httpx
 import pytest
 import yaml
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from scheduler.cli import setup
 from scheduler.clock import SystemClock
@@ -46,6 +53,18 @@ pytestmark = [pytest.mark.e2e, pytest.mark.tools]
 CLOCK = SystemClock()
 BIN = Path(sys.executable).parent
 RATE_WINDOW = "5m"  # Grafana's $__rate_interval: the whole test fits in it
+NAMESPACE = "it"  # the targets' namespace label, chosen by the dashboards' variable
+# The dashboards' variables as Grafana fills them in: one namespace, every job and instance.
+VARIABLES = {
+    "$__rate_interval": RATE_WINDOW,
+    "$namespace": NAMESPACE,
+    "$job": ".*",
+    "$instance": ".*",
+}
+NOT_SETTLED = "SchedulerDueMessagesNotSettled"
+# The idle dispatcher's offsets commit: every minute in production, every second here (the
+# rule's 5-minute window becomes 5 seconds).
+DISPATCH_ENV = {"SCHEDULER_DISPATCH_OFFSETS_REFRESH_MS": "1000"}
 EIGHT_DAYS_MS = 8 * 86_400_000
 
 
@@ -114,7 +133,7 @@ def stack(
 ) -> Iterator[System]:
     setup(kafka_settings, cassandra_settings, scheduling_settings)
     ports = System.ports_for()
-    env = service_env(kafka_settings, cassandra_settings, scheduling_settings, ports)
+    env = service_env(kafka_settings, cassandra_settings, scheduling_settings, ports, DISPATCH_ENV)
     system = System(env, ports, tmp_path)
     try:
         system.start()
@@ -143,17 +162,38 @@ class Prometheus:
         return list(httpx.get(f"{self.url}/api/v1/alerts", timeout=10).json()["data"]["alerts"])
 
 
+def _minutes_as_seconds(text: str) -> str:
+    return re.sub(r"\b(\d+)m\b", r"\1s", text)
+
+
+def shrunk_rules(path: Path) -> Path:
+    """deploy/prometheus/alerts.yml with the rule under test in seconds instead of minutes:
+    its `for:`, windows and offsets (its proportions kept)."""
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if rule["alert"] == NOT_SETTLED:
+                rule["for"] = _minutes_as_seconds(rule["for"])
+                rule["expr"] = _minutes_as_seconds(rule["expr"])
+                assert "m]" not in rule["expr"] and "0s" in rule["expr"], rule["expr"]
+    path.write_text(yaml.safe_dump(rules))
+    return path
+
+
 @pytest.fixture
 def prometheus(stack: Stack, tmp_path: Path) -> Iterator[Prometheus]:
     binary = deploy_tool("prometheus")
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(ROOT / "deploy/prometheus/alerts.yml")],
+        "rule_files": [str(shrunk_rules(tmp_path / "alerts.yml"))],
         "scrape_configs": [
             {
                 "job_name": "scheduler",
                 "static_configs": [
-                    {"targets": [f"127.0.0.1:{stack.ports[n]}"], "labels": {"service": n}}
+                    {
+                        "targets": [stack.metrics_url(n).split("/")[2]],
+                        "labels": {"service": n, "namespace": NAMESPACE},
+                    }
                     for n in SERVICES
                 ],
             }
@@ -301,10 +341,12 @@ def test_every_dashboard_query_and_alert_has_data_from_the_running_services(
         print(stack.tail())
         raise
 
-    queries = [
-        (board, title, expr.replace("$__rate_interval", RATE_WINDOW))
-        for board, title, expr in dashboard_queries()
-    ]
+    def filled(expr: str) -> str:
+        for variable, value in VARIABLES.items():
+            expr = expr.replace(variable, value)
+        return expr
+
+    queries = [(board, title, filled(expr)) for board, title, expr in dashboard_queries()]
     empty: list[str] = []
 
     def all_have_data() -> bool:
@@ -356,6 +398,9 @@ def test_every_dashboard_query_and_alert_has_data_from_the_running_services(
         30,
     )
 
+    # The dashboards' namespace variable picks this install: another namespace shows nothing.
+    assert not prometheus.has_data('up{namespace="elsewhere"}')
+
     # SIGTERM: the dispatcher finishes and exits cleanly; its target goes down, the alert pends.
     dispatcher = stack.procs["dispatcher"]
     dispatcher.send_signal(signal.SIGTERM)
@@ -369,3 +414,66 @@ def test_every_dashboard_query_and_alert_has_data_from_the_running_services(
         ),
         30,
     )
+
+
+def _active(prometheus: Prometheus, name: str, state: str | None = None) -> bool:
+    return any(
+        a["labels"]["alertname"] == name and (state is None or a["state"] == state)
+        for a in prometheus.alerts()
+    )
+
+
+def test_due_messages_not_settled_fires_while_the_dispatcher_s_transactions_abort(
+    stack: Stack,
+    prometheus: Prometheus,
+    endpoint: Endpoint,
+    kafka_settings: KafkaSettings,
+    scheduling_settings: SchedulingSettings,
+) -> None:
+    """The issue's outage: the dispatcher runs, but every transaction aborts and is retried
+    (the results topic refuses every record), so nothing is settled; lateness may have no data
+    and every other alert stays silent. SchedulerDueMessagesNotSettled fires."""
+    committed = 'scheduler_dispatch_transactions_total{result="committed"}'
+    # Healthy: a message due now is delivered and settled, the idle offsets keep committing,
+    # and the alert is quiet.
+    with _data_client(stack, endpoint) as client:
+        _schedule(client, "healthy", "ok", 0)
+    _wait("the healthy delivery", lambda: endpoint.answered("healthy", 200), 60)
+    _wait("settled", lambda: prometheus.has_data("scheduler_dispatch_settled_total > 0"), 30)
+    _wait(
+        "idle offsets committed", lambda: prometheus.has_data(f"increase({committed}[5s]) > 0"), 30
+    )
+    assert not _active(prometheus, NOT_SETTLED), prometheus.alerts()
+
+    admin = AdminClient(kafka_settings.client_config())
+    results = ConfigResource(
+        ConfigResource.Type.TOPIC, Topics(kafka_settings, scheduling_settings).results
+    )
+
+    def results_max_bytes(value: str, op: AlterConfigOpType) -> None:
+        results.incremental_configs = [
+            ConfigEntry("max.message.bytes", value, incremental_operation=op)
+        ]
+        for future in admin.incremental_alter_configs([results]).values():
+            future.result()
+
+    results_max_bytes("64", AlterConfigOpType.SET)
+    try:
+        with _data_client(stack, endpoint) as client:
+            for i in range(3):
+                _schedule(client, f"stuck{i}", "ok", 0)
+        # REST deliveries are made (and would be made again after a restart): not settled.
+        _wait("the deliveries made", lambda: endpoint.answered("stuck2", 200), 60)
+        try:
+            _wait(f"{NOT_SETTLED} firing", lambda: _active(prometheus, NOT_SETTLED, "firing"), 90)
+        except AssertionError:
+            print(stack.tail())
+            print(prometheus.query("scheduler_dispatch_transactions_total"))
+            raise
+        # Aborted, none committed since: the failure, not a stopped dispatcher.
+        aborted = 'scheduler_dispatch_transactions_total{result="aborted"}'
+        assert prometheus.has_data(f"increase({aborted}[1m]) > 0")
+        assert not prometheus.has_data(f"increase({committed}[5s]) > 0")
+        assert prometheus.has_data('up{service="dispatcher"} == 1')
+    finally:
+        results_max_bytes("", AlterConfigOpType.DELETE)

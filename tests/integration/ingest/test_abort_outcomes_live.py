@@ -53,11 +53,12 @@ def _result(
     generation: int = 0,
     attempt: int = 1,
     error: str | None = None,
+    app_id: str = "app-it",
 ) -> DeliveryResult:
     now = CLOCK.now_ms()
     return DeliveryResult(
         message_id=message_id,
-        app_id="app-it",
+        app_id=app_id,
         generation=generation,
         attempt=attempt,
         outcome=outcome,
@@ -98,7 +99,7 @@ class Dispatcherish:
 def _find(
     lookup: KafkaResultLookup, since_ms: int, deadline_ms: int, generation: int = 0
 ) -> DeliveryResult | None:
-    return asyncio.run(lookup.find(MESSAGE, generation, 1, since_ms, deadline_ms))
+    return asyncio.run(lookup.find("app-it", MESSAGE, generation, 1, since_ms, deadline_ms))
 
 
 def test_it_finds_the_attempts_committed_result_and_ignores_the_rest(
@@ -116,6 +117,8 @@ def test_it_finds_the_attempts_committed_result_and_ignores_the_rest(
             _result(MESSAGE, DeliveryOutcome.SENT, generation=1),  # another generation
             _result(MESSAGE, DeliveryOutcome.SENT, attempt=2),  # another attempt
             _result(MESSAGE, DeliveryOutcome.SKIPPED, error="stale"),  # not decisive
+            # another app's message with the same id (ids are unique per app only)
+            _result(MESSAGE, DeliveryOutcome.SENT, app_id="app-other"),
         ]
     )
     out.emit([_result(MESSAGE, DeliveryOutcome.SENT)], commit=False)  # aborted transaction
@@ -134,7 +137,12 @@ def test_it_finds_the_attempts_committed_result_and_ignores_the_rest(
         later.join()
         lookup.close()
     assert found is not None
-    assert (found.message_id, found.generation, found.attempt) == (MESSAGE, 0, 1)
+    assert (found.app_id, found.message_id, found.generation, found.attempt) == (
+        "app-it",
+        MESSAGE,
+        0,
+        1,
+    )
     assert (found.outcome, found.error) == (DeliveryOutcome.SKIPPED, "aborted")
     assert 1.4 <= elapsed < 10, elapsed  # waited for it, did not wait for the deadline
 

@@ -121,13 +121,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def gateway_process(live_env: LiveEnv) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    port = _free_port()
+def gateway_process(live_env: LiveEnv) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
+    port, metrics_port = _free_port(), _free_port()
     env = {
         **os.environ,
         **_env(live_env),
         "SCHEDULER_INGEST_HOST": "127.0.0.1",
         "SCHEDULER_INGEST_PORT": str(port),
+        "SCHEDULER_INGEST_METRICS_PORT": str(metrics_port),
     }
     env.pop("SCHEDULER_SECRET_PEPPER", None)
     process = subprocess.Popen(
@@ -137,7 +138,7 @@ def gateway_process(live_env: LiveEnv) -> Iterator[tuple[subprocess.Popen[bytes]
         stderr=subprocess.PIPE,
     )
     try:
-        yield process, f"http://127.0.0.1:{port}"
+        yield process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics"
     finally:
         if process.poll() is None:
             process.kill()
@@ -145,12 +146,12 @@ def gateway_process(live_env: LiveEnv) -> Iterator[tuple[subprocess.Popen[bytes]
 
 
 def test_the_gateway_process_serves_and_stops_gracefully_on_sigterm(
-    live_env: LiveEnv, gateway_process: tuple[subprocess.Popen[bytes], str]
+    live_env: LiveEnv, gateway_process: tuple[subprocess.Popen[bytes], str, str]
 ) -> None:
     from scheduler.cli import create_control_key
     from scheduler.clock import SystemClock
 
-    process, url = gateway_process
+    process, url, metrics_url = gateway_process
     _, secret = create_control_key(
         CassandraAppStore(live_env.session),
         SecretHasher(DEV_PEPPER.encode()),
@@ -186,7 +187,9 @@ def test_the_gateway_process_serves_and_stops_gracefully_on_sigterm(
             "2029-12-31T18:30:00.000Z",
             "",
         )
-        metrics = client.get("/metrics").text
+        # served on the metrics port only, not on the API's
+        assert client.get("/metrics").status_code == 404
+        metrics = httpx.get(metrics_url, timeout=10).text
         assert 'scheduler_ingest_kafka_produce_seconds_count{topic="requests"} 1.0' in metrics
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=30)

@@ -164,7 +164,7 @@ def test_a_payload_near_the_limit_is_recorded(h: LiveHarness) -> None:
         assert (
             h.client.get(f"/messages/{item['messageId']}", headers=h.alice.data).status_code == 200
         )
-    assert "scheduler_ingest_record_write_failures_total 0.0" in h.client.get("/metrics").text
+    assert "scheduler_ingest_record_write_failures_total 0.0" in h.metrics_text()
 
 
 def test_a_failed_record_write_after_the_ack_still_answers_200(live_env: LiveEnv) -> None:
@@ -186,7 +186,7 @@ def test_a_failed_record_write_after_the_ack_still_answers_200(live_env: LiveEnv
         r = h.schedule({"payload": 1, "sendAt": SOON})
         assert r.status_code == 200  # Kafka has it: the bucketer writes the record
         assert [p.message_id for p in h.published_requests()] == [r.json()["messageId"]]
-        metrics = h.client.get("/metrics").text
+        metrics = h.metrics_text()
         assert "scheduler_ingest_record_write_failures_total 1.0" in metrics
     finally:
         h.close()

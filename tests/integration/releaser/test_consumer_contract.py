@@ -1,5 +1,6 @@
-"""The consumer behaviours the dispatcher's feeds rely on, checked on the real broker and on the
-fake of the unit tests (tests/unit/releaser/fake_kafka.py) alike."""
+"""The consumer behaviours the dispatcher's feeds rely on, and the transactional producer's
+fencing the releaser and dispatcher rely on, checked on the real broker and on the fake of the
+unit tests (tests/unit/releaser/fake_kafka.py) alike."""
 
 from __future__ import annotations
 
@@ -9,11 +10,22 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pytest
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
-from scheduler.settings import KafkaSettings
-from tests.unit.releaser.fake_kafka import FakeConsumer, FakeKafka
+from scheduler.records import DueMessage
+from scheduler.settings import KafkaSettings, SchedulingSettings
+from scheduler.topics import Topics
+from scheduler_releaser.codecs import Codecs
+from scheduler_releaser.releaser.runtime import KafkaRingPublisher, ReleaserFenced
+from tests.unit.releaser.fake_kafka import FakeConsumer, FakeKafka, FakeTransactionalProducer
 
 # Record timestamps are fixed so both worlds see the same instants; the real topic keeps its records
 # forever (retention.ms -1), or the broker's retention would delete them once T0 is a week old.
@@ -27,6 +39,8 @@ class World(Protocol):
     def add_partitions(self, total: int) -> None: ...
     def commit(self, partition: int, offset: int, metadata: str) -> None: ...
     def consumer(self, *, eof: bool = False) -> Any: ...
+    def transactional_producer(self, transactional_id: str) -> Any: ...
+    def create(self, topic: str) -> None: ...
     def settle(self) -> None: ...
 
 
@@ -69,6 +83,14 @@ class RealWorld:
             }
         )
 
+    def transactional_producer(self, transactional_id: str) -> Any:
+        return Producer({**self.kafka.client_config(), "transactional.id": transactional_id})
+
+    def create(self, topic: str) -> None:
+        self.admin.create_topics([NewTopic(topic, 1, 1, config={"retention.ms": "-1"})])[
+            topic
+        ].result()
+
     def settle(self) -> None:
         time.sleep(0.2)
 
@@ -92,6 +114,12 @@ class FakeWorld:
 
     def consumer(self, *, eof: bool = False) -> Any:
         return FakeConsumer(self.kafka, "g", eof=eof)
+
+    def transactional_producer(self, transactional_id: str) -> Any:
+        return FakeTransactionalProducer(self.kafka, transactional_id)
+
+    def create(self, topic: str) -> None:
+        self.kafka.create(topic, 1)
 
     def settle(self) -> None:
         pass
@@ -155,3 +183,92 @@ def test_positions_pause_incremental_assign_and_end_of_partition_events(world: W
     c.resume([TopicPartition(world.topic, 0)])
     assert drain(c) == [(0, 3, False), (0, 4, True)]
     c.close()
+
+
+def test_a_newer_producer_with_the_same_transactional_id_fences_the_older_one(
+    world: World,
+) -> None:
+    transactional_id = f"{world.topic}-txn"
+    older = world.transactional_producer(transactional_id)
+    older.init_transactions(30)
+    older.begin_transaction()
+    older.produce(world.topic, b"older", partition=0, timestamp=T0)
+    older.flush(10)
+    newer = world.transactional_producer(transactional_id)
+    newer.init_transactions(30)  # aborts the older instance's open transaction
+    for call in (lambda: older.commit_transaction(10), older.begin_transaction):
+        with pytest.raises(KafkaException) as raised:
+            call()
+        error = raised.value.args[0]
+        assert (error.code(), error.fatal()) == (KafkaError._FENCED, True)
+    # the fatal error is an event too: the next flush raises it, once
+    with pytest.raises(KafkaException) as raised:
+        older.flush(0)
+    assert raised.value.args[0].code() == KafkaError._FENCED
+    assert older.flush(0) == 0
+    newer.begin_transaction()
+    newer.produce(world.topic, b"newer", partition=0, timestamp=T0)
+    newer.commit_transaction(10)
+    # An instance fenced between two transactions: begin and produce are local, and succeed;
+    # the commit reaches the broker and fails.
+    newest = world.transactional_producer(transactional_id)
+    newest.init_transactions(30)
+    newer.begin_transaction()
+    newer.produce(world.topic, b"fenced", partition=0, timestamp=T0)
+    with pytest.raises(KafkaException) as raised:
+        newer.commit_transaction(10)
+    error = raised.value.args[0]
+    assert (error.code(), error.fatal()) == (KafkaError._FENCED, True)
+
+    assert committed_values(world, world.topic) == [b"newer"]
+
+
+def committed_values(world: World, topic: str) -> list[bytes]:
+    """What a read_committed consumer reads of partition 0, up to its end."""
+    c = world.consumer(eof=True)
+    c.assign([TopicPartition(topic, 0, 0)])
+    values: list[bytes] = []
+    for _ in range(50):
+        batch = c.consume(num_messages=100, timeout=0.2)
+        values += [m.value() for m in batch if m.error() is None]
+        if any(m.error() is not None for m in batch):
+            break  # the end of the partition
+    c.close()
+    return values
+
+
+def test_a_releaser_fenced_with_records_in_flight_stands_down(world: World) -> None:
+    # Two releasers share the transactional id; the newer one's start fences the older, whose
+    # flush must say so (ReleaserFenced: it then waits, instead of fencing the newer one back).
+    topics = Topics(KafkaSettings(topic_prefix=f"{world.topic}."), SchedulingSettings())
+    codecs = Codecs.build(KafkaSettings())
+    ring_topic = topics.ring.topic_for_send(T0, T0)
+    world.create(ring_topic)
+
+    def releaser() -> KafkaRingPublisher:
+        transactional_id = f"{world.topic}-releaser"
+        return KafkaRingPublisher(
+            lambda: world.transactional_producer(transactional_id), topics, codecs
+        )
+
+    older, newer = releaser(), releaser()
+    older.start()
+    older.publish(_due("M1"), T0)
+    older.flush()
+    older.publish(_due("M2"), T0)
+    newer.start()  # a new lease holder
+    with pytest.raises(ReleaserFenced):
+        older.flush()
+    assert not older.started
+    newer.publish(_due("M3"), T0)
+    newer.flush()
+    newer.close()
+    values = committed_values(world, ring_topic)
+    assert [codecs.due.decode(v).message_id for v in values] == ["M1", "M3"]
+
+
+def _due(message_id: str) -> DueMessage:
+    return DueMessage(
+        message_id=message_id, app_id="app", generation=0, attempt=1, due_ms=T0,
+        send_at_ms=T0, created_ms=T0, payload_json="{}",
+    )  # fmt: skip

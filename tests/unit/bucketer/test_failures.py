@@ -51,3 +51,23 @@ def test_a_failed_flush_fails_the_batch() -> None:
     assert due.message_id == request.message_id
     view = h.messages.get("app-a", request.message_id)
     assert view is not None and view.state.status is Status.QUEUED
+
+
+def test_a_flush_that_failed_after_delivering_part_is_retried_whole_duplicating_that_part() -> None:
+    h = Harness()
+    now = h.clock.now_ms()
+    requests = [h.request(now + 100 + i) for i in range(3)]
+    records = [h.record(r) for r in requests]
+    h.producer.fail_next_flush = 1
+    h.producer.delivered_on_failure = 1  # the first ring record was acknowledged all the same
+    with pytest.raises(ProduceError):
+        h.process(*records)
+    assert [due.message_id for _, due in h.direct()] == [requests[0].message_id]
+
+    h.process(*records)  # the retry of the uncommitted batch
+    delivered = sorted(due.message_id for _, due in h.direct())
+    ids = [r.message_id for r in requests]
+    assert delivered == sorted([ids[0], *ids])  # none lost; the delivered part twice
+    for message_id in ids:
+        view = h.messages.get("app-a", message_id)
+        assert view is not None and view.state.status is Status.QUEUED

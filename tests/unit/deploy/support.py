@@ -30,18 +30,15 @@ SETTINGS_CLASSES = (
     "scheduler.settings:CassandraSettings",
     "scheduler.settings:SchedulingSettings",
     "scheduler.security:SecuritySettings",
+    "scheduler.encryption:EncryptionSettings",
     "scheduler_ingest.settings:IngestSettings",
     "scheduler_bucketer.settings:BucketerSettings",
     "scheduler_releaser.settings:DispatchSettings",
     "scheduler_releaser.settings:ReleaseSettings",
     "scheduler.top_apps:TopAppsSettings",
 )
-METRICS_CLASSES = (
-    "scheduler_ingest.metrics:IngestMetrics",
-    "scheduler_bucketer.metrics:BucketerMetrics",
-    "scheduler_releaser.metrics:DispatchMetrics",
-    "scheduler_releaser.metrics:ReleaseMetrics",
-)
+# Where the services declare their metrics: every metrics.py of a package (services/, libs/).
+METRICS_MODULE = "metrics.py"
 
 
 def load(target: str) -> Any:
@@ -90,20 +87,55 @@ def settings_env_names() -> dict[str, type[BaseSettings]]:
     return names
 
 
-def exported_metric_names() -> set[str]:
-    """Sample names the services export (counter -> _total, histogram -> _bucket/_sum/_count)."""
-    names: set[str] = set()
-    for target in METRICS_CLASSES:
+def metrics_modules() -> list[str]:
+    """The module name of every metrics.py of the services and the library (found, not listed:
+    a new one is covered without a change here)."""
+    names = []
+    for path in sorted([*ROOT.glob("services/*/**/metrics.py"), *ROOT.glob("libs/**/metrics.py")]):
+        parts = [path.stem]
+        folder = path.parent
+        while (folder / "__init__.py").exists():
+            parts.insert(0, folder.name)
+            folder = folder.parent
+        names.append(".".join(parts))
+    return names
+
+
+def metrics_classes() -> list[type]:
+    """The classes of those modules that declare metrics on a registry they are given."""
+    import inspect
+
+    found = []
+    for module_name in metrics_modules():
+        module = import_module(module_name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            params = list(inspect.signature(cls.__init__).parameters)
+            if cls.__module__ == module_name and params[1:2] == ["registry"]:
+                found.append(cls)
+    return found
+
+
+def declared_metric_families() -> dict[str, set[str]]:
+    """Each metric family the services declare -> its sample names (counter -> _total,
+    histogram -> _bucket/_sum/_count), the process collector's among them."""
+    families: dict[str, set[str]] = {}
+    for cls in metrics_classes():
         registry = CollectorRegistry()
-        load(target)(registry)
+        cls(registry)
         for family in registry.collect():
             if family.type == "counter":
-                names.add(f"{family.name}_total")
+                samples = {f"{family.name}_total"}
             elif family.type == "histogram":
-                names.update(f"{family.name}{s}" for s in ("_bucket", "_sum", "_count"))
+                samples = {f"{family.name}{s}" for s in ("_bucket", "_sum", "_count")}
             else:
-                names.add(family.name)
-    return names
+                samples = {family.name}
+            families.setdefault(family.name, set()).update(samples)
+    return families
+
+
+def exported_metric_names() -> set[str]:
+    """Sample names the services export (counter -> _total, histogram -> _bucket/_sum/_count)."""
+    return {name for samples in declared_metric_families().values() for name in samples}
 
 
 def console_scripts() -> dict[str, str]:
@@ -111,11 +143,12 @@ def console_scripts() -> dict[str, str]:
         return dict(tomllib.load(f)["project"]["scripts"])
 
 
-METRIC_NAME = re.compile(r"\b(scheduler_[a-z0-9_]+|up)\b(?!\s*\()")
+METRIC_NAME = re.compile(r"\b(scheduler_[a-z0-9_]+|process_[a-z0-9_]+|up)\b(?!\s*\()")
 
 
 def metric_names_in(expr: str) -> set[str]:
-    """Metric names in a PromQL expression (ours are all `scheduler_*`, plus `up`)."""
+    """Metric names in a PromQL expression (ours are all `scheduler_*`, the process collector's
+    `process_*`, plus `up`)."""
     return set(METRIC_NAME.findall(expr))
 
 

@@ -55,6 +55,9 @@ def _pod(spec: dict[str, Any]) -> dict[str, Any]:
         "serviceAccountName": pod.get("serviceAccountName"),
         "automountServiceAccountToken": pod.get("automountServiceAccountToken"),
         "restartPolicy": pod.get("restartPolicy"),
+        "terminationGracePeriodSeconds": pod.get("terminationGracePeriodSeconds"),
+        "priorityClassName": pod.get("priorityClassName"),
+        "topologySpreadConstraints": pod.get("topologySpreadConstraints"),
         "volumes": pod.get("volumes"),
         "labels": spec["template"]["metadata"].get("labels"),
         "containers": [
@@ -68,6 +71,7 @@ def _pod(spec: dict[str, Any]) -> dict[str, Any]:
                     "ports",
                     "env",
                     "envFrom",
+                    "startupProbe",
                     "livenessProbe",
                     "readinessProbe",
                     "resources",

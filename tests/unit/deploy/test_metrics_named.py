@@ -122,7 +122,8 @@ def test_dashboards_are_well_formed_for_grafana() -> None:
     for path in boards:
         board = json.loads(path.read_text())
         assert board["uid"] and board["title"]
-        assert [v["name"] for v in board["templating"]["list"]] == ["datasource"]
+        names = [v["name"] for v in board["templating"]["list"]]
+        assert names == ["datasource", "namespace", "job", "instance"]
         ids = [p["id"] for p in board["panels"]]
         assert len(ids) == len(set(ids))
         cells: set[tuple[int, int]] = set()

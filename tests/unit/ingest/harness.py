@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from scheduler.clock import ManualClock
 from scheduler.codec import RecordCodec
@@ -155,6 +155,10 @@ class Harness:
         return [
             COMMANDS.decode(r.value) for r in self.published() if r.topic == self.topics.commands
         ]
+
+    def metrics_text(self) -> str:
+        """The registry as a scrape reads it (served on the metrics port, not by the app)."""
+        return generate_latest(self.registry).decode()
 
     def schedule(self, body: Any, tenant: Tenant | None = None) -> Any:
         return self.client.post("/messages", json=body, headers=(tenant or self.alice).data)

@@ -52,10 +52,18 @@ class FakeResults:
     clock: ManualClock
     result: DeliveryResult | None = None
     asked: list[tuple[str, int, int, int, int]] = field(default_factory=list)
+    apps_asked: list[str] = field(default_factory=list)
 
     async def find(
-        self, message_id: str, generation: int, attempt: int, since_ms: int, deadline_ms: int
+        self,
+        app_id: str,
+        message_id: str,
+        generation: int,
+        attempt: int,
+        since_ms: int,
+        deadline_ms: int,
     ) -> DeliveryResult | None:
+        self.apps_asked.append(app_id)
         self.asked.append((message_id, generation, attempt, since_ms, deadline_ms))
         if self.result is None:
             self.clock.set(max(self.clock.now_ms(), deadline_ms))
@@ -130,6 +138,7 @@ def test_a_slow_abort_the_dispatcher_beat_is_too_late_not_200(closing: list[Harn
     assert (status, body.get("error")) == (409, "too_late"), body
     assert "delivered" in body["message"]
     assert rig.results.asked == [(rig.message_id, 0, 1, DUE - GUARD - 1_000, DUE + WAIT_MS)]
+    assert rig.results.apps_asked == [rig.h.alice.app_id]
     assert rig.counted("too_late_delivered") == 1
     # The record writer will count the SENT result out of pending: the abort gave its -1 back.
     assert rig.h.usage.pending(rig.h.alice.app_id) == 1

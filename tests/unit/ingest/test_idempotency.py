@@ -34,9 +34,7 @@ def test_a_different_body_under_a_used_key_is_a_409_and_changes_nothing(h: Harne
     assert len(h.published_requests()) == 1
     view = h.messages.get(h.alice.app_id, first.json()["messageId"])
     assert view is not None and view.content.payload_json == '{"n":1}'
-    assert 'scheduler_ingest_rejects_total{reason="idempotency_conflict"} 3.0' in (
-        h.client.get("/metrics").text
-    )
+    assert 'scheduler_ingest_rejects_total{reason="idempotency_conflict"} 3.0' in (h.metrics_text())
 
 
 def test_the_same_body_spelled_differently_is_the_same_request(h: Harness) -> None:

@@ -78,6 +78,13 @@ def test_unexpected_errors_are_500_json_without_a_trace(h: Harness) -> None:
     assert "secret internal detail" not in r.text and "Traceback" not in r.text
 
 
+def test_the_public_port_does_not_serve_metrics(h: Harness) -> None:
+    """/metrics carries app ids in its labels: it is served on the metrics port only."""
+    h.schedule(BODY)
+    assert h.client.get("/metrics").status_code == 404
+    assert "scheduler_ingest_messages_scheduled_total" in h.metrics_text()
+
+
 def test_health_ready_and_metrics(h: Harness) -> None:
     assert h.client.get("/healthz").json() == {"status": "ok"}
     r = h.client.get("/readyz")
@@ -87,7 +94,7 @@ def test_health_ready_and_metrics(h: Harness) -> None:
     assert r.status_code == 503 and r.json()["checks"] == {"kafka": "down"}
     h.schedule(BODY)
     h.schedule({"payload": 1})
-    text = h.client.get("/metrics").text
+    text = h.metrics_text()
     assert (
         'scheduler_ingest_requests_total{method="POST",route="/messages",status="200"} 1.0' in text
     )
@@ -122,7 +129,6 @@ def test_openapi_describes_every_route(h: Harness) -> None:
         "/applications/{appId}/usage": {"get"},
         "/healthz": {"get"},
         "/readyz": {"get"},
-        "/metrics": {"get"},
     }
     assert {p: set(ops) for p, ops in paths.items()} == expected
     schedule = paths["/messages"]["post"]

@@ -180,7 +180,7 @@ def test_kafka_failure_is_a_503_and_nothing_is_written(h: Harness) -> None:
     assert (r.status_code, r.json()["error"]) == (503, "unavailable")
     assert r.headers["Retry-After"] == "1"
     _assert_nothing_written(h)
-    metrics = h.client.get("/metrics").text
+    metrics = h.metrics_text()
     assert (
         'scheduler_ingest_kafka_produce_failures_total{cause="kafka_error",topic="requests"} 1.0'
         in metrics
@@ -250,6 +250,33 @@ def test_batch_when_kafka_fails_is_a_503(h: Harness) -> None:
     _assert_nothing_written(h)
 
 
+def test_batch_that_kafka_acknowledges_in_part_answers_200_with_503_items(h: Harness) -> None:
+    # The broker refuses a record above the topic's max.message.bytes and acknowledges the
+    # others (tests/integration/ingest/test_publisher_contract.py): per-item answers.
+    h.fake.max_record_bytes[h.topics.requests] = 2_000
+    r = h.client.post(
+        "/messages/batch",
+        json={
+            "messages": [
+                {"payload": 0, "sendAt": SOON},
+                {"payload": "x" * 3_000, "sendAt": SOON},
+                {"payload": 2, "sendAt": SOON},
+            ]
+        },
+        headers=h.alice.data,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    results = body["results"]
+    assert [x.get("error") for x in results] == [None, "unavailable", None]
+    assert (body["accepted"], body["rejected"]) == (2, 1)
+    acknowledged = [results[0]["messageId"], results[2]["messageId"]]
+    assert [p.message_id for p in h.published_requests()] == acknowledged
+    listed = h.messages.list(h.alice.app_id, None, None, 10).items
+    assert sorted(v.content.message_id for v in listed) == sorted(acknowledged)
+    assert h.usage.read(h.alice.app_id, 0, 10**6)[0].ingested == 2
+
+
 def test_record_write_failure_after_the_ack_still_answers_200(h: Harness) -> None:
     def broken(*_: object) -> None:
         raise RuntimeError("cassandra down")
@@ -258,7 +285,7 @@ def test_record_write_failure_after_the_ack_still_answers_200(h: Harness) -> Non
     r = h.schedule({"payload": 1, "sendAt": SOON})
     assert r.status_code == 200  # Kafka has it: the bucketer writes the record
     assert len(h.published_requests()) == 1
-    assert "scheduler_ingest_record_write_failures_total 1.0" in h.client.get("/metrics").text
+    assert "scheduler_ingest_record_write_failures_total 1.0" in h.metrics_text()
 
 
 def test_usage_counts_ingested(h: Harness) -> None:

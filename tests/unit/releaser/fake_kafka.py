@@ -8,6 +8,15 @@ fetched; `offsets_for_times` with -1 returns the end (the last stable offset: ev
 here is committed); a paused partition is not fetched; with `eof`, reaching the end of a
 partition yields one _PARTITION_EOF event per new end. `stalled` makes every fetch return
 nothing (a leader move, a broken connection).
+
+`FakeTransactionalProducer` keeps the transactional id's fencing: `init_transactions` under an
+id bumps its epoch and aborts the open transaction of the previous instance. That instance
+learns it on its next call that reaches the broker (commit, abort, a flush with records to
+send), which raises the fatal `_FENCED` error librdkafka raises, as do begin, produce, commit
+and abort after it; local calls before that succeed. The fatal error is also an event that the
+next flush or poll raises, once (seen on the real broker: a commit raises `_FENCED`, then one
+flush does). Its records reach the log (and a read_committed consumer) only when its
+transaction commits.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from confluent_kafka import OFFSET_END, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_END, KafkaError, KafkaException, TopicPartition
 
 INVALID = -1001
 TP = tuple[str, int]
@@ -33,6 +42,7 @@ class Record:
 class FakeKafka:
     logs: dict[TP, list[Record]] = field(default_factory=dict)
     commits: dict[tuple[str, str, int], tuple[int, str]] = field(default_factory=dict)
+    epochs: dict[str, int] = field(default_factory=dict)  # transactional id -> current epoch
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def create(self, topic: str, partitions: int) -> None:
@@ -54,6 +64,90 @@ class FakeKafka:
 
     def end(self, topic: str, partition: int) -> int:
         return len(self.logs[(topic, partition)])
+
+
+class FakeTransactionalProducer:
+    """The transactional calls of a confluent-kafka Producer (see the module docstring)."""
+
+    def __init__(self, kafka: FakeKafka, transactional_id: str) -> None:
+        self.kafka = kafka
+        self.transactional_id = transactional_id
+        self._epoch: int | None = None  # set by init_transactions
+        self._open: list[tuple[str, int, bytes, int]] | None = None
+        self._fenced = False
+        self._fatal_event = False  # the fatal error, not yet served by a flush or poll
+
+    def init_transactions(self, timeout: float = -1) -> None:
+        with self.kafka.lock:
+            self._epoch = self.kafka.epochs.get(self.transactional_id, -1) + 1
+            # the previous instance's open transaction is aborted: its records never commit
+            self.kafka.epochs[self.transactional_id] = self._epoch
+
+    def begin_transaction(self) -> None:
+        self._check(local=True)
+        if self._open is not None:
+            raise KafkaException(KafkaError(KafkaError._STATE, "transaction already open"))
+        self._open = []
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int = 0,
+        timestamp: int = 0,
+        **_: Any,
+    ) -> None:
+        self._check(local=True)
+        if self._open is None:
+            raise KafkaException(KafkaError(KafkaError._STATE, "no open transaction"))
+        self._open.append((topic, partition, value or b"", timestamp))
+
+    def flush(self, timeout: float = -1) -> int:
+        if self._open and not self._fenced:
+            try:
+                self._check()  # records to send: this reaches the broker
+            except KafkaException:
+                self._fatal_event = False  # served here
+                raise
+        return self.poll(timeout)
+
+    def commit_transaction(self, timeout: float = -1) -> None:
+        self._check()
+        if self._open is None:
+            raise KafkaException(KafkaError(KafkaError._STATE, "no open transaction"))
+        records, self._open = self._open, None
+        for topic, partition, value, timestamp in records:
+            self.kafka.produce(topic, partition, value, timestamp)
+
+    def abort_transaction(self, timeout: float = -1) -> None:
+        self._check()
+        self._open = None
+
+    def poll(self, timeout: float = -1) -> int:
+        if self._fatal_event:
+            self._fatal_event = False
+            raise KafkaException(_fenced_error())
+        return 0
+
+    def _check(self, local: bool = False) -> None:
+        """A call that reaches the broker finds out that a newer instance initialised the id;
+        from then on every call fails, fatally. A local call fails only once that is known."""
+        with self.kafka.lock:
+            current = self.kafka.epochs.get(self.transactional_id)
+        if self._epoch is None:
+            raise KafkaException(KafkaError(KafkaError._STATE, "init_transactions not called"))
+        if self._fenced:
+            raise KafkaException(_fenced_error())
+        if not local and current != self._epoch:
+            self._fenced, self._fatal_event, self._open = True, True, None
+            raise KafkaException(_fenced_error())
+
+
+def _fenced_error() -> KafkaError:
+    return KafkaError(
+        KafkaError._FENCED, "This instance has been fenced by a newer instance", fatal=True
+    )
 
 
 class FakeMessage:

@@ -27,7 +27,6 @@ from scheduler_releaser.dispatcher.http_post import HttpxPost
 from scheduler_releaser.dispatcher.outbound import OutboundGuard
 from scheduler_releaser.dispatcher.ports import OnCommitted, OnRefused, OutRecord
 from scheduler_releaser.dispatcher.rest import RestDeliverer
-from scheduler_releaser.dispatcher.status_reader import StoreStatusReader
 from scheduler_releaser.dispatcher.timers import Position
 from scheduler_releaser.metrics import DispatchMetrics
 from scheduler_releaser.settings import DispatchSettings
@@ -131,17 +130,30 @@ async def public_resolver(host: str, port: int) -> list[str]:
 
 
 class ManualSleep:
-    """Sleeping moves the manual clock instead of waiting on the wall clock."""
+    """Sleeping moves the manual clock instead of waiting on the wall clock.
 
-    def __init__(self, clock: ManualClock, on_sleep: Callable[[], None] | None = None) -> None:
+    `wakes_after` (asked ms -> ms that pass, at least 1) makes it wake early, as a real sleep
+    may: the event loop's monotonic clock is not the wall clock the due instants are in (a
+    stepped or slewed host clock, a coarse timer), so a caller must check the time again."""
+
+    def __init__(
+        self,
+        clock: ManualClock,
+        on_sleep: Callable[[], None] | None = None,
+        wakes_after: Callable[[int], int] | None = None,
+    ) -> None:
         self.clock = clock
         self.slept_ms = 0
+        self.woke_early = 0
         self.on_sleep = on_sleep
+        self.wakes_after = wakes_after
 
     async def __call__(self, seconds: float) -> None:
         if self.on_sleep is not None:
             self.on_sleep()
-        ms = max(1, math.ceil(seconds * 1000))
+        asked = max(1, math.ceil(seconds * 1000))
+        ms = asked if self.wakes_after is None else max(1, min(asked, self.wakes_after(asked)))
+        self.woke_early += ms < asked
         self.slept_ms += ms
         self.clock.advance(ms)
         await asyncio.sleep(0)
@@ -252,6 +264,7 @@ def build(
     resolver=public_resolver,
     allow_private: bool = False,
     on_sleep: Callable[[], None] | None = None,
+    sleep_wakes_after: Callable[[int], int] | None = None,
 ) -> Harness:
     clock = ManualClock()
     settings = settings or DispatchSettings(max_attempts=3, backoff_base_ms=500, prefetch_ms=0)
@@ -272,7 +285,7 @@ def build(
         kafka=KAFKA,
         scheduling=SCHEDULING,
         settings=settings,
-        states=StoreStatusReader(messages),
+        states=messages,  # the fake is its own StatusReader
         buckets=buckets,
         apps=AppCache(app_lookup, clock, ttl_ms=0),
         commands=commands,
@@ -282,7 +295,7 @@ def build(
         codecs=CODECS,
         metrics=metrics,
         records=records,
-        sleep=ManualSleep(clock, on_sleep),
+        sleep=ManualSleep(clock, on_sleep, sleep_wakes_after),
         reads=InlineExecutor(),
     )
     return Harness(

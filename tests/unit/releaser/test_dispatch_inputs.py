@@ -381,7 +381,7 @@ def test_a_commands_partition_added_while_running_is_read_before_anything_fires(
         feed.poll()
 
     run(body())
-    assert feed.view.aborted("m-new", 0)
+    assert feed.view.aborted("app", "m-new", 0)
     assert feed.view.lag_ms(clock.now_ms()) <= 100
 
 
@@ -402,7 +402,7 @@ def test_a_stalled_fetch_makes_the_view_age_instead_of_reading_lag_zero() -> Non
         assert feed.view.lag_ms(clock.now_ms()) > SCHEDULING.cancel_guard_ms
         consumer.stalled = False
         feed.poll()
-        assert feed.view.aborted("m", 0)
+        assert feed.view.aborted("app", "m", 0)
         assert feed.view.lag_ms(clock.now_ms()) <= 100
 
     run(body())
@@ -430,7 +430,7 @@ def test_a_busy_partition_does_not_keep_the_view_from_being_fresh() -> None:
 
     run(body())
     assert max(lags[200:]) <= 2 * 100
-    assert feed.view.aborted("m1995", 0)
+    assert feed.view.aborted("app", "m1995", 0)
 
 
 def test_a_record_appended_while_the_start_is_looked_up_is_not_skipped() -> None:
@@ -451,4 +451,4 @@ def test_a_record_appended_while_the_start_is_looked_up_is_not_skipped() -> None
     feed = CommandsFeed(consumer, TOPICS.commands, CommandView(clock.now_ms()), CODECS, clock, 100)  # type: ignore[arg-type]
     feed.start(clock.now_ms())
     feed.poll()
-    assert feed.view.aborted("m-racing", 0)
+    assert feed.view.aborted("app", "m-racing", 0)

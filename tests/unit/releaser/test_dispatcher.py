@@ -5,19 +5,32 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 
 from scheduler.domain.status import Status
+from scheduler.encryption import UnreadableValue
 from scheduler.records import DeliveryOutcome
+from scheduler.store.ports import Application
 from scheduler_releaser.dispatcher.refusals import Refusal
 from scheduler_releaser.dispatcher.rest import HEADER_MESSAGE_ID
 from scheduler_releaser.dispatcher.timers import Position
 from scheduler_releaser.settings import DispatchSettings
 
-from .harness import KAFKA_APP, REST_APP, SCHEDULING, TOPICS, Emitted, Harness, KnownTopics, build
+from .harness import (
+    KAFKA_APP,
+    REST_APP,
+    SCHEDULING,
+    TOPICS,
+    Emitted,
+    Harness,
+    KnownTopics,
+    ManualSleep,
+    build,
+)
 
 pytestmark = pytest.mark.unit
 T = TypeVar("T")
@@ -54,6 +67,35 @@ def test_fires_at_the_due_instant_never_early() -> None:
     # REST is delivered by the POST itself: its transaction is not held for a due instant
     assert h.sink.emitted[-1].not_before_ms is None
     assert h.metric("scheduler_dispatch_lateness_seconds_count", {"destination": "REST"}) == 1
+
+
+@pytest.mark.parametrize("app", [REST_APP, KAFKA_APP], ids=["REST", "KAFKA"])
+def test_a_sleep_that_wakes_early_is_checked_again_never_delivering_early(
+    app: Application,
+) -> None:
+    delivered: list[int] = []
+    h = build(
+        lambda request: delivered.append(h.clock.now_ms()) or httpx.Response(204),
+        settings=DispatchSettings(prefetch_ms=400),
+        sleep_wakes_after=lambda asked_ms: asked_ms // 2,  # every sleep wakes halfway
+    )
+    message = h.message(app, due_in_ms=1_000)
+    h.dispatcher.accept(message, None)
+    h.clock.advance(600)  # within the prefetch: the task starts and waits for the due instant
+    run(h.dispatcher.fire_due())
+    sleep = h.dispatcher._sleep
+    assert isinstance(sleep, ManualSleep) and sleep.woke_early >= 2
+    if app is REST_APP:
+        assert delivered == [message.due_ms]
+    else:  # produced ahead, into a transaction held until the due instant
+        [emit] = h.sink.emitted
+        assert any(r.destination for r in emit.records)
+        assert emit.at_ms is not None
+        assert emit.at_ms >= message.due_ms - DispatchSettings().kafka_produce_ahead_ms
+        assert emit.not_before_ms == message.due_ms
+    [result] = h.sink.results()
+    assert result.outcome is DeliveryOutcome.SENT and result.lateness_ms is not None
+    assert result.lateness_ms >= 0
 
 
 def test_past_due_fires_at_once_in_due_order() -> None:
@@ -123,8 +165,6 @@ def test_record_already_sent_or_newer_generation_is_not_delivered_again() -> Non
 
 
 def test_deleted_app_aborts_instead_of_delivering() -> None:
-    from dataclasses import replace
-
     calls: list[httpx.Request] = []
     h = build(lambda r: calls.append(r) or httpx.Response(200))
     h.apps.apps[REST_APP.app_id] = replace(REST_APP, deleted_ms=1)
@@ -218,8 +258,6 @@ def test_kafka_app_gets_a_destination_record_in_the_same_batch_as_its_result() -
 
 
 def test_kafka_app_naming_a_system_topic_fails_and_a_missing_topic_is_retried() -> None:
-    from dataclasses import replace
-
     expected = {"sched.requests": DeliveryOutcome.FAILED, "no.such.topic": DeliveryOutcome.RETRY}
     for endpoint, outcome in expected.items():
         h = build(apps=(replace(KAFKA_APP, endpoint=endpoint),))
@@ -340,8 +378,8 @@ def test_an_abort_arriving_after_prefetch_but_before_due_still_wins() -> None:
     )
     m = h.message(due_in_ms=50)
     h.store_record(m)
-    get = h.messages.get
-    h.messages.get = lambda app, mid: reads.append(1) or get(app, mid)  # type: ignore[method-assign]
+    states = h.messages.states
+    h.messages.states = lambda app, ids: reads.append(1) or states(app, ids)  # type: ignore[method-assign]
     h.dispatcher.accept(m, None)
     assert run(h.dispatcher.fire_due()) == 1
     assert reads == [1]
@@ -518,3 +556,61 @@ def test_producing_ahead_by_the_cancel_guard_or_more_is_refused(ahead: int) -> N
 
 def test_producing_ahead_just_below_the_cancel_guard_is_accepted() -> None:
     build(settings=ahead_settings(kafka_produce_ahead_ms=SCHEDULING.cancel_guard_ms - 1))
+
+
+# Message ids are unique per application, not across applications: a Kafka-native producer picks
+# its own ids, so two tenants can hold the same one. Nothing a tenant does to its message may
+# touch the other's.
+OTHER_REST_APP = replace(REST_APP, app_id="app-rest-2", owner_id="o2")
+
+
+def test_two_apps_with_the_same_message_id_are_both_delivered() -> None:
+    calls: list[httpx.Request] = []
+    h = build(lambda r: calls.append(r) or httpx.Response(200), apps=(REST_APP, OTHER_REST_APP))
+    mine, theirs = h.message(REST_APP, due_in_ms=100), h.message(OTHER_REST_APP, due_in_ms=100)
+    assert mine.message_id == theirs.message_id
+    h.dispatcher.accept(mine, None)
+    h.dispatcher.accept(theirs, None)
+    h.clock.advance(100)
+    run(h.dispatcher.fire_due())
+    assert len(calls) == 2
+    assert sorted(r.app_id for r in h.sink.results()) == [REST_APP.app_id, OTHER_REST_APP.app_id]
+    assert {r.outcome for r in h.sink.results()} == {DeliveryOutcome.SENT}
+
+
+def test_an_abort_of_one_apps_message_does_not_abort_another_apps_message_with_its_id() -> None:
+    calls: list[httpx.Request] = []
+    h = build(lambda r: calls.append(r) or httpx.Response(200), apps=(REST_APP, OTHER_REST_APP))
+    mine, theirs = h.message(REST_APP, due_in_ms=500), h.message(OTHER_REST_APP, due_in_ms=500)
+    h.dispatcher.accept(mine, None)
+    h.dispatcher.accept(theirs, None)
+    h.abort_now(theirs)
+    h.clock.advance(500)
+    run(h.dispatcher.fire_due())
+    outcomes = {r.app_id: (r.outcome, r.error) for r in h.sink.results()}
+    assert outcomes[OTHER_REST_APP.app_id] == (DeliveryOutcome.SKIPPED, "aborted")
+    assert outcomes[REST_APP.app_id][0] is DeliveryOutcome.SENT
+    assert len(calls) == 1
+
+
+def test_an_app_that_cannot_be_read_is_retried_not_dropped() -> None:
+    """A failed app read (Cassandra down, or a secret whose key is not in this replica's keyring:
+    scheduler.encryption.UnreadableValue) hands the attempts back instead of losing them."""
+    calls: list[httpx.Request] = []
+    h = build(lambda r: calls.append(r) or httpx.Response(200))
+    m = h.message(due_in_ms=0)
+    read_app = h.apps.get_app
+    failures = [UnreadableValue("value encrypted with key 'k9', not in the keyring")]
+
+    def flaky(app_id: str) -> Application | None:
+        if failures:
+            raise failures.pop()
+        return read_app(app_id)
+
+    h.apps.get_app = flaky  # type: ignore[method-assign]
+    h.dispatcher.accept(m, Position("t", 0, 1))
+    run(h.dispatcher.fire_due())
+    assert calls == [] and len(h.dispatcher.timers) == 1
+    assert run(h.dispatcher.fire_due()) == 1
+    assert [r.headers[HEADER_MESSAGE_ID] for r in calls] == [m.message_id]
+    assert h.sink.emitted[-1].settled == Position("t", 0, 1)

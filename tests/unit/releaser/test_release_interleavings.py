@@ -41,7 +41,6 @@ from scheduler_releaser.dispatcher.core import Dispatcher
 from scheduler_releaser.dispatcher.http_post import HttpxPost
 from scheduler_releaser.dispatcher.outbound import OutboundGuard
 from scheduler_releaser.dispatcher.rest import RestDeliverer
-from scheduler_releaser.dispatcher.status_reader import StoreStatusReader
 from scheduler_releaser.dispatcher.timers import Position
 from scheduler_releaser.metrics import DispatchMetrics, ReleaseMetrics
 from scheduler_releaser.releaser.core import Releaser
@@ -426,7 +425,7 @@ class DispatcherActor:
             settings=DispatchSettings(
                 max_attempts=3, backoff_base_ms=backoff_base_ms, prefetch_ms=0
             ),
-            states=StoreStatusReader(world.messages),
+            states=world.messages,  # the fake is its own StatusReader
             buckets=buckets,
             apps=AppCache(world.apps, clock, ttl_ms=0),
             commands=commands,

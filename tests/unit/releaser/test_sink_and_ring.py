@@ -525,3 +525,30 @@ def test_idle_partitions_are_committed_again_with_recent_metadata_every_refresh(
         ("due.1", 0, 5, str(started + 60_000)),
         ("due.2", 0, 10, str(started + 60_000)),
     ]
+
+
+def test_settled_ring_records_are_counted_when_their_transaction_commits() -> None:
+    """The settlement counter moves only with a commit: while transactions abort in a loop it
+    stays flat however many deliveries were made (the alert "due messages are not being
+    settled" reads it; deploy/prometheus/alerts.yml)."""
+    p = FakeProducer()
+    s, tracker, _, metrics = sink(p)
+    for offset in (1, 2):
+        tracker.received("ring.1", 0, offset, now_ms=0)
+    s.emit([OutRecord("results", b"r1")], Position("ring.1", 0, 1))
+    s.emit([], Position("ring.1", 0, 2))  # a duplicate: settled without records
+    s.emit([OutRecord("results", b"retry")], None)  # no ring record of its own
+
+    def settled() -> float:
+        samples = {x.name: x.value for m in metrics.settled.collect() for x in m.samples}
+        return samples["scheduler_dispatch_settled_total"]
+
+    async def steps() -> None:
+        assert settled() == 0  # exported from the start: a flat line, not "no data"
+        p.fail = [error(abort=True)]
+        assert await s.flush() == 2
+        assert p.aborted == 1 and settled() == 2  # counted once, after the retried commit
+        assert await s.flush() == 1
+        assert settled() == 2
+
+    run(s, steps)

@@ -128,7 +128,7 @@ def test_command_view_counts_a_partition_fresh_only_once_read_to_an_end_asked_fo
     assert v.lag_ms(150) == 150 and not v.fresh_since(100)
     v.apply(1, 5, cmd)
     assert v.fresh_since(100) and v.lag_ms(150) == 50
-    assert v.aborted("m", 2) and not v.aborted("m", 3)
+    assert v.aborted("a", "m", 2) and not v.aborted("a", "m", 3)
     # Nothing arrives, nothing is confirmed: the view ages (no "lag 0" for a silent view)
     assert v.lag_ms(800) == 700
     v.confirm(0, asked_ms=800, end=0)
@@ -138,7 +138,7 @@ def test_command_view_counts_a_partition_fresh_only_once_read_to_an_end_asked_fo
     v.add_partitions([2])  # added while running: not fresh until confirmed
     assert v.lag_ms(820) == 820
     v.prune(older_than_ms=8)
-    assert not v.aborted("m", 2)
+    assert not v.aborted("a", "m", 2)
 
 
 def view(status: Status, generation: int = 0, attempt: int = 1) -> StatusUpdate:

@@ -4,10 +4,11 @@ One Deployment of the shared image. Arguments (dict):
   name       the Deployment's name suffix (ingest, bucketer, releaser, dispatcher-0, ...)
   component  the component label (ingest, bucketer, releaser, dispatcher)
   command    the console script of the service
-  values     the component's values (replicas, resources, nodeSelector, ...)
+  values     the component's values (replicas, resources, probes, grace, nodeSelector, ...)
   replicas   replicas (omitted: left to the HPA)
   port       container port, named "http" for ingest and "metrics" otherwise
   portName   http | metrics
+  metricsPort  a second container port named "metrics" (ingest: /metrics apart from the API)
   liveness   path of the liveness probe; readiness: path of the readiness probe
   env        extra env (list), e.g. the dispatcher instance
   strategy   a Deployment strategy (dict)
@@ -44,15 +45,24 @@ spec:
         {{- with .selector }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
+        {{- with (include "scheduler.podLabels" (dict "root" $root "values" .values)) }}
+        {{- . | nindent 8 }}
+        {{- end }}
       annotations:
         {{- include "scheduler.podAnnotations" $root | nindent 8 }}
+        {{- with (merge (deepCopy (.values.podAnnotations | default dict)) ($root.Values.podAnnotations | default dict)) }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
     spec:
       serviceAccountName: {{ include "scheduler.serviceAccountName" $root }}
       automountServiceAccountToken: false
       securityContext:
         {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
       # Graceful SIGTERM: the current batch/bucket/transaction finishes first.
-      terminationGracePeriodSeconds: 60
+      terminationGracePeriodSeconds: {{ .values.terminationGracePeriodSeconds }}
+      {{- with (.values.priorityClassName | default $root.Values.priorityClassName) }}
+      priorityClassName: {{ . }}
+      {{- end }}
       {{- with $root.Values.imagePullSecrets }}
       imagePullSecrets:
         {{- toYaml . | nindent 8 }}
@@ -66,6 +76,11 @@ spec:
             - name: {{ .portName }}
               containerPort: {{ .port }}
               protocol: TCP
+            {{- with .metricsPort }}
+            - name: metrics
+              containerPort: {{ . }}
+              protocol: TCP
+            {{- end }}
           envFrom:
             {{- include "scheduler.envFrom" $root | nindent 12 }}
           env:
@@ -73,22 +88,23 @@ spec:
             {{- toYaml . | nindent 12 }}
             {{- end }}
             {{- include "scheduler.env" $root | nindent 12 }}
+          # startupProbe: liveness waits until the process first answers (slow Cassandra or
+          # Kafka at start-up is not a stuck loop).
+          startupProbe:
+            httpGet:
+              path: {{ .liveness }}
+              port: {{ .portName }}
+            {{- toYaml .values.probes.startup | nindent 12 }}
           livenessProbe:
             httpGet:
               path: {{ .liveness }}
               port: {{ .portName }}
-            initialDelaySeconds: 10
-            periodSeconds: 10
-            timeoutSeconds: 3
-            failureThreshold: 6
+            {{- toYaml .values.probes.liveness | nindent 12 }}
           readinessProbe:
             httpGet:
               path: {{ .readiness }}
               port: {{ .portName }}
-            initialDelaySeconds: 5
-            periodSeconds: 5
-            timeoutSeconds: 3
-            failureThreshold: 3
+            {{- toYaml .values.probes.readiness | nindent 12 }}
           resources:
             {{- toYaml .values.resources | nindent 12 }}
           securityContext:
@@ -108,5 +124,9 @@ spec:
       {{- with .values.affinity }}
       affinity:
         {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with .values.topologySpreadConstraints }}
+      topologySpreadConstraints:
+        {{- include "scheduler.topologySpread" (dict "root" $root "component" $.component "constraints" .) | nindent 8 }}
       {{- end }}
 {{- end -}}

@@ -29,8 +29,13 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
+{{/* repository@digest when a digest is set (it pins the image; the tag is then ignored). */}}
 {{- define "scheduler.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "scheduler.serviceAccountName" -}}
@@ -59,6 +64,14 @@ app.kubernetes.io/component: {{ .component }}
       name: {{ include "scheduler.secretName" . }}
       key: {{ .Values.secrets.keys.cassandraPassword }}
       optional: true
+{{- include "scheduler.tls.env" . }}
+{{- with .Values.encryption.keyringSecret }}
+- name: SCHEDULER_ENCRYPTION_KEYRING
+  valueFrom:
+    secretKeyRef: {name: {{ . | quote }}, key: keyring.json}
+- {name: SCHEDULER_ENCRYPTION_ENABLED, value: {{ $.Values.encryption.enabled | quote }}}
+- {name: SCHEDULER_ENCRYPTION_PAYLOADS, value: {{ $.Values.encryption.payloads | quote }}}
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -67,6 +80,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "scheduler.envFrom" -}}
 - configMapRef:
     name: {{ include "scheduler.fullname" . }}-config
+{{- with .Values.extraEnvFrom }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{/* Volumes every pod gets: a writable /tmp (the root fs is read-only) and the Kafka CA. */}}
@@ -79,6 +95,10 @@ app.kubernetes.io/component: {{ .component }}
   configMap:
     name: {{ .Values.kafka.caConfigMap }}
 {{- end }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- include "scheduler.tls.volumes" . }}
 {{- end -}}
 
 {{- define "scheduler.volumeMounts" -}}
@@ -89,9 +109,50 @@ app.kubernetes.io/component: {{ .component }}
   mountPath: /etc/scheduler/kafka-ca
   readOnly: true
 {{- end }}
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- include "scheduler.tls.volumeMounts" . }}
 {{- end -}}
 
 {{/* Pod template annotations: roll the pods when the configuration changes. */}}
 {{- define "scheduler.podAnnotations" -}}
 checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+{{- end -}}
+
+
+{{/* Extra pod labels: the chart-wide podLabels, then the component's (dict "root" $ "values" ...).
+Never the selector labels: those are the chart's. */}}
+{{- define "scheduler.podLabels" -}}
+{{- $labels := merge (deepCopy (.values.podLabels | default dict)) (.root.Values.podLabels | default dict) -}}
+{{- with $labels }}
+{{- toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* topologySpreadConstraints; one without a labelSelector gets the component's selector, the
+usual intent ("spread these pods"), so values need not repeat the chart's labels. */}}
+{{- define "scheduler.topologySpread" -}}
+{{- $selector := include "scheduler.selector" (dict "root" .root "component" .component) | fromYaml -}}
+{{- $out := list -}}
+{{- range .constraints }}
+{{- $c := deepCopy . -}}
+{{- if not (hasKey $c "labelSelector") }}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" $selector) -}}
+{{- end }}
+{{- $out = append $out $c -}}
+{{- end }}
+{{- toYaml $out }}
+{{- end -}}
+
+{{/* Pods a component runs when nothing scales it by hand: the PDB's reason to exist. */}}
+{{- define "scheduler.podCount" -}}
+{{- $v := index .root.Values .component -}}
+{{- if eq .component "dispatcher" -}}
+{{- $v.instances -}}
+{{- else if and (hasKey $v "autoscaling") $v.autoscaling.enabled -}}
+{{- $v.autoscaling.minReplicas -}}
+{{- else -}}
+{{- $v.replicas -}}
+{{- end -}}
 {{- end -}}

@@ -1,4 +1,7 @@
-"""The dispatcher's view of `scheduler.commands`: which (message, generation) were aborted.
+"""The dispatcher's view of `scheduler.commands`: which (app, message, generation) were aborted.
+
+Message ids are unique within an application only, so an abort names its app too: one tenant's
+abort never touches another tenant's message that happens to carry the same id.
 
 Decision 5: the dispatcher does not fire while this view lags more than the cancel guard G.
 
@@ -29,7 +32,7 @@ NEVER = -(2**62)
 
 class CommandView:
     def __init__(self, now_ms: int, partitions: Iterable[int] = ()) -> None:
-        self._aborted: dict[tuple[str, int], int] = {}  # (message id, generation) -> issued_ms
+        self._aborted: dict[tuple[str, str, int], int] = {}  # (app, message, gen) -> issued_ms
         self._started_ms = now_ms
         self._fresh_ms: dict[int, int] = {}  # partition -> instant it was last known current
         self._position: dict[int, int] = {}  # partition -> next offset to read
@@ -49,7 +52,8 @@ class CommandView:
     def apply(self, partition: int, offset: int, command: Command | None) -> None:
         """The record at `offset` was read (command None: one that could not be decoded)."""
         if command is not None and command.kind is CommandKind.ABORT:
-            self._aborted[(command.message_id, command.generation)] = command.issued_ms
+            key = (command.app_id, command.message_id, command.generation)
+            self._aborted[key] = command.issued_ms
         self._advance(partition, offset + 1)
 
     def at_end(self, partition: int, offset: int) -> None:
@@ -84,8 +88,8 @@ class CommandView:
             fresh = max(fresh, asked.popleft()[0])
         self._fresh_ms[partition] = fresh
 
-    def aborted(self, message_id: str, generation: int) -> bool:
-        return (message_id, generation) in self._aborted
+    def aborted(self, app_id: str, message_id: str, generation: int) -> bool:
+        return (app_id, message_id, generation) in self._aborted
 
     def fresh_since(self, instant_ms: int) -> bool:
         """Has every partition been confirmed current at or after `instant_ms`?"""

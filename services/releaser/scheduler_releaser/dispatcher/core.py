@@ -192,12 +192,16 @@ class Dispatcher:
             states = await asyncio.get_running_loop().run_in_executor(
                 self._reads, self._states.states, app_id, ids
             )
+            self._metrics.record_read.observe((self._clock.monotonic_ms() - started) / 1000)
+            # Inside the try: a failed app read (Cassandra, or a secret this replica's keyring
+            # cannot decrypt) must hand the attempts back, not drop them from the timers.
+            app = await self._apps.get(app_id)
         except Exception:
-            log.exception("reading %d records of %s failed; retrying them", len(helds), app_id)
+            log.exception(
+                "reading %d records or the app of %s failed; retrying them", len(helds), app_id
+            )
             await self._hand_back(helds)
             return
-        self._metrics.record_read.observe((self._clock.monotonic_ms() - started) / 1000)
-        app = await self._apps.get(app_id)
         if app is not None and app.type == "KAFKA":
             # Nothing to wait for but the due instants: fire in due order within this task
             # (a task per message costs more than the delivery itself under a hotspot).
@@ -235,7 +239,7 @@ class Dispatcher:
             return  # not fired: left unsettled (its offset is not committed)
         # The abort view is consulted at the fire instant itself (the record was read up to
         # prefetch_ms earlier; decision 5 makes the commands view the authority at fire time).
-        aborted = self.commands.aborted(message.message_id, message.generation)
+        aborted = self.commands.aborted(message.app_id, message.message_id, message.generation)
         verdict = fire_check(message, state, app, aborted)
         now = self._clock.now_ms()
         if verdict is not Verdict.FIRE or app is None:

@@ -519,7 +519,7 @@ def load_results(
                 result = codecs.result.decode(msg.value() or b"")
             except DecodeError:
                 continue
-            key = (result.message_id, result.generation, result.attempt)
+            key = (result.app_id, result.message_id, result.generation, result.attempt)
             timers.remember(key, result.due_ms)
             loaded += 1
             if (msg.offset() or 0) + 1 >= ends[partition]:

@@ -4,8 +4,8 @@
 every idle connection's socket (a poll and a getpeername system call each) on every request, so
 at a few hundred deliveries per second the dispatcher spent most of its CPU in the pool and fell
 behind (bench/dispatch_bench.py --destination rest --rate 300: p50 lateness 0.8 s on a quiet
-machine, 9 s on a loaded one; see services/releaser/README.md). aiohttp comes with faust-streaming
-already. `HttpxPost` adapts an httpx client (unit tests drive it with a MockTransport); both pass
+machine, 9 s on a loaded one; see services/releaser/README.md). aiohttp is a runtime dependency
+of its own. `HttpxPost` adapts an httpx client (unit tests drive it with a MockTransport); both pass
 the same contract tests against a real local server (tests/integration/releaser/test_http_post.py).
 
 Contract: POST `body` with `headers` to `url`, never following a redirect (a 3xx is returned

@@ -15,6 +15,7 @@ import sys
 from prometheus_client import CollectorRegistry
 
 from scheduler.clock import SystemClock
+from scheduler.encryption import EncryptionSettings
 from scheduler.logs import configure_logging
 from scheduler.ops import Health
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
@@ -29,15 +30,16 @@ from .writer_runner import ProcessRecordWriter
 log = logging.getLogger("scheduler_releaser.dispatch")
 
 
-async def _serve() -> None:
-    kafka, scheduling, settings = KafkaSettings(), SchedulingSettings(), DispatchSettings()
+async def _serve(settings: DispatchSettings) -> None:
+    kafka, scheduling = KafkaSettings(), SchedulingSettings()
+    cipher = EncryptionSettings().cipher()
     registry = CollectorRegistry()
     metrics = DispatchMetrics(registry)
     clock = SystemClock()
     health = Health(clock)
     ops = serve_ops(settings.metrics_port, registry, health)
     cassandra = CassandraSettings()
-    cluster, _, stores = await asyncio.to_thread(cassandra_stores, cassandra)
+    cluster, _, stores = await asyncio.to_thread(cassandra_stores, cassandra, cipher)
     # A child process: its Cassandra writes would otherwise delay this loop (writer_runner.py).
     record_writer = ProcessRecordWriter(
         kafka,
@@ -46,6 +48,7 @@ async def _serve() -> None:
         lambda outcome, n: metrics.records_written.labels(outcome).inc(n),
         member=instance_id(kafka, settings, "record-writer"),
         restarted=metrics.record_writer_restarts.inc,
+        log_level=settings.log_level,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -70,9 +73,10 @@ async def _serve() -> None:
 
 
 def main() -> int:
-    configure_logging("dispatcher")
+    settings = DispatchSettings()
+    configure_logging("dispatcher", settings.log_level)
     try:
-        asyncio.run(_serve())
+        asyncio.run(_serve(settings))
     except Exception:
         log.exception("dispatcher stopped on an error")
         return 1

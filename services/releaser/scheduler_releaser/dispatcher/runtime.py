@@ -55,7 +55,7 @@ from .record_writer import RecordWriter
 from .records_progress import RecordsProgress
 from .rest import RestDeliverer
 from .sink import FencedError, SinkStopped, TransactionalSink, transactional_producer
-from .status_reader import StatusReader, StoreStatusReader
+from .status_reader import StatusReader
 from .writer_runner import RecordWriterRunner, ThreadRecordWriter
 
 log = logging.getLogger(__name__)
@@ -68,10 +68,7 @@ class Stores:
     buckets: BucketStore
     apps: AppLookup
     usage: UsageStore
-    states: StatusReader | None = None  # batched fire-time reads; default: over `messages`
-
-    def status_reader(self) -> StatusReader:
-        return self.states if self.states is not None else StoreStatusReader(self.messages)
+    states: StatusReader  # batched fire-time reads of `messages`' status groups
 
 
 def instance_id(kafka: KafkaSettings, settings: DispatchSettings, role: str) -> str:
@@ -170,7 +167,7 @@ async def run_dispatcher(
         kafka=kafka,
         scheduling=scheduling,
         settings=settings,
-        states=stores.status_reader(),
+        states=stores.states,
         buckets=stores.buckets,
         apps=AppCache(stores.apps, clock),
         commands=view,

@@ -410,6 +410,7 @@ class TransactionalSink:
             self._metrics.transaction_seconds.observe((self._clock.monotonic_ms() - mono) / 1000)
             for p in settling:
                 self._tracker.settled(p.topic, p.partition, p.offset)
+            self._metrics.settled.inc(len(settling))
             self._tracker.confirm(commits)
             if commits:
                 self._offsets_sent_ms = mono

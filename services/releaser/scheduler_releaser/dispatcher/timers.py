@@ -2,8 +2,10 @@
 
 A heap keyed by (due_ms, message_id) holds about one ring slot of messages. `pop_due(now)`
 returns every message whose due instant has come, never one that is early. The dedup key is
-(message id, generation, attempt): a replayed record of an attempt that is held or was
+(app id, message id, generation, attempt): a replayed record of an attempt that is held or was
 already settled is refused, while a retry (attempt + 1) or a redrive (generation + 1) passes.
+Message ids are unique within an application only (a Kafka-native producer picks its own), so
+the app is part of the key: another tenant's message with the same id is another message.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field
 
 from scheduler.records import DueMessage
 
-DedupKey = tuple[str, int, int]
+DedupKey = tuple[str, str, int, int]
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class Held:
 
 
 def dedup_key(message: DueMessage) -> DedupKey:
-    return (message.message_id, message.generation, message.attempt)
+    return (message.app_id, message.message_id, message.generation, message.attempt)
 
 
 class TimerQueue:

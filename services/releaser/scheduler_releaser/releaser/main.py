@@ -16,6 +16,7 @@ from types import FrameType
 from prometheus_client import CollectorRegistry
 
 from scheduler.clock import SystemClock
+from scheduler.encryption import EncryptionSettings
 from scheduler.logs import configure_logging
 from scheduler.ops import Health
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
@@ -30,7 +31,8 @@ log = logging.getLogger("scheduler_releaser.release")
 
 
 def main() -> int:
-    configure_logging("releaser")
+    kafka, scheduling, settings = KafkaSettings(), SchedulingSettings(), ReleaseSettings()
+    configure_logging("releaser", settings.log_level)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -39,7 +41,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    kafka, scheduling, settings = KafkaSettings(), SchedulingSettings(), ReleaseSettings()
+    cipher = EncryptionSettings().cipher()
     registry = CollectorRegistry()
     metrics = ReleaseMetrics(registry)
     clock = SystemClock()
@@ -47,7 +49,7 @@ def main() -> int:
     health = Health(clock, stale_after_ms=max(300_000, 10 * settings.tick_ms))
     ops = serve_ops(settings.metrics_port, registry, health)
     try:
-        cluster, session, stores = cassandra_stores(CassandraSettings())
+        cluster, session, stores = cassandra_stores(CassandraSettings(), cipher)
         try:
             run_releaser(
                 kafka=kafka,

@@ -90,8 +90,15 @@ class KafkaRingPublisher:
     def close(self) -> None:
         producer, self._producer = self._producer, None
         self._in_transaction = False
-        if producer is not None:
+        if producer is None:
+            return
+        try:
             producer.flush(0)
+        except KafkaException as exc:
+            # A fenced (or otherwise failed) producer raises its fatal error once more here,
+            # after the commit did: nothing is left to deliver, and the caller must see the
+            # fence (ReleaserFenced), not this.
+            log.info("ring producer closed after a fatal error: %s", exc)
 
     def publish(self, message: DueMessage, now_ms: int) -> None:
         producer = self._require()
