@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # `up`, `setup` and `demo` run with the local profile devservers/local.env (replication 1,
 # shrunk horizons, loopback delivery allowed); variables set in the environment win.
 
-.PHONY: help install tools deploy-check stack-up stack-down stack-status setup up down status demo bench soak lint format test test-unit
+.PHONY: help install tools deploy-check stack-up stack-down stack-status setup up down status demo bench soak lint format test test-unit mutation
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -72,6 +72,10 @@ format: install ## apply ruff formatting and safe fixes
 
 test-unit: install ## fast tests only: no servers, no external tools (the `tools` ones run in `make test`)
 	.venv/bin/pytest -m "unit and not tools" $(PYTEST_ARGS)
+
+MUTATION_ARGS ?=
+mutation: install ## mutation testing (mutmut) of the pure domain and the dispatcher's verdict with their unit tests; 4-17 min on 2 busy cores, not in CI (docs/TESTING.md)
+	$(PY) scripts/mutation.py $(MUTATION_ARGS)
 
 test: stack-up tools ## the whole suite against the real local stack (starts it if needed)
 	@.venv/bin/pytest $(PYTEST_ARGS); rc=$$?; \

@@ -97,13 +97,78 @@ def test_ring_default_names() -> None:
 
 
 @given(times, times, st.integers(min_value=0, max_value=600_000), widths)
-def test_placement_rule(due: int, watermark: int, margin: int, width: int) -> None:
-    decision = place(due, watermark, margin, width)
-    released_bucket = bucket_start(due, width) < watermark + margin
-    assert decision is (Placement.DIRECT if released_bucket else Placement.STORE)
-    # a bucket already passed by the releaser is always sent directly, never stranded
-    if claimed(due, watermark, width):
+def test_placement_rule(due: int, claim: int, margin: int, width: int) -> None:
+    """Facts that do not restate the rule's formula."""
+    decision = place(due, claim, margin, width)
+    if due < claim + margin:  # due inside the claim plus the margin: never stored
         assert decision is Placement.DIRECT
+    if due >= claim + margin + width:  # its whole bucket starts after claim + margin
+        assert decision is Placement.STORE
+    # one decision per bucket, and a later bucket is never placed more directly
+    start = bucket_start(due, width)
+    assert place(start, claim, margin, width) is decision
+    assert place(start + width - 1, claim, margin, width) is decision
+    if decision is Placement.STORE:
+        assert place(due + width, claim, margin, width) is Placement.STORE
+
+
+# A small model of the release path (docs/ARCHITECTURE.md, "The release path: claim, index,
+# fencing"): a releaser claims buckets one at a time and then lists the claimed bucket; a store
+# places a message with the claim it read earlier (possibly stale), makes its row durable, then
+# re-checks with a fresh claim. Stranded: stored, never listed after its row was durable, and
+# not sent directly by the re-check.
+MINUTE = 60_000
+
+
+def _release_events(buckets: int) -> list[tuple[str, int]]:
+    events: list[tuple[str, int]] = []
+    for i in range(buckets):
+        events += [("claim", (i + 1) * MINUTE), ("list", i * MINUTE)]
+    return events
+
+
+def _delivered(due: int, margin: int, order: list[tuple[str, int]]) -> bool:
+    claim, read_for_placement, placement, durable, listed_after_durable = 0, 0, None, False, False
+    for kind, value in order:
+        if kind == "claim":
+            claim = value
+        elif kind == "read":
+            read_for_placement = claim
+        elif kind == "write":
+            placement = place(due, read_for_placement, margin, MINUTE)
+            if placement is Placement.DIRECT:
+                return True
+            durable = True
+        elif kind == "list" and durable and value == bucket_start(due, MINUTE):
+            listed_after_durable = True
+        elif kind == "recheck" and claimed(due, claim, MINUTE):
+            return True  # sent directly by the store
+    return listed_after_durable
+
+
+@pytest.mark.parametrize("margin", [0, MINUTE])
+@pytest.mark.parametrize("due", [0, MINUTE - 1, MINUTE, 2 * MINUTE + 30_000])
+def test_no_interleaving_of_store_and_release_strands_a_message(due: int, margin: int) -> None:
+    release = _release_events(4)
+    n = len(release)
+    checked = 0
+    # the store's three steps in order (read claim, durable write, re-check), anywhere among
+    # the releaser's claim/list steps
+    for read, write, recheck in itertools.combinations_with_replacement(range(n + 1), 3):
+        store = [(read, "read"), (write, "write"), (recheck, "recheck")]
+        order = [(step, 0) for at, step in store if at == 0]
+        for i, event in enumerate(release, start=1):
+            order += [event, *((step, 0) for at, step in store if at == i)]
+        assert _delivered(due, margin, order), order
+        checked += 1
+    assert checked == 165  # C(8 + 3, 3): every interleaving
+
+
+def test_the_release_model_strands_without_the_recheck() -> None:
+    """The model can fail: listed before the row is durable, and no re-check, is stranded."""
+    order = [("read", 0), ("claim", MINUTE), ("list", 0), ("write", 0)]
+    assert not _delivered(30_000, 0, order)
+    assert _delivered(30_000, 0, [*order, ("recheck", 0)])
 
 
 def test_placement_examples() -> None:

@@ -150,7 +150,10 @@ def test_rest_and_kafka_deliveries_on_time_once_with_retries_failures_and_abort(
         for m in ok:
             view = env.stores.messages.get("ok", m.message_id)
             assert view is not None and view.state.status is Status.SENT
-            assert view.state.lateness_ms is not None and view.state.lateness_ms >= 0
+            # never early on the raw instants (lateness_ms is clamped at 0): finished at or
+            # after the due instant, and the lateness is exactly the difference
+            assert view.state.at_ms >= m.due_ms, "SENT before its due instant"
+            assert view.state.lateness_ms == view.state.at_ms - m.due_ms
             events = [e.entry_id for e in env.stores.messages.logs("ok", m.message_id)]
             assert "0:1:sent" in events
         assert aborted.message_id not in got
@@ -245,9 +248,13 @@ def test_a_hanging_app_does_not_delay_another_apps_deliveries(env: Env, receiver
         for r in receiver.received
         if r.path == "/ok"
     ]
-    # The slow app's 10 requests hold its 2 slots for ~5 s; the fast app is served meanwhile.
-    assert max(lateness) < 500, lateness
-    assert min(lateness) >= 0
+    # The slow app's 10 requests hold its 2 slots for ~5 s; the fast app is served meanwhile,
+    # late by milliseconds: the REST benchmark's max at 100/s is 31-40 ms on a quiet machine,
+    # this test saw at most 171 ms on 2 cores busy with other test runs. A fast delivery held
+    # behind even one hanging request would arrive after that request's 1 s timeout, at least
+    # 450 ms late (the last fast one is due 550 ms after the slow ones): 300 ms tells them apart.
+    assert max(lateness) < 300, sorted(lateness)
+    assert min(lateness) >= 0, sorted(lateness)  # raw receipt - due: never early
 
 
 def test_abort_just_before_due_wins_and_redrive_after_failure_delivers(

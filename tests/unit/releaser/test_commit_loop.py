@@ -5,12 +5,11 @@ txn_interval_ms, an idle wake for the offsets, and an end on stop + wake()."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import Callable
 
 import pytest
 
-from scheduler.clock import Clock, ManualClock, SystemClock
+from scheduler.clock import Clock, ManualClock
 from scheduler_releaser.dispatcher.ports import OutRecord
 from scheduler_releaser.dispatcher.runtime import TransactionWatch, _commit_loop
 from scheduler_releaser.dispatcher.sink import TransactionalSink
@@ -110,14 +109,37 @@ def test_when_idle_the_committer_still_wakes_for_the_offsets() -> None:
     assert p.committed[2] == ([], [("ring.1", 0, 2, str(clock.now_ms()))])
 
 
+class SteppedTime:
+    """The manual clock, moved only by the test; the committer's spacing sleeps on it."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+        self.sleeping_until: float | None = None
+        self._moved = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeping_until = self.clock.monotonic_ms() + round(seconds * 1000, 3)
+        try:
+            while self.clock.monotonic_ms() < self.sleeping_until:
+                self._moved.clear()
+                await self._moved.wait()
+        finally:
+            self.sleeping_until = None
+
+    def advance(self, ms: int) -> None:
+        self.clock.advance(ms)
+        self._moved.set()
+
+
 def test_transactions_run_back_to_back_at_most_one_started_per_interval() -> None:
-    """Emits every ~2 ms for 0.25 s (wall clock), txn_interval_ms 20, idle wake 10 s: every
-    transaction starts at least 20 ms after the previous one, and they keep coming (a committer
-    that waited for its idle wake would have made at most one)."""
+    """A record emitted every 2 ms for 250 ms of a manual clock, txn_interval_ms 20, idle wake
+    10 s, at most 2 emits per transaction (the helper's max_batch). The committer starts one
+    transaction exactly every 20 ms, each with the oldest emits: 13 in 250 ms. A committer that
+    waited for its idle wake would have made 1; one without spacing, one per emit."""
     settings = DispatchSettings(txn_interval_ms=20, txn_offsets_interval_ms=10_000)
-    clock = SystemClock()
     p = FakeProducer()
-    s, _, _, _ = sink(p, clock=ManualClock())
+    s, _, clock, _ = sink(p)
+    time = SteppedTime(clock)
     starts: list[float] = []
     flush = s.flush
 
@@ -126,27 +148,41 @@ def test_transactions_run_back_to_back_at_most_one_started_per_interval() -> Non
         return await flush()
 
     s.flush = timed_flush  # type: ignore[method-assign]
+    inside_wait = watch_waits(s)
+
+    def parked() -> bool:
+        """The committer can go on only once the clock moves (or, idle, on an emit)."""
+        if time.sleeping_until is not None:
+            return clock.monotonic_ms() < time.sleeping_until
+        return inside_wait[0] and not s.pending
+
     emitted: list[bytes] = []
+    by_committer: list[list[bytes]] = []
 
     async def main() -> None:
         await s.start()
         stop = asyncio.Event()
-        task = committer(s, clock, settings, stop)
-        end = clock.monotonic_ms() + 250
-        while clock.monotonic_ms() < end:
+        task = asyncio.create_task(
+            _commit_loop(
+                s, clock, settings, stop, TransactionWatch(settings.txn_stuck_ms), time.sleep
+            )
+        )
+        for _ in range(0, 250, 2):
             value = str(len(emitted)).encode()
             emitted.append(value)
             s.emit([OutRecord("dest", value)], None)
-            await asyncio.sleep(0.002)
+            await until(parked)
+            time.advance(2)
         stop.set()
         s.wake()
+        time.advance(1_000)  # ends the spacing sleep, however long: the loop sees stop
         await asyncio.wait_for(task, 2)
-        while s.pending:  # at most 2 emits per transaction (the helper's max_batch)
+        by_committer.extend([v for _, v in records] for records, _ in p.committed)
+        while s.pending:  # the rest, by hand
             await flush()
 
     asyncio.run(main())
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert min(gaps) >= 20 - 1, gaps  # 1 ms for the instructions between start and flush
-    with_records = [records for records, _ in p.committed if records]
-    assert len(with_records) >= 4, len(with_records)  # ~12 at 20 ms; 10 s idle: 1
-    assert [v for records in with_records for _, v in records] == emitted  # all, in order
+    assert starts == list(range(0, 250, 20)), starts
+    expected = [[b"0"]] + [[str(i).encode(), str(i + 1).encode()] for i in range(1, 25, 2)]
+    assert by_committer == expected, by_committer
+    assert [v for records, _ in p.committed for _, v in records] == emitted  # all, in order

@@ -214,8 +214,10 @@ class StuckProducer(FakeProducer):
         super().__init__()
         self.blocked = threading.Event()
         self.release = threading.Event()
+        self.thread: threading.Thread | None = None  # the worker thread it blocked
 
     def send_offsets_to_transaction(self, offsets, metadata) -> None:
+        self.thread = threading.current_thread()
         self.blocked.set()
         self.release.wait()
         super().send_offsets_to_transaction(offsets, metadata)
@@ -237,9 +239,12 @@ def test_a_transaction_stuck_before_its_commit_is_redone_on_a_new_producer() -> 
         clock.advance(1)
         assert await flush == 1
         assert s.producer is fresh
-        # the stuck thread wakes up later: it was abandoned, so it never commits
+        # the stuck thread wakes up later: it was abandoned, so it never commits. Its worker
+        # was retired, so the thread ends once its job is over: wait for that, then look.
         stuck.release.set()
-        await asyncio.sleep(0.1)
+        assert stuck.thread is not None
+        await asyncio.to_thread(stuck.thread.join, 10)
+        assert not stuck.thread.is_alive()
 
     run(s, steps)
     # the same records and offsets (metadata from the first attempt) on the new producer

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -372,12 +372,14 @@ async def _commit_loop(
     settings: DispatchSettings,
     stop: asyncio.Event,
     watch: TransactionWatch,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
     """Transactions back to back while anything is emitted, one starting at most every
     `txn_interval_ms`. A Kafka delivery becomes visible when its transaction commits, so an
     emit must not wait for a loop tick: the committer waits for emits itself. When idle it
     still wakes every `txn_offsets_interval_ms`, for the offsets of skipped or duplicate
-    records (those settle without records)."""
+    records (those settle without records). `sleep` waits out the spacing (injected with
+    `clock`, so a test can drive the spacing by a manual clock)."""
     idle_s = max(settings.txn_offsets_interval_ms, settings.txn_interval_ms) / 1000
     while not stop.is_set():
         started = clock.monotonic_ms()
@@ -386,7 +388,7 @@ async def _commit_loop(
         watch.finished()
         spacing_ms = settings.txn_interval_ms - (clock.monotonic_ms() - started)
         if spacing_ms > 0:
-            await asyncio.sleep(spacing_ms / 1000)
+            await sleep(spacing_ms / 1000)
         if stop.is_set():  # checked with no await before the wait: a wake() cannot be missed
             break
         await sink.wait_for_emits(idle_s)
