@@ -140,6 +140,29 @@ def test_stored_columns_are_ciphertext_and_read_back_right(session: Session) -> 
         CassandraAppStore(session, PLAIN).get_app("app_1")
 
 
+def test_services_that_never_use_secrets_read_apps_whose_secrets_they_cannot_open(
+    session: Session,
+) -> None:
+    """The bucketer and the releaser need an app's existence, type and deletion, never its
+    secrets: a secret sealed under a key missing from their keyring (or tampered with) must not
+    fail their reads, or one app would stall every tenant's batch and release tick."""
+    write_all(session, cipher("k1", k1=K1))
+    read = CassandraAppStore(session, cipher("k2", k2=K2), open_secrets=False).get_app("app_1")
+    assert read is not None and (read.app_id, read.type, read.endpoint) == (
+        "app_1",
+        "REST",
+        "https://example.com/hook",
+    )
+    assert (read.signing_secret, read.auth_header_value, read.previous_signing_secret) == (
+        "",
+        None,
+        None,
+    )
+    # Such a store cannot write an application back: it would wipe the secrets it never read.
+    with pytest.raises(RuntimeError, match="secrets"):
+        CassandraAppStore(session, PLAIN, open_secrets=False).put_app(read)
+
+
 def test_payloads_stay_plain_unless_payload_encryption_is_on(session: Session) -> None:
     c = cipher("k1", payloads=False, k1=K1)
     write_all(session, c)

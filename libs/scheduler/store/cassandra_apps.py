@@ -43,11 +43,19 @@ SECRET_COLUMNS = ("auth_header_value", "signing_secret", "previous_signing_secre
 
 class CassandraAppStore:
     """AppStore on Cassandra. `session` must be bound to the scheduler keyspace; `cipher`
-    seals the secret columns on write and opens them (or legacy plain text) on read."""
+    seals the secret columns on write and opens them (or legacy plain text) on read.
 
-    def __init__(self, session: Session, cipher: ColumnCipher = PLAIN) -> None:
+    `open_secrets=False` is for services that never use an app's secrets (the bucketer, the
+    releaser): the secret columns are not read, so a value their keyring cannot open (a missing
+    key, tampering) fails only the dispatcher's delivery of that app, not every tenant's batch.
+    Such a store refuses to write applications, which would wipe the secrets it never read."""
+
+    def __init__(
+        self, session: Session, cipher: ColumnCipher = PLAIN, open_secrets: bool = True
+    ) -> None:
         self._session = session
         self._cipher = cipher
+        self._open_secrets = open_secrets
         p = session.prepare
         self._insert_owner = p(
             "INSERT INTO owners (owner_id, created_ms) VALUES (?, ?) IF NOT EXISTS"
@@ -153,9 +161,13 @@ class CassandraAppStore:
 
     def get_app(self, app_id: str) -> Application | None:
         row = self._session.execute(self._select_app, (app_id,)).one()
-        return None if row is None or row.owner_id is None else _app(row, self._cipher)
+        if row is None or row.owner_id is None:
+            return None
+        return _app(row, self._cipher, self._open_secrets)
 
     def put_app(self, app: Application) -> None:
+        if not self._open_secrets:
+            raise RuntimeError("an app store that does not open secrets cannot write apps")
         batch = BatchStatement(batch_type=BatchType.LOGGED)
         batch.add(self._insert_app, tuple(self._stored(app, column) for column in _APP_COLUMNS))
         batch.add(self._insert_app_by_owner, (app.owner_id, app.app_id, app.name, app.created_ms))
@@ -169,7 +181,7 @@ class CassandraAppStore:
             row = future.result().one()
             if row is None or row.owner_id != owner_id:
                 continue
-            app = _app(row, self._cipher)
+            app = _app(row, self._cipher, self._open_secrets)
             if include_deleted or app.deleted_ms is None:
                 found.append(app)
         return sorted(found, key=lambda a: (a.created_ms, a.app_id))
@@ -224,10 +236,13 @@ def secret_cell(column: str, app_id: str) -> bytes:
     return cell(f"applications.{column}", app_id)
 
 
-def _app(row: Any, cipher: ColumnCipher) -> Application:
+def _app(row: Any, cipher: ColumnCipher, open_secrets: bool = True) -> Application:
     values = {column: getattr(row, column) for column in _APP_COLUMNS}
     for column in SECRET_COLUMNS:
-        values[column] = cipher.open(values[column], secret_cell(column, row.app_id))
+        if open_secrets:
+            values[column] = cipher.open(values[column], secret_cell(column, row.app_id))
+        else:
+            values[column] = None
     values["send_back_format"] = values["send_back_format"] or "payload_field"
     values["signing_secret"] = values["signing_secret"] or ""
     values["created_ms"] = values["created_ms"] or 0

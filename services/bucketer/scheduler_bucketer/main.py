@@ -77,7 +77,7 @@ def run(
         ports = Ports(
             messages=CassandraMessageStore(session, cipher),
             buckets=buckets,
-            apps=CassandraAppStore(session, cipher),
+            apps=CassandraAppStore(session, cipher, open_secrets=False),  # never uses them
             producer=producer,
             clock=clock,
             usage=CassandraUsageStore(session),

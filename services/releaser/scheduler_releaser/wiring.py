@@ -19,14 +19,15 @@ from .dispatcher.status_reader import CassandraStatusReader
 
 
 def cassandra_stores(
-    settings: CassandraSettings, cipher: ColumnCipher
+    settings: CassandraSettings, cipher: ColumnCipher, app_secrets: bool = True
 ) -> tuple[Cluster, Session, Stores]:
-    """`cipher` opens the encrypted secrets and payloads (scheduler.encryption)."""
+    """`cipher` opens the encrypted secrets and payloads (scheduler.encryption); without
+    `app_secrets` the apps are read without their secrets (CassandraAppStore)."""
     cluster, session = connect(settings, settings.keyspace)
     stores = Stores(
         messages=CassandraMessageStore(session, cipher),
         buckets=CassandraBucketStore(session, cipher=cipher),
-        apps=CassandraAppStore(session, cipher),
+        apps=CassandraAppStore(session, cipher, open_secrets=app_secrets),
         usage=CassandraUsageStore(session),
         states=CassandraStatusReader(session),
     )

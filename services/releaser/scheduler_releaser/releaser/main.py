@@ -49,7 +49,7 @@ def main() -> int:
     health = Health(clock, stale_after_ms=max(300_000, 10 * settings.tick_ms))
     ops = serve_ops(settings.metrics_port, registry, health)
     try:
-        cluster, session, stores = cassandra_stores(CassandraSettings(), cipher)
+        cluster, session, stores = cassandra_stores(CassandraSettings(), cipher, app_secrets=False)
         try:
             run_releaser(
                 kafka=kafka,
