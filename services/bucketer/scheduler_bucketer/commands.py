@@ -1,10 +1,12 @@
 """Commands on scheduler.commands, applied to stored messages.
 
-- ABORT: ingest has already set the record to ABORTED (a conditional write, decision 5); here the
-  stored bucket row is removed so the releaser does not stream it. A record that does not show
-  ABORTED is left alone (the abort did not win, or the command is not ingest's). The dispatcher
-  checks the record again at fire time, so the abort wins even when the row was already
-  released, or is stored again later by a replayed request.
+- ABORT: ingest has already set the record to ABORTED (decision 5: it publishes the command only
+  once the record shows ABORTED at that generation); here the stored bucket row is removed so the
+  releaser does not stream it. A record still READY or QUEUED at the command's generation lost
+  that write (a Cassandra snapshot restored to before the abort): the abort is applied again,
+  by precedence. A record that moved past it (SENT, FAILED, a later generation) is left alone.
+  The dispatcher checks the record again at fire time, so the abort wins even when the row was
+  already released, or is stored again later by a replayed request.
 - REDRIVE (FAILED -> READY, new generation): the message re-enters through the same placement
   as a new request (decision 3), with the content read from the message store. A command older
   than the record's generation, or whose generation already ended (SENT, FAILED, ABORTED), is
@@ -19,10 +21,17 @@ import logging
 from scheduler.clock import Clock
 from scheduler.codec import DecodeError, RecordCodec
 from scheduler.domain.buckets import shard_of
-from scheduler.domain.status import Status
+from scheduler.domain.status import ABORTABLE, Status
 from scheduler.records import Command, CommandKind, DueMessage
 from scheduler.settings import SchedulingSettings
-from scheduler.store.ports import AppLookup, BucketStore, MessageStore, MessageView
+from scheduler.store.ports import (
+    AppLookup,
+    BucketStore,
+    LogEntry,
+    MessageStore,
+    MessageView,
+    StatusUpdate,
+)
 
 from .intake import InputRecord, Rejection, decode_reason
 from .metrics import BucketerMetrics
@@ -98,13 +107,14 @@ class CommandHandler:
             return "unknown"
         shards = shards_for(self._apps.get_app(command.app_id), self._scheduling)
         if command.kind is CommandKind.ABORT:
-            if view.state.status is not Status.ABORTED:
-                # Ingest records ABORTED before it publishes the command (decision 5); a record
-                # that does not show it means the abort did not win (e.g. SENT first), or the
-                # command did not come from ingest. Removing the row then could lose a message.
-                return "not_aborted"
-            self._remove_stored(view, shards)
-            return "applied"
+            if view.state.status is Status.ABORTED:
+                self._remove_stored(view, shards)
+                return "applied"
+            if view.state.status in ABORTABLE and view.state.generation == command.generation:
+                self._reapply_abort(view, command)
+                self._remove_stored(view, shards)
+                return "reapplied"
+            return "not_aborted"  # the record moved past it: removing the row could lose one
         if self._stale(view, command):
             return "stale"
         # Redrive: deliver promptly. The due time comes from the command, not the clock, so a
@@ -125,6 +135,15 @@ class CommandHandler:
         )
         self._placer.place([Entry(message, shards, "redriven", command.issued_ms)], outbox)
         return "applied"
+
+    def _reapply_abort(self, view: MessageView, command: Command) -> None:
+        state = view.state
+        aborted = StatusUpdate(
+            Status.ABORTED, state.generation, state.attempt, state.due_ms, command.issued_ms
+        )
+        by = {"by": "abort command"}
+        entry = LogEntry(command.issued_ms, f"{state.generation}:aborted", Status.ABORTED, by)
+        self._messages.update_status(command.app_id, command.message_id, aborted, entry)
 
     @staticmethod
     def _stale(view: MessageView, command: Command) -> bool:

@@ -51,7 +51,8 @@ class BucketerMetrics:
         )
         self.commands = Counter(
             "scheduler_bucketer_commands_total",
-            "Commands, by kind and outcome (applied, stale, unknown, not_aborted, invalid).",
+            "Commands, by kind and outcome"
+            " (applied, reapplied, stale, unknown, not_aborted, invalid).",
             ["kind", "outcome"],
             registry=registry,
         )

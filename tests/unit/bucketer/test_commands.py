@@ -59,12 +59,40 @@ def test_abort_in_the_same_batch_as_its_request_wins() -> None:
     assert view is not None and view.state.status is Status.ABORTED
 
 
-def test_an_abort_the_record_does_not_confirm_removes_nothing() -> None:
+def test_an_abort_whose_record_was_lost_is_applied_again() -> None:
+    # Found by trying the restore runbook: a Cassandra snapshot restored to S loses the ABORTED
+    # that ingest wrote after S, and the bucketer's replay of the commands since S left those
+    # records READY, so a long-horizon message aborted with a 200 would have been delivered.
+    # Ingest publishes an abort only once its record shows ABORTED at that generation, so the
+    # command alone is the evidence; precedence keeps a SENT record SENT.
     h = Harness()
     request = h.request(h.clock.now_ms() + 3_600_000)
     h.process(h.record(request))
     h.process(h.command(CommandKind.ABORT, request.message_id, 0))
-    assert [m.message_id for m in h.stored()] == [request.message_id]
+    assert h.stored() == []
+    view = h.messages.get("app-a", request.message_id)
+    assert view is not None and view.state.status is Status.ABORTED
+    [entry] = [e for e in h.messages.logs("app-a", request.message_id) if e.entry_id == "0:aborted"]
+    assert entry.data == {"by": "abort command"}
+    outcome = h.metric("scheduler_bucketer_commands_total", kind="ABORT", outcome="reapplied")
+    assert outcome == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "generation"), [(Status.SENT, 0), (Status.FAILED, 0), (Status.READY, 1)]
+)
+def test_an_abort_the_record_has_moved_past_changes_nothing(
+    status: Status, generation: int
+) -> None:
+    h = Harness()
+    request = h.request(h.clock.now_ms() + 3_600_000)
+    h.process(h.record(request))
+    _set_status(h, request.message_id, status, generation)
+    before = h.stored()
+    h.process(h.command(CommandKind.ABORT, request.message_id, 0))
+    assert h.stored() == before
+    view = h.messages.get("app-a", request.message_id)
+    assert view is not None and view.state.status is status
     outcome = h.metric("scheduler_bucketer_commands_total", kind="ABORT", outcome="not_aborted")
     assert outcome == 1
 

@@ -90,6 +90,25 @@ def test_skipped_results_abort_only_when_the_app_is_gone(error: str, reason: str
     assert entry.data == {"reason": reason}
 
 
+def test_a_skip_for_an_abort_ends_the_record_aborted_even_when_it_does_not_show_it() -> None:
+    # Found by trying the restore runbook: a Cassandra snapshot restored to S loses the ABORTED
+    # records that ingest wrote after S, while their abort commands stay in Kafka. The
+    # dispatcher honours the commands and skips those messages, and the records stayed QUEUED
+    # for good. The skip itself is the evidence that the generation ended undelivered.
+    messages, _, writer = setup()
+    writer.apply(result(DeliveryOutcome.SKIPPED, error="aborted"))
+    assert messages.get("a", "m").state.status is Status.ABORTED
+    [entry] = [e for e in messages.logs("a", "m") if e.entry_id.endswith(":aborted")]
+    assert entry.data == {"reason": "abort command"}
+
+
+def test_a_skip_for_an_abort_never_hides_a_delivery() -> None:
+    messages, _, writer = setup()
+    writer.apply(result(DeliveryOutcome.SENT, http_status=200))
+    writer.apply(result(DeliveryOutcome.SKIPPED, attempt=2, error="aborted"))  # a stale copy
+    assert messages.get("a", "m").state.status is Status.SENT
+
+
 def test_sent_and_failed_lower_the_apps_pending_count() -> None:
     _, usage, writer = setup()
     usage.add("a", usage_day(0), UsageKind.INGESTED, 3)  # what ingest counted

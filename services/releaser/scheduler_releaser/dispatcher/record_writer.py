@@ -23,8 +23,12 @@ from .verdict import Verdict
 COUNTED = {DeliveryOutcome.SENT: UsageKind.SENT, DeliveryOutcome.FAILED: UsageKind.FAILED}
 
 
-# SKIPPED results whose message ends ABORTED, with the reason its log gives.
-APP_GONE = {
+# SKIPPED results whose message ends ABORTED, with the reason its log gives. An abort command
+# ends the record too: ingest has usually written ABORTED already (then this write changes
+# nothing), but a record restored from a snapshot older than the abort does not show it, and
+# would otherwise stay QUEUED for good. Precedence keeps a SENT record SENT.
+ENDS_ABORTED = {
+    Verdict.ABORTED.value: "abort command",
     Verdict.APP_DELETED.value: "application deleted",
     Verdict.APP_MISSING.value: "application not found",
 }
@@ -73,14 +77,14 @@ class RecordWriter:
             state = self._state(r, Status.FAILED)
             log = LogEntry(r.finished_ms, f"{entry}:failed", Status.FAILED, attempt_data)
             self._write(r, state, log)
-        elif r.error in APP_GONE:
+        elif r.error in ENDS_ABORTED:
             # Lazy purge: a pending message of a deleted (or vanished) app ends ABORTED, so no
             # message stays QUEUED forever. Not counted: an app that is gone schedules nothing
-            # more, so its pending count is never read again.
+            # more, so its pending count is never read again; an abort was counted by ingest.
             state = self._state(r, Status.ABORTED)
-            data = {"reason": APP_GONE[r.error]}
+            data = {"reason": ENDS_ABORTED[r.error]}
             self._write(r, state, LogEntry(r.finished_ms, f"{entry}:aborted", Status.ABORTED, data))
-        # Other SKIPPED results (aborted, done, stale) leave the record as it is.
+        # Other SKIPPED results (done, stale) leave the record as it is.
 
     def _state(
         self, r: DeliveryResult, status: Status, lateness: int | None = None
