@@ -12,6 +12,7 @@ import pytest
 from scheduler.domain.status import Status
 from scheduler.store.ports import LogEntry, StatusUpdate
 from scheduler_releaser.dispatcher.records_progress import RecordsProgress
+from scheduler_releaser.dispatcher.timers import Position
 from scheduler_releaser.settings import DispatchSettings
 
 from .harness import build
@@ -93,3 +94,40 @@ def test_an_attempt_within_the_window_does_not_wait_for_the_records() -> None:
     h.dispatcher.accept(m, None)
     asyncio.run(h.dispatcher.fire_due())
     assert posts == [1]
+
+
+def test_a_second_copy_of_an_attempt_waiting_for_the_records_is_refused_after_a_prune() -> None:
+    # Found by trying the restore runbook: after a restore, the ring held two copies of messages
+    # due 15 minutes earlier (one released before the disaster, one after the watermark was
+    # rewound). The first copy was popped and waited for the record writers; the periodic prune
+    # forgot its key (due long ago, no longer in the heap), the second copy passed the dedup and
+    # both were delivered: 13 duplicates to a KAFKA destination.
+    posts: list[int] = []
+    h = build(
+        lambda request: posts.append(1) or httpx.Response(200),
+        settings=DispatchSettings(dedup_window_ms=WINDOW, prefetch_ms=0, max_attempts=3),
+    )
+    m = h.message(due_in_ms=-(3 * WINDOW))
+    h.store_record(m, Status.QUEUED)  # not delivered before: its record is right to say so
+    h.records.behind = True
+    waits = 0
+
+    def meanwhile() -> None:
+        nonlocal waits
+        waits += 1
+        if waits == 2:  # the first copy waits for the records: the runtime prunes, a copy comes
+            h.dispatcher.timers.prune(h.clock.now_ms() - WINDOW)
+            h.dispatcher.accept(m, Position("scheduler.due.07", 0, 42))
+        if waits == 20:
+            h.records.behind = False
+
+    h.dispatcher._sleep.on_sleep = meanwhile  # type: ignore[attr-defined]
+    h.dispatcher.accept(m, Position("scheduler.due.07", 0, 7))
+
+    async def run() -> None:
+        await h.dispatcher.fire_due()
+        await h.dispatcher.fire_due()  # whatever the copy left in the timers
+
+    asyncio.run(run())
+    assert posts == [1]
+    assert h.metric("scheduler_dispatch_duplicates_total") == 1

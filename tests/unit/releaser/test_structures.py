@@ -55,11 +55,14 @@ def test_timer_queue_pops_in_due_order_and_never_early(items: list[tuple[int, in
     assert len(popped) == len({n for n, _ in items})  # same id, gen, attempt: kept once
 
 
-def test_timer_queue_prune_keeps_held_keys_and_forget_lets_a_key_in_again() -> None:
+def test_timer_queue_prune_keeps_held_and_in_flight_keys_and_forget_lets_a_key_in_again() -> None:
     q = TimerQueue()
     q.push(due("a", 10))
     q.push(due("b", 5_000))
-    q.pop_due(10)
+    [popped] = q.pop_due(10)
+    assert q.prune(older_than_ms=1_000) == 0  # popped, not settled: in flight
+    assert not q.push(due("a", 10))
+    q.done(popped.message)
     assert q.prune(older_than_ms=1_000) == 1
     assert q.push(due("a", 10))  # forgotten after pruning
     assert not q.push(due("b", 5_000))  # still held

@@ -225,6 +225,8 @@ class Dispatcher:
         except Exception:
             log.exception("firing %s failed; rescheduling it", held.message.message_id)
             await self._hand_back([held])
+        else:
+            self.timers.done(held.message)
 
     async def _fire(
         self, message: DueMessage, position: Position | None, state: StatusUpdate | None

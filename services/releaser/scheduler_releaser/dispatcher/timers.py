@@ -43,8 +43,11 @@ class TimerQueue:
     def __init__(self) -> None:
         # (due_ms, message_id, held): tuples compare in C, much faster than the dataclass
         self._heap: list[tuple[int, str, Held]] = []
-        # key -> due_ms, for pruning: keys of held and recently settled attempts
+        # key -> due_ms, for pruning: keys of held, in-flight and recently settled attempts
         self._seen: dict[DedupKey, int] = {}
+        # popped and not yet settled: a copy read meanwhile must still be refused, however
+        # long ago the attempt was due (an overdue one waits for the record writers first)
+        self._in_flight: set[DedupKey] = set()
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -58,7 +61,14 @@ class TimerQueue:
 
     def forget(self, message: DueMessage) -> None:
         """Let this attempt in again (it was handed back after a failure to settle it)."""
-        self._seen.pop(dedup_key(message), None)
+        key = dedup_key(message)
+        self._seen.pop(key, None)
+        self._in_flight.discard(key)
+
+    def done(self, message: DueMessage) -> None:
+        """The attempt popped for firing has ended (settled, or left for a restart): its key
+        stays until it is pruned."""
+        self._in_flight.discard(dedup_key(message))
 
     def push(self, message: DueMessage, position: Position | None = None) -> bool:
         """Hold a message until its due instant. False if this attempt was seen already."""
@@ -79,13 +89,16 @@ class TimerQueue:
         while self._heap and self._heap[0][0] <= now_ms:
             if limit is not None and len(due) >= limit:
                 break
-            due.append(heapq.heappop(self._heap)[2])
+            held = heapq.heappop(self._heap)[2]
+            self._in_flight.add(dedup_key(held.message))
+            due.append(held)
         return due
 
     def prune(self, older_than_ms: int) -> int:
-        """Forget settled keys due before `older_than_ms` (held ones are kept). Returns count."""
-        held = {dedup_key(h.message) for _, _, h in self._heap}
-        stale = [k for k, due in self._seen.items() if due < older_than_ms and k not in held]
+        """Forget settled keys due before `older_than_ms` (held and in-flight ones are kept).
+        Returns count."""
+        kept = {dedup_key(h.message) for _, _, h in self._heap} | self._in_flight
+        stale = [k for k, due in self._seen.items() if due < older_than_ms and k not in kept]
         for key in stale:
             del self._seen[key]
         return len(stale)
