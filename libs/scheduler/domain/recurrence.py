@@ -172,11 +172,11 @@ def _parse_cron(text: str) -> tuple[str, str]:
         extra = ""
         if len(fields) == 6:
             extra = (
-                "; a seconds field is not accepted: for intervals under a minute use a rate,"
-                " e.g. rate(30 seconds)"
+                "; neither a seconds field nor a year field (EventBridge's cron(...)) is"
+                " accepted: for intervals under a minute use a rate, e.g. rate(30 seconds)"
             )
         elif len(fields) == 7:
-            extra = "; the 7-field form with a year (Quartz, EventBridge) is not accepted"
+            extra = "; the 7-field Quartz form (seconds to year) is not accepted"
         raise ValidationError(
             INVALID_EXPRESSION,
             f"expression {text!r} has {len(fields)} field(s); a cron expression has 5 "
