@@ -86,12 +86,12 @@ def at(text: str) -> int:
         (
             {"expression": "@daily", "start_ms": T0, "max_occurrences": 0},
             "invalid_maxOccurrences",
-            "1 to 10,000",
+            "1 to 1,000",
         ),
         (
             {"expression": "@daily", "start_ms": T0, "max_occurrences": MAX_OCCURRENCES + 1},
             "invalid_maxOccurrences",
-            "1 to 10,000",
+            "1 to 1,000",
         ),
         (
             {"expression": "@daily", "start_ms": T0, "max_occurrences": "3"},
