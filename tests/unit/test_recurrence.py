@@ -43,7 +43,7 @@ def at(text: str) -> int:
     [
         ({"expression": ""}, "invalid_expression", "expression is required"),
         ({"expression": "   "}, "invalid_expression", "expression is required"),
-        ({"expression": 5}, "invalid_expression", "expression is required"),
+        ({"expression": 5}, "invalid_expression", "expression must be a string"),
         (
             {"expression": "* * * *"},
             "invalid_expression",

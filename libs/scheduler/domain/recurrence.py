@@ -239,7 +239,9 @@ class Recurrence:
     _zone: ZoneInfo | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.expression, str) or not self.expression.strip():
+        if not isinstance(self.expression, str):
+            raise ValidationError(INVALID_EXPRESSION, f"expression must be a string; {_EXAMPLES}")
+        if not self.expression.strip():
             raise ValidationError(INVALID_EXPRESSION, f"expression is required; {_EXAMPLES}")
         text = self.expression.strip()
         rate = _parse_rate(text)
