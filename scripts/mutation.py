@@ -48,6 +48,8 @@ TESTS = [
     "tests/unit/test_sendat.py",
     "tests/unit/test_validation.py",
     "tests/unit/test_pinned_values.py",
+    "tests/unit/test_recurrence.py",
+    "tests/unit/test_recurrence_dst.py",
     "tests/unit/test_mutation_kills.py",
     "tests/unit/test_bucket_index.py",
     "tests/unit/ingest/test_idempotency.py",

@@ -14,7 +14,7 @@ import pytest
 
 from scheduler.domain.buckets import shard_of
 from scheduler.domain.idempotency import fingerprint
-from scheduler.domain.ids import derived_message_id, is_message_id
+from scheduler.domain.ids import derived_message_id, is_message_id, occurrence_message_id
 from scheduler_releaser.dispatcher.verdict import jitter_draw
 
 pytestmark = pytest.mark.unit
@@ -37,6 +37,20 @@ def test_derived_message_ids_are_pinned() -> None:
     # the separator keeps ("ab", "c") and ("a", "bc") apart
     assert derived_message_id("ab", "c") != derived_message_id("a", "bc")
     assert all(is_message_id(derived_message_id(a, "k")) for a in ("", "x", "app-1"))
+
+
+def test_occurrence_message_ids_are_pinned() -> None:
+    # ULID: 48-bit occurrence instant, then BLAKE2b-80 (person "pit-occurrence") of
+    # len(app) as 4 bytes big-endian + app + schedule. Changing it duplicates every occurrence
+    # already created (a new id for the same occurrence).
+    t = 1_830_000_000_000
+    assert occurrence_message_id("app-1", "sched-1", t) == "01N8A7ZZ002ER18SG1AB08YFWY"
+    assert occurrence_message_id("app-1", "sched-2", t) == "01N8A7ZZ00Z6CRHFCQC2M4XHHG"
+    assert occurrence_message_id("app-2", "sched-1", t) == "01N8A7ZZ009J59821E7NHY0B4K"
+    # the next minute: another timestamp, the same schedule part
+    assert occurrence_message_id("app-1", "sched-1", t + 60_000) == "01N8A81SK02ER18SG1AB08YFWY"
+    assert occurrence_message_id("", "", 0) == "0000000000KKCKXT07ESBX0F70"
+    assert occurrence_message_id("ab", "c", t) != occurrence_message_id("a", "bc", t)
 
 
 def test_retry_jitter_draws_are_pinned() -> None:

@@ -1,4 +1,5 @@
-"""Message ids: ULIDs (time-sortable), or derived from an idempotency key (decision 8)."""
+"""Message ids: ULIDs (time-sortable), or derived from an idempotency key (decision 8) or from
+an occurrence of a recurring schedule."""
 
 from __future__ import annotations
 
@@ -33,6 +34,25 @@ def derived_message_id(app_id: str, idempotency_key: str) -> str:
     """
     digest = hashlib.sha256(f"{app_id}\x00{idempotency_key}".encode()).digest()
     return _encode128(int.from_bytes(digest[:16], "big") >> 2)
+
+
+def occurrence_message_id(app_id: str, schedule_id: str, occurrence_ms: int) -> str:
+    """The message of one occurrence of a recurring schedule: the same (app, schedule, instant)
+    always gives the same id, on any replica, so creating an occurrence twice yields one message.
+
+    A ULID whose 48-bit timestamp is the occurrence instant (so one schedule's messages sort by
+    occurrence, and two of its occurrences never share an id) and whose 80 other bits hash the
+    application and the schedule: two schedules share ids only if those 80 bits collide, the
+    same odds as two random ULIDs of one millisecond. The hash is BLAKE2b personalised for this
+    use, so no idempotency key can be chosen to produce an occurrence's id.
+    """
+    if not 0 <= occurrence_ms < 1 << 48:
+        raise ValueError("occurrence instant out of ULID range")
+    app = app_id.encode()
+    # length-prefixed, so ("ab", "c") and ("a", "bc") stay apart whatever the ids contain
+    name = len(app).to_bytes(4, "big") + app + schedule_id.encode()
+    digest = hashlib.blake2b(name, digest_size=10, person=b"pit-occurrence").digest()
+    return _encode128(occurrence_ms << 80 | int.from_bytes(digest, "big"))
 
 
 def is_message_id(value: str) -> bool:
