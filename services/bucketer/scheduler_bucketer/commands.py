@@ -141,7 +141,7 @@ class CommandHandler:
         aborted = StatusUpdate(
             Status.ABORTED, state.generation, state.attempt, state.due_ms, command.issued_ms
         )
-        by = {"by": "abort command"}
+        by: dict[str, object] = {"by": "abort command"}
         entry = LogEntry(command.issued_ms, f"{state.generation}:aborted", Status.ABORTED, by)
         self._messages.update_status(command.app_id, command.message_id, aborted, entry)
 
