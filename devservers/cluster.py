@@ -42,6 +42,10 @@ PLAN = ClusterPlan()
 KAFKA_HEAP = os.environ.get("SCHEDULER_CLUSTER_KAFKA_HEAP", "384m")
 CASSANDRA_HEAP = os.environ.get("SCHEDULER_CLUSTER_CASSANDRA_HEAP", "512M")
 JOIN_TIMEOUT_S = 120.0  # a started node until the seed sees it in the ring
+# Six JVMs and eight services on two shared cores start slowly: a broker restarted on a box at
+# load 10 took over 2 min to listen. Longer than the single node's 120/240 s.
+KAFKA_TIMEOUT_S = float(os.environ.get("SCHEDULER_CLUSTER_KAFKA_TIMEOUT", "300"))
+CASSANDRA_TIMEOUT_S = float(os.environ.get("SCHEDULER_CLUSTER_CASSANDRA_TIMEOUT", "300"))
 
 
 def say(message: str) -> None:
@@ -56,6 +60,8 @@ def cluster_settings(env: dict[str, str] | None = None) -> StackSettings:
         state_dir=cluster_state_dir(base.state_dir),
         kafka_heap=KAFKA_HEAP,
         cassandra_heap=CASSANDRA_HEAP,
+        kafka_timeout=KAFKA_TIMEOUT_S,
+        cassandra_timeout=CASSANDRA_TIMEOUT_S,
         cassandra_port=PLAN.cassandra_cql_port,
         cassandra_storage_port=PLAN.cassandra_storage_port,
     )

@@ -45,6 +45,7 @@ _PORT_VARIABLES = {
     "dispatcher": "SCHEDULER_DISPATCH_METRICS_PORT",
 }
 _MURMUR3_MIN = -(2**63)
+RING_DELAY_MS = 5_000
 
 
 @dataclass(frozen=True)
@@ -238,8 +239,17 @@ def cassandra_yaml(text: str, plan: ClusterPlan, node: CassandraNode) -> str:
 
 def cassandra_jvm_options(node: CassandraNode) -> list[str]:
     """After jvm17.options on the command line (the last -D wins): this node's token instead of
-    the single node's 0."""
-    return [f"-Dcassandra.initial_token={node.token}"]
+    the single node's 0, and durable system tables again: with ``unsafesystem`` a node killed
+    with -9 forgot the schema changes it had not flushed and skipped replaying its own writes
+    to those tables ("Skipped N mutations from unknown CF"), which a fault test must not
+    mistake for the system's doing. A short ring delay: a restarted seed that knows peers waits
+    this long (30 s by default) for one of them to gossip before it goes on alone, and nothing
+    else here needs it (no bootstrap streaming, no moves)."""
+    return [
+        f"-Dcassandra.initial_token={node.token}",
+        "-Dcassandra.unsafesystem=false",
+        f"-Dcassandra.ring_delay_ms={RING_DELAY_MS}",
+    ]
 
 
 def cluster_state_dir(state_dir: Path) -> Path:
