@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -330,7 +332,23 @@ class Node:
         return f"stopped pid {pid} ({stack.terminate([pid], system.STOP_GRACE_S)})"
 
     def start(self) -> str:
-        """Start it (a no-op if it answers) and wait until it answers; a report line."""
+        """Start it (a no-op if it answers) and wait until it answers; its report line.
+
+        Through the launcher in a process of its own (`stack.py --topology cluster start-node`):
+        the node is then that short-lived process's child, not the caller's, so a test or a
+        fault runner holds no Popen of a process meant to outlive it (ResourceWarning)."""
+        command = [sys.executable, str(Path(stack.__file__)), "--topology", "cluster"]
+        done = subprocess.run(
+            [*command, "start-node", self.name], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise stack.StackError(f"{self.name}: start failed\n{done.stdout}{done.stderr}")
+        prefix = f"[cluster] {self.name}: start-node: "
+        lines = [line for line in done.stdout.splitlines() if line.startswith(prefix)]
+        return lines[-1].removeprefix(prefix) if lines else done.stdout.strip()
+
+    def start_here(self) -> str:
+        """`start`'s work, in this process (what `start-node` runs)."""
         if self.server is not None:
             return stack.up_one(self.server)
         assert self.service is not None and self.env is not None
@@ -368,7 +386,7 @@ class Cluster:
 
 NODE_ACTIONS: dict[str, Callable[[Node], object]] = {
     "kill-node": Node.kill9,
-    "start-node": Node.start,
+    "start-node": Node.start_here,
     "stop-node": Node.stop,
     "pause-node": Node.pause,
     "resume-node": Node.resume,

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,10 @@ def ring_leader(w: World, due_ms: int) -> int:
     return int(metadata.topics[topic].partitions[0].leader)
 
 
+def restart(handle: cluster.Cluster, name: str) -> str:
+    return handle.node(name).start()
+
+
 def schedule(w: World, ledger: Ledger, offsets_ms: list[int], tag: str) -> None:
     """Through the API (REST and KAFKA app) and straight into Kafka, due at now + offsets."""
     now = CLOCK.now_ms()
@@ -105,9 +110,12 @@ def test_a_broker_and_a_cassandra_node_killed_lose_nothing(
         report = w.wait_delivered(ledger, timeout_s=180)
         print(f"killed {killed}; {report.summary()}; {time.monotonic() - killed_at:.0f} s after")
         assert not handle.node(broker).alive() and not handle.node(VICTIM_CASSANDRA).alive()
-    finally:
-        for name in killed:
-            print(f"{name}: {handle.node(name).start()}")
+    finally:  # both at once: each restart takes 1-2 minutes on a loaded box
+        with ThreadPoolExecutor(max_workers=len(killed)) as pool:
+            for name, line in zip(
+                killed, pool.map(restart, [handle] * len(killed), killed), strict=True
+            ):
+                print(f"{name}: {line}")
     assert report.planned == 2 * 2 * (6 + 4)
     assert report.lost == [] and report.early == []
     assert report.duplicates.get("kafka", 0) == 0, report.summary()
