@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -81,6 +81,8 @@ class ClusterKafka(stack.Kafka):
         super().__init__(settings)
         self.node = node
         name_files(self, node.name)
+        # three formats at once beside the Cassandra start: 13 s each at load 4, over 60 s at 20
+        self.format_timeout = settings.kafka_timeout
 
     @property
     def address(self) -> str:
@@ -212,12 +214,10 @@ def up() -> int:
         try:
             for server in (cassandra_servers(settings)[0], kafka_servers(settings)[0]):
                 stack.fetch_jars(server)  # the jars are shared with the single node
-            with ThreadPoolExecutor(max_workers=2) as pool:  # the ring and the quorum together
-                jobs = [pool.submit(up_cassandra, settings), pool.submit(up_kafka, settings)]
-                for job in jobs:
-                    job.result()
-        except (stack.StackError, OSError, RuntimeError, TimeoutError) as exc:
+        except (stack.StackError, subprocess.SubprocessError, OSError) as exc:
             say(f"FAILED: {exc}")
+            return 1
+        if not start_all(settings):
             return 1
     pids = [pid for server in jvm_servers(settings) for pid in stack.find_pids(server)]
     say(
@@ -225,6 +225,26 @@ def up() -> int:
         f" RSS of the 6 JVMs {total_rss_mib(pids) / 1024:.2f} GiB"
     )
     return 0
+
+
+FAILURES = (stack.StackError, subprocess.SubprocessError, OSError, RuntimeError, TimeoutError)
+
+
+def start_all(settings: StackSettings) -> bool:
+    """The ring and the quorum together; a failure of either is said at once."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        jobs = {
+            pool.submit(up_cassandra, settings): "cassandra",
+            pool.submit(up_kafka, settings): "kafka",
+        }
+        ok = True
+        for job in as_completed(jobs):
+            try:
+                job.result()
+            except FAILURES as exc:
+                say(f"{jobs[job]}: FAILED: {exc}")
+                ok = False
+    return ok
 
 
 def down() -> int:

@@ -105,6 +105,7 @@ class Kafka(Server):
     stop_grace = 30.0
     java_range = (17, 99)  # the 4.x broker needs Java 17 or newer
     cluster_id = KAFKA_CLUSTER_ID
+    format_timeout = 60.0  # seconds for the storage format JVM
 
     @property
     def address(self) -> str:
@@ -160,7 +161,9 @@ class Kafka(Server):
             "--ignore-formatted",
         ]
         with self.log.open("ab") as log:
-            done = subprocess.run(format_storage, stdout=log, stderr=subprocess.STDOUT, timeout=60)
+            done = subprocess.run(
+                format_storage, stdout=log, stderr=subprocess.STDOUT, timeout=self.format_timeout
+            )
         if done.returncode != 0:
             raise StackError(f"{self.name}: storage format failed\n{log_tail(self.log)}")
         say(f"{self.name}: storage formatted in {time.monotonic() - started:.1f} s")
