@@ -56,6 +56,9 @@ def test_a_broker_renders_its_own_properties(settings: StackSettings) -> None:
     assert f"log.dirs={broker.data}/kraft-combined-logs" in lines
     assert sum(line.startswith("node.id=") for line in lines) == 1
     assert broker.cluster_id != stack.KAFKA_CLUSTER_ID
+    # three formats at once on a loaded box outlast the single node's 60 s
+    assert broker.format_timeout == settings.kafka_timeout >= 300
+    assert stack.Kafka(settings).format_timeout == 60
 
 
 def test_a_cassandra_node_listens_on_its_address_and_overrides_the_token(
