@@ -2,7 +2,7 @@
 ring partition and one Cassandra node while messages are due; with RF 3, min ISR 2 and
 LOCAL_QUORUM every message is still delivered, none early, none lost, no KAFKA duplicate.
 
-Marked `cluster`: it starts the cluster (3 + 3 JVMs, 1.5-6 min on this 2-core box) if it does
+Marked `cluster`: it starts the cluster (3 + 3 JVMs: 2 to 7 min on this 2-core box, by its load) if it does
 not run, so plain `make test` deselects it (tests/conftest.py) and `make test-cluster` runs it.
 It never skips: a cluster that does not come up fails the test. The killed nodes are started
 again at the end; the cluster is left running (`make down TOPOLOGY=cluster` stops it).
