@@ -2,8 +2,9 @@
 ring partition and one Cassandra node while messages are due; with RF 3, min ISR 2 and
 LOCAL_QUORUM every message is still delivered, none early, none lost, no KAFKA duplicate.
 
-Marked `cluster`: it starts the cluster (3 + 3 JVMs: 2 to 7 min on this 2-core box, by its load) if it does
-not run, so plain `make test` deselects it (tests/conftest.py) and `make test-cluster` runs it.
+Marked `cluster`: it starts the cluster if it does not run (3 + 3 JVMs: 2 to 7 min on this
+2-core box, by its load), so plain `make test` deselects it (tests/conftest.py) and
+`make test-cluster` runs it; on a running cluster it takes ~5 min (docs: devservers/README.md).
 It never skips: a cluster that does not come up fails the test. The killed nodes are started
 again at the end; the cluster is left running (`make down TOPOLOGY=cluster` stops it).
 """
