@@ -6,8 +6,16 @@ UV := python3 -m uv
 PYTEST_ARGS ?=
 # `up`, `setup` and `demo` run with the local profile devservers/local.env (replication 1,
 # shrunk horizons, loopback delivery allowed); variables set in the environment win.
+# TOPOLOGY=cluster: the stack, system and demo targets act on the production-shaped local
+# topology instead (3 Kafka brokers, 3 Cassandra nodes, two of each service, RF 3; its own
+# ports and .local/cluster/: devservers/README.md). The default, single, is unchanged.
+TOPOLOGY ?= single
+ifeq ($(filter $(TOPOLOGY),single cluster),)
+$(error TOPOLOGY must be single or cluster, not "$(TOPOLOGY)")
+endif
+TOPO := $(if $(filter cluster,$(TOPOLOGY)),--topology cluster)
 
-.PHONY: help install tools deploy-check stack-up stack-down stack-status setup up down status demo bench soak lint format test test-unit mutation
+.PHONY: help install tools deploy-check stack-up stack-down stack-status setup up down status demo bench soak lint format test test-unit test-cluster mutation
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -27,30 +35,30 @@ deploy-check: install ## validate the Helm chart, kustomize manifests and alert 
 	bash deploy/tools/install.sh
 	bash deploy/tools/check.sh
 
-stack-up: install ## start local Kafka + Cassandra (downloads jars once; idempotent; restarts crashed ones)
-	$(PY) devservers/stack.py up
+stack-up: install ## start local Kafka + Cassandra (downloads jars once; idempotent; restarts crashed ones; TOPOLOGY=cluster: 3 + 3 nodes)
+	$(PY) devservers/stack.py $(TOPO) up
 
 stack-down: ## stop the local Kafka + Cassandra
-	@[ -x $(PY) ] && $(PY) devservers/stack.py down || true
+	@[ -x $(PY) ] && $(PY) devservers/stack.py $(TOPO) down || true
 
 stack-status: install ## show what the local stack runs
-	$(PY) devservers/stack.py status
+	$(PY) devservers/stack.py $(TOPO) status
 
 setup: stack-up ## create the Kafka topics and apply the Cassandra migrations (idempotent)
-	$(PY) devservers/system.py setup
+	$(PY) devservers/system.py $(TOPO) setup
 
-up: stack-up ## run the whole system on the local stack: Kafka, Cassandra, setup, the four services
-	$(PY) devservers/system.py up
+up: stack-up ## run the whole system on the local stack: Kafka, Cassandra, setup, the four services (TOPOLOGY=cluster: two of each)
+	$(PY) devservers/system.py $(TOPO) up
 
 down: ## stop the services and the local stack
-	@[ -x $(PY) ] && $(PY) devservers/system.py down || true
+	@[ -x $(PY) ] && $(PY) devservers/system.py $(TOPO) down || true
 	@$(MAKE) --no-print-directory stack-down
 
 status: install ## what runs, and whether it answers
-	@$(PY) devservers/stack.py status; $(PY) devservers/system.py status
+	@$(PY) devservers/stack.py $(TOPO) status; $(PY) devservers/system.py $(TOPO) status
 
 demo: up ## schedule a spread of messages to a local receiver and watch them arrive
-	$(PY) devservers/demo.py
+	$(PY) devservers/demo.py $(TOPO)
 
 BENCH_ARGS ?=
 bench: stack-up ## benchmark suite on the local stack -> BENCHMARKS.md, docs/bench/*.png (~25 min at most; BENCH_ARGS="--quick": ~5 min; "--with-10m" adds 10 M pending)
@@ -79,4 +87,8 @@ mutation: install ## mutation testing (mutmut) of the pure domain and the dispat
 
 test: stack-up tools ## the whole suite against the real local stack (starts it if needed)
 	@.venv/bin/pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure"; exit 1; fi; exit $$rc
+
+test-cluster: install ## the fault test on the 3-node cluster (starts it, kills a broker and a Cassandra node; ~5-8 min; not in `make test`)
+	@.venv/bin/pytest -m cluster tests/e2e/test_cluster.py $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure"; exit 1; fi; exit $$rc

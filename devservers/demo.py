@@ -29,22 +29,25 @@ ROOT = Path(__file__).resolve().parent.parent
 CLOCK = SystemClock()
 
 
-def run_cli(*args: str) -> dict[str, str]:
+def run_cli(env: dict[str, str], *args: str) -> dict[str, str]:
     out = subprocess.run(
         [str(ROOT / ".venv" / "bin" / "scheduler"), *args],
         check=True,
         capture_output=True,
         text=True,
-        env={**os.environ, **local_profile()},
+        env={**os.environ, **env},
     ).stdout
     return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in out.splitlines())}
 
 
-def local_profile() -> dict[str, str]:
+def profile(topology: str) -> tuple[dict[str, str], str]:
+    """The services' environment and the first ingest's URL (devservers/system.py)."""
     sys.path.insert(0, str(ROOT / "devservers"))
-    from system import local_env
+    import system
 
-    return local_env()
+    env, services = system.topology(topology)
+    ingest = services[0]
+    return env, ingest.url(ingest.environment(env), "")
 
 
 def percentile(values: list[int], q: float) -> int:
@@ -54,19 +57,22 @@ def percentile(values: list[int], q: float) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--api", default="http://127.0.0.1:8080")
+    parser.add_argument("--topology", choices=["single", "cluster"], default="single")
+    parser.add_argument("--api", help="the ingest API (default: the topology's first ingest)")
     parser.add_argument("--count", type=int, default=30, help="messages to schedule")
     parser.add_argument("--horizon-s", type=float, default=40.0, help="latest due time, seconds")
     args = parser.parse_args()
-    api = httpx.Client(base_url=args.api, timeout=10)
+    env, first_ingest = profile(args.topology)
+    base_url = args.api or first_ingest
+    api = httpx.Client(base_url=base_url, timeout=10)
     try:
         api.get("/readyz").raise_for_status()
     except httpx.HTTPError as exc:
-        print(f"the system is not running at {args.api} ({exc}); start it with `make up`")
+        print(f"the system is not running at {base_url} ({exc}); start it with `make up`")
         return 1
 
     owner = f"demo-{uuid.uuid4().hex[:6]}@example.com"
-    control = run_cli("admin", "create-control-key", "--owner", owner)["secret"]
+    control = run_cli(env, "admin", "create-control-key", "--owner", owner)["secret"]
     print(f"1. owner {owner}: control key created through `scheduler admin create-control-key`")
 
     arrivals = Arrivals()

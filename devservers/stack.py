@@ -2,6 +2,9 @@
 """Local Kafka (KRaft, single node) and Cassandra 5.0 as background JVMs on 127.0.0.1.
 
 Usage: .venv/bin/python devservers/stack.py up|down|status
+       .venv/bin/python devservers/stack.py --topology cluster up|down|status|nodes
+       .venv/bin/python devservers/stack.py --topology cluster kill-node|start-node|stop-node|
+           pause-node|resume-node NAME        (3 brokers, 3 nodes: devservers/cluster.py)
 
 State lives under the git-ignored ``.local/`` of the checkout (``SCHEDULER_STACK_STATE_DIR``):
 ``kafka/`` and ``cassandra/`` (data + rendered configs), ``logs/<server>.log`` (the previous
@@ -101,6 +104,8 @@ class Kafka(Server):
     main_jar_prefix = "kafka_2.13"
     stop_grace = 30.0
     java_range = (17, 99)  # the 4.x broker needs Java 17 or newer
+    cluster_id = KAFKA_CLUSTER_ID
+    format_timeout = 60.0  # seconds for the storage format JVM
 
     @property
     def address(self) -> str:
@@ -125,6 +130,10 @@ class Kafka(Server):
         return [f"-Dlog4j2.configurationFile={self.home / 'log4j2.xml'}"]
 
     def prepare(self) -> None:
+        self.write_properties()
+        self.format_storage()
+
+    def write_properties(self) -> None:
         render(
             self.home / "server.properties.tmpl",
             self.properties,
@@ -132,6 +141,8 @@ class Kafka(Server):
             KAFKA_PORT=str(self.settings.kafka_port),
             CONTROLLER_PORT=str(self.settings.kafka_controller_port),
         )
+
+    def format_storage(self) -> None:
         if (self.data / "kraft-combined-logs" / "meta.properties").exists():
             return  # formatted before; saves a JVM start (format --ignore-formatted is a no-op)
         started = time.monotonic()
@@ -144,16 +155,18 @@ class Kafka(Server):
             "kafka.tools.StorageTool",
             "format",
             "--cluster-id",
-            KAFKA_CLUSTER_ID,
+            self.cluster_id,
             "--config",
             str(self.properties),
             "--ignore-formatted",
         ]
         with self.log.open("ab") as log:
-            done = subprocess.run(format_storage, stdout=log, stderr=subprocess.STDOUT, timeout=60)
+            done = subprocess.run(
+                format_storage, stdout=log, stderr=subprocess.STDOUT, timeout=self.format_timeout
+            )
         if done.returncode != 0:
-            raise StackError(f"kafka: storage format failed\n{log_tail(self.log)}")
-        say(f"kafka: storage formatted in {time.monotonic() - started:.1f} s")
+            raise StackError(f"{self.name}: storage format failed\n{log_tail(self.log)}")
+        say(f"{self.name}: storage formatted in {time.monotonic() - started:.1f} s")
 
     def command(self) -> list[str]:
         heap = self.settings.kafka_heap
@@ -186,8 +199,12 @@ class Cassandra(Server):
     java_range = (11, 17)  # Cassandra 5.0 refuses newer JDKs (SecurityManager is gone)
 
     @property
+    def host(self) -> str:
+        return HOST
+
+    @property
     def address(self) -> str:
-        return f"{HOST}:{self.settings.cassandra_port}"
+        return f"{self.host}:{self.settings.cassandra_port}"
 
     @property
     def timeout(self) -> float:
@@ -198,10 +215,10 @@ class Cassandra(Server):
         return self.data / "conf"
 
     def answers(self) -> bool:
-        return cassandra_answers(HOST, self.settings.cassandra_port)
+        return cassandra_answers(self.host, self.settings.cassandra_port)
 
     def wait(self, alive: Callable[[], bool]) -> str:
-        version = wait_cassandra(HOST, self.settings.cassandra_port, self.timeout, alive)
+        version = wait_cassandra(self.host, self.settings.cassandra_port, self.timeout, alive)
         return f"release_version {version}"
 
     def prepare(self) -> None:
@@ -214,6 +231,10 @@ class Cassandra(Server):
             CQL_PORT=str(self.settings.cassandra_port),
             STORAGE_PORT=str(self.settings.cassandra_storage_port),
         )
+
+    def node_options(self) -> list[str]:
+        """JVM options of one node of a cluster (devservers/cluster.py); none for the single."""
+        return []
 
     def command(self) -> list[str]:
         heap = self.settings.cassandra_heap
@@ -231,6 +252,7 @@ class Cassandra(Server):
             f"-Dcassandra.storagedir={self.data}",
             f"-Dcassandra.logdir={self.log.parent}",
             f"-Dlogback.configurationFile={self.home / 'logback.xml'}",
+            *self.node_options(),
             "-cp",
             f"{self.conf}:{self.classpath()}",
             self.main_class,
@@ -496,14 +518,30 @@ def status(settings: StackSettings) -> int:
     return for_each(status_one, settings)
 
 
+NODE_COMMANDS = ["nodes", "kill-node", "start-node", "stop-node", "pause-node", "resume-node"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument(
+        "--topology",
+        choices=["single", "cluster"],
+        default="single",
+        help="cluster: 3 Kafka + 3 Cassandra nodes (devservers/cluster.py)",
+    )
+    parser.add_argument("command", choices=["up", "down", "status", *NODE_COMMANDS])
+    parser.add_argument("node", nargs="?", help="the node of a *-node command (cluster only)")
     args = parser.parse_args(argv)
-    settings = StackSettings.from_env()
-    command = {"up": up, "down": down, "status": status}[args.command]
     started = time.monotonic()
-    rc = command(settings)
+    if args.topology == "cluster":
+        import cluster  # here: cluster.py imports this module
+
+        rc = cluster.run(args.command, args.node)
+    elif args.command in NODE_COMMANDS:
+        parser.error(f"{args.command} needs --topology cluster")
+    else:
+        command = {"up": up, "down": down, "status": status}[args.command]
+        rc = command(StackSettings.from_env())
     say(f"{args.command}: {'ok' if rc == 0 else 'FAILED'} in {time.monotonic() - started:.1f} s")
     return rc
 

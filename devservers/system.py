@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The whole system on the local stack: setup, then the four services as background processes.
 
-Usage: .venv/bin/python devservers/system.py up|down|status|setup
+Usage: .venv/bin/python devservers/system.py [--topology single|cluster] up|down|status|setup
 
 Settings: devservers/local.env (the local profile), overridden by the environment. Logs go to
 ``.local/logs/<service>.log``, pid files to ``.local/run/<service>.pid``. `up` is idempotent: a
@@ -52,6 +52,12 @@ class Service:
     command: str
     port_variable: str
     metrics_port_variable: str = ""  # ingest's /metrics has a port of its own
+    # a replica of the cluster topology: its own variables (ports, dispatcher instance) and dir
+    overrides: tuple[tuple[str, str], ...] = ()
+    state_dir: Path | None = None  # None: STATE
+
+    def environment(self, env: dict[str, str]) -> dict[str, str]:
+        return {**env, **dict(self.overrides)}
 
     def port(self, env: dict[str, str]) -> int:
         return int(env[self.port_variable])
@@ -65,11 +71,11 @@ class Service:
 
     @property
     def pidfile(self) -> Path:
-        return STATE / "run" / f"{self.name}.pid"
+        return (self.state_dir or STATE) / "run" / f"{self.name}.pid"
 
     @property
     def log(self) -> Path:
-        return STATE / "logs" / f"{self.name}.log"
+        return (self.state_dir or STATE) / "logs" / f"{self.name}.log"
 
 
 SERVICES = (
@@ -168,31 +174,32 @@ def ensure_started(service: Service, env: dict[str, str]) -> bool:
     return True
 
 
-def up(env: dict[str, str]) -> int:
+def up(env: dict[str, str], services: tuple[Service, ...] = SERVICES) -> int:
     setup(env)
     started = []
-    for service in SERVICES:
-        if ensure_started(service, env):
+    for service in services:
+        if ensure_started(service, service.environment(env)):
             started.append(service)
     began = time.monotonic()
     try:
         for service in started:
-            wait_ready(service, env)
+            wait_ready(service, service.environment(env))
             say(f"{service.name}: ready (pid {running_pid(service)})")
     except RuntimeError as exc:
         say(f"FAILED: {exc}")
         return 1
     if started:
         say(f"started {len(started)} service(s) in {time.monotonic() - began:.1f} s")
-    ingest = SERVICES[0]
-    say(f"API docs: {ingest.url(env, '/docs')}  OpenAPI: {ingest.url(env, '/openapi.json')}")
-    say("metrics: " + "  ".join(s.metrics_url(env) for s in SERVICES))
-    say(f"logs: {STATE / 'logs'}/<service>.log   try: make demo")
+    ingest = services[0]
+    docs, openapi = (ingest.url(ingest.environment(env), p) for p in ("/docs", "/openapi.json"))
+    say(f"API docs: {docs}  OpenAPI: {openapi}")
+    say("metrics: " + "  ".join(s.metrics_url(s.environment(env)) for s in services))
+    say(f"logs: {(ingest.state_dir or STATE) / 'logs'}/<service>.log   try: make demo")
     return 0
 
 
-def down(env: dict[str, str]) -> int:
-    for service in reversed(SERVICES):  # stop the intake first
+def down(env: dict[str, str], services: tuple[Service, ...] = SERVICES) -> int:
+    for service in reversed(services):  # stop the intake first
         pid = running_pid(service)
         if pid is None:
             say(f"{service.name}: not running")
@@ -202,15 +209,15 @@ def down(env: dict[str, str]) -> int:
     return 0
 
 
-def status(env: dict[str, str]) -> int:
+def status(env: dict[str, str], services: tuple[Service, ...] = SERVICES) -> int:
     healthy = True
-    for service in SERVICES:
+    for service in services:
         pid = running_pid(service)
         if pid is None:
             say(f"{service.name}: not running")
             healthy = False
             continue
-        ready, why = probe(service.url(env, "/readyz"))
+        ready, why = probe(service.url(service.environment(env), "/readyz"))
         healthy &= ready
         rss = rss_mib(pid)
         state = "ready" if ready else f"NOT ready: {why[:120]}"
@@ -219,15 +226,26 @@ def status(env: dict[str, str]) -> int:
     return 0 if healthy else 1
 
 
+def topology(name: str) -> tuple[dict[str, str], tuple[Service, ...]]:
+    """The environment and the services of a topology: `single` (one of each, local.env) or
+    `cluster` (two of each on the 3-node cluster, devservers/cluster.py)."""
+    if name == "single":
+        return local_env(), SERVICES
+    from cluster import cluster_env, cluster_services  # devservers/cluster.py imports us
+
+    return cluster_env(), cluster_services()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--topology", choices=["single", "cluster"], default="single")
     parser.add_argument("command", choices=["up", "down", "status", "setup"])
     args = parser.parse_args(argv)
-    env = local_env()
+    env, services = topology(args.topology)
     if args.command == "setup":
         setup(env)
         return 0
-    return {"up": up, "down": down, "status": status}[args.command](env)
+    return {"up": up, "down": down, "status": status}[args.command](env, services)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ declare -A VARIANTS=(
     [scaled]="--set dispatcher.instances=3 --set ingest.autoscaling.enabled=false --set ingest.replicas=4 --set metrics.serviceMonitor.enabled=true"
     [production]="--set secrets.existingSecret=scheduler-creds --set kafka.securityProtocol=SASL_SSL --set kafka.sasl.mechanism=SCRAM-SHA-512 --set kafka.sasl.username=scheduler --set kafka.caConfigMap=kafka-ca --set image.digest=sha256:0000000000000000000000000000000000000000000000000000000000000000 --set dispatcher.instances=3 --set ingest.kafkaEndpointPrefixes={tenant.} --set dispatcher.kafkaDestinationPrefixes={tenant.} --set ingress.enabled=true --set ingress.className=nginx --set ingress.tls[0].secretName=scheduler-tls --set ingress.tls[0].hosts[0]=scheduler.example.com --set networkPolicy.enabled=true --set bucketer.autoscaling.enabled=true --set bucketer.autoscaling.authenticationRef=kafka-auth --set metrics.serviceMonitor.enabled=true --set metrics.prometheusRule.enabled=true --set metrics.dashboards.enabled=true --set priorityClassName=scheduler --set bucketer.topologySpreadConstraints[0].maxSkew=1 --set bucketer.topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone --set bucketer.topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway --set extraEnvFrom[0].secretRef.name=scheduler-extra"
 )
+# The production example values file (replicas 2+, two dispatcher instances, RF 3, PDBs).
+VARIANTS[values-production]="-f $CHART/values-production.yaml"
 for name in "${!VARIANTS[@]}"; do
     say "helm template ($name) + schema validation"
     # shellcheck disable=SC2086 # the variant is a list of words

@@ -117,7 +117,8 @@ def world(
         with running_system(
             kafka, cassandra, SCHEDULING, logs, {**EXTRA_ENV, **(extra or {})}
         ) as system:
-            create_topic(kafka, dest_topic)
+            # as replicated as the system's own topics (a cluster: RF 3, a broker may die)
+            create_topic(kafka, dest_topic, replication_factor=kafka.replication_factor)
             arrivals = Arrivals()
             http = HttpReceiver(arrivals).start()
             consumer = KafkaReceiver(arrivals, kafka.bootstrap_servers, dest_topic).start()

@@ -38,9 +38,12 @@ def create_control_key(env: Mapping[str, str], owner: str) -> str:
     return found.group(1)
 
 
-def create_topic(kafka: KafkaSettings, name: str, partitions: int = 1) -> None:
+def create_topic(
+    kafka: KafkaSettings, name: str, partitions: int = 1, replication_factor: int = 1
+) -> None:
     admin = AdminClient(kafka.client_config())
-    futures = admin.create_topics([NewTopic(name, partitions, 1)], operation_timeout=30)
+    topic = NewTopic(name, partitions, replication_factor)
+    futures = admin.create_topics([topic], operation_timeout=30)
     for future in futures.values():
         future.result(timeout=30)
 
