@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer
@@ -23,6 +24,7 @@ class Arrival:
     received_ms: int
     attempt: int
     destination: str  # "rest" | "kafka"
+    status: int = 204  # what the receiver answered (an HTTP receiver may refuse on purpose)
 
 
 @dataclass
@@ -53,10 +55,14 @@ class Arrivals:
 
 class HttpReceiver:
     """A minimal asyncio HTTP/1.1 server (keep-alive) in its own thread: records every POST,
-    answers 204. Fast enough for thousands of deliveries a second."""
+    answers 204 (or what `answer(path, message_id)` says: a receiver that fails some deliveries
+    on purpose). Fast enough for thousands of deliveries a second."""
 
-    def __init__(self, arrivals: Arrivals) -> None:
+    def __init__(
+        self, arrivals: Arrivals, answer: Callable[[str, str], int] | None = None
+    ) -> None:
         self.arrivals = arrivals
+        self._answer = answer or (lambda _path, _message_id: 204)
         self.port = 0
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -101,15 +107,19 @@ class HttpReceiver:
                     for k, _, v in (line.partition(":") for line in lines[1:] if line)
                 }
                 await reader.readexactly(int(headers.get("content-length", "0")))
+                message_id = headers.get("x-scheduler-message-id", "?")
+                path = lines[0].split(" ")[1] if lines[0].count(" ") >= 2 else "/"
+                status = self._answer(path, message_id)
                 self.arrivals.add(
                     Arrival(
-                        headers.get("x-scheduler-message-id", "?"),
+                        message_id,
                         received,
                         int(headers.get("x-scheduler-attempt", "0")),
                         "rest",
+                        status,
                     )
                 )
-                writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n".encode())
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass  # the peer closed, or the receiver is closing: connections end with it
