@@ -46,8 +46,9 @@ class Nemesis:
 
     def run(self, faults: list[Fault], started_ms: int) -> None:
         for fault in faults:
+            # a late fault (the previous one overran: a slow restart) goes at once
             ahead_s = (started_ms + fault.at_s * 1000 - self.clock.now_ms()) / 1000
-            if ahead_s > 0 and self.wait(ahead_s):
+            if self.wait(max(ahead_s, 0.0)):
                 return
             with self.lock:
                 self.apply(fault)

@@ -62,6 +62,7 @@ class Options:
     out: Path | None = None
     keep_stack: bool = False
     longest_s: float = 45.0  # furthest sendAt of the workload
+    warmup_s: float = 15.0  # load without faults first: the first fault's pre-fault p99
 
 
 def parse(argv: list[str]) -> Options:
@@ -73,9 +74,12 @@ def parse(argv: list[str]) -> Options:
     p.add_argument("--out", type=Path, default=None, help="default .local/chaos/<time>-s<seed>")
     p.add_argument("--keep-stack", action="store_true", help="leave the private stack running")
     p.add_argument("--longest-s", type=float, default=45.0, help="furthest sendAt, seconds")
+    p.add_argument("--warmup-s", type=float, default=15.0, help="load before the first fault")
     a = p.parse_args(argv)
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1_000_000)
-    return Options(a.duration_s, seed, a.rate, a.topology, a.out, a.keep_stack, a.longest_s)
+    return Options(
+        a.duration_s, seed, a.rate, a.topology, a.out, a.keep_stack, a.longest_s, a.warmup_s
+    )
 
 
 def log(what: str) -> None:
@@ -221,7 +225,7 @@ def _campaign(
             ingest_urls, apps, kafka, SCHEDULING, CLOCK, options.rate, options.seed, healed
         )
         workload.longest_ms = int(options.longest_s * 1000)
-        faults = plan(options.seed, options.duration_s, targets(topology))
+        faults = plan(options.seed, options.duration_s, targets(topology), options.warmup_s)
         log(f"{len(faults)} faults planned over {options.duration_s:.0f} s")
         stop = threading.Event()
         nemesis = Nemesis(topology, CLOCK, stop.wait, log)

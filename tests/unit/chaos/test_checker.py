@@ -136,5 +136,6 @@ def test_worst_lateness_and_time_back_to_steady_per_fault() -> None:
 def test_a_fault_never_recovered_from_says_so() -> None:
     lateness = [(T0 + ms, 10) for ms in range(0, 30_000, 100)]
     lateness += [(T0 + ms, 3_000) for ms in range(30_000, 60_000, 100)]
-    [stats] = fault_stats(lateness, [FaultSpan("kafka_kill", "kafka", T0 + 30_000, T0 + 35_000)], [])
+    kill = FaultSpan("kafka_kill", "kafka", T0 + 30_000, T0 + 35_000)
+    [stats] = fault_stats(lateness, [kill], [])
     assert stats.steady_after_heal_ms is None

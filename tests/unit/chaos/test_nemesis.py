@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from chaos.nemesis import FAULTS, GAP_MIN_S, HEAL_MAX_S, HEAL_MIN_S, RESCALE_CYCLE, Target, plan
@@ -40,7 +42,7 @@ PINNED_SEED_7 = [
 def test_faults_never_overlap_and_all_heal_before_the_end() -> None:
     for seed in range(50):
         faults = plan(seed, 600, SINGLE)
-        for f, nxt in zip(faults, faults[1:], strict=False):
+        for f, nxt in itertools.pairwise(faults):
             assert f.at_s + f.heal_after_s + GAP_MIN_S <= nxt.at_s + 0.1
         for f in faults:
             assert HEAL_MIN_S <= f.heal_after_s <= HEAL_MAX_S
