@@ -4,20 +4,29 @@ of every first delivery over time, the faults shaded)."""
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
 import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from chaos.checker import Verdict
+from chaos.checker import Facts, Verdict
 
 SAMPLE = 20  # ids of each violation kind listed in the markdown (all of them in the JSON)
 
 
 def write(
-    out: Path, verdict: Verdict, meta: dict[str, Any], timeline: list[dict[str, Any]]
+    out: Path,
+    verdict: Verdict,
+    meta: dict[str, Any],
+    timeline: list[dict[str, Any]],
+    facts: Facts | None = None,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    if facts is not None:  # every message and arrival, for a post-mortem (facts.json.gz)
+        with gzip.open(out / "facts.json.gz", "wt") as f:
+            json.dump(dataclasses.asdict(facts), f, default=sorted)
     data = {"meta": meta, "timeline": timeline, "verdict": verdict.as_dict()}
     (out / "report.json").write_text(json.dumps(data, indent=1, default=str))
     (out / "report.md").write_text(markdown(verdict, meta, timeline))

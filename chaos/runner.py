@@ -274,7 +274,7 @@ def _campaign(
             "redriven": len(ledger.redriven),
             "aborts_sent": len(ledger.aborts),
         }
-        report.write(out, verdict, meta, [w.as_dict() for w in nemesis.timeline])
+        report.write(out, verdict, meta, [w.as_dict() for w in nemesis.timeline], facts)
         log(f"verdict: {'PASS' if verdict.ok else 'FAIL'} {verdict.violations}; {out}/report.md")
         return verdict, out
     finally:
