@@ -6,6 +6,8 @@ topology (3 brokers, 3 Cassandra nodes) plugs in by providing more ServerNode-li
 from __future__ import annotations
 
 import signal
+import subprocess
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -13,6 +15,7 @@ from scheduler.testing.processes import System
 from scheduler.testing.proxy import CuttableProxy
 from tests.support.faultstack import PrivateStack
 
+START_ATTEMPTS = 3  # a server the launcher failed to start is started again
 READY_TIMEOUT_S = 300.0  # a restarted service on a loaded 2-core host (3 min seen at load 36)
 
 
@@ -69,7 +72,16 @@ class ServerNode:
         self.stack.stop(self.kind, signal.SIGKILL)
 
     def start(self) -> None:
-        self.stack.up()  # restarts what is not running, waits until it answers
+        """Restart what is not running and wait until it answers; again on a failed start (a
+        JVM that exits at once on a loaded host), as its supervisor would."""
+        for attempt in range(START_ATTEMPTS):
+            try:
+                self.stack.up()
+                return
+            except subprocess.CalledProcessError:
+                if attempt == START_ATTEMPTS - 1:
+                    raise
+                time.sleep(5.0)
 
     def pause(self) -> None:
         self.stack.freeze(self.kind)

@@ -291,11 +291,11 @@ class Workload:
             try:
                 producer.flush(10.0)
             except ScheduleError:
-                # not acknowledged: a client would retry; a fresh producer (the old one may
-                # still hold records the broker will take: those are simply not in the ledger)
+                # not acknowledged (a client would retry); the producer keeps them queued and
+                # may deliver them later: they are simply not in the ledger. A fresh producer
+                # per failure would leak one reconnecting producer per second of an outage.
                 with self.ledger.lock:
                     self.ledger.refused += 1
-                producer = SchedulerProducer(self.kafka, self.scheduling)
                 continue
             for acked in planned:
                 self.ledger.ack(acked)
