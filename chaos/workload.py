@@ -24,6 +24,7 @@ from scheduler.producer import ScheduleError, SchedulerProducer
 from scheduler.settings import KafkaSettings, SchedulingSettings
 
 TICK_S = 0.2
+HTTP_SENDERS = 4  # threads sending HTTP requests: one alone keeps ~10 msg/s on a loaded host
 PRODUCER_SHARE = 0.2  # of the rate, through the Kafka-native producer
 FLAKY_SHARE = 0.03  # of the HTTP messages: to the endpoint that refuses until redriven
 ABORT_SHARE = 0.05  # of the HTTP messages: aborted later
@@ -81,7 +82,8 @@ class Workload:
     # -- lifecycle
 
     def start(self) -> None:
-        for target in (self._http_loop, self._producer_loop, self._abort_loop, self._redrive_loop):
+        loops = [self._http_loop] * HTTP_SENDERS
+        for target in (*loops, self._producer_loop, self._abort_loop, self._redrive_loop):
             thread = threading.Thread(target=target, name=target.__name__, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -128,7 +130,7 @@ class Workload:
         return now + self.rng.randint(6_000, max(6_001, self.longest_ms))  # Cassandra buckets
 
     def _http_loop(self) -> None:
-        per_tick = self.rate * (1 - PRODUCER_SHARE) * TICK_S
+        per_tick = self.rate * (1 - PRODUCER_SHARE) * TICK_S / HTTP_SENDERS
         carry = 0.0
         while not self.stop.wait(TICK_S):
             carry += per_tick

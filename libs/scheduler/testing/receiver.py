@@ -58,9 +58,7 @@ class HttpReceiver:
     answers 204 (or what `answer(path, message_id)` says: a receiver that fails some deliveries
     on purpose). Fast enough for thousands of deliveries a second."""
 
-    def __init__(
-        self, arrivals: Arrivals, answer: Callable[[str, str], int] | None = None
-    ) -> None:
+    def __init__(self, arrivals: Arrivals, answer: Callable[[str, str], int] | None = None) -> None:
         self.arrivals = arrivals
         self._answer = answer or (lambda _path, _message_id: 204)
         self.port = 0
@@ -130,7 +128,12 @@ class HttpReceiver:
 class KafkaReceiver:
     """A read_committed consumer of a KAFKA app's destination topic, in its own thread: only
     records of committed transactions count, so an aborted or fenced attempt is not a delivery.
-    The message id is taken from the record key (the dispatcher's default key)."""
+    The message id is taken from the record key (the dispatcher's default key).
+
+    It commits no offsets, so after a rebalance (a broker restart, or this consumer starved past
+    its session on a loaded host) it is reset to the earliest offset and reads the partition
+    again: a record at an offset already read is that same record read again, not a second
+    delivery, and is only counted (`rereads`). A duplicate delivery is another record."""
 
     def __init__(self, arrivals: Arrivals, bootstrap: str, topic: str) -> None:
         self.arrivals = arrivals
@@ -150,6 +153,8 @@ class KafkaReceiver:
         self._stopping = threading.Event()
         self._assigned = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kafka-receiver", daemon=True)
+        self._read_to: dict[int, int] = {}  # partition -> the highest offset read
+        self.rereads = 0
 
     def start(self) -> KafkaReceiver:
         self._thread.start()
@@ -167,6 +172,11 @@ class KafkaReceiver:
                     received = CLOCK.now_ms()
                     if msg.error() is not None:  # partition EOF, transient broker errors
                         continue
+                    partition, offset = msg.partition() or 0, msg.offset() or 0
+                    if offset <= self._read_to.get(partition, -1):
+                        self.rereads += 1
+                        continue
+                    self._read_to[partition] = offset
                     key = msg.key() or b"?"
                     self.arrivals.add(Arrival(key.decode(), received, 0, "kafka"))
         finally:
