@@ -23,7 +23,7 @@ from chaos.checker import TERMINAL, Facts, FaultSpan, Verdict, check
 from chaos.faults import Nemesis
 from chaos.nemesis import Target, plan
 from chaos.nodes import DispatcherFleet, ServerNode, ServiceNode, Topology
-from chaos.stack import chaos_stack
+from chaos.stack import MAKE_CHAOS_PORTS, chaos_stack
 from chaos.workload import AppRef, Workload
 from scheduler.cli import setup
 from scheduler.clock import SystemClock
@@ -50,6 +50,7 @@ REPLICAS = {"ingest-2": "ingest", "bucketer-2": "bucketer", "releaser-2": "relea
 DUE_PARTITIONS = 6  # per ring topic: each of 1..3 dispatcher instances owns two or more
 SETTLE_S = 90.0  # after the last due instant: time for retries, redrives and stragglers
 STATUS_TIMEOUT_S = 120.0  # reading every record until each is terminal
+START_TIMEOUT_S = 600.0  # the services' first start, all at once
 GRACE_S = 3.0  # after the last arrival: time for a late duplicate to show
 
 
@@ -63,6 +64,7 @@ class Options:
     keep_stack: bool = False
     longest_s: float = 45.0  # furthest sendAt of the workload
     warmup_s: float = 15.0  # load without faults first: the first fault's pre-fault p99
+    ports: int = MAKE_CHAOS_PORTS  # the private stack's port base (chaos.stack)
 
 
 def parse(argv: list[str]) -> Options:
@@ -91,7 +93,7 @@ def run(options: Options, command: str = "make chaos") -> tuple[Verdict, Path]:
         f"{time.strftime('%Y%m%d-%H%M%S')}-s{options.seed}"
     )
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    stack = chaos_stack()
+    stack = chaos_stack(options.ports)
     log(f"seed {options.seed}; output {out}; starting the private stack")
     stack.up()
     servers = Servers(stack.kafka_bootstrap, ["127.0.0.1"], stack.cassandra_port, "chaos-stack")
@@ -138,7 +140,8 @@ def _start_system(
             {"SCHEDULER_DISPATCH_INSTANCE": str(i), "SCHEDULER_DISPATCH_INSTANCES": "2"}
         )
     system.start(*system.names, wait=False)
-    system.wait_ready(*system.names, timeout_s=180)
+    # eight Python services starting at once took over 3 minutes at a load average of 25
+    system.wait_ready(*system.names, timeout_s=START_TIMEOUT_S)
     servers = [ServerNode(stack, "kafka", "kafka"), ServerNode(stack, "cassandra", "cassandra")]
     services = [
         ServiceNode(system, n, system.replicas.get(n, n))

@@ -12,12 +12,17 @@ from __future__ import annotations
 from scheduler.testing.stack import find_repo
 from tests.support.faultstack import PrivateStack
 
+MAKE_CHAOS_PORTS = 25000  # `make chaos`
+CI_PORTS = 26000  # tests/e2e/test_chaos.py: a campaign by hand does not stop the CI one's stack
 
-def chaos_stack() -> PrivateStack:
+
+def chaos_stack(base: int = MAKE_CHAOS_PORTS) -> PrivateStack:
+    """Kafka on base+92 (controller base+93), Cassandra on base+42 (storage base+0)."""
+    suffix = "" if base == MAKE_CHAOS_PORTS else f"-{base}"
     return PrivateStack(
-        kafka_port=25092,
-        kafka_controller_port=25093,
-        cassandra_port=25042,
-        cassandra_storage_port=25000,
-        state_dir=find_repo() / ".local" / "chaos-stack",
+        kafka_port=base + 92,
+        kafka_controller_port=base + 93,
+        cassandra_port=base + 42,
+        cassandra_storage_port=base,
+        state_dir=find_repo() / ".local" / f"chaos-stack{suffix}",
     )

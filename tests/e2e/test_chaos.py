@@ -10,16 +10,23 @@ from pathlib import Path
 import pytest
 
 from chaos.runner import Options, run
+from chaos.stack import CI_PORTS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SEED = 0  # plan(0, 100 s, warm-up 10 s): cassandra_cut, kafka_kill, pause, kill9 (pinned below)
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1500)  # a loaded 2-core host: services took 3 min to start
 def test_short_chaos_campaign_finds_no_violation(tmp_path: Path) -> None:
     options = Options(
-        duration_s=100, seed=SEED, rate=10, out=tmp_path / "chaos", longest_s=15, warmup_s=10
+        duration_s=100,
+        seed=SEED,
+        rate=10,
+        out=tmp_path / "chaos",
+        longest_s=15,
+        warmup_s=10,
+        ports=CI_PORTS,
     )
     verdict, out = run(options, command="tests/e2e/test_chaos.py")
     print((out / "report.md").read_text())
