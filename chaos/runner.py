@@ -163,33 +163,63 @@ def targets(topology: Topology) -> list[Target]:
     return [Target(n.name, n.kind) for n in nodes]
 
 
+LIVENESS_PERIOD_S = 10.0  # the Deployments' livenessProbe (deploy/k8s): every 10 s,
+LIVENESS_TIMEOUT_S = 3.0  # 3 s to answer,
+LIVENESS_FAILURES = 6  # restarted after 6 failures in a row
+
+
 class Supervisor:
-    """Restarts a service process that exited on its own (as Kubernetes restarts a pod) and
-    records it: the nemesis kills, it never exits by itself. Idle while a fault is applied."""
+    """What Kubernetes does for the Deployments: restarts a service process that exited on its
+    own, or whose /healthz failed LIVENESS_FAILURES times in a row (kill -9, then start), and
+    records it. Idle while a fault is applied (a paused process is the nemesis's)."""
 
     def __init__(self, topology: Topology, nemesis: Nemesis) -> None:
         self.topology = topology
         self.nemesis = nemesis
         self.exits: list[str] = []
+        self.failures: dict[str, int] = {}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
 
     def _run(self) -> None:
-        while not self.stop.wait(2.0):
+        while not self.stop.wait(LIVENESS_PERIOD_S):
             if not self.nemesis.lock.acquire(blocking=False):
                 continue
             try:
                 for node in self.topology.processes():
-                    code = node.exited()
-                    if code is not None and not self.stop.is_set():
-                        self.exits.append(f"{node.name} exit {code} at {CLOCK.now_ms()}")
-                        log(f"{node.name} exited on its own ({code}): restarting it")
-                        try:
-                            node.start()
-                        except AssertionError as exc:
-                            log(f"{node.name} restart failed: {exc}")
+                    if not self.stop.is_set():
+                        self._look_at(node)
             finally:
                 self.nemesis.lock.release()
+
+    def _look_at(self, node: ServiceNode) -> None:
+        code = node.exited()
+        if code is None and not self._alive(node.name):
+            self.failures[node.name] = self.failures.get(node.name, 0) + 1
+            if self.failures[node.name] < LIVENESS_FAILURES:
+                return
+            node.kill9()
+            code = node.exited()
+            reason = f"liveness failed {LIVENESS_FAILURES} times"
+        elif code is not None:
+            reason = f"exit {code}"
+        else:
+            self.failures[node.name] = 0
+            return
+        self.failures[node.name] = 0
+        self.exits.append(f"{node.name} {reason} at {CLOCK.now_ms()}")
+        log(f"{node.name}: {reason}: restarting it")
+        try:
+            node.start()
+        except AssertionError as exc:
+            log(f"{node.name} restart failed: {exc}")
+
+    def _alive(self, name: str) -> bool:
+        url = self.topology.fleet.system.url(name, "/healthz")
+        try:
+            return httpx.get(url, timeout=LIVENESS_TIMEOUT_S).status_code == 200
+        except httpx.HTTPError:
+            return False
 
 
 def _campaign(
