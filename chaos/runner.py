@@ -140,8 +140,14 @@ def _start_system(
             {"SCHEDULER_DISPATCH_INSTANCE": str(i), "SCHEDULER_DISPATCH_INSTANCES": "2"}
         )
     system.start(*system.names, wait=False)
-    # eight Python services starting at once took over 3 minutes at a load average of 25
-    system.wait_ready(*system.names, timeout_s=START_TIMEOUT_S)
+    try:
+        # eight Python services starting at once took over 3 minutes at a load average of 25
+        system.wait_ready(*system.names, timeout_s=START_TIMEOUT_S)
+    except BaseException:
+        system.stop()  # a failed start leaves no process behind (two bucketers once did)
+        for proxy in proxies.values():
+            proxy.close()
+        raise
     servers = [ServerNode(stack, "kafka", "kafka"), ServerNode(stack, "cassandra", "cassandra")]
     services = [
         ServiceNode(system, n, system.replicas.get(n, n))
