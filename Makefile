@@ -15,7 +15,7 @@ $(error TOPOLOGY must be single or cluster, not "$(TOPOLOGY)")
 endif
 TOPO := $(if $(filter cluster,$(TOPOLOGY)),--topology cluster)
 
-.PHONY: help install tools deploy-check stack-up stack-down stack-status setup up down status demo bench soak lint format test test-unit test-cluster mutation
+.PHONY: help install tools deploy-check stack-up stack-down stack-status setup up down status demo bench soak chaos lint format test test-unit test-cluster mutation
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -67,6 +67,10 @@ bench: stack-up ## benchmark suite on the local stack -> BENCHMARKS.md, docs/ben
 SOAK_ARGS ?= --duration-s 60 --rate 20 --horizon-s 120
 soak: ## soak run against `make up` (SOAK_ARGS="--duration-s 600 --rate 20 --horizon-s 300")
 	$(PY) bench/soak.py $(SOAK_ARGS)
+
+CHAOS_ARGS ?=
+chaos: install ## randomized fault campaign on a private stack of its own -> .local/chaos/<run>/report.md (CHAOS_ARGS="--duration-s 1800 --seed N --rate 50"; docs/CHAOS.md)
+	$(PY) -m chaos.runner $(CHAOS_ARGS)
 
 lint: install ## ruff (lint + format check), mypy (strict for the packages), the docs check (links, anchors, local paths)
 	.venv/bin/ruff check .

@@ -3,7 +3,6 @@ REST app (to a local HTTP receiver) and a KAFKA app (read by a read_committed co
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections import Counter
@@ -28,28 +27,10 @@ from scheduler.testing.servers import Servers
 from tests.support.ledger import Ledger, Report
 from tests.support.processes import System, running_system, wait_for
 from tests.support.receiver import Arrivals, HttpReceiver, KafkaReceiver
+from tests.support.shrunk import DEST_PREFIX, EXTRA_ENV, SCHEDULING
 from tests.support.workload import App, create_app, create_control_key, create_topic
 
-DEST_PREFIX = "e2edest."
 GRACE_S = 2.0  # after the last arrival: time for a late duplicate to show
-
-# Seconds-scale horizons, as devservers/local.env but shorter: 1 s buckets, 4 s look-ahead, so
-# anything due later than ~5 s goes through Cassandra and the releaser.
-SCHEDULING = SchedulingSettings(
-    bucket_width_ms=1_000,
-    lookahead_ms=4_000,
-    placement_margin_ms=1_000,
-    ring_size=8,
-    ring_slot_ms=2_000,
-    cancel_guard_ms=200,
-)
-
-EXTRA_ENV = {
-    "SCHEDULER_INGEST_KAFKA_ENDPOINT_PREFIXES": json.dumps([DEST_PREFIX]),
-    "SCHEDULER_DISPATCH_KAFKA_DESTINATION_PREFIXES": json.dumps([DEST_PREFIX]),
-    # The leader lease of a killed releaser expires after this (the broker's minimum is 6 s).
-    "SCHEDULER_RELEASE_SESSION_TIMEOUT_MS": "6000",
-}
 
 
 def private_settings(servers: Servers) -> tuple[KafkaSettings, CassandraSettings]:

@@ -82,6 +82,10 @@ class PrivateStack:
                 raise TimeoutError(f"{server} (pid {pid}) not stopped {timeout_s} s after SIGSTOP")
             time.sleep(0.01)
 
+    def thaw(self, server: str) -> None:
+        """SIGCONT after `freeze`: the server answers again."""
+        os.kill(self.pid(server), signal.SIGCONT)
+
     def stop(
         self, server: str, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 60
     ) -> None:

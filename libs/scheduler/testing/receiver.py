@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer
@@ -23,6 +24,7 @@ class Arrival:
     received_ms: int
     attempt: int
     destination: str  # "rest" | "kafka"
+    status: int = 204  # what the receiver answered (an HTTP receiver may refuse on purpose)
 
 
 @dataclass
@@ -53,10 +55,12 @@ class Arrivals:
 
 class HttpReceiver:
     """A minimal asyncio HTTP/1.1 server (keep-alive) in its own thread: records every POST,
-    answers 204. Fast enough for thousands of deliveries a second."""
+    answers 204 (or what `answer(path, message_id)` says: a receiver that fails some deliveries
+    on purpose). Fast enough for thousands of deliveries a second."""
 
-    def __init__(self, arrivals: Arrivals) -> None:
+    def __init__(self, arrivals: Arrivals, answer: Callable[[str, str], int] | None = None) -> None:
         self.arrivals = arrivals
+        self._answer = answer or (lambda _path, _message_id: 204)
         self.port = 0
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -101,15 +105,19 @@ class HttpReceiver:
                     for k, _, v in (line.partition(":") for line in lines[1:] if line)
                 }
                 await reader.readexactly(int(headers.get("content-length", "0")))
+                message_id = headers.get("x-scheduler-message-id", "?")
+                path = lines[0].split(" ")[1] if lines[0].count(" ") >= 2 else "/"
+                status = self._answer(path, message_id)
                 self.arrivals.add(
                     Arrival(
-                        headers.get("x-scheduler-message-id", "?"),
+                        message_id,
                         received,
                         int(headers.get("x-scheduler-attempt", "0")),
                         "rest",
+                        status,
                     )
                 )
-                writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n".encode())
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass  # the peer closed, or the receiver is closing: connections end with it
@@ -120,7 +128,12 @@ class HttpReceiver:
 class KafkaReceiver:
     """A read_committed consumer of a KAFKA app's destination topic, in its own thread: only
     records of committed transactions count, so an aborted or fenced attempt is not a delivery.
-    The message id is taken from the record key (the dispatcher's default key)."""
+    The message id is taken from the record key (the dispatcher's default key).
+
+    It commits no offsets, so after a rebalance (a broker restart, or this consumer starved past
+    its session on a loaded host) it is reset to the earliest offset and reads the partition
+    again: a record at an offset already read is that same record read again, not a second
+    delivery, and is only counted (`rereads`). A duplicate delivery is another record."""
 
     def __init__(self, arrivals: Arrivals, bootstrap: str, topic: str) -> None:
         self.arrivals = arrivals
@@ -140,6 +153,8 @@ class KafkaReceiver:
         self._stopping = threading.Event()
         self._assigned = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kafka-receiver", daemon=True)
+        self._read_to: dict[int, int] = {}  # partition -> the highest offset read
+        self.rereads = 0
 
     def start(self) -> KafkaReceiver:
         self._thread.start()
@@ -157,6 +172,11 @@ class KafkaReceiver:
                     received = CLOCK.now_ms()
                     if msg.error() is not None:  # partition EOF, transient broker errors
                         continue
+                    partition, offset = msg.partition() or 0, msg.offset() or 0
+                    if offset <= self._read_to.get(partition, -1):
+                        self.rereads += 1
+                        continue
+                    self._read_to[partition] = offset
                     key = msg.key() or b"?"
                     self.arrivals.add(Arrival(key.decode(), received, 0, "kafka"))
         finally:

@@ -1,0 +1,250 @@
+"""The verdict of a campaign, from plain facts (no I/O, unit-tested on synthetic inputs): what
+the clients were told (acknowledged messages, abort and redrive answers, idempotency keys), what
+arrived at the destinations, what the API reports at the end, and when each fault happened.
+
+Violations (any one fails a campaign):
+- lost: acknowledged, not aborted with a 200, and never reached its destination (a message
+  whose abort got no clear answer counts as lost only if it neither arrived nor ended ABORTED);
+- early: any arrival before its sendAt;
+- kafka_duplicates: a KAFKA destination saw a message more than once (read_committed);
+- delivered_after_abort: a message whose abort was answered 200 reached its destination;
+- not_terminal: the record is not SENT, FAILED or ABORTED at the end (or cannot be read);
+- idempotency_split: one idempotency key answered with two message ids.
+HTTP duplicates (a second 2xx-answered delivery) are counted and attributed to the fault window
+they fell in, not failed: HTTP is at least once."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from scheduler.testing.receiver import Arrival
+
+TERMINAL = ("SENT", "FAILED", "ABORTED")
+RECOVERY_WINDOW_MS = 5_000  # lateness p99 is judged per window of due instants this long
+BASELINE_MS = 30_000  # the pre-fault p99 is taken over the messages due this long before it
+STEADY_FLOOR_MS = 50  # "within 2x of the pre-fault p99", but never tighter than this
+# (a 10 ms p99 doubled is below the receivers' own jitter on a loaded host)
+
+
+@dataclass(frozen=True)
+class Acked:
+    """A message the client was told is scheduled (HTTP 200 or a flushed Kafka-native record).
+    `flaky`: its endpoint refuses deliveries until the workload redrives it."""
+
+    message_id: str
+    destination: str  # "rest" | "kafka"
+    send_at_ms: int
+    sent_ms: int  # when the request was sent: a past sendAt is due from then
+    flaky: bool = False
+
+
+@dataclass(frozen=True)
+class AbortAnswer:
+    message_id: str
+    status: int  # 0: no answer
+    answered_ms: int
+
+
+@dataclass(frozen=True)
+class FaultSpan:
+    kind: str
+    target: str
+    started_ms: int
+    healed_ms: int
+
+
+@dataclass
+class Facts:
+    acked: list[Acked]
+    aborts: list[AbortAnswer]
+    arrivals: list[Arrival]
+    statuses: dict[str, str | None]  # message id -> status at the end (None: not readable)
+    faults: list[FaultSpan]
+    idempotency: dict[str, set[str]] = field(default_factory=dict)  # key -> ids answered
+    redriven: set[str] = field(default_factory=set)  # redrives answered 200
+
+
+@dataclass
+class FaultStats:
+    kind: str
+    target: str
+    started_ms: int
+    healed_ms: int
+    worst_lateness_ms: int  # of the messages due from the injection to the steady point
+    baseline_p99_ms: int
+    steady_after_heal_ms: int | None  # None: never back to steady before the next fault
+    http_duplicates: int
+
+
+@dataclass
+class Verdict:
+    acked: int
+    delivered: int
+    lost: list[str]
+    early: list[str]
+    kafka_duplicates: list[str]
+    delivered_after_abort: list[str]
+    not_terminal: list[str]
+    idempotency_split: list[str]
+    http_duplicates: int
+    http_duplicates_by_fault: dict[str, int]
+    aborted_200: int
+    lateness: list[tuple[int, int]]  # (due ms, lateness ms) of each first delivery
+    faults: list[FaultStats]
+
+    VIOLATIONS = (
+        "lost",
+        "early",
+        "kafka_duplicates",
+        "delivered_after_abort",
+        "not_terminal",
+        "idempotency_split",
+    )
+
+    @property
+    def violations(self) -> dict[str, int]:
+        return {kind: len(getattr(self, kind)) for kind in self.VIOLATIONS}
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.violations.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["violations"] = self.violations
+        out["ok"] = self.ok
+        return out
+
+
+def check(facts: Facts) -> Verdict:
+    planned = {a.message_id: a for a in facts.acked}
+    answers: dict[str, set[int]] = defaultdict(set)
+    for abort in facts.aborts:
+        answers[abort.message_id].add(abort.status)
+    aborted_200 = {m for m, s in answers.items() if 200 in s and m in planned}
+    abort_unclear = {m for m, s in answers.items() if m in planned and m not in aborted_200}
+    ours = [a for a in facts.arrivals if a.message_id in planned]
+    reached = {a.message_id for a in ours}
+    accepted = [a for a in ours if 200 <= a.status < 300]
+
+    lost = []
+    for m in planned:
+        if m in aborted_200 or m in reached:
+            continue
+        if m in abort_unclear and facts.statuses.get(m) == "ABORTED":
+            continue
+        lost.append(m)
+    early = sorted({a.message_id for a in ours if a.received_ms < planned[a.message_id].send_at_ms})
+    counts = Counter(a.message_id for a in accepted)
+    kafka_dups = sorted(m for m, n in counts.items() if n > 1 and planned[m].destination == "kafka")
+    after_abort = sorted(aborted_200 & reached)
+    not_terminal = sorted(m for m in planned if facts.statuses.get(m) not in TERMINAL)
+    split = sorted(k for k, ids in facts.idempotency.items() if len(ids) > 1)
+
+    first = _first_accepted(accepted)
+    lateness = sorted(
+        (_due(planned[m]), a.received_ms - _due(planned[m]))
+        for m, a in first.items()
+        if not planned[m].flaky and m not in facts.redriven
+    )
+    http_dups = _http_duplicates(accepted, planned)
+    by_fault: Counter[str] = Counter(_window_of(ms, facts.faults) for ms in http_dups)
+    return Verdict(
+        acked=len(planned),
+        delivered=len(first),
+        lost=sorted(lost),
+        early=early,
+        kafka_duplicates=kafka_dups,
+        delivered_after_abort=after_abort,
+        not_terminal=not_terminal,
+        idempotency_split=split,
+        http_duplicates=len(http_dups),
+        http_duplicates_by_fault=dict(by_fault),
+        aborted_200=len(aborted_200),
+        lateness=lateness,
+        faults=fault_stats(lateness, facts.faults, http_dups),
+    )
+
+
+def _due(acked: Acked) -> int:
+    """A past sendAt is due when the request was sent."""
+    return max(acked.send_at_ms, acked.sent_ms)
+
+
+def _first_accepted(accepted: list[Arrival]) -> dict[str, Arrival]:
+    first: dict[str, Arrival] = {}
+    for a in sorted(accepted, key=lambda a: a.received_ms):
+        first.setdefault(a.message_id, a)
+    return first
+
+
+def _http_duplicates(accepted: list[Arrival], planned: dict[str, Acked]) -> list[int]:
+    """Receipt instants of every 2xx-answered HTTP delivery after a message's first."""
+    seen: set[str] = set()
+    out = []
+    for a in sorted(accepted, key=lambda a: a.received_ms):
+        if planned[a.message_id].destination != "rest":
+            continue
+        if a.message_id in seen:
+            out.append(a.received_ms)
+        seen.add(a.message_id)
+    return out
+
+
+def _window_of(ms: int, faults: list[FaultSpan]) -> str:
+    """The fault a moment belongs to: the last one injected before it ("none" before any)."""
+    owner = "none"
+    for f in sorted(faults, key=lambda f: f.started_ms):
+        if f.started_ms <= ms:
+            owner = f"{f.kind} {f.target} @{f.started_ms}"
+    return owner
+
+
+def p99(values: list[int]) -> int:
+    if not values:
+        return 0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+def fault_stats(
+    lateness: list[tuple[int, int]], faults: list[FaultSpan], http_dups: list[int]
+) -> list[FaultStats]:
+    """Per fault: worst lateness of the messages due between its injection and the next fault,
+    and how long after the heal the lateness p99 (per window of due instants) is back within 2x
+    of the p99 of the messages due just before the injection."""
+    ordered = sorted(faults, key=lambda f: f.started_ms)
+    last_due = max((due for due, _ in lateness), default=0)
+    out = []
+    for i, f in enumerate(ordered):
+        until = ordered[i + 1].started_ms if i + 1 < len(ordered) else 2**62
+        before = [
+            late for due, late in lateness if f.started_ms - BASELINE_MS <= due < f.started_ms
+        ]
+        during = [late for due, late in lateness if f.started_ms <= due < until]
+        base = p99(before)
+        bound = max(2 * base, STEADY_FLOOR_MS)
+        steady = None
+        start = f.healed_ms
+        while start < min(until, last_due + 1):
+            window = [late for due, late in lateness if start <= due < start + RECOVERY_WINDOW_MS]
+            if window and p99(window) <= bound:
+                steady = start - f.healed_ms
+                break
+            start += RECOVERY_WINDOW_MS // 5
+        dups = sum(1 for ms in http_dups if f.started_ms <= ms < until)
+        out.append(
+            FaultStats(
+                f.kind,
+                f.target,
+                f.started_ms,
+                f.healed_ms,
+                max(during, default=0),
+                base,
+                steady,
+                dups,
+            )
+        )
+    return out

@@ -1,0 +1,161 @@
+"""What the nemesis can hit, as named nodes of a kind (kafka, cassandra, ingest, bucketer,
+releaser, dispatcher) with kill9 / start / pause / resume. The single-node topology is one
+broker, one Cassandra node (a PrivateStack) and two processes of each service; a multi-node
+topology (3 brokers, 3 Cassandra nodes) plugs in by providing more ServerNode-like nodes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from scheduler.testing.processes import System
+from scheduler.testing.proxy import CuttableProxy
+from tests.support.faultstack import PrivateStack
+
+START_ATTEMPTS = 3  # a server the launcher failed to start is started again
+READY_TIMEOUT_S = 300.0  # a restarted service on a loaded 2-core host (3 min seen at load 36)
+
+
+class Node(Protocol):
+    name: str
+    kind: str
+
+    def kill9(self) -> None: ...
+    def start(self) -> None: ...  # returns once the node answers again
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+
+
+@dataclass
+class ServiceNode:
+    """One process of a service, run by the launcher (scheduler.testing.processes.System)."""
+
+    system: System
+    name: str
+    kind: str
+
+    def kill9(self) -> None:
+        self.system.kill9(self.name)
+
+    def start(self) -> None:
+        self.system.start(self.name, wait=False)
+        self.system.wait_ready(self.name, timeout_s=READY_TIMEOUT_S)
+
+    def pause(self) -> None:
+        self.system.procs[self.name].send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.system.procs[self.name].send_signal(signal.SIGCONT)
+
+    def terminate(self) -> None:
+        """SIGTERM and wait for the exit (a Deployment update's first half)."""
+        self.system.stop(self.name)
+
+    def exited(self) -> int | None:
+        """The exit code if the process ended, else None."""
+        proc = self.system.procs.get(self.name)
+        return None if proc is None else proc.poll()
+
+
+@dataclass
+class ServerNode:
+    """Kafka or Cassandra of a PrivateStack: kill -9 and a restart through its launcher."""
+
+    stack: PrivateStack
+    name: str
+    kind: str  # "kafka" | "cassandra": the launcher's server name too
+
+    def kill9(self) -> None:
+        self.stack.stop(self.kind, signal.SIGKILL)
+
+    def start(self) -> None:
+        """Restart what is not running and wait until it answers; again on a failed start (a
+        JVM that exits at once on a loaded host), as its supervisor would."""
+        for attempt in range(START_ATTEMPTS):
+            try:
+                self.stack.up()
+                return
+            except subprocess.CalledProcessError:
+                if attempt == START_ATTEMPTS - 1:
+                    raise
+                time.sleep(5.0)
+
+    def pause(self) -> None:
+        self.stack.freeze(self.kind)
+
+    def resume(self) -> None:
+        self.stack.thaw(self.kind)
+
+
+@dataclass
+class DispatcherFleet:
+    """The dispatcher processes of the current instance count (SCHEDULER_DISPATCH_INSTANCE(S)).
+    A rescale is a rolling update as in tests/e2e/test_dispatch_instances.py: the new count's
+    processes start beside the old ones, and the old ones get SIGTERM once the new are ready."""
+
+    system: System
+    proxies: dict[str, CuttableProxy]
+    cassandra_host: str
+    cassandra_port: int
+    current: list[str] = field(default_factory=list)
+    step: int = 0
+
+    def launch(self, instances: int) -> list[str]:
+        self.step += 1
+        names = []
+        for i in range(instances):
+            name = f"dispatcher-{i}-of-{instances}-s{self.step}"
+            self.system.add_replica("dispatcher", name)
+            proxy = CuttableProxy(self.cassandra_host, self.cassandra_port)
+            self.proxies[name] = proxy
+            self.system.env_overrides[name].update(
+                {
+                    "SCHEDULER_DISPATCH_INSTANCE": str(i),
+                    "SCHEDULER_DISPATCH_INSTANCES": str(instances),
+                    "SCHEDULER_CASSANDRA_PORT": str(proxy.port),
+                }
+            )
+            self.system.start(name, wait=False)
+            names.append(name)
+        return names
+
+    def roll(self, instances: int) -> None:
+        old, new = self.current, self.launch(instances)
+        self.system.wait_ready(*new, timeout_s=READY_TIMEOUT_S)
+        self.current = new
+        self.system.stop(*old)
+
+    def node(self, slot: int) -> ServiceNode:
+        return ServiceNode(self.system, self.current[slot % len(self.current)], "dispatcher")
+
+
+@dataclass
+class Topology:
+    """Every node of a campaign: the servers, the service replicas, the dispatcher fleet, and
+    one Cassandra proxy per service process (the link the nemesis slows or cuts)."""
+
+    servers: list[ServerNode]
+    services: list[ServiceNode]
+    fleet: DispatcherFleet
+    proxies: dict[str, CuttableProxy]
+
+    def resolve(self, target: str, slot: int) -> ServiceNode | ServerNode:
+        if target == "dispatcher":
+            return self.fleet.node(slot)
+        nodes: list[ServiceNode | ServerNode] = [*self.servers, *self.services]
+        for node in nodes:
+            if node.name == target:
+                return node
+        raise KeyError(target)
+
+    def replicas(self, kind: str) -> list[ServiceNode]:
+        if kind == "dispatcher":
+            return [ServiceNode(self.fleet.system, n, kind) for n in self.fleet.current]
+        return [s for s in self.services if s.kind == kind]
+
+    def processes(self) -> list[ServiceNode]:
+        """Every service process that should be running now."""
+        return [s for s in self.services if s.kind != "dispatcher"] + self.replicas("dispatcher")
