@@ -181,6 +181,99 @@ class Leadership:
             log.warning("lease consumer: %s", msg.error())
 
 
+class ReleaseLoop:
+    """One iteration of the releaser's main loop per `step()`: serve the lease group, then (as
+    the leader) start the ring producer for this leadership and run one release tick.
+
+    Liveness (`health.beat()`): a standby beats every iteration; a leader beats only when a tick
+    completed. A leader that keeps the lease but cannot release (its producer never initialises,
+    or every tick fails) would otherwise look alive forever while the standby waits behind it:
+    after `Health`'s stale window /healthz fails, the orchestrator restarts the process, and the
+    lease moves to a replica that may be able to release (chaos seed 4242, second run)."""
+
+    def __init__(
+        self,
+        *,
+        leadership: Leadership,
+        publisher: KafkaRingPublisher,
+        releaser: Releaser,
+        health: Health,
+        clock: Clock,
+        metrics: ReleaseMetrics,
+        session_timeout_ms: int,
+        tick_s: float,
+        stop: threading.Event,
+        before_tick: Callable[[], None] | None = None,
+        after_tick: Callable[[], object] | None = None,
+    ) -> None:
+        self._leadership = leadership
+        self._publisher = publisher
+        self._releaser = releaser
+        self._health = health
+        self._clock = clock
+        self._metrics = metrics
+        self._session_timeout_ms = session_timeout_ms
+        self._tick_s = tick_s
+        self._stop = stop
+        self._before_tick = before_tick
+        self._after_tick = after_tick
+        self._started_for = 0  # the leadership (assignment count) the publisher was started for
+        self._fenced_at: float | None = None
+        self._led_for = 0  # the leadership whose first iteration already ran
+
+    def step(self) -> None:
+        leadership, publisher, health = self._leadership, self._publisher, self._health
+        leadership.wait(self._tick_s)
+        if not leadership.is_leader:
+            health.beat()
+            publisher.close()
+            self._fenced_at = None
+            health.set_ready(True, "standby (another replica leads)")
+            return
+        if self._led_for != leadership.assignments:
+            # A new leadership starts its liveness window now, not at its last standby beat.
+            self._led_for = leadership.assignments
+            health.beat()
+        if not publisher.started:
+            # Fenced while the lease still looks ours: the newer leader's assignment will
+            # revoke it soon. Start again (fencing back) only on a new assignment, or if the
+            # lease is still ours after twice the session timeout.
+            if (
+                self._fenced_at is not None
+                and self._started_for == leadership.assignments
+                and self._clock.monotonic_ms() - self._fenced_at < 2 * self._session_timeout_ms
+            ):
+                health.set_ready(True, "fenced: waiting for the group to settle")
+                return
+            try:
+                publisher.start()
+                self._started_for, self._fenced_at = leadership.assignments, None
+            except Exception as exc:
+                health.set_ready(False, f"ring producer not ready: {exc}")
+                log.exception("could not initialise the ring producer; retrying next tick")
+                return
+        if self._stop.is_set():
+            return
+        try:
+            if self._before_tick is not None:
+                self._before_tick()
+            self._releaser.tick()
+            health.beat()  # a leader is alive while it releases, not merely while it loops
+            health.set_ready(True, "leading")
+            if self._after_tick is not None:
+                self._after_tick()
+        except ReleaserFenced as exc:
+            self._metrics.fenced.inc()
+            self._fenced_at = self._clock.monotonic_ms()
+            log.warning("%s: another releaser leads; standing by", exc)
+        except Exception as exc:
+            # Cassandra or Kafka trouble: nothing was lost (the watermark did not move
+            # past the failing bucket); try again on the next tick.
+            health.set_ready(False, f"release tick failing: {exc}")
+            log.exception("release tick failed; retrying next tick")
+            publisher.abort()
+
+
 def run_releaser(
     *,
     kafka: KafkaSettings,
@@ -273,52 +366,22 @@ def run_releaser(
         except Exception:
             log.exception("bucket index backfill failed; walking every bucket meanwhile")
 
-    started_for = 0  # the leadership (assignment count) the publisher was started for
-    fenced_at: float | None = None
+    loop = ReleaseLoop(
+        leadership=leadership,
+        publisher=publisher,
+        releaser=releaser,
+        health=health,
+        clock=clock,
+        metrics=metrics,
+        session_timeout_ms=settings.session_timeout_ms,
+        tick_s=settings.tick_ms / 1000,
+        before_tick=reconcile_the_index,
+        after_tick=None if pending is None else pending.maybe_refresh,
+        stop=stop,
+    )
     try:
         while not stop.is_set():
-            leadership.wait(settings.tick_ms / 1000)
-            health.beat()
-            if not leadership.is_leader:
-                publisher.close()
-                fenced_at = None
-                health.set_ready(True, "standby (another replica leads)")
-                continue
-            if not publisher.started:
-                # Fenced while the lease still looks ours: the newer leader's assignment will
-                # revoke it soon. Start again (fencing back) only on a new assignment, or if the
-                # lease is still ours after twice the session timeout.
-                if (
-                    fenced_at is not None
-                    and started_for == leadership.assignments
-                    and clock.monotonic_ms() - fenced_at < 2 * settings.session_timeout_ms
-                ):
-                    health.set_ready(True, "fenced: waiting for the group to settle")
-                    continue
-                try:
-                    publisher.start()
-                    started_for, fenced_at = leadership.assignments, None
-                except Exception as exc:
-                    health.set_ready(False, f"ring producer not ready: {exc}")
-                    log.exception("could not initialise the ring producer; retrying next tick")
-                    continue
-            if not stop.is_set():
-                try:
-                    reconcile_the_index()
-                    releaser.tick()
-                    health.set_ready(True, "leading")
-                    if pending is not None:
-                        pending.maybe_refresh()
-                except ReleaserFenced as exc:
-                    metrics.fenced.inc()
-                    fenced_at = clock.monotonic_ms()
-                    log.warning("%s: another releaser leads; standing by", exc)
-                except Exception as exc:
-                    # Cassandra or Kafka trouble: nothing was lost (the watermark did not move
-                    # past the failing bucket); try again on the next tick.
-                    health.set_ready(False, f"release tick failing: {exc}")
-                    log.exception("release tick failed; retrying next tick")
-                    publisher.abort()
+            loop.step()
     finally:
         consumer.close()  # leaves the group: another replica takes over at once
         writers.shutdown(wait=True)
