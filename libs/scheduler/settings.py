@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scheduler.domain.ring import Ring
@@ -125,6 +125,11 @@ class CassandraSettings(BaseSettings):
     reconnect_max_s: float = Field(
         default=2.0, gt=0, description="cap of the driver's exponential reconnection backoff"
     )
+    address_map: dict[str, str] = Field(
+        default={},
+        description="a node's address (as the cluster announces it) -> the host:port to connect"
+        " to instead: nodes behind NAT or a proxy per node; contact points are mapped too",
+    )
     ssl_enabled: bool = Field(default=False, description="TLS to the CQL port (scheduler.tls)")
     ssl_ca_location: str | None = Field(
         default=None, description="PEM CA bundle the nodes are verified against; unset: system CAs"
@@ -141,6 +146,15 @@ class CassandraSettings(BaseSettings):
         description="verify that a node's certificate names the address connected to (the driver"
         " connects to each node's rpc_address); false: the chain is still verified",
     )
+
+    @field_validator("address_map")
+    @classmethod
+    def _host_and_port(cls, mapping: dict[str, str]) -> dict[str, str]:
+        for node, target in mapping.items():
+            host, _, port = target.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"address_map[{node!r}] = {target!r}: expected host:port")
+        return mapping
 
     @model_validator(mode="after")
     def _tls_files_need_tls(self) -> CassandraSettings:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from cassandra import ConsistencyLevel
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
+from cassandra.connection import DefaultEndPoint, DefaultEndPointFactory, EndPoint
 from cassandra.policies import (
     DCAwareRoundRobinPolicy,
     ExponentialReconnectionPolicy,
@@ -27,8 +28,10 @@ def connect(settings: CassandraSettings, keyspace: str | None = None) -> tuple[C
     auth = None
     if settings.username and settings.password:
         auth = PlainTextAuthProvider(settings.username, settings.password.get_secret_value())
+    factory = MappedEndPointFactory(settings.address_map, settings.port)
     cluster = Cluster(
-        contact_points=settings.contact_points,
+        contact_points=[factory.mapped(host, settings.port) for host in settings.contact_points],
+        endpoint_factory=factory,
         port=settings.port,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         auth_provider=auth,
@@ -48,3 +51,26 @@ def connect(settings: CassandraSettings, keyspace: str | None = None) -> tuple[C
         cluster.shutdown()
         raise
     return cluster, session
+
+
+class MappedEndPointFactory(DefaultEndPointFactory):  # type: ignore[misc]
+    """The driver connects to every node at the address and port the cluster announces
+    (system.peers_v2); `address_map` (CassandraSettings) replaces some of them with a host:port
+    to use instead: nodes behind NAT, or a TCP proxy per node as the fault campaign puts between
+    each service process and each node. The driver's AddressTranslator maps the address only,
+    and a proxy per node on one host needs its own port."""
+
+    def __init__(self, address_map: dict[str, str], port: int) -> None:
+        super().__init__(port=port)
+        self.address_map = address_map
+
+    def mapped(self, address: str, port: int) -> DefaultEndPoint:
+        target = self.address_map.get(address)
+        if target is None:
+            return DefaultEndPoint(address, port)
+        host, _, mapped_port = target.rpartition(":")
+        return DefaultEndPoint(host, int(mapped_port))
+
+    def create(self, row: dict[str, object]) -> EndPoint:
+        endpoint = super().create(row)
+        return self.mapped(endpoint.address, endpoint.port)
