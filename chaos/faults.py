@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from chaos.nemesis import Fault
-from chaos.nodes import Topology
+from chaos.nodes import Node, Topology
 from scheduler.clock import Clock
 
 
@@ -61,27 +61,27 @@ class Nemesis:
         detail = {
             "cassandra_delay": f"+{fault.delay_s} s",
             "rescale": f"{len(self.topology.fleet.current)} -> {fault.instances} instances",
-        }.get(fault.kind, "")
+        }.get(fault.kind, fault.target if fault.target in self.topology.roles else "")
         window = Window(fault.kind, name, detail, self.clock.now_ms())
         self.timeline.append(window)
         self.log(f"fault {fault.kind} {name} {detail} (heal after {fault.heal_after_s} s)")
         try:
-            self._inject_and_heal(fault, name)
+            self._inject_and_heal(fault, name, node)
         except Exception as exc:  # noqa: BLE001 (a fault that fails is reported, not fatal)
             window.error = f"{type(exc).__name__}: {exc}"
             self.log(f"fault {fault.kind} {name} failed: {window.error}")
         window.healed_ms = self.clock.now_ms()
 
-    def _inject_and_heal(self, fault: Fault, name: str) -> None:
+    def _inject_and_heal(self, fault: Fault, name: str, node: Node | None) -> None:
         t = self.topology
         heal_s = fault.heal_after_s
         if fault.kind in ("kill9", "kafka_kill"):
-            node = t.resolve(fault.target, fault.slot)
+            assert node is not None
             node.kill9()
             self.wait(heal_s)
             node.start()
         elif fault.kind in ("pause", "cassandra_pause"):
-            node = t.resolve(fault.target, fault.slot)
+            assert node is not None
             node.pause()
             self.wait(heal_s)
             node.resume()

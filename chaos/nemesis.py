@@ -77,8 +77,13 @@ def plan(
     faults: list[Fault] = []
     at = warmup_s
     rescales = 0
+    # every kind once first, in a seeded order (a rare kind is then never missing from a run
+    # long enough for one of each), then drawn by weight
+    first = rng.sample(usable, len(usable))
     while True:
-        kind = rng.choices(usable, weights=[WEIGHTS[k] for k in usable])[0]
+        kind = (
+            first.pop() if first else rng.choices(usable, weights=[WEIGHTS[k] for k in usable])[0]
+        )
         heal = round(rng.uniform(HEAL_MIN_S, HEAL_MAX_S), 1)
         if at + heal > duration_s:
             break

@@ -1,18 +1,20 @@
 """What the nemesis can hit, as named nodes of a kind (kafka, cassandra, ingest, bucketer,
 releaser, dispatcher) with kill9 / start / pause / resume. The single-node topology is one
-broker, one Cassandra node (a PrivateStack) and two processes of each service; a multi-node
-topology (3 brokers, 3 Cassandra nodes) plugs in by providing more ServerNode-like nodes."""
+broker, one Cassandra node (a PrivateStack) and two processes of each service; the cluster
+topology is 3 brokers and 3 Cassandra nodes (devservers/cluster.py) and the same services.
+Each service process reaches every Cassandra node through a link of its own (NodeLinks)."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
+from chaos.links import NodeLinks
 from scheduler.testing.processes import System
-from scheduler.testing.proxy import CuttableProxy
 from tests.support.faultstack import PrivateStack
 
 START_ATTEMPTS = 3  # a server the launcher failed to start is started again
@@ -91,15 +93,43 @@ class ServerNode:
 
 
 @dataclass
+class ClusterServerNode:
+    """A broker or Cassandra node of the cluster topology, through devservers/cluster.py's
+    handle (`start` returns once the node answers again)."""
+
+    node: Any  # cluster.Node (devservers/ is not a package: typed loosely)
+    name: str
+    kind: str  # "kafka" | "cassandra"
+
+    def kill9(self) -> None:
+        self.node.kill9()
+
+    def start(self) -> None:
+        for attempt in range(START_ATTEMPTS):
+            try:
+                self.node.start()
+                return
+            except Exception:
+                if attempt == START_ATTEMPTS - 1:
+                    raise
+                time.sleep(5.0)
+
+    def pause(self) -> None:
+        self.node.pause()
+
+    def resume(self) -> None:
+        self.node.resume()
+
+
+@dataclass
 class DispatcherFleet:
     """The dispatcher processes of the current instance count (SCHEDULER_DISPATCH_INSTANCE(S)).
     A rescale is a rolling update as in tests/e2e/test_dispatch_instances.py: the new count's
     processes start beside the old ones, and the old ones get SIGTERM once the new are ready."""
 
     system: System
-    proxies: dict[str, CuttableProxy]
-    cassandra_host: str
-    cassandra_port: int
+    proxies: dict[str, NodeLinks]
+    links: Callable[[], NodeLinks]  # a new process's own links to Cassandra
     current: list[str] = field(default_factory=list)
     step: int = 0
 
@@ -109,13 +139,12 @@ class DispatcherFleet:
         for i in range(instances):
             name = f"dispatcher-{i}-of-{instances}-s{self.step}"
             self.system.add_replica("dispatcher", name)
-            proxy = CuttableProxy(self.cassandra_host, self.cassandra_port)
-            self.proxies[name] = proxy
+            links = self.proxies[name] = self.links()
             self.system.env_overrides[name].update(
                 {
                     "SCHEDULER_DISPATCH_INSTANCE": str(i),
                     "SCHEDULER_DISPATCH_INSTANCES": str(instances),
-                    "SCHEDULER_CASSANDRA_PORT": str(proxy.port),
+                    **links.env,
                 }
             )
             self.system.start(name, wait=False)
@@ -135,17 +164,25 @@ class DispatcherFleet:
 @dataclass
 class Topology:
     """Every node of a campaign: the servers, the service replicas, the dispatcher fleet, and
-    one Cassandra proxy per service process (the link the nemesis slows or cuts)."""
+    each service process's links to Cassandra (what the nemesis slows or cuts). `roles` name
+    a server by what it does at the moment (the broker leading a ring partition, the
+    transaction coordinator): resolved when the fault fires."""
 
-    servers: list[ServerNode]
+    servers: list[ServerNode | ClusterServerNode]
     services: list[ServiceNode]
     fleet: DispatcherFleet
-    proxies: dict[str, CuttableProxy]
+    proxies: dict[str, NodeLinks]
+    roles: dict[str, Callable[[], str]] = field(default_factory=dict)
 
-    def resolve(self, target: str, slot: int) -> ServiceNode | ServerNode:
+    def resolve(self, target: str, slot: int) -> ServiceNode | ServerNode | ClusterServerNode:
         if target == "dispatcher":
             return self.fleet.node(slot)
-        nodes: list[ServiceNode | ServerNode] = [*self.servers, *self.services]
+        if target in self.roles:
+            target = self.roles[target]()
+        nodes: list[ServiceNode | ServerNode | ClusterServerNode] = [
+            *self.servers,
+            *self.services,
+        ]
         for node in nodes:
             if node.name == target:
                 return node

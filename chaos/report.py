@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +32,20 @@ def write(
     plot(out / "lateness.png", verdict, timeline, int(meta["started_ms"]))
 
 
-def worst_by_kind(verdict: Verdict) -> dict[str, int]:
-    worst: dict[str, int] = defaultdict(int)
+def by_kind(verdict: Verdict) -> dict[str, dict[str, Any]]:
+    """Per fault kind: how many, the worst lateness, and the time back to steady after the
+    heal (the worst of those that got back; `never` counts those that did not before the next
+    fault)."""
+    out: dict[str, dict[str, Any]] = {}
     for f in verdict.faults:
-        worst[f.kind] = max(worst[f.kind], f.worst_lateness_ms)
-    return dict(worst)
+        row = out.setdefault(f.kind, {"count": 0, "worst_ms": 0, "steady_ms": [], "never": 0})
+        row["count"] += 1
+        row["worst_ms"] = max(row["worst_ms"], f.worst_lateness_ms)
+        if f.steady_after_heal_ms is None:
+            row["never"] += 1
+        else:
+            row["steady_ms"].append(f.steady_after_heal_ms)
+    return out
 
 
 def markdown(verdict: Verdict, meta: dict[str, Any], timeline: list[dict[str, Any]]) -> str:
@@ -88,8 +96,21 @@ def markdown(verdict: Verdict, meta: dict[str, Any], timeline: list[dict[str, An
             f" | {stats.worst_lateness_ms} | {stats.baseline_p99_ms} | {steady}"
             f" | {stats.http_duplicates} | {window['error']} |"
         )
-    lines += ["", "## Worst lateness per fault kind", "", "| kind | worst late (ms) |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in sorted(worst_by_kind(verdict).items())]
+    lines += [
+        "",
+        "## Per fault kind",
+        "",
+        "| kind | faults | worst late (ms) | back to steady after the heal, worst (s)"
+        " | median (s) | not steady before the next fault |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind, row in sorted(by_kind(verdict).items()):
+        back = sorted(row["steady_ms"])
+        worst = f"{back[-1] / 1000:.1f}" if back else "-"
+        median = f"{back[len(back) // 2] / 1000:.1f}" if back else "-"
+        lines.append(
+            f"| {kind} | {row['count']} | {row['worst_ms']} | {worst} | {median} | {row['never']} |"
+        )
     lines += ["", "![lateness over time](lateness.png)", ""]
     return "\n".join(lines)
 

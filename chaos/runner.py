@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from confluent_kafka.admin import AdminClient
 
 from chaos import report
 from chaos.checker import TERMINAL, Facts, FaultSpan, Verdict, check
 from chaos.faults import Nemesis
+from chaos.links import NodeLinks
 from chaos.nemesis import Target, plan
-from chaos.nodes import DispatcherFleet, ServerNode, ServiceNode, Topology
-from chaos.stack import MAKE_CHAOS_PORTS, chaos_stack
+from chaos.nodes import DispatcherFleet, ServiceNode, Topology
+from chaos.stack import MAKE_CHAOS_PORTS, ClusterStack, SingleStack, campaign_stack
 from chaos.workload import AppRef, Workload
 from scheduler.cli import setup
 from scheduler.clock import SystemClock
@@ -37,11 +39,8 @@ from scheduler.testing.isolation import (
     unique_name,
 )
 from scheduler.testing.processes import System, service_env
-from scheduler.testing.proxy import CuttableProxy
 from scheduler.testing.receiver import Arrivals, HttpReceiver, KafkaReceiver
-from scheduler.testing.servers import Servers
 from scheduler.testing.stack import find_repo
-from tests.support.faultstack import PrivateStack
 from tests.support.shrunk import DEST_PREFIX, EXTRA_ENV, SCHEDULING
 from tests.support.workload import create_app, create_control_key, create_topic
 
@@ -72,7 +71,7 @@ def parse(argv: list[str]) -> Options:
     p.add_argument("--duration-s", type=float, default=600.0, help="load + faults, seconds")
     p.add_argument("--seed", type=int, default=None, help="replays the same fault schedule")
     p.add_argument("--rate", type=float, default=50.0, help="messages per second")
-    p.add_argument("--topology", choices=["single"], default="single")
+    p.add_argument("--topology", choices=["single", "cluster"], default="single")
     p.add_argument("--out", type=Path, default=None, help="default .local/chaos/<time>-s<seed>")
     p.add_argument("--keep-stack", action="store_true", help="leave the private stack running")
     p.add_argument("--longest-s", type=float, default=45.0, help="furthest sendAt, seconds")
@@ -93,13 +92,22 @@ def run(options: Options, command: str = "make chaos") -> tuple[Verdict, Path]:
         f"{time.strftime('%Y%m%d-%H%M%S')}-s{options.seed}"
     )
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    stack = chaos_stack(options.ports)
-    log(f"seed {options.seed}; output {out}; starting the private stack")
+    stack = campaign_stack(options.topology, options.ports)
+    log(f"seed {options.seed}; output {out}; starting the {options.topology} stack")
     stack.up()
-    servers = Servers(stack.kafka_bootstrap, ["127.0.0.1"], stack.cassandra_port, "chaos-stack")
+    servers = stack.servers
     unique = unique_name()
-    kafka = private_kafka(servers, unique).model_copy(update={"due_partitions": DUE_PARTITIONS})
-    cassandra = private_cassandra(servers, unique)
+    rf = stack.replication
+    kafka = private_kafka(servers, unique).model_copy(
+        update={
+            "due_partitions": DUE_PARTITIONS,
+            "replication_factor": rf,
+            "min_insync_replicas": min(2, rf),
+        }
+    )
+    cassandra = private_cassandra(servers, unique).model_copy(
+        update={"replication_factor": rf, "consistency": "LOCAL_QUORUM" if rf > 1 else "LOCAL_ONE"}
+    )
     dest_topic = f"{DEST_PREFIX}{kafka.topic_prefix}out"
     try:
         setup(kafka, cassandra, SCHEDULING)
@@ -121,20 +129,30 @@ def _quietly(action: Callable[[], None]) -> None:
 
 
 def _start_system(
-    kafka: KafkaSettings, cassandra: CassandraSettings, stack: PrivateStack, logs: Path
+    kafka: KafkaSettings,
+    cassandra: CassandraSettings,
+    stack: SingleStack | ClusterStack,
+    logs: Path,
 ) -> tuple[System, Topology]:
-    """Two processes of each service, each with its own Cassandra link (a TCP proxy the
-    nemesis can slow or cut); the dispatcher as instances 0 and 1 of 2."""
+    """Two processes of each service, each with its own links to the Cassandra nodes (TCP
+    proxies the nemesis can slow or cut); the dispatcher as instances 0 and 1 of 2."""
     ports = System.ports_for()
-    extra = {**EXTRA_ENV, "SCHEDULER_INGEST_PRODUCE_TIMEOUT_MS": "3000"}
+    extra = {
+        **EXTRA_ENV,
+        **stack.production_env,
+        "SCHEDULER_INGEST_PRODUCE_TIMEOUT_MS": "3000",
+    }
     system = System(service_env(kafka, cassandra, SCHEDULING, ports, extra), ports, logs)
     for name, service in {**REPLICAS, "dispatcher-1": "dispatcher"}.items():
         system.add_replica(service, name)
-    proxies: dict[str, CuttableProxy] = {}
+
+    def links() -> NodeLinks:
+        return NodeLinks(cassandra.contact_points, cassandra.port)
+
+    proxies: dict[str, NodeLinks] = {}
     for name in system.names:
-        proxies[name] = CuttableProxy("127.0.0.1", cassandra.port)
-        overrides = system.env_overrides.setdefault(name, {})
-        overrides["SCHEDULER_CASSANDRA_PORT"] = str(proxies[name].port)
+        proxies[name] = links()
+        system.env_overrides.setdefault(name, {}).update(proxies[name].env)
     for i, name in enumerate(("dispatcher", "dispatcher-1")):
         system.env_overrides[name].update(
             {"SCHEDULER_DISPATCH_INSTANCE": str(i), "SCHEDULER_DISPATCH_INSTANCES": "2"}
@@ -148,25 +166,40 @@ def _start_system(
         for proxy in proxies.values():
             proxy.close()
         raise
-    servers = [ServerNode(stack, "kafka", "kafka"), ServerNode(stack, "cassandra", "cassandra")]
     services = [
         ServiceNode(system, n, system.replicas.get(n, n))
         for n in system.names
         if system.replicas.get(n, n) != "dispatcher"
     ]
-    fleet = DispatcherFleet(
-        system, proxies, "127.0.0.1", cassandra.port, ["dispatcher", "dispatcher-1"]
-    )
-    return system, Topology(servers, services, fleet, proxies)
+    fleet = DispatcherFleet(system, proxies, links, ["dispatcher", "dispatcher-1"])
+    roles = kafka_roles(kafka) if len(stack.server_nodes()) > 2 else {}
+    return system, Topology(stack.server_nodes(), services, fleet, proxies, roles)
+
+
+TXN_STATE_TOPIC = "__transaction_state"  # one partition on the local brokers: one coordinator
+
+
+def kafka_roles(kafka: KafkaSettings) -> dict[str, Callable[[], str]]:
+    """The brokers a kill hurts most, found when the fault fires: the leader of partition 0 of
+    the ring topic due next, and the transaction coordinator (the leader of the transaction
+    state partition; the local brokers keep one, so it coordinates every dispatcher)."""
+
+    def leader(topic: str) -> str:
+        admin = AdminClient(kafka.client_config())
+        metadata = admin.list_topics(topic, timeout=10)
+        return f"kafka-{metadata.topics[topic].partitions[0].leader}"
+
+    return {
+        "kafka:ring-leader": lambda: leader(
+            SCHEDULING.ring(kafka).topic_for(CLOCK.now_ms() + SCHEDULING.ring_slot_ms)
+        ),
+        "kafka:txn-coordinator": lambda: leader(TXN_STATE_TOPIC),
+    }
 
 
 def targets(topology: Topology) -> list[Target]:
-    nodes: list[ServiceNode | ServerNode] = [
-        *topology.servers,
-        *topology.services,
-        *topology.replicas("dispatcher"),
-    ]
-    return [Target(n.name, n.kind) for n in nodes]
+    nodes: list[Any] = [*topology.servers, *topology.services, *topology.replicas("dispatcher")]
+    return [Target(n.name, n.kind) for n in nodes] + [Target(r, "kafka") for r in topology.roles]
 
 
 LIVENESS_PERIOD_S = 10.0  # the Deployments' livenessProbe (deploy/k8s): every 10 s,
@@ -231,7 +264,7 @@ class Supervisor:
 def _campaign(
     options: Options,
     out: Path,
-    stack: PrivateStack,
+    stack: SingleStack | ClusterStack,
     kafka: KafkaSettings,
     cassandra: CassandraSettings,
     dest_topic: str,

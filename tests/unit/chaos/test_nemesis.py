@@ -33,9 +33,9 @@ def test_a_pinned_seed_gives_pinned_faults() -> None:
 
 
 PINNED_SEED_7 = [
-    (15.0, "pause", "ingest", 2.4),
-    (28.5, "kafka_kill", "kafka", 4.3),
-    (56.4, "kill9", "dispatcher", 1.8),
+    (15.0, "rolling_restart", "bucketer", 6.2),
+    (31.8, "rescale", "dispatcher", 4.9),
+    (50.3, "kafka_kill", "kafka", 6.0),
 ]
 
 
@@ -63,6 +63,13 @@ def test_every_fault_kind_appears_and_hits_only_nodes_of_its_kinds() -> None:
             if f.kind == "cassandra_delay":
                 assert f.delay_s > 0
     assert seen == set(FAULTS)
+
+
+def test_a_run_with_room_for_one_fault_of_each_kind_has_each() -> None:
+    for seed in range(50):
+        faults = plan(seed, 600, SINGLE)
+        assert len(faults) >= len(FAULTS)
+        assert {f.kind for f in faults[: len(FAULTS)]} == set(FAULTS), seed
 
 
 def test_rescales_follow_the_cycle_from_two_instances() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chaos.checker import Arrival, FaultSpan, check
-from chaos.report import markdown, worst_by_kind
+from chaos.report import by_kind, markdown
 
 from .test_checker import T0, clean
 
@@ -40,4 +40,7 @@ def test_a_failing_run_names_the_violation_the_seed_and_each_fault() -> None:
     assert "**FAIL**" in text
     assert "| delivered_after_abort | 1 | a1 |" in text
     assert "| 1.5 | kafka_kill | kafka |  | 4.0 | 20 |" in text
-    assert worst_by_kind(verdict) == {"kafka_kill": 20}
+    row = by_kind(verdict)["kafka_kill"]
+    assert (row["count"], row["worst_ms"]) == (1, 20)
+    assert row["never"] + len(row["steady_ms"]) == 1
+    assert "| kafka_kill | 1 | 20 |" in text
