@@ -60,6 +60,7 @@ class Nemesis:
         name = node.name if node is not None else fault.target
         detail = {
             "cassandra_delay": f"+{fault.delay_s} s",
+            "kafka_delay": f"+{fault.delay_s} s",
             "rescale": f"{len(self.topology.fleet.current)} -> {fault.instances} instances",
         }.get(fault.kind, fault.target if fault.target in self.topology.roles else "")
         window = Window(fault.kind, name, detail, self.clock.now_ms())
@@ -93,6 +94,14 @@ class Nemesis:
             t.proxies[name].cut()
             self.wait(heal_s)
             t.proxies[name].restore()
+        elif fault.kind == "kafka_delay":
+            t.broker_links[name].delay(fault.delay_s, replies=True)
+            self.wait(heal_s)
+            t.broker_links[name].undelay()
+        elif fault.kind == "kafka_cut":
+            t.broker_links[name].cut()
+            self.wait(heal_s)
+            t.broker_links[name].restore()
         elif fault.kind == "rolling_restart":
             for replica in t.replicas(fault.target):
                 replica.terminate()

@@ -19,6 +19,8 @@ FAULTS: dict[str, tuple[str, ...]] = {
     "cassandra_pause": ("cassandra",),  # SIGSTOP of a Cassandra node, SIGCONT after the delay
     "cassandra_delay": SERVICE_KINDS,  # one replica's Cassandra link slowed (TCP proxy)
     "cassandra_cut": SERVICE_KINDS,  # one replica's Cassandra link cut, restored after the delay
+    "kafka_delay": ("kafka_link",),  # the services' link to one broker slowed (cluster only)
+    "kafka_cut": ("kafka_link",),  # the services' link to one broker cut (cluster only)
     "rolling_restart": SERVICE_KINDS,  # SIGTERM + start of each replica in turn (a Deployment)
     "rescale": ("dispatcher",),  # the dispatcher instance count moves to the next of the cycle
 }
@@ -30,6 +32,8 @@ WEIGHTS = {
     "cassandra_pause": 1,
     "cassandra_delay": 2,
     "cassandra_cut": 1,
+    "kafka_delay": 1,
+    "kafka_cut": 1,
     "rolling_restart": 1,
     "rescale": 1,
 }
@@ -42,7 +46,8 @@ RESCALE_CYCLE = (3, 2, 1, 2)  # from the starting 2 instances: 2 -> 3 -> 2 -> 1 
 @dataclass(frozen=True)
 class Target:
     """A node the nemesis may hit: `name` as the topology knows it, `kind` among
-    kafka, cassandra, ingest, bucketer, releaser, dispatcher."""
+    kafka, cassandra, ingest, bucketer, releaser, dispatcher, and kafka_link (the services'
+    link to one broker, named as the broker)."""
 
     name: str
     kind: str
@@ -58,7 +63,7 @@ class Fault:
     kind: str
     target: str
     heal_after_s: float
-    delay_s: float = 0.0  # cassandra_delay only
+    delay_s: float = 0.0  # cassandra_delay and kafka_delay only
     instances: int = 0  # rescale only: the new count
     slot: int = 0  # kill9/pause/link of a dispatcher: which running instance
 
@@ -98,7 +103,7 @@ def plan(
         elif victim.kind == "dispatcher":
             # the instances change with rescales: pick one of those running when it fires
             target, slot = "dispatcher", rng.randrange(3)
-        if kind == "cassandra_delay":
+        if kind in ("cassandra_delay", "kafka_delay"):
             delay = round(rng.uniform(DELAY_MIN_S, DELAY_MAX_S), 2)
         fault = Fault(round(at, 1), kind, target, heal, delay, instances, slot)
         faults.append(fault)

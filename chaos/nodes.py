@@ -164,7 +164,8 @@ class DispatcherFleet:
 @dataclass
 class Topology:
     """Every node of a campaign: the servers, the service replicas, the dispatcher fleet, and
-    each service process's links to Cassandra (what the nemesis slows or cuts). `roles` name
+    each service process's links to Cassandra and, on the cluster, every service's link to
+    each broker (what the nemesis slows or cuts). `roles` name
     a server by what it does at the moment (the broker leading a ring partition, the
     transaction coordinator): resolved when the fault fires."""
 
@@ -173,6 +174,7 @@ class Topology:
     fleet: DispatcherFleet
     proxies: dict[str, NodeLinks]
     roles: dict[str, Callable[[], str]] = field(default_factory=dict)
+    broker_links: dict[str, NodeLinks] = field(default_factory=dict)  # cluster: by broker
 
     def resolve(self, target: str, slot: int) -> ServiceNode | ServerNode | ClusterServerNode:
         if target == "dispatcher":

@@ -62,6 +62,7 @@ def markdown(verdict: Verdict, meta: dict[str, Any], timeline: list[dict[str, An
         f" {meta.get('refused', 0)}; unexpected answers: {len(meta.get('errors', []))}",
         f"- HTTP duplicates (at least once, not a violation): {verdict.http_duplicates}",
         f"- services that exited on their own and were restarted: {meta.get('exits', [])}",
+        f"- statuses that could not be read at the end, and why: {meta.get('unreadable', {})}",
         "",
         "## Violations",
         "",

@@ -64,6 +64,7 @@ class Options:
     longest_s: float = 45.0  # furthest sendAt of the workload
     warmup_s: float = 15.0  # load without faults first: the first fault's pre-fault p99
     ports: int = MAKE_CHAOS_PORTS  # the private stack's port base (chaos.stack)
+    kafka_links: bool = False  # cluster only: the services' Kafka traffic through proxies
 
 
 def parse(argv: list[str]) -> Options:
@@ -74,12 +75,26 @@ def parse(argv: list[str]) -> Options:
     p.add_argument("--topology", choices=["single", "cluster"], default="single")
     p.add_argument("--out", type=Path, default=None, help="default .local/chaos/<time>-s<seed>")
     p.add_argument("--keep-stack", action="store_true", help="leave the private stack running")
+    p.add_argument(
+        "--kafka-links",
+        action="store_true",
+        help="cluster only: the services reach the brokers through proxies, and kafka_delay and"
+        " kafka_cut are drawn (costly: see docs/CHAOS.md)",
+    )
     p.add_argument("--longest-s", type=float, default=45.0, help="furthest sendAt, seconds")
     p.add_argument("--warmup-s", type=float, default=15.0, help="load before the first fault")
     a = p.parse_args(argv)
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1_000_000)
     return Options(
-        a.duration_s, seed, a.rate, a.topology, a.out, a.keep_stack, a.longest_s, a.warmup_s
+        a.duration_s,
+        seed,
+        a.rate,
+        a.topology,
+        a.out,
+        a.keep_stack,
+        a.longest_s,
+        a.warmup_s,
+        kafka_links=a.kafka_links,
     )
 
 
@@ -92,7 +107,7 @@ def run(options: Options, command: str = "make chaos") -> tuple[Verdict, Path]:
         f"{time.strftime('%Y%m%d-%H%M%S')}-s{options.seed}"
     )
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    stack = campaign_stack(options.topology, options.ports)
+    stack = campaign_stack(options.topology, options.ports, options.kafka_links)
     log(f"seed {options.seed}; output {out}; starting the {options.topology} stack")
     stack.up()
     servers = stack.servers
@@ -109,14 +124,23 @@ def run(options: Options, command: str = "make chaos") -> tuple[Verdict, Path]:
         update={"replication_factor": rf, "consistency": "LOCAL_QUORUM" if rf > 1 else "LOCAL_ONE"}
     )
     dest_topic = f"{DEST_PREFIX}{kafka.topic_prefix}out"
+    verdict = None
     try:
         setup(kafka, cassandra, SCHEDULING)
         create_topic(kafka, dest_topic, partitions=2)
-        return _campaign(options, out, stack, kafka, cassandra, dest_topic, command)
+        verdict, out = _campaign(options, out, stack, kafka, cassandra, dest_topic, command)
+        return verdict, out
     finally:
-        for cleanup in (lambda: delete_topics(kafka), lambda: delete_topic(kafka, dest_topic)):
-            _quietly(cleanup)
-        _quietly(lambda: drop_keyspace(cassandra))
+        if verdict is not None and not verdict.ok:
+            # the evidence of a violation: the records and the topics stay for a look
+            log(
+                f"kept for inspection: keyspace {cassandra.keyspace}, topics"
+                f" {kafka.topic_prefix}* and {dest_topic} (the stack's state dir keeps them)"
+            )
+        else:
+            for cleanup in (lambda: delete_topics(kafka), lambda: delete_topic(kafka, dest_topic)):
+                _quietly(cleanup)
+            _quietly(lambda: drop_keyspace(cassandra))
         if not options.keep_stack:
             stack.down()
 
@@ -140,14 +164,16 @@ def _start_system(
     extra = {
         **EXTRA_ENV,
         **stack.production_env,
+        "SCHEDULER_KAFKA_BOOTSTRAP_SERVERS": stack.services_bootstrap(),
         "SCHEDULER_INGEST_PRODUCE_TIMEOUT_MS": "3000",
     }
     system = System(service_env(kafka, cassandra, SCHEDULING, ports, extra), ports, logs)
     for name, service in {**REPLICAS, "dispatcher-1": "dispatcher"}.items():
         system.add_replica(service, name)
+    broker_links = stack.broker_links()  # before the services: they bootstrap through them
 
     def links() -> NodeLinks:
-        return NodeLinks(cassandra.contact_points, cassandra.port)
+        return NodeLinks.cassandra(cassandra.contact_points, cassandra.port)
 
     proxies: dict[str, NodeLinks] = {}
     for name in system.names:
@@ -163,7 +189,7 @@ def _start_system(
         system.wait_ready(*system.names, timeout_s=START_TIMEOUT_S)
     except BaseException:
         system.stop()  # a failed start leaves no process behind (two bucketers once did)
-        for proxy in proxies.values():
+        for proxy in [*proxies.values(), *broker_links.values()]:
             proxy.close()
         raise
     services = [
@@ -172,8 +198,9 @@ def _start_system(
         if system.replicas.get(n, n) != "dispatcher"
     ]
     fleet = DispatcherFleet(system, proxies, links, ["dispatcher", "dispatcher-1"])
-    roles = kafka_roles(kafka) if len(stack.server_nodes()) > 2 else {}
-    return system, Topology(stack.server_nodes(), services, fleet, proxies, roles)
+    roles = kafka_roles(kafka) if isinstance(stack, ClusterStack) else {}
+    servers = stack.server_nodes()
+    return system, Topology(servers, services, fleet, proxies, roles, broker_links)
 
 
 TXN_STATE_TOPIC = "__transaction_state"  # one partition on the local brokers: one coordinator
@@ -199,7 +226,11 @@ def kafka_roles(kafka: KafkaSettings) -> dict[str, Callable[[], str]]:
 
 def targets(topology: Topology) -> list[Target]:
     nodes: list[Any] = [*topology.servers, *topology.services, *topology.replicas("dispatcher")]
-    return [Target(n.name, n.kind) for n in nodes] + [Target(r, "kafka") for r in topology.roles]
+    return [
+        *(Target(n.name, n.kind) for n in nodes),
+        *(Target(role, "kafka") for role in topology.roles),
+        *(Target(broker, "kafka_link") for broker in topology.broker_links),
+    ]
 
 
 LIVENESS_PERIOD_S = 10.0  # the Deployments' livenessProbe (deploy/k8s): every 10 s,
@@ -315,7 +346,7 @@ def _campaign(
         workload.finish()
         log(f"load stopped: {len(workload.ledger.acked)} acknowledged; settling")
         _settle(workload, arrivals, options)
-        statuses = read_statuses(ingest_urls, apps, workload)
+        statuses, unreadable = read_statuses(ingest_urls, apps, workload)
         supervisor.stop.set()
         supervisor.thread.join(180)
         time.sleep(GRACE_S)
@@ -337,13 +368,14 @@ def _campaign(
             "seed": options.seed,
             "duration_s": options.duration_s,
             "rate": options.rate,
-            "topology": options.topology,
+            "topology": options.topology + (" + Kafka links" if options.kafka_links else ""),
             "started_ms": started_ms,
             "planned_faults": [f.as_dict() for f in faults],
             "refused": ledger.refused,
             "errors": ledger.errors,
             "exits": supervisor.exits,
             "redriven": len(ledger.redriven),
+            "unreadable": unreadable,
             "aborts_sent": len(ledger.aborts),
         }
         report.write(out, verdict, meta, [w.as_dict() for w in nemesis.timeline], facts)
@@ -353,7 +385,7 @@ def _campaign(
         consumer.close()
         http.close()
         system.stop()
-        for proxy in topology.proxies.values():
+        for proxy in [*topology.proxies.values(), *topology.broker_links.values()]:
             proxy.close()
 
 
@@ -375,37 +407,49 @@ def _settle(workload: Workload, arrivals: Arrivals, options: Options) -> None:
 
 def read_statuses(
     ingest_urls: list[str], apps: dict[str, AppRef], workload: Workload
-) -> dict[str, str | None]:
-    """Every acknowledged message's status from the API, read again until terminal (bounded)."""
+) -> tuple[dict[str, str | None], dict[str, str]]:
+    """Every acknowledged message's status from the API, read again until terminal, for up to
+    STATUS_TIMEOUT_S after the first pass (which alone can take minutes: 22,000 reads); and,
+    for each message whose status could not be read at the last try, why (the answer or the
+    error: the report's `unreadable`)."""
     by_id = {a.message_id: a for a in workload.ledger.acked}
     statuses: dict[str, str | None] = dict.fromkeys(by_id)
+    why: dict[str, str] = {}
     clients = {
-        name: httpx.Client(base_url=ingest_urls[0], headers={"Authorization": app.auth}, timeout=10)
+        (name, url): httpx.Client(base_url=url, headers={"Authorization": app.auth}, timeout=10)
         for name, app in apps.items()
+        for url in ingest_urls
     }
 
-    def one(message_id: str) -> tuple[str, str | None]:
+    def one(message_id: str, attempt: int) -> tuple[str, str | None, str]:
         acked = by_id[message_id]
         name = "flaky" if acked.flaky else acked.destination
+        url = ingest_urls[attempt % len(ingest_urls)]  # another replica on each pass
         try:
-            answer = clients[name].get(f"/messages/{message_id}")
-        except httpx.HTTPError:
-            return message_id, None
-        return message_id, answer.json().get("status") if answer.status_code == 200 else None
+            answer = clients[(name, url)].get(f"/messages/{message_id}")
+        except httpx.HTTPError as exc:
+            return message_id, None, f"{url}: {type(exc).__name__}: {exc}"
+        if answer.status_code != 200:
+            return message_id, None, f"{url}: {answer.status_code} {answer.text[:200]}"
+        return message_id, answer.json().get("status"), ""
 
-    deadline = time.monotonic() + STATUS_TIMEOUT_S
+    deadline = None
     pending = list(by_id)
+    attempt = 0
     with ThreadPoolExecutor(8) as pool:
-        while pending and time.monotonic() < deadline:
-            for message_id, status in pool.map(one, pending):
+        while pending and (deadline is None or time.monotonic() < deadline):
+            for message_id, status, reason in pool.map(one, pending, [attempt] * len(pending)):
                 statuses[message_id] = status
+                why[message_id] = reason
+            deadline = deadline or time.monotonic() + STATUS_TIMEOUT_S
+            attempt += 1
             pending = [m for m in pending if statuses[m] not in TERMINAL]
             if pending:
                 log(f"{len(pending)} records not terminal yet")
                 time.sleep(5.0)
     for client in clients.values():
         client.close()
-    return statuses
+    return statuses, {m: why[m] for m in pending if statuses[m] is None}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from chaos.links import NodeLinks
 from chaos.nodes import ClusterServerNode, ServerNode
 from scheduler.testing.servers import Servers
 from scheduler.testing.stack import find_repo
@@ -63,6 +64,12 @@ class SingleStack:
     def down(self) -> None:
         self.private.down()
 
+    def broker_links(self) -> dict[str, NodeLinks]:
+        return {}  # a client finds the one broker at the address it advertises: no proxy
+
+    def services_bootstrap(self) -> str:
+        return self.private.kafka_bootstrap
+
     def server_nodes(self) -> list[ServerNode | ClusterServerNode]:
         return [
             ServerNode(self.private, "kafka", "kafka"),
@@ -75,6 +82,7 @@ PLAN = ClusterPlan()
 
 @dataclass
 class ClusterStack:
+    kafka_links: bool = False  # the services reach the brokers through proxies (--kafka-links)
     replication: int = PLAN.replication_factor
     production_env: dict[str, str] = field(
         default_factory=lambda: {
@@ -104,6 +112,16 @@ class ClusterStack:
     def down(self) -> None:
         self._launcher("down")
 
+    def broker_links(self) -> dict[str, NodeLinks]:
+        """With kafka_links, a proxy where each broker's PROXIED listener advertises itself
+        (the services reach every broker through these; scheduler.testing.topology)."""
+        if not self.kafka_links:
+            return {}
+        return {n.name: NodeLinks.broker(n.proxy_port, n.proxied_port) for n in PLAN.kafka_nodes}
+
+    def services_bootstrap(self) -> str:
+        return PLAN.kafka_proxied_bootstrap if self.kafka_links else PLAN.kafka_bootstrap
+
     def server_nodes(self) -> list[ServerNode | ClusterServerNode]:
         handle = cluster_handle()
         names = [n.name for n in PLAN.kafka_nodes] + [n.name for n in PLAN.cassandra_nodes]
@@ -121,7 +139,9 @@ def cluster_handle() -> Any:
     return cluster.Cluster()
 
 
-def campaign_stack(topology: str, ports: int = MAKE_CHAOS_PORTS) -> SingleStack | ClusterStack:
+def campaign_stack(
+    topology: str, ports: int = MAKE_CHAOS_PORTS, kafka_links: bool = False
+) -> SingleStack | ClusterStack:
     if topology == "cluster":
-        return ClusterStack()
+        return ClusterStack(kafka_links)
     return SingleStack(chaos_stack(ports))

@@ -46,4 +46,3 @@ def test_every_connection_goes_to_the_mapped_endpoint(
         proxy.restore()
     finally:
         cluster.shutdown()
-

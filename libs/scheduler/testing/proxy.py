@@ -22,9 +22,10 @@ CHUNK_BYTES = 65536
 
 
 class CuttableProxy:
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    def __init__(self, upstream_host: str, upstream_port: int, listen_port: int = 0) -> None:
+        """Listens on 127.0.0.1:`listen_port` (0: a free port, in `port`)."""
         self._upstream = (upstream_host, upstream_port)
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server(("127.0.0.1", listen_port))
         self.port: int = self._listener.getsockname()[1]
         self._up = True
         self._closed = False

@@ -10,7 +10,11 @@ Port scheme (none collides with the single-node stack's 9092/9093, 9042/7000 or 
 8080/9101-9104, so both run side by side):
 
 * Kafka node n (1-3): client 19092 + 100 (n - 1), controller that + 1 (19092/19093,
-  19192/19193, 19292/19293).
+  19192/19193, 19292/19293); a second client listener, PROXIED, on that + 2, which advertises
+  that + 3, where the fault campaign runs a proxy to it (19094 -> 19095 ...): clients that
+  bootstrap at the proxies reach every broker through them, so a link to one broker can be
+  slowed or cut while the brokers keep their own traffic (PLAINTEXT, CONTROLLER). Nothing
+  listens on the + 3 ports unless the campaign runs; other clients use PLAINTEXT.
 * Cassandra node n (1-3): 127.0.0.n, CQL 19042, storage (gossip) 17000; no JMX.
 * Service replica r (1-2): ingest API 18080 + r, metrics 18090 + r (ingest), 18100 + r
   (bucketer), 18110 + r (releaser), 18120 + r (dispatcher).
@@ -65,6 +69,16 @@ class KafkaNode:
     @property
     def voter(self) -> str:
         return f"{self.node_id}@{HOST}:{self.controller_port}"
+
+    @property
+    def proxied_port(self) -> int:
+        """The PROXIED listener: what a proxy in front of this broker forwards to."""
+        return self.port + 2
+
+    @property
+    def proxy_port(self) -> int:
+        """What the PROXIED listener advertises: where that proxy listens."""
+        return self.port + 3
 
 
 @dataclass(frozen=True)
@@ -141,6 +155,11 @@ class ClusterPlan:
         return ",".join(node.bootstrap for node in self.kafka_nodes)
 
     @property
+    def kafka_proxied_bootstrap(self) -> str:
+        """Through the proxies (when the fault campaign runs them): see the module's doc."""
+        return ",".join(f"{HOST}:{node.proxy_port}" for node in self.kafka_nodes)
+
+    @property
     def cassandra_contact_points(self) -> list[str]:
         return [node.address for node in self.cassandra_nodes]
 
@@ -193,12 +212,18 @@ def kafka_properties(plan: ClusterPlan, node: KafkaNode) -> dict[str, str]:
     """What a cluster broker's server.properties changes from the single-node template."""
     rf = str(plan.replication_factor)
     isr = str(plan.min_insync_replicas)
-    listeners = f"PLAINTEXT://{node.bootstrap},CONTROLLER://{HOST}:{node.controller_port}"
+    listeners = (
+        f"PLAINTEXT://{node.bootstrap},CONTROLLER://{HOST}:{node.controller_port},"
+        f"PROXIED://{HOST}:{node.proxied_port}"
+    )
     return {
         "node.id": str(node.node_id),
         "controller.quorum.voters": ",".join(n.voter for n in plan.kafka_nodes),
         "listeners": listeners,
-        "advertised.listeners": f"PLAINTEXT://{node.bootstrap}",
+        "advertised.listeners": f"PLAINTEXT://{node.bootstrap},PROXIED://{HOST}:{node.proxy_port}",
+        "listener.security.protocol.map": (
+            "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,PROXIED:PLAINTEXT"
+        ),
         "default.replication.factor": rf,
         "min.insync.replicas": isr,
         "offsets.topic.replication.factor": rf,

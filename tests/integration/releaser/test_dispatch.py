@@ -23,7 +23,10 @@ SETTINGS = DispatchSettings(
     allow_private_destinations=True,
     max_attempts=3,
     backoff_base_ms=200,
-    http_timeout_s=0.5,
+    # long enough that an "ok" POST never times out on a loaded host (0.5 s did once at load
+    # 30: attempt 2 was SENT and the test's first-attempt lateness check failed), short enough
+    # that the hanging app's three attempts time out within the test's 40 s
+    http_timeout_s=2.0,
     metrics_port=0,
 )
 

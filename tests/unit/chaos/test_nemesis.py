@@ -17,6 +17,15 @@ SINGLE = [
     Target("dispatcher", "dispatcher"),
     Target("dispatcher-1", "dispatcher"),
 ]
+CLUSTER = [
+    *(t for t in SINGLE if t.kind not in ("kafka", "cassandra")),
+    *(Target(f"kafka-{n}", "kafka") for n in (1, 2, 3)),
+    Target("kafka:ring-leader", "kafka"),
+    Target("kafka:txn-coordinator", "kafka"),
+    *(Target(f"cassandra-{n}", "cassandra") for n in (1, 2, 3)),
+    *(Target(f"kafka-{n}", "kafka_link") for n in (1, 2, 3)),
+]
+BROKER_LINK_FAULTS = {"kafka_delay", "kafka_cut"}
 
 
 def test_the_same_seed_gives_the_same_schedule_and_another_seed_another() -> None:
@@ -50,26 +59,39 @@ def test_faults_never_overlap_and_all_heal_before_the_end() -> None:
             assert f.at_s >= 15.0
 
 
-def test_every_fault_kind_appears_and_hits_only_nodes_of_its_kinds() -> None:
-    kinds = {t.name: t.kind for t in SINGLE}
+@pytest.mark.parametrize(
+    ("targets", "expected"),
+    [(SINGLE, set(FAULTS) - BROKER_LINK_FAULTS), (CLUSTER, set(FAULTS))],
+    ids=["single", "cluster"],
+)
+def test_every_fault_kind_appears_and_hits_only_nodes_of_its_kinds(
+    targets: list[Target], expected: set[str]
+) -> None:
     seen = set()
     for seed in range(20):
-        for f in plan(seed, 1800, SINGLE):
+        for f in plan(seed, 1800, targets):
             seen.add(f.kind)
             if f.kind in ("rolling_restart", "rescale") or f.target == "dispatcher":
                 assert f.target in FAULTS[f.kind]
             else:
-                assert kinds[f.target] in FAULTS[f.kind]
-            if f.kind == "cassandra_delay":
+                kinds = {t.kind for t in targets if t.name == f.target}
+                assert kinds & set(FAULTS[f.kind]), f
+            if f.kind in ("cassandra_delay", "kafka_delay"):
                 assert f.delay_s > 0
-    assert seen == set(FAULTS)
+    assert seen == expected
 
 
-def test_a_run_with_room_for_one_fault_of_each_kind_has_each() -> None:
+@pytest.mark.parametrize(
+    ("targets", "expected"),
+    [(SINGLE, set(FAULTS) - BROKER_LINK_FAULTS), (CLUSTER, set(FAULTS))],
+    ids=["single", "cluster"],
+)
+def test_a_run_with_room_for_one_fault_of_each_kind_has_each(
+    targets: list[Target], expected: set[str]
+) -> None:
     for seed in range(50):
-        faults = plan(seed, 600, SINGLE)
-        assert len(faults) >= len(FAULTS)
-        assert {f.kind for f in faults[: len(FAULTS)]} == set(FAULTS), seed
+        faults = plan(seed, 600, targets)
+        assert {f.kind for f in faults[: len(expected)]} == expected, seed
 
 
 def test_rescales_follow_the_cycle_from_two_instances() -> None:

@@ -52,7 +52,7 @@ def test_a_broker_renders_its_own_properties(settings: StackSettings) -> None:
     broker.write_properties()
     lines = broker.properties.read_text().splitlines()
     assert "node.id=3" in lines
-    assert "advertised.listeners=PLAINTEXT://127.0.0.1:19292" in lines
+    assert "advertised.listeners=PLAINTEXT://127.0.0.1:19292,PROXIED://127.0.0.1:19295" in lines
     assert f"log.dirs={broker.data}/kraft-combined-logs" in lines
     assert sum(line.startswith("node.id=") for line in lines) == 1
     assert broker.cluster_id != stack.KAFKA_CLUSTER_ID

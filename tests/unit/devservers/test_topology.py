@@ -26,7 +26,11 @@ REPO = Path(__file__).resolve().parents[3]
 
 def all_ports(plan: ClusterPlan) -> list[tuple[str, int]]:
     """(address, port) of every listener of the cluster."""
-    kafka = [("127.0.0.1", p) for n in plan.kafka_nodes for p in (n.port, n.controller_port)]
+    kafka = [
+        ("127.0.0.1", p)
+        for n in plan.kafka_nodes
+        for p in (n.port, n.controller_port, n.proxied_port, n.proxy_port)
+    ]
     cassandra = [(n.address, p) for n in plan.cassandra_nodes for p in (n.cql_port, n.storage_port)]
     services = [
         ("127.0.0.1", int(port))
@@ -39,7 +43,7 @@ def all_ports(plan: ClusterPlan) -> list[tuple[str, int]]:
 
 def test_no_two_listeners_share_an_address_and_port() -> None:
     ports = all_ports(PLAN)
-    assert len(ports) == len(set(ports)) == 6 + 6 + 10
+    assert len(ports) == len(set(ports)) == 12 + 6 + 10
 
 
 def test_the_single_node_stack_and_make_up_keep_their_ports() -> None:
@@ -76,8 +80,14 @@ def test_kafka_brokers_form_one_three_voter_quorum_on_the_documented_ports() -> 
 def test_kafka_properties_carry_the_production_replication_defaults() -> None:
     props = kafka_properties(PLAN, PLAN.kafka_nodes[1])
     assert props["node.id"] == "2"
-    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19192"
-    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19192,CONTROLLER://127.0.0.1:19193"
+    assert props["advertised.listeners"] == (
+        "PLAINTEXT://127.0.0.1:19192,PROXIED://127.0.0.1:19195"
+    )
+    assert props["listeners"] == (
+        "PLAINTEXT://127.0.0.1:19192,CONTROLLER://127.0.0.1:19193,PROXIED://127.0.0.1:19194"
+    )
+    assert "PROXIED:PLAINTEXT" in props["listener.security.protocol.map"]
+    assert PLAN.kafka_proxied_bootstrap == "127.0.0.1:19095,127.0.0.1:19195,127.0.0.1:19295"
     for key in (
         "default.replication.factor",
         "offsets.topic.replication.factor",
