@@ -214,9 +214,13 @@ def fault_stats(
 ) -> list[FaultStats]:
     """Per fault: worst lateness of the messages due between its injection and the next fault,
     and how long after the heal the lateness p99 (per window of due instants) is back within 2x
-    of the p99 of the messages due just before the injection."""
+    of the pre-fault p99: that of the messages due just before the injection, or that of the
+    warm-up (before any fault) if lower. A fault injected while an earlier one's backlog lasts
+    would otherwise be measured against the backlog and read "steady" at once (seed 1919)."""
     ordered = sorted(faults, key=lambda f: f.started_ms)
     last_due = max((due for due, _ in lateness), default=0)
+    first = ordered[0].started_ms if ordered else 2**62
+    warm_up = p99([late for due, late in lateness if due < first])
     out = []
     for i, f in enumerate(ordered):
         until = ordered[i + 1].started_ms if i + 1 < len(ordered) else 2**62
@@ -224,7 +228,7 @@ def fault_stats(
             late for due, late in lateness if f.started_ms - BASELINE_MS <= due < f.started_ms
         ]
         during = [late for due, late in lateness if f.started_ms <= due < until]
-        base = p99(before)
+        base = min(p99(before), warm_up) if before and warm_up else p99(before)
         bound = max(2 * base, STEADY_FLOOR_MS)
         steady = None
         start = f.healed_ms

@@ -78,8 +78,8 @@ def markdown(verdict: Verdict, meta: dict[str, Any], timeline: list[dict[str, An
         "",
         "Times in seconds from the start. *Worst late*: the latest first delivery of the messages"
         " due from the injection to the next fault. *Steady after*: from the heal until the"
-        " lateness p99 of a 5 s window of due instants is within 2x the p99 of the 30 s before"
-        " the fault (50 ms at least).",
+        " lateness p99 of a 5 s window of due instants is within 2x the pre-fault p99 (of the"
+        " 30 s before the fault, or of the warm-up if lower; 50 ms at least).",
         "",
         "| at | kind | target | detail | healed | worst late (ms) | pre-fault p99 (ms)"
         " | steady after (s) | HTTP dups | error |",

@@ -139,3 +139,17 @@ def test_a_fault_never_recovered_from_says_so() -> None:
     kill = FaultSpan("kafka_kill", "kafka", T0 + 30_000, T0 + 35_000)
     [stats] = fault_stats(lateness, [kill], [])
     assert stats.steady_after_heal_ms is None
+
+
+def test_a_fault_during_a_backlog_is_steady_only_when_the_backlog_is_gone() -> None:
+    # steady at 10 ms before the first fault; after it, 20 s late for a long while, and the
+    # second fault comes in the middle of that backlog: its 30 s before are 20 s late, so
+    # against those alone it would read "steady at once"
+    lateness = [(T0 + ms, 10) for ms in range(0, 30_000, 100)]
+    lateness += [(T0 + ms, 20_000) for ms in range(30_000, 100_000, 100)]
+    lateness += [(T0 + ms, 10) for ms in range(100_000, 120_000, 100)]
+    first = FaultSpan("kafka_kill", "kafka", T0 + 30_000, T0 + 35_000)
+    second = FaultSpan("pause", "ingest", T0 + 70_000, T0 + 72_000)
+    _, stats = fault_stats(lateness, [first, second], [])
+    assert stats.baseline_p99_ms == 10  # the steady state before any fault, not the backlog
+    assert stats.steady_after_heal_ms == 100_000 - 72_000
