@@ -86,22 +86,17 @@ class Nemesis:
             node.pause()
             self.wait(heal_s)
             node.resume()
-        elif fault.kind == "cassandra_delay":
-            t.proxies[name].delay(fault.delay_s, replies=True)
-            self.wait(heal_s)
-            t.proxies[name].undelay()
-        elif fault.kind == "cassandra_cut":
-            t.proxies[name].cut()
-            self.wait(heal_s)
-            t.proxies[name].restore()
-        elif fault.kind == "kafka_delay":
-            t.broker_links[name].delay(fault.delay_s, replies=True)
-            self.wait(heal_s)
-            t.broker_links[name].undelay()
-        elif fault.kind == "kafka_cut":
-            t.broker_links[name].cut()
-            self.wait(heal_s)
-            t.broker_links[name].restore()
+        elif fault.kind in LINK_FAULTS:
+            # a process's Cassandra links, or every service's link to one broker
+            links = t.broker_links[name] if fault.kind.startswith("kafka") else t.proxies[name]
+            if fault.kind.endswith("_delay"):
+                links.delay(fault.delay_s, replies=True)
+                self.wait(heal_s)
+                links.undelay()
+            else:
+                links.cut()
+                self.wait(heal_s)
+                links.restore()
         elif fault.kind == "rolling_restart":
             for replica in t.replicas(fault.target):
                 replica.terminate()
@@ -120,3 +115,4 @@ NODE_FAULTS = (
     "cassandra_delay",
     "cassandra_cut",
 )
+LINK_FAULTS = ("cassandra_delay", "cassandra_cut", "kafka_delay", "kafka_cut")
