@@ -6,40 +6,19 @@ and close() work."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from chaos.links import NodeLinks
+from tests.support.echo import echo_server
 
 pytestmark = [pytest.mark.integration]
 
 NODES = ["127.0.0.1", "127.0.0.2"]
-
-
-def echo_server(host: str, port: int) -> socket.socket:
-    listener = socket.create_server((host, port))
-
-    def serve(conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            while data := conn.recv(65536):
-                conn.sendall(data)
-
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    return listener
 
 
 @pytest.fixture

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from scheduler.testing.proxy import CuttableProxy
+from tests.support.echo import echo_server
 
 pytestmark = [pytest.mark.integration]
 
@@ -22,22 +22,7 @@ TIMEOUT_S = 5.0
 @pytest.fixture
 def echo() -> Iterator[int]:
     """A local echo server: every connection gets its bytes back."""
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve(conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            while data := conn.recv(65536):
-                conn.sendall(data)
-
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
+    listener = echo_server()
     yield listener.getsockname()[1]
     listener.close()
 

@@ -26,6 +26,8 @@ CLUSTER = [
     *(Target(f"kafka-{n}", "kafka_link") for n in (1, 2, 3)),
 ]
 BROKER_LINK_FAULTS = {"kafka_delay", "kafka_cut"}
+# the fault kinds each topology's targets allow (no broker links on the single topology)
+KINDS_BY_TOPOLOGY = [(SINGLE, set(FAULTS) - BROKER_LINK_FAULTS), (CLUSTER, set(FAULTS))]
 
 
 def test_the_same_seed_gives_the_same_schedule_and_another_seed_another() -> None:
@@ -59,11 +61,7 @@ def test_faults_never_overlap_and_all_heal_before_the_end() -> None:
             assert f.at_s >= 15.0
 
 
-@pytest.mark.parametrize(
-    ("targets", "expected"),
-    [(SINGLE, set(FAULTS) - BROKER_LINK_FAULTS), (CLUSTER, set(FAULTS))],
-    ids=["single", "cluster"],
-)
+@pytest.mark.parametrize(("targets", "expected"), KINDS_BY_TOPOLOGY, ids=["single", "cluster"])
 def test_every_fault_kind_appears_and_hits_only_nodes_of_its_kinds(
     targets: list[Target], expected: set[str]
 ) -> None:
@@ -81,11 +79,7 @@ def test_every_fault_kind_appears_and_hits_only_nodes_of_its_kinds(
     assert seen == expected
 
 
-@pytest.mark.parametrize(
-    ("targets", "expected"),
-    [(SINGLE, set(FAULTS) - BROKER_LINK_FAULTS), (CLUSTER, set(FAULTS))],
-    ids=["single", "cluster"],
-)
+@pytest.mark.parametrize(("targets", "expected"), KINDS_BY_TOPOLOGY, ids=["single", "cluster"])
 def test_a_run_with_room_for_one_fault_of_each_kind_has_each(
     targets: list[Target], expected: set[str]
 ) -> None:
