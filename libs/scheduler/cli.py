@@ -36,6 +36,7 @@ from confluent_kafka.admin import AdminClient
 from scheduler.clock import Clock, SystemClock
 from scheduler.encryption import ColumnCipher, EncryptionSettings
 from scheduler.kafka.admin import ensure_topics
+from scheduler.kafka.groups import describe_groups_in_child
 from scheduler.logs import configure_logging
 from scheduler.security import SecretHasher, SecuritySettings
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
@@ -179,7 +180,7 @@ def _cmd_index_buckets(args: argparse.Namespace) -> int:
             print("bucket index already complete: nothing to do")
             return 0
         groups = writer_groups(kafka, args.bucketer_group)
-        running = old_writers(AdminClient(kafka.client_config()), groups)
+        running = old_writers(describe_groups_in_child(kafka, groups))
         if running and not args.force:
             print("writers of the previous version still run; run this again once the rolling")
             print("update has replaced them (or with --force if they are gone for good):")

@@ -17,6 +17,8 @@ import pytest
 
 from scheduler.clock import SystemClock
 from scheduler.domain.ids import derived_message_id
+from scheduler.kafka.groups import GroupQueryFailed, describe_groups_in_child
+from scheduler.settings import KafkaSettings
 from scheduler.testing.servers import Servers
 from tests.support.faultstack import PrivateStack
 from tests.support.ledger import Ledger, Planned
@@ -211,3 +213,44 @@ def test_ingest_request_in_flight_when_kafka_dies_gets_503_and_nothing_is_half_s
 
 def test_kafka_restart_mid_run_loses_nothing(fault_world: World, stack: PrivateStack) -> None:
     restart_mid_run(fault_world, stack, "kafka")
+
+
+def test_group_queries_through_a_broker_kill_cost_queries_not_the_asker(
+    stack: PrivateStack,
+) -> None:
+    """librdkafka aborts a process whose group-coordinator Admin request loses its connection
+    (scheduler.kafka.groups); it killed the releaser during this file's Kafka restart. Four
+    askers query the groups without pause while the broker is killed and restarted: queries
+    fail during the outage, the asker (this process) lives, and queries answer again after."""
+    kafka = KafkaSettings(bootstrap_servers=stack.kafka_bootstrap)
+    groups = ["scheduler-bucketer", "scheduler.record-writer"]
+    failures: list[str] = []
+    answers = 0
+    stop = threading.Event()
+
+    def ask() -> None:
+        nonlocal answers
+        while not stop.is_set():
+            try:
+                describe_groups_in_child(kafka, groups, timeout_s=2.0)
+                answers += 1
+            except GroupQueryFailed as exc:
+                failures.append(str(exc))
+
+    askers = [threading.Thread(target=ask) for _ in range(4)]
+    for asker in askers:
+        asker.start()
+    try:
+        wait_for("a query answered before the kill", lambda: answers > 0, 60)
+        stack.stop("kafka", signal.SIGKILL)
+        time.sleep(3.0)
+        stack.up()
+        time.sleep(3.0)
+    finally:
+        stop.set()
+        for asker in askers:
+            asker.join(60)
+    aborted = [f for f in failures if "exited with -6" in f]
+    print(f"{answers} answered, {len(failures)} failed, {len(aborted)} of them aborted")
+    assert failures, "no query met the outage"
+    assert describe_groups_in_child(kafka, groups, timeout_s=10.0).keys() == set(groups)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from concurrent.futures import Future
-from dataclasses import dataclass
-from typing import Any, cast
+from collections.abc import Sequence
 
 import pytest
-from confluent_kafka.admin import AdminClient
 
+from scheduler.kafka.groups import GroupMember, GroupQueryFailed, Members
 from scheduler.records import DueMessage
 from scheduler.store.bucket_index import (
     Reconciler,
@@ -24,32 +22,20 @@ B = 1_893_499_200_000
 GROUPS = ["scheduler-bucketer", "t.record-writer"]
 
 
-@dataclass
-class Member:
-    client_id: str
-    host: str = "/10.0.0.7"
+class FakeGroups:
+    """The groups' members by client id; `failing` makes the next query fail."""
 
-
-@dataclass
-class Group:
-    members: list[Member]
-
-
-class FakeAdmin:
     def __init__(self, **members: list[str]) -> None:
         self.members = members
+        self.failing = False
 
-    def describe_consumer_groups(self, groups: list[str], **_: Any) -> dict[str, Future[Group]]:
-        result = {}
-        for group in groups:
-            future: Future[Group] = Future()
-            future.set_result(Group([Member(c) for c in self.members.get(group, [])]))
-            result[group] = future
-        return result
-
-
-def admin(**members: list[str]) -> AdminClient:
-    return cast(AdminClient, FakeAdmin(**members))
+    def describe(self, groups: Sequence[str]) -> Members:
+        if self.failing:
+            raise GroupQueryFailed("group query exited with -6")
+        return {
+            group: [GroupMember(c, "/10.0.0.7") for c in self.members.get(group, [])]
+            for group in groups
+        }
 
 
 def message(n: int, due_ms: int) -> DueMessage:
@@ -66,13 +52,13 @@ def message(n: int, due_ms: int) -> DueMessage:
 
 
 def test_old_writers_are_the_members_without_the_tag() -> None:
-    a = admin(
+    groups = FakeGroups(
         **{
             "scheduler-bucketer": [writer_client_id("bucketer"), "rdkafka"],
             "t.record-writer": [writer_client_id("record-writer")],
         }
     )
-    assert old_writers(a, GROUPS) == ["scheduler-bucketer/rdkafka@/10.0.0.7"]
+    assert old_writers(groups.describe(GROUPS)) == ["scheduler-bucketer/rdkafka@/10.0.0.7"]
 
 
 def test_backfill_indexes_listed_buckets_from_the_watermark_and_marks_complete() -> None:
@@ -91,8 +77,8 @@ def test_the_backfill_waits_for_two_checks_in_a_row_without_an_old_writer() -> N
     store = InMemoryBucketStore()
     store.mark_index_incomplete()
     store.store_unindexed(B, 0, message(1, B + 1))
-    kafka = FakeAdmin(**{"scheduler-bucketer": ["rdkafka"]})
-    reconciler = Reconciler(store, cast(AdminClient, kafka), GROUPS)
+    kafka = FakeGroups(**{"scheduler-bucketer": ["rdkafka"]})
+    reconciler = Reconciler(store, kafka.describe, GROUPS)
     assert reconciler.check(B) is None  # an old bucketer runs
     kafka.members = {}
     assert reconciler.check(B) is None  # gone: once is not enough
@@ -110,8 +96,26 @@ def test_the_backfill_waits_for_two_checks_in_a_row_without_an_old_writer() -> N
 def test_an_old_writer_seen_again_makes_the_index_incomplete() -> None:
     store = InMemoryBucketStore()
     assert store.index_complete()
-    Reconciler(store, admin(**{"t.record-writer": ["rdkafka"]}), GROUPS).check(B)
+    Reconciler(store, FakeGroups(**{"t.record-writer": ["rdkafka"]}).describe, GROUPS).check(B)
     assert not store.index_complete()
+
+
+def test_a_failed_group_query_breaks_the_run_of_clean_checks() -> None:
+    """A query that could not look (its child aborted) proves nothing: the two clean checks
+    the backfill waits for must be two answered ones in a row."""
+    store = InMemoryBucketStore()
+    store.mark_index_incomplete()
+    kafka = FakeGroups()
+    reconciler = Reconciler(store, kafka.describe, GROUPS)
+    assert reconciler.check(B) is None  # first clean check
+    kafka.failing = True
+    with pytest.raises(GroupQueryFailed):
+        reconciler.check(B)
+    kafka.failing = False
+    assert reconciler.check(B) is None  # one clean check again, not two
+    assert not store.index_complete()
+    assert reconciler.check(B) is not None
+    assert store.index_complete()
 
 
 def test_a_watermark_above_the_claim_means_an_old_releaser_led() -> None:

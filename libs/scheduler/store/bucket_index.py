@@ -26,11 +26,10 @@ previous version moves the watermark without claiming first); the next backfill 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka.admin import AdminClient
-
+from scheduler.kafka.groups import Members
 from scheduler.settings import KafkaSettings
 from scheduler.store.ports import BucketStore
 
@@ -57,16 +56,14 @@ class BackfillResult:
     below_watermark: int  # listed buckets the releaser has already passed (not indexed)
 
 
-def old_writers(admin: AdminClient, groups: Sequence[str], timeout_s: float = 10.0) -> list[str]:
+def old_writers(members: Members) -> list[str]:
     """Members of the writer groups that do not write index entries: "group/client id@host"."""
-    found = []
-    futures = admin.describe_consumer_groups(list(groups), request_timeout=timeout_s)
-    for group, future in futures.items():
-        description = future.result()
-        for member in description.members:
-            if INDEX_WRITER_TAG not in (member.client_id or ""):
-                found.append(f"{group}/{member.client_id}@{member.host}")
-    return found
+    return [
+        f"{group}/{member.client_id}@{member.host}"
+        for group, found in members.items()
+        for member in found
+        if INDEX_WRITER_TAG not in member.client_id
+    ]
 
 
 def backfill(buckets: BucketStore, now_ms: int) -> BackfillResult:
@@ -101,15 +98,26 @@ class Reconciler:
     could fall in the second it takes to restart it (its static membership usually keeps it in
     the group meanwhile, but not always)."""
 
-    def __init__(self, buckets: BucketStore, admin: AdminClient, groups: Sequence[str]) -> None:
+    def __init__(
+        self,
+        buckets: BucketStore,
+        describe_groups: Callable[[Sequence[str]], Members],
+        groups: Sequence[str],
+    ) -> None:
         self._buckets = buckets
-        self._admin = admin
+        self._describe_groups = describe_groups
         self._groups = list(groups)
         self._clean_checks = 0
 
     def check(self, now_ms: int) -> BackfillResult | None:
-        """One check; returns the backfill's result when it ran."""
-        running = old_writers(self._admin, self._groups)
+        """One check; returns the backfill's result when it ran. A failed group query raises
+        and counts as a check that saw an old writer (the next check asks again)."""
+        try:
+            members = self._describe_groups(self._groups)
+        except Exception:
+            self._clean_checks = 0
+            raise
+        running = old_writers(members)
         complete = self._buckets.index_complete()
         if running:
             self._clean_checks = 0

@@ -22,6 +22,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -29,6 +30,7 @@ from confluent_kafka.admin import AdminClient
 
 from scheduler.clock import Clock
 from scheduler.kafka.admin import ensure_topics
+from scheduler.kafka.groups import describe_groups_in_child
 from scheduler.ops import Health
 from scheduler.records import DueMessage
 from scheduler.settings import KafkaSettings, SchedulingSettings
@@ -345,7 +347,7 @@ def run_releaser(
     )
     reconciler = Reconciler(
         buckets,
-        AdminClient(kafka.client_config()),
+        partial(describe_groups_in_child, kafka),
         writer_groups(kafka, settings.bucketer_group_id),
     )
     index_checked_at: float | None = None
