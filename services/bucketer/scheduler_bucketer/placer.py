@@ -1,6 +1,6 @@
 """Placement of messages entering the bucketer: route, write durably, re-check, queue sends.
 
-A message enters from a new request, a redrive or a reschedule; all three go through the same
+A message enters from a new request or a redrive; both go through the same
 `Placer.place` (decision 3: retries and redrives re-enter through the same placement).
 """
 
@@ -34,11 +34,11 @@ log = logging.getLogger("scheduler_bucketer.placer")
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One message (re-)entering placement: a new request, a redrive or a reschedule."""
+    """One message (re-)entering placement: a new request or a redrive."""
 
     message: DueMessage
     shards: int
-    event: str  # log wording: scheduled, redriven, rescheduled
+    event: str  # log wording: scheduled, redriven
     log_at_ms: int  # deterministic per event, so a replayed log write upserts the same row
     content: MessageContent | None = None  # saved with the status (new requests only)
 

@@ -179,10 +179,12 @@ def test_grace_periods_and_the_dispatchers_shutdown_timeout() -> None:
     )
     assert _pod(objects, "dispatcher-0")["terminationGracePeriodSeconds"] == 90
     assert _config(objects)["SCHEDULER_DISPATCH_SHUTDOWN_TIMEOUT_MS"] == "50000"
+    # after the stop, the record writer (10 s) and the producer's flush (10 s) may each take
+    # their bound, and the consumers close: 50 s + 10 s of grace would be killed mid-exit
     err = _refused(
-        "dispatcher.shutdownTimeoutMs=55000", "dispatcher.terminationGracePeriodSeconds=60"
+        "dispatcher.shutdownTimeoutMs=50000", "dispatcher.terminationGracePeriodSeconds=60"
     )
-    assert "must exceed dispatcher.shutdownTimeoutMs" in err
+    assert "must exceed dispatcher.shutdownTimeoutMs (50000 ms) by at least 25 s" in err
 
 
 def test_ingest_grace_covers_its_drain() -> None:

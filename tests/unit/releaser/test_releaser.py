@@ -130,12 +130,20 @@ def test_overdue_buckets_after_downtime_are_released_at_once_in_order() -> None:
     assert w.buckets.partitions(bucket_start(stored[0].due_ms, WIDTH)) == []
 
 
-def test_deleted_app_messages_are_aborted_not_released() -> None:
+@pytest.mark.parametrize(
+    ("app_id", "reason"),
+    [("gone", "application deleted"), ("never-created", "application not found")],
+)
+def test_messages_of_a_deleted_or_missing_app_are_aborted_not_released(
+    app_id: str, reason: str
+) -> None:
     w = World()
-    m = w.store(1, w.clock.now_ms() + 1_000, app_id="gone")
+    m = w.store(1, w.clock.now_ms() + 1_000, app_id=app_id)
     w.releaser.tick()
     assert w.publisher.acked == []
     assert w.status(m) is Status.ABORTED
+    aborted = w.messages.logs(app_id, m.message_id)[-1]
+    assert (aborted.status, aborted.data) == (Status.ABORTED, {"reason": reason})
 
 
 def test_a_failed_flush_leaves_the_bucket_and_the_watermark_for_the_next_tick() -> None:

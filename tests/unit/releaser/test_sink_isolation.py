@@ -68,6 +68,36 @@ def test_a_refused_destination_record_leaves_the_transaction_and_the_rest_commit
     run(s, steps)
 
 
+@pytest.mark.parametrize(
+    ("code", "permanent"),
+    [(KafkaError.TOPIC_AUTHORIZATION_FAILED, True), (KafkaError.NOT_ENOUGH_REPLICAS, False)],
+    ids=["denied", "too-few-replicas"],
+)
+def test_a_denied_or_under_replicated_destination_fails_alone(code: int, permanent: bool) -> None:
+    p = FakeProducer()
+    p.refuse["denied.topic"] = KafkaError(code)
+    s, tracker, _, metrics = sink(p)
+    for offset in (1, 2):
+        tracker.received("ring.1", 0, offset, now_ms=0)
+    refusals: list[Refusal] = []
+    s.emit(
+        [dest("denied.topic", b"x"), OutRecord("results", b"bad")],
+        Position("ring.1", 0, 1),
+        on_refused=refusals.append,
+    )
+    s.emit([dest("good.topic", b"fine"), OutRecord("results", b"ok")], Position("ring.1", 0, 2))
+
+    async def steps() -> None:
+        await s.flush()
+        [refusal] = refusals
+        assert (refusal.code, refusal.permanent) == (KafkaError(code).name(), permanent)
+        assert p.committed == [([("good.topic", b"fine"), ("results", b"ok")], [])]
+        kind = "permanent" if permanent else "transient"
+        assert metrics.refusals.labels(refusal.code, kind)._value.get() == 1
+
+    run(s, steps)
+
+
 def test_a_destination_that_does_not_answer_is_refused_after_the_destination_timeout() -> None:
     p = FakeProducer()
     p.silent.add("slow.topic")

@@ -161,10 +161,12 @@ class Releaser:
                 self._settle(bucket, batch)
                 return len(partitions), batch.released, False
             app = self._apps.get_app(app_id)
-            deleted = app is None or app.deleted_ms is not None
+            gone = "application not found" if app is None else None
+            if app is not None and app.deleted_ms is not None:
+                gone = "application deleted"
             for chunk in _chunks(self._buckets.read(bucket, app_id, shard), CHUNK):
-                if deleted:
-                    self._mark(chunk, Status.ABORTED)
+                if gone:
+                    self._mark(chunk, Status.ABORTED, {"reason": gone})
                     self._metrics.aborted.inc(len(chunk))
                     continue
                 batch.messages += chunk
@@ -182,7 +184,7 @@ class Releaser:
             for message in batch.messages:
                 self._publisher.publish(message, now)
             self._publisher.flush()  # committed in the ring before the records say QUEUED
-            self._mark(batch.messages, Status.QUEUED)
+            self._mark(batch.messages, Status.QUEUED, {})
             self._metrics.released.inc(len(batch.messages))
             batch.released += len(batch.messages)
             batch.messages = []
@@ -192,12 +194,9 @@ class Releaser:
             list(self._writers.map(lambda p: drop(bucket, *p), batch.done))
             batch.done = []
 
-    def _mark(self, chunk: list[DueMessage], status: Status) -> None:
+    def _mark(self, chunk: list[DueMessage], status: Status, data: dict[str, object]) -> None:
         now = self._clock.now_ms()
         event = "released" if status is Status.QUEUED else "aborted"
-        data: dict[str, object] = (
-            {} if status is Status.QUEUED else {"reason": "application deleted"}
-        )
 
         def write(m: DueMessage) -> None:
             state = StatusUpdate(status, m.generation, m.attempt, m.due_ms, now)
