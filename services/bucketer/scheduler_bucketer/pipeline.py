@@ -9,7 +9,7 @@ committed, in this order:
    writes overlap with decoding), and wait until all are durable;
 3. re-read the release claim: a stored message whose bucket was claimed meanwhile is also sent
    directly (decision 2; duplicates are removed downstream by (id, generation, attempt));
-4. commands (abort, redrive; RESCHEDULE is refused), after the requests of the same batch are written;
+4. commands (abort, redrive; RESCHEDULE is refused), after the requests of the batch are written;
 5. produce the direct sends and the rejections, flush, and check that Kafka acknowledged all.
 
 It returns normally only when all of that is durable; the caller then commits the offsets. Any
