@@ -124,8 +124,13 @@ class ClusterServerNode:
 @dataclass
 class DispatcherFleet:
     """The dispatcher processes of the current instance count (SCHEDULER_DISPATCH_INSTANCE(S)).
-    A rescale is a rolling update as in tests/e2e/test_dispatch_instances.py: the new count's
-    processes start beside the old ones, and the old ones get SIGTERM once the new are ready."""
+
+    A rescale is what `helm upgrade --set dispatcher.instances=N` does to the chart's
+    Deployments, one per instance, strategy Recreate (deploy/k8s/chart/templates/
+    deployments.yaml): every old process gets SIGTERM at once (its Deployment changed or was
+    removed); an instance number that existed before starts its new process once the old one
+    of that number has exited, a new number starts at once. New numbers therefore overlap
+    with old processes still stopping, and fence them (the fencing under test)."""
 
     system: System
     proxies: dict[str, NodeLinks]
@@ -134,28 +139,37 @@ class DispatcherFleet:
     step: int = 0
 
     def launch(self, instances: int) -> list[str]:
+        """Start every instance of `instances` (the first fleet)."""
         self.step += 1
-        names = []
-        for i in range(instances):
-            name = f"dispatcher-{i}-of-{instances}-s{self.step}"
-            self.system.add_replica("dispatcher", name)
-            links = self.proxies[name] = self.links()
-            self.system.env_overrides[name].update(
-                {
-                    "SCHEDULER_DISPATCH_INSTANCE": str(i),
-                    "SCHEDULER_DISPATCH_INSTANCES": str(instances),
-                    **links.env,
-                }
-            )
-            self.system.start(name, wait=False)
-            names.append(name)
-        return names
+        return [self._start(i, instances) for i in range(instances)]
+
+    def _start(self, instance: int, instances: int) -> str:
+        name = f"dispatcher-{instance}-of-{instances}-s{self.step}"
+        self.system.add_replica("dispatcher", name)
+        links = self.proxies[name] = self.links()
+        self.system.env_overrides[name].update(
+            {
+                "SCHEDULER_DISPATCH_INSTANCE": str(instance),
+                "SCHEDULER_DISPATCH_INSTANCES": str(instances),
+                **links.env,
+            }
+        )
+        self.system.start(name, wait=False)
+        return name
 
     def roll(self, instances: int) -> None:
-        old, new = self.current, self.launch(instances)
-        self.system.wait_ready(*new, timeout_s=READY_TIMEOUT_S)
-        self.current = new
-        self.system.stop(*old)
+        old = self.current
+        self.step += 1
+        for name in old:
+            self.system.procs[name].send_signal(signal.SIGTERM)
+        kept = min(len(old), instances)
+        new = {i: self._start(i, instances) for i in range(kept, instances)}
+        for i in range(kept):
+            self.system.stop(old[i])  # already signalled: waits for the exit (Recreate)
+            new[i] = self._start(i, instances)
+        self.system.stop(*old[kept:])
+        self.current = [new[i] for i in range(instances)]
+        self.system.wait_ready(*self.current, timeout_s=READY_TIMEOUT_S)
 
     def node(self, slot: int) -> ServiceNode:
         return ServiceNode(self.system, self.current[slot % len(self.current)], "dispatcher")
