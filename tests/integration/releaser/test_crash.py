@@ -12,6 +12,7 @@ from confluent_kafka import Consumer
 
 from scheduler.store.ports import Application
 from scheduler.testing.processes import System, service_env
+from tests.support.processes import wait_for
 
 from .conftest import CLOCK, Env
 from .test_dispatch import create_topic, delete_topic, due_message
@@ -31,8 +32,16 @@ def test_kill_9_during_a_kafka_burst_neither_loses_nor_duplicates(env: Env, tmp_
     dest = f"dest-{uuid.uuid4().hex[:8]}"
     create_topic(env, dest)
     env.add_app(Application(app_id="k", owner_id="o", name="k", type="KAFKA", endpoint=dest))
+    # Ready before the burst is due: a dispatcher that started after it (a slow start on a
+    # loaded host) found all 2,000 overdue and delivered them in one go, leaving no window.
+    system.start("dispatcher", wait=False)
+    wait_for(
+        "the dispatcher started",
+        lambda: "settled attempts loaded" in system.log_text("dispatcher"),
+        120,
+    )
     now = CLOCK.now_ms()
-    burst = [due_message("k", now + 2_000 + i * 2) for i in range(2_000)]  # 4 s of 500/s
+    burst = [due_message("k", now + 3_000 + i * 2) for i in range(2_000)]  # 4 s of 500/s
     for m in burst:  # ring records only: the record check lets a missing record fire
         env.producer.produce(
             env.topics.ring.topic_for(m.due_ms),
@@ -49,7 +58,6 @@ def test_kill_9_during_a_kafka_burst_neither_loses_nor_duplicates(env: Env, tmp_
                 if msg.error() is None:
                     seen[msg.key().decode()] += 1
 
-    system.start("dispatcher", wait=False)
     try:
         # kill -9 once deliveries are under way (the burst is half through)
         deadline = CLOCK.monotonic_ms() + 30_000
