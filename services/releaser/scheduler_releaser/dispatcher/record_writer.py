@@ -17,6 +17,7 @@ from scheduler.domain.status import Status
 from scheduler.records import DeliveryOutcome, DeliveryResult
 from scheduler.store.ports import LogEntry, MessageStore, StatusUpdate
 from scheduler.store.usage import UsageKind, UsageStore, usage_day
+from scheduler_releaser.app_gone import APP_DELETED, APP_NOT_FOUND
 
 from .verdict import Verdict
 
@@ -29,8 +30,8 @@ COUNTED = {DeliveryOutcome.SENT: UsageKind.SENT, DeliveryOutcome.FAILED: UsageKi
 # would otherwise stay QUEUED for good. Precedence keeps a SENT record SENT.
 ENDS_ABORTED = {
     Verdict.ABORTED.value: "abort command",
-    Verdict.APP_DELETED.value: "application deleted",
-    Verdict.APP_MISSING.value: "application not found",
+    Verdict.APP_DELETED.value: APP_DELETED,
+    Verdict.APP_MISSING.value: APP_NOT_FOUND,
 }
 
 

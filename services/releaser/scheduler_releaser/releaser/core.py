@@ -37,6 +37,7 @@ from scheduler.domain.status import Status
 from scheduler.records import DueMessage
 from scheduler.settings import SchedulingSettings
 from scheduler.store.ports import AppLookup, BucketStore, LogEntry, MessageStore, StatusUpdate
+from scheduler_releaser.app_gone import gone_reason
 from scheduler_releaser.metrics import ReleaseMetrics
 
 log = logging.getLogger(__name__)
@@ -161,9 +162,7 @@ class Releaser:
                 self._settle(bucket, batch)
                 return len(partitions), batch.released, False
             app = self._apps.get_app(app_id)
-            gone = "application not found" if app is None else None
-            if app is not None and app.deleted_ms is not None:
-                gone = "application deleted"
+            gone = gone_reason(app)
             for chunk in _chunks(self._buckets.read(bucket, app_id, shard), CHUNK):
                 if gone:
                     self._mark(chunk, Status.ABORTED, {"reason": gone})
