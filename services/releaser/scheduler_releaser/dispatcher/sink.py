@@ -15,6 +15,10 @@ retried, with the same ring offset), and the rest is produced again and committe
 attempt's ring offset is only committed with its own settlement: offsets are computed for the
 transaction that commits, never before.
 
+A transaction that failed on a topic error, or stalled with nothing acknowledged, also costs
+its producer: after such a failure librdkafka was seen to leave the producer unable to send, even
+when its abort succeeded. The replacement (same transactional.id) names a deleted topic's record.
+
 Other abortable errors (the scheduler's own topics failing) retry the whole transaction with a
 backoff. Once `close()` was called (SIGTERM), a failed transaction is not retried: `flush`
 raises `SinkStopped` and the attempts stay unsettled (read again after the restart).
@@ -538,7 +542,16 @@ class TransactionalSink:
                 raise fatal(reports.fatal_error)
             refused = self._refusals(reports)
             if refused or reports.internal_error is not None or reports.pending:
-                self._abort(producer, attempt, topic_trouble=reports.internal_error is None)
+                # Stalled (nothing refused, the scheduler's own records unacknowledged): after
+                # a successful abort, librdkafka was seen to stall every later transaction of
+                # the same producer, so it is replaced whatever the abort's outcome.
+                stalled = not refused and reports.internal_error is None
+                self._abort(
+                    producer,
+                    attempt,
+                    topic_trouble=reports.internal_error is None,
+                    replace=stalled,
+                )
                 if refused:
                     return refused
                 if reports.internal_error is not None:
@@ -546,8 +559,8 @@ class TransactionalSink:
                     raise _RetryWhole(f"a record of the scheduler failed: {reports.internal_error}")
                 # Nothing acknowledged in time, the scheduler's records neither: a broker
                 # restarting, or a transaction stalled by a topic deleted since it was produced
-                # to (then the abort fails and the producer is replaced; the new one learns the
-                # topic is gone and its record is refused by name). Committing could block.
+                # to (the replacement producer learns the topic is gone and its record is
+                # refused by name). Committing could block.
                 raise _RetryWhole(f"records unacknowledged after {self._destination_timeout_ms} ms")
             self._wait_until(not_before_ms)
             attempt.enter_commit()
@@ -565,7 +578,11 @@ class TransactionalSink:
             if attempt.abandoned:
                 raise _Abandoned from exc
             log.warning("transaction aborted: %s", error)
-            self._abort(producer, attempt, topic_trouble=names_a_topic(error))
+            topic_trouble = names_a_topic(error)
+            # After AddPartitionsToTxn failed for a deleted topic, librdkafka's abort either
+            # fails (INVALID_TXN_STATE, below) or succeeds and leaves a producer that never
+            # sends another record (seen 1 run in 5): either way it is replaced.
+            self._abort(producer, attempt, topic_trouble=topic_trouble, replace=topic_trouble)
             raise _RetryWhole(str(error), error) from exc
 
     def _await_reports(self, producer: Producer, reports: _Reports) -> None:
@@ -584,16 +601,24 @@ class TransactionalSink:
             refused.setdefault(index, timed_out(self._destination_timeout_ms))
         return refused
 
-    def _abort(self, producer: Producer, attempt: _Attempt, topic_trouble: bool) -> None:
+    def _abort(
+        self, producer: Producer, attempt: _Attempt, topic_trouble: bool, replace: bool = False
+    ) -> None:
         """`topic_trouble`: the transaction failed on a destination's account (a refusal, no
         acknowledgement, a topic error): only then may a fatal INVALID_TXN_STATE of the abort
-        be taken for the deleted-topic case below rather than for a fence."""
+        be taken for the deleted-topic case below rather than for a fence. `replace`: the
+        producer is replaced even when the abort succeeds."""
         self._metrics.transactions.labels("aborted").inc()
         # Only the current attempt on the current producer may mark the sink: an abandoned
         # thread that wakes up must not make the replacement producer abort or be replaced.
         current = producer is self._producer and not attempt.abandoned
         try:
             producer.abort_transaction(ABORT_TIMEOUT_S)
+            if replace and current:
+                log.warning(
+                    "transaction aborted after a stall or a topic error: the producer is replaced"
+                )
+                self._broken = True
         except KafkaException as abort_exc:
             # A fence that lands mid-commit can surface only here (the commit failed
             # with UNKNOWN, the abort then with _FENCED): the caller must stand down.
