@@ -156,15 +156,32 @@ def test_a_bulk_abort_of_one_tenant_does_not_hold_up_another_tenants_firing(env:
         elif due <= abort_end:
             lateness["during"].append(arrivals[0] - due)
     assert not set(ringed) & set(received)  # the aborts were applied
-    during_lag = [lag * 1000 for at, lag in lags if abort_at <= at <= abort_end]
-    over = sum(lag > GUARD_MS for lag in during_lag)
+    during = [(at, lag * 1000) for at, lag in lags if abort_at <= at <= abort_end]
+    over = sum(lag > GUARD_MS for _, lag in during)
+    stale_ms = longest_stretch_above(during, GUARD_MS)
     print(
         f"A lateness p99 before {p99(lateness['before'])} ms, during {p99(lateness['during'])} ms;"
-        f" commands lag during: max {max(during_lag):.0f} ms, {over} of {len(during_lag)} samples"
-        " above the guard"
+        f" commands lag during: max {max(lag for _, lag in during):.0f} ms, {over} of"
+        f" {len(during)} samples above the guard, longest stretch {stale_ms} ms"
     )
-    # Firing did not wait for the view: it stayed within the guard while the bulk abort ran (1 %
-    # of the samples may exceed it: a starved host delays a confirmation now and then). The
-    # lateness ratio (target: p99 during within 2x of before) is the benchmark's figure: on a
-    # loaded 2-core host it varies too much run to run for an assertion.
-    assert over <= len(during_lag) // 100, (over, len(during_lag))
+    # Firing did not wait for the view: it stayed within the guard while the bulk abort ran. A
+    # view that waited for every partition at once would be stale for the whole 6 s of the bulk
+    # abort (every sample above the guard); a starved host delays a confirmation now and then
+    # (a CI run at load sampled only 70 times in 6 s, 9 of them above the guard, one stretch).
+    # So: the view is never stale for longer than 2 s on end, and for at most a fifth of the
+    # samples. The lateness ratio (target: p99 during within 2x of before) is the benchmark's
+    # figure: on a loaded 2-core host it varies too much run to run for an assertion.
+    assert stale_ms <= 2_000, (stale_ms, over, len(during))
+    assert over <= len(during) // 5, (over, len(during))
+
+
+def longest_stretch_above(samples: list[tuple[int, float]], limit_ms: float) -> int:
+    """The longest time (ms) from the first to the last of consecutive samples above `limit_ms`."""
+    longest, start = 0, None
+    for at, value in samples:
+        if value > limit_ms:
+            start = at if start is None else start
+            longest = max(longest, at - start)
+        else:
+            start = None
+    return longest
