@@ -74,7 +74,7 @@ PRODUCER = {"acks": "all", "enable.idempotence": True, "linger.ms": 5}
 
 def machine_line() -> str:
     """One line on what the figures were measured on (bench/machine.py)."""
-    from bench.machine import describe
+    from bench.machine import describe, speed_line
 
     d = describe(ROOT)
     dirty = subprocess.run(
@@ -85,7 +85,8 @@ def machine_line() -> str:
     ).stdout.strip()
     return (
         f"{d['cores']} cores ({d['cpu_model']}), {d['memory_gib']} GiB, load average at start"
-        f" {d['load_average_at_start']}; Python {d['python']}, Kafka {d['kafka']}, Cassandra"
+        f" {d['load_average_at_start']}; {speed_line(d['calibration_s'])};"  # type: ignore[arg-type]
+        f" Python {d['python']}, Kafka {d['kafka']}, Cassandra"
         f" {d['cassandra']}; checkout at {d['commit']}{' + local changes' if dirty else ''};"
         " Kafka, Cassandra, the dispatcher and this process share the machine (other test runs"
         " may too)"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.machine import speed_line
+
 FIGURES = ("p50", "p90", "p99", "p99.9", "max")
 
 
@@ -76,6 +78,7 @@ def header(meta: dict[str, Any]) -> list[str]:
         "",
         f"- {m['cores']} cores ({m['cpu_model']}), {m['memory_gib']} GiB memory, Linux"
         f" {m['kernel']}; load average at start {m['load_average_at_start']}",
+        f"- Speed: {speed_line(m.get('calibration_s'))}",
         f"- Python {m['python']}, Kafka {m['kafka']} (KRaft, one broker), Cassandra"
         f" {m['cassandra']} (one node); {packages}",
         "- Everything on this one machine: Kafka, Cassandra, the four services (one process"

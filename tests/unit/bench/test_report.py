@@ -98,6 +98,13 @@ def test_a_quick_run_is_labelled_a_sample_with_its_command_machine_and_versions(
     assert "- `lookahead_ms` = `4000`" in text
 
 
+def test_the_header_gives_the_machines_speed_and_older_results_still_render() -> None:
+    timed = results()
+    timed["meta"]["machine"]["calibration_s"] = 1.37
+    assert "a plain Python loop of 10 M additions takes 1.37 s here" in render(timed)
+    assert "speed not measured" in render(results())  # a results.json from before the loop
+
+
 def test_a_full_run_is_not_labelled_a_sample() -> None:
     assert "-mode sample" not in render(results("full"))
 
