@@ -84,7 +84,7 @@ def calibration_s(runs: int = 3) -> float:
 
 def speed_line(seconds: float | None) -> str:
     if seconds is None:
-        return "speed not measured (a report written before the calibration loop)"
+        return "not measured (these figures predate the calibration loop)"
     return f"a plain Python loop of 10 M additions takes {seconds} s here (median of 3)"
 
 

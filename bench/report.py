@@ -336,6 +336,58 @@ def resources_section(resources: dict[str, Any]) -> list[str]:
     ]
 
 
+# Not the pipeline: the load generator, the receivers and measuring, multiprocessing's helper.
+NOT_PIPELINE = frozenset({"feeder", "suite", "dispatcher/resource-tracker"})
+
+
+def delivered_per_phase(results: dict[str, Any]) -> dict[str, int]:
+    """Messages delivered in each resources phase that delivers a known number (the phase names
+    of bench/suite.py)."""
+    counts = {
+        f"steady {s['destination']} {s['rate']}/s": s["totals"]["delivered"]
+        for s in results.get("steady") or []
+    }
+    hotspot = results.get("hotspot")
+    if hotspot:
+        counts[f"hotspot {hotspot['messages']}"] = hotspot["totals"]["delivered"]
+    for r in results.get("recovery") or []:
+        counts[f"recovery {r['service']} kill -9"] = r["totals"]["delivered"]
+    return counts
+
+
+def cost_section(results: dict[str, Any]) -> list[str]:
+    """CPU milliseconds per delivered message, per process of the pipeline and in all."""
+    resources = results.get("resources") or {}
+    delivered = delivered_per_phase(results)
+    phases = [
+        (name, resources[name], n) for name, n in delivered.items() if name in resources and n
+    ]
+    if not phases:
+        return []
+    processes = sorted({p for _, phase, _ in phases for p in phase["processes"]} - NOT_PIPELINE)
+    rows = []
+    for name, phase, n in phases:
+        cpu = {p: phase["processes"][p]["cpu_s"] for p in processes if p in phase["processes"]}
+        rows.append(
+            [
+                f"{name} ({n:,} delivered in {phase['wall_s']} s)",
+                *(fmt(cpu[p] * 1000 / n, 2) if p in cpu else "-" for p in processes),
+                fmt(sum(cpu.values()) * 1000 / n, 2),
+            ]
+        )
+    return [
+        "### CPU per delivered message",
+        "",
+        "The CPU of each phase above divided by the messages it delivered, in milliseconds: the"
+        " services, Kafka and Cassandra (not the load generator or the receivers). A phase's wall"
+        " time also holds its setup, the wait for the last delivery and the idle time between"
+        " runs, so at low rates these figures are mostly the idle cost spread over few messages;"
+        " the highest rate is the closest to the marginal cost.",
+        "",
+        *table(["Phase", *processes, "all"], rows),
+    ]
+
+
 def render(results: dict[str, Any]) -> str:
     meta = results["meta"]
     lines = header(meta)
@@ -353,6 +405,7 @@ def render(results: dict[str, Any]) -> str:
         lines += recovery_section(results["recovery"])
     if results.get("resources"):
         lines += resources_section(results["resources"])
+        lines += cost_section(results)
     if results.get("errors"):
         lines += ["## Problems in this run", ""]
         lines += [f"- {e}" for e in results["errors"]] + [""]

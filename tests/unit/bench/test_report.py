@@ -102,7 +102,7 @@ def test_the_header_gives_the_machines_speed_and_older_results_still_render() ->
     timed = results()
     timed["meta"]["machine"]["calibration_s"] = 1.37
     assert "a plain Python loop of 10 M additions takes 1.37 s here" in render(timed)
-    assert "speed not measured" in render(results())  # a results.json from before the loop
+    assert "- Speed: not measured" in render(results())  # a results.json from before the loop
 
 
 def test_a_full_run_is_not_labelled_a_sample() -> None:
@@ -149,6 +149,22 @@ def test_recovery_resources_and_problems_have_their_sections() -> None:
     assert "| steady kafka 100/s (20.0 s) | 1.5 s / 80 |" in text
     assert "## Problems in this run" in text
     assert "- hotspot 5000: timed out after 100 s" in text
+
+
+def test_cpu_per_delivered_message_counts_the_pipeline_not_the_load_generator() -> None:
+    r = results()
+    r["resources"]["steady kafka 100/s"]["processes"].update(
+        {
+            "kafka": {"cpu_s": 3.0, "cores": 0.2, "peak_rss_mib": 600.0},
+            "feeder": {"cpu_s": 9.0, "cores": 0.5, "peak_rss_mib": 100.0},
+        }
+    )
+    text = render(r)
+    # totals: 500 delivered; dispatcher 1.5 s and kafka 3.0 s -> 3.00 and 6.00 ms, 9.00 in all
+    assert "| Phase | dispatcher | kafka | all |" in text
+    assert "| steady kafka 100/s (500 delivered in 20.0 s) | 3.00 | 6.00 | 9.00 |" in text
+    # a phase without a resources sample (rest 1000/s here) has no row
+    assert "steady rest 1000/s (" not in text
 
 
 def test_spread_cell() -> None:
