@@ -71,7 +71,8 @@ def header(meta: dict[str, Any]) -> list[str]:
         '- `make bench BENCH_ARGS="--quick"`: small sizes and short runs (a few minutes)',
         '- `make bench BENCH_ARGS="--with-10m"`: also 10 M pending (the deadline grows by 2 h)',
         "- other options: `--rates N` (repeat), `--runs N`, `--hotspot N`, `--only SECTION`"
-        " (repeat: steady, hotspot, recovery, ingest, pending), `--deadline-s S`, `--note TEXT`,"
+        " (repeat: idle, steady, hotspot, recovery, ingest, pending), `--deadline-s S`,"
+        " `--note TEXT`,"
         " `--render docs/bench/results.json` (this file again from the saved figures)",
         "",
         "## Machine and versions",
@@ -388,9 +389,87 @@ def cost_section(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def cassandra_section(results: dict[str, Any]) -> list[str]:
+    """Cassandra's partition writes and reads per delivered message, by phase and by table."""
+    ops = results.get("cassandra_ops") or {}
+    delivered = delivered_per_phase(results)
+    rows = []
+    for name, n in delivered.items():
+        tables = ops.get(name)
+        if tables is None or not n:
+            continue
+        writes = {t: k.get("writes", 0) for t, k in tables.items() if k.get("writes")}
+        reads = sum(k.get("reads", 0) + k.get("scans", 0) for k in tables.values())
+        by_table = ", ".join(
+            f"{t} {w / n:.2f}" for t, w in sorted(writes.items(), key=lambda tw: -tw[1])
+        )
+        rows.append(
+            [
+                f"{name} ({n:,} delivered)",
+                fmt(sum(writes.values()) / n, 2),
+                fmt(reads / n, 2),
+                by_table or "-",
+            ]
+        )
+    if not rows:
+        return []
+    return [
+        "### Cassandra operations per delivered message",
+        "",
+        "Counted by Cassandra itself (system_views.local_write_latency, local_read_latency and"
+        " local_scan_latency of the run's keyspace; bench/cassandra_ops.py) over each phase,"
+        " divided by the messages the phase delivered. A write is a partition update: rows of"
+        " one partition written in one statement or batch count once. Writes that lag behind"
+        " their phase (the niced record writer) count in the next one.",
+        "",
+        *table(["Phase", "writes", "reads", "writes by table"], rows),
+    ]
+
+
+IDLE_STACK, IDLE_SERVICES = "idle: the stack alone", "idle: the services up"
+SERVICES = ("ingest", "bucketer", "releaser", "dispatcher", "dispatcher/child")
+
+
+def idle_section(resources: dict[str, Any]) -> list[str]:
+    """The idle cost: percent of one core per process with nothing scheduled."""
+    up = resources.get(IDLE_SERVICES)
+    if not up:
+        return []
+    alone = (resources.get(IDLE_STACK) or {}).get("processes", {})
+
+    def pct(phase: dict[str, Any], name: str) -> float | None:
+        u = phase.get(name)
+        return None if u is None else 100 * u["cores"]
+
+    rows = []
+    for name in [*SERVICES, "kafka", "cassandra"]:
+        now = pct(up["processes"], name)
+        if now is None:
+            continue
+        before = pct(alone, name)
+        rows.append([name, fmt(now, 1), "-" if before is None else fmt(before, 1)])
+    services = sum(pct(up["processes"], n) or 0.0 for n in SERVICES)
+    broker_up, broker_alone = pct(up["processes"], "kafka"), pct(alone, "kafka")
+    extra = (
+        f" The broker's load from the services: {fmt(broker_up - broker_alone, 1)} % of a core."
+        if broker_up is not None and broker_alone is not None
+        else ""
+    )
+    return [
+        "## 0. Idle cost",
+        "",
+        f"Percent of one core with nothing scheduled, over {up['wall_s']} s: first the local"
+        " stack alone, then with the four services up and settled (the suite's receivers are"
+        f" also up; not counted). The services together: {fmt(services, 1)} % of a core.{extra}",
+        "",
+        *table(["Process", "services up, %", "stack alone, %"], rows),
+    ]
+
+
 def render(results: dict[str, Any]) -> str:
     meta = results["meta"]
     lines = header(meta)
+    lines += idle_section(results.get("resources") or {})
     if results.get("ingest"):
         lines += ingest_section(results["ingest"])
     if results.get("steady"):
@@ -406,6 +485,7 @@ def render(results: dict[str, Any]) -> str:
     if results.get("resources"):
         lines += resources_section(results["resources"])
         lines += cost_section(results)
+    lines += cassandra_section(results)
     if results.get("errors"):
         lines += ["## Problems in this run", ""]
         lines += [f"- {e}" for e in results["errors"]] + [""]

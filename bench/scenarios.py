@@ -43,9 +43,10 @@ class Profile:
     pending: tuple[int, ...]
     recovery_rate: int
     recovery_seconds: int
+    idle_seconds: int = 30  # nothing scheduled: the stack alone, then with the services up
 
 
-QUICK = Profile("quick", 2.0, 3, 5_000, (100, 1_000), 5, 1, 5_000, (20_000,), 200, 30)
+QUICK = Profile("quick", 2.0, 3, 5_000, (100, 1_000), 5, 1, 5_000, (20_000,), 200, 30, 10)
 FULL = Profile("full", 5.0, 3, 30_000, (100, 1_000, 5_000), 10, 3, 100_000, (1_000_000,), 1_000, 60)
 
 

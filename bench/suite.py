@@ -32,10 +32,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench import plots, scenarios
+from bench import cassandra_ops, plots, scenarios
 from bench.delivery import CLOCK
 from bench.machine import describe
-from bench.report import render
+from bench.report import IDLE_SERVICES, IDLE_STACK, render
 from bench.resources import Sampler, child_pids, stack_pids
 from bench.scenarios import FULL, QUICK, Profile
 from bench.storage import REPO
@@ -46,7 +46,8 @@ T = TypeVar("T")
 CLEANUP_RESERVE_S = 90.0  # kept free at the end: stop services, drop topics and keyspace
 MAIN_THREAD = threading.main_thread().ident or 0
 TEN_MILLION = 10_000_000
-SECTIONS = ("steady", "hotspot", "recovery", "ingest", "pending")
+SECTIONS = ("idle", "steady", "hotspot", "recovery", "ingest", "pending")
+IDLE_SETTLE_S = 15.0  # after the services started: their start-up is not idle cost
 
 
 class Budget:
@@ -112,14 +113,36 @@ def profile_from(args: argparse.Namespace) -> Profile:
 def run_sections(
     w: World, p: Profile, only: set[str], budget: Budget, sampler: Sampler, workdir: Path
 ) -> dict[str, Any]:
-    results: dict[str, Any] = {"errors": []}
+    with cassandra_ops.counter(w.cassandra) as snapshot:
+        return _run_sections(w, p, only, budget, sampler, workdir, snapshot)
+
+
+def _run_sections(
+    w: World,
+    p: Profile,
+    only: set[str],
+    budget: Budget,
+    sampler: Sampler,
+    workdir: Path,
+    snapshot: Callable[[], cassandra_ops.Counts | None],
+) -> dict[str, Any]:
+    results: dict[str, Any] = {"errors": [], "cassandra_ops": {}}
     errors: list[str] = results["errors"]
     mono = time.monotonic
 
     def section(name: str, timeout_s: float, fn: Callable[[], T]) -> T | None:
-        with sampler.phase(name, mono):
-            return budget.run(name, timeout_s, errors, fn)
+        before = snapshot()
+        try:
+            with sampler.phase(name, mono):
+                return budget.run(name, timeout_s, errors, fn)
+        finally:
+            after = snapshot()
+            if before is not None and after is not None:
+                results["cassandra_ops"][name] = cassandra_ops.delta(before, after)
 
+    if "idle" in only:
+        time.sleep(IDLE_SETTLE_S)
+        section(IDLE_SERVICES, p.idle_seconds + 30, lambda: time.sleep(p.idle_seconds))
     if "steady" in only:
         results["steady"] = []
         for destination in ("kafka", "rest"):
@@ -254,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     current: list[World] = []
     sampler = Sampler(lambda: watched(current[0] if current else None, state_dir)).start()
     results: dict[str, Any] = {}
+    if "idle" in only:  # before any service of the run starts
+        with sampler.phase(IDLE_STACK, time.monotonic):
+            time.sleep(p.idle_seconds)
     try:
         with (
             tempfile.TemporaryDirectory(prefix="bench-") as tmp,

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from bench.cassandra_ops import delta
 from bench.report import render, spread_cell
 from bench.stats import lateness_summary, median_summaries, spread
 
@@ -165,6 +166,57 @@ def test_cpu_per_delivered_message_counts_the_pipeline_not_the_load_generator() 
     assert "| steady kafka 100/s (500 delivered in 20.0 s) | 3.00 | 6.00 | 9.00 |" in text
     # a phase without a resources sample (rest 1000/s here) has no row
     assert "steady rest 1000/s (" not in text
+
+
+def test_cassandra_operations_per_delivered_message() -> None:
+    r = results()
+    r["cassandra_ops"] = {
+        "steady kafka 100/s": {
+            "messages": {"writes": 1000, "reads": 500},
+            "message_log": {"writes": 1500},
+            "buckets": {"scans": 5},
+        }
+    }
+    text = render(r)
+    # 500 delivered: 2,500 writes -> 5.00; 505 reads and scans -> 1.01
+    assert (
+        "| steady kafka 100/s (500 delivered) | 5.00 | 1.01 | message_log 3.00, messages 2.00 |"
+        in text
+    )
+    assert "### Cassandra operations" not in render(results())  # a run from before the counts
+
+
+def test_cassandra_counts_are_differences_of_two_snapshots() -> None:
+    before = {"messages": {"writes": 10, "reads": 4}}
+    after = {"messages": {"writes": 25, "reads": 4}, "buckets": {"writes": 3}}
+    assert delta(before, after) == {"messages": {"writes": 15}, "buckets": {"writes": 3}}
+
+
+def test_the_idle_cost_is_percent_of_a_core_with_the_brokers_share_from_the_services() -> None:
+    r = results()
+
+    def use(cores: float) -> dict[str, float]:
+        return {"cpu_s": cores * 30, "cores": cores, "peak_rss_mib": 100.0}
+
+    r["resources"]["idle: the stack alone"] = {
+        "wall_s": 30.0,
+        "processes": {"kafka": use(0.02), "cassandra": use(0.05)},
+    }
+    r["resources"]["idle: the services up"] = {
+        "wall_s": 30.0,
+        "processes": {
+            "kafka": use(0.34),
+            "cassandra": use(0.06),
+            "dispatcher": use(0.18),
+            "ingest": use(0.01),
+            "feeder": use(0.5),  # not a service
+        },
+    }
+    text = render(r)
+    assert "The services together: 19.0 % of a core." in text
+    assert "The broker's load from the services: 32.0 % of a core." in text
+    assert "| dispatcher | 18.0 | - |" in text and "| kafka | 34.0 | 2.0 |" in text
+    assert "## 0. Idle cost" not in render(results())
 
 
 def test_spread_cell() -> None:
