@@ -315,3 +315,24 @@ def test_a_transaction_stalled_by_a_deleted_topic_is_redone_on_a_producer_that_n
     assert stalled.committed == [] and stalled.aborted == 1
     assert [(r.code, r.permanent) for r in refusals] == [("UNKNOWN_TOPIC_OR_PART", True)]
     assert fresh.committed == [([("results", b"rest")], [])]
+
+
+@pytest.mark.parametrize(
+    "code", [KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.NOT_ENOUGH_REPLICAS]
+)
+def test_a_transaction_failed_by_a_denied_or_moving_topic_keeps_its_producer(code: int) -> None:
+    # Replacing a producer holds every tenant's commits for a moment: only a deleted topic (or a
+    # stall) is worth it. A replacement here would find no second producer and fail the test.
+    only = FakeProducer()
+    s, _, _, _ = sink(only)
+    s.emit([OutRecord("results", b"rest")], None)
+    s.emit(
+        [dest("denied.topic", b"x"), OutRecord("results", b"k")], None, on_refused=lambda _: None
+    )
+
+    async def steps() -> None:
+        only.fail = [KafkaError(code, "add partitions", txn_requires_abort=True)]
+        assert await s.flush() == 1
+
+    run(s, steps)
+    assert only.committed == [([("results", b"rest")], [])] and only.aborted == 1

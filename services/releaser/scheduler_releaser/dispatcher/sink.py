@@ -15,9 +15,10 @@ retried, with the same ring offset), and the rest is produced again and committe
 attempt's ring offset is only committed with its own settlement: offsets are computed for the
 transaction that commits, never before.
 
-A transaction that failed on a topic error, or stalled with nothing acknowledged, also costs
-its producer: after such a failure librdkafka was seen to leave the producer unable to send, even
-when its abort succeeded. The replacement (same transactional.id) names a deleted topic's record.
+A transaction that failed because a topic is gone, or stalled with nothing acknowledged, also
+costs its producer: after such a failure librdkafka was seen to leave the producer unable to
+send, even when its abort succeeded. The replacement (same transactional.id) names a deleted
+topic's record.
 
 Other abortable errors (the scheduler's own topics failing) retry the whole transaction with a
 backoff. Once `close()` was called (SIGTERM), a failed transaction is not retried: `flush`
@@ -55,6 +56,7 @@ from scheduler_releaser.metrics import DispatchMetrics
 from .offsets import OffsetTracker
 from .ports import OnCommitted, OnRefused, OutRecord
 from .refusals import (
+    TOPIC_GONE,
     Refusal,
     names_a_topic,
     refusal_of,
@@ -578,11 +580,17 @@ class TransactionalSink:
             if attempt.abandoned:
                 raise _Abandoned from exc
             log.warning("transaction aborted: %s", error)
-            topic_trouble = names_a_topic(error)
             # After AddPartitionsToTxn failed for a deleted topic, librdkafka's abort either
             # fails (INVALID_TXN_STATE, below) or succeeds and leaves a producer that never
-            # sends another record (seen 1 run in 5): either way it is replaced.
-            self._abort(producer, attempt, topic_trouble=topic_trouble, replace=topic_trouble)
+            # sends another record (seen 1 run in 5): either way it is replaced. (Not for the
+            # other topic errors: a leader move or a denied topic leaves the producer sound, and
+            # replacing it holds every tenant's commits for a moment.)
+            self._abort(
+                producer,
+                attempt,
+                topic_trouble=names_a_topic(error),
+                replace=error.code() in TOPIC_GONE,
+            )
             raise _RetryWhole(str(error), error) from exc
 
     def _await_reports(self, producer: Producer, reports: _Reports) -> None:
@@ -616,7 +624,7 @@ class TransactionalSink:
             producer.abort_transaction(ABORT_TIMEOUT_S)
             if replace and current:
                 log.warning(
-                    "transaction aborted after a stall or a topic error: the producer is replaced"
+                    "transaction aborted after a stall or a deleted topic: the producer is replaced"
                 )
                 self._broken = True
         except KafkaException as abort_exc:
