@@ -400,8 +400,10 @@ def cassandra_section(results: dict[str, Any]) -> list[str]:
             continue
         writes = {t: k.get("writes", 0) for t, k in tables.items() if k.get("writes")}
         reads = sum(k.get("reads", 0) + k.get("scans", 0) for k in tables.values())
-        by_table = ", ".join(
-            f"{t} {w / n:.2f}" for t, w in sorted(writes.items(), key=lambda tw: -tw[1])
+        by_table = ", ".join(  # the tables of at least 0.01 writes per message
+            f"{t} {w / n:.2f}"
+            for t, w in sorted(writes.items(), key=lambda tw: -tw[1])
+            if w / n >= 0.005
         )
         rows.append(
             [
