@@ -202,14 +202,19 @@ def test_a_failure_naming_no_record_is_pinned_on_the_destination_that_fails_alon
     run(s, steps)
 
 
+def answer_nothing(producer: FakeProducer, timeout: float) -> int:
+    """A flush that waits its whole timeout in vain: no delivery report arrives."""
+    if producer.clock is not None:
+        producer.clock.advance(int(timeout * 1000))
+    return len(producer._reports)
+
+
 class BrokenByAbort(FakeProducer):
     """What librdkafka did once AddPartitionsToTxn failed for a deleted topic: no delivery
     report arrives, and the abort fails fatally (INVALID_TXN_STATE)."""
 
     def flush(self, timeout: float = -1) -> int:
-        if self.clock is not None:
-            self.clock.advance(int(timeout * 1000))
-        return len(self._reports)
+        return answer_nothing(self, timeout)
 
     def abort_transaction(self, timeout: float = -1) -> None:
         super().abort_transaction(timeout)
@@ -243,15 +248,12 @@ class DeafAfterTopicError(FakeProducer):
 
     def __init__(self) -> None:
         super().__init__()
-        self.clock = None
         self.deaf = False
 
     def flush(self, timeout: float = -1) -> int:
         if not self.deaf:
             return super().flush(timeout)
-        if self.clock is not None:
-            self.clock.advance(int(timeout * 1000))
-        return len(self._reports)
+        return answer_nothing(self, timeout)
 
     def abort_transaction(self, timeout: float = -1) -> None:
         super().abort_transaction(timeout)
@@ -292,9 +294,7 @@ class StalledByGoneTopic(FakeProducer):
     def flush(self, timeout: float = -1) -> int:
         if not any(topic == "gone.topic" for topic, _ in self._reports):
             return super().flush(timeout)
-        if self.clock is not None:
-            self.clock.advance(int(timeout * 1000))
-        return len(self._reports)
+        return answer_nothing(self, timeout)
 
 
 def test_a_transaction_stalled_by_a_deleted_topic_is_redone_on_a_producer_that_names_it() -> None:
