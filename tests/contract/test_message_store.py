@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from scheduler.domain.status import Status
-from scheduler.store.ports import LogEntry, MessageContent, MessageStore, StatusUpdate
+from scheduler.store.ports import (
+    LogEntry,
+    MessageContent,
+    MessageStore,
+    StatusUpdate,
+    StatusWrite,
+)
 
 DAY = 86_400_000
 T0 = 1_893_499_200_000
@@ -137,6 +143,34 @@ def test_logs_are_ordered_and_replays_do_not_duplicate(message_store: MessageSto
     entries = message_store.logs("app-a", c.message_id)
     assert [e.entry_id for e in entries] == ["0:1:scheduled", "0:1:queued", "0:1:sent"]
     assert entries[0] == log(Status.READY, "0:1:scheduled", T0)
+
+
+def test_many_status_writes_in_one_call_act_as_one_by_one(message_store: MessageStore) -> None:
+    """update_statuses, across several batches: each write by precedence whatever its place in
+    the call, its log entry kept, an unknown message not created."""
+    ids = _ids(60, "01ARZ3NDEKTSV4RRFFQ69M")
+    for message_id in ids:
+        message_store.save(content(message_id), state(Status.READY), log(Status.READY, "0:1:s"))
+    unknown = "01ARZ3NDEKTSV4RRFFQ69MZZZZ"
+    sent = state(Status.SENT, lateness_ms=4)
+    writes = [StatusWrite("app-a", i, sent, log(Status.SENT, "0:1:sent", T0 + 9)) for i in ids]
+    # A QUEUED of the first message after its SENT in the same call: SENT still wins.
+    writes.append(
+        StatusWrite("app-a", ids[0], state(Status.QUEUED), log(Status.QUEUED, "0:1:q", T0 + 5))
+    )
+    writes.append(StatusWrite("app-a", unknown, sent, log(Status.SENT, "0:1:sent")))
+    message_store.update_statuses(writes)
+    for message_id in ids:
+        view = message_store.get("app-a", message_id)
+        assert view is not None and view.state == sent, message_id
+    assert [e.entry_id for e in message_store.logs("app-a", ids[0])] == [
+        "0:1:s",
+        "0:1:q",
+        "0:1:sent",
+    ]
+    assert [e.entry_id for e in message_store.logs("app-a", ids[-1])] == ["0:1:s", "0:1:sent"]
+    assert message_store.get("app-a", unknown) is None
+    message_store.update_statuses([])
 
 
 def _ids(n: int, prefix: str) -> list[str]:

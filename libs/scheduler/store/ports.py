@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from scheduler.domain.idempotency import KeyClaim, KeyHolder, fingerprint
 from scheduler.domain.status import Status, precedence
@@ -69,6 +69,15 @@ class LogEntry:
     entry_id: str
     status: Status
     data: dict[str, object] = field(default_factory=dict)
+
+
+class StatusWrite(NamedTuple):
+    """One `update_status` of many (`update_statuses`)."""
+
+    app_id: str
+    message_id: str
+    state: StatusUpdate
+    log: LogEntry
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,10 @@ class MessageStore(Protocol):
     ) -> None:
         """Write a status by precedence and a log entry. Unknown messages are not created: a
         status that overtakes its content is kept, but invisible until the content is saved."""
+
+    def update_statuses(self, writes: Sequence[StatusWrite]) -> None:
+        """`update_status` for many messages, in far fewer requests. Not atomic: every write is
+        tried, then the first failure is raised; each is idempotent, so the caller retries all."""
 
     def get(self, app_id: str, message_id: str) -> MessageView | None: ...
 

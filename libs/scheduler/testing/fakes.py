@@ -24,6 +24,7 @@ from scheduler.store.ports import (
     MessagePage,
     MessageView,
     StatusUpdate,
+    StatusWrite,
     held_by_record,
 )
 
@@ -80,6 +81,10 @@ class InMemoryMessageStore:
         # until the content is saved.
         with self._lock:
             self._write_state((app_id, message_id), state, log)
+
+    def update_statuses(self, writes: Sequence[StatusWrite]) -> None:
+        for w in writes:
+            self.update_status(w.app_id, w.message_id, w.state, w.log)
 
     def _write_state(self, key: tuple[str, str], state: StatusUpdate, log: LogEntry) -> None:
         current = self._state.get(key)

@@ -6,15 +6,12 @@ driver's per-request cost caps the bucketer near 1,000 messages/s on a small hos
 unlogged batches, far fewer requests carry the same mutations (see README, "Performance").
 
 How, without a second copy of any CQL:
-- `CapturingSession` stands in for the driver session of a `CassandraMessageStore`: the adapter
-  prepares its statements on the real session, and its `save` / `update_status` hand their
-  bound statements to the capture instead of the network (the adapter writes asynchronously and
-  waits on the returned futures, which are already complete here).
+- `CapturingSession` (scheduler.store.cassandra_batches) stands in for the driver session of a
+  `CassandraMessageStore`: its `save` / `update_status` hand their bound statements to the
+  capture instead of the network.
 - `CassandraBucketStore.store_statements` gives the bucket rows and index rows.
-- `BatchExecutor` groups the statements by the replica that owns their partition (token-aware:
-  a batch never makes its coordinator fan out to other nodes), cuts the groups by statement count
-  and by bytes (below Cassandra's batch_size_fail_threshold), sends the batches with a bounded
-  number in flight, and waits for all of them.
+- `BatchExecutor` (scheduler.store.cassandra_batches) groups them by replica into unlogged
+  batches and sends them with a bounded number in flight.
 
 An unlogged batch is not atomic and need not be: each write is idempotent, and the Kafka batch is
 committed only after every statement succeeded; a failure retries the whole Kafka batch.
@@ -22,186 +19,18 @@ committed only after every statement succeeded; a failure retries the whole Kafk
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, cast
+from collections.abc import Iterator, Sequence
+from typing import cast
 
-from cassandra.cluster import ResponseFuture, Session
-from cassandra.query import (
-    BatchStatement,
-    BatchType,
-    BoundStatement,
-    PreparedStatement,
-    Statement,
-)
+from cassandra.cluster import Session
+from cassandra.query import Statement
 
 from scheduler.encryption import PLAIN, ColumnCipher
+from scheduler.store.cassandra_batches import BatchExecutor, CapturingSession
 from scheduler.store.cassandra_buckets import CassandraBucketStore
 from scheduler.store.cassandra_messages import CassandraMessageStore
 
 from .writer import SaveRecord, StoreRow, WriteOp, WriteStatus
-
-_STATEMENT_OVERHEAD_BYTES = 64  # rough per-mutation framing, on top of the bound values
-_DEDUP_MAX_BYTES = 256
-
-
-class _Done:
-    """A completed 'future' for a captured statement."""
-
-    def result(self) -> None:
-        return None
-
-
-class CapturingSession:
-    """Collects the statements an adapter writes through `execute_async`; reads are refused."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-        self._captured: list[Statement] = []
-
-    def prepare(self, query: str) -> PreparedStatement:
-        return self._session.prepare(query)
-
-    def execute_async(self, query: Any, parameters: Any = None, *_: Any, **__: Any) -> _Done:
-        if isinstance(query, PreparedStatement):
-            query = query.bind(parameters)
-        self._captured.append(query)
-        return _Done()
-
-    def execute(self, *_: Any, **__: Any) -> None:
-        raise TypeError("a capturing session only records asynchronous writes")
-
-    def take(self) -> list[Statement]:
-        captured, self._captured = self._captured, []
-        return captured
-
-
-class _Group:
-    """Statements waiting to fill a batch for one replica."""
-
-    __slots__ = ("bytes", "statements")
-
-    def __init__(self) -> None:
-        self.statements: list[Statement] = []
-        self.bytes = 0
-
-
-class BatchExecutor:
-    """Streams statements into batches: a batch is sent as soon as it is full, so binding the
-    next statements overlaps with Cassandra applying the previous ones. `wait()` sends what is
-    left and returns when everything sent is done, raising the first failure."""
-
-    def __init__(
-        self,
-        session: Session,
-        max_statements: int,
-        max_bytes: int,
-        concurrency: int,
-    ) -> None:
-        self._session = session
-        self._max_statements = max_statements
-        self._max_bytes = max_bytes
-        self._concurrency = concurrency
-        self._groups: dict[object, _Group] = {}
-        self._in_flight: deque[ResponseFuture] = deque()
-        self._errors: list[BaseException] = []
-        self._seen: set[tuple[bytes, tuple[object, ...]]] = set()
-
-    def execute(self, statements: Iterable[Statement]) -> None:
-        self.add(statements)
-        self.wait()
-
-    def add(self, statements: Iterable[Statement]) -> None:
-        try:
-            self._add(statements)
-        except Exception:
-            # The batch fails as a whole: forget what was queued, settle what was sent.
-            self._groups.clear()
-            self._seen.clear()
-            while self._in_flight:
-                _settle(self._in_flight.popleft(), [])
-            self._errors.clear()
-            raise
-
-    def _add(self, statements: Iterable[Statement]) -> None:
-        # Token-aware grouping matters only with several nodes; skip the lookups otherwise.
-        by_replica = len(self._session.cluster.metadata.all_hosts()) > 1
-        for statement in statements:
-            size = _size(statement)
-            if size <= _DEDUP_MAX_BYTES and self._repeated(statement):
-                continue
-            if size >= self._max_bytes or isinstance(statement, BatchStatement):
-                self._send(statement)  # too big for a batch, or a batch already
-                continue
-            replica = self._replica(statement) if by_replica else None
-            group = self._groups.setdefault(replica, _Group())
-            if group.statements and (
-                len(group.statements) >= self._max_statements
-                or group.bytes + size > self._max_bytes
-            ):
-                self._send(_as_request(group.statements))
-                group.statements, group.bytes = [], 0
-            group.statements.append(statement)
-            group.bytes += size
-
-    def wait(self) -> None:
-        for group in self._groups.values():
-            if group.statements:
-                self._send(_as_request(group.statements))
-        self._groups.clear()
-        self._seen.clear()
-        while self._in_flight:
-            _settle(self._in_flight.popleft(), self._errors)
-        errors, self._errors = self._errors, []
-        if errors:
-            raise errors[0]
-
-    def _repeated(self, statement: Statement) -> bool:
-        """The very same write again (same prepared statement, same values) since the last
-        `wait()`, e.g. the listing-day row every message of a day writes: once is enough.
-        Only small statements are checked: the repeats worth removing are index-like rows, and a
-        repeated message is already placed once per batch by the pipeline."""
-        if not isinstance(statement, BoundStatement):
-            return False
-        key = (statement.prepared_statement.query_id, tuple(statement.values))
-        if key in self._seen:
-            return True
-        self._seen.add(key)
-        return False
-
-    def _send(self, request: Statement) -> None:
-        if len(self._in_flight) >= self._concurrency:
-            _settle(self._in_flight.popleft(), self._errors)
-        self._in_flight.append(self._session.execute_async(request))
-
-    def _replica(self, statement: Statement) -> object:
-        routing_key = statement.routing_key
-        keyspace = statement.keyspace
-        if routing_key is None or keyspace is None:
-            return None
-        replicas = self._session.cluster.metadata.get_replicas(keyspace, routing_key)
-        return replicas[0].endpoint if replicas else None
-
-
-def _size(statement: Statement) -> int:
-    values = getattr(statement, "values", None) or ()
-    return _STATEMENT_OVERHEAD_BYTES + sum(len(v) for v in values if isinstance(v, bytes))
-
-
-def _as_request(batch: list[Statement]) -> Statement:
-    if len(batch) == 1:
-        return batch[0]
-    request = BatchStatement(batch_type=BatchType.UNLOGGED)
-    for statement in batch:
-        request.add(statement)
-    return request
-
-
-def _settle(future: ResponseFuture, errors: list[BaseException]) -> None:
-    try:
-        future.result()
-    except Exception as exc:  # noqa: BLE001 - collected; the first one is raised after all settle
-        errors.append(exc)
 
 
 class CassandraBatchWriter:

@@ -14,6 +14,7 @@ import dataclasses
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 
 import pytest
 
@@ -21,7 +22,7 @@ from scheduler.codec import RecordCodec
 from scheduler.domain.status import Status
 from scheduler.records import DeliveryResult
 from scheduler.store.cassandra_messages import CassandraMessageStore
-from scheduler.store.ports import LogEntry, StatusUpdate
+from scheduler.store.ports import LogEntry, StatusUpdate, StatusWrite
 from scheduler_ingest.outcomes import KafkaResultLookup
 from scheduler_ingest.publisher import KafkaPublisher, producer_config
 from scheduler_ingest.settings import IngestSettings
@@ -60,6 +61,11 @@ class LaggingRecordWriter(CassandraMessageStore):
         if state.status is Status.SENT:
             time.sleep(1.0)
         super().update_status(app_id, message_id, state, log)
+
+    def update_statuses(self, writes: Sequence[StatusWrite]) -> None:
+        if any(w.state.status is Status.SENT for w in writes):
+            time.sleep(1.0)
+        super().update_statuses(writes)
 
 
 def test_no_abort_answered_200_is_delivered(env: Env, receiver: Receiver) -> None:

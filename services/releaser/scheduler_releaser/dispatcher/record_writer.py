@@ -11,11 +11,11 @@ per result: a counter write per delivery cost Cassandra more than the record wri
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from scheduler.domain.status import Status
 from scheduler.records import DeliveryOutcome, DeliveryResult
-from scheduler.store.ports import LogEntry, MessageStore, StatusUpdate
+from scheduler.store.ports import LogEntry, MessageStore, StatusUpdate, StatusWrite
 from scheduler.store.usage import UsageKind, UsageStore, usage_day
 from scheduler_releaser.app_gone import APP_DELETED, APP_NOT_FOUND
 
@@ -57,7 +57,17 @@ class RecordWriter:
             self._usage.add(app_id, day, kind, n)
 
     def write(self, r: DeliveryResult) -> None:
-        """The record of one result: a status write by precedence and a log entry."""
+        self.write_many([r])
+
+    def write_many(self, results: Sequence[DeliveryResult]) -> None:
+        """The records of many results: one status write by precedence and one log entry each,
+        sent together (MessageStore.update_statuses)."""
+        writes = [w for w in map(self._record, results) if w is not None]
+        if writes:
+            self._messages.update_statuses(writes)
+
+    def _record(self, r: DeliveryResult) -> StatusWrite | None:
+        """The record of one result, None for one that leaves the record as it is."""
         entry = f"{r.generation}:{r.attempt}"
         attempt_data: dict[str, object] = {"attempt": r.attempt, "outcome": r.outcome.value}
         if r.http_status is not None:
@@ -69,23 +79,23 @@ class RecordWriter:
         if r.outcome is DeliveryOutcome.SENT:
             state = self._state(r, Status.SENT, lateness=r.lateness_ms)
             data = {**attempt_data, "lateness_ms": r.lateness_ms}
-            self._write(r, state, LogEntry(r.finished_ms, f"{entry}:sent", Status.SENT, data))
+            log = LogEntry(r.finished_ms, f"{entry}:sent", Status.SENT, data)
         elif r.outcome is DeliveryOutcome.RETRY:
             state = self._state(r, Status.QUEUED)
             log = LogEntry(r.finished_ms, f"{entry}:attempt", Status.QUEUED, attempt_data)
-            self._write(r, state, log)
         elif r.outcome is DeliveryOutcome.FAILED:
             state = self._state(r, Status.FAILED)
             log = LogEntry(r.finished_ms, f"{entry}:failed", Status.FAILED, attempt_data)
-            self._write(r, state, log)
         elif r.error in ENDS_ABORTED:
             # Lazy purge: a pending message of a deleted (or vanished) app ends ABORTED, so no
             # message stays QUEUED forever. Not counted: an app that is gone schedules nothing
             # more, so its pending count is never read again; an abort was counted by ingest.
             state = self._state(r, Status.ABORTED)
             data = {"reason": ENDS_ABORTED[r.error]}
-            self._write(r, state, LogEntry(r.finished_ms, f"{entry}:aborted", Status.ABORTED, data))
-        # Other SKIPPED results (done, stale) leave the record as it is.
+            log = LogEntry(r.finished_ms, f"{entry}:aborted", Status.ABORTED, data)
+        else:
+            return None  # other SKIPPED results (done, stale) leave the record as it is
+        return StatusWrite(r.app_id, r.message_id, state, log)
 
     def _state(
         self, r: DeliveryResult, status: Status, lateness: int | None = None
@@ -100,6 +110,3 @@ class RecordWriter:
             http_status=r.http_status,
             error=r.error,
         )
-
-    def _write(self, r: DeliveryResult, state: StatusUpdate, log: LogEntry) -> None:
-        self._messages.update_status(r.app_id, r.message_id, state, log)

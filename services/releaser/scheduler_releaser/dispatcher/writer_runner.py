@@ -26,7 +26,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Protocol, TypeVar
 
@@ -71,7 +70,6 @@ def consume_results(
     stop: threading.Event,
     should_stop: Callable[[], bool] = lambda: False,
     member: str | None = None,
-    workers: int = 8,
 ) -> None:
     """Results -> records, at least once: offsets are committed after the writes returned.
 
@@ -88,12 +86,11 @@ def consume_results(
         extra |= {"group.instance.id": member, "session.timeout.ms": WRITER_SESSION_TIMEOUT_MS}
     consumer = Consumer(consumer_config(kafka, f"{kafka.topic_prefix}record-writer", **extra))
     consumer.subscribe([results_topic])
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="record-writer")
     committed_at = time.monotonic()
     try:
         while not stop.is_set() and not should_stop():
             try:
-                _write_batch(consumer, writer, codecs, pool, written)
+                _write_batch(consumer, writer, codecs, written)
                 if time.monotonic() - committed_at >= IDLE_COMMIT_S:
                     # The stored offsets also move past transaction markers, which carry no
                     # result: committed, they let the dispatcher see that every result is
@@ -109,7 +106,6 @@ def consume_results(
                 consumer.unsubscribe()
                 consumer.subscribe([results_topic])
     finally:
-        pool.shutdown(wait=True)
         consumer.close()
 
 
@@ -117,7 +113,6 @@ def _write_batch(
     consumer: Consumer,
     writer: RecordWriter,
     codecs: Codecs,
-    pool: ThreadPoolExecutor,
     written: Written,
 ) -> None:
     messages = consumer.consume(num_messages=500, timeout=0.1)
@@ -132,9 +127,7 @@ def _write_batch(
             results.append(codecs.result.decode(msg.value() or b""))
         except DecodeError:
             log.warning("undecodable result at offset %s", msg.offset())
-    write_one = _with_retry(writer.write, lambda r: f"the record of {r.message_id}")
-    for _ in pool.map(write_one, results):
-        pass
+    _with_retry(writer.write_many, lambda _: f"the records of {len(results)} results")(results)
     _with_retry(writer.count, lambda _: f"the usage counts of {len(results)} results")(results)
     counts: dict[str, int] = {}
     for result in results:

@@ -36,7 +36,14 @@ from scheduler.domain.buckets import DAY_MS, bucket_start, buckets_between, inde
 from scheduler.domain.status import Status
 from scheduler.records import DueMessage
 from scheduler.settings import SchedulingSettings
-from scheduler.store.ports import AppLookup, BucketStore, LogEntry, MessageStore, StatusUpdate
+from scheduler.store.ports import (
+    AppLookup,
+    BucketStore,
+    LogEntry,
+    MessageStore,
+    StatusUpdate,
+    StatusWrite,
+)
 from scheduler_releaser.app_gone import gone_reason
 from scheduler_releaser.metrics import ReleaseMetrics
 
@@ -197,13 +204,12 @@ class Releaser:
         now = self._clock.now_ms()
         event = "released" if status is Status.QUEUED else "aborted"
 
-        def write(m: DueMessage) -> None:
+        def record(m: DueMessage) -> StatusWrite:
             state = StatusUpdate(status, m.generation, m.attempt, m.due_ms, now)
             entry = LogEntry(now, f"{m.generation}:{m.attempt}:{event}", status, data)
-            self._messages.update_status(m.app_id, m.message_id, state, entry)
+            return StatusWrite(m.app_id, m.message_id, state, entry)
 
-        # list() waits for every write and re-raises the first failure.
-        list(self._writers.map(write, chunk))
+        self._messages.update_statuses([record(m) for m in chunk])
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from cassandra.query import BatchStatement, SimpleStatement
 
-from scheduler_bucketer.cassandra_batches import BatchExecutor, CapturingSession
+from scheduler.store.cassandra_batches import BatchExecutor, CapturingSession
 
 pytestmark = pytest.mark.unit
 
