@@ -1,13 +1,16 @@
-"""BatchExecutor: statements grouped by replica, cut by count and bytes, big ones alone."""
+"""BatchExecutor: statements grouped by replica, cut by count and bytes, big ones alone; the
+expected warnings of its batches dropped from the logs."""
 
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from cassandra.query import BatchStatement, SimpleStatement
 
+from scheduler.logs import ExpectedBatchWarnings, configure_logging
 from scheduler.store.cassandra_batches import BatchExecutor, CapturingSession
 
 pytestmark = pytest.mark.unit
@@ -109,3 +112,24 @@ def test_repeats_of_the_same_write_are_sent_once() -> None:
     assert session.sent == [day_a, other, day_b]
     executor.execute([day_a_again])  # a new batch: written again
     assert session.sent[-1] is day_a_again
+
+
+def test_the_expected_batch_warnings_are_dropped_and_others_kept() -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("test")
+        configure_logging("test")  # a second call adds no second filter
+        batch_log = logging.getLogger("cassandra.protocol")
+        assert sum(isinstance(f, ExpectedBatchWarnings) for f in batch_log.filters) == 1
+        seen: list[str] = []
+        handler = logging.Handler()
+        handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+        root.addHandler(handler)
+        batch_log.warning("Server warning: Unlogged batch covering 25 partitions detected")
+        batch_log.warning("Batch for [ks.t] is of size 10675, exceeding specified threshold of 5")
+        batch_log.warning("Server warning: Read 5000 live rows and 100001 tombstone cells")
+        assert seen == ["Server warning: Read 5000 live rows and 100001 tombstone cells"]
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)

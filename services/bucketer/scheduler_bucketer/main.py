@@ -94,22 +94,9 @@ def run(
         log.info("stopped")
 
 
-class _ExpectedBatchWarnings(logging.Filter):
-    """Cassandra warns about every multi-partition unlogged batch, which the bucketer sends on
-    purpose (README, "Cassandra batch thresholds"): drop those two warnings, keep the rest."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not (
-            "Unlogged batch covering" in message
-            or ("Batch for [" in message and "exceeding specified threshold" in message)
-        )
-
-
 def main() -> int:
     settings = BucketerSettings()
     configure_logging("bucketer", settings.log_level)
-    logging.getLogger("cassandra.protocol").addFilter(_ExpectedBatchWarnings())
     registry = CollectorRegistry()
     metrics = BucketerMetrics(registry)
     clock = SystemClock()
