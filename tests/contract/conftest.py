@@ -19,7 +19,11 @@ from scheduler.store.migrate import apply_migrations
 from scheduler.store.pending_counts import InMemoryPendingCounts
 from scheduler.store.ports import MessageStore
 from scheduler.store.usage import InMemoryUsageStore
-from scheduler.testing.fakes import InMemoryBucketStore, InMemoryMessageStore
+from scheduler.testing.fakes import (
+    InMemoryBucketStore,
+    InMemoryMessageStore,
+    InMemoryScheduleStore,
+)
 from scheduler_releaser.dispatcher.status_reader import CassandraStatusReader, StatusReader
 
 # Real adapters, by import path, so this suite names the class each service issue must provide.
@@ -29,6 +33,7 @@ CASSANDRA_ADAPTERS = {
     "app_store": "scheduler.store.cassandra_apps:CassandraAppStore",
     "usage_store": "scheduler.store.usage:CassandraUsageStore",
     "pending_counts": "scheduler.store.pending_counts:CassandraPendingCounts",
+    "schedule_store": "scheduler.store.cassandra_schedules:CassandraScheduleStore",
 }
 
 
@@ -67,6 +72,23 @@ def message_store(request: pytest.FixtureRequest) -> Iterator[Any]:
         yield InMemoryMessageStore()
     else:
         yield _cassandra_adapter("message_store", request, request.param == "cassandra-encrypted")
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("fake", marks=pytest.mark.unit),
+        pytest.param("cassandra", marks=pytest.mark.integration),
+        pytest.param("cassandra-encrypted", marks=pytest.mark.integration),
+        pytest.param("cassandra-budgeted", marks=pytest.mark.integration),
+    ]
+)
+def schedule_store(request: pytest.FixtureRequest) -> Iterator[Any]:
+    if request.param == "fake":
+        yield InMemoryScheduleStore()
+    elif request.param == "cassandra-budgeted":
+        yield _cassandra_adapter("schedule_store", request, scan_budget=3)
+    else:
+        yield _cassandra_adapter("schedule_store", request, request.param == "cassandra-encrypted")
 
 
 # Small enough that a filtered list of a few dozen rows spends it (production: 2,000 rows).

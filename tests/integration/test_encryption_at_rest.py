@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from cassandra.cluster import Session
 
+from scheduler.domain.recurrence import Recurrence
 from scheduler.domain.status import Status
 from scheduler.encryption import (
     PLAIN,
@@ -30,8 +31,9 @@ from scheduler.store import reencrypt as reencrypt_module
 from scheduler.store.cassandra_apps import CassandraAppStore
 from scheduler.store.cassandra_buckets import CassandraBucketStore
 from scheduler.store.cassandra_messages import CassandraMessageStore
+from scheduler.store.cassandra_schedules import CassandraScheduleStore
 from scheduler.store.migrate import apply_migrations
-from scheduler.store.ports import Application, LogEntry, MessageContent, StatusUpdate
+from scheduler.store.ports import Application, LogEntry, MessageContent, Schedule, StatusUpdate
 from scheduler.store.reencrypt import PLAIN_TEXT, reencrypt
 
 pytestmark = pytest.mark.integration
@@ -85,14 +87,19 @@ def message(message_id: str = "m1") -> DueMessage:
     )
 
 
+def schedule() -> Schedule:
+    return Schedule("app_1", "s1", Recurrence("rate(1 hour)"), PAYLOAD, T0, T0)
+
+
 def write_all(session: Session, c: ColumnCipher, message_id: str = "m1") -> None:
-    """An app, a message record and its bucket row, through the adapters."""
+    """An app, a message record, its bucket row and a schedule, through the adapters."""
     CassandraAppStore(session, c).put_app(app())
     m = message(message_id)
     content = MessageContent("app_1", message_id, PAYLOAD, m.send_at_ms, T0)
     state = StatusUpdate(Status.QUEUED, 0, 1, m.due_ms, T0)
     CassandraMessageStore(session, c).save(content, state, LogEntry(T0, "0:1:q", Status.QUEUED))
     CassandraBucketStore(session, cipher=c).store(BUCKET, 0, m)
+    CassandraScheduleStore(session, c).put(schedule())
 
 
 def stored(session: Session) -> dict[str, Any]:
@@ -109,12 +116,16 @@ def stored(session: Session) -> dict[str, Any]:
         " AND shard = 0",
         (BUCKET,),
     ).one()
+    s = session.execute(
+        "SELECT payload_json FROM schedules WHERE app_id = 'app_1' AND schedule_id = 's1'"
+    ).one()
     return {
         "applications.signing_secret": a.signing_secret,
         "applications.previous_signing_secret": a.previous_signing_secret,
         "applications.auth_header_value": a.auth_header_value,
         "messages.payload_json": m.payload_json,
         "due_by_bucket.payload_json": b.payload_json,
+        "schedules.payload_json": s.payload_json,
     }
 
 
@@ -124,6 +135,7 @@ def assert_reads_back(session: Session, c: ColumnCipher) -> None:
     view = CassandraMessageStore(session, c).get("app_1", "m1")
     assert view is not None and view.content.payload_json == PAYLOAD
     assert list(CassandraBucketStore(session, cipher=c).read(BUCKET, "app_1", 0)) == [message()]
+    assert CassandraScheduleStore(session, c).get("app_1", "s1") == schedule()
 
 
 def test_stored_columns_are_ciphertext_and_read_back_right(session: Session) -> None:
@@ -169,6 +181,7 @@ def test_payloads_stay_plain_unless_payload_encryption_is_on(session: Session) -
     cells = stored(session)
     assert cells["messages.payload_json"] == PAYLOAD
     assert cells["due_by_bucket.payload_json"] == PAYLOAD
+    assert cells["schedules.payload_json"] == PAYLOAD
     assert is_sealed(cells["applications.signing_secret"])
     assert_reads_back(session, c)
 
@@ -184,6 +197,7 @@ def test_keys_without_the_switch_write_what_the_previous_version_reads(session: 
         "applications.auth_header_value": HEADER,
         "messages.payload_json": PAYLOAD,
         "due_by_bucket.payload_json": PAYLOAD,
+        "schedules.payload_json": PAYLOAD,
     }
 
 
@@ -193,7 +207,7 @@ def test_legacy_plain_rows_are_read_and_the_backfill_encrypts_them(session: Sess
     assert_reads_back(session, c)  # read transparently before the backfill
 
     dry = reencrypt(session, c, dry_run=True)
-    assert sum(r.rewritten for r in dry) == 5
+    assert sum(r.rewritten for r in dry) == 6
     assert stored(session)["applications.signing_secret"] == SECRET  # dry run: nothing changed
 
     reports = reencrypt(session, c)
@@ -211,7 +225,7 @@ def test_rotation_reencrypts_under_the_new_primary_then_the_old_key_can_go(
     write_all(session, cipher("k1", k1=K1))
     both = cipher("k2", k1=K1, k2=K2)
     reports = reencrypt(session, both)
-    assert sum(r.rewritten for r in reports) == 5
+    assert sum(r.rewritten for r in reports) == 6
     assert {k for r in reports for k in r.values} == {"k2"}
     assert all(key_id_of(v) == "k2" for v in stored(session).values())
     assert_reads_back(session, cipher("k2", k2=K2))  # k1 removed from the keyring
@@ -225,7 +239,7 @@ def test_decrypt_writes_plain_text_back_for_a_rollback(session: Session) -> None
         reencrypt(session, cipher("k1", k1=K1), decrypt=True)
     switched_off = ColumnCipher(cipher("k1", k1=K1).keyring, secrets=False, payloads=False)
     reports = reencrypt(session, switched_off, decrypt=True)
-    assert sum(r.rewritten for r in reports) == 5
+    assert sum(r.rewritten for r in reports) == 6
     assert {k for r in reports for k in r.values} == {PLAIN_TEXT}
     assert stored(session) == {
         "applications.signing_secret": SECRET,
@@ -233,6 +247,7 @@ def test_decrypt_writes_plain_text_back_for_a_rollback(session: Session) -> None
         "applications.auth_header_value": HEADER,
         "messages.payload_json": PAYLOAD,
         "due_by_bucket.payload_json": PAYLOAD,
+        "schedules.payload_json": PAYLOAD,
     }
     assert_reads_back(session, PLAIN)  # what the previous version reads
 

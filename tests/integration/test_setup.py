@@ -9,12 +9,14 @@ from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, Config
 
 from scheduler.cli import setup
 from scheduler.domain.idempotency import KeyClaim, claim_ttl_ms
+from scheduler.domain.recurrence import Recurrence
 from scheduler.domain.status import Status
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
 from scheduler.store import migrate
 from scheduler.store.cassandra_messages import CassandraMessageStore
+from scheduler.store.cassandra_schedules import CassandraScheduleStore
 from scheduler.store.migrate import MigrationError, apply_migrations, load_migrations
-from scheduler.store.ports import LogEntry, MessageContent, StatusUpdate
+from scheduler.store.ports import LogEntry, MessageContent, Schedule, StatusUpdate
 from scheduler.topics import Topics
 
 pytestmark = pytest.mark.integration
@@ -41,6 +43,7 @@ EXPECTED_TABLES = {
     "stored_buckets",  # 0004: the index of non-empty buckets
     "stored_days",
     "idempotency_keys",  # 0005: idempotency key claims
+    "schedules",  # 0006: recurring schedules
     "schema_migrations",
 }
 
@@ -62,6 +65,7 @@ def test_setup_creates_everything_and_second_run_changes_nothing(
         "0003_pending_counts",
         "0004_bucket_index",
         "0005_idempotency_keys",
+        "0006_schedules",
     ):
         assert f"applied migration {migration}" in first
     assert "bucket index complete (new keyspace)" in first
@@ -168,7 +172,8 @@ def test_setup_adds_the_idempotency_keys_table_to_a_keyspace_of_the_previous_rel
     changes = setup(kafka_settings, cassandra_settings, scheduling_settings)
     assert "applied migration 0005_idempotency_keys" in changes
     assert [c for c in changes if c.startswith("applied migration")] == [
-        "applied migration 0005_idempotency_keys"
+        "applied migration 0005_idempotency_keys",
+        "applied migration 0006_schedules",  # and the migrations after it
     ]
     assert "idempotency_keys" in _tables(cassandra_session, cassandra_settings)
     assert setup(kafka_settings, cassandra_settings, scheduling_settings) == []
@@ -192,6 +197,41 @@ def test_setup_adds_the_idempotency_keys_table_to_a_keyspace_of_the_previous_rel
         StatusUpdate(Status.READY, 0, 1, 2, 1),
         LogEntry(1, "0:1:scheduled", Status.READY),
     )
+
+
+SCHEDULES_MIGRATION = 6
+
+
+def test_setup_adds_the_schedules_table_to_a_keyspace_of_the_previous_release(
+    kafka_settings: KafkaSettings,
+    cassandra_settings: CassandraSettings,
+    scheduling_settings: SchedulingSettings,
+    cassandra_session: Session,
+) -> None:
+    """A keyspace of the previous release (migrations 0001-0005, a message stored by it):
+    `scheduler setup` adds `schedules` and nothing else, keeps what is stored, and the table
+    takes schedules. Services of the previous release never read it (a rollback ignores it)."""
+    apply_migrations(cassandra_session, cassandra_settings, 1, up_to=SCHEDULES_MIGRATION - 1)
+    cassandra_session.set_keyspace(cassandra_settings.keyspace)
+    old_messages = CassandraMessageStore(cassandra_session)
+    old_messages.save(
+        MessageContent("app-old", "01JOLDMESSAGE0000000000001", "1", 2, 1),
+        StatusUpdate(Status.READY, 0, 1, 2, 1),
+        LogEntry(1, "0:1:scheduled", Status.READY),
+    )
+    assert "schedules" not in _tables(cassandra_session, cassandra_settings)
+
+    changes = setup(kafka_settings, cassandra_settings, scheduling_settings)
+    assert [c for c in changes if c.startswith("applied migration")] == [
+        "applied migration 0006_schedules"
+    ]
+    assert "schedules" in _tables(cassandra_session, cassandra_settings)
+    old = CassandraMessageStore(cassandra_session).get("app-old", "01JOLDMESSAGE0000000000001")
+    assert old is not None and old.state.status is Status.READY  # kept as it was
+    schedules = CassandraScheduleStore(cassandra_session)
+    daily = Schedule("app-old", "s1", Recurrence("@daily", "Europe/Berlin"), "{}", 1, 1)
+    schedules.put(daily)
+    assert schedules.get("app-old", "s1") == daily
 
 
 def _tables(session: Session, settings: CassandraSettings) -> set[str]:

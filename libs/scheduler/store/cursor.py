@@ -1,4 +1,5 @@
-"""Opaque list cursors: the (created_ms, message_id) of the last item of a page."""
+"""Opaque list cursors: the (created_ms, message_id) of the last message of a page, the id of
+the last schedule of a page (prefixed, so neither kind of cursor passes for the other)."""
 
 from __future__ import annotations
 
@@ -17,3 +18,21 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         return int(created), message_id
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"invalid cursor {cursor!r}") from exc
+
+
+_SCHEDULE = "s:"
+
+
+def encode_schedule_cursor(schedule_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{_SCHEDULE}{schedule_id}".encode()).decode().rstrip("=")
+
+
+def decode_schedule_cursor(cursor: str) -> str:
+    """Raises ValueError for a cursor that this system did not make."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"invalid cursor {cursor!r}") from exc
+    if not raw.startswith(_SCHEDULE) or len(raw) == len(_SCHEDULE):
+        raise ValueError(f"invalid cursor {cursor!r}")
+    return raw[len(_SCHEDULE) :]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from scheduler.domain.idempotency import KeyClaim, KeyHolder, fingerprint
+from scheduler.domain.recurrence import Recurrence
 from scheduler.domain.status import Status, precedence
 from scheduler.records import DueMessage, ScheduleRequest
 
@@ -131,6 +132,53 @@ class Application:
     created_ms: int = 0
     updated_ms: int = 0
     deleted_ms: int | None = None  # tombstone: pending messages are aborted lazily
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A recurring schedule (docs/SCHEDULES.md): its timing, what each occurrence delivers, and
+    where the occurrence runner is (`cursor_ms`: the last instant it created, None before the
+    first)."""
+
+    app_id: str
+    schedule_id: str
+    recurrence: Recurrence
+    payload_json: str
+    created_ms: int
+    updated_ms: int
+    kafka_key: str | None = None
+    paused: bool = False
+    deleted_ms: int | None = None
+    cursor_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class SchedulePage:
+    items: Sequence[Schedule]
+    next_cursor: str | None
+
+
+class ScheduleStore(Protocol):
+    def put(self, schedule: Schedule) -> None:
+        """Create or update the definition. `deleted_ms` and `cursor_ms` are not written: the
+        stored ones stay (a put never undeletes, and never moves the runner's cursor)."""
+
+    def get(self, app_id: str, schedule_id: str) -> Schedule | None:
+        """The schedule, a deleted one too (check `deleted_ms`); None if it never existed."""
+
+    def list(self, app_id: str, cursor: str | None, limit: int) -> SchedulePage:
+        """The app's schedules that are not deleted, by id, `limit` at most per page. Raises
+        ValueError for a cursor this store did not make."""
+
+    def set_paused(self, app_id: str, schedule_id: str, paused: bool, at_ms: int) -> None:
+        """Pause or resume an existing schedule; nothing for an unknown one."""
+
+    def delete(self, app_id: str, schedule_id: str, at_ms: int) -> None:
+        """Mark it deleted (the row stays, so the runner sees it); nothing for an unknown one."""
+
+    def advance_cursor(self, app_id: str, schedule_id: str, cursor_ms: int) -> None:
+        """Store the runner's cursor. It never moves back: a lower value than the stored one,
+        arriving in any order, changes nothing. Nothing for an unknown schedule."""
 
 
 class AppLookup(Protocol):

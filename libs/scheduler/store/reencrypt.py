@@ -28,6 +28,7 @@ from scheduler.encryption import ColumnCipher, UnreadableValue, is_sealed, key_i
 from scheduler.store.cassandra_apps import SECRET_COLUMNS, secret_cell
 from scheduler.store.cassandra_buckets import bucket_payload_cell
 from scheduler.store.cassandra_messages import payload_cell
+from scheduler.store.cassandra_schedules import schedule_payload_cell
 
 PLAIN_TEXT = "plain text"
 _IN_FLIGHT = 32
@@ -67,6 +68,13 @@ COLUMNS = (
         "payload_json",
         True,
         lambda r: bucket_payload_cell(r.app_id, r.message_id),
+    ),
+    Column(
+        "schedules",
+        ("app_id", "schedule_id"),
+        "payload_json",
+        True,
+        lambda r: schedule_payload_cell(r.app_id, r.schedule_id),
     ),
 )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from scheduler.clock import Clock, SystemClock
@@ -15,7 +16,12 @@ from scheduler.domain.buckets import index_day
 from scheduler.domain.idempotency import KeyClaim, KeyHolder
 from scheduler.domain.status import Status
 from scheduler.records import DueMessage
-from scheduler.store.cursor import decode_cursor, encode_cursor
+from scheduler.store.cursor import (
+    decode_cursor,
+    decode_schedule_cursor,
+    encode_cursor,
+    encode_schedule_cursor,
+)
 from scheduler.store.ports import (
     LIST_SCAN_BUDGET,
     Application,
@@ -23,6 +29,8 @@ from scheduler.store.ports import (
     MessageContent,
     MessagePage,
     MessageView,
+    Schedule,
+    SchedulePage,
     StatusUpdate,
     StatusWrite,
     held_by_record,
@@ -286,3 +294,52 @@ class InMemoryApps:
 
     def get_app(self, app_id: str) -> Application | None:
         return self.apps.get(app_id)
+
+
+class InMemoryScheduleStore:
+    """ScheduleStore in memory, with the Cassandra adapter's semantics (contract-tested)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rows: dict[tuple[str, str], Schedule] = {}
+
+    def put(self, schedule: Schedule) -> None:
+        key = (schedule.app_id, schedule.schedule_id)
+        with self._lock:
+            stored = self._rows.get(key)
+            kept = (None, None) if stored is None else (stored.deleted_ms, stored.cursor_ms)
+            self._rows[key] = replace(schedule, deleted_ms=kept[0], cursor_ms=kept[1])
+
+    def get(self, app_id: str, schedule_id: str) -> Schedule | None:
+        with self._lock:
+            return self._rows.get((app_id, schedule_id))
+
+    def list(self, app_id: str, cursor: str | None, limit: int) -> SchedulePage:
+        after = decode_schedule_cursor(cursor) if cursor is not None else ""
+        with self._lock:
+            found = sorted(
+                (s for (a, i), s in self._rows.items() if a == app_id and i > after),
+                key=lambda s: s.schedule_id,
+            )
+        live = [s for s in found if s.deleted_ms is None]
+        page = live[:limit]
+        more = len(live) > limit
+        return SchedulePage(page, encode_schedule_cursor(page[-1].schedule_id) if more else None)
+
+    def set_paused(self, app_id: str, schedule_id: str, paused: bool, at_ms: int) -> None:
+        self._change(app_id, schedule_id, paused=paused, updated_ms=at_ms)
+
+    def delete(self, app_id: str, schedule_id: str, at_ms: int) -> None:
+        self._change(app_id, schedule_id, deleted_ms=at_ms, updated_ms=at_ms)
+
+    def advance_cursor(self, app_id: str, schedule_id: str, cursor_ms: int) -> None:
+        with self._lock:
+            stored = self._rows.get((app_id, schedule_id))
+            if stored is not None and (stored.cursor_ms is None or cursor_ms > stored.cursor_ms):
+                self._rows[(app_id, schedule_id)] = replace(stored, cursor_ms=cursor_ms)
+
+    def _change(self, app_id: str, schedule_id: str, **changes: Any) -> None:
+        with self._lock:
+            stored = self._rows.get((app_id, schedule_id))
+            if stored is not None:
+                self._rows[(app_id, schedule_id)] = replace(stored, **changes)

@@ -1,0 +1,138 @@
+"""ScheduleStore on Cassandra: the `schedules` table (migration 0006).
+
+The control plane writes the definition cells; the occurrence runner writes `cursor_ms` alone,
+`USING TIMESTAMP` of the cursor in microseconds, so the highest cursor wins whatever the order
+writes land in (the cursor never moves back) and neither writer clobbers the other's cells.
+Every write is a plain UPDATE (no lightweight transaction: it would mix Paxos and plain
+timestamps on the same cells): a pause, delete or cursor of an unknown schedule leaves a partial
+row without `created_ms`, which reads ignore. (`_COLUMNS` in the f-strings is a constant.)
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from typing import Any
+
+from cassandra.cluster import Session
+from cassandra.query import UNSET_VALUE, PreparedStatement
+
+from scheduler.domain.recurrence import Recurrence
+from scheduler.encryption import PLAIN, ColumnCipher, cell
+from scheduler.store.cursor import decode_schedule_cursor, encode_schedule_cursor
+from scheduler.store.ports import LIST_SCAN_BUDGET, Schedule, SchedulePage
+
+_COLUMNS = (
+    "schedule_id, recurrence_json, payload_json, kafka_key, paused, created_ms, updated_ms,"
+    " deleted_ms, cursor_ms"
+)
+
+
+def schedule_payload_cell(app_id: str, schedule_id: str) -> bytes:
+    """Associated data of a schedule's payload."""
+    return cell("schedules.payload_json", app_id, schedule_id)
+
+
+class CassandraScheduleStore:
+    """`scan_budget`: rows a `list` page reads at most (deleted schedules are skipped)."""
+
+    def __init__(
+        self, session: Session, cipher: ColumnCipher = PLAIN, scan_budget: int = LIST_SCAN_BUDGET
+    ) -> None:
+        if scan_budget < 1:
+            raise ValueError("scan_budget must be at least 1")
+        self._session = session
+        self._cipher = cipher
+        self._scan_budget = scan_budget
+        prepare = session.prepare
+        self._put: PreparedStatement = prepare(
+            "UPDATE schedules SET recurrence_json = ?, payload_json = ?, kafka_key = ?,"
+            " paused = ?, created_ms = ?, updated_ms = ? WHERE app_id = ? AND schedule_id = ?"
+        )
+        self._get: PreparedStatement = prepare(
+            f"SELECT {_COLUMNS} FROM schedules WHERE app_id = ? AND schedule_id = ?"  # noqa: S608
+        )
+        self._list: PreparedStatement = prepare(
+            f"SELECT {_COLUMNS} FROM schedules WHERE app_id = ? AND schedule_id > ? LIMIT ?"  # noqa: S608
+        )
+        self._pause: PreparedStatement = prepare(
+            "UPDATE schedules SET paused = ?, updated_ms = ? WHERE app_id = ? AND schedule_id = ?"
+        )
+        self._delete: PreparedStatement = prepare(
+            "UPDATE schedules SET deleted_ms = ?, updated_ms = ? WHERE app_id = ?"
+            " AND schedule_id = ?"
+        )
+        self._cursor: PreparedStatement = prepare(
+            "UPDATE schedules USING TIMESTAMP ? SET cursor_ms = ? WHERE app_id = ?"
+            " AND schedule_id = ?"
+        )
+
+    def put(self, schedule: Schedule) -> None:
+        s = schedule
+        self._session.execute(
+            self._put,
+            (
+                json.dumps(s.recurrence.to_dict(), separators=(",", ":"), sort_keys=True),
+                self._cipher.seal_payload(
+                    s.payload_json, schedule_payload_cell(s.app_id, s.schedule_id)
+                ),
+                UNSET_VALUE if s.kafka_key is None else s.kafka_key,
+                s.paused,
+                s.created_ms,
+                s.updated_ms,
+                s.app_id,
+                s.schedule_id,
+            ),
+        )
+
+    def get(self, app_id: str, schedule_id: str) -> Schedule | None:
+        row = self._session.execute(self._get, (app_id, schedule_id)).one()
+        return self._schedule(app_id, row)
+
+    def list(self, app_id: str, cursor: str | None, limit: int) -> SchedulePage:
+        after = decode_schedule_cursor(cursor) if cursor is not None else ""
+        items: builtins.list[Schedule] = []
+        scanned, last = 0, after
+        while scanned < self._scan_budget:
+            want = min(self._scan_budget - scanned, limit + 1 - len(items) + 16)
+            rows = builtins.list(self._session.execute(self._list, (app_id, last, want)))
+            for row in rows:
+                scanned += 1
+                last = row.schedule_id
+                schedule = self._schedule(app_id, row)
+                if schedule is not None and schedule.deleted_ms is None:
+                    items.append(schedule)
+                    if len(items) > limit:
+                        page = items[:limit]
+                        return SchedulePage(page, encode_schedule_cursor(page[-1].schedule_id))
+            if len(rows) < want:
+                return SchedulePage(items, None)  # the partition is read through
+        # The budget is spent: a short page, and the cursor goes on after the last row read.
+        return SchedulePage(items, encode_schedule_cursor(last))
+
+    def set_paused(self, app_id: str, schedule_id: str, paused: bool, at_ms: int) -> None:
+        self._session.execute(self._pause, (paused, at_ms, app_id, schedule_id))
+
+    def delete(self, app_id: str, schedule_id: str, at_ms: int) -> None:
+        self._session.execute(self._delete, (at_ms, at_ms, app_id, schedule_id))
+
+    def advance_cursor(self, app_id: str, schedule_id: str, cursor_ms: int) -> None:
+        self._session.execute(self._cursor, (cursor_ms * 1000, cursor_ms, app_id, schedule_id))
+
+    def _schedule(self, app_id: str, row: Any) -> Schedule | None:
+        if row is None or row.created_ms is None:
+            return None
+        return Schedule(
+            app_id=app_id,
+            schedule_id=row.schedule_id,
+            recurrence=Recurrence.from_dict(json.loads(row.recurrence_json)),
+            payload_json=self._cipher.open(
+                row.payload_json, schedule_payload_cell(app_id, row.schedule_id)
+            ),
+            created_ms=row.created_ms,
+            updated_ms=row.updated_ms,
+            kafka_key=row.kafka_key,
+            paused=bool(row.paused),
+            deleted_ms=row.deleted_ms,
+            cursor_ms=row.cursor_ms,
+        )

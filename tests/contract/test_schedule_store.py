@@ -1,0 +1,124 @@
+"""Contract of ScheduleStore (scheduler.store.ports), for the fake and the Cassandra adapter
+(plain, with encryption at rest, and with a list scan budget of 3 rows)."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import replace
+
+import pytest
+
+from scheduler.domain.recurrence import CatchUpPolicy, Recurrence
+from scheduler.store.cursor import encode_cursor
+from scheduler.store.ports import Schedule, ScheduleStore
+
+T0 = 1_893_499_200_000
+
+
+def schedule(app: str, schedule_id: str, **changes: object) -> Schedule:
+    base = Schedule(
+        app_id=app,
+        schedule_id=schedule_id,
+        recurrence=Recurrence(
+            "0 9 * * 1-5", "Europe/Berlin", start_ms=T0, catch_up=CatchUpPolicy.ALL
+        ),
+        payload_json='{"report":"daily"}',
+        created_ms=T0,
+        updated_ms=T0,
+        kafka_key="k-1",
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def app() -> str:
+    return "app-" + uuid.uuid4().hex[:8]  # the Cassandra keyspace is shared by the tests
+
+
+def test_put_then_get(schedule_store: ScheduleStore) -> None:
+    a = app()
+    s = schedule(a, "sch-1")
+    schedule_store.put(s)
+    assert schedule_store.get(a, "sch-1") == s
+    assert schedule_store.get(a, "sch-2") is None
+    assert schedule_store.get(app(), "sch-1") is None
+
+
+def test_an_update_keeps_the_cursor_and_a_delete(schedule_store: ScheduleStore) -> None:
+    a = app()
+    schedule_store.put(schedule(a, "sch-1"))
+    schedule_store.advance_cursor(a, "sch-1", T0 + 5_000)
+    updated = schedule(
+        a, "sch-1", recurrence=Recurrence("rate(5 minutes)"), payload_json="{}", kafka_key=None,
+        updated_ms=T0 + 9, cursor_ms=None,
+    )  # fmt: skip
+    schedule_store.put(updated)
+    assert schedule_store.get(a, "sch-1") == replace(updated, cursor_ms=T0 + 5_000)
+    schedule_store.delete(a, "sch-1", T0 + 20)
+    schedule_store.put(replace(updated, updated_ms=T0 + 30))  # a late update never undeletes
+    got = schedule_store.get(a, "sch-1")
+    assert got is not None and got.deleted_ms == T0 + 20
+
+
+def test_the_cursor_never_moves_back_whatever_the_arrival_order(
+    schedule_store: ScheduleStore,
+) -> None:
+    a = app()
+    schedule_store.put(schedule(a, "sch-1"))
+    cursors = [T0 + i * 1_000 for i in range(12)]
+    random.Random(7).shuffle(cursors)
+    for cursor in cursors:
+        schedule_store.advance_cursor(a, "sch-1", cursor)
+    got = schedule_store.get(a, "sch-1")
+    assert got is not None and got.cursor_ms == T0 + 11_000
+
+
+def test_pause_resume_and_delete(schedule_store: ScheduleStore) -> None:
+    a = app()
+    schedule_store.put(schedule(a, "sch-1"))
+    schedule_store.set_paused(a, "sch-1", True, T0 + 1)
+    got = schedule_store.get(a, "sch-1")
+    assert got is not None and (got.paused, got.updated_ms) == (True, T0 + 1)
+    schedule_store.set_paused(a, "sch-1", False, T0 + 2)
+    got = schedule_store.get(a, "sch-1")
+    assert got is not None and not got.paused
+    schedule_store.delete(a, "sch-1", T0 + 3)
+    got = schedule_store.get(a, "sch-1")
+    assert got is not None and got.deleted_ms == T0 + 3
+
+
+def test_changes_to_an_unknown_schedule_create_nothing(schedule_store: ScheduleStore) -> None:
+    a = app()
+    schedule_store.set_paused(a, "ghost", True, T0)
+    schedule_store.delete(a, "ghost", T0)
+    schedule_store.advance_cursor(a, "ghost", T0)
+    assert schedule_store.get(a, "ghost") is None
+    assert schedule_store.list(a, None, 10).items == []
+
+
+def test_list_pages_through_the_live_schedules_by_id(schedule_store: ScheduleStore) -> None:
+    a, other = app(), app()
+    ids = [f"sch-{i:03d}" for i in range(23)]
+    for schedule_id in random.Random(3).sample(ids, len(ids)):
+        schedule_store.put(schedule(a, schedule_id))
+    schedule_store.put(schedule(other, "sch-000"))
+    deleted = set(ids[::5])
+    for schedule_id in deleted:
+        schedule_store.delete(a, schedule_id, T0 + 1)
+    seen: list[str] = []
+    cursor: str | None = None
+    for _ in range(50):
+        page = schedule_store.list(a, cursor, 4)
+        assert len(page.items) <= 4
+        seen += [s.schedule_id for s in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == [i for i in ids if i not in deleted]
+    assert all(s.app_id == a for s in schedule_store.list(a, None, 100).items)
+
+
+@pytest.mark.parametrize("cursor", ["%%%", "bm90LWEtY3Vyc29y", encode_cursor(T0, "m-1")])
+def test_a_foreign_cursor_is_refused(schedule_store: ScheduleStore, cursor: str) -> None:
+    with pytest.raises(ValueError, match="invalid cursor"):
+        schedule_store.list(app(), cursor, 10)
