@@ -72,7 +72,7 @@ def header(meta: dict[str, Any]) -> list[str]:
         '- `make bench BENCH_ARGS="--with-10m"`: also 10 M pending (the deadline grows by 2 h)',
         "- other options: `--rates N` (repeat), `--runs N`, `--hotspot N`, `--only SECTION`"
         " (repeat: idle, steady, hotspot, recovery, ingest, pending), `--deadline-s S`,"
-        " `--note TEXT`,"
+        " `--note TEXT`, `--keep-logs DIR` (the services' logs and the ledgers kept there),"
         " `--render docs/bench/results.json` (this file again from the saved figures)",
         "",
         "## Machine and versions",

@@ -16,6 +16,7 @@ Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -26,7 +27,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -230,6 +231,18 @@ def write_outputs(results: dict[str, Any], out: Path, plot_dir: Path) -> None:
     print(f"[bench] wrote {out}, {plot_dir / 'results.json'} and {len(drawn)} plots", flush=True)
 
 
+@contextlib.contextmanager
+def work_folder(keep: Path | None) -> Iterator[str]:
+    """Where the services log and the runs keep their ledgers: `keep`, or a temporary folder."""
+    if keep is None:
+        with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+            yield tmp
+        return
+    keep.mkdir(parents=True, exist_ok=True)
+    print(f"[bench] the services' logs and the ledgers stay in {keep}", flush=True)
+    yield str(keep)
+
+
 def interrupted(*_: object) -> None:
     raise KeyboardInterrupt
 
@@ -259,6 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plots", type=Path, default=REPO / "docs" / "bench")
     parser.add_argument("--note", default="", help="a line for the report's header")
     parser.add_argument("--render", type=Path, help="re-render the report from a results.json")
+    parser.add_argument(
+        "--keep-logs",
+        type=Path,
+        help="write the services' logs and the runs' ledgers to this folder and keep them"
+        " (default: a temporary folder, removed at the end)",
+    )
     args = parser.parse_args(argv)
     if args.render:
         args.out.write_text(render(json.loads(args.render.read_text())))
@@ -282,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(p.idle_seconds)
     try:
         with (
-            tempfile.TemporaryDirectory(prefix="bench-") as tmp,
+            work_folder(args.keep_logs) as tmp,
             world(servers, Path(tmp), partitions=2) as w,
         ):
             current.append(w)
