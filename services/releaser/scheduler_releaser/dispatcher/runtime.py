@@ -59,7 +59,20 @@ from .status_reader import StatusReader
 from .writer_runner import RecordWriterRunner, ThreadRecordWriter
 
 log = logging.getLogger(__name__)
-IDLE_S = 0.002  # loop tick when nothing is due sooner
+IDLE_S = 0.002  # loop tick while anything is due within QUIET_AFTER_MS or was read within it
+QUIET_S = 0.02  # loop tick after a quiet second: an idle dispatcher costs a tenth of a core less
+QUIET_AFTER_MS = 1_000
+
+
+def loop_wait_s(now_ms: int, head_ms: int | None, last_read_ms: int) -> float:
+    """How long the firing loop sleeps before its next tick. IDLE_S (never past the next due
+    instant) while a held message is due within QUIET_AFTER_MS or a ring record or command was
+    read within it, so firing and the commands view are as prompt as ever; QUIET_S otherwise. A
+    record read after a quiet second waits at most QUIET_S for its tick (ARCHITECTURE.md,
+    "Idle cost")."""
+    if head_ms is not None and head_ms - now_ms <= QUIET_AFTER_MS:
+        return min(IDLE_S, max(0.0, (head_ms - now_ms) / 1000))
+    return IDLE_S if now_ms - last_read_ms < QUIET_AFTER_MS else QUIET_S
 
 
 @dataclass
@@ -129,9 +142,16 @@ async def run_dispatcher(
         # destination timeout, not after the default 30 s.
         "topic.metadata.propagation.max.ms": min(2_000, settings.destination_timeout_ms // 2),
     }
+    # A long-polled fetch is answered as soon as records arrive (a read_committed one as soon as
+    # their transaction commits), so the ring's fetch wait bounds only how long a resumed slot
+    # waits for the fetch in flight, and slots are resumed a slot ahead. At 5 ms it cost the
+    # broker 200 fetches a second per idle dispatcher (ARCHITECTURE.md, "Idle cost").
     ring_consumer = Consumer(
-        consumer_config(kafka, group, **{"fetch.wait.max.ms": 5, "fetch.error.backoff.ms": 50})
+        consumer_config(kafka, group, **{"fetch.wait.max.ms": 100, "fetch.error.backoff.ms": 50})
     )
+    # The commands view needs the partition EOF that follows a record (a transaction's marker
+    # is passed only by it), and librdkafka reports it with the next empty fetch: after the
+    # fetch wait. Measured: 6-10 ms with 5 ms, 500 ms with 500 ms. Keep it short.
     commands_consumer = Consumer(
         consumer_config(
             kafka,
@@ -333,7 +353,7 @@ async def _loop(
     progress_task = asyncio.create_task(progress.run(stop))
     committer = asyncio.create_task(_commit_loop(sink, clock, settings, stop, watch))
     confirmer = asyncio.create_task(commands.confirm(stop))
-    last_prune = clock.now_ms()
+    last_prune = last_read = clock.now_ms()
     try:
         while not stop.is_set():
             if committer.done():
@@ -341,11 +361,13 @@ async def _loop(
             if watch.healthy(clock.monotonic_ms()):
                 health.beat()
             now = clock.now_ms()
-            commands.poll()
+            read = commands.poll()
             ring.rotate(now)
             ring.probe(now)
             ring.refresh(now)
-            ring.poll()
+            read += ring.poll()
+            if read:
+                last_read = now
             dispatcher.start_due()
             if now - last_prune > 10_000:
                 last_prune = now
@@ -354,8 +376,7 @@ async def _loop(
                 dispatcher.timers.prune(now - settings.dedup_window_ms)
                 commands.view.prune(now - 2 * ring.cycle_ms)
             head = dispatcher.timers.next_due_ms()
-            wait = IDLE_S if head is None else min(IDLE_S, max(0.0, (head - clock.now_ms()) / 1000))
-            await asyncio.sleep(wait)
+            await asyncio.sleep(loop_wait_s(clock.now_ms(), head, last_read))
     finally:
         sink.close()  # a transaction that fails from now on is not retried
         progress_task.cancel()
