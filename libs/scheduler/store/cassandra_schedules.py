@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from cassandra.cluster import Session
-from cassandra.query import UNSET_VALUE, PreparedStatement
+from cassandra.query import PreparedStatement
 
 from scheduler.domain.recurrence import Recurrence
 from scheduler.encryption import PLAIN, ColumnCipher, cell
@@ -76,7 +76,7 @@ class CassandraScheduleStore:
                 self._cipher.seal_payload(
                     s.payload_json, schedule_payload_cell(s.app_id, s.schedule_id)
                 ),
-                UNSET_VALUE if s.kafka_key is None else s.kafka_key,
+                s.kafka_key,  # None clears the key an earlier version set
                 s.paused,
                 s.created_ms,
                 s.updated_ms,
