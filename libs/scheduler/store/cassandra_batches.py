@@ -108,7 +108,7 @@ class BatchExecutor:
             self._groups.clear()
             self._seen.clear()
             while self._in_flight:
-                _settle(self._in_flight.popleft(), [])
+                settle(self._in_flight.popleft(), [])
             self._errors.clear()
             raise
 
@@ -140,7 +140,7 @@ class BatchExecutor:
         self._groups.clear()
         self._seen.clear()
         while self._in_flight:
-            _settle(self._in_flight.popleft(), self._errors)
+            settle(self._in_flight.popleft(), self._errors)
         errors, self._errors = self._errors, []
         if errors:
             raise errors[0]
@@ -160,7 +160,7 @@ class BatchExecutor:
 
     def _send(self, request: Statement) -> None:
         if len(self._in_flight) >= self._concurrency:
-            _settle(self._in_flight.popleft(), self._errors)
+            settle(self._in_flight.popleft(), self._errors)
         self._in_flight.append(self._session.execute_async(request))
 
     def _replica(self, statement: Statement) -> object:
@@ -186,7 +186,8 @@ def _as_request(batch: list[Statement]) -> Statement:
     return request
 
 
-def _settle(future: ResponseFuture, errors: list[BaseException]) -> None:
+def settle(future: ResponseFuture, errors: list[BaseException]) -> None:
+    """Wait for `future`; a failure is appended to `errors` instead of raised."""
     try:
         future.result()
     except Exception as exc:  # noqa: BLE001 - collected; the first one is raised after all settle

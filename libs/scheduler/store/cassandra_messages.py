@@ -41,7 +41,7 @@ from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, PreparedStat
 from scheduler.domain.idempotency import KeyClaim, KeyHolder
 from scheduler.domain.status import Status
 from scheduler.encryption import PLAIN, ColumnCipher, cell, is_sealed
-from scheduler.store.cassandra_batches import BatchExecutor
+from scheduler.store.cassandra_batches import BatchExecutor, settle
 from scheduler.store.cursor import decode_cursor, encode_cursor
 from scheduler.store.ports import (
     LIST_SCAN_BUDGET,
@@ -165,10 +165,10 @@ class CassandraMessageStore:
         pending: list[ResponseFuture] = []
         for request in self.save_requests(items, per_batch):
             if len(pending) >= in_flight:
-                _settle(pending.pop(0), errors)
+                settle(pending.pop(0), errors)
             pending.append(self._session.execute_async(request))
         for future in pending:
-            _settle(future, errors)
+            settle(future, errors)
         if errors:
             raise errors[0]
 
@@ -500,13 +500,6 @@ def _status_values(app_id: str, message_id: str, state: StatusUpdate) -> tuple[A
 def _log_values(app_id: str, message_id: str, log: LogEntry) -> tuple[Any, ...]:
     data = json.dumps(log.data, separators=(",", ":"), sort_keys=True)
     return (app_id, message_id, log.at_ms, log.entry_id, log.status.value, data)
-
-
-def _settle(future: ResponseFuture, errors: list[BaseException]) -> None:
-    try:
-        future.result()
-    except Exception as exc:  # noqa: BLE001 - collected, the first one is re-raised
-        errors.append(exc)
 
 
 def _wait_all(futures: Sequence[ResponseFuture]) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from typing import Any
 
 from scheduler.clock import Clock, SystemClock
@@ -308,7 +307,7 @@ class InMemoryScheduleStore:
         with self._lock:
             stored = self._rows.get(key)
             kept = (None, None) if stored is None else (stored.deleted_ms, stored.cursor_ms)
-            self._rows[key] = replace(schedule, deleted_ms=kept[0], cursor_ms=kept[1])
+            self._rows[key] = dataclasses.replace(schedule, deleted_ms=kept[0], cursor_ms=kept[1])
 
     def get(self, app_id: str, schedule_id: str) -> Schedule | None:
         with self._lock:
@@ -336,10 +335,10 @@ class InMemoryScheduleStore:
         with self._lock:
             stored = self._rows.get((app_id, schedule_id))
             if stored is not None and (stored.cursor_ms is None or cursor_ms > stored.cursor_ms):
-                self._rows[(app_id, schedule_id)] = replace(stored, cursor_ms=cursor_ms)
+                self._rows[(app_id, schedule_id)] = dataclasses.replace(stored, cursor_ms=cursor_ms)
 
     def _change(self, app_id: str, schedule_id: str, **changes: Any) -> None:
         with self._lock:
             stored = self._rows.get((app_id, schedule_id))
             if stored is not None:
-                self._rows[(app_id, schedule_id)] = replace(stored, **changes)
+                self._rows[(app_id, schedule_id)] = dataclasses.replace(stored, **changes)
