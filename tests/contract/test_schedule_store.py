@@ -122,3 +122,37 @@ def test_list_pages_through_the_live_schedules_by_id(schedule_store: ScheduleSto
 def test_a_foreign_cursor_is_refused(schedule_store: ScheduleStore, cursor: str) -> None:
     with pytest.raises(ValueError, match="invalid cursor"):
         schedule_store.list(app(), cursor, 10)
+
+
+def test_scan_live_finds_every_app_s_schedules_but_the_deleted(
+    schedule_store: ScheduleStore,
+) -> None:
+    a, b = app(), app()
+    for s in (schedule(a, "s1"), schedule(a, "s2", paused=True), schedule(a, "s3")):
+        schedule_store.put(s)
+    schedule_store.put(schedule(b, "s1"))
+    schedule_store.delete(a, "s3", T0 + 1)
+    schedule_store.advance_cursor(b, "s1", T0 + 60_000)
+    schedule_store.advance_cursor(a, "ghost", T0)  # a partial row: not a schedule
+    found = {(s.app_id, s.schedule_id): s for s in schedule_store.scan_live() if s.app_id in (a, b)}
+    assert set(found) == {(a, "s1"), (a, "s2"), (b, "s1")}
+    assert found[(a, "s2")].paused and found[(b, "s1")].cursor_ms == T0 + 60_000
+
+
+def test_an_update_of_the_definition_keeps_a_pause_written_after_the_read(
+    schedule_store: ScheduleStore,
+) -> None:
+    a = app()
+    schedule_store.put(schedule(a, "sch-1"))
+    read = schedule_store.get(a, "sch-1")
+    assert read is not None and not read.paused
+    schedule_store.set_paused(a, "sch-1", True, T0 + 1)  # lands between the read and the write
+    changed = replace(read, recurrence=Recurrence("@hourly"), payload_json="[1]", kafka_key=None)
+    schedule_store.update_definition(replace(changed, updated_ms=T0 + 2))
+    got = schedule_store.get(a, "sch-1")
+    assert got is not None and got.paused
+    assert (got.recurrence, got.payload_json, got.kafka_key, got.updated_ms) == (
+        Recurrence("@hourly"), "[1]", None, T0 + 2,
+    )  # fmt: skip
+    schedule_store.update_definition(schedule(a, "ghost"))  # unknown: nothing appears
+    assert schedule_store.get(a, "ghost") is None

@@ -25,6 +25,7 @@ class Status(StrEnum):
 
 
 TERMINAL = frozenset({Status.SENT, Status.FAILED, Status.ABORTED})
+FIRST_ATTEMPT = 1  # attempts count from 1 in every generation
 ABORTABLE = frozenset({Status.READY, Status.QUEUED})
 
 # Allowed moves. READY -> SENT/FAILED happens when the QUEUED write is overtaken by the delivery

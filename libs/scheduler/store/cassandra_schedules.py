@@ -12,16 +12,21 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 from cassandra.cluster import Session
 from cassandra.query import PreparedStatement
 
+from scheduler.domain.errors import ValidationError
 from scheduler.domain.recurrence import Recurrence
 from scheduler.encryption import PLAIN, ColumnCipher, cell
 from scheduler.store.cursor import decode_schedule_cursor, encode_schedule_cursor
 from scheduler.store.ports import LIST_SCAN_BUDGET, Schedule, SchedulePage
 
+log = logging.getLogger(__name__)
+SCAN_PAGE = 500  # rows per page of the runner's pass over the table
 _COLUMNS = (
     "schedule_id, recurrence_json, payload_json, kafka_key, paused, created_ms, updated_ms,"
     " deleted_ms, cursor_ms"
@@ -49,6 +54,10 @@ class CassandraScheduleStore:
             "UPDATE schedules SET recurrence_json = ?, payload_json = ?, kafka_key = ?,"
             " paused = ?, created_ms = ?, updated_ms = ? WHERE app_id = ? AND schedule_id = ?"
         )
+        self._update: PreparedStatement = prepare(
+            "UPDATE schedules SET recurrence_json = ?, payload_json = ?, kafka_key = ?,"
+            " updated_ms = ? WHERE app_id = ? AND schedule_id = ?"
+        )
         self._get: PreparedStatement = prepare(
             f"SELECT {_COLUMNS} FROM schedules WHERE app_id = ? AND schedule_id = ?"  # noqa: S608
         )
@@ -62,6 +71,8 @@ class CassandraScheduleStore:
             "UPDATE schedules SET deleted_ms = ?, updated_ms = ? WHERE app_id = ?"
             " AND schedule_id = ?"
         )
+        self._scan: PreparedStatement = prepare(f"SELECT app_id, {_COLUMNS} FROM schedules")  # noqa: S608
+        self._scan.fetch_size = SCAN_PAGE
         self._cursor: PreparedStatement = prepare(
             "UPDATE schedules USING TIMESTAMP ? SET cursor_ms = ? WHERE app_id = ?"
             " AND schedule_id = ?"
@@ -72,13 +83,29 @@ class CassandraScheduleStore:
         self._session.execute(
             self._put,
             (
-                json.dumps(s.recurrence.to_dict(), separators=(",", ":"), sort_keys=True),
+                _recurrence_json(s),
                 self._cipher.seal_payload(
                     s.payload_json, schedule_payload_cell(s.app_id, s.schedule_id)
                 ),
                 s.kafka_key,  # None clears the key an earlier version set
                 s.paused,
                 s.created_ms,
+                s.updated_ms,
+                s.app_id,
+                s.schedule_id,
+            ),
+        )
+
+    def update_definition(self, schedule: Schedule) -> None:
+        s = schedule
+        self._session.execute(
+            self._update,
+            (
+                _recurrence_json(s),
+                self._cipher.seal_payload(
+                    s.payload_json, schedule_payload_cell(s.app_id, s.schedule_id)
+                ),
+                s.kafka_key,
                 s.updated_ms,
                 s.app_id,
                 s.schedule_id,
@@ -119,6 +146,18 @@ class CassandraScheduleStore:
     def advance_cursor(self, app_id: str, schedule_id: str, cursor_ms: int) -> None:
         self._session.execute(self._cursor, (cursor_ms * 1000, cursor_ms, app_id, schedule_id))
 
+    def scan_live(self) -> Iterator[Schedule]:
+        for row in self._session.execute(self._scan):
+            if row.deleted_ms is not None:
+                continue
+            try:
+                schedule = self._schedule(row.app_id, row)
+            except ValidationError as exc:  # a newer version's timing: its runner handles it
+                log.warning("schedule %s/%s skipped: %s", row.app_id, row.schedule_id, exc)
+                continue
+            if schedule is not None:
+                yield schedule
+
     def _schedule(self, app_id: str, row: Any) -> Schedule | None:
         if row is None or row.created_ms is None:
             return None
@@ -136,3 +175,7 @@ class CassandraScheduleStore:
             deleted_ms=row.deleted_ms,
             cursor_ms=row.cursor_ms,
         )
+
+
+def _recurrence_json(schedule: Schedule) -> str:
+    return json.dumps(schedule.recurrence.to_dict(), separators=(",", ":"), sort_keys=True)

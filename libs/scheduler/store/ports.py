@@ -163,6 +163,10 @@ class ScheduleStore(Protocol):
         """Create or update the definition. `deleted_ms` and `cursor_ms` are not written: the
         stored ones stay (a put never undeletes, and never moves the runner's cursor)."""
 
+    def update_definition(self, schedule: Schedule) -> None:
+        """Write the timing, payload, Kafka key and `updated_ms` of an existing schedule, and
+        nothing else: a pause that lands between the caller's read and this write stays."""
+
     def get(self, app_id: str, schedule_id: str) -> Schedule | None:
         """The schedule, a deleted one too (check `deleted_ms`); None if it never existed."""
 
@@ -179,6 +183,11 @@ class ScheduleStore(Protocol):
     def advance_cursor(self, app_id: str, schedule_id: str, cursor_ms: int) -> None:
         """Store the runner's cursor. It never moves back: a lower value than the stored one,
         arriving in any order, changes nothing. Nothing for an unknown schedule."""
+
+    def scan_live(self) -> Iterator[Schedule]:
+        """Every schedule that is not deleted, of every app, in no particular order (the
+        occurrence runner's pass). A stored timing this version cannot read (written by a newer
+        one) is skipped, not raised."""
 
 
 class AppLookup(Protocol):

@@ -309,6 +309,17 @@ class InMemoryScheduleStore:
             kept = (None, None) if stored is None else (stored.deleted_ms, stored.cursor_ms)
             self._rows[key] = dataclasses.replace(schedule, deleted_ms=kept[0], cursor_ms=kept[1])
 
+    def update_definition(self, schedule: Schedule) -> None:
+        s = schedule
+        self._change(
+            s.app_id,
+            s.schedule_id,
+            recurrence=s.recurrence,
+            payload_json=s.payload_json,
+            kafka_key=s.kafka_key,
+            updated_ms=s.updated_ms,
+        )
+
     def get(self, app_id: str, schedule_id: str) -> Schedule | None:
         with self._lock:
             return self._rows.get((app_id, schedule_id))
@@ -336,6 +347,11 @@ class InMemoryScheduleStore:
             stored = self._rows.get((app_id, schedule_id))
             if stored is not None and (stored.cursor_ms is None or cursor_ms > stored.cursor_ms):
                 self._rows[(app_id, schedule_id)] = dataclasses.replace(stored, cursor_ms=cursor_ms)
+
+    def scan_live(self) -> Iterator[Schedule]:
+        with self._lock:
+            rows = list(self._rows.values())
+        return iter([s for s in rows if s.deleted_ms is None])
 
     def _change(self, app_id: str, schedule_id: str, **changes: Any) -> None:
         with self._lock:
