@@ -675,6 +675,21 @@ BUCKETER = [
                 [(per_hour("scheduler_bucketer_pending_count_failures_total"), "failed")],
                 "The pending-by-horizon gauge under-counts these batches; the messages are stored.",
             ),
+            Panel(
+                "Kafka-native schedule changes by operation and outcome",
+                "ops",
+                [
+                    (
+                        or_zero(
+                            "sum by (operation, outcome) "
+                            f"(rate(scheduler_bucketer_schedule_definitions_total[{RATE}]))"
+                        ),
+                        "{{operation}} {{outcome}}",
+                    )
+                ],
+                "ScheduleDefinition records applied to the recurring schedules; `rejected` ones"
+                " are on the rejected topic with their reason.",
+            ),
         ],
     ),
 ]
@@ -711,6 +726,43 @@ RELEASER = [
                         "aborted: application deleted",
                     ),
                 ],
+            ),
+        ],
+    ),
+    Row(
+        "Releaser: occurrences of recurring schedules",
+        [
+            Panel(
+                "Occurrences created",
+                "ops",
+                [
+                    (f"sum(rate(scheduler_schedule_occurrences_created_total[{RATE}]))", "created"),
+                    (
+                        f"sum(rate(scheduler_schedule_occurrences_aborted_total[{RATE}]))",
+                        "aborted: paused or deleted during a tick",
+                    ),
+                    (
+                        f"sum(rate(scheduler_schedule_occurrences_invalid_total[{RATE}]))",
+                        "not created: would be refused",
+                    ),
+                    (
+                        f"sum(rate(scheduler_schedule_ticks_skipped_total[{RATE}]))",
+                        "ticks that dropped missed occurrences (catch-up policy)",
+                    ),
+                ],
+                "Published to the requests topic by the leader's runner, ahead of their instants.",
+            ),
+            Panel(
+                "Runner tick duration",
+                "s",
+                quantiles("scheduler_schedule_tick_seconds"),
+                "One pass over every live schedule: grows with the number of schedules.",
+            ),
+            Panel(
+                "Failed runner ticks (last hour)",
+                "short",
+                [(per_hour("scheduler_schedule_tick_failures_total"), "failed")],
+                "Kafka or Cassandra trouble: the next tick repeats the work; nothing is skipped.",
             ),
         ],
     ),

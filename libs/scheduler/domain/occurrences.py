@@ -1,8 +1,7 @@
 """One tick of a recurring schedule's runner: which occurrences to create, and the cursor to
 store once they are created (docs/SCHEDULES.md, "When occurrences are created").
 
-The runner is not wired yet; this is its decision, pure, so that the rules below are tested
-before any process depends on them.
+Pure: the runner (services/releaser, `releaser/occurrences.py`) does the I/O.
 
 - A tick creates the due occurrences that the catch-up policy keeps
   (`Recurrence.catch_up_now`) and the upcoming ones up to `now + lookahead`, ahead of their

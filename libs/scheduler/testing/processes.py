@@ -122,6 +122,9 @@ def service_env(
             "SCHEDULER_DISPATCH_MAX_ATTEMPTS": "3",
             "SCHEDULER_DISPATCH_BACKOFF_BASE_MS": "200",
             "SCHEDULER_RELEASE_TICK_MS": "200",
+            # Occurrences of recurring schedules: created 3 s ahead, checked five times a second.
+            "SCHEDULER_RELEASE_SCHEDULE_TICK_MS": "200",
+            "SCHEDULER_RELEASE_SCHEDULE_LOOKAHEAD_MS": "3000",
             # A fresh keyspace has no watermark: start just before now, not a day back.
             "SCHEDULER_RELEASE_INITIAL_BACKFILL_MS": "5000",
         }

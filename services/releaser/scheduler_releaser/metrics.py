@@ -223,3 +223,41 @@ class ReleaseMetrics:
             ["horizon"],
             registry=registry,
         )
+
+
+class OccurrenceMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.created = Counter(
+            "scheduler_schedule_occurrences_created_total",
+            "Occurrences of recurring schedules published as messages (a repeated tick counts"
+            " again)",
+            registry=registry,
+        )
+        self.skipped = Counter(
+            "scheduler_schedule_ticks_skipped_total",
+            "Schedule ticks that dropped missed occurrences by their catch-up policy",
+            registry=registry,
+        )
+        self.invalid = Counter(
+            "scheduler_schedule_occurrences_invalid_total",
+            "Occurrences not created because the request would be refused (e.g. a payload over"
+            " a lowered size limit)",
+            registry=registry,
+        )
+        self.aborted = Counter(
+            "scheduler_schedule_occurrences_aborted_total",
+            "Occurrences created ahead and aborted because their schedule was paused or deleted"
+            " during the tick",
+            registry=registry,
+        )
+        self.failures = Counter(
+            "scheduler_schedule_tick_failures_total",
+            "Runner ticks that failed (Kafka or Cassandra); the next tick repeats the work",
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "scheduler_schedule_tick_seconds",
+            "Time of one runner tick over every live schedule",
+            buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=registry,
+        )

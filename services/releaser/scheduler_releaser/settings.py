@@ -161,6 +161,24 @@ class ReleaseSettings(BaseSettings):
         description="ring transaction timeout: the broker aborts a frozen leader's open"
         " transaction after it",
     )
+    schedule_tick_ms: int = Field(
+        default=1_000,
+        ge=10,
+        description="how often the leader's occurrence runner passes over the recurring"
+        " schedules (docs/SCHEDULES.md)",
+    )
+    schedule_lookahead_ms: int = Field(
+        default=60_000,
+        ge=0,
+        description="occurrences are created this far ahead of their instant; a pause or delete"
+        " aborts the ones already created",
+    )
+    schedule_limit: int = Field(
+        default=100,
+        ge=1,
+        description="upcoming occurrences one schedule creates per tick at most (the next tick"
+        " goes on)",
+    )
     metrics_port: int = Field(
         default=9103, ge=0, description="port of /metrics, /healthz, /readyz (0: none)"
     )

@@ -20,8 +20,9 @@ from scheduler.encryption import EncryptionSettings
 from scheduler.logs import configure_logging
 from scheduler.ops import Health
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
+from scheduler.store.cassandra_schedules import CassandraScheduleStore
 from scheduler.store.pending_counts import CassandraPendingCounts
-from scheduler_releaser.metrics import ReleaseMetrics
+from scheduler_releaser.metrics import OccurrenceMetrics, ReleaseMetrics
 from scheduler_releaser.settings import ReleaseSettings
 from scheduler_releaser.wiring import cassandra_stores, serve_ops
 
@@ -63,6 +64,9 @@ def main() -> int:
                 stop=stop,
                 health=health,
                 pending_counts=CassandraPendingCounts(session),
+                schedules=CassandraScheduleStore(session, cipher),
+                usage=stores.usage,
+                occurrence_metrics=OccurrenceMetrics(registry),
             )
         finally:
             cluster.shutdown()

@@ -31,18 +31,21 @@ from confluent_kafka.admin import AdminClient
 from scheduler.clock import Clock
 from scheduler.kafka.admin import ensure_topics
 from scheduler.kafka.groups import describe_groups_in_child
+from scheduler.kafka.producer import KafkaRecordProducer
 from scheduler.ops import Health
 from scheduler.records import DueMessage
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.store.bucket_index import Reconciler, writer_groups
 from scheduler.store.pending_counts import PendingCounts
-from scheduler.store.ports import AppLookup, BucketStore, MessageStore
+from scheduler.store.ports import AppLookup, BucketStore, MessageStore, ScheduleStore
+from scheduler.store.usage import UsageStore
 from scheduler.topics import Topics
 from scheduler_releaser.codecs import Codecs
-from scheduler_releaser.metrics import ReleaseMetrics
+from scheduler_releaser.metrics import OccurrenceMetrics, ReleaseMetrics
 from scheduler_releaser.settings import ReleaseSettings
 
 from .core import Releaser
+from .occurrences import OccurrenceRunner, run_while_leading, topic_codecs
 from .pending import PendingByHorizon
 
 log = logging.getLogger(__name__)
@@ -289,7 +292,12 @@ def run_releaser(
     stop: threading.Event,
     health: Health | None = None,
     pending_counts: PendingCounts | None = None,
+    schedules: ScheduleStore | None = None,
+    usage: UsageStore | None = None,
+    occurrence_metrics: OccurrenceMetrics | None = None,
 ) -> None:
+    """With `schedules` (and `usage`, `occurrence_metrics`), the leader also runs the occurrence
+    runner of recurring schedules, in a thread of its own."""
     health = health or Health(clock)
     topics = Topics(kafka, scheduling)
     ensure_lease_topic(kafka, topics)
@@ -381,10 +389,45 @@ def run_releaser(
         after_tick=None if pending is None else pending.maybe_refresh,
         stop=stop,
     )
+    occurrences: threading.Thread | None = None
+    if schedules is not None and usage is not None and occurrence_metrics is not None:
+        producer = KafkaRecordProducer(kafka.client_config())
+        request_codec, command_codec = topic_codecs(kafka, topics)
+        runner = OccurrenceRunner(
+            schedules=schedules,
+            messages=messages,
+            usage=usage,
+            producer=producer,
+            requests=request_codec,
+            commands=command_codec,
+            topics=topics,
+            scheduling=scheduling,
+            clock=clock,
+            metrics=occurrence_metrics,
+            lookahead_ms=settings.schedule_lookahead_ms,
+            limit=settings.schedule_limit,
+        )
+        occurrences = threading.Thread(
+            target=run_while_leading,
+            args=(
+                runner,
+                lambda: leadership.is_leader,
+                stop,
+                settings.schedule_tick_ms / 1000,
+                occurrence_metrics.failures,
+            ),
+            name="occurrences",
+            daemon=True,
+        )
+        occurrences.start()
     try:
         while not stop.is_set():
             loop.step()
     finally:
+        if occurrences is not None:
+            stop.set()  # also when the loop failed: the thread finishes its tick and ends
+            occurrences.join()
+            producer.close()
         consumer.close()  # leaves the group: another replica takes over at once
         writers.shutdown(wait=True)
         publisher.close()
