@@ -43,7 +43,7 @@ from scheduler.store.cassandra_apps import CassandraAppStore
 from scheduler.store.cassandra_messages import CassandraMessageStore
 from scheduler.store.ports import Application
 from scheduler.store.usage import CassandraUsageStore, InMemoryUsageStore
-from scheduler.testing.fakes import InMemoryMessageStore
+from scheduler.testing.fakes import InMemoryMessageStore, InMemoryScheduleStore
 from scheduler.testing.isolation import (
     delete_topics,
     drop_keyspace,
@@ -187,6 +187,7 @@ def in_process_costs(
                 messages=CassandraMessageStore(session)
                 if real_cassandra
                 else InMemoryMessageStore(),
+                schedules=InMemoryScheduleStore(),  # the cost measured is POST /messages
                 apps=apps,
                 usage=CassandraUsageStore(session) if real_cassandra else InMemoryUsageStore(),
                 publisher=publisher,

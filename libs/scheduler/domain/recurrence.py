@@ -58,7 +58,7 @@ from cronsim import CronSim, CronSimError
 from scheduler.domain.errors import ValidationError
 from scheduler.domain.sendat import MAX_EPOCH_MS, MIN_EPOCH_MS
 
-# API error tokens (the API is not wired yet; the names are those of its planned JSON fields).
+# API error tokens (the names are those of the JSON fields of the schedule routes).
 INVALID_EXPRESSION: Final = "invalid_expression"
 INVALID_TIMEZONE: Final = "invalid_timezone"
 INVALID_START: Final = "invalid_start"

@@ -30,10 +30,10 @@ from scheduler.domain.idempotency import claim_ttl_ms
 from scheduler.security import SecretHasher
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.store.apps import AppStore
-from scheduler.store.ports import MessageStore
+from scheduler.store.ports import MessageStore, ScheduleStore
 from scheduler.store.usage import UsageStore
 from scheduler.topics import Topics
-from scheduler_ingest import routes_control, routes_messages
+from scheduler_ingest import routes_control, routes_messages, routes_schedules
 from scheduler_ingest.auth import Authenticator
 from scheduler_ingest.console import ConsoleMount, build_console
 from scheduler_ingest.control import ControlService
@@ -48,6 +48,7 @@ from scheduler_ingest.middleware import GatewayMiddleware
 from scheduler_ingest.outcomes import NoResultLookup, ResultLookup
 from scheduler_ingest.pending import PendingCap
 from scheduler_ingest.publisher import Publisher
+from scheduler_ingest.schedules import ScheduleService
 from scheduler_ingest.settings import IngestSettings
 from scheduler_ingest.usage import UsageCounter
 
@@ -61,6 +62,7 @@ DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).parent / "static"
 @dataclass
 class Deps:
     messages: MessageStore
+    schedules: ScheduleStore
     apps: AppStore
     usage: UsageStore
     publisher: Publisher
@@ -105,24 +107,32 @@ def create_app(settings: IngestSettings, deps: Deps) -> FastAPI:
         refresh_ms=settings.pending_refresh_ms,
     )
     usage = UsageCounter(deps.usage, io, settings.usage_flush_ms, on_written=pending.adjust)
+    messages = MessageService(
+        store=deps.messages,
+        usage=usage,
+        publisher=deps.publisher,
+        clock=deps.clock,
+        scheduling=deps.scheduling,
+        topics=topics,
+        metrics=metrics,
+        io=io,
+        retry_after_s=settings.retry_after_s,
+        pending=pending,
+        registry=deps.schema_registry,
+        results=results,
+        abort_outcome_wait_ms=settings.abort_outcome_wait_ms,
+        key_ttl_ms=claim_ttl_ms(deps.kafka.requests_retention_ms),
+    )
     gw = Gateway(
         settings=settings,
         auth=auth,
-        messages=MessageService(
-            store=deps.messages,
-            usage=usage,
-            publisher=deps.publisher,
+        messages=messages,
+        schedules=ScheduleService(
+            store=deps.schedules,
+            messages=messages,
             clock=deps.clock,
             scheduling=deps.scheduling,
-            topics=topics,
-            metrics=metrics,
             io=io,
-            retry_after_s=settings.retry_after_s,
-            pending=pending,
-            registry=deps.schema_registry,
-            results=results,
-            abort_outcome_wait_ms=settings.abort_outcome_wait_ms,
-            key_ttl_ms=claim_ttl_ms(deps.kafka.requests_retention_ms),
         ),
         control=ControlService(
             store=deps.apps,
@@ -154,6 +164,7 @@ def create_app(settings: IngestSettings, deps: Deps) -> FastAPI:
     app.state.gateway = gw
     install_error_handlers(app)
     app.include_router(routes_messages.build_router(settings.batch_limit))
+    app.include_router(routes_schedules.build_router())
     app.include_router(routes_control.build_router())
     _ops_routes(app, gw)
     _docs_routes(app)
@@ -178,7 +189,8 @@ def create_app(settings: IngestSettings, deps: Deps) -> FastAPI:
 
 API_DESCRIPTION = """Schedule a payload for delivery at a point in time; control plane.
 
-Data key routes (`/messages...`): `Authorization: Basic base64(<appId>:<secret>)`.
+Data key routes (`/messages...`, `/schedules...`):
+`Authorization: Basic base64(<appId>:<secret>)`.
 Control key routes (`/applications...`, `/control-keys...`): `Authorization: Token <secret>`.
 Every error is `{"error": "<token>", "message": "<text>"}`; invalid input is answered 400 (never
 422). Deliveries to REST endpoints are signed: verify `X-Scheduler-Signature` with the

@@ -18,6 +18,7 @@ from scheduler_ingest.messages import MessageService
 from scheduler_ingest.metrics import IngestMetrics
 from scheduler_ingest.models import ErrorBody
 from scheduler_ingest.pending import PendingCap
+from scheduler_ingest.schedules import ScheduleService
 from scheduler_ingest.settings import IngestSettings
 
 # Documentation of the two schemes (both travel in the Authorization header; parsing is ours).
@@ -40,6 +41,7 @@ class Gateway:
     settings: IngestSettings
     auth: Authenticator
     messages: MessageService
+    schedules: ScheduleService
     control: ControlService
     rate: RateLimiter
     quota: DailyQuota

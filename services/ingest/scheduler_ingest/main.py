@@ -29,6 +29,7 @@ from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSetti
 from scheduler.store.cassandra import connect
 from scheduler.store.cassandra_apps import CassandraAppStore
 from scheduler.store.cassandra_messages import CassandraMessageStore
+from scheduler.store.cassandra_schedules import CassandraScheduleStore
 from scheduler.store.usage import CassandraUsageStore
 from scheduler.topics import Topics
 from scheduler_ingest.app import Deps, create_app
@@ -70,6 +71,7 @@ def main() -> int:
             settings,
             Deps(
                 messages=CassandraMessageStore(session, cipher),
+                schedules=CassandraScheduleStore(session, cipher),
                 apps=CassandraAppStore(session, cipher),
                 usage=CassandraUsageStore(session),
                 publisher=publisher,

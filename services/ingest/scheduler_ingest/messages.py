@@ -58,7 +58,14 @@ from scheduler.domain.validation import validate_schedule_request
 from scheduler.records import Command, CommandKind, DeliveryOutcome, DeliveryResult, ScheduleRequest
 from scheduler.settings import SchedulingSettings
 from scheduler.store.cursor import decode_cursor
-from scheduler.store.ports import LogEntry, MessageContent, MessageStore, MessageView, StatusUpdate
+from scheduler.store.ports import (
+    LogEntry,
+    MessageContent,
+    MessageStore,
+    MessageView,
+    StatusUpdate,
+    StatusWrite,
+)
 from scheduler.store.usage import usage_day
 from scheduler.topics import Topics
 from scheduler_ingest.bodies import Draft
@@ -564,6 +571,42 @@ class MessageService:
         entry = LogEntry(now, f"{generation}:redriven", Status.READY, {"generation": generation})
         await self._io(self._store.update_status, app_id, message_id, ready, entry)
         return await self.get(app_id, message_id)
+
+    async def abort_created(
+        self,
+        app_id: str,
+        writes: Sequence[StatusWrite],
+        commands: Sequence[Command],
+        *,
+        move_pending: bool,
+    ) -> None:
+        """Abort messages whose ABORTED writes and ABORT commands the caller built (a schedule's
+        occurrences created ahead: scheduler.schedule_occurrences.abort_writes). The records
+        first, as `abort` does: the dispatcher re-checks a record at fire time, so a command
+        lost with the 503 cannot let a message through, and repeating the call is harmless.
+        `move_pending`: take them off the app's pending count (False when a repeated call
+        already did)."""
+        if not writes:
+            return
+        await self._io(self._store.update_statuses, writes)
+        if move_pending:  # ABORTED is terminal from here on, whatever becomes of the commands
+            await self._move_pending(app_id, -len(writes))
+        results = await asyncio.gather(
+            *(self._publish_command(c) for c in commands), return_exceptions=True
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            first = failed[0]
+            if not isinstance(first, PublishError):
+                raise first
+            raise ApiError(
+                503,
+                "unavailable",
+                f"Kafka did not acknowledge {len(failed)} abort command(s) ({first.cause}); the"
+                " change and the ABORTED records are stored, and the dispatcher checks a record"
+                " before it delivers",
+                {"Retry-After": str(self._retry_after_s)},
+            )
 
     async def _move_pending(self, app_id: str, delta: int) -> None:
         await self._usage.move_pending(app_id, delta)

@@ -195,6 +195,36 @@ class MessageList(BaseModel):
     next: str | None = Field(description="pass as startFrom for the next (older) page")
 
 
+class ScheduleOut(BaseModel):
+    scheduleId: str
+    appId: str
+    expression: str = Field(description="normalised: a 5-field cron, a macro or rate(N unit)")
+    timezone: str
+    start: str | None
+    end: str | None
+    maxOccurrences: int | None
+    catchUp: str = Field(description="latest, skip or all")
+    catchUpLimit: int | None = Field(description="with catchUp all only")
+    payload: object
+    kafkaKey: str | None
+    paused: bool
+    createdAt: str
+    updatedAt: str
+    createdUntil: str | None = Field(
+        description="the runner's cursor: every occurrence up to it exists as a message (source"
+        " schedule:<scheduleId>) or was skipped by the catch-up policy"
+    )
+    nextOccurrence: str | None = Field(
+        description="the first occurrence after now and after createdUntil; null when paused"
+        " or when no occurrence is left"
+    )
+
+
+class ScheduleList(BaseModel):
+    schedules: list[ScheduleOut]
+    next: str | None = Field(description="pass as startFrom for the next page")
+
+
 class LogOut(BaseModel):
     timestamp: str
     status: str

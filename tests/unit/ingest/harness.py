@@ -15,9 +15,9 @@ from scheduler.records import Command, ScheduleRequest
 from scheduler.security import SecretHasher, new_key_id, new_secret
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.store.apps import AppStore, ControlKey, DataKey, InMemoryAppStore
-from scheduler.store.ports import Application, MessageStore
+from scheduler.store.ports import Application, MessageStore, ScheduleStore
 from scheduler.store.usage import InMemoryUsageStore, UsageStore
-from scheduler.testing.fakes import InMemoryMessageStore
+from scheduler.testing.fakes import InMemoryMessageStore, InMemoryScheduleStore
 from scheduler.topics import Topics
 from scheduler_ingest.app import Deps, create_app
 from scheduler_ingest.destinations import FakeTopicDirectory, TopicDirectory
@@ -95,6 +95,7 @@ class Harness:
     settings: IngestSettings = field(default_factory=lambda: IngestSettings(usage_flush_ms=0))
     clock: ManualClock = field(default_factory=lambda: ManualClock(T0))
     messages: MessageStore = field(default_factory=InMemoryMessageStore)
+    schedules: ScheduleStore = field(default_factory=InMemoryScheduleStore)
     apps: AppStore = field(default_factory=InMemoryAppStore)
     usage: UsageStore = field(default_factory=InMemoryUsageStore)
     publisher: Publisher = field(default_factory=FakePublisher)
@@ -114,6 +115,7 @@ class Harness:
             self.settings,
             Deps(
                 messages=self.messages,
+                schedules=self.schedules,
                 apps=self.apps,
                 usage=self.usage,
                 publisher=self.publisher,

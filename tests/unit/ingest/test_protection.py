@@ -127,6 +127,14 @@ def test_openapi_describes_every_route(h: Harness) -> None:
         "/applications/{appId}/messages/{messageId}/redrive": {"put"},
         "/applications/{appId}/signing-secret/rotate": {"post"},
         "/applications/{appId}/usage": {"get"},
+        "/schedules": {"get", "post"},
+        "/schedules/{scheduleId}": {"get", "put", "delete"},
+        "/schedules/{scheduleId}/pause": {"put"},
+        "/schedules/{scheduleId}/resume": {"put"},
+        "/applications/{appId}/schedules": {"get", "post"},
+        "/applications/{appId}/schedules/{scheduleId}": {"get", "put", "delete"},
+        "/applications/{appId}/schedules/{scheduleId}/pause": {"put"},
+        "/applications/{appId}/schedules/{scheduleId}/resume": {"put"},
         "/healthz": {"get"},
         "/readyz": {"get"},
     }
@@ -137,6 +145,17 @@ def test_openapi_describes_every_route(h: Harness) -> None:
         "sendAt",
     ]
     assert schedule["security"] == [{"DataKey": []}]
+    create = paths["/schedules"]["post"]
+    body = create["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["expression", "payload"] and "paused" in body["properties"]
+    update = paths["/schedules/{scheduleId}"]["put"]["requestBody"]["content"]
+    assert "paused" not in update["application/json"]["schema"]["properties"]
+    assert create["security"] == [{"DataKey": []}]
+    assert paths["/applications/{appId}/schedules"]["post"]["security"] == [{"ControlKey": []}]
+    assert paths["/schedules/{scheduleId}"]["get"]["tags"] == ["schedules"]
+    assert paths["/applications/{appId}/schedules"]["get"]["tags"] == ["dashboard"]
+    out = spec["components"]["schemas"]["ScheduleOut"]["properties"]
+    assert {"scheduleId", "createdUntil", "nextOccurrence"} <= set(out)
     assert paths["/applications"]["get"]["security"] == [{"ControlKey": []}]
 
 

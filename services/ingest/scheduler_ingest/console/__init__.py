@@ -21,7 +21,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scheduler.clock import Clock
-from scheduler_ingest.console import routes_apps, routes_auth, routes_keys, routes_messages
+from scheduler_ingest.console import (
+    routes_apps,
+    routes_auth,
+    routes_keys,
+    routes_messages,
+    routes_schedules,
+)
 from scheduler_ingest.console.metrics import ConsoleMetrics
 from scheduler_ingest.console.sessions import SessionStore
 from scheduler_ingest.console.web import (
@@ -66,7 +72,7 @@ def build_console(
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     app.state.console = console
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for module in (routes_auth, routes_apps, routes_keys, routes_messages):
+    for module in (routes_auth, routes_apps, routes_keys, routes_messages, routes_schedules):
         app.include_router(module.build_router())
     _install_handlers(app, console)
 
