@@ -26,11 +26,30 @@ unknown or deleted app, over the app's pending cap, or otherwise invalid, by wri
     for rejected in rejections.poll(timeout_s=5.0):
         print(rejected.message_id, rejected.reason, rejected.detail)
     rejections.close()
+
+Recurring schedules (docs/SCHEDULES.md) travel on the same topic, as `ScheduleDefinition`
+records keyed by app id, so a schedule's changes keep their order with the app's messages:
+
+    schedule_id = producer.put_schedule("app_123", "0 9 * * MON-FRI", {"report": "daily"},
+                                        timezone="Europe/Berlin")
+    producer.pause_schedule("app_123", schedule_id)   # also: resume_schedule, delete_schedule
+    producer.flush()
+
+`put_schedule` creates the schedule (a new ULID when `schedule_id` is None) or, given the id of
+an existing one, replaces its timing, payload and Kafka key (keeping its creation time, paused
+flag and cursor). `start` None means the creation instant for a new schedule and the current
+start for an update, as over HTTP. Each call validates what the bucketer validates
+(`validate_schedule_definition`) and queues one record; the bucketer applies it, or refuses it
+to the rejected topic (`RejectionsReader`: `message_id` is then the schedule id; reasons as over
+HTTP, plus `unknown_app`, `app_deleted`, `schedule_not_found`, `schedule_deleted`). Bucketers
+of the release before schedules cannot read these records and refuse them too (reason
+`unknown_schema`, or `wrong_schema` with a schema registry): upgrade the bucketers first.
 """
 
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import json
 import logging
 import time
@@ -43,13 +62,22 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from scheduler.clock import Clock, SystemClock
-from scheduler.codec import DecodeError, RecordCodec, value_subject
+from scheduler.codec import CodecError, DecodeError, RecordCodec, definition_subject, value_subject
 from scheduler.domain.errors import ValidationError
 from scheduler.domain.ids import derived_message_id, new_message_id
+from scheduler.domain.recurrence import INVALID_END, INVALID_START
 from scheduler.domain.sendat import parse_send_at
-from scheduler.domain.validation import validate_schedule_request
+from scheduler.domain.validation import (
+    validate_schedule_definition,
+    validate_schedule_request,
+)
 from scheduler.kafka.producer import KafkaRecordProducer, ProduceError, RecordProducer
-from scheduler.records import RejectedRequest, ScheduleRequest
+from scheduler.records import (
+    RejectedRequest,
+    ScheduleDefinition,
+    ScheduleOperation,
+    ScheduleRequest,
+)
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.topics import Topics
 
@@ -75,6 +103,18 @@ def send_at_ms(send_at: datetime | int | str) -> int:
     return parse_send_at(send_at)
 
 
+def _instant(value: datetime | int | str | None, token: str, name: str) -> int | None:
+    """`start` and `end` take what `send_at` takes, with their own error token."""
+    if value is None:
+        return None
+    try:
+        return send_at_ms(value)
+    except ValidationError as exc:
+        raise ValidationError(
+            token, exc.message.replace("sendAt", name).replace("send_at", name)
+        ) from None
+
+
 class SchedulerProducer:
     def __init__(
         self,
@@ -93,6 +133,11 @@ class SchedulerProducer:
             ScheduleRequest,
             registry=registry,
             subject=value_subject(self._topic) if registry is not None else None,
+        )
+        self._definitions = RecordCodec(
+            ScheduleDefinition,
+            registry=registry,
+            subject=definition_subject(self._topic) if registry is not None else None,
         )
 
     def schedule(
@@ -130,6 +175,79 @@ class SchedulerProducer:
         self._producer.produce(self._topic, app_id.encode(), self._codec.encode(request))
         return message_id
 
+    def put_schedule(
+        self,
+        app_id: str,
+        expression: str,
+        payload: Any,
+        *,
+        timezone: str = "UTC",
+        start: datetime | int | str | None = None,
+        end: datetime | int | str | None = None,
+        max_occurrences: int | None = None,
+        catch_up: str = "latest",
+        catch_up_limit: int | None = None,
+        kafka_key: str | None = None,
+        paused: bool = False,
+        schedule_id: str | None = None,
+    ) -> str:
+        """Queue the creation (`schedule_id` None: a new id) or the update of a recurring
+        schedule; returns its id. Raises ValidationError for a bad definition. `paused` applies
+        to a new schedule only (an update keeps the flag: use pause_schedule, resume_schedule)."""
+        if payload is None:
+            raise ValidationError("missing_payload", "payload is required (any JSON but null)")
+        try:
+            payload_json = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError("invalid_payload", f"payload is not JSON: {exc}") from None
+        now = self._clock.now_ms()
+        definition = ScheduleDefinition(
+            schedule_id=new_message_id(now) if schedule_id is None else schedule_id,
+            app_id=app_id,
+            operation=ScheduleOperation.PUT,
+            issued_ms=now,
+            expression=expression,
+            timezone=timezone,
+            # None: the bucketer takes the creation instant, or an update's current start
+            start_ms=_instant(start, INVALID_START, "start"),
+            end_ms=_instant(end, INVALID_END, "end"),
+            max_occurrences=max_occurrences,
+            catch_up=catch_up,
+            catch_up_limit=catch_up_limit,
+            payload_json=payload_json,
+            kafka_key=kafka_key,
+            paused=paused,
+        )
+        return self._send(definition)
+
+    def pause_schedule(self, app_id: str, schedule_id: str) -> None:
+        """Queue a pause; the bucketer also aborts the occurrences already created ahead."""
+        self._send(self._change(app_id, schedule_id, ScheduleOperation.PAUSE))
+
+    def resume_schedule(self, app_id: str, schedule_id: str) -> None:
+        self._send(self._change(app_id, schedule_id, ScheduleOperation.RESUME))
+
+    def delete_schedule(self, app_id: str, schedule_id: str) -> None:
+        """Queue a delete; the bucketer also aborts the occurrences already created ahead."""
+        self._send(self._change(app_id, schedule_id, ScheduleOperation.DELETE))
+
+    def _change(
+        self, app_id: str, schedule_id: str, operation: ScheduleOperation
+    ) -> ScheduleDefinition:
+        return ScheduleDefinition(
+            schedule_id=schedule_id,
+            app_id=app_id,
+            operation=operation,
+            issued_ms=self._clock.now_ms(),
+        )
+
+    def _send(self, definition: ScheduleDefinition) -> str:
+        validate_schedule_definition(definition, self._scheduling)
+        self._producer.produce(
+            self._topic, definition.app_id.encode(), self._definitions.encode(definition)
+        )
+        return definition.schedule_id
+
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until every queued record is acknowledged (acks=all); raise ScheduleError if not."""
         try:
@@ -141,6 +259,23 @@ class SchedulerProducer:
         self.flush(timeout_s)
 
 
+def attributed(
+    rejected: RejectedRequest, definitions: RecordCodec[ScheduleDefinition]
+) -> RejectedRequest:
+    """A bucketer of the release before schedules refuses a ScheduleDefinition without reading
+    it (no app id, reason unknown_schema or wrong_schema): take the app and the schedule id (as
+    `message_id`) from the original record, so that its producer's reader sees the refusal."""
+    if rejected.app_id is not None or not rejected.original:
+        return rejected
+    try:
+        definition = definitions.decode(rejected.original)
+    except (CodecError, KeyError, TypeError, ValueError):  # not a definition, or unreadable
+        return rejected
+    return dataclasses.replace(
+        rejected, app_id=definition.app_id, message_id=definition.schedule_id
+    )
+
+
 class RejectionsReader:
     """The rejections of the given apps' requests, read from the rejected topic.
 
@@ -148,7 +283,8 @@ class RejectionsReader:
     rejection written at or after `since_ms` (e.g. after a restart). It joins no consumer group
     and commits nothing: each reader sees every matching rejection from its start on. A record
     so broken that its app could not be read (reason "undecodable", no `app_id`) is attributed
-    to no app, and so never returned here; the operators' metrics count it.
+    to no app, and so never returned here; the operators' metrics count it. A schedule
+    definition refused by a bucketer that cannot read it is attributed from its original record.
     """
 
     def __init__(
@@ -168,6 +304,7 @@ class RejectionsReader:
             registry=registry,
             subject=value_subject(topic) if registry is not None else None,
         )
+        self._definitions = RecordCodec(ScheduleDefinition, registry=registry)
         self._consumer = Consumer(
             {
                 **kafka.client_config(),
@@ -214,6 +351,7 @@ class RejectionsReader:
             except DecodeError as exc:
                 log.warning("skipped an undecodable rejected record: %s", exc)
                 continue
+            rejected = attributed(rejected, self._definitions)
             if rejected.app_id in self._app_ids:
                 found.append(rejected)
         return found

@@ -17,6 +17,13 @@ class CommandKind(StrEnum):
     RESCHEDULE = "RESCHEDULE"
 
 
+class ScheduleOperation(StrEnum):
+    PUT = "PUT"
+    PAUSE = "PAUSE"
+    RESUME = "RESUME"
+    DELETE = "DELETE"
+
+
 class DeliveryOutcome(StrEnum):
     SENT = "SENT"
     RETRY = "RETRY"
@@ -64,6 +71,29 @@ class ScheduleRequest(_Record):
     idempotency_key: str | None = None
     kafka_key: str | None = None
     trace_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleDefinition(_Record):
+    """A change to one recurring schedule (topic scheduler.requests, key = app id). The timing,
+    payload, Kafka key and paused flag are those of a PUT; other operations leave them null."""
+
+    AVRO_NAME: ClassVar[str] = "scheduler.ScheduleDefinition"
+
+    schedule_id: str
+    app_id: str
+    operation: ScheduleOperation
+    issued_ms: int
+    expression: str | None = None
+    timezone: str | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+    max_occurrences: int | None = None
+    catch_up: str | None = None
+    catch_up_limit: int | None = None
+    payload_json: str | None = None
+    kafka_key: str | None = None
+    paused: bool | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,6 +182,7 @@ class DeadLetter(_Record):
 
 RECORD_CLASSES: tuple[type[_Record], ...] = (
     ScheduleRequest,
+    ScheduleDefinition,
     DueMessage,
     Command,
     DeliveryResult,

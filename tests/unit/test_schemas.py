@@ -31,6 +31,7 @@ pytestmark = pytest.mark.unit
 
 RECORD_TYPES = {
     "scheduler.ScheduleRequest",
+    "scheduler.ScheduleDefinition",
     "scheduler.DueMessage",
     "scheduler.Command",
     "scheduler.DeliveryResult",

@@ -10,6 +10,7 @@
 from .avro import (
     AvroCodec,
     WireFormat,
+    definition_subject,
     registry_client,
     value_subject,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "UnknownSchema",
     "WireFormat",
     "default_catalogue",
+    "definition_subject",
     "fullname",
     "registry_client",
     "value_subject",

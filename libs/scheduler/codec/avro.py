@@ -61,6 +61,13 @@ def value_subject(topic: str) -> str:
     return f"{topic}-value"
 
 
+def definition_subject(topic: str) -> str:
+    """Registry subject of the ScheduleDefinition records of a topic: `<topic>-<record name>`
+    (Confluent's TopicRecordNameStrategy). Not `<topic>-value`: that subject holds the
+    ScheduleRequest history, and a BACKWARD registry refuses another record type there."""
+    return f"{topic}-{'scheduler.ScheduleDefinition'}"
+
+
 def registry_client(url: str, config: Mapping[str, Any] | None = None) -> SchemaRegistryClient:
     """A schema registry client; ``mock://<name>`` gives confluent-kafka's in-memory registry,
     whose store belongs to the client instance (share the client between codecs)."""

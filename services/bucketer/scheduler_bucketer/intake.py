@@ -1,5 +1,12 @@
 """Intake: raw request record -> decoded, validated request of a live app, or a rejection.
 
+The requests topic carries two record types: `ScheduleRequest` (a message, admitted here) and
+`ScheduleDefinition` (a change to a recurring schedule, applied by `schedules.py`).
+`Intake.is_definition` tells them apart by the writer schema named in the record's header (the
+single-object fingerprint in the catalogue, or the Confluent schema id in the registry), before
+decoding. When the header names no known type, the record takes the request path, whose decoder
+reports what is wrong with it, as before schedules existed.
+
 Every way a record can be bad ends in a `Rejection` with a machine-readable reason; nothing in
 here raises for bad input, so one poison record never blocks its partition. Only transient
 failures (schema registry, app store unavailable) raise, and the batch is retried.
@@ -7,7 +14,11 @@ failures (schema registry, app store unavailable) raise, and the batch is retrie
 
 from __future__ import annotations
 
+import json
+import struct
 from dataclasses import dataclass
+
+from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from scheduler.clock import Clock
 from scheduler.codec import (
@@ -16,11 +27,19 @@ from scheduler.codec import (
     MalformedRecord,
     NotAvro,
     RecordCodec,
+    SchemaCatalogue,
     UnknownSchema,
+    default_catalogue,
+)
+from scheduler.codec.avro import (
+    CONFLUENT_HEADER_SIZE,
+    CONFLUENT_MAGIC,
+    SINGLE_OBJECT_HEADER_SIZE,
+    SINGLE_OBJECT_MAGIC,
 )
 from scheduler.domain.errors import ValidationError
 from scheduler.domain.validation import validate_schedule_request
-from scheduler.records import ScheduleRequest
+from scheduler.records import ScheduleDefinition, ScheduleRequest
 from scheduler.settings import SchedulingSettings
 from scheduler.store.ports import Application, AppLookup
 
@@ -89,16 +108,61 @@ class CachedApps:
         return app
 
 
+class WriterNames:
+    """The full name of the record type that wrote a record, read from its header only."""
+
+    def __init__(
+        self, catalogue: SchemaCatalogue, registry: SchemaRegistryClient | None = None
+    ) -> None:
+        self._catalogue = catalogue
+        self._registry = registry
+        self._by_id: dict[int, str] = {}
+
+    def of(self, value: bytes) -> str | None:
+        """None when the header names no known schema (not Avro, unknown fingerprint or id, the
+        registry unreachable): the decoder of the request path then says what is wrong."""
+        if value[:2] == SINGLE_OBJECT_MAGIC and len(value) >= SINGLE_OBJECT_HEADER_SIZE:
+            version = self._catalogue.by_fingerprint(value[2:SINGLE_OBJECT_HEADER_SIZE])
+            return None if version is None else version.name
+        if value[:1] == bytes([CONFLUENT_MAGIC]) and len(value) >= CONFLUENT_HEADER_SIZE:
+            if self._registry is None:
+                return None
+            (schema_id,) = struct.unpack(">I", value[1:CONFLUENT_HEADER_SIZE])
+            name = self._by_id.get(schema_id)
+            if name is None:
+                try:
+                    raw = json.loads(self._registry.get_schema(schema_id).schema_str or "")
+                    name = str(raw["name"])
+                    if "." not in name and raw.get("namespace"):
+                        name = f"{raw['namespace']}.{name}"
+                except Exception:  # noqa: BLE001 - the request path's decoder reports it
+                    return None
+                self._by_id[schema_id] = name
+            return name
+        return None
+
+
 class Intake:
     def __init__(
         self,
         codec: RecordCodec[ScheduleRequest],
         apps: AppLookup,
         scheduling: SchedulingSettings,
+        *,
+        catalogue: SchemaCatalogue | None = None,
+        registry: SchemaRegistryClient | None = None,
     ) -> None:
+        """`catalogue` and `registry`: those the codecs use (default: the installed one)."""
         self._codec = codec
         self._apps = apps
         self._scheduling = scheduling
+        self._names = WriterNames(catalogue or default_catalogue(), registry)
+
+    def is_definition(self, record: InputRecord) -> bool:
+        """A ScheduleDefinition (schedules.py applies it), not a ScheduleRequest."""
+        return bool(record.value) and (
+            self._names.of(record.value or b"") == ScheduleDefinition.AVRO_NAME
+        )
 
     def admit(self, record: InputRecord) -> Accepted | Rejection:
         if not record.value:

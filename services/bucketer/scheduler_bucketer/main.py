@@ -3,7 +3,8 @@
 The one place where the bucketer is wired:
 
     settings (env) -> logging, metrics (own registry, HTTP endpoint)
-    Cassandra session -> CassandraMessageStore, CassandraBucketStore, CassandraAppStore
+    Cassandra session -> CassandraMessageStore, CassandraBucketStore, CassandraAppStore,
+                         CassandraScheduleStore (ScheduleDefinition records)
     confluent-kafka producer (acks=all, idempotent) and consumer (manual commits)
     build_processor(ports...) -> ConsumerLoop.run() until SIGTERM/SIGINT
 
@@ -34,6 +35,7 @@ from scheduler.store.cassandra import connect
 from scheduler.store.cassandra_apps import CassandraAppStore
 from scheduler.store.cassandra_buckets import CassandraBucketStore
 from scheduler.store.cassandra_messages import CassandraMessageStore
+from scheduler.store.cassandra_schedules import CassandraScheduleStore
 from scheduler.store.pending_counts import CassandraPendingCounts
 from scheduler.store.usage import CassandraUsageStore
 from scheduler.topics import Topics
@@ -82,6 +84,7 @@ def run(
             clock=clock,
             usage=CassandraUsageStore(session),
             pending=CassandraPendingCounts(session),
+            schedules=CassandraScheduleStore(session, cipher),  # payloads sealed like messages'
             key_ttl_ms=claim_ttl_ms(kafka.requests_retention_ms),
         )
         processor = build_processor(ports, topics, scheduling, settings, metrics, writer, registry)

@@ -56,6 +56,14 @@ class BucketerMetrics:
             ["kind", "outcome"],
             registry=registry,
         )
+        self.schedule_definitions = Counter(
+            "scheduler_bucketer_schedule_definitions_total",
+            "Recurring schedule changes (ScheduleDefinition records), by operation (PUT, PAUSE,"
+            " RESUME, DELETE; unknown when undecodable) and outcome (created, updated, applied,"
+            " repeated, superseded, rejected).",
+            ["operation", "outcome"],
+            registry=registry,
+        )
         self.batch_seconds = Histogram(
             "scheduler_bucketer_batch_seconds",
             "Time from a batch consumed to its offsets committed.",

@@ -9,8 +9,12 @@ committed, in this order:
    writes overlap with decoding), and wait until all are durable;
 3. re-read the release claim: a stored message whose bucket was claimed meanwhile is also sent
    directly (decision 2; duplicates are removed downstream by (id, generation, attempt));
-4. commands (abort, redrive; RESCHEDULE is refused), after the requests of the batch are written;
-5. produce the direct sends and the rejections, flush, and check that Kafka acknowledged all.
+4. schedule definitions (ScheduleDefinition records of the requests topic, in their order;
+   schedules.py), after the requests of the batch are written, so that a pause finds the
+   occurrences stored that came before it;
+5. commands (abort, redrive; RESCHEDULE is refused), after the requests of the batch are written;
+6. produce the direct sends, the rejections and the ABORT commands of paused or deleted
+   schedules, flush, and check that Kafka acknowledged all.
 
 It returns normally only when all of that is durable; the caller then commits the offsets. Any
 exception means "nothing of this batch is known to be durable": the caller rewinds and retries,
@@ -29,10 +33,16 @@ from scheduler.clock import Clock
 from scheduler.codec import RecordCodec, value_subject
 from scheduler.domain.idempotency import claim_ttl_ms
 from scheduler.kafka.producer import RecordProducer
-from scheduler.records import Command, DueMessage, RejectedRequest, ScheduleRequest
+from scheduler.records import (
+    Command,
+    DueMessage,
+    RejectedRequest,
+    ScheduleDefinition,
+    ScheduleRequest,
+)
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.store.pending_counts import PendingCounts
-from scheduler.store.ports import AppLookup, BucketStore, MessageStore
+from scheduler.store.ports import AppLookup, BucketStore, MessageStore, ScheduleStore
 from scheduler.store.usage import UsageStore
 from scheduler.topics import Topics
 
@@ -43,6 +53,7 @@ from .metrics import BucketerMetrics
 from .pending_cap import PendingCapGate
 from .placer import Entry, Outbox, Placer, entry_of
 from .routing import Router
+from .schedules import ScheduleHandler
 from .settings import BucketerSettings
 from .writer import Writer
 
@@ -67,8 +78,14 @@ class BatchProcessor:
         flush_timeout_s: float,
         pending_cap: PendingCapGate | None = None,
         keys: KeyGate | None = None,
+        schedules: ScheduleHandler | None = None,
+        command_codec: RecordCodec[Command] | None = None,
     ) -> None:
+        """`schedules` None: ScheduleDefinition records take the request path and are refused
+        (`wrong_schema`), as by a bucketer of the release before schedules."""
         self._topics = topics
+        self._schedules = schedules
+        self._command_codec = command_codec or RecordCodec(Command)
         self._keys = keys
         self._pending_cap = pending_cap
         self._intake = intake
@@ -84,9 +101,14 @@ class BatchProcessor:
 
     def process(self, records: Sequence[InputRecord]) -> None:
         outbox = Outbox()
-        requests = [r for r in records if r.topic == self._topics.requests]
+        requests: list[InputRecord] = []
+        definitions: list[InputRecord] = []
+        for r in records:
+            if r.topic == self._topics.requests:
+                is_definition = self._schedules is not None and self._intake.is_definition(r)
+                (definitions if is_definition else requests).append(r)
         commands = [r for r in records if r.topic == self._topics.commands]
-        self._metrics.consumed.labels("requests").inc(len(requests))
+        self._metrics.consumed.labels("requests").inc(len(requests) + len(definitions))
         self._metrics.consumed.labels("commands").inc(len(commands))
         # Chunks: the writes of one chunk travel while the next one is decoded and routed.
         stored: list[Entry] = []
@@ -112,9 +134,13 @@ class BatchProcessor:
                     accepted_requests.append(admitted.request)
             stored += self._placer.submit(entries, outbox)
         self._placer.finish(stored, outbox)
+        aborts: list[Command] = []
+        if self._schedules is not None:
+            for record in definitions:
+                aborts += self._schedules.apply(record, outbox)
         for record in commands:
             self._commands.apply(record, outbox)
-        self._produce(outbox)
+        self._produce(outbox, aborts)
         if self._pending_cap is not None:  # durable now: count what ingest did not
             self._pending_cap.count(accepted_requests)
 
@@ -127,10 +153,16 @@ class BatchProcessor:
         settled = iter(self._keys.settle(accepted))
         return [next(settled) if isinstance(a, Accepted) else a for a in admitted]
 
-    def _produce(self, outbox: Outbox) -> None:
+    def _produce(self, outbox: Outbox, aborts: Sequence[Command] = ()) -> None:
         for topic, message in outbox.direct:
             self._producer.produce(
                 topic, message.message_id.encode(), self._due_codec.encode(message)
+            )
+        for command in aborts:  # keyed by message id, as ingest publishes them
+            self._producer.produce(
+                self._topics.commands,
+                command.message_id.encode(),
+                self._command_codec.encode(command),
             )
         now = self._clock.now_ms()
         for rejection in outbox.rejections:
@@ -161,7 +193,7 @@ class BatchProcessor:
                 rejection.reason,
                 rejection.detail[:200],
             )
-        if outbox.direct or outbox.rejections:
+        if outbox.direct or outbox.rejections or aborts:
             self._producer.flush(self._flush_timeout_s)
 
 
@@ -176,6 +208,8 @@ class Ports:
     clock: Clock
     usage: UsageStore | None = None  # the pending cap of Kafka-native requests (None: off)
     pending: PendingCounts | None = None  # approximate counts for the pending gauge
+    # recurring schedules changed by ScheduleDefinition records (None: those are refused)
+    schedules: ScheduleStore | None = None
     # how long an idempotency key claim is kept (claim_ttl_ms of the requests retention)
     key_ttl_ms: int = claim_ttl_ms(KafkaSettings.model_fields["requests_retention_ms"].default)
 
@@ -208,7 +242,9 @@ def build_processor(
     )
     return BatchProcessor(
         topics=topics,
-        intake=Intake(RecordCodec(ScheduleRequest, registry=registry), apps, scheduling),
+        intake=Intake(
+            RecordCodec(ScheduleRequest, registry=registry), apps, scheduling, registry=registry
+        ),
         placer=placer,
         commands=commands,
         producer=ports.producer,
@@ -223,6 +259,24 @@ def build_processor(
         metrics=metrics,
         flush_timeout_s=settings.flush_timeout_s,
         keys=KeyGate(ports.messages, ports.key_ttl_ms, metrics),
+        schedules=(
+            ScheduleHandler(
+                RecordCodec(ScheduleDefinition, registry=registry),
+                ports.schedules,
+                ports.messages,
+                apps,
+                ports.usage,
+                scheduling,
+                ports.clock,
+                metrics,
+            )
+            if ports.schedules is not None
+            else None
+        ),
+        # the ABORT commands of paused or deleted schedules, encoded as ingest encodes them
+        command_codec=RecordCodec(
+            Command, registry=registry, subject=value_subject(topics.commands)
+        ),
         pending_cap=(
             PendingCapGate(
                 ports.usage,

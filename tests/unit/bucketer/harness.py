@@ -11,10 +11,23 @@ from scheduler.clock import ManualClock
 from scheduler.codec import RecordCodec
 from scheduler.domain.ids import new_message_id
 from scheduler.kafka.producer import InMemoryProducer
-from scheduler.records import Command, CommandKind, DueMessage, RejectedRequest, ScheduleRequest
+from scheduler.records import (
+    Command,
+    CommandKind,
+    DueMessage,
+    RejectedRequest,
+    ScheduleDefinition,
+    ScheduleOperation,
+    ScheduleRequest,
+)
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.store.ports import Application
-from scheduler.testing.fakes import InMemoryApps, InMemoryBucketStore, InMemoryMessageStore
+from scheduler.testing.fakes import (
+    InMemoryApps,
+    InMemoryBucketStore,
+    InMemoryMessageStore,
+    InMemoryScheduleStore,
+)
 from scheduler.topics import Topics
 from scheduler_bucketer.intake import InputRecord
 from scheduler_bucketer.metrics import BucketerMetrics
@@ -45,6 +58,7 @@ REQUESTS = RecordCodec(ScheduleRequest)
 DUE = RecordCodec(DueMessage)
 REJECTED = RecordCodec(RejectedRequest)
 COMMANDS = RecordCodec(Command)
+DEFINITIONS = RecordCodec(ScheduleDefinition)
 TEN_YEARS_MS = 10 * 365 * 86_400_000
 
 
@@ -55,6 +69,7 @@ class Harness:
     buckets: InMemoryBucketStore = field(default_factory=InMemoryBucketStore)
     apps: InMemoryApps = field(default_factory=lambda: InMemoryApps(APP, DELETED))
     producer: InMemoryProducer = field(default_factory=InMemoryProducer)
+    schedules: InMemoryScheduleStore = field(default_factory=InMemoryScheduleStore)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     topics: Topics = field(
         default_factory=lambda: Topics(KafkaSettings(topic_prefix="t."), SCHEDULING)
@@ -65,7 +80,14 @@ class Harness:
         self.metrics = BucketerMetrics(self.registry)
         self.writer = PortWriter(self.messages, self.buckets, 4)
         self.processor: BatchProcessor = build_processor(
-            Ports(self.messages, self.buckets, self.apps, self.producer, self.clock),
+            Ports(
+                self.messages,
+                self.buckets,
+                self.apps,
+                self.producer,
+                self.clock,
+                schedules=self.schedules,
+            ),
             self.topics,
             SCHEDULING,
             BucketerSettings(watermark_cache_ms=0, app_cache_ms=0),
@@ -123,6 +145,25 @@ class Harness:
             send_at_ms=send_at_ms,
         )
         return self.raw(COMMANDS.encode(cmd), topic=self.topics.commands)
+
+    def definition(
+        self,
+        operation: ScheduleOperation,
+        schedule_id: str,
+        app_id: str = "app-a",
+        **fields: object,
+    ) -> InputRecord:
+        """A ScheduleDefinition issued now; a PUT gets a valid timing and payload by default."""
+        if operation is ScheduleOperation.PUT:
+            fields = {"expression": "rate(1 minute)", "payload_json": '{"n": 1}', **fields}
+        definition = ScheduleDefinition(
+            schedule_id=schedule_id,
+            app_id=app_id,
+            operation=operation,
+            issued_ms=self.clock.now_ms(),
+            **fields,  # type: ignore[arg-type]
+        )
+        return self.raw(DEFINITIONS.encode(definition))
 
     def process(self, *records: InputRecord) -> None:
         self.processor.process(list(records))
