@@ -4,7 +4,8 @@
 Bootstraps an owner and a control key through the operator CLI, registers an application that
 points at a small HTTP receiver this script runs on loopback, creates a data key, schedules a
 spread of messages (near-term ones straight into the ring, later ones through Cassandra and the
-releaser, one in the past, one aborted), shows each arrival with its dispatch delay (received -
+releaser, one in the past, one aborted) and a recurring schedule whose occurrences arrive as
+messages too, shows each arrival with its dispatch delay (received -
 max(sendAt, when it was scheduled): docs/ARCHITECTURE.md, "Lateness"), then a summary.
 Exits 1 if anything was lost, early, duplicated or delivered after its abort.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from scheduler.clock import SystemClock
+from scheduler.domain.ids import occurrence_message_id
 from scheduler.testing.receiver import Arrival, Arrivals, HttpReceiver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,6 +121,29 @@ def main() -> int:
         f"3. scheduled {args.count} messages over the next {args.horizon_s:.0f} s (one in the past:"
         " 'now'; the later ones go through Cassandra and the releaser), and aborted one more"
     )
+    every_s = 10
+    start = now + 3_000
+    recurring = (
+        api.post(
+            "/schedules",
+            auth=data_auth,
+            json={
+                "expression": f"rate({every_s} seconds)",
+                "start": start,
+                "end": now + int(args.horizon_s * 1_000),
+                "payload": {"recurring": True},
+            },
+        )
+        .raise_for_status()
+        .json()["scheduleId"]
+    )
+    for k in range(int(args.horizon_s * 1_000 - 3_000) // (every_s * 1_000) + 1):
+        instant = start + k * every_s * 1_000
+        plan[occurrence_message_id(app["id"], recurring, instant)] = instant
+    print(
+        f"   and a recurring schedule {recurring}, rate({every_s} seconds) until then: each"
+        " occurrence is an ordinary message, created ahead by the releaser"
+    )
     print("4. arrivals (dispatch delay = received - max(sendAt, when it was scheduled)):")
 
     def dispatch_delay(a: Arrival) -> int:
@@ -164,6 +189,7 @@ def main() -> int:
             f"   dispatch delay p50 {statistics.median(late):.0f} ms  "
             f"p99 {percentile(late, 0.99)} ms  max {max(late)} ms"
         )
+    api.delete(f"/schedules/{recurring}", auth=data_auth).raise_for_status()
     statuses = api.get(f"/messages/{doomed}", auth=data_auth).json().get("status")
     print(f"   the aborted message's record says {statuses}")
     ok = not lost and not early and not duplicates and not aborted_delivered
