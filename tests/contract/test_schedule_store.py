@@ -156,3 +156,22 @@ def test_an_update_of_the_definition_keeps_a_pause_written_after_the_read(
     )  # fmt: skip
     schedule_store.update_definition(schedule(a, "ghost"))  # unknown: nothing appears
     assert schedule_store.get(a, "ghost") is None
+
+
+def test_changes_are_ordered_by_their_instants_not_by_their_arrival(
+    schedule_store: ScheduleStore,
+) -> None:
+    """A replayed pause (the bucketer after a crash) lands after a later resume: it is dropped,
+    as is an update issued before the one already stored."""
+    a = app()
+    schedule_store.put(schedule(a, "sch-1"))
+    schedule_store.set_paused(a, "sch-1", True, T0 + 10)
+    schedule_store.set_paused(a, "sch-1", False, T0 + 20)
+    schedule_store.set_paused(a, "sch-1", True, T0 + 10)  # the replay
+    got = schedule_store.get(a, "sch-1")
+    assert got is not None and not got.paused and got.updated_ms == T0 + 20
+    newer = replace(schedule(a, "sch-1"), payload_json="[2]", updated_ms=T0 + 40)
+    schedule_store.update_definition(newer)
+    schedule_store.update_definition(replace(newer, payload_json="[1]", updated_ms=T0 + 30))
+    got = schedule_store.get(a, "sch-1")
+    assert got is not None and (got.payload_json, got.updated_ms) == ("[2]", T0 + 40)

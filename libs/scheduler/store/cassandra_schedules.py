@@ -3,6 +3,9 @@
 The control plane writes the definition cells; the occurrence runner writes `cursor_ms` alone,
 `USING TIMESTAMP` of the cursor in microseconds, so the highest cursor wins whatever the order
 writes land in (the cursor never moves back) and neither writer clobbers the other's cells.
+The control plane's writes carry their own instant as their timestamp too (`updated_ms` or
+`at_ms`, in microseconds): of a pause and a resume, the later one issued wins in whatever order
+they land, so a replayed pause (the bucketer after a crash) cannot undo a later resume.
 Every write is a plain UPDATE (no lightweight transaction: it would mix Paxos and plain
 timestamps on the same cells): a pause, delete or cursor of an unknown schedule leaves a partial
 row without `created_ms`, which reads ignore. (`_COLUMNS` in the f-strings is a constant.)
@@ -51,12 +54,13 @@ class CassandraScheduleStore:
         self._scan_budget = scan_budget
         prepare = session.prepare
         self._put: PreparedStatement = prepare(
-            "UPDATE schedules SET recurrence_json = ?, payload_json = ?, kafka_key = ?,"
-            " paused = ?, created_ms = ?, updated_ms = ? WHERE app_id = ? AND schedule_id = ?"
+            "UPDATE schedules USING TIMESTAMP ? SET recurrence_json = ?, payload_json = ?,"
+            " kafka_key = ?, paused = ?, created_ms = ?, updated_ms = ? WHERE app_id = ?"
+            " AND schedule_id = ?"
         )
         self._update: PreparedStatement = prepare(
-            "UPDATE schedules SET recurrence_json = ?, payload_json = ?, kafka_key = ?,"
-            " updated_ms = ? WHERE app_id = ? AND schedule_id = ?"
+            "UPDATE schedules USING TIMESTAMP ? SET recurrence_json = ?, payload_json = ?,"
+            " kafka_key = ?, updated_ms = ? WHERE app_id = ? AND schedule_id = ?"
         )
         self._get: PreparedStatement = prepare(
             f"SELECT {_COLUMNS} FROM schedules WHERE app_id = ? AND schedule_id = ?"  # noqa: S608
@@ -65,10 +69,11 @@ class CassandraScheduleStore:
             f"SELECT {_COLUMNS} FROM schedules WHERE app_id = ? AND schedule_id > ? LIMIT ?"  # noqa: S608
         )
         self._pause: PreparedStatement = prepare(
-            "UPDATE schedules SET paused = ?, updated_ms = ? WHERE app_id = ? AND schedule_id = ?"
+            "UPDATE schedules USING TIMESTAMP ? SET paused = ?, updated_ms = ? WHERE app_id = ?"
+            " AND schedule_id = ?"
         )
         self._delete: PreparedStatement = prepare(
-            "UPDATE schedules SET deleted_ms = ?, updated_ms = ? WHERE app_id = ?"
+            "UPDATE schedules USING TIMESTAMP ? SET deleted_ms = ?, updated_ms = ? WHERE app_id = ?"
             " AND schedule_id = ?"
         )
         self._scan: PreparedStatement = prepare(f"SELECT app_id, {_COLUMNS} FROM schedules")  # noqa: S608
@@ -83,6 +88,7 @@ class CassandraScheduleStore:
         self._session.execute(
             self._put,
             (
+                s.updated_ms * 1000,
                 _recurrence_json(s),
                 self._cipher.seal_payload(
                     s.payload_json, schedule_payload_cell(s.app_id, s.schedule_id)
@@ -101,6 +107,7 @@ class CassandraScheduleStore:
         self._session.execute(
             self._update,
             (
+                s.updated_ms * 1000,
                 _recurrence_json(s),
                 self._cipher.seal_payload(
                     s.payload_json, schedule_payload_cell(s.app_id, s.schedule_id)
@@ -138,10 +145,10 @@ class CassandraScheduleStore:
         return SchedulePage(items, encode_schedule_cursor(last))
 
     def set_paused(self, app_id: str, schedule_id: str, paused: bool, at_ms: int) -> None:
-        self._session.execute(self._pause, (paused, at_ms, app_id, schedule_id))
+        self._session.execute(self._pause, (at_ms * 1000, paused, at_ms, app_id, schedule_id))
 
     def delete(self, app_id: str, schedule_id: str, at_ms: int) -> None:
-        self._session.execute(self._delete, (at_ms, at_ms, app_id, schedule_id))
+        self._session.execute(self._delete, (at_ms * 1000, at_ms, at_ms, app_id, schedule_id))
 
     def advance_cursor(self, app_id: str, schedule_id: str, cursor_ms: int) -> None:
         self._session.execute(self._cursor, (cursor_ms * 1000, cursor_ms, app_id, schedule_id))

@@ -160,8 +160,10 @@ class SchedulePage:
 
 class ScheduleStore(Protocol):
     def put(self, schedule: Schedule) -> None:
-        """Create or update the definition. `deleted_ms` and `cursor_ms` are not written: the
-        stored ones stay (a put never undeletes, and never moves the runner's cursor)."""
+        """Create or update the definition (and the paused flag), ordered by `updated_ms`: like
+        every write of the control plane, one issued before the stored cells' last change is
+        dropped. `deleted_ms` and `cursor_ms` are not written: the stored ones stay (a put never
+        undeletes, and never moves the runner's cursor)."""
 
     def update_definition(self, schedule: Schedule) -> None:
         """Write the timing, payload, Kafka key and `updated_ms` of an existing schedule, and
@@ -175,7 +177,9 @@ class ScheduleStore(Protocol):
         ValueError for a cursor this store did not make."""
 
     def set_paused(self, app_id: str, schedule_id: str, paused: bool, at_ms: int) -> None:
-        """Pause or resume an existing schedule; nothing for an unknown one."""
+        """Pause or resume an existing schedule; nothing for an unknown one. Changes are ordered
+        by `at_ms`, not by arrival: one issued before the stored flag's last change is dropped
+        (a tie: paused wins)."""
 
     def delete(self, app_id: str, schedule_id: str, at_ms: int) -> None:
         """Mark it deleted (the row stays, so the runner sees it); nothing for an unknown one."""

@@ -296,28 +296,42 @@ class InMemoryApps:
 
 
 class InMemoryScheduleStore:
-    """ScheduleStore in memory, with the Cassandra adapter's semantics (contract-tested)."""
+    """ScheduleStore in memory, with the Cassandra adapter's semantics (contract-tested): every
+    write carries its instant, and each cell keeps the value of the latest one issued (a tie on
+    the paused flag: paused, as Cassandra keeps the larger value)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rows: dict[tuple[str, str], Schedule] = {}
+        self._stamps: dict[tuple[str, str], dict[str, int]] = {}  # cell -> instant written
 
     def put(self, schedule: Schedule) -> None:
-        key = (schedule.app_id, schedule.schedule_id)
+        s = schedule
+        key = (s.app_id, s.schedule_id)
         with self._lock:
-            stored = self._rows.get(key)
-            kept = (None, None) if stored is None else (stored.deleted_ms, stored.cursor_ms)
-            self._rows[key] = dataclasses.replace(schedule, deleted_ms=kept[0], cursor_ms=kept[1])
+            if key not in self._rows:
+                self._rows[key] = dataclasses.replace(s, deleted_ms=None, cursor_ms=None)
+                self._stamps[key] = {}
+        self._change(
+            s.app_id,
+            s.schedule_id,
+            s.updated_ms,
+            recurrence=s.recurrence,
+            payload_json=s.payload_json,
+            kafka_key=s.kafka_key,
+            created_ms=s.created_ms,
+            paused=s.paused,
+        )
 
     def update_definition(self, schedule: Schedule) -> None:
         s = schedule
         self._change(
             s.app_id,
             s.schedule_id,
+            s.updated_ms,
             recurrence=s.recurrence,
             payload_json=s.payload_json,
             kafka_key=s.kafka_key,
-            updated_ms=s.updated_ms,
         )
 
     def get(self, app_id: str, schedule_id: str) -> Schedule | None:
@@ -337,10 +351,10 @@ class InMemoryScheduleStore:
         return SchedulePage(page, encode_schedule_cursor(page[-1].schedule_id) if more else None)
 
     def set_paused(self, app_id: str, schedule_id: str, paused: bool, at_ms: int) -> None:
-        self._change(app_id, schedule_id, paused=paused, updated_ms=at_ms)
+        self._change(app_id, schedule_id, at_ms, paused=paused)
 
     def delete(self, app_id: str, schedule_id: str, at_ms: int) -> None:
-        self._change(app_id, schedule_id, deleted_ms=at_ms, updated_ms=at_ms)
+        self._change(app_id, schedule_id, at_ms, deleted_ms=at_ms)
 
     def advance_cursor(self, app_id: str, schedule_id: str, cursor_ms: int) -> None:
         with self._lock:
@@ -353,8 +367,20 @@ class InMemoryScheduleStore:
             rows = list(self._rows.values())
         return iter([s for s in rows if s.deleted_ms is None])
 
-    def _change(self, app_id: str, schedule_id: str, **changes: Any) -> None:
+    def _change(self, app_id: str, schedule_id: str, at_ms: int, **changes: Any) -> None:
+        """Write the cells of `changes` (and `updated_ms`) at `at_ms`: a cell written later
+        keeps its value."""
+        key = (app_id, schedule_id)
         with self._lock:
-            stored = self._rows.get((app_id, schedule_id))
-            if stored is not None:
-                self._rows[(app_id, schedule_id)] = dataclasses.replace(stored, **changes)
+            stored = self._rows.get(key)
+            if stored is None:
+                return
+            stamps = self._stamps[key]
+            kept: dict[str, Any] = {}
+            for name, value in {**changes, "updated_ms": at_ms}.items():
+                stamp = stamps.get(name, -1)
+                tie_won = name == "paused" and value and not stored.paused
+                if at_ms > stamp or (at_ms == stamp and (name != "paused" or tie_won)):
+                    kept[name] = value
+                    stamps[name] = at_ms
+            self._rows[key] = dataclasses.replace(stored, **kept)

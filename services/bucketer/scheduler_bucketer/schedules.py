@@ -23,7 +23,10 @@ it left the first time:
 - a replayed PAUSE or DELETE writes the same flag and aborts again (the commands of the first
   run may be lost), but moves the pending count only when it changed the flag;
 - a change issued before the schedule's deletion (a replay of the batch that deleted it) is
-  ignored (`superseded`), not refused.
+  ignored (`superseded`), not refused;
+- the store orders the paused flag by the instants written, so a replayed PAUSE loses to the
+  RESUME issued after it: it finds the schedule running and aborts nothing (`superseded`),
+  not the occurrences the runner created since the resume.
 """
 
 from __future__ import annotations
@@ -145,6 +148,10 @@ class ScheduleHandler:
         # Read again: the cursor is fresh only after the flag is written (the runner re-checks
         # after it advances its cursor, so whichever reads second aborts what the other made).
         stopped = self._store.get(d.app_id, d.schedule_id) or stored
+        if d.operation is PAUSE and not stopped.paused:
+            # A resume issued later is stored (this pause is a replay, or arrived late): the
+            # schedule runs, and what the runner created since must not be aborted.
+            return "superseded", []
         # The occurrences of a paused schedule left the pending count with its pause.
         aborts = self._abort_created_ahead(stopped, why, move_pending=first and not stored.paused)
         return ("applied" if first else "repeated"), aborts

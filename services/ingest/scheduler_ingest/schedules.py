@@ -239,8 +239,9 @@ class ScheduleService:
         now = self._clock.now_ms()
         await self._io(self._store.set_paused, app_id, schedule_id, True, now)
         paused = await self.get(app_id, schedule_id)  # deleted meanwhile: the delete aborts
-        # A repeated pause (e.g. a retry after a 503) aborts again but counts pending once.
-        await self._abort_created_ahead(paused, now, "schedule paused", not current.paused)
+        if paused.paused:  # else a resume issued later (another replica's clock) won: it runs
+            # A repeated pause (e.g. a retry after a 503) aborts again but counts pending once.
+            await self._abort_created_ahead(paused, now, "schedule paused", not current.paused)
         return paused
 
     async def resume(self, app_id: str, schedule_id: str) -> Schedule:

@@ -375,6 +375,29 @@ def test_a_replayed_batch_leaves_the_same_state(operations: list[ScheduleOperati
     assert {c.message_id for c in aborts(h)} == set(ids)  # aborted again by each replay
 
 
+def test_a_replayed_pause_does_not_abort_what_the_runner_created_after_the_resume() -> None:
+    h = Harness()
+    sid = new_id(h)
+    ids, requests = created_ahead_batch(h, sid)
+    h.process(*requests)
+    h.clock.advance(1_000)
+    pause = h.definition(PAUSE, sid)
+    h.clock.advance(5)
+    batch = [pause, h.definition(RESUME, sid)]
+    h.process(*batch)
+    resumed = schedule(h, sid)
+    assert resumed.cursor_ms is not None
+    later = resumed.cursor_ms + MINUTE  # the runner, resumed, creates one more ahead
+    h.schedules.advance_cursor("app-a", sid, later)
+    aborted_before = len(aborts(h))
+    h.clock.advance(1_000)
+    h.process(*batch)  # the batch again: its offsets were not committed
+    assert not schedule(h, sid).paused  # the later resume still wins
+    assert len(aborts(h)) == aborted_before  # the replayed pause lost to it: aborts nothing
+    assert occurrence_message_id("app-a", sid, later) not in {c.message_id for c in aborts(h)}
+    assert outcome(h, "PAUSE", "superseded") == 1
+
+
 def test_a_batch_whose_flush_failed_is_replayed_to_the_same_state() -> None:
     h = Harness()
     usage = with_usage(h)

@@ -73,6 +73,7 @@ def test_pause_aborts_what_was_created_ahead_and_resume(h: Harness, alice: Brows
     ]
     view = h.messages.get(h.alice.app_id, aborted[0])
     assert view is None or view.state.status is Status.ABORTED  # kept for when it is stored
+    h.clock.advance(1)  # flag changes are ordered by their instants (a tie: paused)
     r = alice.post(f"/apps/{h.alice.app_id}/schedules/{schedule_id}/resume")
     assert "Schedule resumed." in r.text and "running" in r.text
 
