@@ -378,7 +378,7 @@ def test_a_replayed_batch_leaves_the_same_state(operations: list[ScheduleOperati
 def test_a_replayed_pause_does_not_abort_what_the_runner_created_after_the_resume() -> None:
     h = Harness()
     sid = new_id(h)
-    ids, requests = created_ahead_batch(h, sid)
+    _, requests = created_ahead_batch(h, sid)
     h.process(*requests)
     h.clock.advance(1_000)
     pause = h.definition(PAUSE, sid)
