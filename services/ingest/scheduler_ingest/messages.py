@@ -53,7 +53,7 @@ from scheduler.domain.idempotency import (
 from scheduler.domain.ids import derived_message_id, is_message_id, new_message_id
 from scheduler.domain.lateness import dispatch_delay_of
 from scheduler.domain.sendat import format_rfc3339_ms
-from scheduler.domain.status import ABORTABLE, Status
+from scheduler.domain.status import ABORTABLE, FIRST_ATTEMPT, Status
 from scheduler.domain.validation import validate_schedule_request
 from scheduler.records import Command, CommandKind, DeliveryOutcome, DeliveryResult, ScheduleRequest
 from scheduler.settings import SchedulingSettings
@@ -80,7 +80,6 @@ from scheduler_ingest.usage import UsageCounter
 
 log = logging.getLogger("scheduler_ingest.messages")
 
-FIRST_ATTEMPT = 1
 _ULID_RANDOM_BYTES = 10  # the 80 random bits of a ULID
 SAVE_PER_BATCH = 10  # messages per unlogged Cassandra batch when recording a batch request
 # Results are looked for from this long before due - G (a result is never written before the
