@@ -66,7 +66,7 @@ from scheduler.codec import CodecError, DecodeError, RecordCodec, definition_sub
 from scheduler.domain.errors import ValidationError
 from scheduler.domain.ids import derived_message_id, new_message_id
 from scheduler.domain.recurrence import INVALID_END, INVALID_START
-from scheduler.domain.sendat import parse_send_at
+from scheduler.domain.sendat import parse_instant, parse_send_at
 from scheduler.domain.validation import (
     validate_schedule_definition,
     validate_schedule_request,
@@ -101,18 +101,6 @@ def send_at_ms(send_at: datetime | int | str) -> int:
         millis = -(-send_at.microsecond // 1000)
         return parse_send_at(calendar.timegm(utc) * 1000 + millis)
     return parse_send_at(send_at)
-
-
-def _instant(value: datetime | int | str | None, token: str, name: str) -> int | None:
-    """`start` and `end` take what `send_at` takes, with their own error token."""
-    if value is None:
-        return None
-    try:
-        return send_at_ms(value)
-    except ValidationError as exc:
-        raise ValidationError(
-            token, exc.message.replace("sendAt", name).replace("send_at", name)
-        ) from None
 
 
 class SchedulerProducer:
@@ -209,8 +197,8 @@ class SchedulerProducer:
             expression=expression,
             timezone=timezone,
             # None: the bucketer takes the creation instant, or an update's current start
-            start_ms=_instant(start, INVALID_START, "start"),
-            end_ms=_instant(end, INVALID_END, "end"),
+            start_ms=parse_instant(start, INVALID_START, "start", send_at_ms),
+            end_ms=parse_instant(end, INVALID_END, "end", send_at_ms),
             max_occurrences=max_occurrences,
             catch_up=catch_up,
             catch_up_limit=catch_up_limit,

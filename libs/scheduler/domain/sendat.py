@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from calendar import timegm
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Final
+from typing import Any, Final
 
 from scheduler.domain.errors import ValidationError
 
@@ -102,6 +103,20 @@ def parse_send_at(value: object) -> int:
     if not MIN_EPOCH_MS <= instant <= MAX_EPOCH_MS:
         raise ValidationError(INVALID, f"sendAt {value!r} is outside the supported range")
     return instant
+
+
+def parse_instant(
+    value: Any, token: str, name: str, parse: Callable[[Any], int] = parse_send_at
+) -> int | None:
+    """A schedule's `start` or `end`: what `parse` takes for a sendAt (by default an RFC 3339
+    string with an offset or epoch ms), None for None, refused under `token` and `name`."""
+    if value is None:
+        return None
+    try:
+        return parse(value)
+    except ValidationError as exc:
+        message = exc.message.replace("sendAt", name).replace("send_at", name)
+        raise ValidationError(token, message) from None
 
 
 def check_horizon(send_at_ms: int, now_ms: int, past_window_ms: int, max_future_ms: int) -> None:

@@ -26,7 +26,7 @@ from scheduler.clock import Clock
 from scheduler.domain.errors import ValidationError
 from scheduler.domain.ids import is_message_id, new_message_id
 from scheduler.domain.recurrence import INVALID_END, INVALID_START, Recurrence
-from scheduler.domain.sendat import format_rfc3339_ms, parse_send_at
+from scheduler.domain.sendat import format_rfc3339_ms, parse_instant
 from scheduler.domain.validation import validate_payload_json
 from scheduler.schedule_occurrences import abort_writes, created_ahead
 from scheduler.settings import SchedulingSettings
@@ -83,12 +83,12 @@ def parse_schedule(
             f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}{hint}",
         )
     expression = raw.get("expression")
-    start = _instant(raw.get("start"), INVALID_START, "start")
+    start = parse_instant(raw.get("start"), INVALID_START, "start")
     recurrence = Recurrence(
         expression="" if expression is None else expression,  # "" answers "is required"
         timezone=_or(raw.get("timezone"), "UTC"),
         start_ms=default_start_ms if start is None else start,
-        end_ms=_instant(raw.get("end"), INVALID_END, "end"),
+        end_ms=parse_instant(raw.get("end"), INVALID_END, "end"),
         max_occurrences=raw.get("maxOccurrences"),
         catch_up=_or(raw.get("catchUp"), "latest"),
         catch_up_limit=raw.get("catchUpLimit"),
@@ -105,16 +105,6 @@ def parse_schedule(
 
 def _or(value: Any, default: Any) -> Any:
     return default if value is None else value
-
-
-def _instant(value: object, token: str, name: str) -> int | None:
-    """`start` and `end` take what `sendAt` takes: RFC 3339 with an offset or epoch ms."""
-    if value is None:
-        return None
-    try:
-        return parse_send_at(value)
-    except ValidationError as exc:
-        raise ValidationError(token, exc.message.replace("sendAt", name)) from None
 
 
 def _time(ms: int | None) -> str | None:
