@@ -7,8 +7,6 @@ Pure: the callers do the I/O, each with its own clients.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from scheduler.domain.ids import occurrence_message_id
 from scheduler.domain.status import FIRST_ATTEMPT, Status
 from scheduler.records import Command, CommandKind, ScheduleRequest
@@ -33,7 +31,7 @@ def occurrence_request(schedule: Schedule, occurrence_ms: int, now_ms: int) -> S
     )
 
 
-def created_ahead(schedule: Schedule, now_ms: int, cancel_guard_ms: int) -> list[int]:
+def _created_ahead(schedule: Schedule, now_ms: int, cancel_guard_ms: int) -> list[int]:
     """Instants of occurrences the runner already created (at or before its cursor) that are
     not yet due and can still be aborted (due after now + the cancel guard)."""
     cursor = schedule.cursor_ms
@@ -43,16 +41,16 @@ def created_ahead(schedule: Schedule, now_ms: int, cancel_guard_ms: int) -> list
     return schedule.recurrence.occurrences_between(after, cursor, MAX_CREATED_AHEAD)
 
 
-def abort_writes(
-    schedule: Schedule, instants: Sequence[int], now_ms: int, why: str
+def abort_created_ahead(
+    schedule: Schedule, now_ms: int, cancel_guard_ms: int, why: str
 ) -> tuple[list[StatusWrite], list[Command]]:
     """The ABORTED status writes (by precedence: also for an occurrence whose request the
     bucketer has not stored yet, whose READY then stays below it) and the ABORT commands (the
-    dispatcher's view) of the given occurrences, first generation: an occurrence not yet due was
-    never redriven."""
+    dispatcher's view) of the occurrences created ahead of a stopped schedule, first
+    generation: an occurrence not yet due was never redriven. Empty when there are none."""
     writes: list[StatusWrite] = []
     commands: list[Command] = []
-    for instant in instants:
+    for instant in _created_ahead(schedule, now_ms, cancel_guard_ms):
         message_id = occurrence_message_id(schedule.app_id, schedule.schedule_id, instant)
         state = StatusUpdate(Status.ABORTED, 0, FIRST_ATTEMPT, instant, now_ms)
         entry = LogEntry(now_ms, "0:aborted", Status.ABORTED, {"by": why})

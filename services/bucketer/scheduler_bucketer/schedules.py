@@ -39,7 +39,7 @@ from scheduler.codec import DecodeError, RecordCodec
 from scheduler.domain.errors import ValidationError
 from scheduler.domain.validation import definition_recurrence, validate_schedule_definition
 from scheduler.records import Command, ScheduleDefinition, ScheduleOperation
-from scheduler.schedule_occurrences import abort_writes, created_ahead
+from scheduler.schedule_occurrences import abort_created_ahead
 from scheduler.settings import SchedulingSettings
 from scheduler.store.ports import AppLookup, MessageStore, Schedule, ScheduleStore
 from scheduler.store.usage import UsageStore
@@ -190,10 +190,9 @@ class ScheduleHandler:
         self, schedule: Schedule, why: str, *, move_pending: bool
     ) -> list[Command]:
         now = self._clock.now_ms()
-        instants = created_ahead(schedule, now, self._scheduling.cancel_guard_ms)
-        if not instants:
+        writes, commands = abort_created_ahead(schedule, now, self._scheduling.cancel_guard_ms, why)
+        if not writes:
             return []
-        writes, commands = abort_writes(schedule, instants, now, why)
         self._messages.update_statuses(writes)  # ABORTED first: then the commands (decision 5)
         if move_pending and self._usage is not None:
             try:

@@ -580,7 +580,7 @@ class MessageService:
         move_pending: bool,
     ) -> None:
         """Abort messages whose ABORTED writes and ABORT commands the caller built (a schedule's
-        occurrences created ahead: scheduler.schedule_occurrences.abort_writes). The records
+        occurrences created ahead: scheduler.schedule_occurrences.abort_created_ahead). The records
         first, as `abort` does: the dispatcher re-checks a record at fire time, so a command
         lost with the 503 cannot let a message through, and repeating the call is harmless.
         `move_pending`: take them off the app's pending count (False when a repeated call

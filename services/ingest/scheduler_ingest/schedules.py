@@ -28,7 +28,7 @@ from scheduler.domain.ids import is_message_id, new_message_id
 from scheduler.domain.recurrence import INVALID_END, INVALID_START, Recurrence
 from scheduler.domain.sendat import format_rfc3339_ms, parse_instant
 from scheduler.domain.validation import validate_payload_json
-from scheduler.schedule_occurrences import abort_writes, created_ahead
+from scheduler.schedule_occurrences import abort_created_ahead
 from scheduler.settings import SchedulingSettings
 from scheduler.store.cursor import decode_schedule_cursor
 from scheduler.store.ports import Schedule, ScheduleStore
@@ -256,16 +256,15 @@ class ScheduleService:
     ) -> None:
         """Abort the occurrences the runner created ahead (up to the cursor just read), except
         those within the cancel guard: they are left to be delivered."""
-        instants = created_ahead(schedule, now, self._scheduling.cancel_guard_ms)
-        if not instants:
+        writes, commands = abort_created_ahead(schedule, now, self._scheduling.cancel_guard_ms, why)
+        if not writes:
             return
-        writes, commands = abort_writes(schedule, instants, now, why)
         log.info(
             "schedule %s/%s: %s; aborting %d occurrence(s) created ahead",
             schedule.app_id,
             schedule.schedule_id,
             why,
-            len(instants),
+            len(writes),
         )
         await self._messages.abort_created(
             schedule.app_id, writes, commands, move_pending=move_pending

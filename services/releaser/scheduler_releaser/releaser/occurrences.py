@@ -36,7 +36,7 @@ from scheduler.domain.occurrences import Tick, plan_tick
 from scheduler.domain.validation import validate_schedule_request
 from scheduler.kafka.producer import RecordProducer
 from scheduler.records import Command, ScheduleRequest
-from scheduler.schedule_occurrences import abort_writes, created_ahead, occurrence_request
+from scheduler.schedule_occurrences import abort_created_ahead, occurrence_request
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.store.ports import MessageStore, Schedule, ScheduleStore
 from scheduler.store.usage import UsageStore
@@ -177,25 +177,24 @@ class OccurrenceRunner:
 
     def _abort_created_ahead(self, stopped: Schedule) -> None:
         now = self._clock.now_ms()
-        instants = created_ahead(stopped, now, self._scheduling.cancel_guard_ms)
-        if not instants:
-            return
         why = "schedule deleted" if stopped.deleted_ms is not None else "schedule paused"
-        writes, commands = abort_writes(stopped, instants, now, why)
+        writes, commands = abort_created_ahead(stopped, now, self._scheduling.cancel_guard_ms, why)
+        if not writes:
+            return
         self._messages.update_statuses(writes)
         for command in commands:
             self._producer.produce(
                 self._topics.commands, command.message_id.encode(), self._commands.encode(command)
             )
         self._producer.flush(FLUSH_TIMEOUT_S)
-        self._usage.add_pending(stopped.app_id, -len(instants))
-        self._metrics.aborted.inc(len(instants))
+        self._usage.add_pending(stopped.app_id, -len(writes))
+        self._metrics.aborted.inc(len(writes))
         log.info(
             "schedule %s/%s: %s during a tick; %d occurrence(s) created ahead aborted",
             stopped.app_id,
             stopped.schedule_id,
             why,
-            len(instants),
+            len(writes),
         )
 
 
