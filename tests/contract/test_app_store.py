@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from scheduler.domain.policy import DEFAULT_POLICY, DeliveryPolicy
 from scheduler.security import SecretHasher, new_secret
 from scheduler.store.apps import AppStore, ControlKey, DataKey
 from scheduler.store.ports import Application
@@ -81,6 +82,57 @@ def test_apps_round_trip_update_and_tombstone(app_store: AppStore) -> None:
         "app-1",
         "app-0",
     ]
+
+
+def test_a_delivery_policy_and_failure_destination_round_trip(app_store: AppStore) -> None:
+    policy = DeliveryPolicy(
+        max_attempts=3,
+        min_backoff_ms=500,
+        max_backoff_ms=60_000,
+        max_event_age_ms=3_600_000,
+        rate_per_second=12.5,
+        rate_burst=4,
+        rate_hold_counts_toward_age=True,
+        max_concurrent=2,
+        http_timeout_ms=750,
+    )
+    shaped = dataclasses.replace(
+        app("app_p"), policy=policy, failure_type="KAFKA", failure_endpoint="failures"
+    )
+    app_store.put_app(shaped)
+    assert app_store.get_app("app_p") == shaped
+    app_store.put_app(dataclasses.replace(shaped, policy=DEFAULT_POLICY, failure_type=None))
+    cleared = app_store.get_app("app_p")
+    assert cleared is not None
+    assert cleared.policy == DEFAULT_POLICY and cleared.failure_type is None
+
+
+def test_deliveries_paused_is_changed_only_by_its_own_write_later_instant_first(
+    app_store: AppStore,
+) -> None:
+    app_store.put_app(app("app_q"))
+    assert _paused(app_store, "app_q") is False
+    app_store.set_deliveries_paused("app_q", True, T0 + 10)
+    assert _paused(app_store, "app_q") is True
+    # An update of the app (written without knowing of the pause) does not undo it.
+    app_store.put_app(dataclasses.replace(app("app_q"), name="renamed"))
+    assert _paused(app_store, "app_q") is True
+    # A resume issued earlier but landing later loses to the pause.
+    app_store.set_deliveries_paused("app_q", False, T0 + 5)
+    assert _paused(app_store, "app_q") is True
+    # At the same instant the pause wins.
+    app_store.set_deliveries_paused("app_q", False, T0 + 10)
+    assert _paused(app_store, "app_q") is True
+    app_store.set_deliveries_paused("app_q", False, T0 + 11)
+    assert _paused(app_store, "app_q") is False
+    app_store.set_deliveries_paused("app_q", True, T0 + 12)
+    assert _paused(app_store, "app_q") is True
+
+
+def _paused(app_store: AppStore, app_id: str) -> bool:
+    found = app_store.get_app(app_id)
+    assert found is not None
+    return found.deliveries_paused
 
 
 def test_data_keys_belong_to_one_app(app_store: AppStore) -> None:

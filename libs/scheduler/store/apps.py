@@ -68,7 +68,12 @@ class AppStore(AppLookup, Protocol):
         """False (and nothing changed) unless the key exists and belongs to `owner_id`."""
 
     def put_app(self, app: Application) -> None:
-        """Create or replace an application (every field, as given)."""
+        """Create or replace an application (every field as given, except `deliveries_paused`,
+        which only `set_deliveries_paused` changes: an update racing a pause cannot undo it)."""
+
+    def set_deliveries_paused(self, app_id: str, paused: bool, at_ms: int) -> None:
+        """Pause or resume the app's deliveries. Ordered by `at_ms`, not by arrival: of two
+        changes the later instant wins (a tie: paused)."""
 
     def apps(self, owner_id: str, include_deleted: bool = False) -> list[Application]:
         """The owner's applications, oldest first (then id)."""
@@ -93,6 +98,7 @@ class InMemoryAppStore:
         self._control: dict[bytes, ControlKey] = {}
         self._apps: dict[str, Application] = {}
         self._data: dict[bytes, DataKey] = {}
+        self._paused_at: dict[str, tuple[int, bool]] = {}  # the cell's write stamp
         self._lock = threading.Lock()
 
     def get_app(self, app_id: str) -> Application | None:
@@ -130,7 +136,20 @@ class InMemoryAppStore:
 
     def put_app(self, app: Application) -> None:
         with self._lock:
-            self._apps[app.app_id] = app
+            before = self._apps.get(app.app_id)
+            paused = before is not None and before.deliveries_paused
+            self._apps[app.app_id] = dataclasses.replace(app, deliveries_paused=paused)
+
+    def set_deliveries_paused(self, app_id: str, paused: bool, at_ms: int) -> None:
+        with self._lock:
+            app = self._apps.get(app_id)
+            if app is None:
+                return
+            stamp = self._paused_at.get(app_id)
+            if stamp is not None and (at_ms, paused) < stamp:
+                return  # an earlier change arriving late (a tie: paused, as Cassandra's True)
+            self._paused_at[app_id] = (at_ms, paused)
+            self._apps[app_id] = dataclasses.replace(app, deliveries_paused=paused)
 
     def apps(self, owner_id: str, include_deleted: bool = False) -> list[Application]:
         with self._lock:

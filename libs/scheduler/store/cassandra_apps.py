@@ -15,6 +15,7 @@ from typing import Any
 from cassandra.cluster import Session
 from cassandra.query import BatchStatement, BatchType
 
+from scheduler.domain.policy import DeliveryPolicy
 from scheduler.encryption import PLAIN, ColumnCipher, cell
 from scheduler.store.apps import ControlKey, DataKey, Owner
 from scheduler.store.ports import Application
@@ -36,7 +37,12 @@ _APP_COLUMNS = (
     "created_ms",
     "updated_ms",
     "deleted_ms",
+    "delivery_policy_json",
+    "failure_type",
+    "failure_endpoint",
 )
+# Read with the app, written only by set_deliveries_paused (never by put_app).
+_READ_ONLY_COLUMNS = ("deliveries_paused",)
 # Encrypted at rest once encryption is on (scheduler.encryption), bound to (column, app id).
 SECRET_COLUMNS = ("auth_header_value", "signing_secret", "previous_signing_secret")
 
@@ -92,7 +98,12 @@ class CassandraAppStore:
             " VALUES (?, ?, ?, ?)"
         )
         self._select_app = p(
-            f"SELECT {', '.join(_APP_COLUMNS)} FROM applications WHERE app_id = ?"  # noqa: S608
+            f"SELECT {', '.join(_APP_COLUMNS + _READ_ONLY_COLUMNS)} FROM applications"  # noqa: S608
+            " WHERE app_id = ?"
+        )
+        # The change's own instant as the write timestamp: the later change wins.
+        self._set_paused = p(
+            "UPDATE applications USING TIMESTAMP ? SET deliveries_paused = ? WHERE app_id = ?"
         )
         self._select_apps_by_owner = p(
             "SELECT app_id FROM applications_by_owner WHERE owner_id = ?"
@@ -173,6 +184,9 @@ class CassandraAppStore:
         batch.add(self._insert_app_by_owner, (app.owner_id, app.app_id, app.name, app.created_ms))
         self._session.execute(batch)
 
+    def set_deliveries_paused(self, app_id: str, paused: bool, at_ms: int) -> None:
+        self._session.execute(self._set_paused, (at_ms * 1000, paused, app_id))
+
     def apps(self, owner_id: str, include_deleted: bool = False) -> builtins.list[Application]:
         ids = [r.app_id for r in self._session.execute(self._select_apps_by_owner, (owner_id,))]
         futures = [self._session.execute_async(self._select_app, (app_id,)) for app_id in ids]
@@ -221,6 +235,8 @@ class CassandraAppStore:
         return True
 
     def _stored(self, app: Application, column: str) -> object:
+        if column == "delivery_policy_json":
+            return app.policy.to_column()
         value = getattr(app, column)
         if column in SECRET_COLUMNS:
             return self._cipher.seal_secret(value, secret_cell(column, app.app_id))
@@ -247,4 +263,6 @@ def _app(row: Any, cipher: ColumnCipher, open_secrets: bool = True) -> Applicati
     values["signing_secret"] = values["signing_secret"] or ""
     values["created_ms"] = values["created_ms"] or 0
     values["updated_ms"] = values["updated_ms"] or 0
+    values["policy"] = DeliveryPolicy.from_column(values.pop("delivery_policy_json"))
+    values["deliveries_paused"] = bool(row.deliveries_paused)
     return Application(**values)

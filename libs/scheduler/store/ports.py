@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from scheduler.domain.idempotency import KeyClaim, KeyHolder, fingerprint
+from scheduler.domain.policy import DEFAULT_POLICY, DeliveryPolicy
 from scheduler.domain.recurrence import Recurrence
 from scheduler.domain.status import Status, precedence
 from scheduler.records import DueMessage, ScheduleRequest
@@ -132,6 +133,12 @@ class Application:
     created_ms: int = 0
     updated_ms: int = 0
     deleted_ms: int | None = None  # tombstone: pending messages are aborted lazily
+    policy: DeliveryPolicy = DEFAULT_POLICY  # overrides of the dispatcher's settings
+    # Set only by pause/resume (`AppStore.set_deliveries_paused`), never by `put_app`.
+    deliveries_paused: bool = False
+    # Where each message that ends FAILED is also sent (None: nowhere): REST URL or topic.
+    failure_type: str | None = None  # "REST" | "KAFKA"
+    failure_endpoint: str | None = None
 
 
 @dataclass(frozen=True)
