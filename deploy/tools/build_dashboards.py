@@ -837,6 +837,19 @@ DISPATCHER = [
                     ("sum by (instance) (scheduler_dispatch_held_messages)", "{{instance}} held"),
                 ],
             ),
+            Panel(
+                "Held by an app's delivery policy (paused, rate limited)",
+                "short",
+                [
+                    (
+                        "sum by (instance) (scheduler_dispatch_admission_waiting_messages)",
+                        "{{instance}} waiting",
+                    ),
+                ],
+                "Due messages waiting for their app's resume or for a token of its rate limit."
+                " They are delayed, never dropped; a steady rise means an app's rate is below"
+                " what is scheduled for it.",
+            ),
         ],
     ),
     Row(

@@ -102,6 +102,11 @@ class DispatchMetrics:
             "Messages held in memory waiting for their due instant",
             registry=registry,
         )
+        self.admission_waiting = Gauge(
+            "scheduler_dispatch_admission_waiting_messages",
+            "Due messages waiting for their app's resume or rate limit (a delivery policy)",
+            registry=registry,
+        )
         self.ring_lag = Gauge(
             "scheduler_dispatch_ring_lag_records",
             "Ring records received but not yet settled (uncommitted)",

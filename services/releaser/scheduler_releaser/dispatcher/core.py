@@ -30,6 +30,7 @@ from scheduler_releaser.codecs import Codecs
 from scheduler_releaser.metrics import DispatchMetrics
 from scheduler_releaser.settings import DispatchSettings
 
+from .admission import Admission
 from .apps import AppCache
 from .commands import CommandView
 from .ports import OutRecord, RecordsCoverage, Sink, TopicCheck
@@ -42,7 +43,9 @@ from .verdict import (
     AttemptOutcome,
     Settlement,
     Verdict,
+    age_start_ms,
     dispatch_delay_ms,
+    expired,
     fire_check,
     lateness_ms,
     settle,
@@ -109,6 +112,14 @@ class Dispatcher:
             max_workers=settings.store_threads, thread_name_prefix="record-read"
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        self.admission = Admission(
+            apps,
+            clock,
+            settings.instances,
+            lambda: self.stopping,
+            sleep,
+            metrics.admission_waiting.set,
+        )
         # Topics that refused a record transiently: (until, why). Producing to them again at
         # once would hold every other tenant's transaction for the destination timeout again.
         self._quarantine: dict[str, tuple[int, Refusal]] = {}
@@ -239,6 +250,12 @@ class Dispatcher:
         await self._until(fire_at, ahead)
         if self.stopping:
             return  # not fired: left unsettled (its offset is not committed)
+        uncounted_ms = 0
+        if app is not None:  # its pause and rate limit (admission.py)
+            admitted = await self.admission.admit(app)
+            if admitted is None or self.stopping:
+                return  # not fired: left unsettled
+            app, uncounted_ms = admitted.app, admitted.uncounted_ms
         # The abort view is consulted at the fire instant itself (the record was read up to
         # prefetch_ms earlier; decision 5 makes the commands view the authority at fire time).
         aborted = self.commands.aborted(message.app_id, message.message_id, message.generation)
@@ -252,6 +269,10 @@ class Dispatcher:
         if now < fire_at:  # unreachable by construction; the guarantee is checked anyway
             raise AssertionError(f"{message.message_id} would fire early")
         self._metrics.fire_delay.observe((now - fire_at) / 1000)
+        too_old = expired(message, app.policy, now, uncounted_ms)
+        if too_old is not None:
+            await self._settle_unsent(app, message, position, too_old)
+            return
         if app.type == "KAFKA":
             await self._fire_kafka(app, message, position)
         else:
@@ -275,7 +296,7 @@ class Dispatcher:
         if outcome is None:
             return  # shutting down before it was sent: left unsettled, read again on restart
         now = self._clock.now_ms()
-        settlement = settle(message, outcome, now, self._backoff)
+        settlement = settle(message, outcome, now, *self._retry_policy(app, message))
         self._observe("REST", message, outcome, settlement)
         records = await self._settlement_records(settlement, now, app.shards)
         self._sink.emit(records, pos)
@@ -285,7 +306,7 @@ class Dispatcher:
     ) -> None:
         blocked = await self._refuse_topic(app.endpoint)
         if blocked is not None:
-            await self._settle_kafka(app, message, pos, blocked)
+            await self._settle_unsent(app, message, pos, blocked)
             return
         key = (message.kafka_key or message.message_id).encode()
         destination = OutRecord(
@@ -324,7 +345,7 @@ class Dispatcher:
                 error=f"topic {app.endpoint!r} refused the record: {refusal.code}"
                 f" ({refusal.detail})",
             )
-            self._spawn(self._settle_kafka(app, message, pos, outcome))
+            self._spawn(self._settle_unsent(app, message, pos, outcome))
 
         self._sink.emit(
             [destination, self._result_record(settlement.result)],
@@ -334,13 +355,14 @@ class Dispatcher:
             on_refused=refused,
         )
 
-    async def _settle_kafka(
+    async def _settle_unsent(
         self, app: Application, message: DueMessage, pos: Position | None, outcome: AttemptOutcome
     ) -> None:
-        """A KAFKA attempt that failed without a destination record in the transaction."""
+        """An attempt that ended without a delivery (no destination record in the transaction,
+        no request made): a refused topic, or a message past its app's maxEventAgeMs."""
         while True:
             now = self._clock.now_ms()
-            settlement = settle(message, outcome, now, self._backoff)
+            settlement = settle(message, outcome, now, *self._retry_policy(app, message))
             try:
                 records = await self._settlement_records(settlement, now, app.shards)
             except Exception:  # the retry's placement (Cassandra): never leave it unsettled
@@ -349,9 +371,17 @@ class Dispatcher:
                 log.exception("settling %s failed; trying again", message.message_id)
                 await self._sleep(1.0)
                 continue
-            self._observe("KAFKA", message, outcome, settlement)
+            self._observe(app.type, message, outcome, settlement)
             self._sink.emit(records, pos)
             return
+
+    def _retry_policy(self, app: Application, message: DueMessage) -> tuple[Backoff, int | None]:
+        """The app's retry schedule, and the instant after which no attempt is made."""
+        policy = app.policy
+        give_up = None
+        if policy.max_event_age_ms is not None:
+            give_up = age_start_ms(message) + policy.max_event_age_ms
+        return policy.backoff(self._backoff), give_up
 
     async def _refuse_topic(self, topic: str) -> AttemptOutcome | None:
         """Why a KAFKA delivery is not even produced, if it is not."""

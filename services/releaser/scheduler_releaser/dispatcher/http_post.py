@@ -39,8 +39,15 @@ class PostFailed(Exception):
 
 class HttpPost(Protocol):
     async def post(
-        self, url: str, body: bytes, headers: dict[str, str], read_limit: int
-    ) -> HttpAnswer: ...
+        self,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        read_limit: int,
+        timeout_s: float | None = None,
+    ) -> HttpAnswer:
+        """`timeout_s`: this request's total timeout (an app's policy), None: the client's."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -56,20 +63,28 @@ class AiohttpPost:
             limit_per_host=0,  # fairness between apps is the deliverer's per-app semaphores
             ttl_dns_cache=10,
         )
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=timeout_s),
+            timeout=self._timeout,
             headers={"User-Agent": USER_AGENT},
             auto_decompress=False,
             trust_env=False,
         )
 
     async def post(
-        self, url: str, body: bytes, headers: dict[str, str], read_limit: int
+        self,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        read_limit: int,
+        timeout_s: float | None = None,
     ) -> HttpAnswer:
+        # (aiohttp reads timeout=None as "no timeout": the session's is passed instead)
+        timeout = self._timeout if timeout_s is None else aiohttp.ClientTimeout(total=timeout_s)
         try:
             async with self._session.post(
-                url, data=body, headers=headers, allow_redirects=False
+                url, data=body, headers=headers, allow_redirects=False, timeout=timeout
             ) as response:
                 head = await _read_head(response.content, read_limit)
                 if not response.content.at_eof():
@@ -101,11 +116,17 @@ class HttpxPost:
         self._client = client
 
     async def post(
-        self, url: str, body: bytes, headers: dict[str, str], read_limit: int
+        self,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        read_limit: int,
+        timeout_s: float | None = None,
     ) -> HttpAnswer:
+        timeout = httpx.Timeout(timeout_s) if timeout_s is not None else httpx.USE_CLIENT_DEFAULT
         try:
             async with self._client.stream(
-                "POST", url, content=body, headers=headers, follow_redirects=False
+                "POST", url, content=body, headers=headers, follow_redirects=False, timeout=timeout
             ) as response:
                 chunks: list[bytes] = []
                 size = 0

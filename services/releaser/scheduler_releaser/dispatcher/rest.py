@@ -1,13 +1,16 @@
 """REST delivery: one signed HTTP POST per attempt (through `http_post`: pooled, redirects
 never followed).
 
-Per-application semaphores bound how many deliveries of one app run at once, so a slow
-endpoint queues behind itself instead of delaying other applications.
+Per-application slots bound how many deliveries of one app run at once, so a slow endpoint
+queues behind itself instead of delaying other applications. Their number is the app's policy
+`maxConcurrent` (else SCHEDULER_DISPATCH_PER_APP_CONCURRENCY), resized when the policy changes;
+its `httpTimeoutMs` replaces the client's timeout for its requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Callable
 
 from scheduler.clock import Clock
@@ -52,12 +55,15 @@ class RestDeliverer:
         self._clock = clock
         self._per_app = per_app_concurrency
         self._excerpt = excerpt_chars
-        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._slots: dict[str, Slots] = {}
 
-    def _slot(self, app_id: str) -> asyncio.Semaphore:
-        slot = self._slots.get(app_id)
+    def _slot(self, app: Application) -> Slots:
+        capacity = app.policy.max_concurrent or self._per_app
+        slot = self._slots.get(app.app_id)
         if slot is None:
-            slot = self._slots[app_id] = asyncio.Semaphore(self._per_app)
+            slot = self._slots[app.app_id] = Slots(capacity)
+        elif slot.capacity != capacity:
+            slot.resize(capacity)
         return slot
 
     def headers(self, app: Application, message: DueMessage, body: bytes) -> dict[str, str]:
@@ -79,7 +85,7 @@ class RestDeliverer:
     ) -> AttemptOutcome | None:
         """One attempt; None if `stopping()` turned true while it waited for its app's slot
         (it was not sent: the ring record stays uncommitted and is read again)."""
-        async with self._slot(app.app_id):
+        async with self._slot(app):
             if stopping():
                 return None
             return await self._attempt(app, message)
@@ -95,8 +101,13 @@ class RestDeliverer:
         try:
             # Bounded read: a small success body is read whole so that the connection is
             # reused; of a failure's body only the excerpt is kept.
+            timeout_ms = app.policy.http_timeout_ms
             answer = await self._http.post(
-                app.endpoint, body, self.headers(app, message, body), MAX_READ_BYTES
+                app.endpoint,
+                body,
+                self.headers(app, message, body),
+                MAX_READ_BYTES,
+                None if timeout_ms is None else timeout_ms / 1000,
             )
         except PostTimeout as exc:
             return AttemptOutcome(AttemptKind.RETRYABLE, "timeout", error=f"timeout: {exc}")
@@ -119,3 +130,47 @@ class RestDeliverer:
         # UTF-8 takes at most 4 bytes a character: decode enough bytes, then cut characters
         text = head[: 4 * self._excerpt].decode("utf-8", errors="replace")[: self._excerpt]
         return text or None
+
+
+class Slots:
+    """A semaphore whose capacity can change while it is held (an app's maxConcurrent edited):
+    a smaller capacity lets no new holder in until enough have left; a larger one wakes waiters.
+    Waiters enter in arrival order."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.held = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def __aenter__(self) -> None:
+        if self.held < self.capacity and not self._waiters:
+            self.held += 1
+            return
+        entry: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(entry)
+        try:
+            await entry
+        except asyncio.CancelledError:
+            if entry.done() and not entry.cancelled():
+                self._release()  # it was let in as it was cancelled: pass the slot on
+            else:
+                self._waiters.remove(entry)
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release()
+
+    def resize(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._wake()
+
+    def _release(self) -> None:
+        self.held -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.held < self.capacity:
+            entry = self._waiters.popleft()
+            if not entry.done():
+                self.held += 1
+                entry.set_result(None)

@@ -11,6 +11,7 @@ from enum import Enum
 
 from scheduler.domain import lateness
 from scheduler.domain.backoff import Backoff
+from scheduler.domain.policy import DeliveryPolicy
 from scheduler.domain.status import ABORTABLE, Status
 from scheduler.records import DeadLetter, DeliveryOutcome, DeliveryResult, DueMessage
 from scheduler.store.ports import Application, StatusUpdate
@@ -114,9 +115,38 @@ def dispatch_delay_ms(message: DueMessage, delivered_ms: int) -> int:
     return lateness.dispatch_delay_ms(message.due_ms, message.created_ms, delivered_ms)
 
 
+def age_start_ms(message: DueMessage) -> int:
+    """Where a message's age (an app's maxEventAgeMs) counts from: the instant it was first
+    due in this generation (its sendAt, or its creation when it was scheduled in the past)."""
+    return max(message.send_at_ms, message.created_ms)
+
+
+def expired(
+    message: DueMessage, policy: DeliveryPolicy, now_ms: int, uncounted_ms: int = 0
+) -> AttemptOutcome | None:
+    """Why the attempt is not made (FAILED at once) if the message is older than its app's
+    maxEventAgeMs; `uncounted_ms`: time held that does not count (admission.py)."""
+    limit = policy.max_event_age_ms
+    if limit is None:
+        return None
+    age = now_ms - uncounted_ms - age_start_ms(message)
+    if age <= limit:
+        return None
+    return AttemptOutcome(
+        AttemptKind.PERMANENT,
+        "max_event_age",
+        error=f"not attempted: {age} ms old, over the app's maxEventAgeMs ({limit} ms)",
+    )
+
+
 def settle(
-    message: DueMessage, outcome: AttemptOutcome, now_ms: int, backoff: Backoff
+    message: DueMessage,
+    outcome: AttemptOutcome,
+    now_ms: int,
+    backoff: Backoff,
+    give_up_at_ms: int | None = None,
 ) -> Settlement:
+    """`give_up_at_ms`: no retry is scheduled after this instant (an app's maxEventAgeMs)."""
     late = lateness_ms(message, now_ms)
     error = outcome.error
     if outcome.body_excerpt:
@@ -139,9 +169,14 @@ def settle(
     if outcome.kind is AttemptKind.SENT:
         return Settlement(result(DeliveryOutcome.SENT))
     next_due = None
+    gave_up = ""
     if outcome.kind is AttemptKind.RETRYABLE:
         draw = jitter_draw(message.message_id, message.attempt)
         next_due = backoff.next_due_ms(message.attempt, now_ms, draw)
+        if next_due is not None and give_up_at_ms is not None and next_due > give_up_at_ms:
+            next_due = None
+            gave_up = "; no attempt left within the app's maxEventAgeMs"
+            error = f"{error or outcome.reason}{gave_up}"
     if next_due is not None:
         retry = DueMessage(
             message_id=message.message_id,
@@ -163,7 +198,7 @@ def settle(
         due_ms=message.due_ms,
         failed_ms=now_ms,
         payload_json=message.payload_json,
-        last_error=outcome.error or outcome.reason,
+        last_error=(outcome.error or outcome.reason) + gave_up,
         last_http_status=outcome.http_status,
         body_excerpt=outcome.body_excerpt,
     )
