@@ -11,6 +11,7 @@ import dataclasses
 import secrets
 
 from scheduler.clock import Clock
+from scheduler.domain.policy import DEFAULT_POLICY, DeliveryPolicy, PolicyError
 from scheduler.domain.sendat import format_rfc3339_ms
 from scheduler.security import SecretHasher, new_signing_secret
 from scheduler.settings import KafkaSettings
@@ -28,6 +29,7 @@ from scheduler_ingest.models import (
     AppSaved,
     AppType,
     AppView,
+    DeliveryPolicyBody,
     EndpointError,
     KeyCreated,
     KeyView,
@@ -66,9 +68,25 @@ def app_view(app: Application) -> AppView:
             {"headerName": app.auth_header_name} if app.auth_header_name is not None else None
         ),
         sendBackFormat=SendBackFormat(app.send_back_format),
+        deliveryPolicy=app.policy.to_json(),
+        deliveriesPaused=app.deliveries_paused,
+        failureDestination=(
+            {"type": app.failure_type, "endpoint": app.failure_endpoint}
+            if app.failure_type is not None and app.failure_endpoint is not None
+            else None
+        ),
         created=format_rfc3339_ms(app.created_ms),
         updated=format_rfc3339_ms(app.updated_ms),
     )
+
+
+def _policy(body: DeliveryPolicyBody | None) -> DeliveryPolicy:
+    if body is None:
+        return DEFAULT_POLICY
+    try:
+        return DeliveryPolicy.from_json(body.model_dump(exclude_none=True)).validated()
+    except PolicyError as exc:
+        raise ApiError(400, "invalid_delivery_policy", str(exc)) from None
 
 
 def key_view(key: ControlKey | DataKey) -> KeyView:
@@ -149,6 +167,10 @@ class ControlService:
 
     async def create_app(self, who: ControlPrincipal, body: ApplicationCreate) -> AppCreated:
         warnings = await self._check_destination(body.type, body.endpoint)
+        policy = _policy(body.deliveryPolicy)
+        failure = body.failureDestination
+        if failure is not None:
+            warnings += await self._check_destination(failure.type, failure.endpoint)
         now = self._clock.now_ms()
         auth = body.httpAuthorization
         app = Application(
@@ -164,6 +186,9 @@ class ControlService:
             signing_secret=new_signing_secret(),
             created_ms=now,
             updated_ms=now,
+            policy=policy,
+            failure_type=failure.type.value if failure else None,
+            failure_endpoint=failure.endpoint if failure else None,
         )
         await self._io(self._store.put_app, app)
         return AppCreated(
@@ -194,6 +219,14 @@ class ControlService:
             changes["auth_header_value"] = auth.headerValue if auth else None
         if "sendBackFormat" in given and body.sendBackFormat is not None:
             changes["send_back_format"] = body.sendBackFormat.value
+        if "deliveryPolicy" in given:
+            changes["policy"] = _policy(body.deliveryPolicy)
+        if "failureDestination" in given:
+            failure = body.failureDestination
+            if failure is not None:
+                warnings += await self._check_destination(failure.type, failure.endpoint)
+            changes["failure_type"] = failure.type.value if failure else None
+            changes["failure_endpoint"] = failure.endpoint if failure else None
         updated = dataclasses.replace(app, **changes, updated_ms=self._clock.now_ms())  # type: ignore[arg-type]
         await self._io(self._store.put_app, updated)
         return AppSaved(**app_view(updated).model_dump(), warnings=warnings)
@@ -210,6 +243,15 @@ class ControlService:
             if key.active:
                 await self._io(self._store.deactivate_data_key, app_id, key.key_id)
         self._auth.forget_data_keys(lambda p: p.app_id == app_id)
+
+    async def set_deliveries_paused(
+        self, who: ControlPrincipal, app_id: str, paused: bool
+    ) -> Application:
+        """Pause or resume the app's deliveries: due messages wait while paused (never failed);
+        the dispatchers see the change within their app cache's TTL (1 s)."""
+        await self.owned_app(who, app_id)
+        await self._io(self._store.set_deliveries_paused, app_id, paused, self._clock.now_ms())
+        return await self.owned_app(who, app_id)
 
     async def rotate_signing_secret(self, who: ControlPrincipal, app_id: str) -> dict[str, object]:
         app = await self.owned_app(who, app_id)

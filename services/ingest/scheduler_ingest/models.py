@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from scheduler.domain import policy
+
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")  # an RFC 9110 token
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
@@ -39,6 +41,56 @@ class HttpAuthorization(_Body):
     ]
 
 
+class DeliveryPolicyBody(_Body):
+    """Overrides of the service's delivery settings for one app; a field left out keeps the
+    service's. Bounds: scheduler.domain.policy (docs/API.md "Delivery policy")."""
+
+    maxAttempts: int | None = Field(
+        None, ge=1, le=policy.MAX_ATTEMPTS, description="attempts in all, the first included"
+    )
+    minBackoffMs: int | None = Field(
+        None, ge=0, le=policy.MAX_BACKOFF_MS, description="delay after the first failure"
+    )
+    maxBackoffMs: int | None = Field(
+        None, ge=0, le=policy.MAX_BACKOFF_MS, description="longest delay between attempts"
+    )
+    maxEventAgeMs: int | None = Field(
+        None,
+        ge=policy.MIN_EVENT_AGE_MS,
+        le=policy.MAX_EVENT_AGE_MS,
+        description="a message this much past its sendAt goes FAILED without another attempt"
+        " (time its app was paused does not count)",
+    )
+    ratePerSecond: float | None = Field(
+        None,
+        ge=policy.MIN_RATE,
+        le=policy.MAX_RATE,
+        description="deliveries per second at most; due messages over it wait (never dropped)",
+    )
+    rateBurst: int | None = Field(
+        None, ge=1, le=policy.MAX_BURST, description="deliveries at once after an idle spell"
+    )
+    rateHoldCountsTowardAge: bool = Field(
+        False, description="whether time waiting for the rate limit counts toward maxEventAgeMs"
+    )
+    maxConcurrent: int | None = Field(
+        None, ge=1, le=policy.MAX_CONCURRENCY, description="REST requests in flight at once"
+    )
+    httpTimeoutMs: int | None = Field(
+        None,
+        ge=policy.MIN_HTTP_TIMEOUT_MS,
+        le=policy.MAX_HTTP_TIMEOUT_MS,
+        description="a REST request unanswered this long is a failed (retried) attempt",
+    )
+
+
+class FailureDestinationBody(_Body):
+    """Where each of the app's messages that ends FAILED is also sent (docs/WEBHOOKS.md)."""
+
+    type: AppType
+    endpoint: Endpoint
+
+
 class ApplicationCreate(_Body):
     name: Name
     type: AppType
@@ -46,16 +98,22 @@ class ApplicationCreate(_Body):
     description: Description | None = None
     httpAuthorization: HttpAuthorization | None = None
     sendBackFormat: SendBackFormat = SendBackFormat.PAYLOAD_FIELD
+    deliveryPolicy: DeliveryPolicyBody | None = None
+    failureDestination: FailureDestinationBody | None = None
 
 
 class ApplicationUpdate(_Body):
-    """Partial update: only the fields given change; `httpAuthorization: null` removes it."""
+    """Partial update: only the fields given change; `httpAuthorization: null` removes it, as
+    `deliveryPolicy: null` and `failureDestination: null` do. A `deliveryPolicy` given replaces
+    the previous one whole."""
 
     name: Name | None = None
     endpoint: Endpoint | None = None
     description: Description | None = None
     httpAuthorization: HttpAuthorization | None = None
     sendBackFormat: SendBackFormat | None = None
+    deliveryPolicy: DeliveryPolicyBody | None = None
+    failureDestination: FailureDestinationBody | None = None
 
 
 class EndpointError(ValueError):
@@ -92,6 +150,13 @@ class AppView(BaseModel):
         description="only headerName: the header value is never returned"
     )
     sendBackFormat: SendBackFormat
+    deliveryPolicy: dict[str, object] = Field(
+        default_factory=dict, description="the overrides set (empty: the service's settings)"
+    )
+    deliveriesPaused: bool = Field(
+        False, description="true while the app's deliveries are paused (due messages wait)"
+    )
+    failureDestination: dict[str, str] | None = None
     created: str
     updated: str
 

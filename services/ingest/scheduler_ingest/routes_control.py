@@ -62,6 +62,24 @@ def build_router() -> APIRouter:
     ) -> AppSaved:
         return await gw.control.update_app(who, appId, body)
 
+    @router.put(
+        "/applications/{appId}/pause",
+        responses=APP_ERRORS,
+        response_model=AppView,
+        summary="Pause the app's deliveries: due messages wait, they are not failed",
+    )
+    async def pause_deliveries(gw: GatewayDep, who: ControlKeyDep, appId: str) -> AppView:
+        return app_view(await gw.control.set_deliveries_paused(who, appId, True))
+
+    @router.put(
+        "/applications/{appId}/resume",
+        responses=APP_ERRORS,
+        response_model=AppView,
+        summary="Resume the app's deliveries: what waited is delivered (at its rate limit)",
+    )
+    async def resume_deliveries(gw: GatewayDep, who: ControlKeyDep, appId: str) -> AppView:
+        return app_view(await gw.control.set_deliveries_paused(who, appId, False))
+
     @router.delete("/applications/{appId}", responses=APP_ERRORS, response_model=Deleted)
     async def delete_application(gw: GatewayDep, who: ControlKeyDep, appId: str) -> Deleted:
         await gw.control.delete_app(who, appId)

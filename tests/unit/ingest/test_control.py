@@ -158,6 +158,25 @@ def test_http_authorization_value_is_never_returned(h: Harness) -> None:
             {**REST_APP, "httpAuthorization": {"headerName": "bad header", "headerValue": "v"}},
             "invalid_request",
         ),
+        ({**REST_APP, "deliveryPolicy": {"maxAttempts": 0}}, "invalid_request"),
+        ({**REST_APP, "deliveryPolicy": {"maxAttempts": 187}}, "invalid_request"),
+        ({**REST_APP, "deliveryPolicy": {"maxAttempts": "three"}}, "invalid_request"),
+        ({**REST_APP, "deliveryPolicy": {"ratePerSecond": 0}}, "invalid_request"),
+        ({**REST_APP, "deliveryPolicy": {"httpTimeoutMs": 10}}, "invalid_request"),
+        ({**REST_APP, "deliveryPolicy": {"retries": 3}}, "unknown_field"),
+        (
+            {**REST_APP, "deliveryPolicy": {"minBackoffMs": 5_000, "maxBackoffMs": 1_000}},
+            "invalid_delivery_policy",
+        ),
+        ({**REST_APP, "deliveryPolicy": {"rateBurst": 5}}, "invalid_delivery_policy"),
+        (
+            {**REST_APP, "failureDestination": {"type": "REST", "endpoint": "ftp://x/y"}},
+            "invalid_endpoint",
+        ),
+        (
+            {**REST_APP, "failureDestination": {"type": "KAFKA", "endpoint": "unit.results"}},
+            "invalid_endpoint",
+        ),
     ],
 )
 def test_invalid_applications_are_refused(h: Harness, body: dict[str, object], error: str) -> None:
@@ -237,3 +256,65 @@ def test_usage_per_day(h: Harness) -> None:
         f"/applications/{h.alice.app_id}/usage?from=yesterday", headers=h.alice.control
     )
     assert (r.status_code, r.json()["error"]) == (400, "invalid_parameter")
+
+
+POLICY = {
+    "maxAttempts": 3,
+    "minBackoffMs": 500,
+    "maxBackoffMs": 60_000,
+    "maxEventAgeMs": 3_600_000,
+    "ratePerSecond": 50.0,
+    "rateBurst": 10,
+    "maxConcurrent": 4,
+    "httpTimeoutMs": 2_500,
+}
+
+
+def test_a_delivery_policy_and_failure_destination_are_saved_shown_and_replaced(
+    h: Harness, carol: dict[str, str]
+) -> None:
+    failure = {"type": "REST", "endpoint": "https://example.com/failed"}
+    body = {**REST_APP, "deliveryPolicy": POLICY, "failureDestination": failure}
+    created = h.client.post("/applications", json=body, headers=carol)
+    assert created.status_code == 200, created.text
+    app_id = created.json()["id"]
+    got = h.client.get(f"/applications/{app_id}", headers=carol).json()
+    assert got["deliveryPolicy"] == POLICY
+    assert got["failureDestination"] == failure and got["deliveriesPaused"] is False
+    stored = h.apps.get_app(app_id)
+    assert stored is not None and stored.policy.rate_per_second == 50.0
+    # a policy given replaces the previous one whole; other fields are left alone
+    r = h.client.put(
+        f"/applications/{app_id}", json={"deliveryPolicy": {"maxAttempts": 1}}, headers=carol
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["deliveryPolicy"] == {"maxAttempts": 1}
+    assert r.json()["failureDestination"] == failure
+    r = h.client.put(
+        f"/applications/{app_id}",
+        json={"deliveryPolicy": None, "failureDestination": None},
+        headers=carol,
+    )
+    assert (r.json()["deliveryPolicy"], r.json()["failureDestination"]) == ({}, None)
+
+
+def test_pause_and_resume_deliveries_and_an_update_does_not_undo_a_pause(
+    h: Harness, carol: dict[str, str]
+) -> None:
+    app_id = h.client.post("/applications", json=REST_APP, headers=carol).json()["id"]
+    r = h.client.put(f"/applications/{app_id}/pause", headers=carol)
+    assert r.status_code == 200 and r.json()["deliveriesPaused"] is True
+    h.clock.advance(1)
+    r = h.client.put(f"/applications/{app_id}", json={"description": "x"}, headers=carol)
+    assert r.json()["deliveriesPaused"] is True
+    assert h.apps.get_app(app_id).deliveries_paused is True  # type: ignore[union-attr]
+    h.clock.advance(1)
+    r = h.client.put(f"/applications/{app_id}/resume", headers=carol)
+    assert r.status_code == 200 and r.json()["deliveriesPaused"] is False
+    assert h.apps.get_app(app_id).deliveries_paused is False  # type: ignore[union-attr]
+
+
+def test_another_owner_cannot_pause_an_app(h: Harness) -> None:
+    r = h.client.put(f"/applications/{h.alice.app_id}/pause", headers=h.bob.control)
+    assert (r.status_code, r.json()["error"]) == (404, "app_not_found")
+    assert h.apps.get_app(h.alice.app_id).deliveries_paused is False  # type: ignore[union-attr]
