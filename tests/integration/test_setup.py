@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from cassandra.cluster import Session
 from confluent_kafka.admin import AdminClient
@@ -9,10 +11,12 @@ from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, Config
 
 from scheduler.cli import setup
 from scheduler.domain.idempotency import KeyClaim, claim_ttl_ms
+from scheduler.domain.policy import DEFAULT_POLICY, DeliveryPolicy
 from scheduler.domain.recurrence import Recurrence
 from scheduler.domain.status import Status
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
 from scheduler.store import migrate
+from scheduler.store.cassandra_apps import CassandraAppStore
 from scheduler.store.cassandra_messages import CassandraMessageStore
 from scheduler.store.cassandra_schedules import CassandraScheduleStore
 from scheduler.store.migrate import MigrationError, apply_migrations, load_migrations
@@ -174,6 +178,7 @@ def test_setup_adds_the_idempotency_keys_table_to_a_keyspace_of_the_previous_rel
     assert [c for c in changes if c.startswith("applied migration")] == [
         "applied migration 0005_idempotency_keys",
         "applied migration 0006_schedules",  # and the migrations after it
+        "applied migration 0007_delivery_policy",
     ]
     assert "idempotency_keys" in _tables(cassandra_session, cassandra_settings)
     assert setup(kafka_settings, cassandra_settings, scheduling_settings) == []
@@ -223,7 +228,8 @@ def test_setup_adds_the_schedules_table_to_a_keyspace_of_the_previous_release(
 
     changes = setup(kafka_settings, cassandra_settings, scheduling_settings)
     assert [c for c in changes if c.startswith("applied migration")] == [
-        "applied migration 0006_schedules"
+        "applied migration 0006_schedules",
+        "applied migration 0007_delivery_policy",
     ]
     assert "schedules" in _tables(cassandra_session, cassandra_settings)
     old = CassandraMessageStore(cassandra_session).get("app-old", "01JOLDMESSAGE0000000000001")
@@ -232,6 +238,57 @@ def test_setup_adds_the_schedules_table_to_a_keyspace_of_the_previous_release(
     daily = Schedule("app-old", "s1", Recurrence("@daily", "Europe/Berlin"), "{}", 1, 1)
     schedules.put(daily)
     assert schedules.get("app-old", "s1") == daily
+
+
+DELIVERY_POLICY_MIGRATION = 7
+
+
+def test_setup_adds_the_delivery_policy_columns_and_keeps_the_previous_releases_apps(
+    kafka_settings: KafkaSettings,
+    cassandra_settings: CassandraSettings,
+    scheduling_settings: SchedulingSettings,
+    cassandra_session: Session,
+) -> None:
+    """A keyspace of the previous release (0001-0006) with an application written by it:
+    `scheduler setup` adds the policy columns in place; the app reads with no policy, not
+    paused, no failure destination. An app written by the new release and then updated by an
+    old ingest (its INSERT names only the columns it knows) keeps its policy and its pause:
+    both directions of a rolling upgrade."""
+    apply_migrations(cassandra_session, cassandra_settings, 1, up_to=DELIVERY_POLICY_MIGRATION - 1)
+    cassandra_session.set_keyspace(cassandra_settings.keyspace)
+    old_insert = (
+        "INSERT INTO applications (app_id, owner_id, name, type, endpoint, signing_secret,"
+        " created_ms, updated_ms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+    )
+    cassandra_session.execute(
+        old_insert, ("app-old", "o", "old", "REST", "https://example.com/a", "whsec_x", 1, 1)
+    )
+
+    changes = setup(kafka_settings, cassandra_settings, scheduling_settings)
+    assert [c for c in changes if c.startswith("applied migration")] == [
+        "applied migration 0007_delivery_policy"
+    ]
+    apps = CassandraAppStore(cassandra_session)
+    old = apps.get_app("app-old")
+    assert old is not None and old.name == "old"
+    assert (old.policy, old.deliveries_paused, old.failure_type) == (DEFAULT_POLICY, False, None)
+
+    shaped = dataclasses.replace(
+        old,
+        app_id="app-new",
+        policy=DeliveryPolicy(max_attempts=2, rate_per_second=5.0),
+        failure_type="REST",
+        failure_endpoint="https://example.com/failed",
+    )
+    apps.put_app(shaped)
+    apps.set_deliveries_paused("app-new", True, 10)
+    cassandra_session.execute(  # an old ingest renames it
+        old_insert, ("app-new", "o", "renamed", "REST", "https://example.com/a", "whsec_x", 1, 2)
+    )
+    after = apps.get_app("app-new")
+    assert after is not None and after.name == "renamed"
+    assert after.policy == shaped.policy and after.deliveries_paused is True
+    assert after.failure_endpoint == "https://example.com/failed"
 
 
 def _tables(session: Session, settings: CassandraSettings) -> set[str]:
