@@ -50,6 +50,8 @@ class World:
     arrivals: Arrivals
     rest: App
     kafka_app: App
+    control_key: str = ""  # the tenant's, to create more apps
+    receiver_url: str = ""  # the HTTP receiver the REST app delivers to
 
     def wait_delivered(self, ledger: Ledger, timeout_s: float) -> Report:
         """Wait until every planned message arrived (bounded), then a short grace period for
@@ -107,7 +109,17 @@ def world(
             rest = create_app(system.ingest, control, "REST", http.url)
             kafka_app = create_app(system.ingest, control, "KAFKA", dest_topic)
             try:
-                yield World(system, kafka, cassandra, SCHEDULING, arrivals, rest, kafka_app)
+                yield World(
+                    system,
+                    kafka,
+                    cassandra,
+                    SCHEDULING,
+                    arrivals,
+                    rest,
+                    kafka_app,
+                    control,
+                    http.url,
+                )
             finally:
                 rest.close()
                 kafka_app.close()
