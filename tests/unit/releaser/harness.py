@@ -132,8 +132,8 @@ async def public_resolver(host: str, port: int) -> list[str]:
 class ManualSleep:
     """Sleeping moves the manual clock instead of waiting on the wall clock.
 
-    `wakes_after` (asked ms -> ms that pass, at least 1) makes it wake early, as a real sleep
-    may: the event loop's monotonic clock is not the wall clock the due instants are in (a
+    `wakes_after` (asked ms -> ms that pass, at least 1) makes it wake late (a busy event loop)
+    or early, as a real sleep may: the event loop's monotonic clock is not the wall clock the due instants are in (a
     stepped or slewed host clock, a coarse timer), so a caller must check the time again."""
 
     def __init__(
@@ -152,7 +152,7 @@ class ManualSleep:
         if self.on_sleep is not None:
             self.on_sleep()
         asked = max(1, math.ceil(seconds * 1000))
-        ms = asked if self.wakes_after is None else max(1, min(asked, self.wakes_after(asked)))
+        ms = asked if self.wakes_after is None else max(1, self.wakes_after(asked))
         self.woke_early += ms < asked
         self.slept_ms += ms
         self.clock.advance(ms)

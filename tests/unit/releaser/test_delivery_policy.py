@@ -124,6 +124,24 @@ def test_a_rate_limit_spreads_a_burst_of_due_messages_and_drops_none(app: Applic
     assert 4_800 <= times[-1] <= 5_200  # 50 at 10/s: the last ~4.9 s after the first
 
 
+def test_a_busy_event_loop_that_wakes_the_pump_late_does_not_lower_the_rate() -> None:
+    limited = with_policy(KAFKA_APP, rate_per_second=50, rate_burst=1)
+    h = build(
+        lambda r: httpx.Response(200),
+        apps=(limited,),
+        sleep_wakes_after=lambda asked_ms: asked_ms + 7,  # every sleep 7 ms late
+    )
+    start = h.clock.now_ms()
+    due_now(h, limited, 101)
+    asyncio.run(h.dispatcher.fire_due())
+    times = sorted(e.at_ms - start for e in h.sink.emitted if e.at_ms is not None)
+    assert len(times) == 101
+    # 100 intervals of 20 ms: 2 s (within 10 %), not 100 x 27 ms as when each wake loses its lag
+    assert 1_900 <= times[-1] <= 2_200, times[-1]
+    per_100ms = Counter(t // 100 for t in times)
+    assert max(per_100ms.values()) <= 5 + 5  # 100 ms at 50/s, plus the catch-up allowance
+
+
 def test_each_of_n_dispatcher_instances_takes_its_share_of_the_rate() -> None:
     limited = with_policy(REST_APP, rate_per_second=10, rate_burst=2)
     h = build(

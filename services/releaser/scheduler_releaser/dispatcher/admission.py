@@ -31,6 +31,10 @@ from scheduler.store.ports import Application
 from .apps import AppCache
 
 PAUSE_POLL_S = 0.25  # how often a paused app is read again (through the cache)
+# While a backlog waits, tokens that accrued while the pump overslept (a busy event loop) are
+# kept up to this much beyond the bucket's depth, so the limit is met on average instead of
+# losing every oversleep; it allows at most this many ms worth of deliveries more at once.
+CATCH_UP_MS = 100
 
 
 @dataclass(frozen=True)
@@ -66,12 +70,13 @@ class _Gate:
         depth = max(1, math.ceil(app.policy.burst() / self.instances))
         return per_second / self.instances, depth
 
-    def refill(self, now_ms: int, per_second: float, depth: int) -> None:
+    def refill(self, now_ms: int, per_second: float, depth: int, catch_up: bool = False) -> None:
         if self.refilled_ms is None:
             self.tokens = float(depth)
         else:
             elapsed = max(0, now_ms - self.refilled_ms)
-            self.tokens = min(float(depth), self.tokens + elapsed * per_second / 1000)
+            cap = depth + (per_second * CATCH_UP_MS / 1000 if catch_up else 0.0)
+            self.tokens = min(cap, self.tokens + elapsed * per_second / 1000)
         self.refilled_ms = now_ms
 
 
@@ -150,7 +155,7 @@ class Admission:
                 while gate.waiters:
                     self._release(gate, app, now, counts=False)
                 return
-            gate.refill(now, *rate)
+            gate.refill(now, *rate, catch_up=True)
             if gate.tokens >= 1:
                 gate.tokens -= 1
                 self._release(gate, app, now, counts=app.policy.rate_hold_counts_toward_age)
