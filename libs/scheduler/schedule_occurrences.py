@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from scheduler.domain.ids import occurrence_message_id
 from scheduler.domain.status import FIRST_ATTEMPT, Status
+from scheduler.domain.window import instant_in_window
 from scheduler.records import Command, CommandKind, ScheduleRequest
 from scheduler.store.ports import LogEntry, Schedule, StatusUpdate, StatusWrite
 
@@ -19,12 +20,14 @@ MAX_CREATED_AHEAD = 10_000
 
 def occurrence_request(schedule: Schedule, occurrence_ms: int, now_ms: int) -> ScheduleRequest:
     """The ScheduleRequest of one occurrence: an ordinary message whose id derives from (app,
-    schedule, instant), so creating it twice yields one message."""
+    schedule, instant), so creating it twice yields one message; with a flexible window, due
+    at the instant within it that the id picks (the same one each time)."""
+    message_id = occurrence_message_id(schedule.app_id, schedule.schedule_id, occurrence_ms)
     return ScheduleRequest(
-        message_id=occurrence_message_id(schedule.app_id, schedule.schedule_id, occurrence_ms),
+        message_id=message_id,
         app_id=schedule.app_id,
         payload_json=schedule.payload_json,
-        send_at_ms=occurrence_ms,
+        send_at_ms=instant_in_window(message_id, occurrence_ms, schedule.flexible_window_ms),
         created_ms=now_ms,
         source=SOURCE_PREFIX + schedule.schedule_id,
         kafka_key=schedule.kafka_key,

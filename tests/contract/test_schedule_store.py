@@ -44,6 +44,19 @@ def test_put_then_get(schedule_store: ScheduleStore) -> None:
     assert schedule_store.get(app(), "sch-1") is None
 
 
+def test_a_flexible_window_is_stored_replaced_and_cleared(schedule_store: ScheduleStore) -> None:
+    a = app()
+    windowed = schedule(a, "sch-w", flexible_window_ms=900_000)
+    schedule_store.put(windowed)
+    assert schedule_store.get(a, "sch-w") == windowed
+    wider = replace(windowed, flexible_window_ms=1_800_000, updated_ms=T0 + 1)
+    schedule_store.update_definition(wider)
+    assert schedule_store.get(a, "sch-w") == wider
+    cleared = replace(windowed, flexible_window_ms=None, updated_ms=T0 + 2)
+    schedule_store.update_definition(cleared)
+    assert schedule_store.get(a, "sch-w") == cleared
+
+
 def test_an_update_keeps_the_cursor_and_a_delete(schedule_store: ScheduleStore) -> None:
     a = app()
     schedule_store.put(schedule(a, "sch-1"))

@@ -179,6 +179,7 @@ def test_setup_adds_the_idempotency_keys_table_to_a_keyspace_of_the_previous_rel
         "applied migration 0005_idempotency_keys",
         "applied migration 0006_schedules",  # and the migrations after it
         "applied migration 0007_delivery_policy",
+        "applied migration 0008_schedule_window",
     ]
     assert "idempotency_keys" in _tables(cassandra_session, cassandra_settings)
     assert setup(kafka_settings, cassandra_settings, scheduling_settings) == []
@@ -230,6 +231,7 @@ def test_setup_adds_the_schedules_table_to_a_keyspace_of_the_previous_release(
     assert [c for c in changes if c.startswith("applied migration")] == [
         "applied migration 0006_schedules",
         "applied migration 0007_delivery_policy",
+        "applied migration 0008_schedule_window",
     ]
     assert "schedules" in _tables(cassandra_session, cassandra_settings)
     old = CassandraMessageStore(cassandra_session).get("app-old", "01JOLDMESSAGE0000000000001")
@@ -266,7 +268,8 @@ def test_setup_adds_the_delivery_policy_columns_and_keeps_the_previous_releases_
 
     changes = setup(kafka_settings, cassandra_settings, scheduling_settings)
     assert [c for c in changes if c.startswith("applied migration")] == [
-        "applied migration 0007_delivery_policy"
+        "applied migration 0007_delivery_policy",
+        "applied migration 0008_schedule_window",
     ]
     apps = CassandraAppStore(cassandra_session)
     old = apps.get_app("app-old")

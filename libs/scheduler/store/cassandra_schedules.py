@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 SCAN_PAGE = 500  # rows per page of the runner's pass over the table
 _COLUMNS = (
     "schedule_id, recurrence_json, payload_json, kafka_key, paused, created_ms, updated_ms,"
-    " deleted_ms, cursor_ms"
+    " deleted_ms, cursor_ms, flexible_window_ms"
 )
 
 
@@ -55,12 +55,13 @@ class CassandraScheduleStore:
         prepare = session.prepare
         self._put: PreparedStatement = prepare(
             "UPDATE schedules USING TIMESTAMP ? SET recurrence_json = ?, payload_json = ?,"
-            " kafka_key = ?, paused = ?, created_ms = ?, updated_ms = ? WHERE app_id = ?"
-            " AND schedule_id = ?"
+            " kafka_key = ?, paused = ?, created_ms = ?, updated_ms = ?, flexible_window_ms = ?"
+            " WHERE app_id = ? AND schedule_id = ?"
         )
         self._update: PreparedStatement = prepare(
             "UPDATE schedules USING TIMESTAMP ? SET recurrence_json = ?, payload_json = ?,"
-            " kafka_key = ?, updated_ms = ? WHERE app_id = ? AND schedule_id = ?"
+            " kafka_key = ?, updated_ms = ?, flexible_window_ms = ? WHERE app_id = ?"
+            " AND schedule_id = ?"
         )
         self._get: PreparedStatement = prepare(
             f"SELECT {_COLUMNS} FROM schedules WHERE app_id = ? AND schedule_id = ?"  # noqa: S608
@@ -97,6 +98,7 @@ class CassandraScheduleStore:
                 s.paused,
                 s.created_ms,
                 s.updated_ms,
+                s.flexible_window_ms,
                 s.app_id,
                 s.schedule_id,
             ),
@@ -114,6 +116,7 @@ class CassandraScheduleStore:
                 ),
                 s.kafka_key,
                 s.updated_ms,
+                s.flexible_window_ms,
                 s.app_id,
                 s.schedule_id,
             ),
@@ -181,6 +184,7 @@ class CassandraScheduleStore:
             paused=bool(row.paused),
             deleted_ms=row.deleted_ms,
             cursor_ms=row.cursor_ms,
+            flexible_window_ms=row.flexible_window_ms,
         )
 
 

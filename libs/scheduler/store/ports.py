@@ -157,6 +157,9 @@ class Schedule:
     paused: bool = False
     deleted_ms: int | None = None
     cursor_ms: int | None = None
+    # Each occurrence is delivered at an instant within [occurrence, occurrence + this]
+    # (scheduler.domain.window); None: at the occurrence itself.
+    flexible_window_ms: int | None = None
 
 
 @dataclass(frozen=True)

@@ -321,6 +321,7 @@ class InMemoryScheduleStore:
             kafka_key=s.kafka_key,
             created_ms=s.created_ms,
             paused=s.paused,
+            flexible_window_ms=s.flexible_window_ms,
         )
 
     def update_definition(self, schedule: Schedule) -> None:
@@ -332,6 +333,7 @@ class InMemoryScheduleStore:
             recurrence=s.recurrence,
             payload_json=s.payload_json,
             kafka_key=s.kafka_key,
+            flexible_window_ms=s.flexible_window_ms,
         )
 
     def get(self, app_id: str, schedule_id: str) -> Schedule | None:

@@ -28,6 +28,7 @@ from scheduler.domain.ids import is_message_id, new_message_id
 from scheduler.domain.recurrence import INVALID_END, INVALID_START, Recurrence
 from scheduler.domain.sendat import format_rfc3339_ms, parse_instant
 from scheduler.domain.validation import validate_payload_json
+from scheduler.domain.window import check_window
 from scheduler.schedule_occurrences import abort_created_ahead
 from scheduler.settings import SchedulingSettings
 from scheduler.store.cursor import decode_schedule_cursor
@@ -50,6 +51,7 @@ UPDATE_FIELDS: Final = frozenset(
         "catchUpLimit",
         "payload",
         "kafkaKey",
+        "flexibleWindowMs",
     }
 )
 CREATE_FIELDS: Final = UPDATE_FIELDS | {"paused"}
@@ -63,6 +65,7 @@ class ScheduleDraft:
     payload_json: str
     kafka_key: str | None
     paused: bool
+    flexible_window_ms: int | None = None
 
 
 def parse_schedule(
@@ -100,7 +103,13 @@ def parse_schedule(
     paused = _or(raw.get("paused"), False)
     if not isinstance(paused, bool):
         raise ValidationError("invalid_paused", "paused must be true or false")
-    return ScheduleDraft(recurrence, payload_json, _optional_string(raw, "kafkaKey"), paused)
+    return ScheduleDraft(
+        recurrence,
+        payload_json,
+        _optional_string(raw, "kafkaKey"),
+        paused,
+        check_window(raw.get("flexibleWindowMs")),
+    )
 
 
 def _or(value: Any, default: Any) -> Any:
@@ -127,6 +136,7 @@ def schedule_json(schedule: Schedule, now_ms: int) -> dict[str, Any]:
         "catchUpLimit": r.catch_up_limit,
         "payload": json.loads(s.payload_json),
         "kafkaKey": s.kafka_key,
+        "flexibleWindowMs": s.flexible_window_ms or 0,
         "paused": s.paused,
         "createdAt": format_rfc3339_ms(s.created_ms),
         "updatedAt": format_rfc3339_ms(s.updated_ms),
@@ -179,6 +189,7 @@ class ScheduleService:
             updated_ms=now,
             kafka_key=draft.kafka_key,
             paused=draft.paused,
+            flexible_window_ms=draft.flexible_window_ms,
         )
         await self._io(self._store.put, schedule)
         # Nothing before the creation counts as missed (the runner starts after the cursor).
@@ -218,6 +229,7 @@ class ScheduleService:
             recurrence=draft.recurrence,
             payload_json=draft.payload_json,
             kafka_key=draft.kafka_key,
+            flexible_window_ms=draft.flexible_window_ms,
             updated_ms=self._clock.now_ms(),
         )
         # Not `put`: a pause that lands after the read above must stay.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -57,6 +58,7 @@ def test_create_then_get(h: Harness) -> None:
         "catchUpLimit": None,
         "payload": {"report": "daily"},
         "kafkaKey": "k-1",
+        "flexibleWindowMs": 0,
         "paused": False,
         "createdAt": "2026-01-01T00:00:00.000Z",
         "updatedAt": "2026-01-01T00:00:00.000Z",
@@ -91,6 +93,35 @@ def test_create_with_every_field_and_rfc3339_instants(h: Harness) -> None:
     )
     assert (got["catchUp"], got["catchUpLimit"], got["paused"]) == ("all", 5, True)
     assert got["kafkaKey"] is None and got["nextOccurrence"] is None  # paused
+
+
+def test_a_flexible_window_is_kept_and_each_occurrence_is_due_within_it(h: Harness) -> None:
+    window = 15 * MINUTE
+    schedule_id = _create(h, {**EVERY_MINUTE, "flexibleWindowMs": window})
+    got = h.client.get(_url(schedule_id), headers=h.alice.data).json()
+    assert got["flexibleWindowMs"] == window
+    schedule = h.schedules.get(h.alice.app_id, schedule_id)
+    assert schedule is not None
+    offsets = set()
+    for k in range(1, 40):
+        instant = T0 + k * MINUTE
+        request = occurrence_request(schedule, instant, T0)
+        assert instant <= request.send_at_ms <= instant + window
+        assert occurrence_request(schedule, instant, T0 + 5) == dataclasses.replace(
+            request, created_ms=T0 + 5
+        )  # the same instant each time it is created
+        offsets.add(request.send_at_ms - instant)
+    assert len(offsets) > 30  # spread over the window, not one offset for all
+    r = h.client.put(_url(schedule_id), json=EVERY_MINUTE, headers=h.alice.data)
+    assert r.json()["flexibleWindowMs"] == 0  # an update without it removes it
+
+
+@pytest.mark.parametrize("window", [-1, 86_400_001, 1.5, "900000", True])
+def test_a_bad_flexible_window_is_refused(h: Harness, window: object) -> None:
+    r = h.client.post(
+        "/schedules", json={**EVERY_MINUTE, "flexibleWindowMs": window}, headers=h.alice.data
+    )
+    assert (r.status_code, r.json()["error"]) == (400, "invalid_flexibleWindowMs"), r.text
 
 
 def test_a_dashboard_create_is_the_apps(h: Harness) -> None:
