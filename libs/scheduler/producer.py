@@ -71,6 +71,7 @@ from scheduler.domain.validation import (
     validate_schedule_definition,
     validate_schedule_request,
 )
+from scheduler.domain.window import check_window, instant_in_window
 from scheduler.kafka.producer import KafkaRecordProducer, ProduceError, RecordProducer
 from scheduler.records import (
     RejectedRequest,
@@ -135,8 +136,12 @@ class SchedulerProducer:
         send_at: datetime | int | str,
         idempotency_key: str | None = None,
         kafka_key: str | None = None,
+        flexible_window_ms: int | None = None,
     ) -> str:
-        """Queue one message; returns its id. Raises ValidationError for a bad request."""
+        """Queue one message; returns its id. Raises ValidationError for a bad request.
+
+        `flexible_window_ms`: deliver at the instant within [send_at, send_at + window] the
+        message id picks (scheduler.domain.window); the message is stored with that instant."""
         if payload is None:
             raise ValidationError("missing_payload", "payload is required (any JSON but null)")
         try:
@@ -153,7 +158,9 @@ class SchedulerProducer:
             message_id=message_id,
             app_id=app_id,
             payload_json=payload_json,
-            send_at_ms=send_at_ms(send_at),
+            send_at_ms=instant_in_window(
+                message_id, send_at_ms(send_at), check_window(flexible_window_ms)
+            ),
             created_ms=now,
             source=SOURCE,
             idempotency_key=idempotency_key,

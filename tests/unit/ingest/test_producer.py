@@ -10,6 +10,7 @@ from scheduler.clock import ManualClock
 from scheduler.domain.errors import ValidationError
 from scheduler.domain.ids import derived_message_id, is_message_id
 from scheduler.domain.validation import validate_schedule_request
+from scheduler.domain.window import instant_in_window
 from scheduler.kafka.producer import InMemoryProducer
 from scheduler.producer import ScheduleError, SchedulerProducer, send_at_ms
 
@@ -87,3 +88,21 @@ def test_flush_failure_is_a_schedule_error() -> None:
     fake.fail_next_flush = 1
     with pytest.raises(ScheduleError):
         producer.flush()
+
+
+def test_a_flexible_window_picks_an_instant_within_it_the_same_for_a_retried_key() -> None:
+    producer, fake = _producer()
+    window = 600_000
+    first = producer.schedule("app-1", 1, T0 + 60_000, "order-1", flexible_window_ms=window)
+    again = producer.schedule("app-1", 1, T0 + 60_000, "order-1", flexible_window_ms=window)
+    assert first == again
+    producer.flush()
+    sends = [REQUESTS.decode(r.value).send_at_ms for r in fake.on(TOPICS.requests)]
+    assert sends[0] == sends[1] and T0 + 60_000 <= sends[0] <= T0 + 60_000 + window
+    others = {
+        instant_in_window(f"id-{i}", T0, window) - T0 for i in range(50)
+    }  # spread, not one offset
+    assert len(others) > 40 and all(0 <= o <= window for o in others)
+    with pytest.raises(ValidationError) as refused:
+        producer.schedule("app-1", 1, T0 + 60_000, flexible_window_ms=86_400_001)
+    assert refused.value.token == "invalid_flexibleWindowMs"
