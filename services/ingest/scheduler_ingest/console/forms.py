@@ -1,20 +1,173 @@
 """The application form: browser fields to the API's request bodies (ApplicationCreate,
 ApplicationUpdate), so the console validates exactly like `POST/PUT /applications`. Errors come
-back per form field, for the messages next to each input."""
+back per form field, for the messages next to each input; the service's own refusals (a bad
+endpoint, a delivery policy that contradicts itself) too, through `show_service_error`."""
 
 from __future__ import annotations
 
+import builtins
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pydantic
 
+from scheduler.domain import policy as bounds
+from scheduler.domain.policy import DeliveryPolicy
 from scheduler.store.ports import Application
-from scheduler_ingest.models import ApplicationCreate, ApplicationUpdate
+from scheduler_ingest.errors import ApiError
+from scheduler_ingest.models import (
+    ApplicationCreate,
+    ApplicationUpdate,
+    EndpointError,
+    check_rest_endpoint,
+)
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+
+def human_ms(ms: float) -> str:
+    """A duration for people: 500 ms, 2.5 s, 1 min, 1 h, 30 days."""
+    for unit, size in (("day", 86_400_000), ("h", 3_600_000), ("min", 60_000), ("s", 1_000)):
+        if ms >= size:
+            value = f"{ms / size:.1f}".removesuffix(".0")
+            return f"{value} {unit}{'s' if unit == 'day' and value != '1' else ''}"
+    return f"{ms:g} ms"
+
+
+def _number(value: float) -> str:
+    """As typed back into the form: 3, 0.5, 50 (not 50.0)."""
+    if isinstance(value, float) and not value.is_integer():
+        return repr(value)
+    return str(int(value))
+
+
+@dataclass(frozen=True)
+class PolicyField:
+    """One input of the "Delivery policy" fieldset: its form name is the DeliveryPolicy field's,
+    `api` the ApplicationCreate.deliveryPolicy field's."""
+
+    name: str
+    api: str
+    label: str
+    what: str
+    low: float
+    high: float
+    unit: str = ""  # "ms": a duration; "/s": a rate (the only number that may have decimals)
+    note: str = ""  # a condition beyond the bounds
+
+    @property
+    def decimal(self) -> bool:
+        return self.unit == "/s"
+
+    def _bound(self, value: float) -> str:
+        text = f"{value:,g}" if self.decimal else f"{int(value):,}"
+        return f"{text} ({human_ms(value)})" if self.unit == "ms" and value >= 1_000 else text
+
+    @property
+    def bounds(self) -> str:
+        return f"{self._bound(self.low)} to {self._bound(self.high)}"
+
+    @property
+    def hint(self) -> str:
+        return f"{self.what}: {self.bounds}{self.note}."
+
+    @property
+    def error(self) -> str:
+        kind = "a number" if self.decimal else "a whole number (digits only)"
+        return f"{self.label}: {kind} from {self.bounds}{self.note}, or empty."
+
+    def shown(self, value: float) -> str:
+        """The value set, for the application's page."""
+        if self.unit == "ms":
+            text = f"{int(value):,} ms"
+            return f"{text} ({human_ms(value)})" if value >= 1_000 else text
+        if self.decimal:
+            return f"{value:,g} per second"
+        return f"{int(value):,}"
+
+
+POLICY_FIELDS = (
+    PolicyField(
+        "max_attempts",
+        "maxAttempts",
+        "Max attempts",
+        "Attempts in all, the first included",
+        1,
+        bounds.MAX_ATTEMPTS,
+    ),
+    PolicyField(
+        "min_backoff_ms",
+        "minBackoffMs",
+        "Min backoff (ms)",
+        "Delay after the first failed attempt, doubled after each failure",
+        0,
+        bounds.MAX_BACKOFF_MS,
+        "ms",
+    ),
+    PolicyField(
+        "max_backoff_ms",
+        "maxBackoffMs",
+        "Max backoff (ms)",
+        "Longest delay between two attempts",
+        0,
+        bounds.MAX_BACKOFF_MS,
+        "ms",
+        ", not below the min backoff",
+    ),
+    PolicyField(
+        "max_event_age_ms",
+        "maxEventAgeMs",
+        "Max event age (ms)",
+        "A message this long past its send time goes FAILED without another attempt"
+        " (time paused does not count)",
+        bounds.MIN_EVENT_AGE_MS,
+        bounds.MAX_EVENT_AGE_MS,
+        "ms",
+    ),
+    PolicyField(
+        "rate_per_second",
+        "ratePerSecond",
+        "Rate limit (per second)",
+        "Deliveries per second at most; those over it wait, never dropped",
+        bounds.MIN_RATE,
+        bounds.MAX_RATE,
+        "/s",
+    ),
+    PolicyField(
+        "rate_burst",
+        "rateBurst",
+        "Rate burst",
+        "Deliveries at once after an idle spell",
+        1,
+        bounds.MAX_BURST,
+        "",
+        ", with a rate limit only",
+    ),
+    PolicyField(
+        "max_concurrent",
+        "maxConcurrent",
+        "Max concurrent requests",
+        "REST requests in flight at once, per dispatcher instance",
+        1,
+        bounds.MAX_CONCURRENCY,
+    ),
+    PolicyField(
+        "http_timeout_ms",
+        "httpTimeoutMs",
+        "HTTP timeout (ms)",
+        "A REST request unanswered this long is a failed attempt (retried)",
+        bounds.MIN_HTTP_TIMEOUT_MS,
+        bounds.MAX_HTTP_TIMEOUT_MS,
+        "ms",
+    ),
+)
+RATE_HOLD = "rate_hold_counts_toward_age"  # the policy's one checkbox
+_BY_API = {f.api: f for f in POLICY_FIELDS}
 
 # API field path -> form field name
-_FIELDS = {
+_FIELDS: dict[tuple[str, ...], str] = {
     ("name",): "name",
     ("type",): "type",
     ("endpoint",): "endpoint",
@@ -23,6 +176,11 @@ _FIELDS = {
     ("httpAuthorization", "headerName"): "auth_header_name",
     ("httpAuthorization", "headerValue"): "auth_header_value",
     ("httpAuthorization",): "auth_header_name",
+    **{("deliveryPolicy", f.api): f.name for f in POLICY_FIELDS},
+    ("deliveryPolicy", "rateHoldCountsTowardAge"): RATE_HOLD,
+    ("failureDestination", "type"): "failure_type",
+    ("failureDestination", "endpoint"): "failure_endpoint",
+    ("failureDestination",): "failure_type",
 }
 _MESSAGES = {
     "name": "Enter a name (at most 200 characters).",
@@ -32,7 +190,44 @@ _MESSAGES = {
     "send_back_format": "Choose a body format.",
     "auth_header_name": "A header name is letters, digits and - only (e.g. Authorization).",
     "auth_header_value": "Enter the header value (no control characters).",
+    **{f.name: f.error for f in POLICY_FIELDS},
+    RATE_HOLD: "Tick the box or leave it.",
+    "failure_type": "Choose none, REST or KAFKA for the failure destination.",
+    "failure_endpoint": "Enter the failure destination: an http(s) URL for REST, a topic name"
+    " for KAFKA.",
 }
+# The form's order, for the list of errors above it.
+_ORDER = [
+    "name",
+    "type",
+    "endpoint",
+    "description",
+    "auth_header_name",
+    "auth_header_value",
+    "send_back_format",
+    *(f.name for f in POLICY_FIELDS),
+    RATE_HOLD,
+    "failure_type",
+    "failure_endpoint",
+]
+FAILURE_WITHOUT_TYPE = (
+    "Choose REST or KAFKA for the failure destination, or empty its endpoint for none."
+)
+POLICY_ERRORS = frozenset({"invalid_delivery_policy"})
+# Errors of an endpoint (the app's or its failure destination's): shown next to that field.
+ENDPOINT_ERRORS = frozenset({"invalid_endpoint", "unknown_topic"})
+
+
+def policy_rows(policy: DeliveryPolicy) -> list[tuple[str, str]]:
+    """The overrides a policy sets, (label, value) in the form's order; [] for none."""
+    rows = []
+    for f in POLICY_FIELDS:
+        value = getattr(policy, f.name)
+        if value is not None:
+            rows.append((f.label.split(" (")[0], f.shown(value)))
+    if policy.rate_hold_counts_toward_age:
+        rows.append(("Rate limit hold", "counts toward the max event age"))
+    return rows
 
 
 @dataclass
@@ -47,6 +242,11 @@ class AppForm:
     auth_header_value: str = ""
     send_back_format: str = "payload_field"
     remove_auth: bool = False
+    # The delivery policy as typed, by PolicyField.name ("" or missing: the service's setting).
+    policy: dict[str, str] = field(default_factory=dict)
+    rate_hold_counts_toward_age: bool = False
+    failure_type: str = ""  # "" none, REST or KAFKA
+    failure_endpoint: str = ""
     errors: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -64,10 +264,15 @@ class AppForm:
             auth_header_value=text("auth_header_value"),
             send_back_format=text("send_back_format") or "payload_field",
             remove_auth=form.get("remove_auth") == "on",
+            policy={f.name: text(f.name) for f in POLICY_FIELDS},
+            rate_hold_counts_toward_age=form.get(RATE_HOLD) == "on",
+            failure_type=text("failure_type"),
+            failure_endpoint=text("failure_endpoint"),
         )
 
     @classmethod
     def of_app(cls, app: Application) -> AppForm:
+        values = {f.name: getattr(app.policy, f.name) for f in POLICY_FIELDS}
         return cls(
             name=app.name,
             type=app.type,
@@ -75,6 +280,10 @@ class AppForm:
             description=app.description or "",
             auth_header_name=app.auth_header_name or "",
             send_back_format=app.send_back_format,
+            policy={k: _number(v) for k, v in values.items() if v is not None},
+            rate_hold_counts_toward_age=app.policy.rate_hold_counts_toward_age,
+            failure_type=app.failure_type or "",
+            failure_endpoint=app.failure_endpoint or "",
         )
 
     def _auth(self, kept_value: str | None) -> dict[str, str] | None:
@@ -82,6 +291,20 @@ class AppForm:
             return None
         value = self.auth_header_value or kept_value or ""
         return {"headerName": self.auth_header_name, "headerValue": value}
+
+    def _policy(self) -> dict[str, Any] | None:
+        """The deliveryPolicy body (the typed text, for the model to parse), None if empty."""
+        body: dict[str, Any] = {
+            f.api: self.policy[f.name] for f in POLICY_FIELDS if self.policy.get(f.name)
+        }
+        if self.rate_hold_counts_toward_age:
+            body["rateHoldCountsTowardAge"] = True
+        return body or None
+
+    def _failure(self) -> dict[str, str] | None:
+        if not self.failure_type:
+            return None
+        return {"type": self.failure_type, "endpoint": self.failure_endpoint}
 
     def to_create(self) -> ApplicationCreate | None:
         """The API body, or None with `errors` filled in."""
@@ -95,16 +318,26 @@ class AppForm:
         auth = self._auth(None)
         if auth is not None:
             body["httpAuthorization"] = auth
-        return _validated(ApplicationCreate, body, self.errors)
+        for name, value in (
+            ("deliveryPolicy", self._policy()),
+            ("failureDestination", self._failure()),
+        ):
+            if value is not None:
+                body[name] = value
+        return self._checked(ApplicationCreate, body)
 
     def to_update(self, app: Application) -> ApplicationUpdate | None:
         """A full update of the editable fields. A blank header value keeps the stored one (it
-        is never sent to the browser); "remove" drops the header."""
+        is never sent to the browser); "remove" drops the header. The delivery policy and the
+        failure destination are replaced as shown: all policy fields empty clear the policy,
+        "none" the failure destination."""
         body: dict[str, Any] = {
             "name": self.name,
             "endpoint": self.endpoint,
             "description": self.description or None,
             "sendBackFormat": self.send_back_format,
+            "deliveryPolicy": self._policy(),
+            "failureDestination": self._failure(),
         }
         if self.remove_auth:
             body["httpAuthorization"] = None
@@ -113,10 +346,70 @@ class AppForm:
             auth = self._auth(kept)
             if auth is not None:
                 body["httpAuthorization"] = auth
-        return _validated(ApplicationUpdate, body, self.errors)
+        return self._checked(ApplicationUpdate, body)
+
+    def _checked(self, model: builtins.type[M], body: dict[str, Any]) -> M | None:
+        found = _validated(model, body, self.errors)
+        if not self.failure_type and self.failure_endpoint:
+            # An endpoint typed without a type: said, not silently dropped.
+            self.errors.setdefault("failure_type", FAILURE_WITHOUT_TYPE)
+        self._sort_errors()
+        return None if self.errors else found
+
+    def _sort_errors(self) -> None:
+        ordered = sorted(self.errors.items(), key=lambda kv: _ORDER.index(kv[0]))
+        self.errors.clear()
+        self.errors.update(ordered)
+
+    def show_service_error(self, exc: ApiError, stored: Application | None = None) -> bool:
+        """Put a refusal of ControlService.create_app / update_app next to the field it is
+        about; False if it is about none of them (the caller raises it). `stored`: the app
+        being edited."""
+        if exc.token in POLICY_ERRORS:
+            self.errors[self._policy_field(exc.message)] = exc.message
+        elif exc.token in ENDPOINT_ERRORS:
+            for name in self._endpoint_fields(exc, stored):
+                self.errors[name] = exc.message
+        else:
+            return False
+        self._sort_errors()
+        return True
+
+    def _policy_field(self, message: str) -> str:
+        """The policy field a PolicyError message names first ("minBackoffMs must not ...")."""
+        first = re.match(r"\w+", message)
+        found = _BY_API.get(first.group(0)) if first else None
+        if found is not None:
+            return found.name
+        typed = [f.name for f in POLICY_FIELDS if self.policy.get(f.name)]
+        return typed[0] if typed else POLICY_FIELDS[0].name
+
+    def _endpoint_fields(self, exc: ApiError, stored: Application | None) -> list[str]:
+        """Which endpoint the service refused. It checks the app's before the failure
+        destination's, and says neither's name, so: the app's if it is the one at fault, as
+        far as this can tell; both when it cannot (two KAFKA topics, the app's new)."""
+        if self._failure() is None:
+            return ["endpoint"]
+        if exc.token == "unknown_topic":  # noqa: S105 - an error token; it names the topic
+            mine = self.type == "KAFKA" and repr(self.endpoint) in exc.message
+            return ["endpoint" if mine else "failure_endpoint"]
+        if self.type == "REST":
+            return ["endpoint" if _rest_error(self.endpoint) else "failure_endpoint"]
+        if stored is not None and stored.type == "KAFKA" and stored.endpoint == self.endpoint:
+            return ["failure_endpoint"]  # the app's topic, accepted when it was saved
+        if self.failure_type == "REST":  # a KAFKA topic's error is never a URL's
+            at_fault = _rest_error(self.failure_endpoint) == exc.message
+            return ["failure_endpoint" if at_fault else "endpoint"]
+        return ["endpoint", "failure_endpoint"]
 
 
-M = TypeVar("M", bound=pydantic.BaseModel)
+def _rest_error(url: str) -> str | None:
+    """The service's refusal of a REST endpoint (the same check), None if it passes."""
+    try:
+        check_rest_endpoint(url)
+    except EndpointError as exc:
+        return str(exc)
+    return None
 
 
 def _validated(model: type[M], body: dict[str, Any], errors: dict[str, str]) -> M | None:
@@ -126,6 +419,8 @@ def _validated(model: type[M], body: dict[str, Any], errors: dict[str, str]) -> 
     except pydantic.ValidationError as exc:
         for error in exc.errors():
             loc = tuple(str(p) for p in error["loc"])
-            name = _FIELDS.get(loc) or _FIELDS.get(loc[:1], "name")
+            name = next(
+                (_FIELDS[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in _FIELDS), "name"
+            )
             errors.setdefault(name, _MESSAGES[name])
         return None

@@ -1,5 +1,6 @@
-"""Applications: list, register, detail (with data keys and the quick start), edit, delete,
-usage chart. Every page goes through ControlService, so another owner's app is a 404."""
+"""Applications: list, register, detail (with data keys and the quick start), edit (with the
+delivery policy and the failure destination), delete, usage chart. Every page goes through
+ControlService, so another owner's app is a 404."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from scheduler.domain.sendat import format_rfc3339_ms
+from scheduler.store.ports import Application
 from scheduler.store.usage import usage_day
 from scheduler_ingest.console.chart import SERIES, usage_chart
-from scheduler_ingest.console.forms import AppForm
+from scheduler_ingest.console.forms import POLICY_FIELDS, RATE_HOLD, AppForm, policy_rows
+from scheduler_ingest.console.sessions import Session
 from scheduler_ingest.console.web import (
     PREFIX,
+    Console,
     ConsoleDep,
     PostDep,
     SessionDep,
@@ -20,8 +24,6 @@ from scheduler_ingest.console.web import (
 )
 from scheduler_ingest.errors import ApiError
 
-# Errors of the endpoint a form gave: shown next to that field, the form kept.
-ENDPOINT_ERRORS = frozenset({"invalid_endpoint", "unknown_topic"})
 RECENT_DAYS = 14  # the usage chart on phones
 QUICK_START_AHEAD_MS = 120_000  # the quick start's sendAt: two minutes after the page was shown
 
@@ -42,6 +44,30 @@ def quick_start_send_at(now_ms: int) -> str:
     return format_rfc3339_ms(at).replace(".000Z", "Z")
 
 
+def form_page(
+    c: Console,
+    request: Request,
+    form: AppForm,
+    app: Application | None,
+    session: Session,
+    status: int = 200,
+) -> Response:
+    title = f"Edit {app.name}" if app is not None else "Register an application"
+    return c.render(
+        request,
+        "app_form.html",
+        {
+            "title": title,
+            "form": form,
+            "app": app,
+            "policy_fields": POLICY_FIELDS,
+            "rate_hold": RATE_HOLD,
+        },
+        status,
+        session,
+    )
+
+
 def build_router() -> APIRouter:
     router = APIRouter()
 
@@ -54,12 +80,7 @@ def build_router() -> APIRouter:
 
     @router.get("/apps/new")
     async def new_app_form(request: Request, c: ConsoleDep, session: SessionDep) -> Response:
-        return c.render(
-            request,
-            "app_form.html",
-            {"title": "Register an application", "form": AppForm(), "app": None},
-            session=session,
-        )
+        return form_page(c, request, AppForm(), None, session)
 
     @router.post("/apps/new")
     async def register(request: Request, c: ConsoleDep, post: PostDep) -> Response:
@@ -69,24 +90,18 @@ def build_router() -> APIRouter:
             try:
                 created = await c.gw.control.create_app(post.session.principal, body)
             except ApiError as exc:
-                if exc.token not in ENDPOINT_ERRORS:
+                if not form.show_service_error(exc):
                     raise
-                form.errors["endpoint"] = exc.message
             else:
                 c.metrics.actions.labels("register_app").inc()
+                post.session.notices.extend(created.warnings)
                 return c.render(
                     request,
                     "app_created.html",
                     {"title": "Application registered", "app": created},
                     session=post.session,
                 )
-        return c.render(
-            request,
-            "app_form.html",
-            {"title": "Register an application", "form": form, "app": None},
-            400,
-            post.session,
-        )
+        return form_page(c, request, form, None, post.session, 400)
 
     @router.get("/apps/{app_id}")
     async def app_detail(
@@ -101,6 +116,7 @@ def build_router() -> APIRouter:
                 "title": app.name,
                 "app": app,
                 "keys": keys,
+                "policy": policy_rows(app.policy),
                 # The API's base URL: the console's, without its own prefix.
                 "base_url": str(request.base_url).rstrip("/").removesuffix(PREFIX),
                 "send_at": quick_start_send_at(c.clock.now_ms()),
@@ -113,12 +129,7 @@ def build_router() -> APIRouter:
         request: Request, c: ConsoleDep, session: SessionDep, app_id: str
     ) -> Response:
         app = await c.gw.control.owned_app(session.principal, app_id)
-        return c.render(
-            request,
-            "app_form.html",
-            {"title": f"Edit {app.name}", "form": AppForm.of_app(app), "app": app},
-            session=session,
-        )
+        return form_page(c, request, AppForm.of_app(app), app, session)
 
     @router.post("/apps/{app_id}/edit")
     async def edit(request: Request, c: ConsoleDep, post: PostDep, app_id: str) -> Response:
@@ -130,21 +141,14 @@ def build_router() -> APIRouter:
             try:
                 saved = await c.gw.control.update_app(post.session.principal, app_id, body)
             except ApiError as exc:
-                if exc.token not in ENDPOINT_ERRORS:
+                if not form.show_service_error(exc, app):
                     raise
-                form.errors["endpoint"] = exc.message
             else:
                 c.metrics.actions.labels("edit_app").inc()
                 post.session.notices.append("Application saved.")
                 post.session.notices.extend(saved.warnings)
                 return c.redirect(f"/apps/{app_id}")
-        return c.render(
-            request,
-            "app_form.html",
-            {"title": f"Edit {app.name}", "form": form, "app": app},
-            400,
-            post.session,
-        )
+        return form_page(c, request, form, app, post.session, 400)
 
     @router.post("/apps/{app_id}/delete")
     async def delete(c: ConsoleDep, post: PostDep, app_id: str) -> Response:
