@@ -1,6 +1,6 @@
 """Applications: list, register, detail (with data keys and the quick start), edit (with the
-delivery policy and the failure destination), delete, usage chart. Every page goes through
-ControlService, so another owner's app is a 404."""
+delivery policy and the failure destination), pause and resume its deliveries, delete, usage
+chart. Every page goes through ControlService, so another owner's app is a 404."""
 
 from __future__ import annotations
 
@@ -42,6 +42,15 @@ def quick_start_send_at(now_ms: int) -> str:
     """A sendAt for the quick start: a couple of minutes from now, whole seconds, UTC."""
     at = (now_ms + QUICK_START_AHEAD_MS) // 1000 * 1000
     return format_rfc3339_ms(at).replace(".000Z", "Z")
+
+
+PAUSE_CONSEQUENCE = (
+    "Its messages that come due wait: they stay QUEUED, are not attempted and are not failed"
+    " (the wait does not count toward a max event age). Scheduling goes on, and aborts still"
+    " work. Resuming delivers what waited at once, at the application's rate limit if it has"
+    " one. Waiting messages are held in the dispatchers' memory: do not leave a busy"
+    " application paused for hours."
+)
 
 
 def form_page(
@@ -160,6 +169,37 @@ def build_router() -> APIRouter:
         c.metrics.actions.labels("delete_app").inc()
         post.session.notices.append(deleted_notice(app.name))
         return c.redirect("/apps")
+
+    @router.post("/apps/{app_id}/pause")
+    async def pause(request: Request, c: ConsoleDep, post: PostDep, app_id: str) -> Response:
+        app = await c.gw.control.owned_app(post.session.principal, app_id)
+        if not confirmed(post):
+            return confirm_page(
+                c,
+                request,
+                post,
+                title=f"Pause the deliveries of {app.name}?",
+                consequence=PAUSE_CONSEQUENCE,
+                action=f"/apps/{app_id}/pause",
+                button="Pause deliveries",
+                back=f"/apps/{app_id}",
+            )
+        await c.gw.control.set_deliveries_paused(post.session.principal, app_id, True)
+        c.metrics.actions.labels("pause_deliveries").inc()
+        post.session.notices.append(
+            f"Deliveries of {app.name} paused: due messages wait until you resume."
+        )
+        return c.redirect(f"/apps/{app_id}")
+
+    @router.post("/apps/{app_id}/resume")
+    async def resume(c: ConsoleDep, post: PostDep, app_id: str) -> Response:
+        app = await c.gw.control.set_deliveries_paused(post.session.principal, app_id, False)
+        c.metrics.actions.labels("resume_deliveries").inc()
+        post.session.notices.append(
+            f"Deliveries of {app.name} resumed: what waited is delivered now"
+            " (at the rate limit, if any)."
+        )
+        return c.redirect(f"/apps/{app_id}")
 
     @router.post("/apps/{app_id}/signing-secret/rotate")
     async def rotate(request: Request, c: ConsoleDep, post: PostDep, app_id: str) -> Response:

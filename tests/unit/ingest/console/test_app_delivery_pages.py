@@ -1,5 +1,6 @@
-"""The console's side of an application's delivery policy and failure destination: the app
-form (with the service's validation, what was typed kept) and the detail page."""
+"""The console's side of an application's delivery policy, failure destination and paused
+deliveries: the app form (with the service's validation, what was typed kept), the detail page,
+the list, and the pause / resume buttons."""
 
 from __future__ import annotations
 
@@ -86,6 +87,7 @@ def test_register_with_a_policy_and_a_failure_destination(h: Harness, alice: Bro
         http_timeout_ms=2_500,
     )
     assert (app.failure_type, app.failure_endpoint) == ("REST", "https://example.com/failed")
+    assert app.deliveries_paused is False
     detail = alice.get(f"/apps/{app_id}").text
     policy = text_of(detail, "delivery-policy")
     for shown in (
@@ -102,6 +104,7 @@ def test_register_with_a_policy_and_a_failure_destination(h: Harness, alice: Bro
         assert shown in policy, (shown, policy)
     assert "service defaults" not in policy
     assert text_of(detail, "failure-destination") == "REST https://example.com/failed"
+    assert text_of(detail, "deliveries-state") == "running"
     # The edit form starts from what is stored.
     edit = alice.get(f"/apps/{app_id}/edit").text
     assert typed(edit, "max_attempts") == "3" and typed(edit, "rate_per_second") == "2.5"
@@ -243,3 +246,77 @@ def test_a_kafka_failure_topic_is_checked_and_its_errors_shown_on_its_field(
     assert r.status_code == 400 and 'id="failure_endpoint-error"' in r.text
     assert 'id="endpoint-error"' not in r.text
     assert stored(kh, app_id).failure_endpoint == "customer.failed"
+
+
+# -- pause and resume -------------------------------------------------------------------------
+
+
+def test_pause_asks_first_then_resume_through_the_buttons(h: Harness, alice: Browser) -> None:
+    app_id = h.alice.app_id
+    detail = alice.get(f"/apps/{app_id}").text
+    assert f'action="/console/apps/{app_id}/pause"' in detail and "Pause deliveries" in detail
+    assert text_of(detail, "deliveries-state") == "running"
+    asked = alice.post(f"/apps/{app_id}/pause")
+    said = html.unescape(asked.text)
+    assert asked.status_code == 200 and "Pause the deliveries of" in said
+    assert "are not attempted and are not failed" in said
+    assert 'name="confirmed" value="yes"' in asked.text
+    assert stored(h, app_id).deliveries_paused is False  # nothing changed yet
+    r = alice.post(f"/apps/{app_id}/pause", {"confirmed": "yes"})
+    assert r.url.path == f"/console/apps/{app_id}"
+    assert "paused: due messages wait until you resume" in r.text  # the notice
+    assert stored(h, app_id).deliveries_paused is True
+    assert text_of(r.text, "deliveries-state").startswith("paused")
+    assert f'action="/console/apps/{app_id}/resume"' in r.text
+    assert f'action="/console/apps/{app_id}/pause"' not in r.text
+    listed = alice.get("/apps").text
+    row = next(line for line in listed.splitlines() if f'/apps/{app_id}"' in line)
+    assert "deliveries paused" in row
+    assert listed.count("deliveries paused") == 1  # the other apps are not marked
+    h.clock.advance(1)  # changes are ordered by their instants (a tie: paused)
+    r = alice.post(f"/apps/{app_id}/resume")  # no confirmation step
+    assert r.url.path == f"/console/apps/{app_id}"
+    assert "resumed: what waited is delivered now" in r.text
+    assert stored(h, app_id).deliveries_paused is False
+    assert text_of(r.text, "deliveries-state") == "running"
+    assert "deliveries paused" not in alice.get("/apps").text
+    metrics = h.metrics_text()
+    assert 'scheduler_console_actions_total{action="pause_deliveries"} 1.0' in metrics
+    assert 'scheduler_console_actions_total{action="resume_deliveries"} 1.0' in metrics
+
+
+def test_an_edit_does_not_undo_a_pause(h: Harness, alice: Browser) -> None:
+    app_id = h.alice.app_id
+    alice.get(f"/apps/{app_id}")
+    alice.post(f"/apps/{app_id}/pause", {"confirmed": "yes"})
+    h.clock.advance(1)
+    alice.get(f"/apps/{app_id}/edit")
+    r = alice.post(f"/apps/{app_id}/edit", {**APP, **NO_POLICY, "max_attempts": "2"})
+    assert "Application saved." in r.text
+    assert stored(h, app_id).deliveries_paused is True
+
+
+def test_pause_and_resume_of_another_owners_app_are_not_found(h: Harness, alice: Browser) -> None:
+    alice.get("/apps")
+    own = alice.post(f"/apps/{h.alice.app_id}/pause")  # the same post, for one's own app
+    assert own.status_code == 200 and "Pause the deliveries of" in own.text
+    for action in ("pause", "resume"):
+        for form in ({}, {"confirmed": "yes"}):
+            r = alice.post(f"/apps/{h.bob.app_id}/{action}", form)
+            assert r.status_code == 404 and "No such page." in r.text, (action, form)
+    assert stored(h, h.bob.app_id).deliveries_paused is False
+
+
+def test_pause_and_resume_without_the_csrf_token_are_refused(h: Harness, alice: Browser) -> None:
+    app_id = h.alice.app_id
+    alice.get(f"/apps/{app_id}")
+    r = alice.post(f"/apps/{app_id}/pause", {"confirmed": "yes"}, csrf=False)
+    assert r.status_code == 403
+    assert stored(h, app_id).deliveries_paused is False
+    alice.post(f"/apps/{app_id}/pause", {"confirmed": "yes"})
+    h.clock.advance(1)
+    r = alice.post(f"/apps/{app_id}/resume", csrf=False)
+    assert r.status_code == 403
+    assert stored(h, app_id).deliveries_paused is True
+    r = alice.post(f"/apps/{app_id}/edit", {**APP, **NO_POLICY, "max_attempts": "2"}, csrf=False)
+    assert r.status_code == 403 and stored(h, app_id).policy == DEFAULT_POLICY
