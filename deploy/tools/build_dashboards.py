@@ -881,6 +881,81 @@ DISPATCHER = [
             ),
         ],
     ),
+    Row(
+        "Dispatcher: failure notices",
+        [
+            Panel(
+                "Failure notices by outcome",
+                "ops",
+                [
+                    (
+                        "sum by (destination) "
+                        f"(rate(scheduler_failure_notices_sent_total[{RATE}]))",
+                        "sent {{destination}}",
+                    ),
+                    (
+                        or_zero(
+                            "sum by (destination) "
+                            f"(rate(scheduler_failure_notices_retried_total[{RATE}]))"
+                        ),
+                        "retried {{destination}}",
+                    ),
+                    (
+                        or_zero(
+                            "sum by (destination, reason) "
+                            f"(rate(scheduler_failure_notices_dropped_total[{RATE}]))"
+                        ),
+                        "dropped {{destination}} {{reason}}",
+                    ),
+                ],
+                "Each message that ends FAILED is sent to its app's failure destination"
+                " (docs/WEBHOOKS.md, Failure notices). Retried: a destination down; dropped:"
+                " given up (attempts, age), refused, or an app with too many unfinished.",
+            ),
+            Panel(
+                "Dead letters without a notice, by reason",
+                "ops",
+                [
+                    (
+                        or_zero(
+                            "sum by (reason) "
+                            f"(rate(scheduler_failure_notices_skipped_total[{RATE}]))"
+                        ),
+                        "{{reason}}",
+                    )
+                ],
+                "no_destination: the app has no failure destination (most); app_gone; secrets:"
+                " the app's secrets do not decrypt on this replica (its log names the app).",
+            ),
+            Panel(
+                "Failure notifier lag and unfinished notices",
+                "short",
+                [
+                    (
+                        "sum by (instance) (scheduler_failure_notifier_lag_records)",
+                        "{{instance}} lag",
+                    ),
+                    (
+                        "sum by (instance) (scheduler_failure_notices_pending)",
+                        "{{instance}} unfinished",
+                    ),
+                ],
+                "Dead letters after the committed offset; unfinished notices (in flight or"
+                " waiting for a retry) hold it back. 0 when idle.",
+            ),
+            Panel(
+                "Failure notifier restarts (last hour)",
+                "short",
+                [
+                    (
+                        per_hour("scheduler_failure_notifier_restarts_total", "instance"),
+                        "{{instance}}",
+                    )
+                ],
+                "Its lines in the dispatcher's log (dispatcher-failure-notifier) say why.",
+            ),
+        ],
+    ),
 ]
 
 BOARDS = {

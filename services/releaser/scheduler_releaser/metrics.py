@@ -266,3 +266,59 @@ class OccurrenceMetrics:
             buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=registry,
         )
+
+
+class FailureNoticeMetrics:
+    """The failure notifier's (scheduler_releaser.failures): a child process of the dispatcher
+    that reports its counts to the dispatcher, which exports them with its own."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.sent = Counter(
+            "scheduler_failure_notices_sent_total",
+            "Failure notices accepted by their destination (HTTP 2xx, Kafka acknowledgement), by"
+            " destination type",
+            ["destination"],
+            registry=registry,
+        )
+        self.retried = Counter(
+            "scheduler_failure_notices_retried_total",
+            "Failure notice attempts that failed and will be tried again, by destination type"
+            " and reason (5xx, timeout, connection, ...)",
+            ["destination", "reason"],
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "scheduler_failure_notices_dropped_total",
+            "Failure notices given up, by destination type and reason (attempts, age: the"
+            " bounds; refused and 4xx-like answers: not retried; overflow: the app had too many"
+            " unfinished)",
+            ["destination", "reason"],
+            registry=registry,
+        )
+        self.skipped = Counter(
+            "scheduler_failure_notices_skipped_total",
+            "Dead letters with no notice to send, by reason (no_destination, app_gone, secrets:"
+            " the app's secrets do not decrypt, undecodable)",
+            ["reason"],
+            registry=registry,
+        )
+        self.pending = Gauge(
+            "scheduler_failure_notices_pending",
+            "Failure notices in memory, in flight or waiting for a retry (they hold the"
+            " dead-letter offsets back)",
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "scheduler_failure_notifier_lag_records",
+            "Dead letters after the notifier's committed offsets, on the partitions this"
+            " instance holds (0 when every notice is finished)",
+            registry=registry,
+        )
+        self.restarts = Counter(
+            "scheduler_failure_notifier_restarts_total",
+            "Times the failure notifier process exited unexpectedly and was started again",
+            registry=registry,
+        )
+        for destination in ("REST", "KAFKA"):
+            # Exported at 0 from the start: "none sent" is a flat line, not "no data".
+            self.sent.labels(destination)

@@ -183,3 +183,71 @@ class ReleaseSettings(BaseSettings):
         default=9103, ge=0, description="port of /metrics, /healthz, /readyz (0: none)"
     )
     log_level: str = "INFO"
+
+
+class FailureNoticeSettings(BaseSettings):
+    """``SCHEDULER_DISPATCH_FAILURE_*``: the failure notifier, which sends each message that
+    ends FAILED to its application's failure destination (docs/WEBHOOKS.md, "Failure notices").
+    Which addresses and topics it may send to follows the dispatcher's own settings
+    (`SCHEDULER_DISPATCH_ALLOW_PRIVATE_DESTINATIONS`, `_KAFKA_DESTINATION_PREFIXES`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SCHEDULER_DISPATCH_FAILURE_", frozen=True, extra="ignore"
+    )
+
+    notices: bool = Field(
+        default=True,
+        description="run the failure notifier (a child process of each dispatcher); false: no"
+        " notice is sent, the dead letters stay on their topic",
+    )
+    max_attempts: int = Field(
+        default=10, ge=1, description="attempts of one notice before it is dropped (counted)"
+    )
+    backoff_base_ms: int = Field(
+        default=1_000, ge=0, description="delay before a notice's second attempt (then doubled)"
+    )
+    backoff_max_delay_ms: int = Field(
+        default=300_000, ge=0, description="longest delay between two attempts of a notice"
+    )
+    max_age_ms: int = Field(
+        default=86_400_000,
+        ge=1_000,
+        description="a notice is dropped, sent or not, once this long has passed since its"
+        " message failed: a notifier far behind (an outage, a group reading the topic from its"
+        " start) sends no day-old notices, and no retry goes on past it",
+    )
+    timeout_ms: int = Field(
+        default=5_000,
+        ge=100,
+        description="a notice not accepted within this long (HTTP answer, Kafka"
+        " acknowledgement) is retried",
+    )
+    per_app_concurrency: int = Field(
+        default=4, ge=1, description="notices of one application in flight at once"
+    )
+    concurrency: int = Field(
+        default=64, ge=1, description="notices in flight at once (also the HTTP pool size)"
+    )
+    per_app_max_pending: int = Field(
+        default=1_000,
+        ge=1,
+        description="unfinished notices (in flight or waiting for a retry) of one application;"
+        " its further notices are dropped (counted, reason overflow) while it has this many",
+    )
+    max_pending: int = Field(
+        default=10_000,
+        ge=1,
+        description="unfinished notices in memory; reading the dead letters pauses above it",
+    )
+    commit_interval_ms: int = Field(
+        default=1_000,
+        ge=10,
+        description="how often the offsets of finished notices are committed; a restart sends"
+        " again what was finished since the last commit",
+    )
+    shutdown_timeout_ms: int = Field(
+        default=10_000,
+        ge=100,
+        description="SIGTERM: notices in flight are given this long, then the finished ones'"
+        " offsets are committed; the rest is read again after the restart",
+    )

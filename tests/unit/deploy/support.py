@@ -34,6 +34,7 @@ SETTINGS_CLASSES = (
     "scheduler_ingest.settings:IngestSettings",
     "scheduler_bucketer.settings:BucketerSettings",
     "scheduler_releaser.settings:DispatchSettings",
+    "scheduler_releaser.settings:FailureNoticeSettings",
     "scheduler_releaser.settings:ReleaseSettings",
     "scheduler.top_apps:TopAppsSettings",
 )
