@@ -231,8 +231,9 @@ class FailureNoticeSettings(BaseSettings):
     per_app_max_pending: int = Field(
         default=1_000,
         ge=1,
-        description="unfinished notices (in flight or waiting for a retry) of one application;"
-        " its further notices are dropped (counted, reason overflow) while it has this many",
+        description="unfinished notices (in flight, waiting for a retry or to start) of one"
+        " application whose destination fails: its further notices are dropped (counted,"
+        " reason overflow) while it has this many",
     )
     max_pending: int = Field(
         default=10_000,
