@@ -2,7 +2,9 @@
 
 Builds the settings from the environment, the Cassandra stores, the metrics endpoint, and runs
 the dispatcher until SIGTERM/SIGINT, after which in-flight deliveries finish and the last
-transaction commits. The record writer runs as a supervised child process (writer_runner.py).
+transaction commits. The record writer runs as a supervised child process (writer_runner.py),
+and so does the failure notifier (failures/process.py: each message that ends FAILED is sent to
+its app's failure destination), which is stopped alongside the dispatcher on SIGTERM.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from scheduler.logs import configure_logging
 from scheduler.ops import Health
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
 from scheduler.topics import Topics
-from scheduler_releaser.metrics import DispatchMetrics
-from scheduler_releaser.settings import DispatchSettings
+from scheduler_releaser.failures.notifier import MetricsEvents
+from scheduler_releaser.failures.process import ProcessFailureNotifier
+from scheduler_releaser.metrics import DispatchMetrics, FailureNoticeMetrics
+from scheduler_releaser.settings import DispatchSettings, FailureNoticeSettings
 from scheduler_releaser.wiring import cassandra_stores, serve_ops
 
 from .runtime import instance_id, run_dispatcher
@@ -32,7 +36,8 @@ log = logging.getLogger("scheduler_releaser.dispatch")
 
 async def _serve(settings: DispatchSettings) -> None:
     kafka, scheduling = KafkaSettings(), SchedulingSettings()
-    cipher = EncryptionSettings().cipher()
+    encryption = EncryptionSettings()
+    cipher = encryption.cipher()
     registry = CollectorRegistry()
     metrics = DispatchMetrics(registry)
     clock = SystemClock()
@@ -50,10 +55,14 @@ async def _serve(settings: DispatchSettings) -> None:
         restarted=metrics.record_writer_restarts.inc,
         log_level=settings.log_level,
     )
+    notifier = _failure_notifier(kafka, scheduling, cassandra, encryption, settings, registry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Stopped as soon as the dispatcher is asked to stop: its budget runs alongside the
+    # dispatcher's own, not after it (ARCHITECTURE.md, "SIGTERM is bounded in every state").
+    notifier_stopped = asyncio.create_task(_stop_on(stop, notifier))
     try:
         await run_dispatcher(
             kafka=kafka,
@@ -67,9 +76,46 @@ async def _serve(settings: DispatchSettings) -> None:
             record_writer=record_writer,
         )
     finally:
+        stop.set()
+        await notifier_stopped
         cluster.shutdown()
         if ops is not None:
             ops.close()
+
+
+def _failure_notifier(
+    kafka: KafkaSettings,
+    scheduling: SchedulingSettings,
+    cassandra: CassandraSettings,
+    encryption: EncryptionSettings,
+    settings: DispatchSettings,
+    registry: CollectorRegistry,
+) -> ProcessFailureNotifier | None:
+    """The failure notifier of this instance, started (None when turned off)."""
+    notices = FailureNoticeSettings()
+    if not notices.notices:
+        log.info("failure notices are off (SCHEDULER_DISPATCH_FAILURE_NOTICES=false)")
+        return None
+    metrics = FailureNoticeMetrics(registry)
+    notifier = ProcessFailureNotifier(
+        kafka=kafka,
+        cassandra=cassandra,
+        encryption=encryption,
+        dispatch=settings,
+        settings=notices,
+        dead_letter_topic=Topics(kafka, scheduling).dead_letter,
+        events=MetricsEvents(metrics),
+        member=instance_id(kafka, settings, "failure-notifier"),
+        restarted=metrics.restarts.inc,
+    )
+    notifier.start()
+    return notifier
+
+
+async def _stop_on(stop: asyncio.Event, notifier: ProcessFailureNotifier | None) -> None:
+    await stop.wait()
+    if notifier is not None:
+        await asyncio.to_thread(notifier.stop)
 
 
 def main() -> int:
