@@ -3,16 +3,24 @@ committed in a transaction, as the dispatcher writes them, become signed notices
 receiver and records on a Kafka topic; a failure URL that answers 500 is retried and dropped
 without holding the others back; the offsets are committed, so a restarted notifier sends
 nothing again, and the lag reads 0 once every notice is finished. And the notifier as the
-child process the dispatcher runs (failures/process.py)."""
+child process the dispatcher runs (failures/process.py): restarted after a kill -9, stopped
+cleanly, and gone when the dispatcher is killed."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
+import pickle
+import queue
 import signal
+import subprocess
+import sys
+import threading
 import uuid
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -32,6 +40,7 @@ from scheduler_releaser.settings import FailureNoticeSettings
 from .conftest import CLOCK, Env, Receiver, eventually
 from .test_dispatch import SETTINGS as DISPATCH
 from .test_dispatch import create_topic, delete_topic, read_all, rest_app
+from .test_writer_process import alive
 
 pytestmark = pytest.mark.integration
 
@@ -293,3 +302,73 @@ def test_the_notifier_process_sends_reports_its_counts_restarts_and_stops(
     assert child is not None and child.exitcode == 0, child
     assert pid is not None and took_s < NOTICES.shutdown_timeout_ms / 1000
     assert registry.get_sample_value("scheduler_failure_notifier_restarts_total") == 1
+
+
+PARENT = """
+import base64, pickle, sys, threading
+from scheduler.encryption import EncryptionSettings
+from scheduler_releaser.failures.process import ProcessFailureNotifier
+
+
+class Printed:
+    def __getattr__(self, name):
+        return lambda *args: print(name, *args, flush=True)
+
+
+if __name__ == "__main__":
+    kafka, cassandra, dispatch, notices, topic = pickle.loads(base64.b64decode(sys.argv[1]))
+    notifier = ProcessFailureNotifier(
+        kafka=kafka, cassandra=cassandra, encryption=EncryptionSettings(), dispatch=dispatch,
+        settings=notices, dead_letter_topic=topic, events=Printed(),
+        member=kafka.topic_prefix + "failure-notifier-orphan",
+    )
+    notifier.start()
+    print("child", notifier.pid, flush=True)
+    threading.Event().wait()
+"""
+
+
+def test_a_dispatcher_killed_with_sigkill_leaves_no_orphan_notifier(
+    env: Env, receiver: Receiver, tmp_path: Path
+) -> None:
+    env.add_app(with_failure(rest_app("orph", receiver.url("/ok")), "REST", receiver.url("/o")))
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT)
+    settings = base64.b64encode(
+        pickle.dumps((env.kafka, env.cassandra, DISPATCH, NOTICES, env.topics.dead_letter))
+    )
+    with subprocess.Popen(
+        [sys.executable, str(script), settings.decode()], stdout=subprocess.PIPE, text=True
+    ) as parent:
+        lines: queue.Queue[str] = queue.Queue()
+
+        def read() -> None:
+            assert parent.stdout is not None
+            for line in parent.stdout:
+                lines.put(line.strip())
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        child: int | None = None
+        try:
+            first = lines.get(timeout=30)
+            assert first.startswith("child "), first
+            child = pid = int(first.split()[1])
+            produce_in_a_transaction(env, [dead_letter("orph", 0)])
+            # the child sent it and reported it: it is in its loop (where it watches its parent)
+            deadline = CLOCK.monotonic_ms() + 60_000
+            while (line := lines.get(timeout=60)) != "sent REST":
+                assert CLOCK.monotonic_ms() < deadline, line
+            parent.kill()
+            parent.wait(10)
+            killed = CLOCK.monotonic_ms()
+            asyncio.run(eventually(lambda: not alive(pid), timeout_s=10))
+            gone_after_s = (CLOCK.monotonic_ms() - killed) / 1000
+            assert gone_after_s < 5, f"the orphan lived {gone_after_s:.1f} s"
+        finally:
+            if parent.poll() is None:
+                parent.kill()
+                parent.wait(10)
+            if child is not None and alive(child):
+                os.kill(child, signal.SIGKILL)
+            reader.join(10)  # EOF: every writer of the pipe is gone
