@@ -39,6 +39,12 @@ from scheduler_ingest.models import (
 )
 from scheduler_ingest.settings import IngestSettings
 
+# The failure destination's refusals, told apart from the app endpoint's.
+_FAILURE_TOKENS = {
+    "invalid_endpoint": "invalid_failure_endpoint",
+    "unknown_topic": "unknown_failure_topic",
+}
+
 
 def app_not_found() -> ApiError:
     return ApiError(404, "app_not_found", "no such application")
@@ -165,12 +171,24 @@ class ControlService:
             return [f"{missing}; saved anyway (SCHEDULER_INGEST_ALLOW_MISSING_KAFKA_TOPICS)"]
         raise ApiError(400, "unknown_topic", missing)
 
+    async def _check_failure_destination(self, app_type: str, endpoint: str) -> list[str]:
+        """As `_check_destination`, with tokens of its own (`invalid_failure_endpoint`,
+        `unknown_failure_topic`): a client (the console) tells which endpoint was refused."""
+        try:
+            warnings = await self._check_destination(app_type, endpoint)
+        except ApiError as exc:
+            if exc.status != 400:
+                raise
+            renamed = _FAILURE_TOKENS.get(exc.token, exc.token)
+            raise ApiError(400, renamed, f"failureDestination: {exc.message}") from None
+        return [f"failureDestination: {w}" for w in warnings]
+
     async def create_app(self, who: ControlPrincipal, body: ApplicationCreate) -> AppCreated:
         warnings = await self._check_destination(body.type, body.endpoint)
         policy = _policy(body.deliveryPolicy)
         failure = body.failureDestination
         if failure is not None:
-            warnings += await self._check_destination(failure.type, failure.endpoint)
+            warnings += await self._check_failure_destination(failure.type, failure.endpoint)
         now = self._clock.now_ms()
         auth = body.httpAuthorization
         app = Application(
@@ -224,7 +242,7 @@ class ControlService:
         if "failureDestination" in given:
             failure = body.failureDestination
             if failure is not None:
-                warnings += await self._check_destination(failure.type, failure.endpoint)
+                warnings += await self._check_failure_destination(failure.type, failure.endpoint)
             changes["failure_type"] = failure.type.value if failure else None
             changes["failure_endpoint"] = failure.endpoint if failure else None
         updated = dataclasses.replace(app, **changes, updated_ms=self._clock.now_ms())  # type: ignore[arg-type]

@@ -171,11 +171,11 @@ def test_http_authorization_value_is_never_returned(h: Harness) -> None:
         ({**REST_APP, "deliveryPolicy": {"rateBurst": 5}}, "invalid_delivery_policy"),
         (
             {**REST_APP, "failureDestination": {"type": "REST", "endpoint": "ftp://x/y"}},
-            "invalid_endpoint",
+            "invalid_failure_endpoint",
         ),
         (
             {**REST_APP, "failureDestination": {"type": "KAFKA", "endpoint": "unit.results"}},
-            "invalid_endpoint",
+            "invalid_failure_endpoint",
         ),
     ],
 )

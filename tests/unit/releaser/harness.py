@@ -133,8 +133,9 @@ class ManualSleep:
     """Sleeping moves the manual clock instead of waiting on the wall clock.
 
     `wakes_after` (asked ms -> ms that pass, at least 1) makes it wake late (a busy event loop)
-    or early, as a real sleep may: the event loop's monotonic clock is not the wall clock the due instants are in (a
-    stepped or slewed host clock, a coarse timer), so a caller must check the time again."""
+    or early, as a real sleep may: the event loop's monotonic clock is not the wall clock the due
+    instants are in (a stepped or slewed host clock, a coarse timer), so a caller must check the
+    time again."""
 
     def __init__(
         self,

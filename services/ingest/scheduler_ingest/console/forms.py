@@ -20,8 +20,6 @@ from scheduler_ingest.errors import ApiError
 from scheduler_ingest.models import (
     ApplicationCreate,
     ApplicationUpdate,
-    EndpointError,
-    check_rest_endpoint,
 )
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -216,6 +214,7 @@ FAILURE_WITHOUT_TYPE = (
 POLICY_ERRORS = frozenset({"invalid_delivery_policy"})
 # Errors of an endpoint (the app's or its failure destination's): shown next to that field.
 ENDPOINT_ERRORS = frozenset({"invalid_endpoint", "unknown_topic"})
+FAILURE_ENDPOINT_ERRORS = frozenset({"invalid_failure_endpoint", "unknown_failure_topic"})
 
 
 def policy_rows(policy: DeliveryPolicy) -> list[tuple[str, str]]:
@@ -368,8 +367,9 @@ class AppForm:
         if exc.token in POLICY_ERRORS:
             self.errors[self._policy_field(exc.message)] = exc.message
         elif exc.token in ENDPOINT_ERRORS:
-            for name in self._endpoint_fields(exc, stored):
-                self.errors[name] = exc.message
+            self.errors["endpoint"] = exc.message
+        elif exc.token in FAILURE_ENDPOINT_ERRORS:
+            self.errors["failure_endpoint"] = exc.message.removeprefix("failureDestination: ")
         else:
             return False
         self._sort_errors()
@@ -383,33 +383,6 @@ class AppForm:
             return found.name
         typed = [f.name for f in POLICY_FIELDS if self.policy.get(f.name)]
         return typed[0] if typed else POLICY_FIELDS[0].name
-
-    def _endpoint_fields(self, exc: ApiError, stored: Application | None) -> list[str]:
-        """Which endpoint the service refused. It checks the app's before the failure
-        destination's, and says neither's name, so: the app's if it is the one at fault, as
-        far as this can tell; both when it cannot (two KAFKA topics, the app's new)."""
-        if self._failure() is None:
-            return ["endpoint"]
-        if exc.token == "unknown_topic":  # noqa: S105 - an error token; it names the topic
-            mine = self.type == "KAFKA" and repr(self.endpoint) in exc.message
-            return ["endpoint" if mine else "failure_endpoint"]
-        if self.type == "REST":
-            return ["endpoint" if _rest_error(self.endpoint) else "failure_endpoint"]
-        if stored is not None and stored.type == "KAFKA" and stored.endpoint == self.endpoint:
-            return ["failure_endpoint"]  # the app's topic, accepted when it was saved
-        if self.failure_type == "REST":  # a KAFKA topic's error is never a URL's
-            at_fault = _rest_error(self.failure_endpoint) == exc.message
-            return ["failure_endpoint" if at_fault else "endpoint"]
-        return ["endpoint", "failure_endpoint"]
-
-
-def _rest_error(url: str) -> str | None:
-    """The service's refusal of a REST endpoint (the same check), None if it passes."""
-    try:
-        check_rest_endpoint(url)
-    except EndpointError as exc:
-        return str(exc)
-    return None
 
 
 def _validated(model: type[M], body: dict[str, Any], errors: dict[str, str]) -> M | None:
