@@ -127,6 +127,8 @@ def test_openapi_describes_every_route(h: Harness) -> None:
         "/applications/{appId}/messages/{messageId}/redrive": {"put"},
         "/applications/{appId}/signing-secret/rotate": {"post"},
         "/applications/{appId}/usage": {"get"},
+        "/applications/{appId}/pause": {"put"},
+        "/applications/{appId}/resume": {"put"},
         "/schedules": {"get", "post"},
         "/schedules/{scheduleId}": {"get", "put", "delete"},
         "/schedules/{scheduleId}/pause": {"put"},
