@@ -25,6 +25,13 @@ the command was acknowledged by due - G (the dispatcher fires only with a comman
 of due - G), or, acknowledged later, the dispatcher's own result of the attempt says it skipped
 it (outcomes.py); otherwise 409 too_late. Redrive publishes first, then writes READY: a record
 showing READY with no command behind it would never be delivered.
+
+Reschedule is the two in sequence, on a READY or QUEUED message: the abort of its generation,
+then the next generation due at the new sendAt through a REDRIVE command (generation and
+send_at_ms), never the RESCHEDULE kind, which bucketers refuse: so a bucketer of any version
+places the new generation, and a copy of the old one is refused at fire time (aborted, and a
+later generation on the record). The ABORT command carries the aborted attempt's due instant,
+so that a bucketer that reads it after the record moved on still removes the stored row.
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ from scheduler.domain.idempotency import (
 )
 from scheduler.domain.ids import derived_message_id, is_message_id, new_message_id
 from scheduler.domain.lateness import dispatch_delay_of
-from scheduler.domain.sendat import format_rfc3339_ms
+from scheduler.domain.sendat import check_horizon, format_rfc3339_ms
 from scheduler.domain.status import ABORTABLE, FIRST_ATTEMPT, Status
 from scheduler.domain.validation import validate_schedule_request
 from scheduler.records import Command, CommandKind, DeliveryOutcome, DeliveryResult, ScheduleRequest
@@ -88,6 +95,8 @@ RESULTS_LOOKBACK_MS = 1_000
 # A lookup that starts after its wait bound (writes slower than the bound) still gets this long
 # to read the results already there, rather than answering "unconfirmed" unread.
 LOOKUP_FLOOR_MS = 1_000
+# The reason of the ABORTED log entry a reschedule writes (its mark, should it be interrupted).
+RESCHEDULED = "rescheduled"
 
 
 @dataclass(frozen=True)
@@ -165,6 +174,17 @@ def not_found() -> ApiError:
     return ApiError(404, "message_not_found", "no such message in this application")
 
 
+def _reschedule_interrupted(headers: dict[str, str]) -> ApiError:
+    return ApiError(
+        503,
+        "unavailable",
+        "Kafka did not acknowledge a command of the reschedule: the message is ABORTED at its"
+        " old time (it will not be delivered then) and not moved yet; repeat the reschedule to"
+        " complete it",
+        headers,
+    )
+
+
 class MessageService:
     def __init__(
         self,
@@ -210,6 +230,14 @@ class MessageService:
             registry=registry,
             subject=value_subject(topics.commands) if registry is not None else None,
         )
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    @property
+    def metrics(self) -> IngestMetrics:
+        return self._metrics
 
     # -- scheduling -----------------------------------------------------------------------------
 
@@ -461,34 +489,68 @@ class MessageService:
         """`by` (who asked: "api", "console") goes into the ABORTED log entry."""
         view = await self.get(app_id, message_id)
         state = view.state
-        if state.status not in ABORTABLE:
-            raise ApiError(
-                409, "not_abortable", f"the message is {state.status.value}; only READY or QUEUED"
-            )
         now = self._clock.now_ms()
+        self._check_abortable(state, now, "not_abortable", "aborted")
+        after = await self._write_aborted(app_id, message_id, state, now, {"by": by})
+        await self._confirm_abort(app_id, message_id, state, now)
+        return after
+
+    def _check_abortable(self, state: StatusUpdate, now: int, token: str, verb: str) -> None:
+        """The checks made before any write: READY or QUEUED, and not within the guard."""
+        if state.status not in ABORTABLE:
+            raise ApiError(409, token, f"the message is {state.status.value}; only READY or QUEUED")
         if now >= state.due_ms - self._scheduling.cancel_guard_ms:
             raise ApiError(
                 409,
                 "too_late",
                 f"the message is due within {self._scheduling.cancel_guard_ms} ms;"
-                " it can no longer be aborted reliably",
+                f" it can no longer be {verb} reliably",
             )
+
+    async def _write_aborted(
+        self,
+        app_id: str,
+        message_id: str,
+        state: StatusUpdate,
+        now: int,
+        data: dict[str, object],
+    ) -> MessageView:
+        """Write ABORTED at the record's generation (by precedence), confirm it won, and take the
+        message off the app's pending count: ABORTED is terminal from here on, whatever becomes
+        of the command."""
         aborted = StatusUpdate(Status.ABORTED, state.generation, state.attempt, state.due_ms, now)
-        entry = LogEntry(now, f"{state.generation}:aborted", Status.ABORTED, {"by": by})
+        entry = LogEntry(now, f"{state.generation}:aborted", Status.ABORTED, data)
         await self._io(self._store.update_status, app_id, message_id, aborted, entry)
         after = await self.get(app_id, message_id)
         if after.state.status is not Status.ABORTED or after.state.generation != state.generation:
             raise ApiError(
                 409, "too_late", f"the message became {after.state.status.value} meanwhile"
             )
-        # ABORTED is terminal from here on, whatever becomes of the command below.
         await self._move_pending(app_id, -1)
+        return after
+
+    async def _confirm_abort(
+        self,
+        app_id: str,
+        message_id: str,
+        state: StatusUpdate,
+        issued_ms: int,
+        *,
+        count_pending: bool = True,
+    ) -> None:
+        """Publish the ABORT command of the attempt `state` shows and return only if that attempt
+        is certainly not delivered (module docstring); otherwise raise the 503 or the 409.
+        The command carries the attempt's due instant (`send_at_ms`, ignored by the dispatcher
+        and by bucketers before reschedule): the bucketer then removes its stored row even once
+        the record has moved on to a later generation. `count_pending` False: a repeated
+        confirmation (a resumed reschedule) leaves the pending count alone."""
         command = Command(
             message_id=message_id,
             app_id=app_id,
             kind=CommandKind.ABORT,
             generation=state.generation,
-            issued_ms=now,
+            issued_ms=issued_ms,
+            send_at_ms=state.due_ms,
         )
         try:
             await self._publish_command(command)
@@ -501,7 +563,7 @@ class MessageService:
         acked = self._clock.now_ms()  # read after the ack: never earlier than the ack itself
         if acked <= state.due_ms - self._scheduling.cancel_guard_ms:
             self._metrics.abort_outcomes.labels(AbortOutcome.CERTAIN.value).inc()
-            return after
+            return
         # Acknowledged too late to be sure: the dispatcher may have fired before its view held
         # the command, and the record cannot tell yet. Its own result of the attempt can.
         result = await self._results.find(
@@ -514,10 +576,12 @@ class MessageService:
         )
         if result is not None and not_delivered(result):
             self._metrics.abort_outcomes.labels(AbortOutcome.CONFIRMED_NOT_DELIVERED.value).inc()
-            return after
-        raise await self._lost_abort(app_id, result)
+            return
+        raise await self._lost_abort(app_id, result, count_pending=count_pending)
 
-    async def _lost_abort(self, app_id: str, result: DeliveryResult | None) -> ApiError:
+    async def _lost_abort(
+        self, app_id: str, result: DeliveryResult | None, *, count_pending: bool = True
+    ) -> ApiError:
         """The 409 of an abort the dispatcher may have beaten (the record stays ABORTED unless
         the result was SENT: precedence)."""
         if result is None:
@@ -530,7 +594,7 @@ class MessageService:
                 f" {self._abort_outcome_wait_ms} ms of it: treat it as delivered",
             )
         self._metrics.abort_outcomes.labels(AbortOutcome.TOO_LATE_DELIVERED.value).inc()
-        if result.outcome in (DeliveryOutcome.SENT, DeliveryOutcome.FAILED):
+        if count_pending and result.outcome in (DeliveryOutcome.SENT, DeliveryOutcome.FAILED):
             # The record writer counts this result as leaving pending: undo the abort's count.
             await self._move_pending(app_id, +1)
         if result.outcome is DeliveryOutcome.SENT:
@@ -568,6 +632,95 @@ class MessageService:
         await self._move_pending(app_id, +1)
         ready = StatusUpdate(Status.READY, generation, FIRST_ATTEMPT, due_ms=now, at_ms=now)
         entry = LogEntry(now, f"{generation}:redriven", Status.READY, {"generation": generation})
+        await self._io(self._store.update_status, app_id, message_id, ready, entry)
+        return await self.get(app_id, message_id)
+
+    # -- reschedule -----------------------------------------------------------------------------
+
+    async def reschedule(
+        self, app_id: str, message_id: str, send_at_ms: int, by: str = "api"
+    ) -> MessageView:
+        """Move a READY or QUEUED message to `send_at_ms`, keeping its id. The generation it is at
+        ends exactly as `abort` ends it (same checks, same guard, same certainty: a copy already
+        queued never fires at the old time), then the message continues as the next generation,
+        due at `send_at_ms`, through a REDRIVE command: the kind every bucketer applies, old ones
+        included. `by` goes into the ABORTED log entry, as for an abort.
+
+        A reschedule interrupted after its ABORTED write (a 503) left the message ABORTED with
+        the reason "rescheduled": repeating it completes it (the abort is confirmed again)."""
+        try:
+            moved = await self._reschedule(app_id, message_id, send_at_ms, by)
+        except ApiError as exc:
+            self._metrics.message_operations.labels("reschedule", exc.token).inc()
+            raise
+        self._metrics.message_operations.labels("reschedule", "rescheduled").inc()
+        return moved
+
+    async def _reschedule(
+        self, app_id: str, message_id: str, send_at_ms: int, by: str
+    ) -> MessageView:
+        view = await self.get(app_id, message_id)
+        state = view.state
+        now = self._clock.now_ms()
+        try:
+            check_horizon(
+                send_at_ms, now, self._scheduling.past_window_ms, self._scheduling.max_future_ms
+            )
+        except ValidationError as exc:
+            raise ApiError.invalid(exc) from None
+        try:
+            if state.status is Status.ABORTED and await self._interrupted_reschedule(
+                app_id, message_id, state
+            ):
+                # Its abort was written, and counted off the pending count, the first time.
+                await self._confirm_abort(app_id, message_id, state, now, count_pending=False)
+            else:
+                self._check_abortable(state, now, "not_reschedulable", "rescheduled")
+                data: dict[str, object] = {"by": by, "reason": RESCHEDULED}
+                await self._write_aborted(app_id, message_id, state, now, data)
+                await self._confirm_abort(app_id, message_id, state, now)
+        except ApiError as exc:
+            if exc.status == 503:
+                raise _reschedule_interrupted(exc.headers) from None
+            raise
+        return await self._next_generation(app_id, message_id, state, send_at_ms)
+
+    async def _interrupted_reschedule(
+        self, app_id: str, message_id: str, state: StatusUpdate
+    ) -> bool:
+        """Was this ABORTED generation ended by a reschedule (that then did not finish: the
+        record would be at the next generation otherwise)?"""
+        entries = await self._io(self._store.logs, app_id, message_id)
+        mark = f"{state.generation}:aborted"
+        return any(e.entry_id == mark and e.data.get("reason") == RESCHEDULED for e in entries)
+
+    async def _next_generation(
+        self, app_id: str, message_id: str, old: StatusUpdate, send_at_ms: int
+    ) -> MessageView:
+        """The message continues as generation + 1 due at `send_at_ms`: the command first (as a
+        redrive: a READY record with no command behind it would never be delivered), then the
+        record, for read-your-writes."""
+        now = self._clock.now_ms()
+        generation = old.generation + 1
+        command = Command(
+            message_id=message_id,
+            app_id=app_id,
+            kind=CommandKind.REDRIVE,
+            generation=generation,
+            issued_ms=now,
+            send_at_ms=send_at_ms,
+        )
+        try:
+            await self._publish_command(command)
+        except PublishError as exc:
+            log.warning("reschedule of %s/%s stopped after its abort: %s", app_id, message_id, exc)
+            raise _reschedule_interrupted({"Retry-After": str(self._retry_after_s)}) from None
+        # Delivered again from here on: pending again, whatever the record says.
+        await self._move_pending(app_id, +1)
+        ready = StatusUpdate(Status.READY, generation, FIRST_ATTEMPT, due_ms=send_at_ms, at_ms=now)
+        moved = {"from": format_rfc3339_ms(old.due_ms), "to": format_rfc3339_ms(send_at_ms)}
+        data: dict[str, object] = {"rescheduled": moved, "generation": generation}
+        entry = LogEntry(now, f"{generation}:rescheduled", Status.READY, data)
         await self._io(self._store.update_status, app_id, message_id, ready, entry)
         return await self.get(app_id, message_id)
 

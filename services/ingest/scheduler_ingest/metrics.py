@@ -77,6 +77,15 @@ class IngestMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.message_operations = Counter(
+            "scheduler_ingest_message_operations_total",
+            "Reschedules, and the messages of bulk aborts and redrives, by how each ended:"
+            " operation reschedule (outcome rescheduled or the error token: too_late,"
+            " not_reschedulable, unavailable, ...), bulk_abort (aborted, too_late, not_abortable,"
+            " failed) or bulk_redrive (redriven, not_redrivable, failed).",
+            ["operation", "outcome"],
+            registry=registry,
+        )
         self.key_cache = Counter(
             "scheduler_ingest_key_cache_total",
             "Key lookups by cache result (hit, miss).",

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from scheduler.domain.errors import ValidationError
+from scheduler.domain.sendat import parse_send_at
 from scheduler_ingest.bodies import (
     SCHEDULE_SCHEMA,
     Draft,
@@ -37,6 +38,36 @@ StartFrom = Annotated[
     str | None, Query(description="the `next` cursor of the previous page", max_length=200)
 ]
 Limit = Annotated[int, Query(ge=1, le=500)]
+_INSTANT = {
+    "oneOf": [
+        {"type": "string", "format": "date-time"},
+        {"type": "integer", "minimum": 100000000000},
+    ]
+}
+RESCHEDULE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["sendAt"],
+    "additionalProperties": False,
+    "properties": {
+        "sendAt": {
+            "description": "the new time, as when scheduling: RFC 3339 with an offset, or epoch"
+            " milliseconds (>= 10^11); in the past up to the past window means now",
+            **_INSTANT,
+        }
+    },
+}
+
+
+def parse_reschedule(raw: Any) -> int:
+    """The new sendAt of a reschedule body, in epoch ms; raises ValidationError."""
+    if not isinstance(raw, dict):
+        raise ValidationError("invalid_request", 'the body must be {"sendAt": ...}')
+    unknown = sorted(set(raw) - {"sendAt"})
+    if unknown:
+        raise ValidationError(
+            "unknown_field", f"unknown field(s) {', '.join(unknown)}; allowed: sendAt"
+        )
+    return parse_send_at(raw.get("sendAt"))
 
 
 def build_router(batch_limit: int) -> APIRouter:
@@ -204,6 +235,18 @@ def build_router(batch_limit: int) -> APIRouter:
     async def redrive(gw: GatewayDep, who: DataKeyDep, messageId: str) -> JSONResponse:
         return JSONResponse(message_json(await gw.messages.redrive(who.app_id, messageId)))
 
+    @router.put(
+        "/messages/{messageId}/reschedule",
+        tags=["messages"],
+        summary="Move a READY or QUEUED message to a new sendAt, same id (new generation)",
+        openapi_extra=json_body(RESCHEDULE_SCHEMA),
+        responses={200: {"model": MessageOut}, **errors(400, 401, 403, 404, 409, 413, 415, 503)},
+    )
+    async def reschedule(
+        request: Request, gw: GatewayDep, who: DataKeyDep, messageId: str
+    ) -> JSONResponse:
+        return await _reschedule(request, gw, who.app_id, messageId)
+
     # -- the dashboard form: control key, app by path -------------------------------------------
 
     @router.get(
@@ -266,6 +309,18 @@ def build_router(batch_limit: int) -> APIRouter:
         app = await gw.control.owned_app(who, appId)
         return JSONResponse(message_json(await gw.messages.redrive(app.app_id, messageId)))
 
+    @router.put(
+        "/applications/{appId}/messages/{messageId}/reschedule",
+        tags=["dashboard"],
+        openapi_extra=json_body(RESCHEDULE_SCHEMA),
+        responses={200: {"model": MessageOut}, **errors(400, 401, 403, 404, 409, 413, 415, 503)},
+    )
+    async def app_reschedule(
+        request: Request, gw: GatewayDep, who: ControlKeyDep, appId: str, messageId: str
+    ) -> JSONResponse:
+        app = await gw.control.owned_app(who, appId)
+        return await _reschedule(request, gw, app.app_id, messageId)
+
     return router
 
 
@@ -280,3 +335,13 @@ async def _list(
 async def _logs(gw: Gateway, app_id: str, message_id: str) -> JSONResponse:
     entries = await gw.messages.logs(app_id, message_id)
     return JSONResponse({"logs": [log_json(e) for e in entries]})
+
+
+async def _reschedule(request: Request, gw: Gateway, app_id: str, message_id: str) -> JSONResponse:
+    # The message first: an unknown one is 404 whatever the body says.
+    await gw.messages.get(app_id, message_id)
+    try:
+        send_at_ms = parse_reschedule(loads(await request.body()))
+    except ValidationError as exc:
+        raise invalid(gw, exc) from None
+    return JSONResponse(message_json(await gw.messages.reschedule(app_id, message_id, send_at_ms)))
