@@ -260,6 +260,39 @@ class MessageList(BaseModel):
     next: str | None = Field(description="pass as startFrom for the next (older) page")
 
 
+_MATCHED = "messages of the filter found by this call and acted on"
+_FAILED = (
+    "not done: Kafka did not acknowledge (503); the call stopped and nextCursor repeats the"
+    " page, skipping what was done"
+)
+_SCANNED = "stored messages read by this call (matching or not)"
+_NEXT = "pass as cursor (with the same filter) to go on; null: nothing left to look at"
+
+
+class BulkAbortResult(BaseModel):
+    matched: int = Field(description=_MATCHED)
+    aborted: int
+    tooLate: int = Field(
+        description="within the cancel guard, or delivered first (as 409 too_late)"
+    )
+    notAbortable: int = Field(description="no longer READY or QUEUED when its turn came")
+    failed: int = Field(
+        description=_FAILED + "; an abort answered 503 has its record ABORTED already, so it"
+        " no longer matches"
+    )
+    scanned: int = Field(description=_SCANNED)
+    nextCursor: str | None = Field(description=_NEXT)
+
+
+class BulkRedriveResult(BaseModel):
+    matched: int = Field(description=_MATCHED)
+    redriven: int
+    notRedrivable: int = Field(description="no longer FAILED when its turn came")
+    failed: int = Field(description=_FAILED)
+    scanned: int = Field(description=_SCANNED)
+    nextCursor: str | None = Field(description=_NEXT)
+
+
 class ScheduleOut(BaseModel):
     scheduleId: str
     appId: str

@@ -3,10 +3,12 @@ control key (the dashboard form). Both reach the same MessageService, scoped to 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from scheduler.domain.errors import ValidationError
 from scheduler.domain.sendat import parse_send_at
@@ -18,11 +20,14 @@ from scheduler_ingest.bodies import (
     loads,
     parse_item,
 )
+from scheduler_ingest.bulk import LIMIT_DEFAULT, LIMIT_MAX, BulkOperation, BulkRunner, parse_bulk
 from scheduler_ingest.errors import ApiError
 from scheduler_ingest.gateway import ControlKeyDep, DataKeyDep, Gateway, GatewayDep, errors, invalid
 from scheduler_ingest.messages import Accepted, log_json, message_json
 from scheduler_ingest.models import (
     BatchResult,
+    BulkAbortResult,
+    BulkRedriveResult,
     ErrorBody,
     LogList,
     MessageList,
@@ -56,6 +61,34 @@ RESCHEDULE_SCHEMA: dict[str, Any] = {
         }
     },
 }
+
+
+def bulk_schema(operation: BulkOperation) -> dict[str, Any]:
+    statuses = sorted(s.value for s in operation.statuses)
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "status": {
+                "type": "string",
+                "enum": statuses,
+                "description": f"default: {' and '.join(statuses)}",
+            },
+            "sendAtFrom": {"description": "sendAt at or after this", **_INSTANT},
+            "sendAtTo": {"description": "sendAt before this", **_INSTANT},
+            "limit": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": LIMIT_MAX,
+                "default": LIMIT_DEFAULT,
+                "description": "matching messages acted on per call at most",
+            },
+            "cursor": {
+                "type": "string",
+                "description": "the previous answer's nextCursor, with the same filter",
+            },
+        },
+    }
 
 
 def parse_reschedule(raw: Any) -> int:
@@ -247,6 +280,21 @@ def build_router(batch_limit: int) -> APIRouter:
     ) -> JSONResponse:
         return await _reschedule(request, gw, who.app_id, messageId)
 
+    for operation in BulkOperation:
+        router.add_api_route(
+            f"/messages/{operation}",
+            _bulk_route(operation),
+            methods=["POST"],
+            tags=["messages"],
+            summary=_BULK_SUMMARY[operation],
+            operation_id=f"bulk_{operation}",
+            openapi_extra=json_body(bulk_schema(operation)),
+            responses={
+                200: {"model": _BULK_RESULT[operation]},
+                **errors(400, 401, 403, 413, 415),
+            },
+        )
+
     # -- the dashboard form: control key, app by path -------------------------------------------
 
     @router.get(
@@ -321,6 +369,20 @@ def build_router(batch_limit: int) -> APIRouter:
         app = await gw.control.owned_app(who, appId)
         return await _reschedule(request, gw, app.app_id, messageId)
 
+    for operation in BulkOperation:
+        router.add_api_route(
+            f"/applications/{{appId}}/messages/{operation}",
+            _app_bulk_route(operation),
+            methods=["POST"],
+            tags=["dashboard"],
+            operation_id=f"app_bulk_{operation}",
+            openapi_extra=json_body(bulk_schema(operation)),
+            responses={
+                200: {"model": _BULK_RESULT[operation]},
+                **errors(400, 401, 403, 404, 413, 415),
+            },
+        )
+
     return router
 
 
@@ -345,3 +407,42 @@ async def _reschedule(request: Request, gw: Gateway, app_id: str, message_id: st
     except ValidationError as exc:
         raise invalid(gw, exc) from None
     return JSONResponse(message_json(await gw.messages.reschedule(app_id, message_id, send_at_ms)))
+
+
+_BULK_SUMMARY = {
+    BulkOperation.ABORT: "Abort the READY / QUEUED messages of a filter, a slice per call",
+    BulkOperation.REDRIVE: "Redrive the FAILED messages of a filter, a slice per call",
+}
+_BULK_RESULT: dict[BulkOperation, type[BaseModel]] = {
+    BulkOperation.ABORT: BulkAbortResult,
+    BulkOperation.REDRIVE: BulkRedriveResult,
+}
+
+
+async def _bulk(
+    request: Request, gw: Gateway, app_id: str, operation: BulkOperation
+) -> JSONResponse:
+    body = await request.body()
+    try:
+        filtered = parse_bulk(operation, loads(body) if body.strip() else None)
+    except ValidationError as exc:
+        raise invalid(gw, exc) from None
+    result = await BulkRunner(gw.messages).run(app_id, filtered)
+    return JSONResponse(result.to_json())
+
+
+def _bulk_route(operation: BulkOperation) -> Callable[..., Awaitable[JSONResponse]]:
+    async def bulk(request: Request, gw: GatewayDep, who: DataKeyDep) -> JSONResponse:
+        return await _bulk(request, gw, who.app_id, operation)
+
+    return bulk
+
+
+def _app_bulk_route(operation: BulkOperation) -> Callable[..., Awaitable[JSONResponse]]:
+    async def app_bulk(
+        request: Request, gw: GatewayDep, who: ControlKeyDep, appId: str
+    ) -> JSONResponse:
+        app = await gw.control.owned_app(who, appId)
+        return await _bulk(request, gw, app.app_id, operation)
+
+    return app_bulk
