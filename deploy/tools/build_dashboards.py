@@ -555,6 +555,20 @@ INGEST = [
                 " Aborts).",
             ),
             Panel(
+                "Reschedules and bulk operations",
+                "ops",
+                [
+                    (
+                        "sum by (operation, outcome)"
+                        f" (rate(scheduler_ingest_message_operations_total[{RATE}]))",
+                        "{{operation}} {{outcome}}",
+                    )
+                ],
+                "reschedule: rescheduled, or the error token; bulk_abort / bulk_redrive: per"
+                " message (aborted, redriven, too_late, not_abortable, not_redrivable, failed)."
+                " failed or unavailable: Kafka did not acknowledge; the caller repeats.",
+            ),
+            Panel(
                 "Key cache lookups",
                 "ops",
                 [
