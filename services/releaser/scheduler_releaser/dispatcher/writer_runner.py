@@ -11,18 +11,16 @@ same settings), as docs/ARCHITECTURE.md keeps four entry points.
 Both runners consume at least once (offsets committed after the writes returned) and report
 how many results they applied through `written(outcome, n)`.
 
-The child process: supervised by a thread of the parent, restarted after a crash (with a
-pause), stopped on SIGTERM/SIGINT or when the parent asks, and it exits by itself when the
-parent is gone (kill -9), so it never outlives its dispatcher.
+The child process (child_process.SupervisedChild, as for the failure notifier): supervised by
+a thread of the parent, restarted after a crash (with a pause), stopped on SIGTERM/SIGINT or
+when the parent asks, and it exits by itself when the parent is gone (kill -9), so it never
+outlives its dispatcher.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -32,10 +30,10 @@ from typing import Protocol, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
 from scheduler.codec import DecodeError
-from scheduler.logs import configure_logging
 from scheduler.records import DeliveryResult
 from scheduler.settings import CassandraSettings, KafkaSettings
 from scheduler.store.bucket_index import writer_client_id
+from scheduler_releaser.child_process import SupervisedChild, child_started
 from scheduler_releaser.codecs import Codecs
 
 from .feeds import consumer_config
@@ -46,8 +44,8 @@ IDLE_COMMIT_S = 1.0  # stored offsets are committed at least this often, results
 
 T = TypeVar("T")
 Written = Callable[[str, int], None]  # (outcome, count) of results applied
-RESTART_PAUSE_S = 1.0
 WRITER_NICENESS = 10
+WRITER_STOP_BUDGET_S = 10.0  # after SIGTERM, before the child is killed
 WRITER_SESSION_TIMEOUT_MS = 10_000  # an instance gone for good: its partitions move after this
 
 
@@ -189,7 +187,7 @@ class ThreadRecordWriter:
             self._thread.join(timeout_s)
 
 
-class ProcessRecordWriter:
+class ProcessRecordWriter(SupervisedChild):
     """A supervised child process with its own Cassandra session (`scheduler-dispatcher`)."""
 
     def __init__(
@@ -204,90 +202,24 @@ class ProcessRecordWriter:
         log_level: str = "INFO",
     ) -> None:
         """`member`: the static group membership id, one per dispatcher instance."""
-        self._args = (kafka, cassandra, results_topic, member, log_level)
         self._written = written
-        self._restarted = restarted
-        self._context = multiprocessing.get_context("spawn")  # never fork a threaded process
-        self._stopping = threading.Event()
-        self._child: multiprocessing.process.BaseProcess | None = None
-        self._conn: Connection | None = None
-        self._supervisor = threading.Thread(
-            target=self._supervise, name="record-writer-supervisor", daemon=True
+        super().__init__(
+            "record writer",
+            "record-writer",
+            _child_main,
+            (kafka, cassandra, results_topic, member, log_level),
+            on_event=self._apply,
+            restarted=restarted,
+            term_budget_s=WRITER_STOP_BUDGET_S,
+            stop_timeout_s=10.0,
+            retry_failed_start=False,  # start() raises
+            log=log,
         )
 
-    @property
-    def pid(self) -> int | None:
-        return self._child.pid if self._child is not None else None
-
-    def start(self) -> None:
-        self._spawn()
-        self._supervisor.start()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        self._stopping.set()
-        if self._supervisor.is_alive():
-            self._supervisor.join(timeout_s)
-
-    def _spawn(self) -> None:
-        parent_conn, child_conn = self._context.Pipe(duplex=False)
-        child = self._context.Process(
-            target=_child_main,
-            args=(*self._args, child_conn, os.getpid()),
-            name="record-writer",
-            daemon=False,  # it owns a Kafka consumer: stopped gracefully, not killed
-        )
-        child.start()
-        child_conn.close()  # the child's end, held by the child only (EOF when it exits)
-        self._child, self._conn = child, parent_conn
-        log.info("record writer started as process %s", child.pid)
-
-    def _supervise(self) -> None:
-        while not self._stopping.is_set():
-            self._drain(0.5)
-            child = self._child
-            if child is not None and not child.is_alive() and not self._stopping.is_set():
-                log.error(
-                    "record writer process %s exited with %s; restarting it in %.0f s",
-                    child.pid,
-                    child.exitcode,
-                    RESTART_PAUSE_S,
-                )
-                self._restarted()
-                if self._stopping.wait(RESTART_PAUSE_S):
-                    break
-                try:
-                    self._spawn()
-                except Exception:  # e.g. out of processes: try again after the pause
-                    log.exception("starting the record writer process failed")
-        self._shut_down_child()
-
-    def _drain(self, wait_s: float) -> None:
-        """Counts reported by the child since the last call (waits up to `wait_s` for one)."""
-        conn = self._conn
-        if conn is None:
-            self._stopping.wait(wait_s)
-            return
-        try:
-            while conn.poll(wait_s):
-                outcome, n = conn.recv()
-                self._written(outcome, n)
-                wait_s = 0
-        except (EOFError, OSError):
-            self._conn = None  # the child exited; the supervisor notices and restarts it
-
-    def _shut_down_child(self) -> None:
-        child = self._child
-        if child is None or child.pid is None:
-            return
-        if child.is_alive():
-            os.kill(child.pid, signal.SIGTERM)
-            child.join(10)
-            if child.is_alive():
-                log.error("record writer process %s did not stop; killing it", child.pid)
-                child.kill()
-                child.join(5)
-        self._drain(0)
-        log.info("record writer process %s stopped (exit code %s)", child.pid, child.exitcode)
+    def _apply(self, event: tuple[str, int]) -> None:
+        """Counts reported by the child (`_reporter`)."""
+        outcome, n = event
+        self._written(outcome, n)
 
 
 def _child_main(
@@ -304,13 +236,9 @@ def _child_main(
     from scheduler.store.cassandra_messages import CassandraMessageStore
     from scheduler.store.usage import CassandraUsageStore
 
-    configure_logging("dispatcher-record-writer", log_level)
     # Records follow deliveries asynchronously: on a shared host, the dispatcher's timing
     # comes first (a hotspot of 100,000 was ~1 s later at the same priority).
-    os.nice(WRITER_NICENESS)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = child_started("dispatcher-record-writer", log_level, WRITER_NICENESS, parent_pid)
     cluster, session = connect(cassandra, cassandra.keyspace)
     try:
         writer = RecordWriter(CassandraMessageStore(session), CassandraUsageStore(session))
@@ -320,9 +248,8 @@ def _child_main(
             writer,
             Codecs.build(kafka),
             written=_reporter(conn),
-            stop=stop,
-            # Orphaned (the dispatcher was killed): stop rather than outlive it.
-            should_stop=lambda: os.getppid() != parent_pid,
+            stop=stop.asked,
+            should_stop=stop.orphaned,
             member=member,
         )
     finally:
