@@ -1,6 +1,7 @@
 """Parsing schedule requests from JSON, the same for the single and the batch route.
 
-Only `payload`, `sendAt`, `idempotencyKey` and `kafkaKey` are accepted; any other field is
+Only `payload`, `sendAt`, `idempotencyKey`, `kafkaKey` and `flexibleWindowMs` are accepted; any
+other field is
 refused (`unknown_field`), so nothing a client invents is ever stored. `payload` may be any JSON
 value except null: 0, "", false, [] and {} are valid payloads.
 """
@@ -14,8 +15,9 @@ from typing import Any
 from scheduler.domain.errors import ValidationError
 from scheduler.domain.sendat import parse_send_at
 from scheduler.domain.validation import MAX_KEY_CHARS
+from scheduler.domain.window import MAX_WINDOW_MS, check_window
 
-ALLOWED_FIELDS = frozenset({"payload", "sendAt", "idempotencyKey", "kafkaKey"})
+ALLOWED_FIELDS = frozenset({"payload", "sendAt", "idempotencyKey", "kafkaKey", "flexibleWindowMs"})
 # The token of a key of the wrong length predates this module (it comes from the shared
 # validation of `ScheduleRequest`, whose fields are snake_case); the message names the JSON field.
 _LENGTH_TOKENS = {"idempotencyKey": "invalid_idempotency_key", "kafkaKey": "invalid_kafka_key"}
@@ -29,6 +31,7 @@ class Draft:
     send_at_ms: int
     idempotency_key: str | None
     kafka_key: str | None
+    flexible_window_ms: int | None = None  # deliver within [sendAt, sendAt + this]
 
 
 def _reject_constant(name: str) -> Any:
@@ -66,6 +69,7 @@ def parse_item(raw: Any) -> Draft:
         send_at_ms=send_at_ms,
         idempotency_key=_optional_string(raw, "idempotencyKey"),
         kafka_key=_optional_string(raw, "kafkaKey"),
+        flexible_window_ms=check_window(raw.get("flexibleWindowMs")),
     )
 
 
@@ -111,6 +115,13 @@ SCHEDULE_SCHEMA: dict[str, Any] = {
             "minLength": 1,
             "maxLength": 256,
             "description": "record key for KAFKA apps (default: the message id)",
+        },
+        "flexibleWindowMs": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_WINDOW_MS,
+            "description": "deliver at an instant within [sendAt, sendAt + this] that the message"
+            " id picks; the message is stored, guarded and measured with that instant",
         },
     },
 }

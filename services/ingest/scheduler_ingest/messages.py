@@ -62,6 +62,7 @@ from scheduler.domain.lateness import dispatch_delay_of
 from scheduler.domain.sendat import check_horizon, format_rfc3339_ms
 from scheduler.domain.status import ABORTABLE, FIRST_ATTEMPT, Status
 from scheduler.domain.validation import validate_schedule_request
+from scheduler.domain.window import instant_in_window
 from scheduler.records import Command, CommandKind, DeliveryOutcome, DeliveryResult, ScheduleRequest
 from scheduler.settings import SchedulingSettings
 from scheduler.store.cursor import decode_cursor
@@ -254,7 +255,7 @@ class MessageService:
             message_id=message_id,
             app_id=app_id,
             payload_json=draft.payload_json,
-            send_at_ms=draft.send_at_ms,
+            send_at_ms=instant_in_window(message_id, draft.send_at_ms, draft.flexible_window_ms),
             created_ms=now_ms,
             source="http",
             idempotency_key=draft.idempotency_key,

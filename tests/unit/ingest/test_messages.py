@@ -201,3 +201,30 @@ def test_a_past_send_at_reports_its_lateness_and_a_small_dispatch_delay(h: Harne
     )
     shown = h.client.get(f"/messages/{later}", headers=h.alice.data).json()
     assert (shown["latenessMs"], shown["dispatchDelayMs"]) == (12, 12)
+
+
+def test_a_flexible_window_delivers_within_it_at_the_instant_the_id_picks(h: Harness) -> None:
+    window = 900_000
+    asked = T0 + 3_600_000
+    body = {"payload": "p", "sendAt": asked, "flexibleWindowMs": window, "idempotencyKey": "k1"}
+    first = h.schedule(body)
+    assert first.status_code == 200, first.text
+    again = h.schedule(body)  # an idempotent retry: the same instant, so the same message
+    assert again.json()["duplicate"] is True
+    assert again.json()["sendAt"] == first.json()["sendAt"]
+    [request] = h.published_requests()
+    assert asked <= request.send_at_ms <= asked + window
+    view = h.messages.get(h.alice.app_id, request.message_id)
+    assert view is not None and view.state.due_ms == request.send_at_ms  # guarded from it
+    chosen = set()
+    for i in range(30):
+        r = h.schedule({"payload": i, "sendAt": asked, "flexibleWindowMs": window})
+        chosen.add(r.json()["sendAt"])
+    assert len(chosen) > 25  # spread over the window
+
+
+@pytest.mark.parametrize("window", [-1, 86_400_001, "60000", 1.5, False])
+def test_a_bad_flexible_window_is_refused(h: Harness, window: object) -> None:
+    r = h.schedule({"payload": "p", "sendAt": T0 + 60_000, "flexibleWindowMs": window})
+    assert (r.status_code, r.json()["error"]) == (400, "invalid_flexibleWindowMs"), r.text
+    assert h.published_requests() == []
