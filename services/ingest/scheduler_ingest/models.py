@@ -305,6 +305,9 @@ class ScheduleOut(BaseModel):
     catchUpLimit: int | None = Field(description="with catchUp all only")
     payload: object
     kafkaKey: str | None
+    flexibleWindowMs: int = Field(
+        description="each occurrence is delivered within [occurrence, occurrence + this]; 0: none"
+    )
     paused: bool
     createdAt: str
     updatedAt: str
