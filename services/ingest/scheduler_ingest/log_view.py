@@ -6,7 +6,8 @@ durations as `...Ms` numbers, no internal names. Rendering here, on read, means 
 by any version render alike: nothing stored is migrated.
 
 What each writer stores (`data` of a LogEntry):
-- ingest: scheduled {"sendAt" (RFC 3339), "source"}; aborted {"by"}; redriven {"generation"}
+- ingest: scheduled {"sendAt" (RFC 3339), "source"}; aborted {"by", "reason"?}; redriven
+  {"generation"}; rescheduled {"rescheduled": {"from", "to"} (RFC 3339), "generation"}
 - bucketer: stored {"due_ms", "bucket_ms", "shard"}; queued {"due_ms", "topic"}, and
   "released_meanwhile" when its bucket was released while it was written
 - releaser: released {}; aborted {"reason"}
