@@ -1,7 +1,9 @@
 """The application form: browser fields to the API's request bodies (ApplicationCreate,
 ApplicationUpdate), so the console validates exactly like `POST/PUT /applications`. Errors come
 back per form field, for the messages next to each input; the service's own refusals (a bad
-endpoint, a delivery policy that contradicts itself) too, through `show_service_error`."""
+endpoint, a delivery policy that contradicts itself) too, through `show_service_error`.
+
+Also a schedule's flexible window typed in minutes."""
 
 from __future__ import annotations
 
@@ -9,12 +11,14 @@ import builtins
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 import pydantic
 
 from scheduler.domain import policy as bounds
 from scheduler.domain.policy import DeliveryPolicy
+from scheduler.domain.window import MAX_WINDOW_MS
 from scheduler.store.ports import Application
 from scheduler_ingest.errors import ApiError
 from scheduler_ingest.models import (
@@ -397,3 +401,42 @@ def _validated(model: type[M], body: dict[str, Any], errors: dict[str, str]) -> 
             )
             errors.setdefault(name, _MESSAGES[name])
         return None
+
+
+# -- a schedule's flexible window, in minutes -------------------------------------------------
+
+WINDOW_MAX_MINUTES = MAX_WINDOW_MS // 60_000  # 1,440: a day
+WINDOW_ERROR = (
+    f"Flexible window: minutes from 0 to {WINDOW_MAX_MINUTES:,} (a day), e.g. 15 or 2.5;"
+    " 0 or empty for none."
+)
+_MINUTES = re.compile(r"\d{1,5}(?:\.\d{1,4})?")
+
+
+def window_ms_of_minutes(text: str) -> int | None:
+    """The flexibleWindowMs of a window typed in minutes: 0 for none (empty or 0), None if it is
+    not a number of minutes within a day."""
+    if not text:
+        return 0
+    if not _MINUTES.fullmatch(text):
+        return None
+    try:
+        ms = int((Decimal(text) * 60_000).to_integral_value())
+    except InvalidOperation:
+        return None
+    return ms if ms <= MAX_WINDOW_MS else None
+
+
+def minutes_of_ms(ms: int) -> str:
+    """A window in minutes, as typed back: 15, 2.5 (not 15.0)."""
+    text = f"{Decimal(ms) / 60_000:.4f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def window_shown(ms: int | None) -> str:
+    """A schedule's window, for its page."""
+    if not ms:
+        return "none"
+    minutes = minutes_of_ms(ms)
+    whole, dot, fraction = minutes.partition(".")
+    return f"{int(whole):,}{dot}{fraction} min ({ms:,} ms)"

@@ -12,6 +12,12 @@ from fastapi.responses import Response
 
 from scheduler.domain.errors import ValidationError
 from scheduler.store.ports import Application
+from scheduler_ingest.console.forms import (
+    WINDOW_ERROR,
+    WINDOW_MAX_MINUTES,
+    window_ms_of_minutes,
+    window_shown,
+)
 from scheduler_ingest.console.sessions import Session
 from scheduler_ingest.console.web import (
     Console,
@@ -38,6 +44,7 @@ class ScheduleForm:
     catch_up: str = "latest"
     payload: str = ""
     kafka_key: str = ""
+    flexible_window: str = ""  # minutes, as typed; "" or 0: none
     error: str = ""  # the service's message: one body, one refusal at a time
 
     @classmethod
@@ -51,6 +58,7 @@ class ScheduleForm:
             catch_up=post.text("catch_up") or "latest",
             payload=post.text("payload"),
             kafka_key=post.text("kafka_key"),
+            flexible_window=post.text("flexible_window"),
         )
 
     def to_body(self) -> dict[str, Any] | None:
@@ -74,6 +82,12 @@ class ScheduleForm:
                 self.error = "Max occurrences must be a whole number."
                 return None
             body["maxOccurrences"] = int(self.max_occurrences)
+        window_ms = window_ms_of_minutes(self.flexible_window)
+        if window_ms is None:
+            self.error = WINDOW_ERROR
+            return None
+        if window_ms:
+            body["flexibleWindowMs"] = window_ms
         return body
 
 
@@ -144,6 +158,7 @@ def build_router() -> APIRouter:
                 "title": f"Schedule {schedule_id}",
                 "app": app,
                 "s": c.gw.schedules.render(schedule),
+                "window": window_shown(schedule.flexible_window_ms),
                 "payload": schedule.payload_json,
             },
             session=session,
@@ -216,7 +231,13 @@ def _form(
     return c.render(
         request,
         "schedule_form.html",
-        {"title": "New schedule", "app": app, "form": form, "catch_ups": CATCH_UP},
+        {
+            "title": "New schedule",
+            "app": app,
+            "form": form,
+            "catch_ups": CATCH_UP,
+            "window_max_minutes": WINDOW_MAX_MINUTES,
+        },
         status,
         session,
     )
