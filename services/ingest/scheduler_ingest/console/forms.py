@@ -3,7 +3,8 @@ ApplicationUpdate), so the console validates exactly like `POST/PUT /application
 back per form field, for the messages next to each input; the service's own refusals (a bad
 endpoint, a delivery policy that contradicts itself) too, through `show_service_error`.
 
-Also a schedule's flexible window typed in minutes."""
+Also the smaller forms' parsing: a message's new time (RescheduleForm), a schedule's flexible
+window typed in minutes."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from typing import Any, TypeVar
 import pydantic
 
 from scheduler.domain import policy as bounds
+from scheduler.domain.errors import ValidationError
 from scheduler.domain.policy import DeliveryPolicy
+from scheduler.domain.sendat import parse_send_at
 from scheduler.domain.window import MAX_WINDOW_MS
 from scheduler.store.ports import Application
 from scheduler_ingest.errors import ApiError
@@ -401,6 +404,65 @@ def _validated(model: type[M], body: dict[str, Any], errors: dict[str, str]) -> 
             )
             errors.setdefault(name, _MESSAGES[name])
         return None
+
+
+# -- times typed in forms ---------------------------------------------------------------------
+
+TIME_FORMAT = (
+    "RFC 3339 with an offset, which says the zone: Z is UTC (2030-01-01T12:00:00Z),"
+    " +01:00 is Berlin in winter (2030-01-01T13:00:00+01:00)"
+)
+
+
+def instant_value(text: str) -> str | int | None:
+    """A time as typed, for the API's parsers: None if empty, digits as epoch milliseconds (the
+    API's number form; as a string it would be refused), anything else as RFC 3339 text."""
+    if not text:
+        return None
+    return int(text) if text.isdigit() else text
+
+
+# -- reschedule a message ---------------------------------------------------------------------
+
+
+@dataclass
+class RescheduleForm:
+    """The new time of a message, as typed (kept on errors), and the refusal to show."""
+
+    send_at: str = ""
+    error: str = ""
+
+    @classmethod
+    def of(cls, form: Mapping[str, Any]) -> RescheduleForm:
+        value = form.get("send_at")
+        return cls(send_at=value.strip() if isinstance(value, str) else "")
+
+    def send_at_ms(self) -> int | None:
+        """The new sendAt in epoch ms (as `PUT /messages/{id}/reschedule` reads it), or None
+        with `error` set."""
+        if not self.send_at:
+            self.error = f"Enter the new send time: {TIME_FORMAT}."
+            return None
+        try:
+            return parse_send_at(instant_value(self.send_at))
+        except ValidationError as exc:
+            self.error = exc.message
+            return None
+
+    def show_service_error(self, exc: ApiError) -> bool:
+        """A refusal of MessageService.reschedule, said for the form; False for the others (a
+        404 and the like: the caller raises it)."""
+        if exc.token in ("invalid_sendAt", "missing_sendAt"):
+            self.error = exc.message
+        elif exc.token == "too_late":  # noqa: S105 - an error token
+            self.error = f"Too late to reschedule: {exc.message}. It was not moved."
+        elif exc.token == "not_reschedulable":  # noqa: S105 - an error token
+            self.error = f"Not rescheduled: {exc.message}."
+        elif exc.status == 503:
+            self.error = f"Not finished: {exc.message}."
+        else:
+            return False
+        return True
 
 
 # -- a schedule's flexible window, in minutes -------------------------------------------------
