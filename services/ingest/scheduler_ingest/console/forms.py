@@ -3,8 +3,8 @@ ApplicationUpdate), so the console validates exactly like `POST/PUT /application
 back per form field, for the messages next to each input; the service's own refusals (a bad
 endpoint, a delivery policy that contradicts itself) too, through `show_service_error`.
 
-Also the smaller forms' parsing: a message's new time (RescheduleForm), a schedule's flexible
-window typed in minutes."""
+Also the smaller forms' parsing: a message's new time (RescheduleForm), the bulk abort and
+redrive filter (BulkForm), a schedule's flexible window typed in minutes."""
 
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ import pydantic
 from scheduler.domain import policy as bounds
 from scheduler.domain.errors import ValidationError
 from scheduler.domain.policy import DeliveryPolicy
-from scheduler.domain.sendat import parse_send_at
+from scheduler.domain.sendat import format_rfc3339_ms, parse_send_at
 from scheduler.domain.window import MAX_WINDOW_MS
 from scheduler.store.ports import Application
+from scheduler_ingest.bulk import BulkOperation, BulkRequest, parse_bulk
 from scheduler_ingest.errors import ApiError
 from scheduler_ingest.models import (
     ApplicationCreate,
@@ -463,6 +464,119 @@ class RescheduleForm:
         else:
             return False
         return True
+
+
+# -- bulk abort and redrive ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BulkChoice:
+    operation: BulkOperation
+    status: str | None  # None: every status the operation takes
+    label: str
+    what: str  # the messages, in words
+
+
+BULK_CHOICES: dict[str, BulkChoice] = {
+    "abort": BulkChoice(
+        BulkOperation.ABORT, None, "Abort READY and QUEUED messages", "READY or QUEUED message"
+    ),
+    "abort_ready": BulkChoice(
+        BulkOperation.ABORT, "READY", "Abort READY messages only", "READY message"
+    ),
+    "abort_queued": BulkChoice(
+        BulkOperation.ABORT, "QUEUED", "Abort QUEUED messages only", "QUEUED message"
+    ),
+    "redrive": BulkChoice(BulkOperation.REDRIVE, None, "Redrive FAILED messages", "FAILED message"),
+}
+
+
+@dataclass
+class BulkForm:
+    """The bulk action form of the messages page: what to do and an optional range of sendAt,
+    as typed (kept on errors and carried through the confirmation and each "continue")."""
+
+    action: str = "abort"
+    send_at_from: str = ""
+    send_at_to: str = ""
+    cursor: str = ""
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, form: Mapping[str, Any]) -> BulkForm:
+        def text(name: str) -> str:
+            value = form.get(name)
+            return value.strip() if isinstance(value, str) else ""
+
+        return cls(
+            action=text("action"),
+            send_at_from=text("send_at_from"),
+            send_at_to=text("send_at_to"),
+            cursor=text("cursor"),
+        )
+
+    @property
+    def choice(self) -> BulkChoice | None:
+        return BULK_CHOICES.get(self.action)
+
+    def to_request(self) -> BulkRequest | None:
+        """The filter as `POST /messages/abort` or `/redrive` reads it, or None with `errors`
+        filled in (by form field)."""
+        choice = self.choice
+        if choice is None:
+            self.errors["action"] = "Choose what to do."
+            return None
+        body: dict[str, Any] = {}
+        if choice.status is not None:
+            body["status"] = choice.status
+        for name, value in (("sendAtFrom", self.send_at_from), ("sendAtTo", self.send_at_to)):
+            instant = instant_value(value)
+            if instant is not None:
+                body[name] = instant
+        if self.cursor:
+            body["cursor"] = self.cursor
+        try:
+            return parse_bulk(choice.operation, body)
+        except ValidationError as exc:
+            if exc.token == "invalid_cursor":  # noqa: S105 - an error token
+                self.errors["cursor"] = (
+                    "Where to continue from was not recognised (another filter's, or altered)."
+                    " Submit again to start over from the newest messages: what was done is"
+                    " not done twice."
+                )
+            elif exc.message.startswith("sendAtTo"):
+                self.errors["send_at_to"] = exc.message
+            elif exc.message.startswith("sendAtFrom"):
+                self.errors["send_at_from"] = exc.message
+            else:
+                self.errors["action"] = exc.message
+            return None
+
+    def describe(self, request: BulkRequest) -> str:
+        """The filter in words, with the range in UTC (as the offsets typed resolve)."""
+        choice = self.choice
+        assert choice is not None
+        start, end = request.send_at_from_ms, request.send_at_to_ms
+        parts = [f"every {choice.what}"]
+        if start is not None:
+            parts.append(f"with a send time at or after {format_rfc3339_ms(start)}")
+        if end is not None:
+            joint = "and before" if start is not None else "with a send time before"
+            parts.append(f"{joint} {format_rfc3339_ms(end)}")
+        if start is None and end is None:
+            parts.append("whatever its send time")
+        return " ".join(parts)
+
+    def fields(self, cursor: str | None = None) -> dict[str, str]:
+        """The hidden fields that repeat this filter (a confirmation, a "continue")."""
+        shown = {
+            "action": self.action,
+            "send_at_from": self.send_at_from,
+            "send_at_to": self.send_at_to,
+        }
+        if cursor:
+            shown["cursor"] = cursor
+        return shown
 
 
 # -- a schedule's flexible window, in minutes -------------------------------------------------

@@ -1,9 +1,11 @@
 """Messages of an application: list (status filter, newest first, paging), detail with logs,
-abort, redrive and reschedule: the MessageService calls of the JSON routes, scoped to an owned
-app."""
+abort, redrive and reschedule, and the bulk abort and redrive of a filter: the MessageService
+and BulkRunner calls of the JSON routes, scoped to an owned app."""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -11,7 +13,13 @@ from fastapi.responses import Response
 
 from scheduler.domain.status import Status
 from scheduler.store.ports import Application
-from scheduler_ingest.console.forms import TIME_FORMAT, RescheduleForm
+from scheduler_ingest.bulk import BulkCursor, BulkOperation, BulkRequest, BulkResult, BulkRunner
+from scheduler_ingest.console.forms import (
+    BULK_CHOICES,
+    TIME_FORMAT,
+    BulkForm,
+    RescheduleForm,
+)
 from scheduler_ingest.console.sessions import Session
 from scheduler_ingest.console.web import (
     Console,
@@ -26,6 +34,53 @@ from scheduler_ingest.messages import RESCHEDULED, log_json, message_json
 
 PAGE_SIZE = 25
 STATUSES = [s.value for s in Status]
+# One bulk submission: at most this many calls of the bulk operation (each reads up to 20,000
+# messages or ~10 s, and acts on up to 1,000), and no call started after BULK_BUDGET_MS; what
+# is left is a "continue" button carrying the cursor.
+BULK_MAX_CALLS = 5
+BULK_BUDGET_MS = 20_000
+
+
+@dataclass
+class BulkTotals:
+    """What the calls of one submission did, added up."""
+
+    operation: BulkOperation
+    calls: int = 0
+    matched: int = 0
+    done: int = 0
+    too_late: int = 0
+    refused: int = 0
+    failed: int = 0
+    scanned: int = 0
+    next_cursor: str | None = None
+
+    def add(self, result: BulkResult) -> None:
+        self.calls += 1
+        self.matched += result.matched
+        self.done += result.done
+        self.too_late += result.too_late
+        self.refused += result.refused
+        self.failed += result.failed
+        self.scanned += result.scanned
+        self.next_cursor = result.next_cursor
+
+
+async def run_bulk(c: Console, app_id: str, request: BulkRequest) -> BulkTotals:
+    """The bulk operation, its cursor followed here as a client's loop would, within bounds.
+    It stops early when Kafka refused some (`failed`): the cursor then repeats that slice, and
+    a moment's wait before continuing is wise."""
+    totals = BulkTotals(request.operation)
+    started = c.clock.monotonic_ms()
+    runner = BulkRunner(c.gw.messages)
+    while True:
+        result = await runner.run(app_id, request, by="console")
+        totals.add(result)
+        if result.next_cursor is None or result.failed or totals.calls >= BULK_MAX_CALLS:
+            return totals
+        if c.clock.monotonic_ms() - started >= BULK_BUDGET_MS:
+            return totals
+        request = dataclasses.replace(request, cursor=BulkCursor.decode(result.next_cursor))
 
 
 def build_router() -> APIRouter:
@@ -41,28 +96,62 @@ def build_router() -> APIRouter:
         cursor: Annotated[str, Query(max_length=200)] = "",
     ) -> Response:
         app = await c.gw.control.owned_app(session.principal, app_id)
-        wanted = status if status in STATUSES else ""
-        try:
-            views, next_cursor = await c.gw.messages.list(
-                app.app_id, wanted or None, cursor or None, PAGE_SIZE
+        page = await _list_page(c, request, session, app, status, cursor, BulkForm())
+        return page or c.redirect(f"/apps/{app_id}/messages")
+
+    @router.post("/apps/{app_id}/messages/bulk")
+    async def bulk(request: Request, c: ConsoleDep, post: PostDep, app_id: str) -> Response:
+        """The bulk form: checked, then a confirmation that states the filter, then run (and
+        each "continue" of a loop that stopped, with its cursor, confirmed already)."""
+        app = await c.gw.control.owned_app(post.session.principal, app_id)
+        form = BulkForm.of(post.form)
+        filtered = form.to_request()
+        if filtered is None:
+            page = await _list_page(c, request, post.session, app, "", "", form, 400)
+            assert page is not None  # no cursor: the listing has none to refuse
+            return page
+        choice = BULK_CHOICES[form.action]
+        described = form.describe(filtered)
+        if not confirmed(post):
+            doing = "abort" if choice.operation is BulkOperation.ABORT else "redrive"
+            consequence = (
+                f"This will {doing} {described}, in application {app.name}."
+                " Messages are read newest first, a slice at a time; what is not done in about"
+                f" {BULK_BUDGET_MS // 1000} s can be continued from the next page."
             )
-        except ApiError as exc:
-            if exc.token != "invalid_cursor":  # noqa: S105 - an error token
-                raise
-            return c.redirect(f"/apps/{app_id}/messages")
+            if choice.operation is BulkOperation.ABORT:
+                consequence += (
+                    " Aborted messages are not delivered; an abort cannot be undone. Those"
+                    " due within the cancel guard are delivered anyway (counted as too late)."
+                )
+            else:
+                consequence += " Each is delivered again, from its first attempt."
+            return confirm_page(
+                c,
+                request,
+                post,
+                title=f"{choice.label}?",
+                consequence=consequence,
+                action=f"/apps/{app_id}/messages/bulk",
+                button=f"Yes, {choice.label[0].lower()}{choice.label[1:]}",
+                back=f"/apps/{app_id}/messages",
+                fields=form.fields(form.cursor),
+            )
+        totals = await run_bulk(c, app.app_id, filtered)
+        c.metrics.actions.labels(f"bulk_{choice.operation}").inc()
         return c.render(
             request,
-            "messages.html",
+            "bulk_result.html",
             {
-                "title": f"Messages of {app.name}",
+                "title": f"{choice.label}: {'stopped' if totals.next_cursor else 'done'}",
                 "app": app,
-                "messages": [message_json(v) for v in views],
-                "status": wanted,
-                "statuses": STATUSES,
-                "next_cursor": next_cursor,
-                "paged": bool(cursor),
+                "choice": choice,
+                "described": described,
+                "totals": totals,
+                "fields": form.fields(totals.next_cursor),
+                "abort": choice.operation is BulkOperation.ABORT,
             },
-            session=session,
+            session=post.session,
         )
 
     @router.get("/apps/{app_id}/messages/{message_id}")
@@ -151,6 +240,46 @@ def build_router() -> APIRouter:
         return await act(request, c, post, app_id, message_id, "redrive")
 
     return router
+
+
+async def _list_page(
+    c: Console,
+    request: Request,
+    session: Session,
+    app: Application,
+    status: str,
+    cursor: str,
+    bulk: BulkForm,
+    code: int = 200,
+) -> Response | None:
+    """The messages page with the bulk form as given; None for a cursor the listing refuses."""
+    wanted = status if status in STATUSES else ""
+    try:
+        views, next_cursor = await c.gw.messages.list(
+            app.app_id, wanted or None, cursor or None, PAGE_SIZE
+        )
+    except ApiError as exc:
+        if exc.token != "invalid_cursor":  # noqa: S105 - an error token
+            raise
+        return None
+    return c.render(
+        request,
+        "messages.html",
+        {
+            "title": f"Messages of {app.name}",
+            "app": app,
+            "messages": [message_json(v) for v in views],
+            "status": wanted,
+            "statuses": STATUSES,
+            "next_cursor": next_cursor,
+            "paged": bool(cursor),
+            "bulk": bulk,
+            "bulk_choices": BULK_CHOICES,
+            "time_format": TIME_FORMAT,
+        },
+        code,
+        session,
+    )
 
 
 async def _message_page(
