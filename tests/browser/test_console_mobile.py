@@ -162,7 +162,7 @@ def test_every_page_fits_a_phone(
 
     # The messages are cards: each id on one or two lines, never one character per line.
     page.goto(f"{app}/messages")
-    link = page.get_by_role("link", name=seeded["ready"])
+    link = page.get_by_role("link", name=seeded["ready"], exact=True)
     box = link.bounding_box()
     line = float(link.evaluate("el => parseFloat(getComputedStyle(el).lineHeight) || 20"))
     assert box is not None and box["height"] <= 2.5 * line, box

@@ -86,6 +86,12 @@ class IngestMetrics:
             ["operation", "outcome"],
             registry=registry,
         )
+        for operation, outcome in (
+            ("reschedule", "rescheduled"),
+            ("bulk_abort", "aborted"),
+            ("bulk_redrive", "redriven"),
+        ):  # shown at 0 from the start: a panel with no series reads as broken
+            self.message_operations.labels(operation, outcome)
         self.key_cache = Counter(
             "scheduler_ingest_key_cache_total",
             "Key lookups by cache result (hit, miss).",
