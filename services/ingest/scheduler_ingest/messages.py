@@ -617,24 +617,13 @@ class MessageService:
             )
         now = self._clock.now_ms()
         generation = state.generation + 1
-        command = Command(
-            message_id=message_id,
-            app_id=app_id,
-            kind=CommandKind.REDRIVE,
-            generation=generation,
-            issued_ms=now,
-            send_at_ms=now,
-        )
+        data: dict[str, object] = {"generation": generation}
         try:
-            await self._publish_command(command)
+            return await self._start_generation(
+                app_id, message_id, generation, now, now, "redriven", data
+            )
         except PublishError as exc:
             raise unavailable(exc, self._retry_after_s) from None
-        # The command will deliver it again: pending from here on, whatever the record says.
-        await self._move_pending(app_id, +1)
-        ready = StatusUpdate(Status.READY, generation, FIRST_ATTEMPT, due_ms=now, at_ms=now)
-        entry = LogEntry(now, f"{generation}:redriven", Status.READY, {"generation": generation})
-        await self._io(self._store.update_status, app_id, message_id, ready, entry)
-        return await self.get(app_id, message_id)
 
     # -- reschedule -----------------------------------------------------------------------------
 
@@ -698,30 +687,46 @@ class MessageService:
     async def _next_generation(
         self, app_id: str, message_id: str, old: StatusUpdate, send_at_ms: int
     ) -> MessageView:
-        """The message continues as generation + 1 due at `send_at_ms`: the command first (as a
-        redrive: a READY record with no command behind it would never be delivered), then the
-        record, for read-your-writes."""
-        now = self._clock.now_ms()
+        """The rescheduled message continues as generation + 1 due at `send_at_ms`."""
         generation = old.generation + 1
+        moved = {"from": format_rfc3339_ms(old.due_ms), "to": format_rfc3339_ms(send_at_ms)}
+        data: dict[str, object] = {"rescheduled": moved, "generation": generation}
+        now = self._clock.now_ms()
+        try:
+            return await self._start_generation(
+                app_id, message_id, generation, send_at_ms, now, "rescheduled", data
+            )
+        except PublishError as exc:
+            log.warning("reschedule of %s/%s stopped after its abort: %s", app_id, message_id, exc)
+            raise _reschedule_interrupted({"Retry-After": str(self._retry_after_s)}) from None
+
+    async def _start_generation(
+        self,
+        app_id: str,
+        message_id: str,
+        generation: int,
+        due_ms: int,
+        now: int,
+        event: str,
+        data: dict[str, object],
+    ) -> MessageView:
+        """Generation `generation` of the message, due at `due_ms` (a redrive, a reschedule): the
+        REDRIVE command first (a READY record with no command behind it would never be
+        delivered), then the pending count and the READY record, for read-your-writes. A
+        PublishError propagates before anything was changed."""
         command = Command(
             message_id=message_id,
             app_id=app_id,
             kind=CommandKind.REDRIVE,
             generation=generation,
             issued_ms=now,
-            send_at_ms=send_at_ms,
+            send_at_ms=due_ms,
         )
-        try:
-            await self._publish_command(command)
-        except PublishError as exc:
-            log.warning("reschedule of %s/%s stopped after its abort: %s", app_id, message_id, exc)
-            raise _reschedule_interrupted({"Retry-After": str(self._retry_after_s)}) from None
+        await self._publish_command(command)
         # Delivered again from here on: pending again, whatever the record says.
         await self._move_pending(app_id, +1)
-        ready = StatusUpdate(Status.READY, generation, FIRST_ATTEMPT, due_ms=send_at_ms, at_ms=now)
-        moved = {"from": format_rfc3339_ms(old.due_ms), "to": format_rfc3339_ms(send_at_ms)}
-        data: dict[str, object] = {"rescheduled": moved, "generation": generation}
-        entry = LogEntry(now, f"{generation}:rescheduled", Status.READY, data)
+        ready = StatusUpdate(Status.READY, generation, FIRST_ATTEMPT, due_ms=due_ms, at_ms=now)
+        entry = LogEntry(now, f"{generation}:{event}", Status.READY, data)
         await self._io(self._store.update_status, app_id, message_id, ready, entry)
         return await self.get(app_id, message_id)
 
