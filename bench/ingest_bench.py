@@ -20,7 +20,6 @@ import json
 import os
 import pstats
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,6 +50,7 @@ from scheduler.testing.isolation import (
     private_kafka,
     unique_name,
 )
+from scheduler.testing.processes import free_port
 from scheduler.testing.servers import resolve_servers
 from scheduler_ingest.app import Deps, create_app
 from scheduler_ingest.destinations import FakeTopicDirectory
@@ -67,12 +67,6 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def server_means(metrics_url: str, route: str) -> str:

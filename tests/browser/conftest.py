@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import tempfile
 import threading
 import uuid
@@ -25,6 +24,7 @@ from scheduler.clock import SystemClock
 from scheduler.store.cassandra_apps import CassandraAppStore
 from scheduler.store.cassandra_messages import CassandraMessageStore
 from scheduler.store.usage import CassandraUsageStore
+from scheduler.testing.processes import free_port
 from scheduler_ingest.settings import IngestSettings
 from tests.integration.ingest.conftest import LiveEnv, LiveHarness, live_env
 from tests.support.tools import chromium
@@ -43,12 +43,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

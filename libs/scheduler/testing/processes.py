@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -42,10 +43,29 @@ START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# Ports handed out for services to bind later. Not the kernel's pick (bind to port 0): that comes
+# from the ephemeral range, which every outgoing connection also draws its local port from, so a
+# Kafka or Cassandra client could take the port before the service binds it (CI once saw ingest
+# fail with "Address already in use"). Below the ephemeral range (32768-60999 by default) only
+# explicit binds compete: the stacks' fixed ports are 7000-9093, 17000-19999 and 25000-26999.
+FREE_PORTS = range(30_000, 32_700)
+_handed_out: set[int] = set()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now, outside the ephemeral range, not handed out before by this
+    process; random, so that two test sessions rarely try the same one."""
+    candidates = [p for p in FREE_PORTS if p not in _handed_out]
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {FREE_PORTS.start}-{FREE_PORTS.stop - 1}")
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout_s: float, every_s: float = 0.5) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import urllib.request
 from collections import Counter
@@ -12,18 +11,13 @@ from pathlib import Path
 import pytest
 
 from scheduler.domain.status import Status
+from scheduler.testing.processes import free_port
 
 from .support import CLOCK, Stack, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 N = 3_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _sample(exposition: str, name: str) -> float:
@@ -57,7 +51,7 @@ def test_kill_9_mid_batch_then_restart_loses_and_duplicates_nothing(
     at_kill = len(stack.stored_ids())
     assert at_kill < N, "the first process finished before the kill: the test proves nothing"
 
-    port = _free_port()
+    port = free_port()
     second = stack.bucketer_process(log_path, batch_size=500, metrics_port=port)
     try:
         wait_until(lambda: len(stack.stored_ids()) >= N, 120, f"{N} stored rows")

@@ -68,7 +68,6 @@ DISPATCH_ENV = {"SCHEDULER_DISPATCH_OFFSETS_REFRESH_MS": "1000"}
 EIGHT_DAYS_MS = 8 * 86_400_000
 
 
-_free_port = free_port
 _wait = wait_for
 
 
@@ -200,7 +199,7 @@ def prometheus(stack: Stack, tmp_path: Path) -> Iterator[Prometheus]:
         ],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = _free_port()
+    port = free_port()
     with (tmp_path / "prometheus.log").open("wb") as log:
         proc = subprocess.Popen(
             [

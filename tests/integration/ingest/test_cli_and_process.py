@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from scheduler.security import DEV_PEPPER, SecretHasher
 from scheduler.store.cassandra_apps import CassandraAppStore
 from scheduler.store.cassandra_messages import CassandraMessageStore
 from scheduler.store.usage import CassandraUsageStore
+from scheduler.testing.processes import free_port
 from tests.unit.ingest.harness import Harness, token
 
 from .conftest import LiveEnv
@@ -114,15 +114,9 @@ def test_admin_refuses_to_run_without_a_pepper_in_production(
     assert code == 1 and "SCHEDULER_SECRET_PEPPER" in err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def gateway_process(live_env: LiveEnv) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     env = {
         **os.environ,
         **_env(live_env),

@@ -5,7 +5,6 @@ dir (the shared local stack is left alone)."""
 from __future__ import annotations
 
 import dataclasses
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from confluent_kafka.admin import AdminClient
 
 from scheduler.settings import CassandraSettings, KafkaSettings
 from scheduler.store.cassandra import connect
+from scheduler.testing.processes import free_port
 from scheduler.testing.stack import HOST, Alive, StackSettings, _wait, port_open
 from tests.support.certs import Pki
 
@@ -29,13 +29,6 @@ import stack  # devservers/ is not a package
 BROKER_NAME = "localhost"  # the only name in the broker's certificate
 KAFKA_HEAP = "256m"
 CASSANDRA_HEAP = "512M"  # the smallest devservers/README.md found to work
-
-
-def free_port() -> int:
-    """A port nothing listens on now (the kernel's pick, so no two sessions collide)."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 def kafka_settings(bootstrap: str, pki: Pki, **changes: Any) -> KafkaSettings:
