@@ -82,13 +82,20 @@ def message_store(request: pytest.FixtureRequest) -> Iterator[Any]:
         pytest.param("cassandra-budgeted", marks=pytest.mark.integration),
     ]
 )
-def schedule_store(request: pytest.FixtureRequest) -> Iterator[Any]:
+def schedule_store(request: pytest.FixtureRequest, schedule_clock: ManualClock) -> Iterator[Any]:
     if request.param == "fake":
-        yield InMemoryScheduleStore()
+        yield InMemoryScheduleStore(schedule_clock)
     elif request.param == "cassandra-budgeted":
-        yield _cassandra_adapter("schedule_store", request, scan_budget=3)
+        yield _cassandra_adapter("schedule_store", request, scan_budget=3, clock=schedule_clock)
     else:
-        yield _cassandra_adapter("schedule_store", request, request.param == "cassandra-encrypted")
+        encrypted = request.param == "cassandra-encrypted"
+        yield _cassandra_adapter("schedule_store", request, encrypted, clock=schedule_clock)
+
+
+@pytest.fixture
+def schedule_clock() -> ManualClock:
+    """The clock the schedule store stamps its change rows with."""
+    return ManualClock(1_893_499_200_000)
 
 
 # Small enough that a filtered list of a few dozen rows spends it (production: 2,000 rows).

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 
+from scheduler.clock import ManualClock
 from scheduler.domain.recurrence import CatchUpPolicy, Recurrence
 from scheduler.store.cursor import encode_cursor
 from scheduler.store.ports import Schedule, ScheduleStore
@@ -188,3 +189,32 @@ def test_changes_are_ordered_by_their_instants_not_by_their_arrival(
     schedule_store.update_definition(replace(newer, payload_json="[1]", updated_ms=T0 + 30))
     got = schedule_store.get(a, "sch-1")
     assert got is not None and (got.payload_json, got.updated_ms) == ("[2]", T0 + 40)
+
+
+def test_every_change_but_the_cursor_is_listed_by_the_instant_it_was_written(
+    schedule_store: ScheduleStore, schedule_clock: ManualClock
+) -> None:
+    a = app()
+    for name in ("sch-1", "sch-2", "sch-3", "sch-4"):
+        schedule_store.put(schedule(a, name))
+    schedule_clock.advance(61_000)  # into the next minute: the reader spans partitions
+    start = schedule_clock.now_ms()
+    writes = [
+        lambda: schedule_store.put(schedule(a, "sch-5")),
+        lambda: schedule_store.update_definition(schedule(a, "sch-1", payload_json="{}")),
+        lambda: schedule_store.set_paused(a, "sch-2", True, T0 + 1),
+        lambda: schedule_store.delete(a, "sch-3", T0 + 1),
+        lambda: schedule_store.advance_cursor(a, "sch-4", T0 + 5),  # the runner's own: not listed
+    ]
+    for write in writes:
+        schedule_clock.advance(20_000)
+        write()
+    changes = [c for c in schedule_store.changed_since(start) if c.app_id == a]
+    assert [(c.written_ms - start, c.schedule_id) for c in sorted(changes)] == [
+        (20_000, "sch-5"),
+        (40_000, "sch-1"),
+        (60_000, "sch-2"),
+        (80_000, "sch-3"),
+    ]
+    later = [c for c in schedule_store.changed_since(start + 60_000) if c.app_id == a]
+    assert [c.schedule_id for c in sorted(later)] == ["sch-2", "sch-3"]

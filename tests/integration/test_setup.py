@@ -48,6 +48,7 @@ EXPECTED_TABLES = {
     "stored_days",
     "idempotency_keys",  # 0005: idempotency key claims
     "schedules",  # 0006: recurring schedules
+    "schedule_changes",  # 0009: the schedules changed lately (the occurrence runner)
     "schema_migrations",
 }
 
@@ -180,6 +181,7 @@ def test_setup_adds_the_idempotency_keys_table_to_a_keyspace_of_the_previous_rel
         "applied migration 0006_schedules",  # and the migrations after it
         "applied migration 0007_delivery_policy",
         "applied migration 0008_schedule_window",
+        "applied migration 0009_schedule_changes",
     ]
     assert "idempotency_keys" in _tables(cassandra_session, cassandra_settings)
     assert setup(kafka_settings, cassandra_settings, scheduling_settings) == []
@@ -232,6 +234,7 @@ def test_setup_adds_the_schedules_table_to_a_keyspace_of_the_previous_release(
         "applied migration 0006_schedules",
         "applied migration 0007_delivery_policy",
         "applied migration 0008_schedule_window",
+        "applied migration 0009_schedule_changes",
     ]
     assert "schedules" in _tables(cassandra_session, cassandra_settings)
     old = CassandraMessageStore(cassandra_session).get("app-old", "01JOLDMESSAGE0000000000001")
@@ -270,6 +273,7 @@ def test_setup_adds_the_delivery_policy_columns_and_keeps_the_previous_releases_
     assert [c for c in changes if c.startswith("applied migration")] == [
         "applied migration 0007_delivery_policy",
         "applied migration 0008_schedule_window",
+        "applied migration 0009_schedule_changes",
     ]
     apps = CassandraAppStore(cassandra_session)
     old = apps.get_app("app-old")

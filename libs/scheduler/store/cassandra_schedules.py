@@ -1,4 +1,5 @@
-"""ScheduleStore on Cassandra: the `schedules` table (migration 0006).
+"""ScheduleStore on Cassandra: the `schedules` table (migration 0006) and `schedule_changes`
+(migration 0009: which schedules changed lately, for the occurrence runner).
 
 The control plane writes the definition cells; the occurrence runner writes `cursor_ms` alone,
 `USING TIMESTAMP` of the cursor in microseconds, so the highest cursor wins whatever the order
@@ -22,14 +23,16 @@ from typing import Any
 from cassandra.cluster import Session
 from cassandra.query import PreparedStatement
 
+from scheduler.clock import Clock, SystemClock
 from scheduler.domain.errors import ValidationError
 from scheduler.domain.recurrence import Recurrence
 from scheduler.encryption import PLAIN, ColumnCipher, cell
 from scheduler.store.cursor import decode_schedule_cursor, encode_schedule_cursor
-from scheduler.store.ports import LIST_SCAN_BUDGET, Schedule, SchedulePage
+from scheduler.store.ports import LIST_SCAN_BUDGET, Schedule, ScheduleChange, SchedulePage
 
 log = logging.getLogger(__name__)
 SCAN_PAGE = 500  # rows per page of the runner's pass over the table
+MINUTE_MS = 60_000  # a partition of schedule_changes
 _COLUMNS = (
     "schedule_id, recurrence_json, payload_json, kafka_key, paused, created_ms, updated_ms,"
     " deleted_ms, cursor_ms, flexible_window_ms"
@@ -45,11 +48,16 @@ class CassandraScheduleStore:
     """`scan_budget`: rows a `list` page reads at most (deleted schedules are skipped)."""
 
     def __init__(
-        self, session: Session, cipher: ColumnCipher = PLAIN, scan_budget: int = LIST_SCAN_BUDGET
+        self,
+        session: Session,
+        cipher: ColumnCipher = PLAIN,
+        scan_budget: int = LIST_SCAN_BUDGET,
+        clock: Clock | None = None,
     ) -> None:
         if scan_budget < 1:
             raise ValueError("scan_budget must be at least 1")
         self._session = session
+        self._clock = clock or SystemClock()
         self._cipher = cipher
         self._scan_budget = scan_budget
         prepare = session.prepare
@@ -79,6 +87,14 @@ class CassandraScheduleStore:
         )
         self._scan: PreparedStatement = prepare(f"SELECT app_id, {_COLUMNS} FROM schedules")  # noqa: S608
         self._scan.fetch_size = SCAN_PAGE
+        self._add_change: PreparedStatement = prepare(
+            "INSERT INTO schedule_changes (minute, written_ms, app_id, schedule_id)"
+            " VALUES (?, ?, ?, ?)"
+        )
+        self._changes: PreparedStatement = prepare(
+            "SELECT written_ms, app_id, schedule_id FROM schedule_changes WHERE minute = ?"
+            " AND written_ms >= ?"
+        )
         self._cursor: PreparedStatement = prepare(
             "UPDATE schedules USING TIMESTAMP ? SET cursor_ms = ? WHERE app_id = ?"
             " AND schedule_id = ?"
@@ -103,6 +119,7 @@ class CassandraScheduleStore:
                 s.schedule_id,
             ),
         )
+        self._record_change(s.app_id, s.schedule_id)
 
     def update_definition(self, schedule: Schedule) -> None:
         s = schedule
@@ -121,6 +138,7 @@ class CassandraScheduleStore:
                 s.schedule_id,
             ),
         )
+        self._record_change(s.app_id, s.schedule_id)
 
     def get(self, app_id: str, schedule_id: str) -> Schedule | None:
         row = self._session.execute(self._get, (app_id, schedule_id)).one()
@@ -149,9 +167,16 @@ class CassandraScheduleStore:
 
     def set_paused(self, app_id: str, schedule_id: str, paused: bool, at_ms: int) -> None:
         self._session.execute(self._pause, (at_ms * 1000, paused, at_ms, app_id, schedule_id))
+        self._record_change(app_id, schedule_id)
 
     def delete(self, app_id: str, schedule_id: str, at_ms: int) -> None:
         self._session.execute(self._delete, (at_ms * 1000, at_ms, at_ms, app_id, schedule_id))
+        self._record_change(app_id, schedule_id)
+
+    def _record_change(self, app_id: str, schedule_id: str) -> None:
+        """After the schedule's write: a runner that reads the change then reads the write."""
+        now = self._clock.now_ms()
+        self._session.execute(self._add_change, (now // MINUTE_MS, now, app_id, schedule_id))
 
     def advance_cursor(self, app_id: str, schedule_id: str, cursor_ms: int) -> None:
         self._session.execute(self._cursor, (cursor_ms * 1000, cursor_ms, app_id, schedule_id))
@@ -167,6 +192,12 @@ class CassandraScheduleStore:
                 continue
             if schedule is not None:
                 yield schedule
+
+    def changed_since(self, since_ms: int) -> Iterator[ScheduleChange]:
+        last_minute = self._clock.now_ms() // MINUTE_MS + 1  # a writer's clock a little ahead
+        for minute in range(since_ms // MINUTE_MS, last_minute + 1):
+            for row in self._session.execute(self._changes, (minute, since_ms)):
+                yield ScheduleChange(row.written_ms, row.app_id, row.schedule_id)
 
     def _schedule(self, app_id: str, row: Any) -> Schedule | None:
         if row is None or row.created_ms is None:

@@ -162,6 +162,13 @@ class Schedule:
     flexible_window_ms: int | None = None
 
 
+@dataclass(frozen=True, order=True)
+class ScheduleChange:
+    written_ms: int  # the writer's clock when it wrote the change
+    app_id: str
+    schedule_id: str
+
+
 @dataclass(frozen=True)
 class SchedulePage:
     items: Sequence[Schedule]
@@ -202,6 +209,12 @@ class ScheduleStore(Protocol):
         """Every schedule that is not deleted, of every app, in no particular order (the
         occurrence runner's pass). A stored timing this version cannot read (written by a newer
         one) is skipped, not raised."""
+
+    def changed_since(self, since_ms: int) -> Iterator[ScheduleChange]:
+        """The changes written at `since_ms` or later, by the clock of this store's process:
+        one per `put`, `update_definition`, `set_paused` and `delete` (not per cursor), each
+        recorded after the schedule's own write, kept for an hour at least. The occurrence
+        runner reads them to re-read only the schedules that changed."""
 
 
 class AppLookup(Protocol):

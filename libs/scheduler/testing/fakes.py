@@ -29,6 +29,7 @@ from scheduler.store.ports import (
     MessagePage,
     MessageView,
     Schedule,
+    ScheduleChange,
     SchedulePage,
     StatusUpdate,
     StatusWrite,
@@ -300,10 +301,12 @@ class InMemoryScheduleStore:
     write carries its instant, and each cell keeps the value of the latest one issued (a tie on
     the paused flag: paused, as Cassandra keeps the larger value)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock = clock or SystemClock()
         self._lock = threading.Lock()
         self._rows: dict[tuple[str, str], Schedule] = {}
         self._stamps: dict[tuple[str, str], dict[str, int]] = {}  # cell -> instant written
+        self._changes: list[ScheduleChange] = []
 
     def put(self, schedule: Schedule) -> None:
         s = schedule
@@ -369,6 +372,10 @@ class InMemoryScheduleStore:
             rows = list(self._rows.values())
         return iter([s for s in rows if s.deleted_ms is None])
 
+    def changed_since(self, since_ms: int) -> Iterator[ScheduleChange]:
+        with self._lock:
+            return iter([c for c in self._changes if c.written_ms >= since_ms])
+
     def _change(self, app_id: str, schedule_id: str, at_ms: int, **changes: Any) -> None:
         """Write the cells of `changes` (and `updated_ms`) at `at_ms`: a cell written later
         keeps its value."""
@@ -386,3 +393,4 @@ class InMemoryScheduleStore:
                     kept[name] = value
                     stamps[name] = at_ms
             self._rows[key] = dataclasses.replace(stored, **kept)
+            self._changes.append(ScheduleChange(self._clock.now_ms(), app_id, schedule_id))

@@ -164,14 +164,20 @@ class ReleaseSettings(BaseSettings):
     schedule_tick_ms: int = Field(
         default=1_000,
         ge=10,
-        description="how often the leader's occurrence runner passes over the recurring"
-        " schedules (docs/SCHEDULES.md)",
+        description="how often the leader's occurrence runner looks at the recurring"
+        " schedules due (docs/SCHEDULES.md)",
     )
     schedule_lookahead_ms: int = Field(
         default=60_000,
         ge=0,
         description="occurrences are created this far ahead of their instant; a pause or delete"
         " aborts the ones already created",
+    )
+    schedule_rescan_ms: int = Field(
+        default=300_000,
+        ge=1_000,
+        description="how often the occurrence runner reads every schedule again; between"
+        " passes it reads only the schedules due and those changed lately (docs/SCHEDULES.md)",
     )
     schedule_limit: int = Field(
         default=100,

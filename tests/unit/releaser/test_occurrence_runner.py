@@ -49,13 +49,13 @@ class HookedProducer(InMemoryProducer):
 
 
 class World:
-    def __init__(self) -> None:
+    def __init__(self, runner: type[OccurrenceRunner] = OccurrenceRunner) -> None:
         self.clock = ManualClock(T0)
-        self.schedules = InMemoryScheduleStore()
+        self.schedules = InMemoryScheduleStore(self.clock)
         self.messages = InMemoryMessageStore(self.clock)
         self.usage = InMemoryUsageStore()
         self.producer = HookedProducer()
-        self.runner = OccurrenceRunner(
+        self.runner = runner(
             schedules=self.schedules,
             messages=self.messages,
             usage=self.usage,
@@ -68,6 +68,7 @@ class World:
             metrics=OccurrenceMetrics(CollectorRegistry()),
             lookahead_ms=LOOKAHEAD_MS,
             limit=100,
+            rescan_ms=300_000,
         )
 
     def add(self, schedule_id: str, expression: str, **options: object) -> Schedule:

@@ -2,7 +2,8 @@
 "When occurrences are created").
 
 It runs in the releasing leader, in its own thread, once per `SCHEDULER_RELEASE_SCHEDULE_TICK_MS`.
-A tick, for every live schedule:
+A tick takes the schedules that may have an occurrence to create (`due_schedules`: a wake-up
+instant per schedule, the changes others made, a full pass now and then) and, for each:
 
 1. plans the tick (`plan_tick`): the due occurrences the catch-up policy keeps and the upcoming
    ones within the look-ahead, each as a ScheduleRequest whose id derives from (app, schedule,
@@ -42,6 +43,7 @@ from scheduler.store.ports import MessageStore, Schedule, ScheduleStore
 from scheduler.store.usage import UsageStore
 from scheduler.topics import Topics
 from scheduler_releaser.metrics import OccurrenceMetrics
+from scheduler_releaser.releaser.due_schedules import ChangeFeed, DueIndex, wake_ms
 
 log = logging.getLogger(__name__)
 FLUSH_TIMEOUT_S = 30.0
@@ -70,6 +72,7 @@ class OccurrenceRunner:
         metrics: OccurrenceMetrics,
         lookahead_ms: int,
         limit: int,
+        rescan_ms: int,
     ) -> None:
         self._schedules = schedules
         self._messages = messages
@@ -86,36 +89,85 @@ class OccurrenceRunner:
         # Stopped schedules whose abort failed: tried again at the next ticks (a paused or
         # deleted schedule is not planned again, so nothing else would).
         self._to_abort: dict[tuple[str, str], Schedule] = {}
+        self._rescan_ms = rescan_ms
+        self._index = DueIndex()
+        self._changes = ChangeFeed(schedules)
+        self._rescan_at: int | None = None  # None: a full pass at the next tick
+
+    def forget(self) -> None:
+        """Not leading: another runner may change cursors meanwhile; start over when leading."""
+        self._index.clear()
+        self._rescan_at = None
 
     def tick(self) -> int:
-        """One pass over every live schedule; returns the occurrences published. Raises on a
-        Kafka or Cassandra failure: no cursor moved past anything unacknowledged."""
+        """One pass over the schedules that are due; returns the occurrences published. Raises
+        on a Kafka or Cassandra failure: no cursor moved past anything unacknowledged, and the
+        schedules of the tick are looked at again at the next."""
         with self._metrics.duration.time():
             for key, stopped in list(self._to_abort.items()):
                 self._abort_created_ahead(stopped)
                 del self._to_abort[key]
             now = self._clock.now_ms()
-            planned = [p for s in self._schedules.scan_live() if (p := self._plan(s, now))]
-            if not planned:
-                return 0
-            for p in planned:
-                for request in p.requests:
-                    self._producer.produce(
-                        self._topics.requests,
-                        request.app_id.encode(),
-                        self._requests.encode(request),
-                    )
-            self._producer.flush(FLUSH_TIMEOUT_S)
-            created = sum(len(p.requests) for p in planned)
-            self._metrics.created.inc(created)
-            for p in planned:
-                assert p.tick.cursor_ms is not None
-                self._schedules.advance_cursor(
-                    p.schedule.app_id, p.schedule.schedule_id, p.tick.cursor_ms
-                )
-            for p in planned:
-                self._abort_if_stopped(p)
+            self._refresh(now)
+            due = self._index.pop_due(now)
+            try:
+                schedules = [s for key in due if (s := self._schedules.get(*key)) is not None]
+                planned = [p for s in schedules if (p := self._plan(s, now))]
+                created = self._create(planned)
+            except BaseException:
+                for key in due:
+                    self._index.set(key, now)
+                raise
+            cursors = {
+                (p.schedule.app_id, p.schedule.schedule_id): p.tick.cursor_ms for p in planned
+            }
+            for s in schedules:
+                key = (s.app_id, s.schedule_id)
+                after = dataclasses.replace(s, cursor_ms=cursors.get(key, s.cursor_ms))
+                wake = wake_ms(after, now, self._lookahead_ms)
+                # a schedule whose tick created nothing and is still due: the next tick
+                self._index.set(key, None if wake is None else max(wake, now + 1))
             return created
+
+    def _refresh(self, now: int) -> None:
+        """Learn what changed: every schedule at the first tick and every `rescan_ms`, else
+        the schedules others changed since the last tick."""
+        if self._rescan_at is None or now >= self._rescan_at:
+            self._changes.restart(now)
+            self._index.clear()
+            for s in self._schedules.scan_live():
+                self._index.set((s.app_id, s.schedule_id), wake_ms(s, now, self._lookahead_ms))
+            self._rescan_at = now + self._rescan_ms
+            log.info("occurrence runner: %d schedule(s) to wake up", len(self._index))
+            return
+        for key in self._changes.poll(now):
+            changed = self._schedules.get(*key)
+            wake = None if changed is None else wake_ms(changed, now, self._lookahead_ms)
+            self._index.set(key, wake)
+
+    def _create(self, planned: list[_Planned]) -> int:
+        """Publish the planned occurrences, then store the cursors, then abort what a pause
+        or delete that raced the tick stopped."""
+        if not planned:
+            return 0
+        for p in planned:
+            for request in p.requests:
+                self._producer.produce(
+                    self._topics.requests,
+                    request.app_id.encode(),
+                    self._requests.encode(request),
+                )
+        self._producer.flush(FLUSH_TIMEOUT_S)
+        created = sum(len(p.requests) for p in planned)
+        self._metrics.created.inc(created)
+        for p in planned:
+            assert p.tick.cursor_ms is not None
+            self._schedules.advance_cursor(
+                p.schedule.app_id, p.schedule.schedule_id, p.tick.cursor_ms
+            )
+        for p in planned:
+            self._abort_if_stopped(p)
+        return created
 
     def _plan(self, schedule: Schedule, now: int) -> _Planned | None:
         if schedule.paused:
@@ -221,6 +273,7 @@ def run_while_leading(
     """The runner thread: a tick every `tick_s` while this replica leads, until `stop`."""
     while not stop.wait(tick_s):
         if not is_leader():
+            runner.forget()
             continue
         try:
             runner.tick()

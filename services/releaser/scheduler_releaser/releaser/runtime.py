@@ -406,6 +406,7 @@ def run_releaser(
             metrics=occurrence_metrics,
             lookahead_ms=settings.schedule_lookahead_ms,
             limit=settings.schedule_limit,
+            rescan_ms=settings.schedule_rescan_ms,
         )
         occurrences = threading.Thread(
             target=run_while_leading,
