@@ -218,3 +218,23 @@ def test_every_change_but_the_cursor_is_listed_by_the_instant_it_was_written(
     ]
     later = [c for c in schedule_store.changed_since(start + 60_000) if c.app_id == a]
     assert [c.schedule_id for c in sorted(later)] == ["sch-2", "sch-3"]
+
+
+def test_get_many_and_advance_cursors_act_as_their_single_forms(
+    schedule_store: ScheduleStore,
+) -> None:
+    a = app()
+    ids = [f"sch-{i:03d}" for i in range(150)]  # more than one read's or batch's worth
+    for schedule_id in ids:
+        schedule_store.put(schedule(a, schedule_id))
+    schedule_store.delete(a, "sch-001", T0 + 1)
+    schedule_store.advance_cursor(a, "sch-002", T0 + 500)
+    found = schedule_store.get_many(a, [*ids, "sch-unknown", "sch-000"])
+    assert sorted(found) == ids
+    assert found["sch-001"].deleted_ms == T0 + 1
+    assert found["sch-000"] == schedule_store.get(a, "sch-000")
+    schedule_store.advance_cursors(a, {i: T0 + 100 for i in ids})
+    after = schedule_store.get_many(a, ids)
+    assert after["sch-002"].cursor_ms == T0 + 500  # never moves back
+    assert {after[i].cursor_ms for i in ids if i != "sch-002"} == {T0 + 100}
+    assert schedule_store.get_many(a, []) == {}

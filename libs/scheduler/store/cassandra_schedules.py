@@ -17,11 +17,11 @@ from __future__ import annotations
 import builtins
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from cassandra.cluster import Session
-from cassandra.query import PreparedStatement
+from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from scheduler.clock import Clock, SystemClock
 from scheduler.domain.errors import ValidationError
@@ -33,6 +33,7 @@ from scheduler.store.ports import LIST_SCAN_BUDGET, Schedule, ScheduleChange, Sc
 log = logging.getLogger(__name__)
 SCAN_PAGE = 500  # rows per page of the runner's pass over the table
 MINUTE_MS = 60_000  # a partition of schedule_changes
+GET_MANY_CHUNK = 100  # schedule ids per read (IN) or cursor batch
 _COLUMNS = (
     "schedule_id, recurrence_json, payload_json, kafka_key, paused, created_ms, updated_ms,"
     " deleted_ms, cursor_ms, flexible_window_ms"
@@ -94,6 +95,9 @@ class CassandraScheduleStore:
         self._changes: PreparedStatement = prepare(
             "SELECT written_ms, app_id, schedule_id FROM schedule_changes WHERE minute = ?"
             " AND written_ms >= ?"
+        )
+        self._get_many: PreparedStatement = prepare(
+            f"SELECT {_COLUMNS} FROM schedules WHERE app_id = ? AND schedule_id IN ?"  # noqa: S608
         )
         self._cursor: PreparedStatement = prepare(
             "UPDATE schedules USING TIMESTAMP ? SET cursor_ms = ? WHERE app_id = ?"
@@ -181,6 +185,30 @@ class CassandraScheduleStore:
     def advance_cursor(self, app_id: str, schedule_id: str, cursor_ms: int) -> None:
         self._session.execute(self._cursor, (cursor_ms * 1000, cursor_ms, app_id, schedule_id))
 
+    def get_many(self, app_id: str, schedule_ids: Sequence[str]) -> dict[str, Schedule]:
+        found: dict[str, Schedule] = {}
+        ids = sorted(set(schedule_ids))
+        for start in range(0, len(ids), GET_MANY_CHUNK):
+            chunk = ids[start : start + GET_MANY_CHUNK]
+            for row in self._session.execute(self._get_many, (app_id, chunk)):
+                try:
+                    schedule = self._schedule(app_id, row)
+                except ValidationError as exc:  # a newer version's timing: its runner's
+                    log.warning("schedule %s/%s skipped: %s", app_id, row.schedule_id, exc)
+                    continue
+                if schedule is not None:
+                    found[schedule.schedule_id] = schedule
+        return found
+
+    def advance_cursors(self, app_id: str, cursors: Mapping[str, int]) -> None:
+        # One partition: an unlogged batch is one mutation; each cursor keeps its own timestamp.
+        items = sorted(cursors.items())
+        for start in range(0, len(items), GET_MANY_CHUNK):
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            for schedule_id, cursor_ms in items[start : start + GET_MANY_CHUNK]:
+                batch.add(self._cursor, (cursor_ms * 1000, cursor_ms, app_id, schedule_id))
+            self._session.execute(batch)
+
     def scan_live(self) -> Iterator[Schedule]:
         for row in self._session.execute(self._scan):
             if row.deleted_ms is not None:
@@ -194,8 +222,9 @@ class CassandraScheduleStore:
                 yield schedule
 
     def changed_since(self, since_ms: int) -> Iterator[ScheduleChange]:
-        last_minute = self._clock.now_ms() // MINUTE_MS + 1  # a writer's clock a little ahead
-        for minute in range(since_ms // MINUTE_MS, last_minute + 1):
+        # A row a writer whose clock runs ahead put in a later minute is read once this
+        # clock gets there (the reader reads back past it).
+        for minute in range(since_ms // MINUTE_MS, self._clock.now_ms() // MINUTE_MS + 1):
             for row in self._session.execute(self._changes, (minute, since_ms)):
                 yield ScheduleChange(row.written_ms, row.app_id, row.schedule_id)
 

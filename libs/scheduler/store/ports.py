@@ -9,7 +9,7 @@ arrive in. Content writes are idempotent (the same message id always carries the
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -204,6 +204,14 @@ class ScheduleStore(Protocol):
     def advance_cursor(self, app_id: str, schedule_id: str, cursor_ms: int) -> None:
         """Store the runner's cursor. It never moves back: a lower value than the stored one,
         arriving in any order, changes nothing. Nothing for an unknown schedule."""
+
+    def get_many(self, app_id: str, schedule_ids: Sequence[str]) -> dict[str, Schedule]:
+        """`get` of several schedules of one app, in as few reads as the store can: the ones
+        that exist (deleted ones too), by id. A stored timing this version cannot read is left
+        out, as in `scan_live`."""
+
+    def advance_cursors(self, app_id: str, cursors: Mapping[str, int]) -> None:
+        """`advance_cursor` of several schedules of one app (schedule id: cursor) at once."""
 
     def scan_live(self) -> Iterator[Schedule]:
         """Every schedule that is not deleted, of every app, in no particular order (the

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from scheduler.clock import Clock, SystemClock
@@ -371,6 +371,13 @@ class InMemoryScheduleStore:
         with self._lock:
             rows = list(self._rows.values())
         return iter([s for s in rows if s.deleted_ms is None])
+
+    def get_many(self, app_id: str, schedule_ids: Sequence[str]) -> dict[str, Schedule]:
+        return {i: s for i in schedule_ids if (s := self.get(app_id, i)) is not None}
+
+    def advance_cursors(self, app_id: str, cursors: Mapping[str, int]) -> None:
+        for schedule_id, cursor_ms in cursors.items():
+            self.advance_cursor(app_id, schedule_id, cursor_ms)
 
     def changed_since(self, since_ms: int) -> Iterator[ScheduleChange]:
         with self._lock:

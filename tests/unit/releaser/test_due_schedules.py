@@ -5,7 +5,7 @@ tick creates (the runner before the index), while reading a handful of schedules
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -14,10 +14,17 @@ from hypothesis import strategies as st
 from scheduler.domain.recurrence import Recurrence
 from scheduler.store.ports import Schedule, ScheduleChange
 from scheduler.testing.fakes import InMemoryScheduleStore
-from scheduler_releaser.releaser.due_schedules import CHANGE_OVERLAP_MS, ChangeFeed, DueIndex
+from scheduler_releaser.releaser.due_schedules import (
+    CHANGE_OVERLAP_MS,
+    RECENT_MS,
+    RESCAN_ROWS_PER_TICK,
+    SWEEP_MS,
+    ChangeFeed,
+    DueIndex,
+)
 from scheduler_releaser.releaser.occurrences import OccurrenceRunner
 
-from .test_occurrence_runner import T0, World
+from .test_occurrence_runner import LOOKAHEAD_MS, T0, World
 
 pytestmark = pytest.mark.unit
 
@@ -26,21 +33,23 @@ EXPRESSIONS = ["rate(7 seconds)", "rate(1 minute)", "*/2 * * * *", "0 * * * *", 
 
 
 class CountingStore(InMemoryScheduleStore):
-    """Counts the runner's reads; `hidden` schedules' changes leave no change row, as the
+    """Counts the runner's reads (`gets`: schedules read by key, `reads`: the reads that
+    took); `hidden` schedules' changes leave no change row, as the
     writes of a version before the change rows."""
 
     def __init__(self, world_clock: object) -> None:
         super().__init__(world_clock)  # type: ignore[arg-type]
-        self.scans = self.gets = 0
+        self.scans = self.gets = self.reads = 0
         self.hidden: set[str] = set()
 
     def scan_live(self) -> Iterator[Schedule]:
         self.scans += 1
         return super().scan_live()
 
-    def get(self, app_id: str, schedule_id: str) -> Schedule | None:
-        self.gets += 1
-        return super().get(app_id, schedule_id)
+    def get_many(self, app_id: str, schedule_ids: Sequence[str]) -> dict[str, Schedule]:
+        self.reads += 1
+        self.gets += len(schedule_ids)
+        return super().get_many(app_id, schedule_ids)
 
     def changed_since(self, since_ms: int) -> Iterator[ScheduleChange]:
         return (c for c in super().changed_since(since_ms) if c.schedule_id not in self.hidden)
@@ -65,14 +74,15 @@ def test_a_tick_reads_only_the_schedules_that_are_due() -> None:
         w.add(f"s{i}", "rate(1 hour)", start_ms=T0 + 3_600 * i)
     w.runner.tick()  # the first tick reads every schedule once
     assert store.scans == 1
-    before, store.gets = len(w.requests()), 0
+    before, store.gets, store.reads = len(w.requests()), 0, 0
     for _ in range(60):  # a minute of 1 s ticks: the ones due within it, not all 1,000
         w.clock.advance(1_000)
         w.runner.tick()
     assert store.scans == 1
     # s0 fired at T0 (its cursor); the look-ahead reaches 70 s: s1 and s2 at the first tick
     assert (before, len(w.requests()) - before) == (2, 17)
-    assert store.gets == 2 * 17  # one read to plan it, one for a pause that raced the tick
+    assert store.gets == 2 * 17  # once to plan it, once for a pause that raced the tick
+    assert store.reads == 2 * 17  # one due per tick here: a read each (one per app and tick)
 
 
 def test_a_schedule_created_after_the_first_tick_is_found_at_the_next_tick() -> None:
@@ -118,6 +128,49 @@ def test_a_change_without_a_change_row_is_found_by_the_next_full_pass() -> None:
     w.runner.tick()
     assert store.scans == 2
     assert {r.source for r in w.requests()} == {"schedule:old-writer"}
+
+
+def test_a_change_row_that_lands_late_is_found_by_the_next_sweep() -> None:
+    """Written with an instant 5 s before it became readable (a slow write, a writer's clock
+    behind): older than what each tick reads back, within what a sweep does."""
+    w, _ = counting_world()
+    w.runner.tick()
+    w.add("late", "rate(2 seconds)", start_ms=T0)
+    w.schedules.hidden.add("late")  # type: ignore[attr-defined]
+    for _ in range(5):
+        w.clock.advance(1_000)
+        w.runner.tick()
+    w.schedules.hidden.clear()  # type: ignore[attr-defined]
+    ticks = 0
+    while not w.requests():
+        w.clock.advance(1_000)
+        w.runner.tick()
+        ticks += 1
+        assert ticks <= SWEEP_MS // 1_000, "not found by a sweep"
+    assert ticks > RECENT_MS // 1_000  # not by a tick's own read-back: by the sweep
+
+
+def test_a_page_of_a_full_pass_read_before_a_resume_does_not_undo_it() -> None:
+    """A periodic full pass reads a page per tick; a page can hold a row read before a change
+    the runner has already seen. The victim's stale row (paused) comes two ticks after its
+    resume was seen: it must not take the schedule out of the index."""
+    w, _ = counting_world()
+    for i in range(2 * RESCAN_ROWS_PER_TICK):
+        w.add(f"s{i:04d}", "@daily")
+    w.add("victim", "rate(2 seconds)", start_ms=T0)  # the last row of the pass: its third page
+    w.schedules.set_paused("app-1", "victim", True, T0)
+    w.runner.tick()
+    w.clock.advance(RESCAN_MS)
+    w.runner.tick()  # the periodic pass begins: the table as it is now, first page
+    w.schedules.set_paused("app-1", "victim", False, w.clock.now_ms())
+    for _ in range(3):  # the resume is seen, then the third page with the stale row
+        w.clock.advance(1_000)
+        w.runner.tick()
+    before = len([r for r in w.requests() if r.source == "schedule:victim"])
+    w.clock.advance(LOOKAHEAD_MS)
+    w.runner.tick()
+    after = len([r for r in w.requests() if r.source == "schedule:victim"])
+    assert after > before > 0
 
 
 def test_a_runner_that_stops_leading_reads_everything_again_when_it_leads_again() -> None:

@@ -5,9 +5,9 @@ Each live schedule has a wake-up instant: its next occurrence after the cursor, 
 look-ahead (the tick that may create it). The index keeps them in a heap; a tick takes the
 schedules whose wake-up has come. It learns of changes made by others (create, update, pause,
 resume, delete: through the API, the console or a Kafka-native record) from the store's change
-rows, read back `CHANGE_OVERLAP_MS` each tick (a writer's clock a little behind, a write that
-took long to land), and re-reads every schedule once when it starts leading and then every
-`rescan_ms` (changes written by an earlier version, which adds no change rows).
+rows (`ChangeFeed`), and reads every schedule once when it starts leading and then every
+`rescan_ms`, a page per tick (the net for changes written by an earlier version, which adds no
+change rows).
 
 Waking a schedule early costs a read; waking it late would create an occurrence late. So a
 schedule is woken again at the next tick whenever its tick failed or created nothing while it
@@ -20,7 +20,10 @@ import heapq
 
 from scheduler.store.ports import Schedule, ScheduleChange, ScheduleStore
 
-CHANGE_OVERLAP_MS = 30_000
+CHANGE_OVERLAP_MS = 30_000  # how far back the change rows are read, every SWEEP_MS
+RECENT_MS = 2_000  # how far back at the other ticks
+SWEEP_MS = 10_000
+RESCAN_ROWS_PER_TICK = 1_000  # rows of a periodic full pass read per tick
 
 Key = tuple[str, str]  # (app id, schedule id)
 
@@ -58,6 +61,13 @@ class DueIndex:
             self._heap = [(w, *k) for k, w in self._wake.items()]
             heapq.heapify(self._heap)
 
+    def set_earlier(self, key: Key, wake: int | None) -> None:
+        """`set`, but only to an earlier wake-up: for a row read some time ago (a page of a
+        full pass), which a change seen since may have overtaken. An early wake-up costs a
+        read, a late one would create late."""
+        if wake is not None and wake < self._wake.get(key, wake + 1):
+            self.set(key, wake)
+
     def pop_due(self, now_ms: int) -> list[Key]:
         """The keys whose wake-up is at or before `now_ms`, removed (the caller sets them
         again once it has looked at them)."""
@@ -76,31 +86,37 @@ class DueIndex:
 
 
 class ChangeFeed:
-    """The schedules changed since the last poll, each change once."""
+    """The schedules changed since the last poll, each change once. Each poll reads the change
+    rows of the last RECENT_MS, and every SWEEP_MS those of the last CHANGE_OVERLAP_MS (rows
+    that landed late: a writer's clock a little behind, a slow write), so that a burst of
+    changes (a bulk create) is not read again at every tick."""
 
     def __init__(self, store: ScheduleStore) -> None:
         self._store = store
-        self._from_ms: int | None = None
+        self._sweep_at: int | None = None
         self._seen: set[tuple[int, str, str]] = set()
 
     def restart(self, now_ms: int) -> None:
         """Read from here on; call it before a full pass, which covers the changes seen now
         (each change row is written after its schedule's write)."""
-        self._from_ms = now_ms - CHANGE_OVERLAP_MS
-        self._seen = {self._mark(c) for c in self._store.changed_since(self._from_ms)}
+        self._seen = {self._mark(c) for c in self._store.changed_since(now_ms - CHANGE_OVERLAP_MS)}
+        self._sweep_at = now_ms + SWEEP_MS
 
     def poll(self, now_ms: int) -> set[Key]:
-        if self._from_ms is None:
+        if self._sweep_at is None:
             raise RuntimeError("restart() the feed before polling it")
+        since = now_ms - RECENT_MS
+        if now_ms >= self._sweep_at:
+            since, self._sweep_at = now_ms - CHANGE_OVERLAP_MS, now_ms + SWEEP_MS
         changed: set[Key] = set()
-        seen: set[tuple[int, str, str]] = set()
-        for change in self._store.changed_since(self._from_ms):
+        for change in self._store.changed_since(since):
             mark = self._mark(change)
-            seen.add(mark)
             if mark not in self._seen:
+                self._seen.add(mark)
                 changed.add((change.app_id, change.schedule_id))
-        self._from_ms = max(self._from_ms, now_ms - CHANGE_OVERLAP_MS)
-        self._seen = {m for m in seen if m[0] >= self._from_ms}
+        oldest = now_ms - CHANGE_OVERLAP_MS
+        if len(self._seen) > 1_000 or since == oldest:
+            self._seen = {m for m in self._seen if m[0] >= oldest}
         return changed
 
     @staticmethod

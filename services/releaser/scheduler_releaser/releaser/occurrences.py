@@ -23,9 +23,11 @@ highest value, so no fencing is needed here.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Counter
@@ -43,7 +45,13 @@ from scheduler.store.ports import MessageStore, Schedule, ScheduleStore
 from scheduler.store.usage import UsageStore
 from scheduler.topics import Topics
 from scheduler_releaser.metrics import OccurrenceMetrics
-from scheduler_releaser.releaser.due_schedules import ChangeFeed, DueIndex, wake_ms
+from scheduler_releaser.releaser.due_schedules import (
+    RESCAN_ROWS_PER_TICK,
+    ChangeFeed,
+    DueIndex,
+    Key,
+    wake_ms,
+)
 
 log = logging.getLogger(__name__)
 FLUSH_TIMEOUT_S = 30.0
@@ -93,11 +101,12 @@ class OccurrenceRunner:
         self._index = DueIndex()
         self._changes = ChangeFeed(schedules)
         self._rescan_at: int | None = None  # None: a full pass at the next tick
+        self._rescan: Iterator[Schedule] | None = None  # a full pass going on, a page a tick
 
     def forget(self) -> None:
         """Not leading: another runner may change cursors meanwhile; start over when leading."""
         self._index.clear()
-        self._rescan_at = None
+        self._rescan_at, self._rescan = None, None
 
     def tick(self) -> int:
         """One pass over the schedules that are due; returns the occurrences published. Raises
@@ -111,7 +120,7 @@ class OccurrenceRunner:
             self._refresh(now)
             due = self._index.pop_due(now)
             try:
-                schedules = [s for key in due if (s := self._schedules.get(*key)) is not None]
+                schedules = list(self._read(due).values())
                 planned = [p for s in schedules if (p := self._plan(s, now))]
                 created = self._create(planned)
             except BaseException:
@@ -130,16 +139,28 @@ class OccurrenceRunner:
             return created
 
     def _refresh(self, now: int) -> None:
-        """Learn what changed: every schedule at the first tick and every `rescan_ms`, else
-        the schedules others changed since the last tick."""
-        if self._rescan_at is None or now >= self._rescan_at:
+        """Learn what changed: every schedule at the first tick when leading; then the
+        schedules others changed since the last tick, and a page of a full pass every
+        `rescan_ms`."""
+        if self._rescan_at is None:
             self._changes.restart(now)
             self._index.clear()
+            self._rescan = None
             for s in self._schedules.scan_live():
                 self._index.set((s.app_id, s.schedule_id), wake_ms(s, now, self._lookahead_ms))
             self._rescan_at = now + self._rescan_ms
             log.info("occurrence runner: %d schedule(s) to wake up", len(self._index))
-            return
+        elif now >= self._rescan_at and self._rescan is None:
+            self._rescan = iter(self._schedules.scan_live())
+            self._rescan_at = now + self._rescan_ms
+        if self._rescan is not None:
+            read = 0
+            for s in itertools.islice(self._rescan, RESCAN_ROWS_PER_TICK):
+                read += 1
+                wake = wake_ms(s, now, self._lookahead_ms)
+                self._index.set_earlier((s.app_id, s.schedule_id), wake)
+            if read < RESCAN_ROWS_PER_TICK:
+                self._rescan = None
         for key in self._changes.poll(now):
             changed = self._schedules.get(*key)
             wake = None if changed is None else wake_ms(changed, now, self._lookahead_ms)
@@ -160,14 +181,27 @@ class OccurrenceRunner:
         self._producer.flush(FLUSH_TIMEOUT_S)
         created = sum(len(p.requests) for p in planned)
         self._metrics.created.inc(created)
+        cursors: dict[str, dict[str, int]] = defaultdict(dict)
         for p in planned:
             assert p.tick.cursor_ms is not None
-            self._schedules.advance_cursor(
-                p.schedule.app_id, p.schedule.schedule_id, p.tick.cursor_ms
-            )
+            cursors[p.schedule.app_id][p.schedule.schedule_id] = p.tick.cursor_ms
+        for app_id, by_id in cursors.items():
+            self._schedules.advance_cursors(app_id, by_id)
+        fresh = self._read([(p.schedule.app_id, p.schedule.schedule_id) for p in planned])
         for p in planned:
-            self._abort_if_stopped(p)
+            self._abort_if_stopped(p, fresh.get((p.schedule.app_id, p.schedule.schedule_id)))
         return created
+
+    def _read(self, keys: Sequence[Key]) -> dict[Key, Schedule]:
+        """The schedules of `keys` that exist, one read per application."""
+        by_app: dict[str, list[str]] = defaultdict(list)
+        for app_id, schedule_id in keys:
+            by_app[app_id].append(schedule_id)
+        found: dict[Key, Schedule] = {}
+        for app_id, ids in by_app.items():
+            for schedule_id, s in self._schedules.get_many(app_id, ids).items():
+                found[(app_id, schedule_id)] = s
+        return found
 
     def _plan(self, schedule: Schedule, now: int) -> _Planned | None:
         if schedule.paused:
@@ -212,9 +246,9 @@ class OccurrenceRunner:
             requests.append(request)
         return _Planned(schedule, tick, requests)
 
-    def _abort_if_stopped(self, planned: _Planned) -> None:
+    def _abort_if_stopped(self, planned: _Planned, fresh: Schedule | None) -> None:
+        """`fresh`: the schedule read again after the cursor was stored."""
         schedule = planned.schedule
-        fresh = self._schedules.get(schedule.app_id, schedule.schedule_id)
         if fresh is not None and fresh.deleted_ms is None and not fresh.paused:
             return
         stopped = fresh or dataclasses.replace(schedule, deleted_ms=self._clock.now_ms())
