@@ -10,10 +10,10 @@ app at --rate/s through the HTTP batch route, each due 2-4 s after it is sent; t
 --window-s each, first without schedules, then after --schedules schedules `rate(1 hour)`
 were stored (spread evenly over the hour: --schedules / 3600 occurrences/s, to the same app) and
 the runner's first pass over them is done. The runner reads every schedule again every
---rescan-ms (30 s: one pass or more within every window; production: 5 min). Also: the releaser's CPU per window (the occurrence
-runner is a thread of the leading releaser), the occurrences delivered in the windows and their
-lateness. Target (issue #21): the one-time p50 and p99 with schedules within 1.2x of without
-(medians of the windows).
+--rescan-ms (30 s: one pass or more within every window; production: 5 min). Also: the
+releaser's CPU per window (the occurrence runner is a thread of the leading releaser), the
+occurrences delivered in the windows and their lateness. Target (issue #21): the one-time p50
+and p99 with schedules within 1.2x of without (medians of the windows).
 """
 
 from __future__ import annotations
