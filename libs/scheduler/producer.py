@@ -123,10 +123,14 @@ class SchedulerProducer:
             registry=registry,
             subject=value_subject(self._topic) if registry is not None else None,
         )
-        self._definitions = RecordCodec(
-            ScheduleDefinition,
-            registry=registry,
-            subject=definition_subject(self._topic) if registry is not None else None,
+        self._definitions, self._definitions_v1 = (
+            RecordCodec(
+                ScheduleDefinition,
+                registry=registry,
+                subject=definition_subject(self._topic) if registry is not None else None,
+                writer_version=version,
+            )
+            for version in (None, 1)
         )
 
     def schedule(
@@ -185,10 +189,13 @@ class SchedulerProducer:
         kafka_key: str | None = None,
         paused: bool = False,
         schedule_id: str | None = None,
+        flexible_window_ms: int | None = None,
     ) -> str:
         """Queue the creation (`schedule_id` None: a new id) or the update of a recurring
         schedule; returns its id. Raises ValidationError for a bad definition. `paused` applies
-        to a new schedule only (an update keeps the flag: use pause_schedule, resume_schedule)."""
+        to a new schedule only (an update keeps the flag: use pause_schedule, resume_schedule).
+        `flexible_window_ms`: deliver each occurrence at the instant within [occurrence,
+        occurrence + window] its id picks (docs/SCHEDULES.md); an update replaces it."""
         if payload is None:
             raise ValidationError("missing_payload", "payload is required (any JSON but null)")
         try:
@@ -212,6 +219,7 @@ class SchedulerProducer:
             payload_json=payload_json,
             kafka_key=kafka_key,
             paused=paused,
+            flexible_window_ms=check_window(flexible_window_ms),
         )
         return self._send(definition)
 
@@ -238,9 +246,15 @@ class SchedulerProducer:
 
     def _send(self, definition: ScheduleDefinition) -> str:
         validate_schedule_definition(definition, self._scheduling)
-        self._producer.produce(
-            self._topic, definition.app_id.encode(), self._definitions.encode(definition)
-        )
+        record = definition.to_record()
+        if definition.flexible_window_ms is None:
+            # What version 1 can say is written as version 1: bucketers of the release before
+            # the window read it without a schema registry too (a rolling upgrade).
+            del record["flexible_window_ms"]
+            value = self._definitions_v1.avro.encode(record)
+        else:
+            value = self._definitions.avro.encode(record)
+        self._producer.produce(self._topic, definition.app_id.encode(), value)
         return definition.schedule_id
 
     def flush(self, timeout_s: float = 30.0) -> None:

@@ -94,6 +94,7 @@ class ScheduleDefinition(_Record):
     payload_json: str | None = None
     kafka_key: str | None = None
     paused: bool | None = None
+    flexible_window_ms: int | None = None  # v2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

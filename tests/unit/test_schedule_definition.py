@@ -45,38 +45,54 @@ PUT_RECORD = {
     "payload_json": '{"report": "daily"}',
     "kafka_key": None,
     "paused": False,
+    "flexible_window_ms": None,
 }
 
 
-def future_catalogue(tmp_path: Path) -> SchemaCatalogue:
-    """The catalogue of a later release whose ScheduleDefinition v2 adds an optional field."""
+def catalogue_copy(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of this release's schemas; returns (root, the ScheduleDefinition folder)."""
     root = tmp_path / "schemas"
     shutil.copytree(
         Path(str(importlib.resources.files("scheduler_schemas"))),
         root,
         ignore=shutil.ignore_patterns("__pycache__"),
     )
-    folder = root / "schedule_definition"
-    schema = json.loads((folder / "v1.avsc").read_text())
+    return root, root / "schedule_definition"
+
+
+def future_catalogue(tmp_path: Path) -> SchemaCatalogue:
+    """The catalogue of a later release whose ScheduleDefinition v3 adds an optional field."""
+    root, folder = catalogue_copy(tmp_path)
+    schema = json.loads((folder / "v2.avsc").read_text())
     schema["fields"].append(
         {
             "name": "description",
             "type": ["null", "string"],
             "default": None,
-            "doc": "v2: a note for humans.",
+            "doc": "v3: a note for humans.",
         }
     )
-    (folder / "v2.avsc").write_text(json.dumps(schema))
-    (folder / "examples" / "v2").mkdir()
-    example = json.loads((folder / "examples" / "v1" / "pause.json").read_text())
+    (folder / "v3.avsc").write_text(json.dumps(schema))
+    (folder / "examples" / "v3").mkdir()
+    example = json.loads((folder / "examples" / "v2" / "pause.json").read_text())
     example["description"] = {"string": "maintenance"}
-    (folder / "examples" / "v2" / "pause.json").write_text(json.dumps(example))
+    (folder / "examples" / "v3" / "pause.json").write_text(json.dumps(example))
     catalogue = SchemaCatalogue.load(root)
-    assert catalogue.latest("ScheduleDefinition").version == 2
+    assert catalogue.latest("ScheduleDefinition").version == 3
     return catalogue
 
 
-def test_a_future_v2_is_read_by_the_v1_reader_through_the_registry(tmp_path: Path) -> None:
+def previous_catalogue(tmp_path: Path) -> SchemaCatalogue:
+    """The catalogue of the release before the flexible window: ScheduleDefinition v1 only."""
+    root, folder = catalogue_copy(tmp_path)
+    (folder / "v2.avsc").unlink()
+    shutil.rmtree(folder / "examples" / "v2")
+    catalogue = SchemaCatalogue.load(root)
+    assert catalogue.latest("ScheduleDefinition").version == 1
+    return catalogue
+
+
+def test_a_future_version_is_read_by_this_release_through_the_registry(tmp_path: Path) -> None:
     registry = registry_client("mock://schedule-definition-forward")
     writer = AvroCodec(
         "ScheduleDefinition",
@@ -87,12 +103,12 @@ def test_a_future_v2_is_read_by_the_v1_reader_through_the_registry(tmp_path: Pat
     data = writer.encode({**PUT_RECORD, "description": "weekday report"})
     assert data[0] == 0  # Confluent wire format: the reader fetches the writer schema by id
 
-    reader = RecordCodec(ScheduleDefinition, registry=registry)  # this release: v1
+    reader = RecordCodec(ScheduleDefinition, registry=registry)  # this release: v2
     assert reader.wire_format is WireFormat.CONFLUENT
     assert reader.decode(data) == ScheduleDefinition.from_record(PUT_RECORD)  # field dropped
 
 
-def test_a_future_v2_in_single_object_encoding_needs_the_readers_upgraded_first(
+def test_a_future_version_in_single_object_encoding_needs_the_readers_upgraded_first(
     tmp_path: Path,
 ) -> None:
     writer = AvroCodec("ScheduleDefinition", catalogue=future_catalogue(tmp_path))
@@ -102,16 +118,45 @@ def test_a_future_v2_in_single_object_encoding_needs_the_readers_upgraded_first(
 
 
 @pytest.mark.parametrize("wire", list(WireFormat))
-def test_a_v1_record_is_read_by_a_v2_reader(tmp_path: Path, wire: WireFormat) -> None:
+def test_a_record_of_this_release_is_read_by_the_next(tmp_path: Path, wire: WireFormat) -> None:
     registry = registry_client("mock://schedule-definition-backward")
-    v1 = RecordCodec(
+    this = RecordCodec(
         ScheduleDefinition,
         registry=registry if wire is WireFormat.CONFLUENT else None,
         subject=definition_subject(TOPIC),
     )
-    v2 = AvroCodec("ScheduleDefinition", catalogue=future_catalogue(tmp_path), registry=registry)
-    data = v1.encode(ScheduleDefinition.from_record(PUT_RECORD))
-    assert v2.decode(data) == {**PUT_RECORD, "description": None}
+    v3 = AvroCodec("ScheduleDefinition", catalogue=future_catalogue(tmp_path), registry=registry)
+    data = this.encode(ScheduleDefinition.from_record(PUT_RECORD))
+    assert v3.decode(data) == {**PUT_RECORD, "description": None}
+
+
+def test_the_producer_writes_version_1_unless_a_window_is_set(tmp_path: Path) -> None:
+    """A rolling upgrade, both ways: bucketers of the release before the window read what this
+    producer writes without one; a window they cannot read is refused by them (rejected topic),
+    never applied without it. This release reads both, and records of that release."""
+    p, fake, _ = producer()
+    plain = p.put_schedule("app-1", "@daily", {"n": 1})
+    windowed = p.put_schedule("app-1", "@daily", {"n": 1}, flexible_window_ms=900_000)
+    p.pause_schedule("app-1", plain)
+    p.flush()
+    values = [r.value for r in fake.on("t.requests")]
+    old = AvroCodec("ScheduleDefinition", catalogue=previous_catalogue(tmp_path))
+    assert old.decode(values[0])["schedule_id"] == plain
+    assert old.decode(values[2])["operation"] == "PAUSE"
+    with pytest.raises(UnknownSchema):
+        old.decode(values[1])
+    this = RecordCodec(ScheduleDefinition)
+    assert [this.decode(v).flexible_window_ms for v in values] == [None, 900_000, None]
+    assert this.decode(values[1]).schedule_id == windowed
+    old_record = {k: v for k, v in PUT_RECORD.items() if k != "flexible_window_ms"}
+    assert this.decode(old.encode(old_record)) == ScheduleDefinition.from_record(PUT_RECORD)
+
+
+def test_a_window_out_of_range_is_refused_by_the_producer() -> None:
+    p, _, _ = producer()
+    with pytest.raises(ValidationError) as refused:
+        p.put_schedule("app-1", "@daily", {"n": 1}, flexible_window_ms=86_400_001)
+    assert refused.value.token == "invalid_flexibleWindowMs"
 
 
 def test_operations_travel_as_enum_symbols() -> None:

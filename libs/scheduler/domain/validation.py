@@ -10,6 +10,7 @@ from scheduler.domain.errors import ValidationError
 from scheduler.domain.ids import is_message_id
 from scheduler.domain.recurrence import CatchUpPolicy, Recurrence
 from scheduler.domain.sendat import MAX_EPOCH_MS, MIN_EPOCH_MS, check_horizon
+from scheduler.domain.window import INVALID_WINDOW, check_window
 from scheduler.records import ScheduleDefinition, ScheduleOperation, ScheduleRequest
 from scheduler.settings import SchedulingSettings
 
@@ -100,3 +101,5 @@ def validate_schedule_definition(
         raise ValidationError(
             "invalid_kafka_key", f"kafka_key must be 1 to {MAX_KEY_CHARS} characters"
         )
+    if d.flexible_window_ms is not None and check_window(d.flexible_window_ms) is None:
+        raise ValidationError(INVALID_WINDOW, "flexible_window_ms must be 1 or more (or null)")

@@ -169,6 +169,7 @@ class ScheduleHandler:
                 updated_ms=d.issued_ms,
                 kafka_key=d.kafka_key,
                 paused=bool(d.paused),
+                flexible_window_ms=d.flexible_window_ms,
             )
         else:
             schedule = dataclasses.replace(
@@ -177,6 +178,7 @@ class ScheduleHandler:
                 payload_json=d.payload_json or "",
                 kafka_key=d.kafka_key,
                 updated_ms=d.issued_ms,
+                flexible_window_ms=d.flexible_window_ms,  # a PUT replaces it, as over HTTP
             )
         if stored is None:
             self._store.put(schedule)

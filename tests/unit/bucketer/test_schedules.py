@@ -109,6 +109,19 @@ def test_a_put_may_create_it_paused() -> None:
     assert schedule(h, sid).paused and schedule(h, sid).kafka_key == "k-1"
 
 
+def test_a_put_stores_its_flexible_window_and_an_update_replaces_it() -> None:
+    h = Harness()
+    sid = new_id(h)
+    h.process(h.definition(PUT, sid, flexible_window_ms=900_000))
+    assert schedule(h, sid).flexible_window_ms == 900_000
+    h.clock.advance(1_000)
+    h.process(h.definition(PUT, sid, flexible_window_ms=60_000))
+    assert schedule(h, sid).flexible_window_ms == 60_000
+    h.clock.advance(1_000)
+    h.process(h.definition(PUT, sid))  # a PUT without one: none, as over HTTP
+    assert schedule(h, sid).flexible_window_ms is None
+
+
 def test_a_put_of_an_existing_id_updates_and_keeps_created_ms_paused_and_the_cursor() -> None:
     h = Harness()
     sid, created = new_id(h), h.clock.now_ms()
