@@ -173,6 +173,30 @@ def test_a_page_of_a_full_pass_read_before_a_resume_does_not_undo_it() -> None:
     assert after > before > 0
 
 
+def test_after_a_failed_read_of_the_changes_the_runner_reads_every_schedule() -> None:
+    """Cassandra down for longer than the change rows are read back: a change made meanwhile
+    must not wait for the periodic pass."""
+    w, store = counting_world()
+    w.runner.tick()
+    broken = True
+
+    def changed_since(since_ms: int) -> Iterator[ScheduleChange]:
+        if broken:
+            raise OSError("Cassandra unavailable")
+        return InMemoryScheduleStore.changed_since(store, since_ms)
+
+    store.changed_since = changed_since  # type: ignore[method-assign]
+    w.add("during", "rate(2 seconds)", start_ms=T0)
+    for _ in range(CHANGE_OVERLAP_MS // 1_000 + 5):
+        w.clock.advance(1_000)
+        with pytest.raises(OSError):
+            w.runner.tick()
+    broken = False
+    w.clock.advance(1_000)
+    w.runner.tick()
+    assert {r.source for r in w.requests()} == {"schedule:during"}
+
+
 def test_a_runner_that_stops_leading_reads_everything_again_when_it_leads_again() -> None:
     w, store = counting_world()
     w.add("s", "rate(1 hour)", start_ms=T0)

@@ -117,7 +117,11 @@ class OccurrenceRunner:
                 self._abort_created_ahead(stopped)
                 del self._to_abort[key]
             now = self._clock.now_ms()
-            self._refresh(now)
+            try:
+                self._refresh(now)
+            except BaseException:
+                self._rescan_at = None  # a change may have gone unread: every schedule next
+                raise
             due = self._index.pop_due(now)
             try:
                 schedules = list(self._read(due).values())
