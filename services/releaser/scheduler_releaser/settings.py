@@ -176,8 +176,9 @@ class ReleaseSettings(BaseSettings):
     schedule_rescan_ms: int = Field(
         default=300_000,
         ge=1_000,
-        description="how often the occurrence runner reads every schedule again; between"
-        " passes it reads only the schedules due and those changed lately (docs/SCHEDULES.md)",
+        description="how often the occurrence runner starts a pass over every schedule (200 per"
+        " tick); otherwise it reads only the schedules due and those changed lately"
+        " (docs/SCHEDULES.md)",
     )
     schedule_limit: int = Field(
         default=100,
