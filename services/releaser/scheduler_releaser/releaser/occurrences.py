@@ -165,9 +165,11 @@ class OccurrenceRunner:
                 self._index.set_earlier((s.app_id, s.schedule_id), wake)
             if read < RESCAN_ROWS_PER_TICK:
                 self._rescan = None
-        for key in self._changes.poll(now):
-            changed = self._schedules.get(*key)
-            wake = None if changed is None else wake_ms(changed, now, self._lookahead_ms)
+        changed = self._changes.poll(now)
+        found = self._read(list(changed))  # one read per application, as for the due ones
+        for key in changed:
+            fresh = found.get(key)
+            wake = None if fresh is None else wake_ms(fresh, now, self._lookahead_ms)
             self._index.set(key, wake)
 
     def _create(self, planned: list[_Planned]) -> int:
