@@ -19,7 +19,6 @@ within 1.2x of without (medians of the windows).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -32,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.dispatch_rig import machine_line  # noqa: E402
+from bench.resources import cpu_seconds  # noqa: E402
 from bench.stats import percentile  # noqa: E402
 from scheduler.clock import SystemClock  # noqa: E402
 from scheduler.domain.ids import occurrence_message_id  # noqa: E402
@@ -46,12 +46,6 @@ from tests.support.workload import schedule_batch  # noqa: E402
 
 CLOCK = SystemClock()
 HOUR_MS = 3_600_000
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def feed(w: World, ledger: Ledger, rate: int, stop: threading.Event) -> None:
@@ -70,14 +64,14 @@ def window(w: World, rate: int, seconds: float, occurrence_due: dict[str, int]) 
     """One measurement window: the one-time lateness, the releaser's CPU, the occurrences."""
     ledger = Ledger()
     releaser = w.system.procs["releaser"].pid
-    cpu0, started = cpu_s(releaser), CLOCK.now_ms()
+    cpu0, started = cpu_seconds(releaser) or 0.0, CLOCK.now_ms()
     stop = threading.Event()
     feeder = threading.Thread(target=feed, args=(w, ledger, rate, stop), daemon=True)
     feeder.start()
     time.sleep(seconds)
     stop.set()
     feeder.join()
-    cpu = cpu_s(releaser) - cpu0
+    cpu = (cpu_seconds(releaser) or cpu0) - cpu0
     ended = CLOCK.now_ms()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not set(ledger.planned) <= w.arrivals.ids():

@@ -191,12 +191,7 @@ class CassandraScheduleStore:
         for start in range(0, len(ids), GET_MANY_CHUNK):
             chunk = ids[start : start + GET_MANY_CHUNK]
             for row in self._session.execute(self._get_many, (app_id, chunk)):
-                try:
-                    schedule = self._schedule(app_id, row)
-                except ValidationError as exc:  # a newer version's timing: its runner's
-                    log.warning("schedule %s/%s skipped: %s", app_id, row.schedule_id, exc)
-                    continue
-                if schedule is not None:
+                if (schedule := self._readable(app_id, row)) is not None:
                     found[schedule.schedule_id] = schedule
         return found
 
@@ -213,12 +208,7 @@ class CassandraScheduleStore:
         for row in self._session.execute(self._scan):
             if row.deleted_ms is not None:
                 continue
-            try:
-                schedule = self._schedule(row.app_id, row)
-            except ValidationError as exc:  # a newer version's timing: its runner handles it
-                log.warning("schedule %s/%s skipped: %s", row.app_id, row.schedule_id, exc)
-                continue
-            if schedule is not None:
+            if (schedule := self._readable(row.app_id, row)) is not None:
                 yield schedule
 
     def changed_since(self, since_ms: int) -> Iterator[ScheduleChange]:
@@ -227,6 +217,14 @@ class CassandraScheduleStore:
         for minute in range(since_ms // MINUTE_MS, self._clock.now_ms() // MINUTE_MS + 1):
             for row in self._session.execute(self._changes, (minute, since_ms)):
                 yield ScheduleChange(row.written_ms, row.app_id, row.schedule_id)
+
+    def _readable(self, app_id: str, row: Any) -> Schedule | None:
+        """`_schedule`, or None (logged) for a timing a newer version wrote: its runner's."""
+        try:
+            return self._schedule(app_id, row)
+        except ValidationError as exc:
+            log.warning("schedule %s/%s skipped: %s", app_id, row.schedule_id, exc)
+            return None
 
     def _schedule(self, app_id: str, row: Any) -> Schedule | None:
         if row is None or row.created_ms is None:
