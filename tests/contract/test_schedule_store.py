@@ -12,7 +12,7 @@ import pytest
 from scheduler.clock import ManualClock
 from scheduler.domain.recurrence import CatchUpPolicy, Recurrence
 from scheduler.store.cursor import encode_cursor
-from scheduler.store.ports import Schedule, ScheduleStore
+from scheduler.store.ports import Schedule, ScheduleStore, ScheduleTiming
 
 T0 = 1_893_499_200_000
 
@@ -138,7 +138,7 @@ def test_a_foreign_cursor_is_refused(schedule_store: ScheduleStore, cursor: str)
         schedule_store.list(app(), cursor, 10)
 
 
-def test_scan_live_finds_every_app_s_schedules_but_the_deleted(
+def test_scan_timings_finds_every_app_s_schedules_but_the_deleted(
     schedule_store: ScheduleStore,
 ) -> None:
     a, b = app(), app()
@@ -148,9 +148,14 @@ def test_scan_live_finds_every_app_s_schedules_but_the_deleted(
     schedule_store.delete(a, "s3", T0 + 1)
     schedule_store.advance_cursor(b, "s1", T0 + 60_000)
     schedule_store.advance_cursor(a, "ghost", T0)  # a partial row: not a schedule
-    found = {(s.app_id, s.schedule_id): s for s in schedule_store.scan_live() if s.app_id in (a, b)}
-    assert set(found) == {(a, "s1"), (a, "s2"), (b, "s1")}
-    assert found[(a, "s2")].paused and found[(b, "s1")].cursor_ms == T0 + 60_000
+    found = {
+        (t.app_id, t.schedule_id): t for t in schedule_store.scan_timings() if t.app_id in (a, b)
+    }
+    assert found == {
+        (a, "s1"): ScheduleTiming(a, "s1", schedule(a, "s1").recurrence),
+        (a, "s2"): ScheduleTiming(a, "s2", schedule(a, "s2").recurrence, paused=True),
+        (b, "s1"): ScheduleTiming(b, "s1", schedule(b, "s1").recurrence, cursor_ms=T0 + 60_000),
+    }
 
 
 def test_an_update_of_the_definition_keeps_a_pause_written_after_the_read(

@@ -15,6 +15,7 @@ row without `created_ms`, which reads ignore. (`_COLUMNS` in the f-strings is a 
 from __future__ import annotations
 
 import builtins
+import functools
 import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
@@ -28,7 +29,13 @@ from scheduler.domain.errors import ValidationError
 from scheduler.domain.recurrence import Recurrence
 from scheduler.encryption import PLAIN, ColumnCipher, cell
 from scheduler.store.cursor import decode_schedule_cursor, encode_schedule_cursor
-from scheduler.store.ports import LIST_SCAN_BUDGET, Schedule, ScheduleChange, SchedulePage
+from scheduler.store.ports import (
+    LIST_SCAN_BUDGET,
+    Schedule,
+    ScheduleChange,
+    SchedulePage,
+    ScheduleTiming,
+)
 
 log = logging.getLogger(__name__)
 SCAN_PAGE = 500  # rows per page of the runner's pass over the table
@@ -86,7 +93,10 @@ class CassandraScheduleStore:
             "UPDATE schedules USING TIMESTAMP ? SET deleted_ms = ?, updated_ms = ? WHERE app_id = ?"
             " AND schedule_id = ?"
         )
-        self._scan: PreparedStatement = prepare(f"SELECT app_id, {_COLUMNS} FROM schedules")  # noqa: S608
+        self._scan: PreparedStatement = prepare(
+            "SELECT app_id, schedule_id, recurrence_json, paused, created_ms, deleted_ms,"
+            " cursor_ms FROM schedules"
+        )
         self._scan.fetch_size = SCAN_PAGE
         self._add_change: PreparedStatement = prepare(
             "INSERT INTO schedule_changes (minute, written_ms, app_id, schedule_id)"
@@ -204,12 +214,18 @@ class CassandraScheduleStore:
                 batch.add(self._cursor, (cursor_ms * 1000, cursor_ms, app_id, schedule_id))
             self._session.execute(batch)
 
-    def scan_live(self) -> Iterator[Schedule]:
+    def scan_timings(self) -> Iterator[ScheduleTiming]:
         for row in self._session.execute(self._scan):
-            if row.deleted_ms is not None:
+            if row.deleted_ms is not None or row.created_ms is None:
                 continue
-            if (schedule := self._readable(row.app_id, row)) is not None:
-                yield schedule
+            try:
+                recurrence = _recurrence(row)
+            except ValidationError as exc:
+                log.warning("schedule %s/%s skipped: %s", row.app_id, row.schedule_id, exc)
+                continue
+            yield ScheduleTiming(
+                row.app_id, row.schedule_id, recurrence, bool(row.paused), row.cursor_ms
+            )
 
     def changed_since(self, since_ms: int) -> Iterator[ScheduleChange]:
         # A row a writer whose clock runs ahead put in a later minute is read once this
@@ -232,7 +248,7 @@ class CassandraScheduleStore:
         return Schedule(
             app_id=app_id,
             schedule_id=row.schedule_id,
-            recurrence=Recurrence.from_dict(json.loads(row.recurrence_json)),
+            recurrence=_recurrence(row),
             payload_json=self._cipher.open(
                 row.payload_json, schedule_payload_cell(app_id, row.schedule_id)
             ),
@@ -244,6 +260,17 @@ class CassandraScheduleStore:
             cursor_ms=row.cursor_ms,
             flexible_window_ms=row.flexible_window_ms,
         )
+
+
+def _recurrence(row: Any) -> Recurrence:
+    return _parse_recurrence(row.recurrence_json)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_recurrence(text: str) -> Recurrence:
+    """Many schedules share a timing (the same cron and zone): parse each text once. A
+    Recurrence is immutable, so sharing one is safe; a ValidationError is not cached."""
+    return Recurrence.from_dict(json.loads(text))
 
 
 def _recurrence_json(schedule: Schedule) -> str:

@@ -162,6 +162,19 @@ class Schedule:
     flexible_window_ms: int | None = None
 
 
+@dataclass(frozen=True)
+class ScheduleTiming:
+    """What the occurrence runner needs of a schedule to know when to look at it again: a
+    schedule without its payload, which a pass over every schedule need not read."""
+
+    app_id: str
+    schedule_id: str
+    recurrence: Recurrence
+    paused: bool = False
+    cursor_ms: int | None = None
+    deleted_ms: None = None  # a timing is only read for a live schedule
+
+
 @dataclass(frozen=True, order=True)
 class ScheduleChange:
     written_ms: int  # the writer's clock when it wrote the change
@@ -208,15 +221,15 @@ class ScheduleStore(Protocol):
     def get_many(self, app_id: str, schedule_ids: Sequence[str]) -> dict[str, Schedule]:
         """`get` of several schedules of one app, in as few reads as the store can: the ones
         that exist (deleted ones too), by id. A stored timing this version cannot read is left
-        out, as in `scan_live`."""
+        out, as in `scan_timings`."""
 
     def advance_cursors(self, app_id: str, cursors: Mapping[str, int]) -> None:
         """`advance_cursor` of several schedules of one app (schedule id: cursor) at once."""
 
-    def scan_live(self) -> Iterator[Schedule]:
-        """Every schedule that is not deleted, of every app, in no particular order (the
-        occurrence runner's pass). A stored timing this version cannot read (written by a newer
-        one) is skipped, not raised."""
+    def scan_timings(self) -> Iterator[ScheduleTiming]:
+        """The timing of every schedule that is not deleted, of every app, in no particular
+        order (the occurrence runner's pass; payloads are not read). A stored timing this
+        version cannot read (written by a newer one) is skipped, not raised."""
 
     def changed_since(self, since_ms: int) -> Iterator[ScheduleChange]:
         """The changes written at `since_ms` or later, by the clock of this store's process:

@@ -31,6 +31,7 @@ from scheduler.store.ports import (
     Schedule,
     ScheduleChange,
     SchedulePage,
+    ScheduleTiming,
     StatusUpdate,
     StatusWrite,
     held_by_record,
@@ -367,10 +368,16 @@ class InMemoryScheduleStore:
             if stored is not None and (stored.cursor_ms is None or cursor_ms > stored.cursor_ms):
                 self._rows[(app_id, schedule_id)] = dataclasses.replace(stored, cursor_ms=cursor_ms)
 
-    def scan_live(self) -> Iterator[Schedule]:
+    def scan_timings(self) -> Iterator[ScheduleTiming]:
         with self._lock:
             rows = list(self._rows.values())
-        return iter([s for s in rows if s.deleted_ms is None])
+        return iter(
+            [
+                ScheduleTiming(s.app_id, s.schedule_id, s.recurrence, s.paused, s.cursor_ms)
+                for s in rows
+                if s.deleted_ms is None
+            ]
+        )
 
     def get_many(self, app_id: str, schedule_ids: Sequence[str]) -> dict[str, Schedule]:
         return {i: s for i in schedule_ids if (s := self.get(app_id, i)) is not None}

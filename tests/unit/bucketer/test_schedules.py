@@ -258,7 +258,7 @@ def test_a_delete_marks_the_schedule_and_aborts_the_occurrences_created_ahead() 
 
     s = schedule(h, sid)
     assert s.deleted_ms == h.clock.now_ms()
-    assert list(h.schedules.scan_live()) == []
+    assert list(h.schedules.scan_timings()) == []
     assert {status(h, i) for i in ids} == {Status.ABORTED}
     assert [c.message_id for c in aborts(h)] == ids
     assert usage.pending("app-a") == 0
@@ -335,7 +335,7 @@ def test_an_invalid_put_is_refused_and_nothing_is_stored(
     [rejection] = h.rejected()
     assert (rejection.reason, rejection.original) == (reason, record.value)
     assert rejection.detail and rejection.source_offset == record.offset
-    assert list(h.schedules.scan_live()) == [] and h.schedules.get(app_id, sid) is None
+    assert list(h.schedules.scan_timings()) == [] and h.schedules.get(app_id, sid) is None
     assert [m.message_id for m in h.stored()] == [valid.message_id]
     assert h.metric("scheduler_bucketer_rejected_total", reason=reason) == 1
 
@@ -495,7 +495,7 @@ def test_schedule_requests_of_every_version_still_become_messages(version: int) 
         request.message_id,
         "k" if version == 2 else None,
     )
-    assert h.rejected() == [] and len(list(h.schedules.scan_live())) == 1
+    assert h.rejected() == [] and len(list(h.schedules.scan_timings())) == 1
 
 
 def previous_catalogue(tmp_path: Path) -> SchemaCatalogue:
@@ -530,7 +530,7 @@ def test_a_previous_bucketer_refuses_a_definition_and_goes_on(tmp_path: Path) ->
     assert (rejection.reason, rejection.original) == ("unknown_schema", definition.value)
     assert rejection.app_id is None and "fingerprint" in rejection.detail
     assert sorted(m.message_id for m in h.stored()) == sorted([before.message_id, after.message_id])
-    assert list(h.schedules.scan_live()) == []
+    assert list(h.schedules.scan_timings()) == []
 
 
 def test_a_previous_bucketer_with_a_registry_refuses_a_definition_as_wrong_schema(

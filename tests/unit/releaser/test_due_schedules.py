@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler.domain.recurrence import Recurrence
-from scheduler.store.ports import Schedule, ScheduleChange
+from scheduler.store.ports import Schedule, ScheduleChange, ScheduleTiming
 from scheduler.testing.fakes import InMemoryScheduleStore
 from scheduler_releaser.releaser.due_schedules import (
     CHANGE_OVERLAP_MS,
@@ -42,9 +42,9 @@ class CountingStore(InMemoryScheduleStore):
         self.scans = self.gets = self.reads = 0
         self.hidden: set[str] = set()
 
-    def scan_live(self) -> Iterator[Schedule]:
+    def scan_timings(self) -> Iterator[ScheduleTiming]:
         self.scans += 1
-        return super().scan_live()
+        return super().scan_timings()
 
     def get_many(self, app_id: str, schedule_ids: Sequence[str]) -> dict[str, Schedule]:
         self.reads += 1
@@ -225,7 +225,7 @@ class EveryScheduleRunner(OccurrenceRunner):
 
     def _refresh(self, now: int) -> None:
         self._index.clear()
-        for s in self._schedules.scan_live():
+        for s in self._schedules.scan_timings():
             self._index.set((s.app_id, s.schedule_id), now)
 
 

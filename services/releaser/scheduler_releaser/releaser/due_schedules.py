@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import heapq
 
-from scheduler.store.ports import Schedule, ScheduleChange, ScheduleStore
+from scheduler.store.ports import Schedule, ScheduleChange, ScheduleStore, ScheduleTiming
 
 CHANGE_OVERLAP_MS = 30_000  # how far back the change rows are read, every SWEEP_MS
 RECENT_MS = 2_000  # how far back at the other ticks
@@ -28,7 +28,7 @@ RESCAN_ROWS_PER_TICK = 200  # rows of a periodic full pass read per tick: ~20 ms
 Key = tuple[str, str]  # (app id, schedule id)
 
 
-def wake_ms(schedule: Schedule, now_ms: int, lookahead_ms: int) -> int | None:
+def wake_ms(schedule: Schedule | ScheduleTiming, now_ms: int, lookahead_ms: int) -> int | None:
     """When the runner must next look at `schedule`; None: never, until it changes (paused,
     deleted, or past its last occurrence)."""
     if schedule.paused or schedule.deleted_ms is not None:

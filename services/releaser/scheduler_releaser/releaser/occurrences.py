@@ -26,6 +26,7 @@ import dataclasses
 import itertools
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from scheduler.kafka.producer import RecordProducer
 from scheduler.records import Command, ScheduleRequest
 from scheduler.schedule_occurrences import abort_created_ahead, occurrence_request
 from scheduler.settings import KafkaSettings, SchedulingSettings
-from scheduler.store.ports import MessageStore, Schedule, ScheduleStore
+from scheduler.store.ports import MessageStore, Schedule, ScheduleStore, ScheduleTiming
 from scheduler.store.usage import UsageStore
 from scheduler.topics import Topics
 from scheduler_releaser.metrics import OccurrenceMetrics
@@ -101,7 +102,7 @@ class OccurrenceRunner:
         self._index = DueIndex()
         self._changes = ChangeFeed(schedules)
         self._rescan_at: int | None = None  # None: a full pass at the next tick
-        self._rescan: Iterator[Schedule] | None = None  # a full pass going on, a page a tick
+        self._rescan: Iterator[ScheduleTiming] | None = None  # a full pass going on, a page a tick
 
     def forget(self) -> None:
         """Not leading: another runner may change cursors meanwhile; start over when leading."""
@@ -150,12 +151,17 @@ class OccurrenceRunner:
             self._changes.restart(now)
             self._index.clear()
             self._rescan = None
-            for s in self._schedules.scan_live():
+            started = time.monotonic()
+            for s in self._schedules.scan_timings():
                 self._index.set((s.app_id, s.schedule_id), wake_ms(s, now, self._lookahead_ms))
             self._rescan_at = now + self._rescan_ms
-            log.info("occurrence runner: %d schedule(s) to wake up", len(self._index))
+            log.info(
+                "occurrence runner: read every schedule in %.1f s; %d to wake up",
+                time.monotonic() - started,
+                len(self._index),
+            )
         elif now >= self._rescan_at and self._rescan is None:
-            self._rescan = iter(self._schedules.scan_live())
+            self._rescan = iter(self._schedules.scan_timings())
             self._rescan_at = now + self._rescan_ms
         if self._rescan is not None:
             read = 0

@@ -57,7 +57,7 @@ def test_a_refused_form_is_shown_again_with_the_reason(
     alice.get(f"/apps/{h.alice.app_id}/schedules/new")
     r = alice.post(f"/apps/{h.alice.app_id}/schedules/new", {**FORM, **changes})
     assert r.status_code == 400 and shown in html.unescape(r.text), r.text
-    assert list(h.schedules.scan_live()) == []
+    assert list(h.schedules.scan_timings()) == []
     assert html.escape(next(iter(changes.values()))) in r.text  # what was typed is kept
 
 

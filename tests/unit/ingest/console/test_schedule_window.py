@@ -48,4 +48,4 @@ def test_a_window_out_of_bounds_is_refused_with_what_was_typed(
     assert r.status_code == 400
     assert "Flexible window: minutes from 0 to 1,440 (a day)" in html.unescape(r.text)
     assert f'name="flexible_window" value="{html.escape(typed)}"' in r.text
-    assert list(h.schedules.scan_live()) == []
+    assert list(h.schedules.scan_timings()) == []
