@@ -864,6 +864,19 @@ DISPATCHER = [
                 " They are delayed, never dropped; a steady rise means an app's rate is below"
                 " what is scheduled for it.",
             ),
+            Panel(
+                "Oldest wait for an app's delivery policy",
+                "s",
+                [
+                    (
+                        "max by (instance) (scheduler_dispatch_admission_oldest_wait_seconds)",
+                        "{{instance}} oldest",
+                    ),
+                ],
+                "How long the oldest message held by a pause or rate limit has waited. Its ring"
+                " record is kept only for the ring's retention (SCHEDULER_KAFKA_DUE_RETENTION_MS,"
+                " 7 days by default); SchedulerDeliveriesHeldLong fires at 3 days.",
+            ),
         ],
     ),
     Row(

@@ -107,6 +107,12 @@ class DispatchMetrics:
             "Due messages waiting for their app's resume or rate limit (a delivery policy)",
             registry=registry,
         )
+        self.admission_oldest_wait = Gauge(
+            "scheduler_dispatch_admission_oldest_wait_seconds",
+            "How long the oldest message waiting for its app's resume or rate limit has waited"
+            " (0: none waits); its ring record must outlive the wait",
+            registry=registry,
+        )
         self.ring_lag = Gauge(
             "scheduler_dispatch_ring_lag_records",
             "Ring records received but not yet settled (uncommitted)",

@@ -207,6 +207,27 @@ def test_a_paused_apps_due_messages_wait_and_are_delivered_after_the_resume() ->
     assert kafka_emit.at_ms is not None and kafka_emit.at_ms < start + 1_000
 
 
+def test_how_long_the_oldest_held_message_has_waited_is_reported_until_the_resume() -> None:
+    """The ring keeps a held message's record only for its retention: operators see the wait
+    grow (an alert fires long before the retention) and fall back to 0 on the resume."""
+    paused = dataclasses.replace(REST_APP, deliveries_paused=True)
+    h = build(lambda r: httpx.Response(200), apps=(paused,))
+    start = h.clock.now_ms()
+    seen: list[float] = []
+
+    def on_sleep() -> None:
+        seen.append(h.metric("scheduler_dispatch_admission_oldest_wait_seconds"))
+        if h.clock.now_ms() >= start + 10 * MINUTE:
+            h.apps.apps[paused.app_id] = dataclasses.replace(paused, deliveries_paused=False)
+
+    h.dispatcher._sleep.on_sleep = on_sleep  # type: ignore[attr-defined]
+    due_now(h, paused, 2)
+    asyncio.run(h.dispatcher.fire_due())
+    assert outcomes(h) == {DeliveryOutcome.SENT: 2}
+    assert 9 * 60 <= max(seen) <= 10 * 60 + 1
+    assert h.metric("scheduler_dispatch_admission_oldest_wait_seconds") == 0
+
+
 def test_a_pause_does_not_count_toward_the_max_event_age() -> None:
     paused = dataclasses.replace(
         with_policy(REST_APP, max_event_age_ms=5 * MINUTE), deliveries_paused=True

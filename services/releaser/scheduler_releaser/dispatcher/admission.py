@@ -89,6 +89,7 @@ class Admission:
         stopping: Callable[[], bool],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         waiting: Callable[[int], None] = lambda n: None,
+        oldest_wait: Callable[[float], None] = lambda s: None,
     ) -> None:
         self._apps = apps
         self._clock = clock
@@ -96,11 +97,20 @@ class Admission:
         self._stopping = stopping
         self._sleep = sleep
         self._waiting_gauge = waiting
+        self._oldest_gauge = oldest_wait
         self._gates: dict[str, _Gate] = {}
 
     @property
     def waiting(self) -> int:
         return sum(len(g.waiters) for g in self._gates.values())
+
+    def _report(self) -> None:
+        """The gauges: how many wait, and for how long the oldest has (seconds; 0: none). A
+        waiting message's ring record must outlive its wait (the ring's retention), or a
+        restart of this dispatcher would no longer find it (docs/API.md, "Limits of a pause")."""
+        self._waiting_gauge(self.waiting)
+        entered = [g.waiters[0].entered_ms for g in self._gates.values() if g.waiters]
+        self._oldest_gauge(max(0, self._clock.now_ms() - min(entered)) / 1000 if entered else 0.0)
 
     async def admit(self, app: Application) -> Admitted | None:
         """The app as it stands when this delivery may go, or None on shutdown."""
@@ -124,7 +134,7 @@ class Admission:
             asyncio.get_running_loop().create_future(),
         )
         gate.waiters.append(waiter)
-        self._waiting_gauge(self.waiting)
+        self._report()
         if gate.pump is None or gate.pump.done():
             gate.pump = asyncio.create_task(self._pump(gate))
         return await asyncio.shield(waiter.done)
@@ -137,7 +147,7 @@ class Admission:
                 if not waiter.done.done():
                     waiter.done.set_result(None)
             gate.waiters.clear()
-            self._waiting_gauge(self.waiting)
+            self._report()
 
     async def _run(self, gate: _Gate) -> None:
         while gate.waiters and not self._stopping():
@@ -147,6 +157,7 @@ class Admission:
             if app is None:
                 return
             if app.deliveries_paused:
+                self._report()
                 await self._sleep(PAUSE_POLL_S)
                 gate.paused_total_ms += self._clock.now_ms() - now
                 continue
@@ -165,7 +176,7 @@ class Admission:
 
     def _release(self, gate: _Gate, app: Application, now: int, counts: bool) -> None:
         waiter = gate.waiters.popleft()
-        self._waiting_gauge(self.waiting)
+        self._report()
         if waiter.done.done():
             return
         paused = gate.paused_total_ms - waiter.paused_total_ms

@@ -119,6 +119,7 @@ class Dispatcher:
             lambda: self.stopping,
             sleep,
             metrics.admission_waiting.set,
+            metrics.admission_oldest_wait.set,
         )
         # Topics that refused a record transiently: (until, why). Producing to them again at
         # once would hold every other tenant's transaction for the destination timeout again.
