@@ -23,7 +23,7 @@ from scheduler.store.ports import Schedule, ScheduleChange, ScheduleStore, Sched
 CHANGE_OVERLAP_MS = 30_000  # how far back the change rows are read, every SWEEP_MS
 RECENT_MS = 2_000  # how far back at the other ticks
 SWEEP_MS = 10_000
-RESCAN_ROWS_PER_TICK = 200  # rows of a periodic full pass read per tick: ~20 ms of CPU
+RESCAN_ROWS_PER_TICK = 200  # rows of a periodic full pass read per tick: ~10 ms of CPU
 
 Key = tuple[str, str]  # (app id, schedule id)
 
