@@ -16,6 +16,9 @@ from typing import Any
 
 from scheduler.settings import CassandraSettings
 from scheduler.store.cassandra import connect
+from scheduler.store.migrate import apply_migrations
+from scheduler.testing.isolation import drop_keyspace, private_cassandra, unique_name
+from scheduler.testing.servers import resolve_servers
 
 KINDS = {
     "local_write_latency": "writes",
@@ -67,3 +70,18 @@ def counter(cassandra: CassandraSettings) -> Iterator[Callable[[], Counts | None
         yield snapshot
     finally:
         cluster.shutdown()
+
+
+@contextmanager
+def private_keyspace(now_ms: int) -> Iterator[Any]:
+    """A session on a keyspace of the local Cassandra of its own, migrated (as of `now_ms`),
+    dropped afterwards: for the benches that time one store alone."""
+    cassandra = private_cassandra(resolve_servers(), unique_name())
+    cluster, session = connect(cassandra)
+    try:
+        apply_migrations(session, cassandra, now_ms)
+        session.set_keyspace(cassandra.keyspace)
+        yield session
+    finally:
+        cluster.shutdown()
+        drop_keyspace(cassandra)

@@ -24,15 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.cassandra_ops import private_keyspace
 from bench.machine import cpu_model, memory_gib
 from scheduler.domain.status import Status
 from scheduler.encryption import PLAIN, ColumnCipher, Keyring, cell, new_key
-from scheduler.store.cassandra import connect
 from scheduler.store.cassandra_messages import CassandraMessageStore
-from scheduler.store.migrate import apply_migrations
 from scheduler.store.ports import LogEntry, MessageContent, StatusUpdate
-from scheduler.testing.isolation import drop_keyspace, private_cassandra, unique_name
-from scheduler.testing.servers import resolve_servers
 
 SIZES = (100, 1024, 16 * 1024, 256 * 1024)
 T0 = 1_893_499_200_000
@@ -93,11 +90,7 @@ def main() -> int:
             f"payload {size:>7,} B: seal {seal_us:8.1f} µs, open {open_us:8.1f} µs,"
             f" stored {rows[0][2]:,} characters (x{rows[0][2] / len(payload(size)):.2f})"
         )
-    cassandra = private_cassandra(resolve_servers(), unique_name())
-    cluster, session = connect(cassandra)
-    try:
-        apply_migrations(session, cassandra, T0)
-        session.set_keyspace(cassandra.keyspace)
+    with private_keyspace(T0) as session:
         stores = {
             "plain": CassandraMessageStore(session),
             "encrypted": CassandraMessageStore(session, ENCRYPTING),
@@ -115,9 +108,6 @@ def main() -> int:
                 f" {statistics.median(r[0] for r in rows):,.0f} messages/s,"
                 f" {statistics.median(r[1] for r in rows):.1f} ms CPU per 1,000 messages"
             )
-    finally:
-        cluster.shutdown()
-        drop_keyspace(cassandra)
     return 0
 
 

@@ -24,14 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.cassandra_ops import private_keyspace
 from bench.dispatch_rig import machine_line
 from scheduler.domain.recurrence import Recurrence
-from scheduler.store.cassandra import connect
 from scheduler.store.cassandra_schedules import CassandraScheduleStore
-from scheduler.store.migrate import apply_migrations
 from scheduler.store.ports import Schedule, ScheduleTiming
-from scheduler.testing.isolation import drop_keyspace, private_cassandra, unique_name
-from scheduler.testing.servers import resolve_servers
 from scheduler_releaser.releaser.due_schedules import wake_ms
 
 T0 = 1_893_499_200_000
@@ -72,11 +69,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     print(f"machine: {machine_line()}")
-    cassandra = private_cassandra(resolve_servers(), unique_name())
-    cluster, session = connect(cassandra)
-    try:
-        apply_migrations(session, cassandra, T0)
-        session.set_keyspace(cassandra.keyspace)
+    with private_keyspace(T0) as session:
         store = CassandraScheduleStore(session)
         started = time.perf_counter()
         with ThreadPoolExecutor(16) as pool:
@@ -108,9 +101,6 @@ def main() -> int:
                 f" {statistics.median(r[0] for r in rows):.1f} µs, wall"
                 f" {statistics.median(r[1] for r in rows):.1f} µs per schedule"
             )
-    finally:
-        cluster.shutdown()
-        drop_keyspace(cassandra)
     return 0
 
 
