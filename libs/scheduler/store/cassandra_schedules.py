@@ -219,7 +219,7 @@ class CassandraScheduleStore:
             if row.deleted_ms is not None or row.created_ms is None:
                 continue
             try:
-                recurrence = _recurrence(row)
+                recurrence = _parse_recurrence(row.recurrence_json)
             except ValidationError as exc:
                 log.warning("schedule %s/%s skipped: %s", row.app_id, row.schedule_id, exc)
                 continue
@@ -248,7 +248,7 @@ class CassandraScheduleStore:
         return Schedule(
             app_id=app_id,
             schedule_id=row.schedule_id,
-            recurrence=_recurrence(row),
+            recurrence=_parse_recurrence(row.recurrence_json),
             payload_json=self._cipher.open(
                 row.payload_json, schedule_payload_cell(app_id, row.schedule_id)
             ),
@@ -260,10 +260,6 @@ class CassandraScheduleStore:
             cursor_ms=row.cursor_ms,
             flexible_window_ms=row.flexible_window_ms,
         )
-
-
-def _recurrence(row: Any) -> Recurrence:
-    return _parse_recurrence(row.recurrence_json)
 
 
 @functools.lru_cache(maxsize=4096)
