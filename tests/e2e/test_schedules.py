@@ -1,7 +1,8 @@
 """Recurring schedules through the whole system: the routes, the releaser's occurrence runner,
 the bucketer, the dispatcher. Occurrences arrive once each, never early, as messages with their
-derived ids; a pause stops them (aborting what was created ahead), a resume starts them again, a
-delete stops them for good. Shrunk settings: a tick of 200 ms, a look-ahead of 3 s."""
+derived ids; a pause stops them (aborting what was created ahead), a resume starts them again
+(bringing back what the pause aborted, so a short pause leaves no gap), a delete stops them for
+good. Shrunk settings: a tick of 200 ms, a look-ahead of 3 s."""
 
 from __future__ import annotations
 
@@ -109,3 +110,39 @@ def test_a_pause_stops_the_occurrences_a_resume_restarts_them_a_delete_ends_them
     late = {m for m in arrived() if instants[m] > deleted_at + 1_000}
     assert late == set(), late
     assert app.client.get(f"/schedules/{schedule_id}").status_code == 404
+
+
+def test_a_short_pause_leaves_no_gap_after_the_resume(shared_world: World) -> None:
+    """Paused for half a second, under the look-ahead: the occurrences the pause aborted ahead
+    are brought back by the resume, and every one due after it (and its cancel guard) arrives,
+    once, never early."""
+    w, app = shared_world, shared_world.rest
+    start = CLOCK.now_ms() + 1_000
+    schedule_id = create(app, {"expression": "rate(1 second)", "start": start, "payload": {}})
+    instants = occurrences(app, schedule_id, start, 1_000, 600)
+
+    def arrived() -> dict[str, int]:
+        return {
+            a.message_id: a.received_ms for a in w.arrivals.snapshot() if a.message_id in instants
+        }
+
+    wait_for("two occurrences", lambda: len(arrived()) >= 2, 30)
+    paused = app.client.put(f"/schedules/{schedule_id}/pause")
+    assert paused.status_code == 200, paused.text
+    created_until = parse_rfc3339_ms(paused.json()["createdUntil"])
+    assert created_until is not None
+    time.sleep(0.5)
+    resumed_at = CLOCK.now_ms()
+    assert app.client.put(f"/schedules/{schedule_id}/resume").status_code == 200
+    after = resumed_at + w.scheduling.cancel_guard_ms + 100  # the resume's own clock is later
+    expected = {m for m, t in instants.items() if after < t <= resumed_at + 6_000}
+    revived = sorted(m for m in expected if instants[m] <= created_until)
+    assert revived, f"nothing aborted ahead of the resume (created until {created_until - after})"
+    wait_for("every occurrence after the resume", lambda: expected <= set(arrived()), 30)
+    early = {m: r for m, r in arrived().items() if r < instants[m]}
+    assert early == {}, early
+    record = app.client.get(f"/messages/{revived[0]}").json()
+    assert (record["status"], record["generation"]) == ("SENT", 1), record
+    duplicates = [a.message_id for a in w.arrivals.snapshot() if a.message_id in expected]
+    assert len(duplicates) == len(expected), "an occurrence arrived twice"
+    assert app.client.delete(f"/schedules/{schedule_id}").status_code in (200, 204)

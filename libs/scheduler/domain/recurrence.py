@@ -319,6 +319,12 @@ class Recurrence:
             raise ValueError("limit must not be negative")
         return list(islice(self._forward(after_ms, min(until_ms, self.last_allowed_ms)), limit))
 
+    def latest_occurrences(self, at_or_before_ms: int, limit: int) -> list[int]:
+        """The `limit` most recent occurrences at or before `at_or_before_ms`, newest first."""
+        if limit < 0:
+            raise ValueError("limit must not be negative")
+        return list(islice(self._backward(at_or_before_ms, MIN_EPOCH_MS - 1), limit))
+
     def catch_up_now(
         self, cursor_ms: int | None, now_ms: int, grace_ms: int = DEFAULT_GRACE_MS
     ) -> CatchUp:

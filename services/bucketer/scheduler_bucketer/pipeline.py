@@ -134,13 +134,13 @@ class BatchProcessor:
                     accepted_requests.append(admitted.request)
             stored += self._placer.submit(entries, outbox)
         self._placer.finish(stored, outbox)
-        aborts: list[Command] = []
+        schedule_commands: list[Command] = []
         if self._schedules is not None:
             for record in definitions:
-                aborts += self._schedules.apply(record, outbox)
+                schedule_commands += self._schedules.apply(record, outbox)
         for record in commands:
             self._commands.apply(record, outbox)
-        self._produce(outbox, aborts)
+        self._produce(outbox, schedule_commands)
         if self._pending_cap is not None:  # durable now: count what ingest did not
             self._pending_cap.count(accepted_requests)
 
@@ -153,12 +153,12 @@ class BatchProcessor:
         settled = iter(self._keys.settle(accepted))
         return [next(settled) if isinstance(a, Accepted) else a for a in admitted]
 
-    def _produce(self, outbox: Outbox, aborts: Sequence[Command] = ()) -> None:
+    def _produce(self, outbox: Outbox, commands: Sequence[Command] = ()) -> None:
         for topic, message in outbox.direct:
             self._producer.produce(
                 topic, message.message_id.encode(), self._due_codec.encode(message)
             )
-        for command in aborts:  # keyed by message id, as ingest publishes them
+        for command in commands:  # keyed by message id, as ingest publishes them
             self._producer.produce(
                 self._topics.commands,
                 command.message_id.encode(),
@@ -193,7 +193,7 @@ class BatchProcessor:
                 rejection.reason,
                 rejection.detail[:200],
             )
-        if outbox.direct or outbox.rejections or aborts:
+        if outbox.direct or outbox.rejections or commands:
             self._producer.flush(self._flush_timeout_s)
 
 

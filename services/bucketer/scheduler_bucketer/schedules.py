@@ -10,7 +10,11 @@ The same effects as the HTTP routes of ingest (docs/SCHEDULES.md):
 - PAUSE / DELETE write their flag, read the schedule again (its cursor is fresh only after the
   write) and abort the occurrences created ahead beyond the cancel guard: ABORTED records now,
   ABORT commands produced with the batch, the app's pending count moved by -n;
-- RESUME clears the flag; the occurrences a pause aborted stay aborted;
+- RESUME clears the flag, reads the schedule again and brings back, as their next generation,
+  the occurrences its pause aborted (scheduler.schedule_occurrences.revive_paused): READY
+  records now, REDRIVE commands produced with the batch, the pending count moved by +n. A
+  replay finds them READY at that generation and produces their commands again. Paused again
+  by the read after those writes, it aborts them as a pause does;
 - PAUSE, RESUME, DELETE of an unknown (or deleted) schedule: `schedule_not_found`.
 
 A bad record is refused to the rejected topic like a bad request (nothing is written before
@@ -39,7 +43,7 @@ from scheduler.codec import DecodeError, RecordCodec
 from scheduler.domain.errors import ValidationError
 from scheduler.domain.validation import definition_recurrence, validate_schedule_definition
 from scheduler.records import Command, ScheduleDefinition, ScheduleOperation
-from scheduler.schedule_occurrences import abort_created_ahead
+from scheduler.schedule_occurrences import DELETED, PAUSED, abort_created_ahead, revive_paused
 from scheduler.settings import SchedulingSettings
 from scheduler.store.ports import AppLookup, MessageStore, Schedule, ScheduleStore
 from scheduler.store.usage import UsageStore
@@ -80,8 +84,9 @@ class ScheduleHandler:
         self._metrics = metrics
 
     def apply(self, record: InputRecord, outbox: Outbox) -> list[Command]:
-        """Apply one definition; returns the ABORT commands to produce with the batch (their
-        ABORTED records are written already). A refusal goes to `outbox.rejections`."""
+        """Apply one definition; returns the commands to produce with the batch: ABORT (their
+        ABORTED records are written already) and REDRIVE (a resume: their READY records are
+        written already). A refusal goes to `outbox.rejections`."""
         try:
             d = self._codec.decode(record.value or b"")
         except DecodeError as exc:
@@ -92,21 +97,21 @@ class ScheduleHandler:
         try:
             validate_schedule_definition(d, self._scheduling)
             self._check_app(d.app_id)
-            outcome, aborts = self._apply(d)
+            outcome, commands = self._apply(d)
         except ValidationError as exc:
             ids = {"app_id": d.app_id or None, "message_id": d.schedule_id or None}
             rejection = Rejection(record, exc.token, exc.message, **ids)
             return self._refuse(outbox, rejection, d.operation.value)
         self._metrics.schedule_definitions.labels(d.operation.value, outcome).inc()
         log.info(
-            "schedule %s/%s %s: %s, %d occurrence(s) aborted",
+            "schedule %s/%s %s: %s, %d occurrence(s) aborted or brought back",
             d.app_id,
             d.schedule_id,
             d.operation.value,
             outcome,
-            len(aborts),
+            len(commands),
         )
-        return aborts
+        return commands
 
     def _refuse(self, outbox: Outbox, rejection: Rejection, operation: str) -> list[Command]:
         self._metrics.schedule_definitions.labels(operation, "rejected").inc()
@@ -135,14 +140,17 @@ class ScheduleHandler:
             raise ValidationError("schedule_not_found", "no such schedule in this application")
         if d.operation is RESUME:
             self._store.set_paused(d.app_id, d.schedule_id, False, d.issued_ms)
-            return "applied", []
+            resumed = self._store.get(d.app_id, d.schedule_id) or stored
+            if resumed.paused:  # a pause issued later is stored
+                return "superseded", []
+            return "applied", self._revive(resumed)
         if d.operation is PAUSE:
             self._store.set_paused(d.app_id, d.schedule_id, True, d.issued_ms)
             # A repeated pause (or a replay) aborts again but moves the pending count once.
-            first, why = not stored.paused, "schedule paused"
+            first, why = not stored.paused, PAUSED
         else:
             # A repeated delete (or a replay) aborts again too: the commands may have been lost.
-            first, why = stored.deleted_ms is None, "schedule deleted"
+            first, why = stored.deleted_ms is None, DELETED
             if first:
                 self._store.delete(d.app_id, d.schedule_id, d.issued_ms)
         # Read again: the cursor is fresh only after the flag is written (the runner re-checks
@@ -192,13 +200,32 @@ class ScheduleHandler:
         self, schedule: Schedule, why: str, *, move_pending: bool
     ) -> list[Command]:
         now = self._clock.now_ms()
-        writes, commands = abort_created_ahead(schedule, now, self._scheduling.cancel_guard_ms, why)
-        if not writes:
-            return []
-        self._messages.update_statuses(writes)  # ABORTED first: then the commands (decision 5)
-        if move_pending and self._usage is not None:
-            try:
-                self._usage.add_pending(schedule.app_id, -len(writes))
-            except Exception as exc:  # noqa: BLE001 - approximate; never fail the batch for it
-                log.warning("pending count of %s (-%d) lost: %r", schedule.app_id, len(writes), exc)
+        guard = self._scheduling.cancel_guard_ms
+        writes, commands = abort_created_ahead(schedule, self._messages, now, guard, why)
+        if writes:  # ABORTED first: then the commands (decision 5)
+            self._messages.update_statuses(writes)
+        if move_pending and writes:
+            self._move_pending(schedule.app_id, -len(writes))
         return commands
+
+    def _revive(self, resumed: Schedule) -> list[Command]:
+        now = self._clock.now_ms()
+        guard = self._scheduling.cancel_guard_ms
+        revivals = revive_paused(resumed, self._messages, now, guard)
+        started = [r.ready for r in revivals if r.ready is not None]
+        if started:
+            self._messages.update_statuses(started)
+            self._move_pending(resumed.app_id, len(started))
+        commands = [r.command for r in revivals]
+        again = self._store.get(resumed.app_id, resumed.schedule_id)
+        if again is not None and again.paused:  # an HTTP pause that raced this resume
+            commands += self._abort_created_ahead(again, PAUSED, move_pending=True)
+        return commands
+
+    def _move_pending(self, app_id: str, delta: int) -> None:
+        if self._usage is None:
+            return
+        try:
+            self._usage.add_pending(app_id, delta)
+        except Exception as exc:  # noqa: BLE001 - approximate; never fail the batch for it
+            log.warning("pending count of %s (%+d) lost: %r", app_id, delta, exc)

@@ -64,6 +64,7 @@ from scheduler.domain.status import ABORTABLE, FIRST_ATTEMPT, Status
 from scheduler.domain.validation import validate_schedule_request
 from scheduler.domain.window import instant_in_window
 from scheduler.records import Command, CommandKind, DeliveryOutcome, DeliveryResult, ScheduleRequest
+from scheduler.schedule_occurrences import abort_created_ahead, revive_paused
 from scheduler.settings import SchedulingSettings
 from scheduler.store.cursor import decode_cursor
 from scheduler.store.ports import (
@@ -71,8 +72,8 @@ from scheduler.store.ports import (
     MessageContent,
     MessageStore,
     MessageView,
+    Schedule,
     StatusUpdate,
-    StatusWrite,
 )
 from scheduler.store.usage import usage_day
 from scheduler.topics import Topics
@@ -730,25 +731,45 @@ class MessageService:
         await self._io(self._store.update_status, app_id, message_id, ready, entry)
         return await self.get(app_id, message_id)
 
-    async def abort_created(
-        self,
-        app_id: str,
-        writes: Sequence[StatusWrite],
-        commands: Sequence[Command],
-        *,
-        move_pending: bool,
-    ) -> None:
-        """Abort messages whose ABORTED writes and ABORT commands the caller built (a schedule's
-        occurrences created ahead: scheduler.schedule_occurrences.abort_created_ahead). The records
-        first, as `abort` does: the dispatcher re-checks a record at fire time, so a command
-        lost with the 503 cannot let a message through, and repeating the call is harmless.
-        `move_pending`: take them off the app's pending count (False when a repeated call
-        already did)."""
-        if not writes:
-            return
-        await self._io(self._store.update_statuses, writes)
-        if move_pending:  # ABORTED is terminal from here on, whatever becomes of the commands
-            await self._move_pending(app_id, -len(writes))
+    async def stop_occurrences(
+        self, schedule: Schedule, now: int, why: str, *, move_pending: bool
+    ) -> int:
+        """Abort the occurrences a paused or deleted schedule created ahead, except those within
+        the cancel guard (delivered). The records first, as `abort` does: the dispatcher
+        re-checks a record at fire time, so a command lost with the 503 cannot let a message
+        through, and repeating the call is harmless. `move_pending`: take them off the app's
+        pending count (False when a repeated call already did). Returns how many."""
+        guard = self._scheduling.cancel_guard_ms
+        writes, commands = await self._io(
+            abort_created_ahead, schedule, self._store, now, guard, why
+        )
+        if writes:
+            await self._io(self._store.update_statuses, writes)
+        if move_pending and writes:  # terminal from here on, whatever becomes of the commands
+            await self._move_pending(schedule.app_id, -len(writes))
+        stored = "the change and the ABORTED records are stored, and the dispatcher checks a"
+        await self._publish_commands(commands, "abort", f"{stored} record before it delivers")
+        return len(writes)
+
+    async def revive_occurrences(self, schedule: Schedule, now: int) -> int:
+        """Bring back, as their next generation, the occurrences a pause of this (now resumed)
+        schedule aborted (scheduler.schedule_occurrences.revive_paused). The REDRIVE commands
+        first, then the READY records, as a redrive: a READY record with no command behind it
+        would never be delivered. Returns how many were started."""
+        guard = self._scheduling.cancel_guard_ms
+        revivals = await self._io(revive_paused, schedule, self._store, now, guard)
+        if not revivals:
+            return 0
+        commands = [r.command for r in revivals]
+        again = "the resume is stored: repeat it to bring back the occurrences its pause aborted"
+        await self._publish_commands(commands, "redrive", again)
+        started = [r.ready for r in revivals if r.ready is not None]
+        if started:
+            await self._move_pending(schedule.app_id, len(started))
+            await self._io(self._store.update_statuses, started)
+        return len(started)
+
+    async def _publish_commands(self, commands: Sequence[Command], kind: str, then: str) -> None:
         results = await asyncio.gather(
             *(self._publish_command(c) for c in commands), return_exceptions=True
         )
@@ -760,9 +781,8 @@ class MessageService:
             raise ApiError(
                 503,
                 "unavailable",
-                f"Kafka did not acknowledge {len(failed)} abort command(s) ({first.cause}); the"
-                " change and the ABORTED records are stored, and the dispatcher checks a record"
-                " before it delivers",
+                f"Kafka did not acknowledge {len(failed)} {kind} command(s) ({first.cause});"
+                f" {then}",
                 {"Retry-After": str(self._retry_after_s)},
             )
 

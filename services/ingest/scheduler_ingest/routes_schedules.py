@@ -54,7 +54,8 @@ CREATE_SCHEMA: dict[str, Any] = {
 }
 READ_ERRORS = errors(401, 403, 404)
 WRITE_ERRORS = errors(400, 401, 403, 404, 413, 415)
-STOP_ERRORS = errors(401, 403, 404, 503)  # 503: an abort command was not acknowledged
+# 503: an abort (pause, delete) or redrive (resume) command was not acknowledged
+STOP_ERRORS = errors(401, 403, 404, 503)
 ONE: dict[int | str, dict[str, Any]] = {200: {"model": ScheduleOut}}
 
 
@@ -112,8 +113,8 @@ def build_router() -> APIRouter:
     @router.put(
         "/schedules/{scheduleId}/resume",
         tags=["schedules"],
-        summary="Resume; what came due while paused follows the catch-up policy",
-        responses={**ONE, **READ_ERRORS},
+        summary="Resume; the occurrences the pause aborted come back (catch-up policy for the due)",
+        responses={**ONE, **STOP_ERRORS},
     )
     async def resume(gw: GatewayDep, who: DataKeyDep, scheduleId: str) -> JSONResponse:
         return _one(gw, await gw.schedules.resume(who.app_id, scheduleId))
@@ -193,7 +194,7 @@ def build_router() -> APIRouter:
     @router.put(
         "/applications/{appId}/schedules/{scheduleId}/resume",
         tags=["dashboard"],
-        responses={**ONE, **READ_ERRORS},
+        responses={**ONE, **STOP_ERRORS},
     )
     async def app_resume(
         gw: GatewayDep, who: ControlKeyDep, appId: str, scheduleId: str

@@ -10,8 +10,10 @@ ordinary messages ahead of their instants and keeps the cursor. So:
   only after the write) and aborts the occurrences created ahead that are not within the cancel
   guard. The runner re-checks the schedule after it advances its cursor, so whichever of the two
   reads second sees the other's write and aborts what the other created;
-- a resume only clears the flag: what came due while paused follows the catch-up policy, and
-  the occurrences the pause aborted stay aborted.
+- a resume clears the flag, then brings back, as their next generation, the occurrences the
+  pause aborted: those still ahead at their own instant, and what the catch-up policy keeps of
+  those that came due while paused (scheduler.schedule_occurrences.revive_paused). An
+  occurrence its user aborted stays aborted.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from scheduler.domain.recurrence import INVALID_END, INVALID_START, Recurrence
 from scheduler.domain.sendat import format_rfc3339_ms, parse_instant
 from scheduler.domain.validation import validate_payload_json
 from scheduler.domain.window import check_window
-from scheduler.schedule_occurrences import abort_created_ahead
+from scheduler.schedule_occurrences import DELETED, PAUSED
 from scheduler.settings import SchedulingSettings
 from scheduler.store.cursor import decode_schedule_cursor
 from scheduler.store.ports import Schedule, ScheduleStore
@@ -243,13 +245,33 @@ class ScheduleService:
         paused = await self.get(app_id, schedule_id)  # deleted meanwhile: the delete aborts
         if paused.paused:  # else a resume issued later (another replica's clock) won: it runs
             # A repeated pause (e.g. a retry after a 503) aborts again but counts pending once.
-            await self._abort_created_ahead(paused, now, "schedule paused", not current.paused)
+            await self._stop(paused, now, PAUSED, not current.paused)
         return paused
 
     async def resume(self, app_id: str, schedule_id: str) -> Schedule:
+        """Clears the flag, then brings back the occurrences the pause aborted (those still
+        ahead, and what the catch-up policy keeps of those that came due meanwhile), then reads
+        the schedule again: paused again by then, it aborts what it brought back, as a tick
+        that raced a pause does (whichever of the two reads second sees the other's write)."""
         await self.get(app_id, schedule_id)
-        await self._io(self._store.set_paused, app_id, schedule_id, False, self._clock.now_ms())
-        return await self.get(app_id, schedule_id)
+        now = self._clock.now_ms()
+        await self._io(self._store.set_paused, app_id, schedule_id, False, now)
+        resumed = await self.get(app_id, schedule_id)
+        if resumed.paused:
+            return resumed  # a pause issued later won
+        revived = await self._messages.revive_occurrences(resumed, now)
+        if not revived:
+            return resumed
+        log.info(
+            "schedule %s/%s: resumed; %d occurrence(s) its pause aborted brought back",
+            app_id,
+            schedule_id,
+            revived,
+        )
+        again = await self.get(app_id, schedule_id)
+        if again.paused:
+            await self._stop(again, self._clock.now_ms(), PAUSED, True)
+        return again
 
     async def delete(self, app_id: str, schedule_id: str) -> None:
         """Stops it as a pause does, then marks it deleted: if the aborts fail (503), the
@@ -260,24 +282,20 @@ class ScheduleService:
         await self._io(self._store.set_paused, app_id, schedule_id, True, now)
         stopped = await self.get(app_id, schedule_id)  # the cursor, fresh after the write
         # Those of a paused schedule were aborted by its pause: abort again, count once.
-        await self._abort_created_ahead(stopped, now, "schedule deleted", not current.paused)
+        await self._stop(stopped, now, DELETED, not current.paused)
         await self._io(self._store.delete, app_id, schedule_id, now)
 
-    async def _abort_created_ahead(
-        self, schedule: Schedule, now: int, why: str, move_pending: bool
-    ) -> None:
+    async def _stop(self, schedule: Schedule, now: int, why: str, move_pending: bool) -> None:
         """Abort the occurrences the runner created ahead (up to the cursor just read), except
         those within the cancel guard: they are left to be delivered."""
-        writes, commands = abort_created_ahead(schedule, now, self._scheduling.cancel_guard_ms, why)
-        if not writes:
-            return
-        log.info(
-            "schedule %s/%s: %s; aborting %d occurrence(s) created ahead",
-            schedule.app_id,
-            schedule.schedule_id,
-            why,
-            len(writes),
+        aborted = await self._messages.stop_occurrences(
+            schedule, now, why, move_pending=move_pending
         )
-        await self._messages.abort_created(
-            schedule.app_id, writes, commands, move_pending=move_pending
-        )
+        if aborted:
+            log.info(
+                "schedule %s/%s: %s; %d occurrence(s) created ahead aborted",
+                schedule.app_id,
+                schedule.schedule_id,
+                why,
+                aborted,
+            )

@@ -233,18 +233,94 @@ def test_a_pause_aborts_what_a_racing_runner_tick_created_too() -> None:
     assert [c.message_id for c in aborts(h)] == [*ids, raced]
 
 
-def test_a_resume_clears_the_flag_and_aborts_nothing() -> None:
+def kinds(h: Harness, kind: CommandKind) -> list[Command]:
+    return [c for c in aborts(h) if c.kind is kind]
+
+
+def test_a_resume_brings_back_the_occurrences_its_pause_aborted_as_their_next_generation() -> None:
     h = Harness()
+    usage = with_usage(h)
     sid = new_id(h)
     ids, requests = created_ahead_batch(h, sid)
     h.process(*requests, h.definition(PAUSE, sid))
+    assert [status(h, i) for i in ids] == [Status.ABORTED] * 3 and usage.pending("app-a") == 0
     h.clock.advance(5)
     h.process(h.definition(RESUME, sid))
     s = schedule(h, sid)
     assert not s.paused and s.updated_ms == h.clock.now_ms()
-    assert [status(h, i) for i in ids][1:] == [Status.ABORTED, Status.ABORTED]  # stay aborted
-    assert len(aborts(h)) == 3  # the pause's, none more
+    views = [h.messages.get("app-a", i) for i in ids]
+    states = [(v.state.status, v.state.generation) for v in views if v is not None]
+    assert states == [(Status.READY, 1)] * 3
+    redrives = kinds(h, CommandKind.REDRIVE)
+    assert [(c.message_id, c.generation) for c in redrives] == [(i, 1) for i in ids]
+    # each due at its own instant, as if never paused
+    s0 = s.recurrence.start_ms or 0
+    assert [c.send_at_ms for c in redrives] == [s0 + n * MINUTE for n in (1, 2, 3)]
+    assert usage.pending("app-a") == 3
+    assert h.messages.logs("app-a", ids[0])[-1].entry_id == "1:resumed"
+    assert len(kinds(h, CommandKind.ABORT)) == 3  # the pause's, none more
     assert outcome(h, "RESUME", "applied") == 1
+
+    # a replay (offsets not committed) produces the commands again, starts nothing again
+    h.process(h.definition(RESUME, sid))
+    assert len(kinds(h, CommandKind.REDRIVE)) == 6 and usage.pending("app-a") == 3
+
+    # paused again: the revived generation is the one aborted
+    h.process(h.definition(PAUSE, sid))
+    assert [(c.message_id, c.generation) for c in kinds(h, CommandKind.ABORT)][3:] == [
+        (i, 1) for i in ids
+    ]
+    assert [status(h, i) for i in ids] == [Status.ABORTED] * 3 and usage.pending("app-a") == 0
+
+
+class PausedDuringTheResume(InMemoryScheduleStore):
+    """An HTTP pause that lands after the bucketer's resume read the schedule, while it
+    brings back the occurrences."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pause_at_read: int | None = None
+        self.reads = 0
+
+    def get(self, app_id: str, schedule_id: str) -> Schedule | None:
+        self.reads += 1
+        if self.pause_at_read == self.reads:
+            super().set_paused(app_id, schedule_id, True, 2**42)  # later than any issued_ms
+        return super().get(app_id, schedule_id)
+
+
+def test_a_pause_that_races_a_resume_aborts_what_the_resume_brought_back() -> None:
+    store = PausedDuringTheResume()
+    h = Harness(schedules=store)
+    sid = new_id(h)
+    ids, requests = created_ahead_batch(h, sid)
+    h.process(*requests, h.definition(PAUSE, sid))
+    h.clock.advance(5)
+    # reads of a resume: the stored schedule, the one after the flag, the one after the writes
+    store.pause_at_read = store.reads + 3
+    h.process(h.definition(RESUME, sid))
+    assert schedule(h, sid).paused
+    views = [h.messages.get("app-a", i) for i in ids]
+    states = [(v.state.status, v.state.generation) for v in views if v is not None]
+    assert states == [(Status.ABORTED, 1)] * 3
+    aborted = [(c.message_id, c.generation) for c in kinds(h, CommandKind.ABORT)]
+    assert aborted[3:] == [(i, 1) for i in ids]
+
+
+def test_an_occurrence_its_user_aborted_stays_aborted_through_a_pause_and_a_resume() -> None:
+    h = Harness()
+    sid = new_id(h)
+    ids, requests = created_ahead_batch(h, sid)
+    h.process(*requests)
+    h.process(h.command(CommandKind.ABORT, ids[1], 0))
+    assert status(h, ids[1]) is Status.ABORTED
+    h.clock.advance(5)
+    h.process(h.definition(PAUSE, sid))
+    h.clock.advance(5)
+    h.process(h.definition(RESUME, sid))
+    assert [c.message_id for c in kinds(h, CommandKind.REDRIVE)] == [ids[0], ids[2]]
+    view = h.messages.get("app-a", ids[1])
+    assert view is not None and (view.state.status, view.state.generation) == (Status.ABORTED, 0)
 
 
 def test_a_delete_marks_the_schedule_and_aborts_the_occurrences_created_ahead() -> None:
@@ -402,11 +478,11 @@ def test_a_replayed_pause_does_not_abort_what_the_runner_created_after_the_resum
     assert resumed.cursor_ms is not None
     later = resumed.cursor_ms + MINUTE  # the runner, resumed, creates one more ahead
     h.schedules.advance_cursor("app-a", sid, later)
-    aborted_before = len(aborts(h))
+    aborted_before = len(kinds(h, CommandKind.ABORT))
     h.clock.advance(1_000)
     h.process(*batch)  # the batch again: its offsets were not committed
     assert not schedule(h, sid).paused  # the later resume still wins
-    assert len(aborts(h)) == aborted_before  # the replayed pause lost to it: aborts nothing
+    assert len(kinds(h, CommandKind.ABORT)) == aborted_before  # the replayed pause: nothing
     assert occurrence_message_id("app-a", sid, later) not in {c.message_id for c in aborts(h)}
     assert outcome(h, "PAUSE", "superseded") == 1
 

@@ -377,14 +377,13 @@ def test_pause_aborts_the_occurrences_created_ahead_beyond_the_guard(h: Harness)
     assert again.status_code == 200
     assert len(_aborted_commands(h)) == 8 and h.usage.pending(h.alice.app_id) == 1
 
-    # resume: the aborted ones stay aborted; the runner goes on after its cursor
+    # resume: the aborted ones come back (next test); the runner goes on after its cursor
     h.clock.advance(1_000)
     resumed = h.client.put(_url(schedule_id, "/resume"), headers=h.alice.data)
     assert resumed.status_code == 200
     assert resumed.json()["paused"] is False
     assert resumed.json()["nextOccurrence"] == "2026-01-01T00:06:00.000Z"
-    assert _statuses(h, schedule_id, instants) == [Status.READY] + [Status.ABORTED] * 4
-    assert len(h.published_commands()) == 8
+    assert _statuses(h, schedule_id, instants) == [Status.READY] * 5
     assert h.client.put(_url(schedule_id, "/resume"), headers=h.alice.data).status_code == 200
     # operations are counted by route template, as every request
     counted = h.registry.get_sample_value(
@@ -392,6 +391,168 @@ def test_pause_aborts_the_occurrences_created_ahead_beyond_the_guard(h: Harness)
         {"route": "/schedules/{scheduleId}/pause", "method": "PUT", "status": "200"},
     )
     assert counted == 2.0
+
+
+def _generations(h: Harness, schedule_id: str, instants: list[int]) -> list[tuple[Status, int]]:
+    views = [h.messages.get(h.alice.app_id, i) for i in _ids(h, schedule_id, instants)]
+    return [(v.state.status, v.state.generation) for v in views if v is not None]
+
+
+def _commands(h: Harness, kind: CommandKind) -> list[tuple[str, int, int | None]]:
+    return [
+        (c.message_id, c.generation, c.send_at_ms) for c in h.published_commands() if c.kind is kind
+    ]
+
+
+def test_a_resume_brings_back_the_occurrences_its_pause_aborted_at_their_own_instants(
+    h: Harness,
+) -> None:
+    schedule_id = _create(h, EVERY_MINUTE)
+    instants = _created_ahead(h, schedule_id, T0 + 5 * MINUTE)
+    h.clock.set(T0 + 30_000)
+    assert h.client.put(_url(schedule_id, "/pause"), headers=h.alice.data).status_code == 200
+    assert _statuses(h, schedule_id, instants) == [Status.ABORTED] * 5
+    assert h.usage.pending(h.alice.app_id) == 0
+    h.clock.set(T0 + 50_000)  # 10 s before the first: paused for 20 s
+    r = h.client.put(_url(schedule_id, "/resume"), headers=h.alice.data)
+    assert r.status_code == 200, r.text
+    assert _generations(h, schedule_id, instants) == [(Status.READY, 1)] * 5
+    ids = _ids(h, schedule_id, instants)
+    # the REDRIVE commands, each due at its occurrence: delivered as if never paused
+    assert _commands(h, CommandKind.REDRIVE) == [
+        (i, 1, t) for i, t in zip(ids, instants, strict=True)
+    ]
+    assert h.usage.pending(h.alice.app_id) == 5
+    log = h.client.get(f"/messages/{ids[0]}/logs", headers=h.alice.data).json()["logs"]
+    assert (log[-1]["status"], log[-1]["data"]) == ("READY", {"by": "schedule resumed"})
+
+    # a repeated resume publishes the commands again (one may have been lost), moves nothing
+    assert h.client.put(_url(schedule_id, "/resume"), headers=h.alice.data).status_code == 200
+    assert len(_commands(h, CommandKind.REDRIVE)) == 10 and h.usage.pending(h.alice.app_id) == 5
+
+    # paused again: the revived generation is the one aborted
+    h.clock.set(T0 + 55_000)
+    assert h.client.put(_url(schedule_id, "/pause"), headers=h.alice.data).status_code == 200
+    assert _generations(h, schedule_id, instants) == [(Status.ABORTED, 1)] * 5
+    assert [c[:2] for c in _commands(h, CommandKind.ABORT)][5:] == [(i, 1) for i in ids]
+    assert h.usage.pending(h.alice.app_id) == 0
+
+
+@pytest.mark.parametrize(
+    ("catch_up", "revived"),
+    [
+        ({"catchUp": "latest"}, [3]),
+        ({"catchUp": "skip"}, []),
+        ({"catchUp": "all", "catchUpLimit": 2}, [2, 3]),
+    ],
+)
+def test_what_came_due_while_paused_follows_the_catch_up_policy(
+    h: Harness, catch_up: dict[str, Any], revived: list[int]
+) -> None:
+    """Created ahead, aborted by the pause, due before the resume: missed, like an occurrence
+    the runner had not created yet; each kept one is due at the resume."""
+    schedule_id = _create(h, {**EVERY_MINUTE, **catch_up})
+    instants = _created_ahead(h, schedule_id, T0 + 5 * MINUTE)
+    h.clock.set(T0 + 30_000)
+    assert h.client.put(_url(schedule_id, "/pause"), headers=h.alice.data).status_code == 200
+    resumed_at = T0 + 3 * MINUTE + 30_000  # 1, 2 and 3 came due while paused
+    h.clock.set(resumed_at)
+    assert h.client.put(_url(schedule_id, "/resume"), headers=h.alice.data).status_code == 200
+    ids = _ids(h, schedule_id, instants)
+    missed = [(ids[k - 1], 1, resumed_at) for k in revived]
+    ahead = [(ids[k - 1], 1, instants[k - 1]) for k in (4, 5)]
+    assert sorted(_commands(h, CommandKind.REDRIVE)) == sorted(ahead + missed)
+    brought_back = {k for k in range(1, 6) if k in revived or k > 3}
+    expected = [
+        (Status.READY, 1) if k in brought_back else (Status.ABORTED, 0) for k in range(1, 6)
+    ]
+    assert _generations(h, schedule_id, instants) == expected
+
+
+def test_missed_ones_after_the_cursor_are_left_to_the_runner_s_catch_up(h: Harness) -> None:
+    schedule_id = _create(h, EVERY_MINUTE)
+    instants = _created_ahead(h, schedule_id, T0 + 2 * MINUTE)
+    h.clock.set(T0 + 30_000)
+    assert h.client.put(_url(schedule_id, "/pause"), headers=h.alice.data).status_code == 200
+    h.clock.set(T0 + 10 * MINUTE)  # the runner has 3..10 to catch up: its latest is newer
+    assert h.client.put(_url(schedule_id, "/resume"), headers=h.alice.data).status_code == 200
+    assert _commands(h, CommandKind.REDRIVE) == []
+    assert _statuses(h, schedule_id, instants) == [Status.ABORTED] * 2
+
+
+def test_an_occurrence_its_user_aborted_stays_aborted_through_a_pause_and_a_resume(
+    h: Harness,
+) -> None:
+    schedule_id = _create(h, EVERY_MINUTE)
+    instants = _created_ahead(h, schedule_id, T0 + 3 * MINUTE)
+    ids = _ids(h, schedule_id, instants)
+    h.clock.set(T0 + 10_000)
+    assert h.client.put(f"/messages/{ids[1]}/abort", headers=h.alice.data).status_code == 200
+    h.clock.set(T0 + 20_000)
+    assert h.client.put(_url(schedule_id, "/pause"), headers=h.alice.data).status_code == 200
+    log = h.client.get(f"/messages/{ids[1]}/logs", headers=h.alice.data).json()["logs"]
+    assert [e["data"].get("by") for e in log if e["status"] == "ABORTED"] == ["api"]
+    h.clock.set(T0 + 30_000)
+    assert h.client.put(_url(schedule_id, "/resume"), headers=h.alice.data).status_code == 200
+    assert _generations(h, schedule_id, instants) == [
+        (Status.READY, 1),
+        (Status.ABORTED, 0),
+        (Status.READY, 1),
+    ]
+
+
+def test_a_resume_whose_commands_fail_is_503_and_a_retry_brings_them_back(h: Harness) -> None:
+    schedule_id = _create(h, EVERY_MINUTE)
+    instants = _created_ahead(h, schedule_id, T0 + 2 * MINUTE)
+    h.clock.set(T0 + 10_000)
+    assert h.client.put(_url(schedule_id, "/pause"), headers=h.alice.data).status_code == 200
+    h.clock.set(T0 + 20_000)
+    h.fake.fail_with = PublishError("kafka_error", "down")
+    r = h.client.put(_url(schedule_id, "/resume"), headers=h.alice.data)
+    assert r.status_code == 503, r.text
+    assert r.json()["error"] == "unavailable"
+    # resumed, but nothing started without its command
+    stored = h.schedules.get(h.alice.app_id, schedule_id)
+    assert stored is not None and not stored.paused
+    assert _statuses(h, schedule_id, instants) == [Status.ABORTED] * 2
+    h.fake.fail_with = None
+    assert h.client.put(_url(schedule_id, "/resume"), headers=h.alice.data).status_code == 200
+    assert _generations(h, schedule_id, instants) == [(Status.READY, 1)] * 2
+    assert h.usage.pending(h.alice.app_id) == 2
+
+
+class _PausedAfterTheRevival(InMemoryScheduleStore):
+    """A pause by another replica that lands while a resume brings occurrences back: after the
+    resume's read of the flag, before its read after the writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pause_at_read: int | None = None
+        self.reads = 0
+
+    def get(self, app_id: str, schedule_id: str) -> Any:
+        self.reads += 1
+        if self.reads == self.pause_at_read:
+            self.set_paused(app_id, schedule_id, True, T0 + 40_000)
+        return super().get(app_id, schedule_id)
+
+
+def test_a_pause_that_races_a_resume_aborts_what_the_resume_brought_back() -> None:
+    store = _PausedAfterTheRevival()
+    h = Harness(schedules=store)
+    try:
+        schedule_id = _create(h, EVERY_MINUTE)
+        instants = _created_ahead(h, schedule_id, T0 + 2 * MINUTE)
+        h.clock.set(T0 + 10_000)
+        assert h.client.put(_url(schedule_id, "/pause"), headers=h.alice.data).status_code == 200
+        h.clock.set(T0 + 30_000)
+        store.pause_at_read = store.reads + 3  # the route's reads: exists, after the flag, after
+        r = h.client.put(_url(schedule_id, "/resume"), headers=h.alice.data)
+        assert r.status_code == 200 and r.json()["paused"] is True
+        assert _generations(h, schedule_id, instants) == [(Status.ABORTED, 1)] * 2
+        assert h.usage.pending(h.alice.app_id) == 0
+    finally:
+        h.close()
 
 
 def test_delete_aborts_the_occurrences_created_ahead_beyond_the_guard(h: Harness) -> None:

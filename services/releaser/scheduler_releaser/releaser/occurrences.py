@@ -40,7 +40,12 @@ from scheduler.domain.occurrences import Tick, plan_tick
 from scheduler.domain.validation import validate_schedule_request
 from scheduler.kafka.producer import RecordProducer
 from scheduler.records import Command, ScheduleRequest
-from scheduler.schedule_occurrences import abort_created_ahead, occurrence_request
+from scheduler.schedule_occurrences import (
+    DELETED,
+    PAUSED,
+    abort_created_ahead,
+    occurrence_request,
+)
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.store.ports import MessageStore, Schedule, ScheduleStore, ScheduleTiming
 from scheduler.store.usage import UsageStore
@@ -275,8 +280,9 @@ class OccurrenceRunner:
 
     def _abort_created_ahead(self, stopped: Schedule) -> None:
         now = self._clock.now_ms()
-        why = "schedule deleted" if stopped.deleted_ms is not None else "schedule paused"
-        writes, commands = abort_created_ahead(stopped, now, self._scheduling.cancel_guard_ms, why)
+        why = DELETED if stopped.deleted_ms is not None else PAUSED
+        guard = self._scheduling.cancel_guard_ms
+        writes, commands = abort_created_ahead(stopped, self._messages, now, guard, why)
         if not writes:
             return
         self._messages.update_statuses(writes)
