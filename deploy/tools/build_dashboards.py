@@ -873,9 +873,21 @@ DISPATCHER = [
                         "{{instance}} oldest",
                     ),
                 ],
-                "How long the oldest message held by a pause or rate limit has waited. Its ring"
-                " record is kept only for the ring's retention (SCHEDULER_KAFKA_DUE_RETENTION_MS,"
-                " 7 days by default); SchedulerDeliveriesHeldLong fires at 3 days.",
+                "How long the oldest message held by a pause or rate limit has waited, its parks"
+                " back into the ring included; SchedulerDeliveriesHeldLong fires at 3 days.",
+            ),
+            Panel(
+                "Parked back into the ring",
+                "ops",
+                [
+                    (
+                        f"sum by (instance) (rate(scheduler_dispatch_parked_total[{RATE}]))",
+                        "{{instance}} parked",
+                    ),
+                ],
+                "Waiting messages that reached SCHEDULER_DISPATCH_PARK_AFTER_MS (6 h by default)"
+                " and went back into the ring, committing their old ring offsets: a long pause"
+                " costs one produce per waiting message per period, and never outlives the ring.",
             ),
         ],
     ),

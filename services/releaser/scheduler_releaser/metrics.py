@@ -110,7 +110,13 @@ class DispatchMetrics:
         self.admission_oldest_wait = Gauge(
             "scheduler_dispatch_admission_oldest_wait_seconds",
             "How long the oldest message waiting for its app's resume or rate limit has waited"
-            " (0: none waits); its ring record must outlive the wait",
+            " (0: none waits), its parks back into the ring included",
+            registry=registry,
+        )
+        self.parked = Counter(
+            "scheduler_dispatch_parked_total",
+            "Messages that waited for their app past SCHEDULER_DISPATCH_PARK_AFTER_MS and went"
+            " back into the ring, committing their ring offset",
             registry=registry,
         )
         self.ring_lag = Gauge(

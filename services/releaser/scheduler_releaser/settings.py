@@ -99,6 +99,15 @@ class DispatchSettings(BaseSettings):
         default=300_000, ge=0, description="remember settled attempts this long (then: record)"
     )
     max_held: int = Field(default=500_000, ge=1, description="pause the ring above this")
+    park_after_ms: int = Field(
+        default=21_600_000,
+        ge=1_000,
+        description=(
+            "a message held by its app's pause or rate limit this long goes back into the ring"
+            " (a copy in the current slot, committed with its offset) and waits again: bounds"
+            " what a restart reads again, and keeps a long pause within the ring's retention"
+        ),
+    )
     metrics_port: int = Field(
         default=9104, ge=0, description="port of /metrics, /healthz, /readyz (0: none)"
     )

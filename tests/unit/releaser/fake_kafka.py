@@ -36,6 +36,7 @@ TP = tuple[str, int]
 class Record:
     value: bytes
     timestamp_ms: int
+    headers: list[tuple[str, bytes]] | None = None
 
 
 @dataclass
@@ -53,10 +54,17 @@ class FakeKafka:
     def add_partitions(self, topic: str, total: int) -> None:
         self.create(topic, total)
 
-    def produce(self, topic: str, partition: int, value: bytes, timestamp_ms: int) -> int:
+    def produce(
+        self,
+        topic: str,
+        partition: int,
+        value: bytes,
+        timestamp_ms: int,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> int:
         with self.lock:
             log = self.logs[(topic, partition)]
-            log.append(Record(value, timestamp_ms))
+            log.append(Record(value, timestamp_ms, headers or None))
             return len(log) - 1
 
     def commit(self, group: str, topic: str, partition: int, offset: int, metadata: str) -> None:
@@ -73,7 +81,7 @@ class FakeTransactionalProducer:
         self.kafka = kafka
         self.transactional_id = transactional_id
         self._epoch: int | None = None  # set by init_transactions
-        self._open: list[tuple[str, int, bytes, int]] | None = None
+        self._open: list[tuple[str, int, bytes, int, list[tuple[str, bytes]]]] | None = None
         self._fenced = False
         self._fatal_event = False  # the fatal error, not yet served by a flush or poll
 
@@ -96,12 +104,13 @@ class FakeTransactionalProducer:
         key: bytes | None = None,
         partition: int = 0,
         timestamp: int = 0,
+        headers: list[tuple[str, bytes]] | None = None,
         **_: Any,
     ) -> None:
         self._check(local=True)
         if self._open is None:
             raise KafkaException(KafkaError(KafkaError._STATE, "no open transaction"))
-        self._open.append((topic, partition, value or b"", timestamp))
+        self._open.append((topic, partition, value or b"", timestamp, headers or []))
 
     def flush(self, timeout: float = -1) -> int:
         if self._open and not self._fenced:
@@ -117,8 +126,8 @@ class FakeTransactionalProducer:
         if self._open is None:
             raise KafkaException(KafkaError(KafkaError._STATE, "no open transaction"))
         records, self._open = self._open, None
-        for topic, partition, value, timestamp in records:
-            self.kafka.produce(topic, partition, value, timestamp)
+        for topic, partition, value, timestamp, headers in records:
+            self.kafka.produce(topic, partition, value, timestamp, headers)
 
     def abort_transaction(self, timeout: float = -1) -> None:
         self._check()
@@ -152,10 +161,19 @@ def _fenced_error() -> KafkaError:
 
 class FakeMessage:
     def __init__(
-        self, topic: str, partition: int, offset: int, value: bytes | None, eof: bool = False
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        value: bytes | None,
+        eof: bool = False,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         self._topic, self._partition, self._offset, self._value = topic, partition, offset, value
-        self._eof = eof
+        self._eof, self._headers = eof, headers
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers  # None when there are none, as confluent-kafka answers
 
     def topic(self) -> str:
         return self._topic
@@ -273,7 +291,10 @@ class FakeConsumer:
                 log = list(self.kafka.logs[key])
             offset = self.assigned[key]
             while offset < len(log) and len(out) < num_messages:
-                out.append(FakeMessage(key[0], key[1], offset, log[offset].value))
+                record = log[offset]
+                out.append(
+                    FakeMessage(key[0], key[1], offset, record.value, headers=record.headers)
+                )
                 offset += 1
             self.assigned[key] = offset
             if self.eof and offset == len(log) and self._eof_at.get(key) != offset:

@@ -13,10 +13,12 @@ import pytest
 from scheduler.domain.policy import DeliveryPolicy
 from scheduler.records import DeliveryOutcome, DueMessage
 from scheduler.store.ports import Application
+from scheduler_releaser.dispatcher.feeds import parked_uncounted_ms
 from scheduler_releaser.dispatcher.rest import HEADER_MESSAGE_ID, Slots
+from scheduler_releaser.dispatcher.timers import PARKED_HEADER, Position
 from scheduler_releaser.settings import DispatchSettings
 
-from .harness import KAFKA_APP, REST_APP, Harness, build
+from .harness import CODECS, KAFKA_APP, REST_APP, TOPICS, Harness, build
 
 pytestmark = pytest.mark.unit
 MINUTE = 60_000
@@ -208,8 +210,8 @@ def test_a_paused_apps_due_messages_wait_and_are_delivered_after_the_resume() ->
 
 
 def test_how_long_the_oldest_held_message_has_waited_is_reported_until_the_resume() -> None:
-    """The ring keeps a held message's record only for its retention: operators see the wait
-    grow (an alert fires long before the retention) and fall back to 0 on the resume."""
+    """Operators see the wait grow (an alert fires at 3 days, for a pause forgotten) and fall
+    back to 0 on the resume."""
     paused = dataclasses.replace(REST_APP, deliveries_paused=True)
     h = build(lambda r: httpx.Response(200), apps=(paused,))
     start = h.clock.now_ms()
@@ -237,6 +239,83 @@ def test_a_pause_does_not_count_toward_the_max_event_age() -> None:
     due_now(h, paused, 1)
     asyncio.run(h.dispatcher.fire_due())
     assert outcomes(h) == {DeliveryOutcome.SENT: 1}
+
+
+def test_a_message_held_past_the_park_bound_goes_back_into_the_ring_and_commits_its_offset() -> (
+    None
+):
+    """A held record would keep its partition's commit point for the whole pause (a restart
+    reads everything after it again; past the ring's retention its record is gone). After
+    park_after_ms its copy goes into the ring in the transaction that commits its offset, waits
+    again when read, and is delivered after the resume, not expired: the pause before its
+    park does not count toward the max event age either."""
+    paused = dataclasses.replace(
+        with_policy(REST_APP, max_event_age_ms=30 * MINUTE), deliveries_paused=True
+    )
+    settings = DispatchSettings(
+        max_attempts=3, backoff_base_ms=500, prefetch_ms=0, park_after_ms=HOUR
+    )
+    posted: list[int] = []
+    h = build(
+        lambda r: posted.append(h.clock.now_ms()) or httpx.Response(200),
+        apps=(paused,),
+        settings=settings,
+    )
+    start = h.clock.now_ms()
+    _resume_at(h, paused, start + 90 * MINUTE)
+    m = h.message(paused, due_in_ms=0, message_id=ids(1)[0])
+    original = Position("scheduler.due.00", 0, 7)
+    h.dispatcher.accept(m, original)
+    asyncio.run(h.dispatcher.fire_due())
+
+    [parked] = h.sink.emitted
+    assert parked.settled == original and posted == [] and h.sink.results() == []
+    assert parked.at_ms is not None and start + HOUR <= parked.at_ms < start + HOUR + 1_000
+    [copy] = parked.records
+    assert copy.topic == TOPICS.ring.topic_for_send(m.due_ms, parked.at_ms)
+    assert CODECS.due.decode(copy.value) == m and copy.key == m.message_id.encode()
+    [(name, value)] = copy.headers
+    assert name == PARKED_HEADER and HOUR <= int(value) < HOUR + 1_000
+    assert h.metric("scheduler_dispatch_parked_total") == 1
+
+    # read back from the ring: held again; a replayed copy of the original is still refused,
+    # and so is the parked copy read a second time (a rebalance before its offset committed)
+    uncounted = parked_uncounted_ms(list(copy.headers))
+    h.dispatcher.accept(m, Position(copy.topic, 0, 8), uncounted)
+    h.dispatcher.accept(m, original)
+    h.dispatcher.accept(m, Position(copy.topic, 0, 8), uncounted)
+    asyncio.run(h.dispatcher.fire_due())
+    assert len(posted) == 1 and posted[0] >= start + 90 * MINUTE
+    assert outcomes(h) == {DeliveryOutcome.SENT: 1}  # 90 min after its due: past the 30 min age
+    replayed, read_twice, sent = h.sink.emitted[1:]
+    assert (replayed.records, replayed.settled) == ([], original)
+    assert (read_twice.records, read_twice.settled) == ([], Position(copy.topic, 0, 8))
+    assert sent.settled == Position(copy.topic, 0, 8)
+
+
+def test_every_held_message_of_a_paused_kafka_app_parks_after_the_bound_not_one_after_another() -> (
+    None
+):
+    """A KAFKA app's messages fire in one task per batch; held one after the other, the n-th
+    would only start to wait (and park) after n - 1 bounds, keeping its offset that long."""
+    paused = dataclasses.replace(KAFKA_APP, deliveries_paused=True)
+    settings = DispatchSettings(
+        max_attempts=3, backoff_base_ms=500, prefetch_ms=0, park_after_ms=HOUR
+    )
+    h = build(apps=(paused,), settings=settings)
+    start = h.clock.now_ms()
+    _resume_at(h, paused, start + 90 * MINUTE)
+    due_now(h, paused, 3)
+    asyncio.run(h.dispatcher.fire_due())
+    parks = [e for e in h.sink.emitted if any(r.headers for r in e.records)]
+    assert len(parks) == 3
+    assert all(e.at_ms is not None and e.at_ms < start + HOUR + 1_000 for e in parks)
+
+
+def test_a_park_bound_beyond_half_the_rings_retention_is_refused_at_start() -> None:
+    settings = DispatchSettings(park_after_ms=4 * 24 * HOUR)  # the retention is 7 days
+    with pytest.raises(ValueError, match="PARK_AFTER_MS must be at most half"):
+        build(settings=settings)
 
 
 def test_an_abort_that_arrives_while_the_app_is_paused_wins() -> None:

@@ -17,10 +17,16 @@ from prometheus_client import CollectorRegistry
 from scheduler.clock import ManualClock
 from scheduler.records import Command, CommandKind, DueMessage
 from scheduler_releaser.dispatcher.commands import CommandView
-from scheduler_releaser.dispatcher.feeds import CommandsFeed, RingFeed, paused_slots
+from scheduler_releaser.dispatcher.feeds import (
+    CommandsFeed,
+    Headers,
+    RingFeed,
+    parked_uncounted_ms,
+    paused_slots,
+)
 from scheduler_releaser.dispatcher.offsets import OffsetTracker
 from scheduler_releaser.dispatcher.ports import OutRecord
-from scheduler_releaser.dispatcher.timers import Position, TimerQueue
+from scheduler_releaser.dispatcher.timers import PARKED_HEADER, Position, TimerQueue
 from scheduler_releaser.metrics import DispatchMetrics
 from scheduler_releaser.settings import DispatchSettings
 
@@ -41,7 +47,9 @@ class Accepting:
         self.timers = TimerQueue()
         self.accepted: list[str] = []
 
-    def accept(self, message: DueMessage, position: Position | None) -> None:
+    def accept(
+        self, message: DueMessage, position: Position | None, parked: int | None = None
+    ) -> None:
         self.accepted.append(message.message_id)
 
 
@@ -488,3 +496,18 @@ def test_a_record_appended_while_the_start_is_looked_up_is_not_skipped() -> None
     feed.start(clock.now_ms())
     feed.poll()
     assert feed.view.aborted("app", "m-racing", 0)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        (None, None),
+        ([("other", b"1")], None),
+        ([(PARKED_HEADER, b"3600000")], 3_600_000),
+        ([(PARKED_HEADER, b"-5")], 0),
+        ([(PARKED_HEADER, b"not a number")], None),  # an ordinary copy of its attempt
+        ({PARKED_HEADER: b"12"}, 12),
+    ],
+)
+def test_the_parked_header_of_a_ring_record(headers: Headers, expected: int | None) -> None:
+    assert parked_uncounted_ms(headers) == expected

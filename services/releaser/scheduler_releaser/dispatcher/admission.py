@@ -8,6 +8,13 @@ committed, its copies are refused) and return at once on shutdown (the attempt i
 unsettled and read again after the restart). The abort check comes after admission, so an
 abort acknowledged while a message waits still wins.
 
+A message that has waited `park_after_ms` is **parked**: admit returns `Parked`, and the core
+produces a copy of the attempt into the ring's current slot in the transaction that commits its
+ring offset (core.py, `_park`). Its copy is read again at once and waits again, carrying the
+time it waited uncounted. Without it, a held record would keep its partition's commit point
+(every later record of the partition read again after a restart), and a wait longer than the
+ring's retention followed by a restart would find its record deleted.
+
 One gate per app that needs one, created on its first held message: a token bucket (GCRA)
 with `ratePerSecond / instances` per dispatcher instance and a depth of
 `ceil(burst / instances)`, and a FIFO of waiters released by one pump task, which reads the
@@ -45,11 +52,19 @@ class Admitted:
     uncounted_ms: int
 
 
+@dataclass(frozen=True)
+class Parked:
+    """Waited `park_after_ms`: to go back into the ring (uncounted_ms as in Admitted)."""
+
+    uncounted_ms: int
+
+
 @dataclass
 class _Waiter:
     entered_ms: int
+    waited_before_ms: int  # before its last park (the gauge of the longest wait counts it)
     paused_total_ms: int  # the gate's paused total when it entered
-    done: asyncio.Future[Admitted | None]
+    done: asyncio.Future[Admitted | Parked | None]
 
 
 class _Gate:
@@ -87,6 +102,7 @@ class Admission:
         clock: Clock,
         instances: int,
         stopping: Callable[[], bool],
+        park_after_ms: int,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         waiting: Callable[[int], None] = lambda n: None,
         oldest_wait: Callable[[float], None] = lambda s: None,
@@ -95,6 +111,7 @@ class Admission:
         self._clock = clock
         self._instances = instances
         self._stopping = stopping
+        self._park_after_ms = park_after_ms
         self._sleep = sleep
         self._waiting_gauge = waiting
         self._oldest_gauge = oldest_wait
@@ -105,15 +122,18 @@ class Admission:
         return sum(len(g.waiters) for g in self._gates.values())
 
     def _report(self) -> None:
-        """The gauges: how many wait, and for how long the oldest has (seconds; 0: none). A
-        waiting message's ring record must outlive its wait (the ring's retention), or a
-        restart of this dispatcher would no longer find it (docs/API.md, "Limits of a pause")."""
+        """The gauges: how many wait, and for how long the longest waiting has (seconds; 0:
+        none), its waits before its parks included."""
         self._waiting_gauge(self.waiting)
-        entered = [g.waiters[0].entered_ms for g in self._gates.values() if g.waiters]
-        self._oldest_gauge(max(0, self._clock.now_ms() - min(entered)) / 1000 if entered else 0.0)
+        now = self._clock.now_ms()
+        # (the head of each app's queue: it entered first; not a scan of every waiter)
+        heads = [g.waiters[0] for g in self._gates.values() if g.waiters]
+        waited = [now - w.entered_ms + w.waited_before_ms for w in heads]
+        self._oldest_gauge(max(0, max(waited)) / 1000 if waited else 0.0)
 
-    async def admit(self, app: Application) -> Admitted | None:
-        """The app as it stands when this delivery may go, or None on shutdown."""
+    async def admit(self, app: Application, waited_before_ms: int = 0) -> Admitted | Parked | None:
+        """The app as it stands when this delivery may go; Parked once it has waited
+        `park_after_ms`; None on shutdown. `waited_before_ms`: before its last park."""
         gate = self._gates.get(app.app_id)
         if gate is None:
             if not app.deliveries_paused and app.policy.rate_per_second is None:
@@ -130,6 +150,7 @@ class Admission:
                 return Admitted(app, 0)
         waiter = _Waiter(
             self._clock.now_ms(),
+            waited_before_ms,
             gate.paused_total_ms,
             asyncio.get_running_loop().create_future(),
         )
@@ -156,6 +177,11 @@ class Admission:
             now = self._clock.now_ms()
             if app is None:
                 return
+            counts = app.policy.rate_hold_counts_toward_age
+            while gate.waiters and now - gate.waiters[0].entered_ms >= self._park_after_ms:
+                self._release(gate, app, now, counts, park=True)
+            if not gate.waiters:
+                return
             if app.deliveries_paused:
                 self._report()
                 await self._sleep(PAUSE_POLL_S)
@@ -169,16 +195,18 @@ class Admission:
             gate.refill(now, *rate, catch_up=True)
             if gate.tokens >= 1:
                 gate.tokens -= 1
-                self._release(gate, app, now, counts=app.policy.rate_hold_counts_toward_age)
+                self._release(gate, app, now, counts)
                 continue
             # (bounded, so a shutdown or an edited rate is seen soon)
             await self._sleep(min(PAUSE_POLL_S, (1 - gate.tokens) / rate[0]))
 
-    def _release(self, gate: _Gate, app: Application, now: int, counts: bool) -> None:
+    def _release(
+        self, gate: _Gate, app: Application, now: int, counts: bool, park: bool = False
+    ) -> None:
         waiter = gate.waiters.popleft()
         self._report()
         if waiter.done.done():
             return
         paused = gate.paused_total_ms - waiter.paused_total_ms
-        held = paused if counts else now - waiter.entered_ms
-        waiter.done.set_result(Admitted(app, max(0, held)))
+        uncounted = max(0, paused if counts else now - waiter.entered_ms)
+        waiter.done.set_result(Parked(uncounted) if park else Admitted(app, uncounted))

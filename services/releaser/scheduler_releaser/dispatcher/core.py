@@ -30,14 +30,14 @@ from scheduler_releaser.codecs import Codecs
 from scheduler_releaser.metrics import DispatchMetrics
 from scheduler_releaser.settings import DispatchSettings
 
-from .admission import Admission
+from .admission import Admission, Parked
 from .apps import AppCache
 from .commands import CommandView
 from .ports import OutRecord, RecordsCoverage, Sink, TopicCheck
 from .refusals import Refusal
 from .rest import HEADER_DUE, HEADER_MESSAGE_ID, RestDeliverer
 from .status_reader import StatusReader
-from .timers import Held, Position, TimerQueue
+from .timers import PARKED_HEADER, Held, Position, TimerQueue
 from .verdict import (
     AttemptKind,
     AttemptOutcome,
@@ -103,6 +103,11 @@ class Dispatcher:
         self._kafka_delay = metrics.delay.labels("KAFKA")
         if settings.kafka_produce_ahead_ms >= scheduling.cancel_guard_ms:
             raise ValueError("DISPATCH_KAFKA_PRODUCE_AHEAD_MS must be below the cancel guard")
+        if 2 * settings.park_after_ms > kafka.due_retention_ms:
+            # a parked copy must be read (and parked again) well within the ring's retention
+            raise ValueError(
+                "DISPATCH_PARK_AFTER_MS must be at most half of KAFKA_DUE_RETENTION_MS"
+            )
         self._backoff: Backoff = settings.backoff()
         self.timers = TimerQueue()
         self.stopping = False  # set on shutdown: tasks not yet delivering give up
@@ -117,6 +122,7 @@ class Dispatcher:
             clock,
             settings.instances,
             lambda: self.stopping,
+            settings.park_after_ms,
             sleep,
             metrics.admission_waiting.set,
             metrics.admission_oldest_wait.set,
@@ -127,9 +133,15 @@ class Dispatcher:
 
     # -- intake ---------------------------------------------------------------------------
 
-    def accept(self, message: DueMessage, position: Position | None) -> None:
-        """A DueMessage read from the ring: hold it, or settle it at once if it is a duplicate."""
-        if not self.timers.push(message, position):
+    def accept(
+        self,
+        message: DueMessage,
+        position: Position | None,
+        parked_uncounted_ms: int | None = None,
+    ) -> None:
+        """A DueMessage read from the ring: hold it, or settle it at once if it is a duplicate.
+        `parked_uncounted_ms`: the record is the copy of a parked attempt (timers.PARKED_HEADER)."""
+        if not self.timers.push(message, position, parked_uncounted_ms):
             self._metrics.duplicates.inc()
             if position is not None:
                 self._sink.emit([], position)
@@ -214,13 +226,17 @@ class Dispatcher:
             )
             await self._hand_back(helds)
             return
-        if app is not None and app.type == "KAFKA":
+        held_back = app is not None and (
+            app.deliveries_paused or app.policy.rate_per_second is not None
+        )
+        if app is not None and app.type == "KAFKA" and not held_back:
             # Nothing to wait for but the due instants: fire in due order within this task
-            # (a task per message costs more than the delivery itself under a hotspot).
+            # (a task per message costs more than the delivery itself under a hotspot). Not
+            # for an app that holds its messages back: each must wait, and park, on its own.
             for held in sorted(helds, key=lambda h: (h.due_ms, h.message_id)):
                 await self.fire(held, states.get(held.message.message_id))
             return
-        for held in helds:  # REST: each waits for its own HTTP response
+        for held in helds:  # REST (each waits for its own response), or waiting for its app
             self._spawn(self.fire(held, states.get(held.message.message_id)))
 
     async def _hand_back(self, helds: list[Held]) -> None:
@@ -229,20 +245,19 @@ class Dispatcher:
         await self._sleep(0.1)
         for held in helds:
             self.timers.forget(held.message)
-            self.accept(held.message, held.position)
+            self.accept(held.message, held.position, held.uncounted_ms or None)
 
     async def fire(self, held: Held, state: StatusUpdate | None) -> None:
         try:
-            await self._fire(held.message, held.position, state)
+            await self._fire(held, state)
         except Exception:
             log.exception("firing %s failed; rescheduling it", held.message.message_id)
             await self._hand_back([held])
         else:
             self.timers.done(held.message)
 
-    async def _fire(
-        self, message: DueMessage, position: Position | None, state: StatusUpdate | None
-    ) -> None:
+    async def _fire(self, held: Held, state: StatusUpdate | None) -> None:
+        message, position = held.message, held.position
         app = await self._apps.get(message.app_id)
         # A KAFKA delivery is produced a little ahead, into a transaction the sink commits only
         # once the record is due: its round trips are then done by the due instant.
@@ -251,12 +266,15 @@ class Dispatcher:
         await self._until(fire_at, ahead)
         if self.stopping:
             return  # not fired: left unsettled (its offset is not committed)
-        uncounted_ms = 0
+        uncounted_ms = held.uncounted_ms
         if app is not None:  # its pause and rate limit (admission.py)
-            admitted = await self.admission.admit(app)
+            admitted = await self.admission.admit(app, uncounted_ms)
             if admitted is None or self.stopping:
                 return  # not fired: left unsettled
-            app, uncounted_ms = admitted.app, admitted.uncounted_ms
+            if isinstance(admitted, Parked):
+                self._park(message, position, uncounted_ms + admitted.uncounted_ms)
+                return
+            app, uncounted_ms = admitted.app, uncounted_ms + admitted.uncounted_ms
         # The abort view is consulted at the fire instant itself (the record was read up to
         # prefetch_ms earlier; decision 5 makes the commands view the authority at fire time).
         aborted = self.commands.aborted(message.app_id, message.message_id, message.generation)
@@ -278,6 +296,21 @@ class Dispatcher:
             await self._fire_kafka(app, message, position)
         else:
             await self._fire_rest(app, message, position)
+
+    def _park(self, message: DueMessage, position: Position | None, uncounted_ms: int) -> None:
+        """The attempt waited for its app past the park bound (admission.py): a copy goes into
+        the ring's current slot, marked with what it waited uncounted, in the transaction that
+        commits its offset. Its copy is let in once (timers.py) and waits again."""
+        now = self._clock.now_ms()
+        copy = OutRecord(
+            topic=self._topics.ring.topic_for_send(message.due_ms, now),
+            key=message.message_id.encode(),
+            value=self._codecs.due.encode(message),
+            headers=((PARKED_HEADER, str(uncounted_ms).encode()),),
+        )
+        self.timers.park(message)
+        self._metrics.parked.inc()
+        self._sink.emit([copy], position)
 
     async def _until(self, fire_at_ms: int, ahead_ms: int) -> None:
         """Never early: wait for the fire instant by this host's clock, and while the view of

@@ -37,7 +37,7 @@ from .offsets import TP, OffsetTracker
 from .ownership import owns
 from .ports import OutRecord, Sink
 from .records_progress import RecordsProgress
-from .timers import Position, TimerQueue
+from .timers import PARKED_HEADER, Position, TimerQueue
 
 log = logging.getLogger(__name__)
 TIMEOUT_S = 30.0
@@ -377,7 +377,23 @@ class RingFeed:
             out = OutRecord(self._topics.rejected, self._codecs.rejected.encode(rejected))
             self._sink.emit([out], position)
             return
-        self._dispatcher.accept(due, position)
+        self._dispatcher.accept(due, position, parked_uncounted_ms(msg.headers()))
+
+
+Headers = list[tuple[str, str | bytes | None]] | dict[str, str | bytes | None] | None
+
+
+def parked_uncounted_ms(headers: Headers) -> int | None:
+    """The PARKED_HEADER of a ring record: None for any record but a parked attempt's copy (or
+    a header that is not a count: the record is then an ordinary copy of its attempt)."""
+    items = headers.items() if isinstance(headers, dict) else headers or ()
+    for name, value in items:
+        if name == PARKED_HEADER and value is not None:
+            try:
+                return max(0, int(value))
+            except ValueError:
+                return None
+    return None
 
 
 class CommandsFeed:
