@@ -1,5 +1,5 @@
-"""Recurring schedules of an application: list, create, detail, pause, resume and delete: the
-ScheduleService calls of the JSON routes, scoped to an owned app (docs/SCHEDULES.md)."""
+"""Recurring schedules of an application: list, create, detail, edit, pause, resume and delete:
+the ScheduleService calls of the JSON routes, scoped to an owned app (docs/SCHEDULES.md)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from scheduler.domain.errors import ValidationError
-from scheduler.store.ports import Application
+from scheduler.domain.sendat import format_rfc3339_ms
+from scheduler.store.ports import Application, Schedule
 from scheduler_ingest.console.forms import (
     WINDOW_ERROR,
     WINDOW_MAX_MINUTES,
+    minutes_of_ms,
     window_ms_of_minutes,
     window_shown,
 )
@@ -42,6 +44,7 @@ class ScheduleForm:
     end: str = ""
     max_occurrences: str = ""
     catch_up: str = "latest"
+    catch_up_limit: str = ""  # `all` only; "": the default (100)
     payload: str = ""
     kafka_key: str = ""
     flexible_window: str = ""  # minutes, as typed; "" or 0: none
@@ -56,13 +59,31 @@ class ScheduleForm:
             end=post.text("end"),
             max_occurrences=post.text("max_occurrences"),
             catch_up=post.text("catch_up") or "latest",
+            catch_up_limit=post.text("catch_up_limit"),
             payload=post.text("payload"),
             kafka_key=post.text("kafka_key"),
             flexible_window=post.text("flexible_window"),
         )
 
+    @classmethod
+    def of_schedule(cls, s: Schedule) -> ScheduleForm:
+        """The form of a stored schedule, to edit it: every field as the API would take it."""
+        r = s.recurrence
+        return cls(
+            expression=r.expression,
+            timezone=r.timezone,
+            start="" if r.start_ms is None else format_rfc3339_ms(r.start_ms),
+            end="" if r.end_ms is None else format_rfc3339_ms(r.end_ms),
+            max_occurrences="" if r.max_occurrences is None else str(r.max_occurrences),
+            catch_up=r.catch_up.value,
+            catch_up_limit=str(r.catch_up_limit) if r.catch_up.value == "all" else "",
+            payload=s.payload_json,
+            kafka_key=s.kafka_key or "",
+            flexible_window=minutes_of_ms(s.flexible_window_ms) if s.flexible_window_ms else "",
+        )
+
     def to_body(self) -> dict[str, Any] | None:
-        """The JSON body of POST /schedules, or None with `error` set."""
+        """The JSON body of POST /schedules (and of an update), or None with `error` set."""
         try:
             payload = json.loads(self.payload) if self.payload else None
         except ValueError:
@@ -82,6 +103,11 @@ class ScheduleForm:
                 self.error = "Max occurrences must be a whole number."
                 return None
             body["maxOccurrences"] = int(self.max_occurrences)
+        if self.catch_up == "all" and self.catch_up_limit:
+            if not self.catch_up_limit.isdigit():
+                self.error = "Deliver all, up to: a whole number."
+                return None
+            body["catchUpLimit"] = int(self.catch_up_limit)
         window_ms = window_ms_of_minutes(self.flexible_window)
         if window_ms is None:
             self.error = WINDOW_ERROR
@@ -164,6 +190,36 @@ def build_router() -> APIRouter:
             session=session,
         )
 
+    @router.get("/apps/{app_id}/schedules/{schedule_id}/edit")
+    async def edit_form(
+        request: Request, c: ConsoleDep, session: SessionDep, app_id: str, schedule_id: str
+    ) -> Response:
+        app = await c.gw.control.owned_app(session.principal, app_id)
+        schedule = await c.gw.schedules.get(app.app_id, schedule_id)
+        return _form(
+            c, request, app, ScheduleForm.of_schedule(schedule), session, editing=schedule_id
+        )
+
+    @router.post("/apps/{app_id}/schedules/{schedule_id}/edit")
+    async def edit(
+        request: Request, c: ConsoleDep, post: PostDep, app_id: str, schedule_id: str
+    ) -> Response:
+        app = await c.gw.control.owned_app(post.session.principal, app_id)
+        form = ScheduleForm.of(post)
+        body = form.to_body()
+        if body is not None:
+            try:
+                await c.gw.schedules.update(app.app_id, schedule_id, body)
+            except ValidationError as exc:
+                form.error = exc.message
+            else:
+                c.metrics.actions.labels("update_schedule").inc()
+                post.session.notices.append(
+                    "Schedule saved; occurrences already created keep what they were created with."
+                )
+                return c.redirect(f"/apps/{app_id}/schedules/{schedule_id}")
+        return _form(c, request, app, form, post.session, 400, editing=schedule_id)
+
     async def act(
         request: Request, c: ConsoleDep, post: PostDep, app_id: str, schedule_id: str, kind: str
     ) -> Response:
@@ -188,7 +244,9 @@ def build_router() -> APIRouter:
                 post.session.notices.append("Schedule paused; occurrences created ahead aborted.")
             elif kind == "resume":
                 await c.gw.schedules.resume(app.app_id, schedule_id)
-                post.session.notices.append("Schedule resumed.")
+                post.session.notices.append(
+                    "Schedule resumed; occurrences its pause aborted are brought back."
+                )
             else:
                 await c.gw.schedules.delete(app.app_id, schedule_id)
                 post.session.notices.append(f"Schedule {schedule_id} deleted.")
@@ -227,12 +285,14 @@ def _form(
     form: ScheduleForm,
     session: Session,
     status: int = 200,
+    editing: str | None = None,
 ) -> Response:
     return c.render(
         request,
         "schedule_form.html",
         {
-            "title": "New schedule",
+            "title": f"Edit schedule {editing}" if editing else "New schedule",
+            "editing": editing,
             "app": app,
             "form": form,
             "catch_ups": CATCH_UP,

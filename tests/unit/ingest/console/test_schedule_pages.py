@@ -75,7 +75,7 @@ def test_pause_aborts_what_was_created_ahead_and_resume(h: Harness, alice: Brows
     assert view is None or view.state.status is Status.ABORTED  # kept for when it is stored
     h.clock.advance(1)  # flag changes are ordered by their instants (a tie: paused)
     r = alice.post(f"/apps/{h.alice.app_id}/schedules/{schedule_id}/resume")
-    assert "Schedule resumed." in r.text and "running" in r.text
+    assert "Schedule resumed; occurrences its pause aborted" in r.text and "running" in r.text
 
 
 def test_delete_asks_first(h: Harness, alice: Browser) -> None:
@@ -104,10 +104,59 @@ def test_another_owners_schedules_are_not_found(h: Harness, alice: Browser) -> N
         f"/apps/{h.alice.app_id}/schedules/{bob_schedule}",
     ):
         assert alice.get(path).status_code == 404, path
-    for action in ("pause", "resume", "delete"):
+    for action in ("pause", "resume", "delete", "edit"):
         for app in (h.bob.app_id, h.alice.app_id):
             path = f"/apps/{app}/schedules/{bob_schedule}/{action}"
-            assert alice.post(path, {"confirmed": "yes"}).status_code == 404, path
+            assert alice.post(path, {"confirmed": "yes", **FORM}).status_code == 404, path
+    assert alice.get(f"/apps/{h.alice.app_id}/schedules/{bob_schedule}/edit").status_code == 404
     assert alice.post(f"/apps/{h.bob.app_id}/schedules/new", FORM).status_code == 404
     stored = h.schedules.get(h.bob.app_id, bob_schedule)
     assert stored is not None and not stored.paused and stored.deleted_ms is None
+    assert stored.recurrence.expression == "@daily"
+
+
+def test_edit_shows_the_stored_definition_and_saves_a_new_one(h: Harness, alice: Browser) -> None:
+    schedule_id = create(
+        h,
+        alice,
+        catch_up="all",
+        catch_up_limit="7",
+        flexible_window="2.5",
+        end="2027-01-01T00:00:00Z",
+    )
+    here = f"/apps/{h.alice.app_id}/schedules/{schedule_id}"
+    assert f'href="/console{here}/edit"' in alice.get(here).text
+    form = html.unescape(alice.get(f"{here}/edit").text)
+    for shown in (
+        'value="0 9 * * MON-FRI"',
+        'value="Europe/Berlin"',
+        'value="2026-01-01T00:00:00.000Z"',  # the start it was given (its creation)
+        'value="2027-01-01T00:00:00.000Z"',
+        '<option value="all" selected>',
+        'value="7"',
+        'value="2.5"',
+        '{"report":"daily"}',
+        "Save",
+    ):
+        assert shown in form, shown
+    before = h.schedules.get(h.alice.app_id, schedule_id)
+    assert before is not None
+    h.clock.advance(1_000)
+    edited = {**FORM, "expression": "rate(15 minutes)", "catch_up": "skip", "payload": '"tick"'}
+    r = alice.post(f"{here}/edit", {**edited, "start": "2026-01-01T00:00:00.000Z"})
+    assert r.status_code == 200 and "Schedule saved" in r.text, r.text
+    after = h.schedules.get(h.alice.app_id, schedule_id)
+    assert after is not None
+    assert (after.recurrence.expression, after.recurrence.catch_up.value) == (
+        "rate(15 minutes)",
+        "skip",
+    )
+    assert after.payload_json == '"tick"' and after.flexible_window_ms is None
+    assert (after.created_ms, after.cursor_ms) == (before.created_ms, before.cursor_ms)
+
+    # a refusal shows the form again, with what was typed, and changes nothing
+    bad = alice.post(f"{here}/edit", {**edited, "expression": "61 * * * *"})
+    assert bad.status_code == 400 and "61 * * * *" in html.unescape(bad.text)
+    assert "Edit schedule" in bad.text
+    unchanged = h.schedules.get(h.alice.app_id, schedule_id)
+    assert unchanged is not None and unchanged.recurrence.expression == "rate(15 minutes)"
