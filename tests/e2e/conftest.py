@@ -53,6 +53,15 @@ class World:
     control_key: str = ""  # the tenant's, to create more apps
     receiver_url: str = ""  # the HTTP receiver the REST app delivers to
 
+    def control(self, app: App, action: str) -> None:
+        """PUT /applications/{id}/{action} with the tenant's control key (pause, resume)."""
+        answer = httpx.put(
+            f"{self.system.ingest}/applications/{app.app_id}/{action}",
+            headers={"Authorization": f"Token {self.control_key}"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+
     def wait_delivered(self, ledger: Ledger, timeout_s: float) -> Report:
         """Wait until every planned message arrived (bounded), then a short grace period for
         late duplicates; returns the report (the caller asserts on it)."""

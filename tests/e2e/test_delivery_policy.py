@@ -33,15 +33,6 @@ def app_with(w: World, changes: dict[str, object]) -> App:
     return app
 
 
-def control(w: World, app: App, action: str) -> None:
-    answer = httpx.put(
-        f"{w.system.ingest}/applications/{app.app_id}/{action}",
-        headers={"Authorization": f"Token {w.control_key}"},
-        timeout=30,
-    )
-    assert answer.status_code == 200, answer.text
-
-
 def arrived(w: World, ids: set[str]) -> dict[str, int]:
     return {a.message_id: a.received_ms for a in w.arrivals.snapshot() if a.message_id in ids}
 
@@ -72,7 +63,7 @@ def test_a_paused_apps_due_messages_wait_and_arrive_after_the_resume(
 ) -> None:
     w = shared_world
     app = app_with(w, {"description": "paused during an outage"})
-    control(w, app, "pause")
+    w.control(app, "pause")
     time.sleep(1.5)  # seen by the dispatcher
     due = CLOCK.now_ms() + 2_000
     ledger = Ledger()
@@ -82,7 +73,7 @@ def test_a_paused_apps_due_messages_wait_and_arrive_after_the_resume(
     states = {app.client.get(f"/messages/{m}").json()["status"] for m in ids}
     assert states <= {"READY", "QUEUED"}, states  # waiting, not failed
     resumed = CLOCK.now_ms()
-    control(w, app, "resume")
+    w.control(app, "resume")
     wait_for("the paused messages", lambda: set(arrived(w, ids)) == ids, 30)
     assert min(arrived(w, ids).values()) >= resumed
     assert ledger.report(w.arrivals.snapshot()).duplicates == {}

@@ -16,7 +16,7 @@ from scheduler.clock import SystemClock
 from scheduler.testing.servers import Servers
 from tests.support.ledger import Ledger
 from tests.support.processes import wait_for
-from tests.support.workload import App, schedule_batch
+from tests.support.workload import schedule_batch
 
 from .conftest import World, private_settings, world
 
@@ -34,15 +34,6 @@ def parking_world(servers: Servers, tmp_path_factory: pytest.TempPathFactory) ->
         yield w
 
 
-def control(w: World, app: App, action: str) -> None:
-    answer = httpx.put(
-        f"{w.system.ingest}/applications/{app.app_id}/{action}",
-        headers={"Authorization": f"Token {w.control_key}"},
-        timeout=30,
-    )
-    assert answer.status_code == 200, answer.text
-
-
 def parked(w: World) -> float:
     """The dispatcher's scheduler_dispatch_parked_total (0 while it restarts)."""
     try:
@@ -58,7 +49,7 @@ def test_held_messages_park_survive_a_kill_9_and_arrive_once_after_the_resume(
 ) -> None:
     w = parking_world
     app = w.kafka_app
-    control(w, app, "pause")
+    w.control(app, "pause")
     time.sleep(1.5)  # seen by the dispatcher (its app cache: 1 s)
     ledger = Ledger()
     due = CLOCK.now_ms() + 2_000
@@ -74,7 +65,7 @@ def test_held_messages_park_survive_a_kill_9_and_arrive_once_after_the_resume(
     assert states <= {"READY", "QUEUED"}, states  # waiting, not failed
 
     resumed = CLOCK.now_ms()
-    control(w, app, "resume")
+    w.control(app, "resume")
     report = w.wait_delivered(ledger, timeout_s=30)
     assert report.lost == [] and report.early == [] and report.duplicates == {}
     assert min(a.received_ms for a in w.arrivals.snapshot() if a.message_id in ids) >= resumed

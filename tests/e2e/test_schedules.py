@@ -7,6 +7,7 @@ good. Shrunk settings: a tick of 200 ms, a look-ahead of 3 s."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -40,6 +41,21 @@ def occurrences(app: App, schedule_id: str, start: int, every_ms: int, n: int) -
     }
 
 
+def every_second(w: World, app: App) -> tuple[str, dict[str, int], Callable[[], dict[str, int]]]:
+    """A rate(1 second) schedule starting in a second: its id, its first 600 occurrences (id ->
+    instant) and what has arrived of them (id -> received)."""
+    start = CLOCK.now_ms() + 1_000
+    schedule_id = create(app, {"expression": "rate(1 second)", "start": start, "payload": {}})
+    instants = occurrences(app, schedule_id, start, 1_000, 600)
+
+    def arrived() -> dict[str, int]:
+        return {
+            a.message_id: a.received_ms for a in w.arrivals.snapshot() if a.message_id in instants
+        }
+
+    return schedule_id, instants, arrived
+
+
 def test_occurrences_are_delivered_once_each_never_early(shared_world: World) -> None:
     w = shared_world
     now = CLOCK.now_ms()
@@ -69,14 +85,7 @@ def test_a_pause_stops_the_occurrences_a_resume_restarts_them_a_delete_ends_them
     shared_world: World,
 ) -> None:
     w, app = shared_world, shared_world.rest
-    start = CLOCK.now_ms() + 1_000
-    schedule_id = create(app, {"expression": "rate(1 second)", "start": start, "payload": {}})
-    instants = occurrences(app, schedule_id, start, 1_000, 600)
-
-    def arrived() -> dict[str, int]:
-        return {
-            a.message_id: a.received_ms for a in w.arrivals.snapshot() if a.message_id in instants
-        }
+    schedule_id, instants, arrived = every_second(w, app)
 
     wait_for("two occurrences", lambda: len(arrived()) >= 2, 30)
     asked = CLOCK.now_ms()
@@ -117,14 +126,7 @@ def test_a_short_pause_leaves_no_gap_after_the_resume(shared_world: World) -> No
     are brought back by the resume, and every one due after it (and its cancel guard) arrives,
     once, never early."""
     w, app = shared_world, shared_world.rest
-    start = CLOCK.now_ms() + 1_000
-    schedule_id = create(app, {"expression": "rate(1 second)", "start": start, "payload": {}})
-    instants = occurrences(app, schedule_id, start, 1_000, 600)
-
-    def arrived() -> dict[str, int]:
-        return {
-            a.message_id: a.received_ms for a in w.arrivals.snapshot() if a.message_id in instants
-        }
+    schedule_id, instants, arrived = every_second(w, app)
 
     wait_for("two occurrences", lambda: len(arrived()) >= 2, 30)
     paused = app.client.put(f"/schedules/{schedule_id}/pause")
