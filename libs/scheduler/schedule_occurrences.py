@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from scheduler.domain.ids import occurrence_message_id
 from scheduler.domain.recurrence import CatchUpPolicy
-from scheduler.domain.status import ABORTABLE, FIRST_ATTEMPT, Status
+from scheduler.domain.status import FIRST_ATTEMPT, Status
 from scheduler.domain.window import instant_in_window
 from scheduler.records import Command, CommandKind, ScheduleRequest
 from scheduler.store.ports import LogEntry, MessageStore, Schedule, StatusUpdate, StatusWrite
@@ -68,7 +68,7 @@ def abort_created_ahead(
         message_id = occurrence_message_id(schedule.app_id, schedule.schedule_id, instant)
         view = messages.get(schedule.app_id, message_id)
         status = None if view is None else view.state.status
-        if status is not None and status not in ABORTABLE and status is not Status.ABORTED:
+        if status in (Status.SENT, Status.FAILED):
             continue
         generation = 0 if view is None else view.state.generation
         due = instant if view is None else view.state.due_ms
@@ -148,6 +148,8 @@ def _revival(
     if view is None:
         return None
     state = view.state
+    if state.status not in (Status.ABORTED, Status.READY):
+        return None  # neither aborted nor started by a resume: not read further
     logs = messages.logs(app_id, message_id)
     if state.status is Status.ABORTED:
         aborts = [e for e in logs if e.entry_id == f"{state.generation}:aborted"]

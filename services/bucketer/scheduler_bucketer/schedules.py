@@ -204,14 +204,16 @@ class ScheduleHandler:
         writes, commands = abort_created_ahead(schedule, self._messages, now, guard, why)
         if writes:  # ABORTED first: then the commands (decision 5)
             self._messages.update_statuses(writes)
-        if move_pending and writes:
-            self._move_pending(schedule.app_id, -len(writes))
+            if move_pending:
+                self._move_pending(schedule.app_id, -len(writes))
         return commands
 
     def _revive(self, resumed: Schedule) -> list[Command]:
         now = self._clock.now_ms()
         guard = self._scheduling.cancel_guard_ms
         revivals = revive_paused(resumed, self._messages, now, guard)
+        if not revivals:
+            return []
         started = [r.ready for r in revivals if r.ready is not None]
         if started:
             self._messages.update_statuses(started)

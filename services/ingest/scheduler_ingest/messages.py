@@ -745,8 +745,8 @@ class MessageService:
         )
         if writes:
             await self._io(self._store.update_statuses, writes)
-        if move_pending and writes:  # terminal from here on, whatever becomes of the commands
-            await self._move_pending(schedule.app_id, -len(writes))
+            if move_pending:  # terminal from here on, whatever becomes of the commands
+                await self._move_pending(schedule.app_id, -len(writes))
         stored = "the change and the ABORTED records are stored, and the dispatcher checks a"
         await self._publish_commands(commands, "abort", f"{stored} record before it delivers")
         return len(writes)
