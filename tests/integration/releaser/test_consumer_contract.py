@@ -185,6 +185,33 @@ def test_positions_pause_incremental_assign_and_end_of_partition_events(world: W
     c.close()
 
 
+def test_the_position_passes_a_committed_transaction_s_marker_without_an_end_event(
+    world: World,
+) -> None:
+    """The commands view follows the position (feeds.CommandsFeed): once a transaction's records
+    are consumed, a further consume moves the position past its marker, to the end that
+    offsets_for_times reports; no partition EOF is needed, and the marker is never handed out."""
+    producer = world.transactional_producer(f"{world.topic}-marker")
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for i in range(2):
+        producer.produce(world.topic, b"%d" % i, partition=0, timestamp=T0 + i)
+    producer.commit_transaction(10)
+    c = world.consumer()
+    tp = TopicPartition(world.topic, 0)
+    end_query = [TopicPartition(world.topic, 0, OFFSET_END)]
+    deadline = time.monotonic() + 10
+    # the commit returns before the coordinator has written the marker: until then the end (the
+    # last stable offset) stays before the transaction
+    while (end := c.offsets_for_times(end_query, 10)[0].offset) != 3:
+        assert time.monotonic() < deadline, f"end {end}, not past the marker"
+        time.sleep(0.05)
+    c.assign([TopicPartition(world.topic, 0, 0)])
+    assert drain(c) == [(0, 0, False), (0, 1, False)]
+    assert c.position([tp])[0].offset == end
+    c.close()
+
+
 def test_a_newer_producer_with_the_same_transactional_id_fences_the_older_one(
     world: World,
 ) -> None:

@@ -7,7 +7,9 @@ Semantics kept from librdkafka: `position` is unknown (-1001) until a partition 
 fetched; `offsets_for_times` with -1 returns the end (the last stable offset: every record
 here is committed); a paused partition is not fetched; with `eof`, reaching the end of a
 partition yields one _PARTITION_EOF event per new end. `stalled` makes every fetch return
-nothing (a leader move, a broken connection).
+nothing (a leader move, a broken connection). A committed transaction ends, in each partition it
+wrote, with a control record (its commit marker): it takes an offset, is never delivered, and
+`position` moves past it once it is read.
 
 `FakeTransactionalProducer` keeps the transactional id's fencing: `init_transactions` under an
 id bumps its epoch and aborts the open transaction of the previous instance. That instance
@@ -37,6 +39,7 @@ class Record:
     value: bytes
     timestamp_ms: int
     headers: list[tuple[str, bytes]] | None = None
+    control: bool = False  # a transaction marker
 
 
 @dataclass
@@ -61,10 +64,11 @@ class FakeKafka:
         value: bytes,
         timestamp_ms: int,
         headers: list[tuple[str, bytes]] | None = None,
+        control: bool = False,
     ) -> int:
         with self.lock:
             log = self.logs[(topic, partition)]
-            log.append(Record(value, timestamp_ms, headers or None))
+            log.append(Record(value, timestamp_ms, headers or None, control))
             return len(log) - 1
 
     def commit(self, group: str, topic: str, partition: int, offset: int, metadata: str) -> None:
@@ -126,8 +130,12 @@ class FakeTransactionalProducer:
         if self._open is None:
             raise KafkaException(KafkaError(KafkaError._STATE, "no open transaction"))
         records, self._open = self._open, None
+        written: dict[TP, int] = {}
         for topic, partition, value, timestamp, headers in records:
             self.kafka.produce(topic, partition, value, timestamp, headers)
+            written[(topic, partition)] = max(timestamp, written.get((topic, partition), 0))
+        for (topic, partition), timestamp in written.items():
+            self.kafka.produce(topic, partition, b"", timestamp, control=True)
 
     def abort_transaction(self, timeout: float = -1) -> None:
         self._check()
@@ -236,7 +244,11 @@ class FakeConsumer:
                 if tp.offset == OFFSET_END:
                     offset = len(log)
                 else:
-                    found = [i for i, r in enumerate(log) if r.timestamp_ms >= tp.offset]
+                    found = [
+                        i
+                        for i, r in enumerate(log)
+                        if r.timestamp_ms >= tp.offset and not r.control
+                    ]
                     offset = found[0] if found else -1
                 out.append(TopicPartition(tp.topic, tp.partition, offset))
         return out
@@ -292,9 +304,10 @@ class FakeConsumer:
             offset = self.assigned[key]
             while offset < len(log) and len(out) < num_messages:
                 record = log[offset]
-                out.append(
-                    FakeMessage(key[0], key[1], offset, record.value, headers=record.headers)
-                )
+                if not record.control:
+                    out.append(
+                        FakeMessage(key[0], key[1], offset, record.value, headers=record.headers)
+                    )
                 offset += 1
             self.assigned[key] = offset
             if self.eof and offset == len(log) and self._eof_at.get(key) != offset:

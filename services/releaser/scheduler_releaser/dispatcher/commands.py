@@ -56,9 +56,10 @@ class CommandView:
             self._aborted[key] = command.issued_ms
         self._advance(partition, offset + 1)
 
-    def at_end(self, partition: int, offset: int) -> None:
-        """The reader reached the end of `partition` at `offset` (partition EOF)."""
-        self._advance(partition, offset)
+    def read_to(self, partition: int, position: int) -> None:
+        """The reader has read everything of `partition` before `position` (its position: past
+        transaction markers too, which carry no command)."""
+        self._advance(partition, position)
 
     def starts_at(self, partition: int, offset: int) -> None:
         """The reader starts `partition` at `offset` (what lies before it is not wanted)."""

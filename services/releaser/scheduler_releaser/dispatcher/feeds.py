@@ -402,7 +402,13 @@ class CommandsFeed:
     `confirm()` (a task of the loop) asks Kafka, every `commands_confirm_ms` and in a worker
     thread, for the topic's partitions and their ends: new partitions are read from their start,
     and the view counts a partition fresh as of the question once it has read up to the answer
-    (commands.py). No Kafka call here blocks the event loop."""
+    (commands.py). How far it has read is the consumer's position, not a partition EOF: the
+    position passes a transaction's marker as soon as it is read, while an EOF comes only with
+    the next empty fetch, so the fetch wait had to be a few ms (200 fetches a second on an idle
+    system; ARCHITECTURE.md, "Idle cost"). The questions go through `asker`, a client of their
+    own: a broker answers the requests of one connection in order, so on the reading
+    consumer's connection each waited behind its long-polled fetch (the view then aged by the
+    fetch wait). No Kafka call here blocks the event loop."""
 
     def __init__(
         self,
@@ -412,28 +418,37 @@ class CommandsFeed:
         codecs: Codecs,
         clock: Clock,
         confirm_ms: int,
+        asker: Consumer | None = None,
     ) -> None:
         self._consumer = consumer
+        self._asker = asker or consumer
         self._topic = topic
         self.view = view
         self._codecs = codecs
         self._clock = clock
         self._confirm_ms = confirm_ms
+        self._assigned: list[TopicPartition] = []
 
     def start(self, since_ms: int) -> None:
         """Assign every partition at the first command since `since_ms` (blocking)."""
         tps = [TopicPartition(self._topic, p) for p in self._partitions(TIMEOUT_S)]
-        start_offsets(self._consumer, tps, since_ms)
+        start_offsets(self._asker, tps, since_ms)
         self._consumer.assign(tps)
         self._add(tps)
+
+    def close(self) -> None:
+        self._consumer.close()
+        if self._asker is not self._consumer:
+            self._asker.close()
 
     def _add(self, tps: list[TopicPartition]) -> None:
         self.view.add_partitions(tp.partition for tp in tps)
         for tp in tps:
             self.view.starts_at(tp.partition, tp.offset)
+        self._assigned += [TopicPartition(self._topic, tp.partition) for tp in tps]
 
     def _partitions(self, timeout_s: float) -> list[int]:
-        metadata = self._consumer.list_topics(self._topic, timeout=timeout_s).topics[self._topic]
+        metadata = self._asker.list_topics(self._topic, timeout=timeout_s).topics[self._topic]
         if metadata.error is not None:
             raise KafkaException(metadata.error)
         return sorted(metadata.partitions)
@@ -445,10 +460,7 @@ class CommandsFeed:
             offset = msg.offset() or 0
             error = msg.error()
             if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    self.view.at_end(partition, offset)
-                else:
-                    log.warning("commands consumer error: %s", error)
+                log.warning("commands consumer error: %s", error)
                 continue
             try:
                 command = self._codecs.command.decode(msg.value() or b"")
@@ -456,6 +468,11 @@ class CommandsFeed:
                 log.warning("undecodable command at %s/%s", partition, offset)
                 command = None
             self.view.apply(partition, offset, command)
+        # Local: what this consumer has handed out, past the markers it has read (never ahead
+        # of a record not yet returned by consume).
+        for tp in self._consumer.position(self._assigned):
+            if tp.offset >= 0:
+                self.view.read_to(tp.partition, tp.offset)
         return len(messages)
 
     async def confirm_once(self) -> None:
@@ -466,7 +483,7 @@ class CommandsFeed:
         new = [p for p in partitions if p not in known]
         if new:
             tps = [TopicPartition(self._topic, p) for p in new]
-            await asyncio.to_thread(start_offsets, self._consumer, tps, 0)
+            await asyncio.to_thread(start_offsets, self._asker, tps, 0)
             self._consumer.incremental_assign(tps)
             self._add(tps)
             log.info("commands partitions added while running: %s", new)
@@ -476,7 +493,7 @@ class CommandsFeed:
     def _ends(self) -> tuple[list[int], dict[int, int]]:
         partitions = self._partitions(5.0)
         tps = [TopicPartition(self._topic, p) for p in partitions]
-        return partitions, {p: end for (_, p), end in end_offsets(self._consumer, tps, 5.0).items()}
+        return partitions, {p: end for (_, p), end in end_offsets(self._asker, tps, 5.0).items()}
 
     async def confirm(self, stop: asyncio.Event) -> None:
         """Confirm the view every `confirm_ms` until `stop` (a task of the loop)."""

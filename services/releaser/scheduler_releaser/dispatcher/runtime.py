@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 IDLE_S = 0.002  # loop tick while anything is due within QUIET_AFTER_MS or was read within it
 QUIET_S = 0.02  # loop tick after a quiet second: an idle dispatcher costs a tenth of a core less
 QUIET_AFTER_MS = 1_000
+COMMANDS_FETCH_WAIT_MS = 100
 
 
 def loop_wait_s(now_ms: int, head_ms: int | None, last_read_ms: int) -> float:
@@ -149,16 +150,6 @@ async def run_dispatcher(
     ring_consumer = Consumer(
         consumer_config(kafka, group, **{"fetch.wait.max.ms": 100, "fetch.error.backoff.ms": 50})
     )
-    # The commands view needs the partition EOF that follows a record (a transaction's marker
-    # is passed only by it), and librdkafka reports it with the next empty fetch: after the
-    # fetch wait. Measured: 6-10 ms with 5 ms, 500 ms with 500 ms. Keep it short.
-    commands_consumer = Consumer(
-        consumer_config(
-            kafka,
-            f"{group}-commands-{settings.instance}",
-            **{"enable.partition.eof": True, "fetch.wait.max.ms": 5},
-        )
-    )
     tracker = OffsetTracker()
     view = CommandView(clock.now_ms())
     records = RecordsProgress()
@@ -210,16 +201,7 @@ async def run_dispatcher(
         sink=sink,
         metrics=metrics,
     )
-    commands = CommandsFeed(
-        commands_consumer,
-        topics.commands,
-        view,
-        codecs,
-        clock,
-        # The view's lag reaches about one interval between confirmations: keep it a quarter
-        # of the guard at most, or firing would pause on a view that is merely between two.
-        min(settings.commands_confirm_ms, max(10, scheduling.cancel_guard_ms // 4)),
-    )
+    commands = commands_feed(kafka, scheduling, settings, view, codecs, clock)
     # Never joins the record writers' group: it only reads their committed offsets.
     progress_consumer = Consumer(consumer_config(kafka, f"{kafka.topic_prefix}record-writer"))
     progress = RecordsProgressFeed(
@@ -278,13 +260,40 @@ async def run_dispatcher(
         await asyncio.to_thread(writer.stop, 10)
         await http.close()
         ring_consumer.close()
-        commands_consumer.close()
+        commands.close()
         progress_consumer.close()
         if not fenced:  # a fenced producer has nothing left to deliver
             try:
                 sink.producer.flush(10)
             except (KafkaException, SystemError) as exc:  # failed: nothing left to commit
                 log.info("transactional producer not flushed at exit: %s", exc)
+
+
+def commands_feed(
+    kafka: KafkaSettings,
+    scheduling: SchedulingSettings,
+    settings: DispatchSettings,
+    view: CommandView,
+    codecs: Codecs,
+    clock: Clock,
+    fetch_wait_ms: int = COMMANDS_FETCH_WAIT_MS,
+) -> CommandsFeed:
+    """The commands view's reader. Long-polled: the view follows the consumer's position, which
+    passes a transaction's marker as soon as the fetch answered on its commit is read; the
+    view's questions (where each partition ends) go through a client of their own, not queued
+    behind that fetch (feeds.CommandsFeed)."""
+    group = f"{kafka.topic_prefix}dispatcher-commands-{settings.instance}"
+    return CommandsFeed(
+        Consumer(consumer_config(kafka, group, **{"fetch.wait.max.ms": fetch_wait_ms})),
+        Topics(kafka, scheduling).commands,
+        view,
+        codecs,
+        clock,
+        # The view's lag reaches about one interval between confirmations: keep it a quarter
+        # of the guard at most, or firing would pause on a view that is merely between two.
+        min(settings.commands_confirm_ms, max(10, scheduling.cancel_guard_ms // 4)),
+        asker=Consumer(consumer_config(kafka, group)),
+    )
 
 
 async def _stop(

@@ -113,7 +113,7 @@ def _write_batch(
     codecs: Codecs,
     written: Written,
 ) -> None:
-    messages = consumer.consume(num_messages=500, timeout=0.1)
+    messages = consumer.consume(num_messages=500, timeout=0.5)
     results: list[DeliveryResult] = []
     for msg in messages:
         error = msg.error()
