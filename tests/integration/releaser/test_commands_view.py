@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from scheduler.clock import SystemClock
@@ -30,7 +32,8 @@ def test_a_confirmation_is_not_queued_behind_the_reader_s_long_polled_fetch(
     of its own, a confirmation takes a round trip."""
     topic = Topics(kafka_settings, scheduling_settings).commands
     admin = AdminClient(kafka_settings.client_config())
-    admin.create_topics([NewTopic(topic, 3, 1)])[topic].result()
+    admin.create_topics([NewTopic(topic, 3, 1)], operation_timeout=30)[topic].result()
+    _wait_for_leaders(kafka_settings, topic, 3)
     clock = SystemClock()
     view = CommandView(clock.now_ms())
     feed = commands_feed(
@@ -60,3 +63,21 @@ def test_a_confirmation_is_not_queued_behind_the_reader_s_long_polled_fetch(
     finally:
         feed.close()
     assert sorted(lags)[len(lags) // 2] < 500, lags
+
+
+def _wait_for_leaders(kafka: KafkaSettings, topic: str, partitions: int) -> None:
+    """A topic just created answers NOT_LEADER_FOR_PARTITION until its leaders are elected."""
+    consumer = Consumer({**kafka.client_config(), "group.id": f"{topic}-wait"})
+    query = [TopicPartition(topic, p, OFFSET_END) for p in range(partitions)]
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            try:
+                consumer.offsets_for_times(query, 5)
+                return
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    finally:
+        consumer.close()
