@@ -7,7 +7,6 @@ import time
 
 import pytest
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from scheduler.clock import SystemClock
 from scheduler.settings import KafkaSettings, SchedulingSettings
@@ -15,6 +14,7 @@ from scheduler.topics import Topics
 from scheduler_releaser.codecs import Codecs
 from scheduler_releaser.dispatcher.commands import CommandView
 from scheduler_releaser.dispatcher.runtime import commands_feed
+from tests.support.workload import create_topic
 
 from .test_dispatch import SETTINGS
 
@@ -31,8 +31,7 @@ def test_a_confirmation_is_not_queued_behind_the_reader_s_long_polled_fetch(
     guard less the KAFKA produce-ahead, and Kafka deliveries stalled). Asked through a client
     of its own, a confirmation takes a round trip."""
     topic = Topics(kafka_settings, scheduling_settings).commands
-    admin = AdminClient(kafka_settings.client_config())
-    admin.create_topics([NewTopic(topic, 3, 1)], operation_timeout=30)[topic].result()
+    create_topic(kafka_settings, topic, partitions=3)
     _wait_for_leaders(kafka_settings, topic, 3)
     clock = SystemClock()
     view = CommandView(clock.now_ms())
