@@ -25,6 +25,7 @@ import pytest
 
 from scheduler.settings import CassandraSettings
 from scheduler.store import cassandra as cassandra_store
+from tests.support.python_source import parse
 
 pytestmark = pytest.mark.unit
 
@@ -63,7 +64,7 @@ class Module:
 
     @classmethod
     def parse(cls, path: Path, name: str, source: str | None = None) -> Module:
-        tree = ast.parse(source if source is not None else path.read_text(), str(path))
+        tree = parse(source if source is not None else path.read_text(), str(path))
         parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
         return cls(path, name, tree, parents)
 

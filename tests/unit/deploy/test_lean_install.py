@@ -16,6 +16,8 @@ from importlib.metadata import packages_distributions
 
 import pytest
 
+from tests.support.python_source import parse
+
 from .support import ROOT
 
 pytestmark = pytest.mark.unit
@@ -71,7 +73,7 @@ def _imports() -> dict[str, set[str]]:
     for path in [*ROOT.glob("services/**/*.py"), *ROOT.glob("libs/**/*.py")]:
         if TESTING in path.parents:
             continue
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in ast.walk(parse(path.read_text(), str(path))):
             names: list[str] = []
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.python_source import parse
+
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -39,7 +41,7 @@ def rows(text: str) -> dict[str, list[tuple[str, str]]]:
 
 
 def functions_in(path: str) -> set[str]:
-    tree = ast.parse((ROOT / path).read_text())
+    tree = parse((ROOT / path).read_text(), path)
     return {
         node.name
         for node in ast.walk(tree)
