@@ -6,6 +6,7 @@ Kafka call on the event loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Coroutine
 from typing import Any
@@ -374,6 +375,82 @@ def test_no_kafka_call_that_can_block_runs_on_the_event_loop() -> None:
     run(body())
     assert ring.threads and commands_consumer.threads
     assert loop_thread not in ring.threads + commands_consumer.threads
+
+
+# -- the quiet wait: a worker thread blocks in the ring consumer -----------------------------
+
+
+class GatedConsumer(FakeConsumer):
+    """consume() with a timeout blocks until `arrive` is set (a fetch answered), then reads."""
+
+    def __init__(self, kafka: FakeKafka, group: str) -> None:
+        super().__init__(kafka, group)
+        self.arrive = threading.Event()
+        self.running = 0
+        self.most_running = 0
+        self.threads: list[str] = []
+        self._count = threading.Lock()
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
+        with self._count:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        try:
+            if timeout > 0:
+                self.threads.append(threading.current_thread().name)
+                assert self.arrive.wait(5)
+            return super().consume(num_messages, timeout)
+        finally:
+            with self._count:
+                self.running -= 1
+
+
+def quiet_world() -> tuple[FakeKafka, ManualClock, RingFeed, GatedConsumer, Accepting, str]:
+    kafka, clock = ring_world()
+    feed, _, dispatcher, _ = ring_feed(kafka, clock)
+    consumer = GatedConsumer(kafka, "sched.dispatcher")
+    feed._consumer = consumer  # type: ignore[assignment]
+    feed.start(clock.now_ms(), slack_ms=0)
+    return kafka, clock, feed, consumer, dispatcher, RING.topic_for(clock.now_ms())
+
+
+def test_a_quiet_wait_blocks_in_a_worker_thread_and_returns_with_the_record() -> None:
+    kafka, clock, feed, consumer, dispatcher, topic = quiet_world()
+
+    async def body() -> None:
+        waiting = asyncio.create_task(feed.wait(5.0))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # blocked on the consumer, not on the loop
+        kafka.produce(topic, 0, due("m-1", clock.now_ms()), timestamp_ms=clock.now_ms())
+        consumer.arrive.set()
+        assert await asyncio.wait_for(waiting, 5) == 1
+
+    run(body())
+    assert dispatcher.accepted == ["m-1"]
+    assert consumer.threads and threading.current_thread().name not in consumer.threads
+
+
+def test_a_cancelled_quiet_wait_drops_nothing_its_consume_read() -> None:
+    """The consume of a cancelled wait still runs to its end and takes records off the
+    consumer's queue: the next poll hands them on, and no second consume runs beside it.
+    Awaiting the consume directly lost them: never delivered until a restart."""
+    kafka, clock, feed, consumer, dispatcher, topic = quiet_world()
+
+    async def body() -> None:
+        waiting = asyncio.create_task(feed.wait(5.0))
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        assert feed.poll() == 0  # its consume is still running: no second one
+        kafka.produce(topic, 0, due("m-1", clock.now_ms()), timestamp_ms=clock.now_ms())
+        consumer.arrive.set()
+        await feed.finish_wait()
+        assert feed.poll() == 1
+
+    run(body())
+    assert dispatcher.accepted == ["m-1"]
+    assert consumer.most_running == 1
 
 
 # -- the commands view -----------------------------------------------------------------------

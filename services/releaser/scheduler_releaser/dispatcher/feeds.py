@@ -156,6 +156,7 @@ class RingFeed:
         self._probed_ms = 0
         self._listed_ms = 0
         self._listing: asyncio.Task[None] | None = None
+        self._waiting: asyncio.Future[list[Message]] | None = None  # wait()'s consume
 
     @property
     def cycle_ms(self) -> int:
@@ -334,9 +335,44 @@ class RingFeed:
                 self._paused.add(key)
 
     def poll(self, limit: int = 500) -> int:
-        if len(self._dispatcher.timers) >= self._settings.max_held:
-            return 0  # backpressure: librdkafka stops fetching once its queue is full
-        messages = self._consumer.consume(num_messages=limit, timeout=0)
+        if self._waiting is not None:
+            # A wait given up mid-way (cancelled): its consume is the only one that runs, and
+            # the records it returned come first.
+            return self._take(self._collect()) if self._waiting.done() else 0
+        if self._held_full():
+            return 0
+        return self._take(self._consumer.consume(num_messages=limit, timeout=0))
+
+    async def wait(self, timeout_s: float, limit: int = 500) -> int:
+        """Like poll, but a worker thread blocks in the consume for up to `timeout_s`: a quiet
+        loop wakes as soon as a record is fetched instead of ticking to look (ARCHITECTURE.md,
+        "Idle cost"). A cancelled wait leaves its consume to finish; the next poll or wait
+        takes what it returned, so no record it read is dropped."""
+        if self._waiting is None:
+            if self._held_full():
+                await asyncio.sleep(timeout_s)
+                return 0
+            self._waiting = asyncio.ensure_future(
+                asyncio.to_thread(self._consumer.consume, limit, timeout_s)
+            )
+        await asyncio.wait([self._waiting])
+        return self._take(self._collect())
+
+    async def finish_wait(self) -> None:
+        """Before the consumer closes: no consume may still run in a worker thread."""
+        if self._waiting is not None:
+            await asyncio.wait([self._waiting])
+
+    def _held_full(self) -> bool:
+        # backpressure: librdkafka stops fetching once its queue is full
+        return len(self._dispatcher.timers) >= self._settings.max_held
+
+    def _collect(self) -> list[Message]:
+        waiting, self._waiting = self._waiting, None
+        assert waiting is not None
+        return waiting.result()
+
+    def _take(self, messages: list[Message]) -> int:
         now = self._clock.now_ms()
         for msg in messages:
             self._handle(msg, now)
@@ -440,6 +476,10 @@ class CommandsFeed:
         self._consumer.close()
         if self._asker is not self._consumer:
             self._asker.close()
+
+    @property
+    def confirm_ms(self) -> int:
+        return self._confirm_ms
 
     def _add(self, tps: list[TopicPartition]) -> None:
         self.view.add_partitions(tp.partition for tp in tps)

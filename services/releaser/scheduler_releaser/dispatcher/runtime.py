@@ -7,7 +7,9 @@ and by the integration tests (which pass their own settings and clock).
              retained record), future slots drained then paused -> results since the oldest
              unsettled ring record loaded
     loop:    poll ring + commands (non-blocking) -> rotate slots, probe draining ones ->
-             start due deliveries -> sleep until the next due or 2 ms
+             start due deliveries -> sleep until the next due or 2 ms; after a quiet
+             second (nothing due within it, nothing read), wait instead on the ring
+             consumer in a worker thread: a record wakes the loop at once
     tasks:   the commands view confirmed every `commands_confirm_ms`; ring partitions listed
              every `metadata_refresh_ms`; the record writers' progress asked every second
              (all in worker threads)
@@ -60,20 +62,31 @@ from .writer_runner import RecordWriterRunner, ThreadRecordWriter
 
 log = logging.getLogger(__name__)
 IDLE_S = 0.002  # loop tick while anything is due within QUIET_AFTER_MS or was read within it
-QUIET_S = 0.02  # loop tick after a quiet second: an idle dispatcher costs a tenth of a core less
+QUIET_S = 0.1  # longest quiet wait (bounded by the commands view's confirmation interval)
 QUIET_AFTER_MS = 1_000
 COMMANDS_FETCH_WAIT_MS = 100
 
 
-def loop_wait_s(now_ms: int, head_ms: int | None, last_read_ms: int) -> float:
-    """How long the firing loop sleeps before its next tick. IDLE_S (never past the next due
-    instant) while a held message is due within QUIET_AFTER_MS or a ring record or command was
-    read within it, so firing and the commands view are as prompt as ever; QUIET_S otherwise. A
-    record read after a quiet second waits at most QUIET_S for its tick (ARCHITECTURE.md,
-    "Idle cost")."""
-    if head_ms is not None and head_ms - now_ms <= QUIET_AFTER_MS:
-        return min(IDLE_S, max(0.0, (head_ms - now_ms) / 1000))
-    return IDLE_S if now_ms - last_read_ms < QUIET_AFTER_MS else QUIET_S
+def is_quiet(now_ms: int, head_ms: int | None, last_read_ms: int) -> bool:
+    """Nothing held is due within QUIET_AFTER_MS and nothing was read within it: the loop
+    waits on the ring consumer in a worker thread instead of ticking (ARCHITECTURE.md, "Idle
+    cost")."""
+    due_soon = head_ms is not None and head_ms - now_ms <= QUIET_AFTER_MS
+    return not due_soon and now_ms - last_read_ms >= QUIET_AFTER_MS
+
+
+def loop_wait_s(now_ms: int, head_ms: int | None) -> float:
+    """How long a loop that is not quiet sleeps before its next tick: IDLE_S, never past the
+    next due instant."""
+    if head_ms is None:
+        return IDLE_S
+    return min(IDLE_S, max(0.0, (head_ms - now_ms) / 1000))
+
+
+def quiet_wait_s(confirm_ms: int) -> float:
+    """A quiet wait reads no commands: keep it within a confirmation interval, so the view's
+    lag stays what it is while ticking."""
+    return min(QUIET_S, confirm_ms / 1000)
 
 
 @dataclass
@@ -259,6 +272,7 @@ async def run_dispatcher(
     finally:
         await asyncio.to_thread(writer.stop, 10)
         await http.close()
+        await ring.finish_wait()
         ring_consumer.close()
         commands.close()
         progress_consumer.close()
@@ -362,6 +376,7 @@ async def _loop(
     progress_task = asyncio.create_task(progress.run(stop))
     committer = asyncio.create_task(_commit_loop(sink, clock, settings, stop, watch))
     confirmer = asyncio.create_task(commands.confirm(stop))
+    quiet_s = quiet_wait_s(commands.confirm_ms)
     last_prune = last_read = clock.now_ms()
     try:
         while not stop.is_set():
@@ -385,7 +400,12 @@ async def _loop(
                 dispatcher.timers.prune(now - settings.dedup_window_ms)
                 commands.view.prune(now - 2 * ring.cycle_ms)
             head = dispatcher.timers.next_due_ms()
-            await asyncio.sleep(loop_wait_s(clock.now_ms(), head, last_read))
+            now = clock.now_ms()
+            if is_quiet(now, head, last_read):
+                if await ring.wait(quiet_s):
+                    last_read = clock.now_ms()
+            else:
+                await asyncio.sleep(loop_wait_s(now, head))
     finally:
         sink.close()  # a transaction that fails from now on is not retried
         progress_task.cancel()

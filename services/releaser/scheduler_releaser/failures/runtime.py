@@ -43,7 +43,7 @@ from .offsets import TP
 from .senders import HttpNoticeSender, KafkaNoticeSender, KafkaPoller
 
 log = logging.getLogger(__name__)
-IDLE_S = 0.05  # a tick when nothing was read
+IDLE_S = 0.2  # a tick when nothing was read (notices are not due to the millisecond)
 READ_BATCH = 500
 STOP_POLL_S = 0.01  # how often a stop looks at the notices in flight
 SESSION_TIMEOUT_MS = 10_000  # a static member gone for good: its partitions move after this
