@@ -20,6 +20,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
+from scheduler.kafka.consume import consume_available
 from scheduler.records import DueMessage
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.topics import Topics
@@ -144,6 +145,24 @@ def drain(consumer: Any, rounds: int = 40) -> list[tuple[int, int, bool]]:
             eof = error is not None and error.code() == KafkaError._PARTITION_EOF
             out.append((m.partition(), m.offset(), eof))
     return out
+
+
+def test_a_waiting_batch_read_hands_out_the_first_record_without_waiting_out_its_timeout(
+    world: World,
+) -> None:
+    """consume(n, timeout) waits for n records or the whole timeout; the dispatcher's quiet
+    wait and the bucketer use consume_available, which returns with the first record."""
+    world.produce(0, b"first", T0)
+    consumer = world.consumer()
+    consumer.assign([TopicPartition(world.topic, 0, 0)])
+    try:
+        started = time.monotonic()
+        records = consume_available(consumer, 500, timeout_s=20.0)
+        elapsed = time.monotonic() - started
+    finally:
+        consumer.close()
+    assert [m.value() for m in records] == [b"first"]
+    assert elapsed < 10.0  # a plain consume(500, 20.0) returns after 20 s
 
 
 def test_offsets_lookups_committed_offsets_and_listing(world: World) -> None:

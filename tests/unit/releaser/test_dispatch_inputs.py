@@ -381,7 +381,9 @@ def test_no_kafka_call_that_can_block_runs_on_the_event_loop() -> None:
 
 
 class GatedConsumer(FakeConsumer):
-    """consume() with a timeout blocks until `arrive` is set (a fetch answered), then reads."""
+    """consume() with a timeout blocks until `arrive` is set (a fetch answered), then reads.
+    RingFeed.wait blocks for the first record only (consume_available): the real consume(n, t)
+    waits out t unless n records come (tests/integration/releaser/test_consumer_contract.py)."""
 
     def __init__(self, kafka: FakeKafka, group: str) -> None:
         super().__init__(kafka, group)

@@ -7,7 +7,6 @@ blocking it), except the startup reads, which run before firing begins.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from confluent_kafka import (
 
 from scheduler.clock import Clock
 from scheduler.codec import DecodeError
+from scheduler.kafka.consume import consume_available
 from scheduler.records import RejectedRequest
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.topics import Topics
@@ -35,6 +35,7 @@ from .commands import CommandView
 from .core import Dispatcher
 from .offsets import TP, OffsetTracker
 from .ownership import owns
+from .pace import QUIET_CONFIRM_S, QUIET_PROGRESS_S, Pace
 from .ports import OutRecord, Sink
 from .records_progress import RecordsProgress
 from .timers import PARKED_HEADER, Position, TimerQueue
@@ -353,7 +354,7 @@ class RingFeed:
                 await asyncio.sleep(timeout_s)
                 return 0
             self._waiting = asyncio.ensure_future(
-                asyncio.to_thread(self._consumer.consume, limit, timeout_s)
+                asyncio.to_thread(consume_available, self._consumer, limit, timeout_s)
             )
         await asyncio.wait([self._waiting])
         return self._take(self._collect())
@@ -455,7 +456,9 @@ class CommandsFeed:
         clock: Clock,
         confirm_ms: int,
         asker: Consumer | None = None,
+        on_lag: Callable[[float], None] = lambda _: None,
     ) -> None:
+        """`on_lag`: the view's lag in seconds after each confirmation (a gauge)."""
         self._consumer = consumer
         self._asker = asker or consumer
         self._topic = topic
@@ -463,6 +466,7 @@ class CommandsFeed:
         self._codecs = codecs
         self._clock = clock
         self._confirm_ms = confirm_ms
+        self._on_lag = on_lag
         self._assigned: list[TopicPartition] = []
 
     def start(self, since_ms: int) -> None:
@@ -535,17 +539,26 @@ class CommandsFeed:
         tps = [TopicPartition(self._topic, p) for p in partitions]
         return partitions, {p: end for (_, p), end in end_offsets(self._asker, tps, 5.0).items()}
 
-    async def confirm(self, stop: asyncio.Event) -> None:
-        """Confirm the view every `confirm_ms` until `stop` (a task of the loop)."""
+    async def confirm(self, stop: asyncio.Event, pace: Pace | None = None) -> None:
+        """Confirm the view every `confirm_ms` until `stop` (a task of the loop); while `pace`
+        is quiet, every QUIET_CONFIRM_S, and at once when it leaves quiet (pace.py)."""
+        pace = pace or Pace()
         while not stop.is_set():
+            ticket = pace.ticket()
             started = self._clock.monotonic_ms()
             try:
                 await self.confirm_once()
             except KafkaException as exc:
                 log.warning("commands view not confirmed (%s): it ages until Kafka answers", exc)
+            self._on_lag(self.view.lag_ms(self._clock.now_ms()) / 1000)
             spent = self._clock.monotonic_ms() - started
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), max(0.0, self._confirm_ms - spent) / 1000)
+            await pace.wait(
+                ticket,
+                spent / 1000,
+                stop,
+                active_s=self._confirm_ms / 1000,
+                quiet_s=QUIET_CONFIRM_S,
+            )
 
     async def catch_up(self, timeout_ms: int) -> bool:
         """Read until every partition is confirmed current (before firing begins)."""
@@ -641,12 +654,19 @@ class RecordsProgressFeed:
         }
         self.progress.observe(asked_ms, ends, committed)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, pace: Pace | None = None) -> None:
+        """Ask every `interval_ms` until `stop`; while `pace` is quiet, every QUIET_PROGRESS_S,
+        and at once when it leaves quiet (pace.py)."""
+        pace = pace or Pace()
         while not stop.is_set():
+            ticket = pace.ticket()
+            started = self._clock.monotonic_ms()
             try:
                 await asyncio.to_thread(self.ask_once)
             except Exception as exc:  # noqa: BLE001 - Kafka unreachable: the progress ages
                 log.warning("record writers' progress not known (%s)", exc)
             self._on_lag(self.progress.lag_ms(self._clock.now_ms()) / 1000)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._interval_s)
+            spent_s = (self._clock.monotonic_ms() - started) / 1000
+            await pace.wait(
+                ticket, spent_s, stop, active_s=self._interval_s, quiet_s=QUIET_PROGRESS_S
+            )

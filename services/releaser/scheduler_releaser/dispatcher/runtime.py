@@ -53,6 +53,7 @@ from .http_post import AiohttpPost
 from .offsets import OffsetTracker
 from .outbound import OutboundGuard
 from .ownership import ids_to_fence, transactional_id
+from .pace import Pace
 from .record_writer import RecordWriter
 from .records_progress import RecordsProgress
 from .rest import RestDeliverer
@@ -62,9 +63,10 @@ from .writer_runner import RecordWriterRunner, ThreadRecordWriter
 
 log = logging.getLogger(__name__)
 IDLE_S = 0.002  # loop tick while anything is due within QUIET_AFTER_MS or was read within it
-QUIET_S = 0.1  # longest quiet wait (bounded by the commands view's confirmation interval)
+QUIET_S = 0.5  # longest quiet wait (a record read ends it at once)
 QUIET_AFTER_MS = 1_000
-COMMANDS_FETCH_WAIT_MS = 100
+COMMANDS_FETCH_WAIT_MS = 500
+RING_FETCH_WAIT_MS = 100  # see ring_consumer below
 
 
 def is_quiet(now_ms: int, head_ms: int | None, last_read_ms: int) -> bool:
@@ -81,12 +83,6 @@ def loop_wait_s(now_ms: int, head_ms: int | None) -> float:
     if head_ms is None:
         return IDLE_S
     return min(IDLE_S, max(0.0, (head_ms - now_ms) / 1000))
-
-
-def quiet_wait_s(confirm_ms: int) -> float:
-    """A quiet wait reads no commands: keep it within a confirmation interval, so the view's
-    lag stays what it is while ticking."""
-    return min(QUIET_S, confirm_ms / 1000)
 
 
 @dataclass
@@ -157,11 +153,15 @@ async def run_dispatcher(
         "topic.metadata.propagation.max.ms": min(2_000, settings.destination_timeout_ms // 2),
     }
     # A long-polled fetch is answered as soon as records arrive (a read_committed one as soon as
-    # their transaction commits), so the ring's fetch wait bounds only how long a resumed slot
-    # waits for the fetch in flight, and slots are resumed a slot ahead. At 5 ms it cost the
-    # broker 200 fetches a second per idle dispatcher (ARCHITECTURE.md, "Idle cost").
+    # their transaction commits). Yet the suite shows records due in the first RING_FETCH_WAIT_MS
+    # of a slot waiting for it (a sawtooth at every slot start: 500 ms with 500 ms), so it stays
+    # short. At 5 ms it cost the broker 200 fetches a second (ARCHITECTURE.md, "Idle cost").
     ring_consumer = Consumer(
-        consumer_config(kafka, group, **{"fetch.wait.max.ms": 100, "fetch.error.backoff.ms": 50})
+        consumer_config(
+            kafka,
+            group,
+            **{"fetch.wait.max.ms": RING_FETCH_WAIT_MS, "fetch.error.backoff.ms": 50},
+        )
     )
     tracker = OffsetTracker()
     view = CommandView(clock.now_ms())
@@ -214,7 +214,9 @@ async def run_dispatcher(
         sink=sink,
         metrics=metrics,
     )
-    commands = commands_feed(kafka, scheduling, settings, view, codecs, clock)
+    commands = commands_feed(
+        kafka, scheduling, settings, view, codecs, clock, on_lag=metrics.commands_lag.set
+    )
     # Never joins the record writers' group: it only reads their committed offsets.
     progress_consumer = Consumer(consumer_config(kafka, f"{kafka.topic_prefix}record-writer"))
     progress = RecordsProgressFeed(
@@ -291,6 +293,7 @@ def commands_feed(
     codecs: Codecs,
     clock: Clock,
     fetch_wait_ms: int = COMMANDS_FETCH_WAIT_MS,
+    on_lag: Callable[[float], None] = lambda _: None,
 ) -> CommandsFeed:
     """The commands view's reader. Long-polled: the view follows the consumer's position, which
     passes a transaction's marker as soon as the fetch answered on its commit is read; the
@@ -307,6 +310,7 @@ def commands_feed(
         # of the guard at most, or firing would pause on a view that is merely between two.
         min(settings.commands_confirm_ms, max(10, scheduling.cancel_guard_ms // 4)),
         asker=Consumer(consumer_config(kafka, group)),
+        on_lag=on_lag,
     )
 
 
@@ -373,10 +377,10 @@ async def _loop(
     health: Health,
 ) -> None:
     watch = TransactionWatch(settings.txn_stuck_ms)
-    progress_task = asyncio.create_task(progress.run(stop))
+    pace = Pace()  # the questions to Kafka slow down while the loop is quiet
+    progress_task = asyncio.create_task(progress.run(stop, pace))
     committer = asyncio.create_task(_commit_loop(sink, clock, settings, stop, watch))
-    confirmer = asyncio.create_task(commands.confirm(stop))
-    quiet_s = quiet_wait_s(commands.confirm_ms)
+    confirmer = asyncio.create_task(commands.confirm(stop, pace))
     last_prune = last_read = clock.now_ms()
     try:
         while not stop.is_set():
@@ -392,6 +396,7 @@ async def _loop(
             read += ring.poll()
             if read:
                 last_read = now
+            pace.set_quiet(is_quiet(now, dispatcher.timers.next_due_ms(), last_read))
             dispatcher.start_due()
             if now - last_prune > 10_000:
                 last_prune = now
@@ -402,7 +407,7 @@ async def _loop(
             head = dispatcher.timers.next_due_ms()
             now = clock.now_ms()
             if is_quiet(now, head, last_read):
-                if await ring.wait(quiet_s):
+                if await ring.wait(QUIET_S):
                     last_read = clock.now_ms()
             else:
                 await asyncio.sleep(loop_wait_s(now, head))

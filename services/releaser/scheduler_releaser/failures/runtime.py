@@ -260,7 +260,9 @@ async def run_notifier(
 ) -> None:
     """The notifier on real clients until `should_stop()`. `member`: a static group member id
     (one per dispatcher instance): a restarted notifier takes its partitions back at once."""
-    extra: dict[str, object] = {"fetch.wait.max.ms": 100}
+    # librdkafka's fetch wait (500 ms): a long poll is answered as soon as a notice arrives;
+    # a shorter wait only adds fetches against the broker while idle.
+    extra: dict[str, object] = {}
     if member is not None:
         extra |= {"group.instance.id": member, "session.timeout.ms": SESSION_TIMEOUT_MS}
     timeout_ms = settings.timeout_ms
