@@ -69,12 +69,14 @@ COMMANDS_FETCH_WAIT_MS = 500
 RING_FETCH_WAIT_MS = 100  # see ring_consumer below
 
 
-def is_quiet(now_ms: int, head_ms: int | None, last_read_ms: int) -> bool:
-    """Nothing held is due within QUIET_AFTER_MS and nothing was read within it: the loop
-    waits on the ring consumer in a worker thread instead of ticking (ARCHITECTURE.md, "Idle
-    cost")."""
+def is_quiet(now_ms: int, head_ms: int | None, last_read_ms: int, in_flight: int) -> bool:
+    """Nothing is firing, nothing held is due within QUIET_AFTER_MS and nothing was read within
+    it: the loop waits on the ring consumer in a worker thread instead of ticking, and the
+    questions to Kafka slow down (ARCHITECTURE.md, "Idle cost"). A message already taken off
+    the heap still waits for its due instant and for a fresh commands view, so it keeps the
+    loop from being quiet."""
     due_soon = head_ms is not None and head_ms - now_ms <= QUIET_AFTER_MS
-    return not due_soon and now_ms - last_read_ms >= QUIET_AFTER_MS
+    return not in_flight and not due_soon and now_ms - last_read_ms >= QUIET_AFTER_MS
 
 
 def loop_wait_s(now_ms: int, head_ms: int | None) -> float:
@@ -396,7 +398,9 @@ async def _loop(
             read += ring.poll()
             if read:
                 last_read = now
-            pace.set_quiet(is_quiet(now, dispatcher.timers.next_due_ms(), last_read))
+            pace.set_quiet(
+                is_quiet(now, dispatcher.timers.next_due_ms(), last_read, dispatcher.in_flight)
+            )
             dispatcher.start_due()
             if now - last_prune > 10_000:
                 last_prune = now
@@ -406,7 +410,7 @@ async def _loop(
                 commands.view.prune(now - 2 * ring.cycle_ms)
             head = dispatcher.timers.next_due_ms()
             now = clock.now_ms()
-            if is_quiet(now, head, last_read):
+            if is_quiet(now, head, last_read, dispatcher.in_flight):
                 if await ring.wait(QUIET_S):
                     last_read = clock.now_ms()
             else:
