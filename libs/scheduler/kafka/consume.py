@@ -15,13 +15,11 @@ class Consuming(Protocol):
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]: ...
 
 
-def consume_available(
-    consumer: Consuming, limit: int, timeout_s: float, linger_s: float = 0.0
-) -> list[Any]:
+def consume_available(consumer: Consuming, limit: int, timeout_s: float) -> list[Any]:
     """Up to `limit` records: waits at most `timeout_s` for the first one, then takes what else
-    arrives within `linger_s` (0: only what is already fetched). Under load the queue holds
-    plenty and batches fill at once; when quiet, the first record is handed out when it comes."""
+    is already fetched. Under load the queue holds plenty and batches fill at once; when quiet,
+    the first record is handed out when it comes."""
     first = consumer.consume(1, timeout_s)
     if not first or limit <= 1:
         return first
-    return first + consumer.consume(limit - 1, linger_s)
+    return first + consumer.consume(limit - 1, 0)

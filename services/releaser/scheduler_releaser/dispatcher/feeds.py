@@ -481,10 +481,6 @@ class CommandsFeed:
         if self._asker is not self._consumer:
             self._asker.close()
 
-    @property
-    def confirm_ms(self) -> int:
-        return self._confirm_ms
-
     def _add(self, tps: list[TopicPartition]) -> None:
         self.view.add_partitions(tp.partition for tp in tps)
         for tp in tps:

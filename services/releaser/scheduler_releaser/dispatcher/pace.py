@@ -24,10 +24,6 @@ class Pace:
         self._quiet = False
         self._woken = asyncio.Event()
 
-    @property
-    def quiet(self) -> bool:
-        return self._quiet
-
     def set_quiet(self, quiet: bool) -> None:
         """The firing loop's state; leaving quiet wakes every waiter."""
         if self._quiet and not quiet:

@@ -398,9 +398,6 @@ async def _loop(
             read += ring.poll()
             if read:
                 last_read = now
-            pace.set_quiet(
-                is_quiet(now, dispatcher.timers.next_due_ms(), last_read, dispatcher.in_flight)
-            )
             dispatcher.start_due()
             if now - last_prune > 10_000:
                 last_prune = now
@@ -410,7 +407,9 @@ async def _loop(
                 commands.view.prune(now - 2 * ring.cycle_ms)
             head = dispatcher.timers.next_due_ms()
             now = clock.now_ms()
-            if is_quiet(now, head, last_read, dispatcher.in_flight):
+            quiet = is_quiet(now, head, last_read, dispatcher.in_flight)
+            pace.set_quiet(quiet)  # leaving quiet asks Kafka at once
+            if quiet:
                 if await ring.wait(QUIET_S):
                     last_read = clock.now_ms()
             else:
