@@ -21,11 +21,13 @@ min and max.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import statistics
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from cassandra.cluster import Session
 from confluent_kafka import Producer
@@ -167,14 +169,16 @@ class Bench:
         reset_release_state(self.session, watermark_ms=watermark, indexed=indexed)
         return self.catch_up(scheduling)[0]
 
-    def stored(self, count: int) -> tuple[float, int]:
+    def stored(
+        self, count: int, buckets: int, profiler: cProfile.Profile | None = None
+    ) -> tuple[float, int]:
         width = PRODUCTION.bucket_width_ms
         start = bucket_start(CLOCK.now_ms() - OUTAGE_MS, width)
         reset_release_state(self.session, watermark_ms=start, indexed=True)
-        step = (OUTAGE_MS - DAY_MS) // 100 // width * width  # 100 buckets over the outage
+        step = (OUTAGE_MS - DAY_MS) // buckets // width * width  # spread over the outage
         items = []
         for i in range(count):
-            due = start + (i % 100) * step + i % width
+            due = start + (i % buckets) * step + i % width
             message_id = new_message_id(CLOCK.now_ms())
             message = DueMessage(
                 message_id=message_id,
@@ -188,7 +192,13 @@ class Bench:
             )
             items.append((bucket_start(due, width), shard_of(message_id, 8), message))
         self.buckets.store_many(items)
-        return self.catch_up(PRODUCTION)
+        if profiler is None:
+            return self.catch_up(PRODUCTION)
+        profiler.enable()
+        try:
+            return self.catch_up(PRODUCTION)
+        finally:
+            profiler.disable()
 
     def close(self) -> None:
         self.publisher.close()
@@ -211,6 +221,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--stored", default="1000,10000,50000")
+    parser.add_argument("--buckets", type=int, default=100, help="buckets the stored spread over")
+    parser.add_argument(
+        "--stored-only", action="store_true", help="skip the first start and the empty outages"
+    )
+    parser.add_argument("--profile", metavar="FILE", help="cProfile the releases into FILE")
     args = parser.parse_args()
     servers = resolve_servers()
     unique = unique_name()
@@ -222,31 +237,39 @@ def main() -> int:
     cluster, session = connect(cassandra, cassandra.keyspace)
     bench = Bench(kafka, session)
     try:
-        starts = repeat(args.runs, lambda: first_start(kafka, LOCAL, session))
-        print(f"first start on a new keyspace, until leading: {summary(starts)}")
-        for name, scheduling in (("60 s buckets", PRODUCTION), ("5 s buckets", LOCAL)):
-            buckets = OUTAGE_MS // scheduling.bucket_width_ms
-            indexed = repeat(args.runs, lambda s=scheduling: bench.empty_outage(s, indexed=True))
-            print(f"7-day empty outage, {name}, index: {summary(indexed)}")
-            if scheduling is PRODUCTION:  # the 5 s walk (120,960 buckets) takes minutes
-                walked = repeat(args.runs, lambda: bench.empty_outage(PRODUCTION, indexed=False))
-                print(f"7-day empty outage, {name}, walking {buckets:,} buckets: {summary(walked)}")
+        if not args.stored_only:
+            startup_and_outages(bench, args.runs, kafka, session)
+        profiler = cProfile.Profile() if args.profile else None
         for count in (int(n) for n in args.stored.split(",")):
-            results = [bench.stored(count) for _ in range(args.runs)]
+            results = [bench.stored(count, args.buckets, profiler) for _ in range(args.runs)]
             seconds = [s for s, _ in results]
             assert all(released == count for _, released in results), results
             rates = [count / s for s in seconds]
             print(
-                f"{count:,} stored over 100 buckets of a 7-day outage: {summary(seconds)};"
-                f" {statistics.median(rates):,.0f} msg/s (min {min(rates):,.0f}, max"
-                f" {max(rates):,.0f})"
+                f"{count:,} stored over {args.buckets} buckets of a 7-day outage:"
+                f" {summary(seconds)}; {statistics.median(rates):,.0f} msg/s"
+                f" (min {min(rates):,.0f}, max {max(rates):,.0f})"
             )
+        if profiler:
+            profiler.dump_stats(args.profile)
     finally:
         bench.close()
         cluster.shutdown()
         delete_topics(kafka)
         drop_keyspace(cassandra)
     return 0
+
+
+def startup_and_outages(bench: Bench, runs: int, kafka: KafkaSettings, session: Session) -> None:
+    starts = repeat(runs, lambda: first_start(kafka, LOCAL, session))
+    print(f"first start on a new keyspace, until leading: {summary(starts)}")
+    for name, scheduling in (("60 s buckets", PRODUCTION), ("5 s buckets", LOCAL)):
+        buckets = OUTAGE_MS // scheduling.bucket_width_ms
+        indexed = repeat(runs, partial(bench.empty_outage, scheduling, indexed=True))
+        print(f"7-day empty outage, {name}, index: {summary(indexed)}")
+        if scheduling is PRODUCTION:  # the 5 s walk (120,960 buckets) takes minutes
+            walked = repeat(runs, lambda: bench.empty_outage(PRODUCTION, indexed=False))
+            print(f"7-day empty outage, {name}, walking {buckets:,} buckets: {summary(walked)}")
 
 
 if __name__ == "__main__":

@@ -728,7 +728,7 @@ RELEASER = [
                 "Bucket release duration",
                 "s",
                 quantiles("scheduler_release_bucket_seconds"),
-                "Read, produce to the ring, mark QUEUED, drop: Cassandra latency shows here.",
+                "Read, produce to the ring, drop: Cassandra latency shows here.",
             ),
             Panel(
                 "Released and aborted at release",

@@ -15,9 +15,10 @@ from scheduler.clock import ManualClock
 from scheduler.encryption import ColumnCipher, Keyring, new_key
 from scheduler.settings import CassandraSettings
 from scheduler.store.apps import InMemoryAppStore
+from scheduler.store.cassandra_buckets import CassandraReleaseProgress
 from scheduler.store.migrate import apply_migrations
 from scheduler.store.pending_counts import InMemoryPendingCounts
-from scheduler.store.ports import MessageStore
+from scheduler.store.ports import BucketStore, MessageStore
 from scheduler.store.usage import InMemoryUsageStore
 from scheduler.testing.fakes import (
     InMemoryBucketStore,
@@ -168,6 +169,32 @@ def pending_counts(request: pytest.FixtureRequest) -> Iterator[Any]:
         yield InMemoryPendingCounts()
     else:
         yield _cassandra_adapter("pending_counts", request)
+
+
+@dataclass
+class ReleaseWorld:
+    """A message store whose readers learn the release from this bucket store."""
+
+    messages: MessageStore
+    buckets: BucketStore
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("fake", marks=pytest.mark.unit),
+        pytest.param("cassandra", marks=pytest.mark.integration),
+    ]
+)
+def release_world(request: pytest.FixtureRequest) -> Iterator[ReleaseWorld]:
+    if request.param == "fake":
+        buckets = InMemoryBucketStore()
+        yield ReleaseWorld(InMemoryMessageStore(release=buckets), buckets)
+    else:
+        buckets = _cassandra_adapter("bucket_store", request)
+        session: Session = request.getfixturevalue("cassandra_session")
+        progress = CassandraReleaseProgress(session, max_age_s=0)  # no cache: read what was set
+        messages = _cassandra_adapter("message_store", request, release=progress)
+        yield ReleaseWorld(messages, buckets)
 
 
 @dataclass

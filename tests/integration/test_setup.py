@@ -49,6 +49,7 @@ EXPECTED_TABLES = {
     "idempotency_keys",  # 0005: idempotency key claims
     "schedules",  # 0006: recurring schedules
     "schedule_changes",  # 0009: the schedules changed lately (the occurrence runner)
+    "released_buckets",  # 0010: when each bucket was released (readers derive QUEUED)
     "schema_migrations",
 }
 
@@ -182,6 +183,7 @@ def test_setup_adds_the_idempotency_keys_table_to_a_keyspace_of_the_previous_rel
         "applied migration 0007_delivery_policy",
         "applied migration 0008_schedule_window",
         "applied migration 0009_schedule_changes",
+        "applied migration 0010_released_buckets",
     ]
     assert "idempotency_keys" in _tables(cassandra_session, cassandra_settings)
     assert setup(kafka_settings, cassandra_settings, scheduling_settings) == []
@@ -235,6 +237,7 @@ def test_setup_adds_the_schedules_table_to_a_keyspace_of_the_previous_release(
         "applied migration 0007_delivery_policy",
         "applied migration 0008_schedule_window",
         "applied migration 0009_schedule_changes",
+        "applied migration 0010_released_buckets",
     ]
     assert "schedules" in _tables(cassandra_session, cassandra_settings)
     old = CassandraMessageStore(cassandra_session).get("app-old", "01JOLDMESSAGE0000000000001")
@@ -274,6 +277,7 @@ def test_setup_adds_the_delivery_policy_columns_and_keeps_the_previous_releases_
         "applied migration 0007_delivery_policy",
         "applied migration 0008_schedule_window",
         "applied migration 0009_schedule_changes",
+        "applied migration 0010_released_buckets",
     ]
     apps = CassandraAppStore(cassandra_session)
     old = apps.get_app("app-old")

@@ -18,6 +18,8 @@ from scheduler.domain.status import (
     TransitionError,
     check_transition,
     precedence,
+    shown_status,
+    stored_ready,
 )
 
 pytestmark = pytest.mark.unit
@@ -237,6 +239,25 @@ def test_precedence_examples() -> None:
     assert precedence(Status.ABORTED, 0, 1) > precedence(Status.QUEUED, 0, 9)
     assert precedence(Status.READY, 1, 1) > precedence(Status.FAILED, 0, 5)  # redrive
     assert precedence(Status.QUEUED, 0, 1) > precedence(Status.READY, 0, 1)
+    assert precedence(Status.QUEUED, 0, 1) > precedence(Status.READY, 0, 1, stored=True)
+    assert precedence(Status.READY, 0, 1, stored=True) > precedence(Status.READY, 0, 1)
+    assert precedence(Status.READY, 1, 1) > precedence(Status.READY, 0, 9, stored=True)
+
+
+@given(statuses, gens, attempts)
+def test_only_a_ready_written_with_its_bucket_row_reads_as_stored(
+    status: Status, generation: int, attempt: int
+) -> None:
+    stored = precedence(status, generation, attempt, stored=True)
+    assert stored_ready(status, stored) is (status is Status.READY)
+    assert not stored_ready(status, precedence(status, generation, attempt))
+
+
+def test_a_stored_ready_below_the_watermark_shows_queued() -> None:
+    assert shown_status(Status.READY, True, 59_999, 60_000) is Status.QUEUED
+    assert shown_status(Status.READY, True, 60_000, 60_000) is Status.READY
+    assert shown_status(Status.READY, False, 0, 60_000) is Status.READY
+    assert shown_status(Status.SENT, True, 0, 60_000) is Status.SENT
 
 
 @given(times.filter(lambda t: t < 1 << 48), st.integers(min_value=0, max_value=(1 << 80) - 1))

@@ -140,8 +140,11 @@ def test_the_error_names_the_error_before_the_body_excerpt() -> None:
 
 def test_precedence_values_are_pinned() -> None:
     """Cell timestamps written by one version are compared with the next one's: the layout
-    (generation 22 bits | terminal 1 | attempt 16 | rank 8, plus 1) is stored data."""
-    assert precedence(Status.READY, 0, 1) == (1 << 8 | 1) + 1
+    (generation 22 bits | terminal 1 | attempt 16 | rank 8, plus 1) is stored data. A READY
+    written by a store keeps the rank every READY had before the accepted READY got rank 0, so
+    an old writer's READY reads as stored (docs/ARCHITECTURE.md, "Released messages")."""
+    assert precedence(Status.READY, 0, 1, stored=True) == (1 << 8 | 1) + 1
+    assert precedence(Status.READY, 0, 1) == (1 << 8 | 0) + 1
     assert precedence(Status.QUEUED, 0, 3) == (3 << 8 | 2) + 1
     assert precedence(Status.SENT, 0, 3) == (1 << 24 | 5) + 1
     assert precedence(Status.FAILED, 7, 2) == (7 << 25 | 1 << 24 | 3) + 1

@@ -56,16 +56,42 @@ def check_transition(current: Status, target: Status) -> None:
 # A higher generation always wins; within one, any terminal status beats any non-terminal one;
 # among non-terminal ones a later attempt wins, then the rank. Among terminal ones the rank
 # decides: SENT beats ABORTED beats FAILED, so a record never hides a delivery that happened.
+# READY has two ranks: written by a store (the message's row is in its bucket: rank 1) and
+# written before that (ingest's acceptance, a redrive or reschedule: rank 0). A reader tells a
+# stored READY from the cell timestamp; one whose bucket lies below the release watermark reads
+# as QUEUED (`shown_status`), so the releaser writes nothing per message.
 _RANK = {Status.READY: 1, Status.QUEUED: 2, Status.FAILED: 3, Status.ABORTED: 4, Status.SENT: 5}
+_ACCEPTED_READY_RANK = 0
 MAX_GENERATION = (1 << 22) - 1
 MAX_ATTEMPT = (1 << 16) - 1
 
 
-def precedence(status: Status, generation: int, attempt: int) -> int:
+def precedence(status: Status, generation: int, attempt: int, stored: bool = False) -> int:
+    """The cell timestamp of a status write. `stored`: a READY written by the store that put
+    the message's row in its bucket (ignored for any other status)."""
     if not 0 <= generation <= MAX_GENERATION:
         raise ValueError(f"generation {generation} out of range")
     if not 0 <= attempt <= MAX_ATTEMPT:
         raise ValueError(f"attempt {attempt} out of range")
     terminal = 1 if status.terminal else 0
     effective_attempt = 0 if terminal else attempt
-    return (generation << 25 | terminal << 24 | effective_attempt << 8 | _RANK[status]) + 1
+    rank = _RANK[status]
+    if status is Status.READY and not stored:
+        rank = _ACCEPTED_READY_RANK
+    return (generation << 25 | terminal << 24 | effective_attempt << 8 | rank) + 1
+
+
+def stored_ready(status: Status, cell_timestamp: int) -> bool:
+    """Whether a READY record's status was written by a store (see `precedence`). A writer of
+    the version before the two ranks wrote every READY with rank 1: an accepted READY of an old
+    ingest reads as stored until the bucketer writes the message's row."""
+    return status is Status.READY and (cell_timestamp - 1) & 0xFF == _RANK[Status.READY]
+
+
+def shown_status(status: Status, stored: bool, due_ms: int, released_up_to_ms: int) -> Status:
+    """The status a reader shows: a stored READY whose due instant lies below the release
+    watermark is QUEUED (every bucket that starts before the watermark was released into the
+    ring, and a row stored after its bucket's claim is sent there by its store)."""
+    if status is Status.READY and stored and due_ms < released_up_to_ms:
+        return Status.QUEUED
+    return status

@@ -13,6 +13,8 @@
   a lightweight transaction at most once per released bucket. Row 'claim' is the releaser's claim,
   written `USING TIMESTAMP` equal to its value, so the largest claim wins without a Paxos round
   whatever order concurrent writes land in. Row 'bucket_index' marks the index complete.
+- `released_buckets` (0010_released_buckets.cql): when each bucket was released, by UTC day.
+  Readers of records use it with the watermark (`CassandraReleaseProgress`).
 
 Every statement is prepared once; reads are paged (`fetch_size`), so memory stays bounded however
 large a partition grows.
@@ -20,10 +22,18 @@ large a partition grows.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from cassandra.cluster import ResponseFuture, Session
-from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, BoundStatement
+from cassandra.query import (
+    UNSET_VALUE,
+    BatchStatement,
+    BatchType,
+    BoundStatement,
+    PreparedStatement,
+)
 
 from scheduler.domain.buckets import index_day, index_era
 from scheduler.encryption import PLAIN, ColumnCipher, cell
@@ -117,6 +127,8 @@ class CassandraBucketStore:
             "UPDATE release_watermark SET released_up_to_ms = ?, updated_ms = ?"
             " WHERE name = ? IF released_up_to_ms < ?"
         )
+        # Prepared on first use, like every statement of a table a later migration adds.
+        self._insert_released: PreparedStatement | None = None
 
     # -- writes of stored messages ------------------------------------------------------------
 
@@ -333,6 +345,54 @@ class CassandraBucketStore:
                 return
             # Another writer created the row between our two statements: compare again.
         raise WatermarkContention("could not advance the release watermark")
+
+    def mark_released(self, bucket_ms: int, now_ms: int) -> None:
+        if self._insert_released is None:
+            self._insert_released = self._session.prepare(
+                "INSERT INTO released_buckets (day, bucket_ms, released_ms) VALUES (?, ?, ?)"
+            )
+        self._session.execute(self._insert_released, (index_day(bucket_ms), bucket_ms, now_ms))
+
+
+class CassandraReleaseProgress:
+    """ReleaseProgress on `release_watermark` and `released_buckets`. The watermark is read at
+    most once per `max_age_s` (a list page or a burst of reads costs one read): it only grows,
+    so a cached value is merely a moment behind."""
+
+    def __init__(
+        self,
+        session: Session,
+        max_age_s: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._session = session
+        self._max_age_s = max_age_s
+        self._monotonic = monotonic
+        self._select_watermark = session.prepare(
+            "SELECT released_up_to_ms FROM release_watermark WHERE name = ?"
+        )
+        self._select_released: PreparedStatement | None = None  # prepared on first use
+        self._lock = threading.Lock()
+        self._cached: tuple[float, int] | None = None  # (read at, watermark)
+
+    def released_up_to(self) -> int:
+        now = self._monotonic()
+        with self._lock:
+            if self._cached is not None and now - self._cached[0] < self._max_age_s:
+                return self._cached[1]
+        row = self._session.execute(self._select_watermark, (WATERMARK_ROW,)).one()
+        value = 0 if row is None or row.released_up_to_ms is None else int(row.released_up_to_ms)
+        with self._lock:
+            self._cached = (now, value)
+        return value
+
+    def released_at(self, bucket_ms: int) -> int | None:
+        if self._select_released is None:
+            self._select_released = self._session.prepare(
+                "SELECT released_ms FROM released_buckets WHERE day = ? AND bucket_ms = ?"
+            )
+        row = self._session.execute(self._select_released, (index_day(bucket_ms), bucket_ms)).one()
+        return None if row is None else int(row.released_ms)
 
 
 def _wait(future: ResponseFuture, first_error: BaseException | None) -> BaseException | None:

@@ -39,9 +39,10 @@ from cassandra.cluster import ResponseFuture, Session
 from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, PreparedStatement, Statement
 
 from scheduler.domain.idempotency import KeyClaim, KeyHolder
-from scheduler.domain.status import Status
+from scheduler.domain.status import Status, stored_ready
 from scheduler.encryption import PLAIN, ColumnCipher, cell, is_sealed
 from scheduler.store.cassandra_batches import BatchExecutor, settle
+from scheduler.store.cassandra_buckets import CassandraReleaseProgress
 from scheduler.store.cursor import decode_cursor, encode_cursor
 from scheduler.store.ports import (
     LIST_SCAN_BUDGET,
@@ -49,10 +50,12 @@ from scheduler.store.ports import (
     MessageContent,
     MessagePage,
     MessageView,
+    ReleaseProgress,
     StatusUpdate,
     StatusWrite,
     held_by_record,
 )
+from scheduler.store.release_view import shown_state, with_release_entries
 
 DAY_MS = 86_400_000
 _FETCH_SIZE = 200
@@ -76,11 +79,16 @@ class CassandraMessageStore:
     `scan_budget`: listing rows a `list` page reads at most (LIST_SCAN_BUDGET)."""
 
     def __init__(
-        self, session: Session, cipher: ColumnCipher = PLAIN, scan_budget: int = LIST_SCAN_BUDGET
+        self,
+        session: Session,
+        cipher: ColumnCipher = PLAIN,
+        scan_budget: int = LIST_SCAN_BUDGET,
+        release: ReleaseProgress | None = None,
     ) -> None:
         if scan_budget < 1:
             raise ValueError("scan_budget must be at least 1")
         self._session = session
+        self._release = release or CassandraReleaseProgress(session)
         self._cipher = cipher
         self._scan_budget = scan_budget
         prepare = session.prepare
@@ -106,7 +114,8 @@ class CassandraMessageStore:
         self._select_message: PreparedStatement = prepare(
             "SELECT payload_json, send_at_ms, created_ms, idempotency_key, kafka_key, source,"
             " status, generation, attempt, due_ms, updated_ms, lateness_ms, last_http_status,"
-            " last_error FROM messages WHERE app_id = ? AND message_id = ?"
+            " last_error, WRITETIME(status) AS status_written FROM messages"
+            " WHERE app_id = ? AND message_id = ?"
         )
         self._select_logs: PreparedStatement = prepare(
             "SELECT at_ms, entry_id, status, data FROM message_logs"
@@ -343,11 +352,17 @@ class CassandraMessageStore:
 
     def get(self, app_id: str, message_id: str) -> MessageView | None:
         row = self._session.execute(self._select_message, (app_id, message_id)).one()
-        return _view(app_id, message_id, row, self._cipher)
+        return self._shown(_view(app_id, message_id, row, self._cipher))
+
+    def _shown(self, view: MessageView | None) -> MessageView | None:
+        if view is None or not view.state.stored:
+            return view
+        state = shown_state(view.state, self._release.released_up_to())
+        return view if state is view.state else MessageView(view.content, state)
 
     def logs(self, app_id: str, message_id: str) -> list[LogEntry]:
         rows = self._session.execute(self._select_logs, (app_id, message_id))
-        return [
+        entries = [
             LogEntry(
                 at_ms=row.at_ms,
                 entry_id=row.entry_id,
@@ -356,6 +371,7 @@ class CassandraMessageStore:
             )
             for row in rows
         ]
+        return with_release_entries(entries, self._release.released_at)
 
     def list(
         self, app_id: str, status: Status | None, cursor: str | None, limit: int
@@ -407,7 +423,7 @@ class CassandraMessageStore:
         ]
         views = []
         for message_id, future in futures:
-            view = _view(app_id, message_id, future.result().one(), self._cipher)
+            view = self._shown(_view(app_id, message_id, future.result().one(), self._cipher))
             if view is not None and (status is None or view.state.status is status):
                 views.append(view)
         return views
@@ -468,8 +484,9 @@ def _view(app_id: str, message_id: str, row: Any, cipher: ColumnCipher) -> Messa
         kafka_key=row.kafka_key,
         source=row.source,
     )
+    status = Status(row.status)
     state = StatusUpdate(
-        status=Status(row.status),
+        status=status,
         generation=row.generation,
         attempt=row.attempt,
         due_ms=row.due_ms,
@@ -477,6 +494,7 @@ def _view(app_id: str, message_id: str, row: Any, cipher: ColumnCipher) -> Messa
         lateness_ms=row.lateness_ms,
         http_status=row.last_http_status,
         error=row.last_error,
+        stored=stored_ready(status, row.status_written),
     )
     return MessageView(content, state)
 

@@ -57,10 +57,13 @@ class StatusUpdate:
     lateness_ms: int | None = None
     http_status: int | None = None
     error: str | None = None
+    # A READY written by the store that put the row in its bucket (domain.status.precedence);
+    # on a read, whether the READY was so written.
+    stored: bool = False
 
     @property
     def precedence(self) -> int:
-        return precedence(self.status, self.generation, self.attempt)
+        return precedence(self.status, self.generation, self.attempt, self.stored)
 
 
 @dataclass(frozen=True)
@@ -259,10 +262,13 @@ class MessageStore(Protocol):
         """`update_status` for many messages, in far fewer requests. Not atomic: every write is
         tried, then the first failure is raised; each is idempotent, so the caller retries all."""
 
-    def get(self, app_id: str, message_id: str) -> MessageView | None: ...
+    def get(self, app_id: str, message_id: str) -> MessageView | None:
+        """The record once content and a status are written; a stored READY below the release
+        watermark shows as QUEUED (domain.status.shown_status)."""
 
     def logs(self, app_id: str, message_id: str) -> list[LogEntry]:
-        """Log entries in time order (then entry id)."""
+        """Log entries in time order (then entry id). A stored entry whose bucket was released
+        since is followed by its "released" entry, from the bucket's release time."""
 
     def list(
         self, app_id: str, status: Status | None, cursor: str | None, limit: int
@@ -351,3 +357,18 @@ class BucketStore(Protocol):
 
     def claim(self, up_to_ms: int, now_ms: int) -> None:
         """Raise the claim (never lowers it); durable when this returns."""
+
+    def mark_released(self, bucket_ms: int, now_ms: int) -> None:
+        """Record when a bucket was released into the ring (before the watermark passes it):
+        a message's "released" log entry comes from here, not from a write per message."""
+
+
+class ReleaseProgress(Protocol):
+    """What readers of records need of the release: how far it went, and when."""
+
+    def released_up_to(self) -> int:
+        """The release watermark (0 if none), possibly a moment old: it only grows, so an old
+        value shows a released message as READY for a moment, never the reverse."""
+
+    def released_at(self, bucket_ms: int) -> int | None:
+        """When the bucket was released (`BucketStore.mark_released`), None if not recorded."""

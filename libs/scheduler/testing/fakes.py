@@ -28,6 +28,7 @@ from scheduler.store.ports import (
     MessageContent,
     MessagePage,
     MessageView,
+    ReleaseProgress,
     Schedule,
     ScheduleChange,
     SchedulePage,
@@ -36,15 +37,33 @@ from scheduler.store.ports import (
     StatusWrite,
     held_by_record,
 )
+from scheduler.store.release_view import shown_state, with_release_entries
+
+
+class NothingReleased:
+    """ReleaseProgress of a store no releaser ever ran on."""
+
+    def released_up_to(self) -> int:
+        return 0
+
+    def released_at(self, bucket_ms: int) -> int | None:
+        return None
 
 
 class InMemoryMessageStore:
-    """`scan_budget`: listing rows a `list` page reads at most, as in the Cassandra adapter."""
+    """`scan_budget`: listing rows a `list` page reads at most, as in the Cassandra adapter;
+    `release`: where readers learn how far the release went (an InMemoryBucketStore)."""
 
-    def __init__(self, clock: Clock | None = None, scan_budget: int = LIST_SCAN_BUDGET) -> None:
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        scan_budget: int = LIST_SCAN_BUDGET,
+        release: ReleaseProgress | None = None,
+    ) -> None:
         if scan_budget < 1:
             raise ValueError("scan_budget must be at least 1")
         self._scan_budget = scan_budget
+        self._release = release or NothingReleased()
         self._content: dict[tuple[str, str], MessageContent] = {}
         self._state: dict[tuple[str, str], StatusUpdate] = {}
         self._logs: dict[tuple[str, str], dict[tuple[int, str], LogEntry]] = {}
@@ -108,7 +127,14 @@ class InMemoryMessageStore:
         with self._lock:
             if key not in self._content or key not in self._state:
                 return None
-            return MessageView(self._content[key], self._state[key])
+            view = MessageView(self._content[key], self._state[key])
+        return self._shown(view)
+
+    def _shown(self, view: MessageView) -> MessageView:
+        """Like the adapter: a stored READY below the release watermark shows as QUEUED."""
+        if not view.state.stored:
+            return view
+        return MessageView(view.content, shown_state(view.state, self._release.released_up_to()))
 
     def states(self, app_id: str, message_ids: Sequence[str]) -> dict[str, StatusUpdate]:
         """The dispatcher's StatusReader, like CassandraStatusReader: the status group of every
@@ -124,7 +150,8 @@ class InMemoryMessageStore:
     def logs(self, app_id: str, message_id: str) -> list[LogEntry]:
         with self._lock:
             entries = self._logs.get((app_id, message_id), {})
-            return [entries[k] for k in sorted(entries)]
+            written = [entries[k] for k in sorted(entries)]
+        return with_release_entries(written, self._release.released_at)
 
     def list(
         self, app_id: str, status: Status | None, cursor: str | None, limit: int
@@ -138,6 +165,7 @@ class InMemoryMessageStore:
                 for key, content in self._content.items()
                 if key[0] == app_id and key in self._state
             ]
+        views = [self._shown(v) for v in views]
         views.sort(key=lambda v: (v.content.created_ms, v.content.message_id), reverse=True)
         if after is not None:
             views = [v for v in views if (v.content.created_ms, v.content.message_id) < after]
@@ -200,6 +228,7 @@ class InMemoryBucketStore:
         self._index: dict[int, set[int]] = {}  # day -> indexed buckets
         self._watermark = 0
         self._claim = 0
+        self._released: dict[int, int] = {}  # bucket -> released at
         self._index_complete = True  # a fresh store: nothing can be unindexed
         self._lock = threading.Lock()
 
@@ -285,6 +314,19 @@ class InMemoryBucketStore:
     def claim(self, up_to_ms: int, now_ms: int) -> None:
         with self._lock:
             self._claim = max(self._claim, up_to_ms)
+
+    def mark_released(self, bucket_ms: int, now_ms: int) -> None:
+        with self._lock:
+            self._released[bucket_ms] = now_ms
+
+    # ReleaseProgress, for an InMemoryMessageStore's readers
+
+    def released_up_to(self) -> int:
+        return self.watermark()
+
+    def released_at(self, bucket_ms: int) -> int | None:
+        with self._lock:
+            return self._released.get(bucket_ms)
 
 
 class InMemoryApps:

@@ -148,7 +148,12 @@ class Placer:
     ) -> WriteOp:
         m = entry.message
         state = StatusUpdate(
-            status=status, generation=m.generation, attempt=m.attempt, due_ms=m.due_ms, at_ms=now
+            status=status,
+            generation=m.generation,
+            attempt=m.attempt,
+            due_ms=m.due_ms,
+            at_ms=now,
+            stored=status is Status.READY,  # with its bucket row: shown QUEUED once released
         )
         word = "queued" if status is Status.QUEUED else "stored"
         log_entry = LogEntry(

@@ -199,7 +199,7 @@ class ReleaseMetrics:
         ProcessCollector(registry=registry)
         self.release_duration = Histogram(
             "scheduler_release_bucket_seconds",
-            "Time to release one bucket (read, produce, mark QUEUED, drop)",
+            "Time to release one bucket (read, produce, drop)",
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
             registry=registry,
         )

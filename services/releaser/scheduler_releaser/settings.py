@@ -137,7 +137,9 @@ class ReleaseSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SCHEDULER_RELEASE_", frozen=True, extra="ignore")
 
     tick_ms: int = Field(default=1_000, ge=10)
-    writers: int = Field(default=16, ge=1, description="threads marking records QUEUED")
+    writers: int = Field(
+        default=16, ge=1, description="threads dropping released partitions and writing aborts"
+    )
     tick_budget_ms: int = Field(
         default=5_000,
         ge=100,

@@ -60,7 +60,9 @@ class ReleaserThread:
 
 
 def store(env: Env, m: DueMessage) -> None:
-    """What the bucketer leaves for a long-horizon message: a READY record and a bucket row."""
+    """What the bucketer leaves for a long-horizon message: a stored READY record and a bucket
+    row."""
+    bucket = bucket_start(m.due_ms, env.scheduling.bucket_width_ms)
     env.stores.messages.save(
         MessageContent(
             app_id=m.app_id,
@@ -69,10 +71,9 @@ def store(env: Env, m: DueMessage) -> None:
             send_at_ms=m.send_at_ms,
             created_ms=m.created_ms,
         ),
-        StatusUpdate(Status.READY, 0, 1, m.due_ms, CLOCK.now_ms()),
-        LogEntry(CLOCK.now_ms(), "0:1:scheduled", Status.READY),
+        StatusUpdate(Status.READY, 0, 1, m.due_ms, CLOCK.now_ms(), stored=True),
+        LogEntry(CLOCK.now_ms(), "0:1:scheduled:stored", Status.READY, {"bucket_ms": bucket}),
     )
-    bucket = bucket_start(m.due_ms, env.scheduling.bucket_width_ms)
     env.stores.buckets.store(bucket, shard_of(m.message_id, env.scheduling.shards_per_bucket), m)
 
 

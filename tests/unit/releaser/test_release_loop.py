@@ -170,7 +170,7 @@ class World:
         self.clock = ManualClock()
         self.broker = Broker(self.clock)
         self.buckets = InMemoryBucketStore()
-        self.messages = InMemoryMessageStore()
+        self.messages = InMemoryMessageStore(release=self.buckets)
         self.apps = InMemoryApps(REST_APP)
 
     def store(self, n: int, due_ms: int) -> DueMessage:
@@ -192,7 +192,7 @@ class World:
                 send_at_ms=due_ms,
                 created_ms=0,
             ),
-            StatusUpdate(Status.READY, 0, 1, due_ms, 0),
+            StatusUpdate(Status.READY, 0, 1, due_ms, 0, stored=True),
             LogEntry(0, "0:1:scheduled", Status.READY),
         )
         self.buckets.store(bucket_start(due_ms, WIDTH), shard_of(m.message_id, 8), m)

@@ -45,7 +45,7 @@ class World:
     def __init__(self) -> None:
         self.clock = ManualClock()
         self.buckets = InMemoryBucketStore()
-        self.messages = InMemoryMessageStore()
+        self.messages = InMemoryMessageStore(release=self.buckets)
         self.apps = InMemoryApps(REST_APP, replace(REST_APP, app_id="gone", deleted_ms=1))
         self.publisher = FakePublisher()
         self.registry = CollectorRegistry()
@@ -76,6 +76,7 @@ class World:
             created_ms=0,
             payload_json="1",
         )
+        bucket = bucket_start(due_ms, WIDTH)
         self.messages.save(
             MessageContent(
                 app_id=app_id,
@@ -84,10 +85,10 @@ class World:
                 send_at_ms=due_ms,
                 created_ms=0,
             ),
-            StatusUpdate(Status.READY, 0, 1, due_ms, 0),
-            LogEntry(0, "0:1:scheduled", Status.READY),
+            StatusUpdate(Status.READY, 0, 1, due_ms, 0, stored=True),
+            LogEntry(0, "0:1:scheduled:stored", Status.READY, {"bucket_ms": bucket}),
         )
-        self.buckets.store(bucket_start(due_ms, WIDTH), shard_of(m.message_id, 8), m)
+        self.buckets.store(bucket, shard_of(m.message_id, 8), m)
         return m
 
     def status(self, m: DueMessage) -> Status:
@@ -96,7 +97,7 @@ class World:
         return view.state.status
 
 
-def test_releases_buckets_within_the_lookahead_once_and_marks_them_queued() -> None:
+def test_releases_buckets_within_the_lookahead_once_and_they_read_queued() -> None:
     w = World()
     now = w.clock.now_ms()
     soon = [w.store(i, now + 500 + 300 * i) for i in range(10)]  # within 4 s look-ahead
@@ -117,6 +118,26 @@ def test_releases_buckets_within_the_lookahead_once_and_marks_them_queued() -> N
     w.clock.advance(7_000)
     w.releaser.tick()
     assert [m.message_id for m in w.publisher.acked] == [later.message_id]
+
+
+def test_a_release_writes_nothing_per_message_and_the_log_says_when_its_bucket_went_out() -> None:
+    w = World()
+    writes: list[object] = []
+    w.messages.update_statuses = writes.extend  # type: ignore[method-assign]
+    w.messages.update_status = lambda *args: writes.append(args)  # type: ignore[method-assign]
+    now = w.clock.now_ms()
+    soon = [w.store(i, now + 500 + 100 * i) for i in range(30)]
+    w.clock.advance(25)
+    w.releaser.tick()
+    assert len(w.publisher.acked) == 30
+    assert writes == []
+    assert all(w.status(m) is Status.QUEUED for m in soon)
+    released = [
+        e
+        for e in w.messages.logs(soon[0].app_id, soon[0].message_id)
+        if e.entry_id == "0:1:released"
+    ]
+    assert [(e.at_ms, e.status) for e in released] == [(now + 25, Status.QUEUED)]
 
 
 def test_overdue_buckets_after_downtime_are_released_at_once_in_order() -> None:

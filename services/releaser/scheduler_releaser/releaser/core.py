@@ -5,8 +5,8 @@
         -> the non-empty buckets from the watermark up to the claim, read from the index after
            the claim (or every bucket, until an upgraded keyspace's index is complete)
         -> per bucket: partitions -> per partition, in chunks: read -> produce DueMessages to
-           their ring topics in one transaction -> commit -> mark records QUEUED + log
-           "released" -> drop the partition -> (all partitions done) advance the watermark
+           their ring topics in one transaction -> commit -> drop the partition -> (all
+           partitions done) record the bucket's release time -> advance the watermark
         -> advance the watermark to the claim; drop the index of the days left behind
 
 Why nothing is stranded: a store re-checks the claim after its row and index entries are
@@ -116,6 +116,10 @@ class Releaser:
                     log.info("tick budget spent in bucket %d (%d released so far)", bucket, count)
                     reached = bucket
                     break
+                if partitions or indexed:
+                    # Before the watermark passes it (a crash in between repeats the bucket):
+                    # the time readers give its messages' "released" log entries.
+                    self._buckets.mark_released(bucket, self._clock.now_ms())
                 if partitions:
                     self._buckets.advance_watermark(bucket + width, self._clock.now_ms())
                     elapsed_s = (self._clock.monotonic_ms() - started) / 1000
@@ -172,7 +176,7 @@ class Releaser:
             gone = gone_reason(app)
             for chunk in _chunks(self._buckets.read(bucket, app_id, shard), CHUNK):
                 if gone:
-                    self._mark(chunk, Status.ABORTED, {"reason": gone})
+                    self._abort(chunk, gone)
                     self._metrics.aborted.inc(len(chunk))
                     continue
                 batch.messages += chunk
@@ -183,14 +187,14 @@ class Releaser:
         return len(partitions), batch.released, True
 
     def _settle(self, bucket: int, batch: _Batch) -> None:
-        """Commit the batch's messages to the ring, mark them QUEUED, drop the partitions that
-        were read through."""
+        """Commit the batch's messages to the ring, drop the partitions that were read through.
+        Nothing is written per message: a record stays READY (stored) and reads as QUEUED once
+        the watermark passes its bucket (docs/ARCHITECTURE.md, "Released messages")."""
         if batch.messages:
             now = self._clock.now_ms()
             for message in batch.messages:
                 self._publisher.publish(message, now)
-            self._publisher.flush()  # committed in the ring before the records say QUEUED
-            self._mark(batch.messages, Status.QUEUED, {})
+            self._publisher.flush()  # committed in the ring before its partitions are dropped
             self._metrics.released.inc(len(batch.messages))
             batch.released += len(batch.messages)
             batch.messages = []
@@ -200,13 +204,13 @@ class Releaser:
             list(self._writers.map(lambda p: drop(bucket, *p), batch.done))
             batch.done = []
 
-    def _mark(self, chunk: list[DueMessage], status: Status, data: dict[str, object]) -> None:
+    def _abort(self, chunk: list[DueMessage], reason: str) -> None:
         now = self._clock.now_ms()
-        event = "released" if status is Status.QUEUED else "aborted"
 
         def record(m: DueMessage) -> StatusWrite:
-            state = StatusUpdate(status, m.generation, m.attempt, m.due_ms, now)
-            entry = LogEntry(now, f"{m.generation}:{m.attempt}:{event}", status, data)
+            state = StatusUpdate(Status.ABORTED, m.generation, m.attempt, m.due_ms, now)
+            data: dict[str, object] = {"reason": reason}
+            entry = LogEntry(now, f"{m.generation}:{m.attempt}:aborted", Status.ABORTED, data)
             return StatusWrite(m.app_id, m.message_id, state, entry)
 
         self._messages.update_statuses([record(m) for m in chunk])
