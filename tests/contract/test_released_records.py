@@ -5,6 +5,7 @@ watermark reads QUEUED, and a message's log gets its "released" entry from its b
 
 from __future__ import annotations
 
+from scheduler.domain.idempotency import KeyClaim
 from scheduler.domain.status import Status
 from scheduler.store.ports import LogEntry, MessageContent, StatusUpdate
 
@@ -161,3 +162,15 @@ def test_a_release_the_previous_version_logged_is_not_logged_twice(
     entries = [(e.entry_id, e.at_ms) for e in w.messages.logs(APP, message_id)]
     assert entries == [("0:1:scheduled:stored", T0 - MINUTE), ("0:1:released", T0 - 29_000)]
     assert status(w, message_id) is Status.QUEUED
+
+
+def test_a_repeated_key_answers_with_the_status_a_reader_shows(
+    release_world: ReleaseWorld,
+) -> None:
+    w = release_world
+    message_id = "01ARZ3NDEKTSV4RRFFQ69G5FAC"
+    store(w, message_id, T0 + 30_000)
+    w.buckets.advance_watermark(T0 + MINUTE, T0)
+    claim = KeyClaim(APP, "order-1", message_id, "fingerprint", T0 - MINUTE)
+    [holder] = w.messages.claim_keys([claim], ttl_ms=60_000)
+    assert (holder.won, holder.status) == (False, Status.QUEUED)

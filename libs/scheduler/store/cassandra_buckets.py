@@ -25,6 +25,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from typing import Any
 
 from cassandra.cluster import ResponseFuture, Session
 from cassandra.query import (
@@ -376,15 +378,27 @@ class CassandraReleaseProgress:
         self._cached: tuple[float, int] | None = None  # (read at, watermark)
 
     def released_up_to(self) -> int:
+        return self.start_released_up_to().result()
+
+    def start_released_up_to(self) -> Future[int]:
+        """`released_up_to` without blocking: a driver callback may chain on it."""
         now = self._monotonic()
+        found: Future[int] = Future()
         with self._lock:
             if self._cached is not None and now - self._cached[0] < self._max_age_s:
-                return self._cached[1]
-        row = self._session.execute(self._select_watermark, (WATERMARK_ROW,)).one()
-        value = 0 if row is None or row.released_up_to_ms is None else int(row.released_up_to_ms)
-        with self._lock:
-            self._cached = (now, value)
-        return value
+                found.set_result(self._cached[1])
+                return found
+
+        def read(rows: Any) -> None:
+            row = rows[0] if rows else None
+            value = 0 if row is None or row.released_up_to_ms is None else row.released_up_to_ms
+            with self._lock:
+                self._cached = (now, int(value))
+            found.set_result(int(value))
+
+        future = self._session.execute_async(self._select_watermark, (WATERMARK_ROW,))
+        future.add_callbacks(read, found.set_exception)
+        return found
 
     def released_at(self, bucket_ms: int) -> int | None:
         if self._select_released is None:

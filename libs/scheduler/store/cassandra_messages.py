@@ -50,7 +50,6 @@ from scheduler.store.ports import (
     MessageContent,
     MessagePage,
     MessageView,
-    ReleaseProgress,
     StatusUpdate,
     StatusWrite,
     held_by_record,
@@ -76,14 +75,15 @@ def day_of(epoch_ms: int) -> int:
 class CassandraMessageStore:
     """MessageStore on Cassandra. `session` must be bound to the scheduler keyspace; `cipher`
     seals `payload_json` on write when payload encryption is on, and opens it on read;
-    `scan_budget`: listing rows a `list` page reads at most (LIST_SCAN_BUDGET)."""
+    `scan_budget`: listing rows a `list` page reads at most (LIST_SCAN_BUDGET); `release`: how
+    readers learn the release (by default from this session, the watermark cached a second)."""
 
     def __init__(
         self,
         session: Session,
         cipher: ColumnCipher = PLAIN,
         scan_budget: int = LIST_SCAN_BUDGET,
-        release: ReleaseProgress | None = None,
+        release: CassandraReleaseProgress | None = None,
     ) -> None:
         if scan_budget < 1:
             raise ValueError("scan_budget must be at least 1")
@@ -308,6 +308,15 @@ class CassandraMessageStore:
 
             def claim_unless_recorded(rows: Any) -> None:
                 view = _view(claim.app_id, claim.message_id, rows[0] if rows else None, cipher)
+                if view is not None and view.state.stored:
+                    self._start_shown(view).add_done_callback(
+                        lambda f: (
+                            failed(exc)
+                            if (exc := f.exception()) is not None
+                            else settle(key, held_by_record(claim, f.result()))
+                        )
+                    )
+                    return
                 if view is not None:
                     settle(key, held_by_record(claim, view))
                     return
@@ -357,8 +366,20 @@ class CassandraMessageStore:
     def _shown(self, view: MessageView | None) -> MessageView | None:
         if view is None or not view.state.stored:
             return view
-        state = shown_state(view.state, self._release.released_up_to())
-        return view if state is view.state else MessageView(view.content, state)
+        return _with_state(view, shown_state(view.state, self._release.released_up_to()))
+
+    def _start_shown(self, view: MessageView) -> Future[MessageView]:
+        """`_shown` for a driver callback, which must not block on another request."""
+        shown: Future[MessageView] = Future()
+
+        def derive(found: Future[int]) -> None:
+            if (exc := found.exception()) is not None:
+                shown.set_exception(exc)
+            else:
+                shown.set_result(_with_state(view, shown_state(view.state, found.result())))
+
+        self._release.start_released_up_to().add_done_callback(derive)
+        return shown
 
     def logs(self, app_id: str, message_id: str) -> list[LogEntry]:
         rows = self._session.execute(self._select_logs, (app_id, message_id))
@@ -497,6 +518,10 @@ def _view(app_id: str, message_id: str, row: Any, cipher: ColumnCipher) -> Messa
         stored=stored_ready(status, row.status_written),
     )
     return MessageView(content, state)
+
+
+def _with_state(view: MessageView, state: StatusUpdate) -> MessageView:
+    return view if state is view.state else MessageView(view.content, state)
 
 
 def _status_values(app_id: str, message_id: str, state: StatusUpdate) -> tuple[Any, ...]:
