@@ -12,7 +12,8 @@ N messages stored, against the real local Kafka and Cassandra. Prints the figure
   an upgraded keyspace's index is incomplete (the previous version's walk, without its
   per-bucket conditional write).
 - N stored: N messages spread over 100 buckets (800 partitions) of the outage, then the ticks
-  that release them all through the transactional ring producer (and mark each record QUEUED).
+  that release them all through the transactional ring producer (`--buckets 1`: all in one
+  bucket, the midnight hotspot; `--profile FILE`: cProfile of the releases).
 
 Uses a private topic prefix and keyspace (deleted afterwards). Medians of `--runs` runs with
 min and max.

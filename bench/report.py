@@ -210,8 +210,8 @@ def hotspot_section(h: dict[str, Any]) -> list[str]:
         "",
         "What this measures with the suite's shrunk horizons (1 s buckets, 4 s look-ahead): the"
         " whole second is one bucket stored in Cassandra, which the releaser streams into the"
-        " ring, marking every message QUEUED, only 4 s before it is due; so the figure is"
-        " dominated by the release of one huge bucket, not by the dispatcher. With the default"
+        " ring only 4 s before it is due; so the figure is dominated by the release of one"
+        " huge bucket and the dispatcher's firing of it. With the default"
         " horizons (5 min look-ahead) a bucket is released minutes ahead. The dispatcher alone,"
         " with the ring records already in place, is measured by"
         " `.venv/bin/python bench/dispatch_bench.py --destination kafka --hotspot 100000"
