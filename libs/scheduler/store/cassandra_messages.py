@@ -54,7 +54,7 @@ from scheduler.store.ports import (
     StatusWrite,
     held_by_record,
 )
-from scheduler.store.release_view import shown_state, with_release_entries
+from scheduler.store.release_view import shown_view, with_release_entries
 
 DAY_MS = 86_400_000
 _FETCH_SIZE = 200
@@ -309,13 +309,7 @@ class CassandraMessageStore:
             def claim_unless_recorded(rows: Any) -> None:
                 view = _view(claim.app_id, claim.message_id, rows[0] if rows else None, cipher)
                 if view is not None and view.state.stored:
-                    self._start_shown(view).add_done_callback(
-                        lambda f: (
-                            failed(exc)
-                            if (exc := f.exception()) is not None
-                            else settle(key, held_by_record(claim, f.result()))
-                        )
-                    )
+                    self._start_shown(view).add_done_callback(held_by_shown)
                     return
                 if view is not None:
                     settle(key, held_by_record(claim, view))
@@ -329,6 +323,12 @@ class CassandraMessageStore:
                     ttl_s,
                 )
                 self._session.execute_async(insert, values).add_callbacks(inserted, failed)
+
+            def held_by_shown(shown: Future[MessageView]) -> None:
+                if (exc := shown.exception()) is not None:
+                    failed(exc)
+                else:
+                    settle(key, held_by_record(claim, shown.result()))
 
             def inserted(rows: Any) -> None:
                 try:
@@ -366,7 +366,7 @@ class CassandraMessageStore:
     def _shown(self, view: MessageView | None) -> MessageView | None:
         if view is None or not view.state.stored:
             return view
-        return _with_state(view, shown_state(view.state, self._release.released_up_to()))
+        return shown_view(view, self._release.released_up_to())
 
     def _start_shown(self, view: MessageView) -> Future[MessageView]:
         """`_shown` for a driver callback, which must not block on another request."""
@@ -376,7 +376,7 @@ class CassandraMessageStore:
             if (exc := found.exception()) is not None:
                 shown.set_exception(exc)
             else:
-                shown.set_result(_with_state(view, shown_state(view.state, found.result())))
+                shown.set_result(shown_view(view, found.result()))
 
         self._release.start_released_up_to().add_done_callback(derive)
         return shown
@@ -518,10 +518,6 @@ def _view(app_id: str, message_id: str, row: Any, cipher: ColumnCipher) -> Messa
         stored=stored_ready(status, row.status_written),
     )
     return MessageView(content, state)
-
-
-def _with_state(view: MessageView, state: StatusUpdate) -> MessageView:
-    return view if state is view.state else MessageView(view.content, state)
 
 
 def _status_values(app_id: str, message_id: str, state: StatusUpdate) -> tuple[Any, ...]:

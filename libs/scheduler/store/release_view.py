@@ -12,15 +12,19 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 from scheduler.domain.status import Status, shown_status
-from scheduler.store.ports import LogEntry, StatusUpdate
+from scheduler.store.ports import LogEntry, MessageView
 
 RELEASED_EVENT = "released"
 
 
-def shown_state(state: StatusUpdate, released_up_to_ms: int) -> StatusUpdate:
-    """The state with the status a reader shows (domain.status.shown_status)."""
+def shown_view(view: MessageView, released_up_to_ms: int) -> MessageView:
+    """The view with the status a reader shows (domain.status.shown_status); the same view
+    when that is the status written."""
+    state = view.state
     status = shown_status(state.status, state.stored, state.due_ms, released_up_to_ms)
-    return state if status is state.status else dataclasses.replace(state, status=status)
+    if status is state.status:
+        return view
+    return MessageView(view.content, dataclasses.replace(state, status=status))
 
 
 def with_release_entries(

@@ -37,7 +37,7 @@ from scheduler.store.ports import (
     StatusWrite,
     held_by_record,
 )
-from scheduler.store.release_view import shown_state, with_release_entries
+from scheduler.store.release_view import shown_view, with_release_entries
 
 
 class NothingReleased:
@@ -134,7 +134,7 @@ class InMemoryMessageStore:
         """Like the adapter: a stored READY below the release watermark shows as QUEUED."""
         if not view.state.stored:
             return view
-        return MessageView(view.content, shown_state(view.state, self._release.released_up_to()))
+        return shown_view(view, self._release.released_up_to())
 
     def states(self, app_id: str, message_ids: Sequence[str]) -> dict[str, StatusUpdate]:
         """The dispatcher's StatusReader, like CassandraStatusReader: the status group of every
