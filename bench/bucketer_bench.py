@@ -170,16 +170,12 @@ def ceiling(
         status = p(
             "UPDATE messages USING TIMESTAMP ? SET status = ?, generation = ?, attempt = ?,"
             " due_ms = ?, updated_ms = ?, lateness_ms = ?, last_http_status = ?,"
-            " last_error = ? WHERE app_id = ? AND message_id = ?"
+            " last_error = ?, log_entries[?] = ? WHERE app_id = ? AND message_id = ?"
         )
         listing = p(
             "INSERT INTO messages_by_app (app_id, day, created_ms, message_id) VALUES (?, ?, ?, ?)"
         )
         day = p("INSERT INTO app_message_days (app_id, day) VALUES (?, ?)")
-        log = p(
-            "INSERT INTO message_logs (app_id, message_id, at_ms, entry_id, status, data)"
-            " VALUES (?, ?, ?, ?, ?, ?)"
-        )
         row = p(
             "INSERT INTO due_by_bucket (bucket_ms, app_id, shard, due_ms, message_id, generation,"
             " attempt, send_at_ms, created_ms, payload_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -195,10 +191,10 @@ def ceiling(
                 due = now + 86_400_000 + (i % 60) * 60_000 + i % 997
                 bucket, shard = bucket_start(due, 60_000), shard_of(mid, 8)
                 yield content, (APP, mid, payload, due, now, "kafka")
-                yield status, (stamp, "READY", 0, 1, due, now, None, None, None, APP, mid)
+                entry = ((now, "0:1:scheduled:stored"), ("READY", "{}"))
+                yield status, (stamp, "READY", 0, 1, due, now, None, None, None, *entry, APP, mid)
                 yield listing, (APP, now // 86_400_000, now, mid)
                 yield day, (APP, now // 86_400_000)
-                yield log, (APP, mid, now, "0:1:scheduled:stored", "READY", "{}")
                 yield row, (bucket, APP, shard, due, mid, 0, 1, due, now, payload)
                 if (bucket, shard) not in seen:
                     seen.add((bucket, shard))

@@ -152,7 +152,7 @@ def test_setup_adds_the_idempotency_keys_table_to_a_keyspace_of_the_previous_rel
     its ingest, which did not claim keys): `scheduler setup` adds `idempotency_keys` in place,
     keeps what is stored, and the recorded message still holds its key."""
     apply_migrations(cassandra_session, cassandra_settings, 1, up_to=IDEMPOTENCY_KEYS_MIGRATION - 1)
-    messages = CassandraMessageStore(cassandra_session)  # the new adapter starts on the old schema
+    cassandra_session.set_keyspace(cassandra_settings.keyspace)
     assert "idempotency_keys" not in _tables(cassandra_session, cassandra_settings)
     cassandra_session.execute(
         "INSERT INTO messages (app_id, message_id, payload_json, send_at_ms, created_ms,"
@@ -173,7 +173,6 @@ def test_setup_adds_the_idempotency_keys_table_to_a_keyspace_of_the_previous_rel
             1_900_000_000_000,
         ),
     )
-    del messages
 
     changes = setup(kafka_settings, cassandra_settings, scheduling_settings)
     assert "applied migration 0005_idempotency_keys" in changes
@@ -184,6 +183,7 @@ def test_setup_adds_the_idempotency_keys_table_to_a_keyspace_of_the_previous_rel
         "applied migration 0008_schedule_window",
         "applied migration 0009_schedule_changes",
         "applied migration 0010_released_buckets",
+        "applied migration 0011_log_in_record",
     ]
     assert "idempotency_keys" in _tables(cassandra_session, cassandra_settings)
     assert setup(kafka_settings, cassandra_settings, scheduling_settings) == []
@@ -223,12 +223,7 @@ def test_setup_adds_the_schedules_table_to_a_keyspace_of_the_previous_release(
     takes schedules. Services of the previous release never read it (a rollback ignores it)."""
     apply_migrations(cassandra_session, cassandra_settings, 1, up_to=SCHEDULES_MIGRATION - 1)
     cassandra_session.set_keyspace(cassandra_settings.keyspace)
-    old_messages = CassandraMessageStore(cassandra_session)
-    old_messages.save(
-        MessageContent("app-old", "01JOLDMESSAGE0000000000001", "1", 2, 1),
-        StatusUpdate(Status.READY, 0, 1, 2, 1),
-        LogEntry(1, "0:1:scheduled", Status.READY),
-    )
+    _old_message(cassandra_session, "app-old", "01JOLDMESSAGE0000000000001")
     assert "schedules" not in _tables(cassandra_session, cassandra_settings)
 
     changes = setup(kafka_settings, cassandra_settings, scheduling_settings)
@@ -238,6 +233,7 @@ def test_setup_adds_the_schedules_table_to_a_keyspace_of_the_previous_release(
         "applied migration 0008_schedule_window",
         "applied migration 0009_schedule_changes",
         "applied migration 0010_released_buckets",
+        "applied migration 0011_log_in_record",
     ]
     assert "schedules" in _tables(cassandra_session, cassandra_settings)
     old = CassandraMessageStore(cassandra_session).get("app-old", "01JOLDMESSAGE0000000000001")
@@ -278,6 +274,7 @@ def test_setup_adds_the_delivery_policy_columns_and_keeps_the_previous_releases_
         "applied migration 0008_schedule_window",
         "applied migration 0009_schedule_changes",
         "applied migration 0010_released_buckets",
+        "applied migration 0011_log_in_record",
     ]
     apps = CassandraAppStore(cassandra_session)
     old = apps.get_app("app-old")
@@ -300,6 +297,74 @@ def test_setup_adds_the_delivery_policy_columns_and_keeps_the_previous_releases_
     assert after is not None and after.name == "renamed"
     assert after.policy == shaped.policy and after.deliveries_paused is True
     assert after.failure_endpoint == "https://example.com/failed"
+
+
+LOG_IN_RECORD_MIGRATION = 11
+
+
+def test_setup_moves_new_log_entries_into_the_record_and_keeps_the_old_ones_readable(
+    kafka_settings: KafkaSettings,
+    cassandra_settings: CassandraSettings,
+    scheduling_settings: SchedulingSettings,
+    cassandra_session: Session,
+) -> None:
+    """A keyspace of the previous release (0001-0010) with a message and its log rows written
+    by it: `scheduler setup` adds `messages.log_entries`; the new adapter writes the next
+    entry into the record only (no `message_logs` row), and reads both: the old entries, the
+    new one, in order. An entry an old writer replays into `message_logs` counts once."""
+    apply_migrations(cassandra_session, cassandra_settings, 1, up_to=LOG_IN_RECORD_MIGRATION - 1)
+    cassandra_session.set_keyspace(cassandra_settings.keyspace)
+    message_id = "01JOLDMESSAGE0000000000002"
+    _old_message(cassandra_session, "app-old", message_id)
+
+    changes = setup(kafka_settings, cassandra_settings, scheduling_settings)
+    assert [c for c in changes if c.startswith("applied migration")] == [
+        "applied migration 0011_log_in_record"
+    ]
+    messages = CassandraMessageStore(cassandra_session)
+    sent = LogEntry(5, "0:1:sent", Status.SENT, {"attempt": 1, "lateness_ms": 3})
+    messages.update_status(
+        "app-old", message_id, StatusUpdate(Status.SENT, 0, 1, 2, 5, lateness_ms=3), sent
+    )
+    old_rows = cassandra_session.execute(
+        "SELECT entry_id FROM message_logs WHERE app_id = 'app-old' AND message_id = %s",
+        (message_id,),
+    )
+    assert [r.entry_id for r in old_rows] == ["0:1:scheduled"]  # nothing new written there
+    _old_log_row(cassandra_session, "app-old", message_id, 5, "0:1:sent", "SENT")  # a replay
+    entries = messages.logs("app-old", message_id)
+    assert [(e.at_ms, e.entry_id, e.status) for e in entries] == [
+        (1, "0:1:scheduled", Status.READY),
+        (5, "0:1:sent", Status.SENT),
+    ]
+    assert entries[1].data == {"attempt": 1, "lateness_ms": 3}
+    view = messages.get("app-old", message_id)
+    assert view is not None and view.state.status is Status.SENT
+
+
+def _old_message(session: Session, app_id: str, message_id: str) -> None:
+    """A READY message with its "scheduled" log row, as the releases before 0011 wrote it."""
+    session.execute(
+        "INSERT INTO messages (app_id, message_id, payload_json, send_at_ms, created_ms, source)"
+        " VALUES (%s, %s, '1', 2, 1, 'http')",
+        (app_id, message_id),
+    )
+    session.execute(
+        "UPDATE messages USING TIMESTAMP 2 SET status = 'READY', generation = 0, attempt = 1,"
+        " due_ms = 2, updated_ms = 1 WHERE app_id = %s AND message_id = %s",
+        (app_id, message_id),
+    )
+    _old_log_row(session, app_id, message_id, 1, "0:1:scheduled", "READY")
+
+
+def _old_log_row(
+    session: Session, app_id: str, message_id: str, at_ms: int, entry_id: str, status: str
+) -> None:
+    session.execute(
+        "INSERT INTO message_logs (app_id, message_id, at_ms, entry_id, status, data)"
+        " VALUES (%s, %s, %s, %s, %s, '{}')",
+        (app_id, message_id, at_ms, entry_id, status),
+    )
 
 
 def _tables(session: Session, settings: CassandraSettings) -> set[str]:

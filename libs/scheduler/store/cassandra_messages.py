@@ -1,7 +1,9 @@
 """`CassandraMessageStore`: the MessageStore port on the tables of 0001_initial.cql.
 
-Tables: `messages` (one record per (app_id, message_id)), `messages_by_app` + `app_message_days`
-(newest-first listing without scanning empty days), `message_logs` (log entries, data as JSON).
+Tables: `messages` (one record per (app_id, message_id), with its log entries in the map
+`log_entries` since migration 0011: each goes in the statement of its status write), and
+`messages_by_app` + `app_message_days` (newest-first listing without scanning empty days).
+`message_logs` holds the log entries earlier versions wrote; it is read, never written.
 
 Precedence (decision 1): the status group of `messages` is always written in one UPDATE
 `USING TIMESTAMP <StatusUpdate.precedence>`, with every optional cell set explicitly (null
@@ -98,8 +100,8 @@ class CassandraMessageStore:
         )
         self._update_status: PreparedStatement = prepare(
             "UPDATE messages USING TIMESTAMP ? SET status = ?, generation = ?, attempt = ?,"
-            " due_ms = ?, updated_ms = ?, lateness_ms = ?, last_http_status = ?, last_error = ?"
-            " WHERE app_id = ? AND message_id = ?"
+            " due_ms = ?, updated_ms = ?, lateness_ms = ?, last_http_status = ?, last_error = ?,"
+            " log_entries[?] = ? WHERE app_id = ? AND message_id = ?"
         )
         self._insert_listing: PreparedStatement = prepare(
             "INSERT INTO messages_by_app (app_id, day, created_ms, message_id) VALUES (?, ?, ?, ?)"
@@ -107,15 +109,14 @@ class CassandraMessageStore:
         self._insert_day: PreparedStatement = prepare(
             "INSERT INTO app_message_days (app_id, day) VALUES (?, ?)"
         )
-        self._insert_log: PreparedStatement = prepare(
-            "INSERT INTO message_logs (app_id, message_id, at_ms, entry_id, status, data)"
-            " VALUES (?, ?, ?, ?, ?, ?)"
-        )
         self._select_message: PreparedStatement = prepare(
             "SELECT payload_json, send_at_ms, created_ms, idempotency_key, kafka_key, source,"
             " status, generation, attempt, due_ms, updated_ms, lateness_ms, last_http_status,"
             " last_error, WRITETIME(status) AS status_written FROM messages"
             " WHERE app_id = ? AND message_id = ?"
+        )
+        self._select_log_entries: PreparedStatement = prepare(
+            "SELECT log_entries FROM messages WHERE app_id = ? AND message_id = ?"
         )
         self._select_logs: PreparedStatement = prepare(
             "SELECT at_ms, entry_id, status, data FROM message_logs"
@@ -148,12 +149,11 @@ class CassandraMessageStore:
                 self._insert_content,
                 _content_values(c, self._cipher),
             ),
-            self._status_write(c.app_id, c.message_id, state),
+            self._status_write(c.app_id, c.message_id, state, log),
             self._session.execute_async(
                 self._insert_listing, (c.app_id, day, c.created_ms, c.message_id)
             ),
             self._session.execute_async(self._insert_day, (c.app_id, day)),
-            self._log_write(c.app_id, c.message_id, log),
         ]
         _wait_all(futures)
 
@@ -202,9 +202,8 @@ class CassandraMessageStore:
             values = _content_values(c, self._cipher)
             statements = [
                 self._insert_content.bind(values),
-                self._update_status.bind(_status_values(c.app_id, c.message_id, state)),
+                self._update_status.bind(_status_values(c.app_id, c.message_id, state, log)),
                 self._insert_listing.bind((c.app_id, day, c.created_ms, c.message_id)),
-                self._insert_log.bind(_log_values(c.app_id, c.message_id, log)),
             ]
             if (c.app_id, day) not in days:
                 days.add((c.app_id, day))
@@ -226,12 +225,7 @@ class CassandraMessageStore:
     def update_status(
         self, app_id: str, message_id: str, state: StatusUpdate, log: LogEntry
     ) -> None:
-        _wait_all(
-            [
-                self._status_write(app_id, message_id, state),
-                self._log_write(app_id, message_id, log),
-            ]
-        )
+        self._status_write(app_id, message_id, state, log).result()
 
     def update_statuses(
         self,
@@ -243,21 +237,18 @@ class CassandraMessageStore:
         writer or a releaser settles hundreds of messages a second, and two requests per message
         cost more driver CPU than Cassandra spends applying them. The status statements carry
         their own timestamps (the precedence), which hold inside a batch without one."""
-        statements: list[Statement] = []
-        for w in writes:
-            statements.append(
-                self._update_status.bind(_status_values(w.app_id, w.message_id, w.state))
-            )
-            statements.append(self._insert_log.bind(_log_values(w.app_id, w.message_id, w.log)))
+        statements: list[Statement] = [
+            self._update_status.bind(_status_values(w.app_id, w.message_id, w.state, w.log))
+            for w in writes
+        ]
         BatchExecutor(self._session, per_batch, MAX_BATCH_BYTES, in_flight).execute(statements)
 
-    def _status_write(self, app_id: str, message_id: str, state: StatusUpdate) -> ResponseFuture:
+    def _status_write(
+        self, app_id: str, message_id: str, state: StatusUpdate, log: LogEntry
+    ) -> ResponseFuture:
         return self._session.execute_async(
-            self._update_status, _status_values(app_id, message_id, state)
+            self._update_status, _status_values(app_id, message_id, state, log)
         )
-
-    def _log_write(self, app_id: str, message_id: str, log: LogEntry) -> ResponseFuture:
-        return self._session.execute_async(self._insert_log, _log_values(app_id, message_id, log))
 
     # -- idempotency keys -----------------------------------------------------------------------
 
@@ -382,15 +373,20 @@ class CassandraMessageStore:
         return shown
 
     def logs(self, app_id: str, message_id: str) -> list[LogEntry]:
-        rows = self._session.execute(self._select_logs, (app_id, message_id))
+        """The entries in the record, and the rows of `message_logs` that versions before
+        migration 0011 wrote instead (an entry id in both counts once)."""
+        key = (app_id, message_id)
+        in_record = self._session.execute_async(self._select_log_entries, key)
+        old_rows = self._session.execute_async(self._select_logs, key)
+        found: dict[tuple[int, str], tuple[str, str | None]] = {}
+        for row in old_rows.result():
+            found[(row.at_ms, row.entry_id)] = (row.status, row.data)
+        record = in_record.result().one()
+        if record is not None and record.log_entries:
+            found.update(record.log_entries)
         entries = [
-            LogEntry(
-                at_ms=row.at_ms,
-                entry_id=row.entry_id,
-                status=Status(row.status),
-                data=json.loads(row.data) if row.data else {},
-            )
-            for row in rows
+            LogEntry(at_ms, entry_id, Status(status), json.loads(data) if data else {})
+            for (at_ms, entry_id), (status, data) in sorted(found.items())
         ]
         return with_release_entries(entries, self._release.released_at)
 
@@ -520,7 +516,11 @@ def _view(app_id: str, message_id: str, row: Any, cipher: ColumnCipher) -> Messa
     return MessageView(content, state)
 
 
-def _status_values(app_id: str, message_id: str, state: StatusUpdate) -> tuple[Any, ...]:
+def _status_values(
+    app_id: str, message_id: str, state: StatusUpdate, log: LogEntry
+) -> tuple[Any, ...]:
+    """The status write with its log entry: one statement, so one partition write."""
+    data = json.dumps(log.data, separators=(",", ":"), sort_keys=True)
     return (
         state.precedence,
         state.status.value,
@@ -531,14 +531,11 @@ def _status_values(app_id: str, message_id: str, state: StatusUpdate) -> tuple[A
         state.lateness_ms,
         state.http_status,
         state.error,
+        (log.at_ms, log.entry_id),
+        (log.status.value, data),
         app_id,
         message_id,
     )
-
-
-def _log_values(app_id: str, message_id: str, log: LogEntry) -> tuple[Any, ...]:
-    data = json.dumps(log.data, separators=(",", ":"), sort_keys=True)
-    return (app_id, message_id, log.at_ms, log.entry_id, log.status.value, data)
 
 
 def _wait_all(futures: Sequence[ResponseFuture]) -> None:
