@@ -39,6 +39,13 @@ class DispatchSettings(BaseSettings):
         " it keeps offsets from expiring and bounds the results a restart reloads",
     )
     txn_interval_ms: int = Field(default=5, ge=1, description="transaction commit interval")
+    txn_results_interval_ms: int = Field(
+        default=50,
+        ge=1,
+        description="a transaction without a Kafka delivery (results of REST deliveries, skips,"
+        " retries) is committed this long after the last one at most, with whatever joined it;"
+        " one with a Kafka delivery still commits within txn_interval_ms",
+    )
     txn_offsets_interval_ms: int = Field(
         default=100, ge=0, description="ring offsets ride along in a transaction this often"
     )

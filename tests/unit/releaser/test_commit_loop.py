@@ -186,3 +186,90 @@ def test_transactions_run_back_to_back_at_most_one_started_per_interval() -> Non
     expected = [[b"0"]] + [[str(i).encode(), str(i + 1).encode()] for i in range(1, 25, 2)]
     assert by_committer == expected, by_committer
     assert [v for records, _ in p.committed for _, v in records] == emitted  # all, in order
+
+
+async def idle(s: TransactionalSink, time: SteppedTime) -> None:
+    """Past the spacing after the last transaction: the committer waits for an emit."""
+    await until(lambda: time.sleeping_until is not None)
+    time.advance(5)
+    await until(lambda: time.sleeping_until is None and not s.pending)
+
+
+def company_world(
+    max_batch: int = 100,
+) -> tuple[TransactionalSink, FakeProducer, ManualClock, SteppedTime, DispatchSettings]:
+    settings = DispatchSettings(
+        txn_interval_ms=5, txn_results_interval_ms=50, txn_offsets_interval_ms=10_000
+    )
+    p = FakeProducer()
+    s, _, clock, _ = sink(p, max_batch=max_batch)
+    return s, p, clock, SteppedTime(clock), settings
+
+
+def test_results_without_a_kafka_delivery_wait_for_company_up_to_the_results_interval() -> None:
+    """Results of REST deliveries (no destination record): emitted at 0 and 20 ms of a manual
+    clock, they share one transaction at 50 ms (txn_results_interval_ms), not one each at once
+    (every transaction costs the brokers a marker per partition it wrote)."""
+    s, p, clock, time, settings = company_world()
+
+    async def main() -> None:
+        await s.start()
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            _commit_loop(s, clock, settings, stop, TransactionWatch(60_000), time.sleep)
+        )
+        await idle(s, time)  # at 5 ms, after the first (empty) flush at 0
+        s.emit([OutRecord("results", b"a")], None)
+        await until(lambda: time.sleeping_until == 50)  # 50 ms after that flush began
+        time.advance(20)
+        s.emit([OutRecord("results", b"b")], None)
+        time.advance(24)  # 49 ms: still waiting
+        await until(lambda: time.sleeping_until == 50)
+        assert p.committed == []
+        time.advance(1)
+        await until(lambda: len(p.committed) == 1)
+        stop.set()
+        s.wake()
+        time.advance(1_000)
+        await asyncio.wait_for(task, 2)
+
+    asyncio.run(main())
+    assert p.committed == [([("results", b"a"), ("results", b"b")], [])]
+
+
+def test_a_kafka_delivery_or_a_full_transaction_ends_the_wait_for_company() -> None:
+    """A result waiting for company is committed as soon as a Kafka delivery is emitted (it is
+    visible only once committed: its lateness runs until then), or once a transaction's worth
+    of emits is pending; and a stop ends the wait at once."""
+    s, p, clock, time, settings = company_world(max_batch=3)
+
+    async def main() -> None:
+        await s.start()
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            _commit_loop(s, clock, settings, stop, TransactionWatch(60_000), time.sleep)
+        )
+        await idle(s, time)
+        s.emit([OutRecord("results", b"a")], None)
+        await until(lambda: time.sleeping_until == 50)
+        time.advance(10)
+        s.emit([OutRecord("dest", b"k")], None, not_before_ms=clock.now_ms())
+        await until(lambda: len(p.committed) == 1)  # at 15 ms, not 50
+        assert clock.monotonic_ms() == 15
+        await idle(s, time)
+        for value in (b"x", b"y", b"z"):
+            s.emit([OutRecord("results", value)], None)
+        await until(lambda: len(p.committed) == 2)  # three: a full transaction, at once
+        assert clock.monotonic_ms() == 20
+        await idle(s, time)
+        s.emit([OutRecord("results", b"last")], None)
+        await until(lambda: time.sleeping_until is not None)
+        stop.set()
+        s.wake()  # shutdown: the wait for company ends now
+        await asyncio.wait_for(task, 2)
+
+    asyncio.run(main())
+    assert [[v for _, v in records] for records, _ in p.committed] == [
+        [b"a", b"k"],
+        [b"x", b"y", b"z"],
+    ]

@@ -89,6 +89,7 @@ def sink(
     offsets_interval_ms: int = 0,
     clock: ManualClock | None = None,
     destination_timeout_ms: int = 5_000,
+    max_batch: int = 2,
 ) -> tuple[TransactionalSink, OffsetTracker, ManualClock, DispatchMetrics]:
     """A sink whose producer factory hands out `producers` in turn (a replacement is the next)."""
     clock = clock or ManualClock()
@@ -101,7 +102,7 @@ def sink(
         tracker,
         clock,
         metrics,
-        2,
+        max_batch,
         recover_after_ms,
         offsets_interval_ms,
         destination_timeout_ms=destination_timeout_ms,

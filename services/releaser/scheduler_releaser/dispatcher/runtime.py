@@ -434,10 +434,14 @@ async def _commit_loop(
 ) -> None:
     """Transactions back to back while anything is emitted, one starting at most every
     `txn_interval_ms`. A Kafka delivery becomes visible when its transaction commits, so an
-    emit must not wait for a loop tick: the committer waits for emits itself. When idle it
-    still wakes every `txn_offsets_interval_ms`, for the offsets of skipped or duplicate
-    records (those settle without records). `sleep` waits out the spacing (injected with
-    `clock`, so a test can drive the spacing by a manual clock)."""
+    emit must not wait for a loop tick: the committer waits for emits itself. Emits without a
+    Kafka delivery (results of REST deliveries, skips, retries) wait for company up to
+    `txn_results_interval_ms` after the last transaction began: every transaction costs the
+    brokers a marker per partition it wrote, which at 1,000 REST deliveries a second took a
+    third of a core (services/releaser/README.md, "Performance"). When idle it still wakes
+    every `txn_offsets_interval_ms`, for the offsets of skipped or duplicate records (those
+    settle without records). `sleep` waits out the spacing (injected with `clock`, so a test
+    can drive the spacing by a manual clock)."""
     idle_s = max(settings.txn_offsets_interval_ms, settings.txn_interval_ms) / 1000
     while not stop.is_set():
         started = clock.monotonic_ms()
@@ -450,6 +454,20 @@ async def _commit_loop(
         if stop.is_set():  # checked with no await before the wait: a wake() cannot be missed
             break
         await sink.wait_for_emits(idle_s)
+        company_ms = settings.txn_results_interval_ms - (clock.monotonic_ms() - started)
+        if sink.pending and company_ms > 0 and not stop.is_set():
+            await _first_of(sink.wait_for_urgent(), sleep(company_ms / 1000))
+
+
+async def _first_of(*waits: Awaitable[None]) -> None:
+    """Until the first of `waits` ends; the others are cancelled."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class TransactionWatch:

@@ -293,6 +293,7 @@ class TransactionalSink:
         # record: each is tried alone next (refused if it fails alone).
         self._suspects: list[_Emitted] = []
         self._emitted = asyncio.Event()  # set by emit(): wakes an idle committer
+        self._urgent_emitted = asyncio.Event()  # set by an emit that must not wait for company
         self._producer: Producer | None = None
         self._worker: _Worker | None = None
         self._broken = False  # an abort failed: replace the producer
@@ -317,6 +318,23 @@ class TransactionalSink:
     ) -> None:
         self._pending.append(_Emitted(records, settled, on_committed, not_before_ms, on_refused))
         self._emitted.set()
+        if not_before_ms is not None or len(self._pending) >= self._max_batch:
+            self._urgent_emitted.set()
+
+    async def wait_for_urgent(self) -> None:
+        """Return once an emit is pending whose commit someone waits for: a Kafka delivery
+        (it is visible only once committed), a transaction's worth of emits, or wake(). The
+        results of REST deliveries, skips and retries can wait for company: their commit
+        only makes them durable."""
+        if self._urgent():
+            return
+        self._urgent_emitted.clear()
+        await self._urgent_emitted.wait()
+
+    def _urgent(self) -> bool:
+        if self._suspects or len(self._pending) >= self._max_batch:
+            return True
+        return any(e.not_before_ms is not None for e in self._pending)
 
     async def wait_for_emits(self, timeout_s: float) -> None:
         """Return once something is pending (at once if it is), or after `timeout_s`."""
@@ -327,8 +345,9 @@ class TransactionalSink:
             await asyncio.wait_for(self._emitted.wait(), timeout_s)
 
     def wake(self) -> None:
-        """End a `wait_for_emits` now (shutdown)."""
+        """End a `wait_for_emits` or `wait_for_urgent` now (shutdown)."""
         self._emitted.set()
+        self._urgent_emitted.set()
 
     def close(self) -> None:
         """Shutdown: from now on a failed or stuck transaction is given up, not retried."""
