@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cassandra.cluster import EXEC_PROFILE_DEFAULT
+from cassandra.query import named_tuple_factory
 
 from scheduler.settings import CassandraSettings
 from scheduler.store import cassandra as cassandra_store
@@ -393,3 +395,24 @@ def test_connect_passes_the_tls_context_of_the_settings(
     context = tls["ssl_context"]
     assert isinstance(context, ssl.SSLContext)
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+
+
+def test_rows_are_the_drivers_named_tuples_with_one_row_type_per_column_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sessions' row factory gives what the driver's default gives (field names cleaned
+    the driver's way, a positional fallback for names no identifier can hold), but builds the
+    row type once per column list, not once per result."""
+    monkeypatch.setattr(cassandra_store, "Cluster", _RecordingCluster)
+    _RecordingCluster.built.clear()
+    cassandra_store.connect(CassandraSettings())
+    [built] = _RecordingCluster.built
+    factory = built["execution_profiles"][EXEC_PROFILE_DEFAULT].row_factory
+    assert factory is cassandra_store.named_rows
+    for columns in (["message_id", "status_written"], ["system.count(*)"], ["a", "a", "[json]"]):
+        rows = [tuple(range(len(columns))), tuple(range(10, 10 + len(columns)))]
+        ours, drivers = factory(columns, rows), named_tuple_factory(columns, rows)
+        assert ours == drivers and ours[0]._fields == drivers[0]._fields, columns
+        again = factory(list(columns), rows)
+        assert type(again[0]) is type(ours[0])
+    assert factory(["message_id"], [("m1",)])[0].message_id == "m1"

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+from collections import namedtuple
+from collections.abc import Sequence
+from typing import Any
+
 from cassandra import ConsistencyLevel
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
@@ -11,6 +16,8 @@ from cassandra.policies import (
     ExponentialReconnectionPolicy,
     TokenAwarePolicy,
 )
+from cassandra.query import _clean_column_name  # the driver's own rules for row field names
+from cassandra.util import _sanitize_identifiers
 
 from scheduler.settings import CassandraSettings
 from scheduler.tls import cassandra_ssl_context
@@ -24,6 +31,7 @@ def connect(settings: CassandraSettings, keyspace: str | None = None) -> tuple[C
         load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=settings.local_dc)),
         consistency_level=ConsistencyLevel.name_to_value[settings.consistency],
         request_timeout=settings.request_timeout_s,
+        row_factory=named_rows,
     )
     auth = None
     if settings.username and settings.password:
@@ -51,6 +59,25 @@ def connect(settings: CassandraSettings, keyspace: str | None = None) -> tuple[C
         cluster.shutdown()
         raise
     return cluster, session
+
+
+def named_rows(colnames: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    """The driver's default rows (named tuples, field names cleaned its way), with one row type
+    per column list instead of a new `namedtuple` class per result: building that class took
+    9 % of the dispatcher's GIL time at 1,000 deliveries a second (py-spy), one per record read.
+    (The driver's `ResultSet.was_applied` refuses any factory but its own: read a conditional
+    write's outcome as `result.one().applied`.)"""
+    row = _row_type(tuple(colnames))
+    return [row(*values) for values in rows]
+
+
+@functools.lru_cache(maxsize=1024)
+def _row_type(colnames: tuple[str, ...]) -> Any:
+    names = [_clean_column_name(name) for name in colnames]
+    try:
+        return namedtuple("Row", names)
+    except ValueError:  # names no field can have: the driver's fallback
+        return namedtuple("Row", _sanitize_identifiers(names))
 
 
 class MappedEndPointFactory(DefaultEndPointFactory):  # type: ignore[misc]

@@ -335,15 +335,17 @@ class CassandraBucketStore:
                 self._raise_watermark,
                 (released_up_to_ms, now_ms, WATERMARK_ROW, released_up_to_ms),
             )
-            if raised.was_applied:
+            # The first column of a conditional write's row is "[applied]" (named `applied`);
+            # a failed condition adds the current value, or nothing if no row exists.
+            outcome = raised.one()
+            if outcome.applied:
                 return
-            # A failed condition returns the current value, or only [applied] if no row exists.
-            if getattr(raised.one(), "released_up_to_ms", None) is not None:
+            if getattr(outcome, "released_up_to_ms", None) is not None:
                 return  # already at or beyond the target: never move backwards
             created = self._session.execute(
                 self._create_watermark, (WATERMARK_ROW, released_up_to_ms, now_ms)
             )
-            if created.was_applied:
+            if created.one().applied:
                 return
             # Another writer created the row between our two statements: compare again.
         raise WatermarkContention("could not advance the release watermark")
