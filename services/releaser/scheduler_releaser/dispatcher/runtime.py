@@ -438,7 +438,7 @@ async def _commit_loop(
     Kafka delivery (results of REST deliveries, skips, retries) wait for company up to
     `txn_results_interval_ms` after the last transaction began: every transaction costs the
     brokers a marker per partition it wrote, which at 1,000 REST deliveries a second took a
-    third of a core (services/releaser/README.md, "Performance"). When idle it still wakes
+    quarter of a core (services/releaser/README.md, "Performance"). When idle it still wakes
     every `txn_offsets_interval_ms`, for the offsets of skipped or duplicate records (those
     settle without records). `sleep` waits out the spacing (injected with `clock`, so a test
     can drive the spacing by a manual clock)."""
