@@ -3,7 +3,7 @@
 - the bucketer's Cassandra writes slowed down past the placement margin plus a bucket while the
   releaser claims and releases the buckets they go to: the re-check after each durable store
   sends the message directly, so nothing is lost and nothing is early (no KAFKA duplicate);
-- two releaser replicas, the leader frozen (SIGSTOP) in the middle of a catch-up: the other
+- two releaser replicas, the leader frozen (SIGSTOP) with buckets still to release: the other
   takes the lease within the session timeout, fences the frozen one (shared transactional id)
   and finishes; the old leader, resumed, commits nothing to the ring; every KAFKA message is
   delivered exactly once, none early.
@@ -151,10 +151,15 @@ def test_bucketer_writes_delayed_past_the_margin_lose_nothing(release_world: Wor
         proxy.close()
 
 
-# --- b. two releasers, the leader frozen mid-catch-up --------------------------------------------
+# --- b. two releasers, the leader frozen with buckets to go --------------------------------------
 
 BACKLOG = 4_000  # KAFKA messages stored while no releaser runs
-SPAN_MS = 14_000  # their due times, over this many 1 s buckets
+SPAN_MS = 20_000  # their due times, over this many 1 s buckets
+# The releasers start when this much of the span is within the look-ahead: the leader's first
+# tick catches up on those buckets, the rest enter the look-ahead one a second afterwards. (A
+# leader catches up on thousands in a fraction of a second: were every bucket claimable at its
+# first tick, it would be done before anyone could freeze it.)
+CAUGHT_UP_MS = 4_000
 STORE_AHEAD_MS = 10_000  # the first due time, ahead of scheduling: beyond claim + margin
 CONSUMED = "scheduler_bucketer_consumed_total"
 FREEZE_AFTER = 600  # messages released by the leader before it is frozen
@@ -255,9 +260,10 @@ def test_frozen_leader_is_fenced_and_the_other_releaser_finishes(release_world: 
             lambda: metric(system, "bucketer", CONSUMED) - consumed_before >= BACKLOG,
             60,
         )
-        # Start both once every bucket is within the look-ahead: the leader's first tick claims
-        # them all and releases them bucket by bucket, oldest first.
-        wait_s = (first_due + SPAN_MS - w.scheduling.lookahead_ms - CLOCK.now_ms()) / 1000
+        # Start both once the first CAUGHT_UP_MS of buckets are within the look-ahead: the
+        # leader's first tick claims those and releases them bucket by bucket, oldest first;
+        # later ticks claim the rest as they come within reach.
+        wait_s = (first_due + CAUGHT_UP_MS - w.scheduling.lookahead_ms - CLOCK.now_ms()) / 1000
         time.sleep(max(0.0, wait_s))
         # One a little before the other, so that it most likely leads; the other joins while
         # it catches up. (A leader is not ready before its first tick is done: the metrics
@@ -323,7 +329,7 @@ def test_frozen_leader_is_fenced_and_the_other_releaser_finishes(release_world: 
         )
         print(f"--- {leader} after SIGCONT ---\n{resumed_log}")
         assert takeover_s <= SESSION_TIMEOUT_S + TAKEOVER_SLACK_S
-        assert taken_over > 0  # the leader was frozen mid-catch-up: the other finished it
+        assert taken_over > 0  # the leader was frozen with buckets to go: the other did them
         assert report.lost == [] and after.lost == []
         assert report.early == [] and after.early == []
         assert after.duplicates == {}, after.duplicates
