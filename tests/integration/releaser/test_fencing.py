@@ -42,7 +42,18 @@ def test_a_fenced_dispatcher_stands_down_and_stops_cleanly(env: Env, receiver: R
             second = due_message(app.app_id, CLOCK.now_ms() + 200)
             env.schedule(second)
             env.flush()
-            await eventually(lambda: d.metric("scheduler_dispatch_fenced") == 1)
+            try:
+                await eventually(lambda: d.metric("scheduler_dispatch_fenced") == 1)
+            except AssertionError as exc:
+                # What a failure needs to tell (seen once in CI): was the second message
+                # delivered, and did a transaction commit after the fence?
+                transactions = {
+                    result: d.metric("scheduler_dispatch_transactions_total", {"result": result})
+                    for result in ("committed", "aborted", "abandoned")
+                }
+                raise AssertionError(
+                    f"{exc}; delivered {len(receiver.received)} of 2, transactions {transactions}"
+                ) from None
             assert d.task is not None and not d.task.done()  # standing down, not exited
             await asyncio.sleep(1.0)
             delivered = len(receiver.received)
