@@ -455,6 +455,53 @@ def test_a_cancelled_quiet_wait_drops_nothing_its_consume_read() -> None:
     assert consumer.most_running == 1
 
 
+def test_a_quiet_wait_ends_when_the_committer_does_and_keeps_what_its_consume_reads() -> None:
+    """A fenced committer (its transaction failed while the loop waited) must stop the loop at
+    once, not when the consume returns: a fenced dispatcher that goes on firing delivers beside
+    the new owner. (Seen in CI: the fence surfaced only at the stop, 20 s later.)"""
+    kafka, clock, feed, consumer, dispatcher, topic = quiet_world()
+
+    async def body() -> None:
+        committer = asyncio.get_running_loop().create_future()
+        waiting = asyncio.create_task(feed.wait(5.0, until=committer))
+        await asyncio.sleep(0.05)
+        committer.set_exception(RuntimeError("fenced"))
+        assert await asyncio.wait_for(waiting, 1.0) == 0  # not waiting out the consume
+        kafka.produce(topic, 0, due("m-1", clock.now_ms()), timestamp_ms=clock.now_ms())
+        consumer.arrive.set()
+        await feed.finish_wait()
+        assert feed.poll() == 1  # what the consume read is handed on
+        with contextlib.suppress(RuntimeError):
+            committer.result()
+
+    run(body())
+    assert dispatcher.accepted == ["m-1"]
+    assert consumer.most_running == 1
+
+
+def test_a_quiet_wait_does_not_queue_behind_a_busy_default_pool() -> None:
+    """Metadata questions (listings, probes, progress) run in the shared default pool; when
+    they are slow, a quiet wait queued behind them would hold the loop far past its timeout."""
+    kafka, clock, feed, consumer, dispatcher, topic = quiet_world()
+    release = threading.Event()
+
+    async def body() -> None:
+        # More jobs than the default pool has threads (at most 32): every one of them is busy.
+        busy = [asyncio.ensure_future(asyncio.to_thread(release.wait, 10)) for _ in range(40)]
+        await asyncio.sleep(0.05)
+        kafka.produce(topic, 0, due("m-1", clock.now_ms()), timestamp_ms=clock.now_ms())
+        consumer.arrive.set()
+        try:
+            assert await asyncio.wait_for(feed.wait(5.0), 2.0) == 1
+        finally:
+            release.set()
+            await asyncio.gather(*busy)
+            await feed.finish_wait()
+
+    run(body())
+    assert dispatcher.accepted == ["m-1"]
+
+
 # -- the commands view -----------------------------------------------------------------------
 
 

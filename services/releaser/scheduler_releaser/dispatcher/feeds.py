@@ -10,6 +10,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import (
@@ -158,6 +159,9 @@ class RingFeed:
         self._listed_ms = 0
         self._listing: asyncio.Task[None] | None = None
         self._waiting: asyncio.Future[list[Message]] | None = None  # wait()'s consume
+        # wait()'s consume has a thread of its own: in the shared default pool it could queue
+        # behind slow metadata questions and hold a quiet loop far past its timeout.
+        self._waiter = ThreadPoolExecutor(1, thread_name_prefix="ring-wait")
 
     @property
     def cycle_ms(self) -> int:
@@ -344,25 +348,34 @@ class RingFeed:
             return 0
         return self._take(self._consumer.consume(num_messages=limit, timeout=0))
 
-    async def wait(self, timeout_s: float, limit: int = 500) -> int:
+    async def wait(
+        self, timeout_s: float, limit: int = 500, until: asyncio.Future[Any] | None = None
+    ) -> int:
         """Like poll, but a worker thread blocks in the consume for up to `timeout_s`: a quiet
         loop wakes as soon as a record is fetched instead of ticking to look (ARCHITECTURE.md,
-        "Idle cost"). A cancelled wait leaves its consume to finish; the next poll or wait
-        takes what it returned, so no record it read is dropped."""
+        "Idle cost"). It also returns (0) as soon as `until` is done: the loop must see a failed
+        committer at once. A wait that returns early, or is cancelled, leaves its consume to
+        finish; the next poll or wait takes what it returned, so no record it read is dropped."""
+        also = [] if until is None else [until]
+        if self._waiting is None and self._held_full():
+            pause = asyncio.ensure_future(asyncio.sleep(timeout_s))
+            await asyncio.wait([pause, *also], return_when=asyncio.FIRST_COMPLETED)
+            pause.cancel()
+            return 0
         if self._waiting is None:
-            if self._held_full():
-                await asyncio.sleep(timeout_s)
-                return 0
-            self._waiting = asyncio.ensure_future(
-                asyncio.to_thread(consume_available, self._consumer, limit, timeout_s)
+            self._waiting = asyncio.get_running_loop().run_in_executor(
+                self._waiter, consume_available, self._consumer, limit, timeout_s
             )
-        await asyncio.wait([self._waiting])
+        await asyncio.wait([self._waiting, *also], return_when=asyncio.FIRST_COMPLETED)
+        if not self._waiting.done():
+            return 0
         return self._take(self._collect())
 
     async def finish_wait(self) -> None:
         """Before the consumer closes: no consume may still run in a worker thread."""
         if self._waiting is not None:
             await asyncio.wait([self._waiting])
+        self._waiter.shutdown(wait=False)
 
     def _held_full(self) -> bool:
         # backpressure: librdkafka stops fetching once its queue is full

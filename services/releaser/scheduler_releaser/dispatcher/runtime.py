@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 IDLE_S = 0.002  # loop tick while anything is due within QUIET_AFTER_MS or was read within it
 QUIET_S = 0.5  # longest quiet wait (a record read ends it at once)
 QUIET_AFTER_MS = 1_000
+LOOP_STALL_MS = 5_000  # a loop turn longer than this is logged
 COMMANDS_FETCH_WAIT_MS = 500
 RING_FETCH_WAIT_MS = 100  # see ring_consumer below
 
@@ -384,10 +385,15 @@ async def _loop(
     committer = asyncio.create_task(_commit_loop(sink, clock, settings, stop, watch))
     confirmer = asyncio.create_task(commands.confirm(stop, pace))
     last_prune = last_read = clock.now_ms()
+    turned = clock.monotonic_ms()
     try:
         while not stop.is_set():
             if committer.done():
                 committer.result()  # a fatal sink error stops the process here
+            mono = clock.monotonic_ms()
+            if mono - turned > LOOP_STALL_MS:  # a frozen process, or a wait that overran
+                log.warning("the firing loop did not turn for %.1f s", (mono - turned) / 1000)
+            turned = mono
             if watch.healthy(clock.monotonic_ms()):
                 health.beat()
             now = clock.now_ms()
@@ -410,7 +416,7 @@ async def _loop(
             quiet = is_quiet(now, head, last_read, dispatcher.in_flight)
             pace.set_quiet(quiet)  # leaving quiet asks Kafka at once
             if quiet:
-                if await ring.wait(QUIET_S):
+                if await ring.wait(QUIET_S, until=committer):
                     last_read = clock.now_ms()
             else:
                 await asyncio.sleep(loop_wait_s(now, head))
