@@ -167,7 +167,8 @@ class DispatcherFleet:
         for i in range(kept):
             self.system.stop(old[i])  # already signalled: waits for the exit (Recreate)
             new[i] = self._start(i, instances)
-        self.system.stop(*old[kept:])
+        if old[kept:]:  # System.stop() without names stops every process
+            self.system.stop(*old[kept:])
         self.current = [new[i] for i in range(instances)]
         self.system.wait_ready(*self.current, timeout_s=READY_TIMEOUT_S)
 

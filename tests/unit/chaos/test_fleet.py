@@ -37,7 +37,9 @@ class FakeSystem:
         self.events.append(("start", name))
 
     def stop(self, *names: str) -> None:
-        self.events.extend(("exited", n) for n in names)
+        # as System.stop: no names stops every process (a rescale that passed none stopped
+        # the whole system: every service restarted at each scale-up of a campaign)
+        self.events.extend(("exited", n) for n in names or ["every process"])
 
     def wait_ready(self, *names: str, timeout_s: float) -> None:
         self.events.append(("ready", ",".join(names)))
