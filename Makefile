@@ -69,7 +69,7 @@ soak: ## soak run against `make up` (SOAK_ARGS="--duration-s 600 --rate 20 --hor
 	$(PY) bench/soak.py $(SOAK_ARGS)
 
 CHAOS_ARGS ?=
-chaos: install ## randomized fault campaign -> .local/chaos/<run>/report.md (CHAOS_ARGS="--topology cluster --duration-s 1800 --seed N --rate 20"; docs/CHAOS.md)
+chaos: install ## randomized fault campaign -> .local/chaos/<run>/report.md (CHAOS_ARGS="--topology cluster --duration-s 1800 --seed N --rate 50"; docs/CHAOS.md)
 	$(PY) -m chaos.runner $(CHAOS_ARGS)
 
 lint: install ## ruff (lint + format check), mypy (strict for the packages), the docs check (links, anchors, local paths)

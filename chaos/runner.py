@@ -127,7 +127,16 @@ def run(options: Options, command: str = "make chaos") -> tuple[Verdict, Path]:
     verdict = None
     try:
         setup(kafka, cassandra, SCHEDULING)
-        create_topic(kafka, dest_topic, partitions=2)
+        # Replicated as the scheduler's own topics: with one replica, a broker kill made half
+        # the destination unavailable until the broker came back, and its deliveries FAILED
+        # once their attempts were used up (seed 2026: 37 reported lost).
+        create_topic(
+            kafka,
+            dest_topic,
+            partitions=2,
+            replication_factor=rf,
+            config={"min.insync.replicas": str(min(2, rf))},
+        )
         verdict, out = _campaign(options, out, stack, kafka, cassandra, dest_topic, command)
         return verdict, out
     finally:

@@ -40,10 +40,14 @@ def create_control_key(env: Mapping[str, str], owner: str) -> str:
 
 
 def create_topic(
-    kafka: KafkaSettings, name: str, partitions: int = 1, replication_factor: int = 1
+    kafka: KafkaSettings,
+    name: str,
+    partitions: int = 1,
+    replication_factor: int = 1,
+    config: dict[str, str] | None = None,
 ) -> None:
     admin = AdminClient(kafka.client_config())
-    topic = NewTopic(name, partitions, replication_factor)
+    topic = NewTopic(name, partitions, replication_factor, config=config or {})
     futures = admin.create_topics([topic], operation_timeout=30)
     for future in futures.values():
         future.result(timeout=30)
