@@ -394,7 +394,7 @@ async def _loop(
             if mono - turned > LOOP_STALL_MS:  # a frozen process, or a wait that overran
                 log.warning("the firing loop did not turn for %.1f s", (mono - turned) / 1000)
             turned = mono
-            if watch.healthy(clock.monotonic_ms()):
+            if watch.healthy(mono):
                 health.beat()
             now = clock.now_ms()
             read = commands.poll()
