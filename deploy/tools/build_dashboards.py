@@ -822,6 +822,22 @@ DISPATCHER = [
                 " (permanent: FAILED; transient: retried).",
             ),
             Panel(
+                "Deliveries waiting for a quarantined topic",
+                "ops",
+                [
+                    (
+                        or_zero(
+                            f"sum by (instance) (rate(scheduler_dispatch_destination_waits_total"
+                            f"[{RATE}]))"
+                        ),
+                        "{{instance}} waits",
+                    )
+                ],
+                "KAFKA deliveries held back because their topic refused a record transiently:"
+                " they wait SCHEDULER_DISPATCH_DESTINATION_QUARANTINE_MS at most (10 s) and"
+                " spend no attempt on it.",
+            ),
+            Panel(
                 "Ring records dropped as duplicates",
                 "ops",
                 [(f"sum(rate(scheduler_dispatch_duplicates_total[{RATE}]))", "duplicates")],

@@ -115,8 +115,15 @@ class DispatchMetrics:
         )
         self.parked = Counter(
             "scheduler_dispatch_parked_total",
-            "Messages that waited for their app past SCHEDULER_DISPATCH_PARK_AFTER_MS and went"
-            " back into the ring, committing their ring offset",
+            "Messages that waited for their app (or a quarantined destination topic) past"
+            " SCHEDULER_DISPATCH_PARK_AFTER_MS and went back into the ring, committing their"
+            " ring offset",
+            registry=registry,
+        )
+        self.destination_waits = Counter(
+            "scheduler_dispatch_destination_waits_total",
+            "KAFKA deliveries that waited for their topic's quarantine to end (the topic refused"
+            " a record transiently; SCHEDULER_DISPATCH_DESTINATION_QUARANTINE_MS)",
             registry=registry,
         )
         self.ring_lag = Gauge(

@@ -66,8 +66,9 @@ class DispatchSettings(BaseSettings):
     destination_quarantine_ms: int = Field(
         default=10_000,
         ge=0,
-        description="after a transient refusal, deliveries to that topic are retried later"
-        " without being produced for this long (they would stall every transaction again)",
+        description="after a transient refusal, deliveries to that topic wait this long before"
+        " it is produced to again (it would stall every transaction again); the wait spends no"
+        " attempt",
     )
     shutdown_timeout_ms: int = Field(
         default=15_000,

@@ -11,16 +11,18 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from scheduler.domain.policy import DeliveryPolicy
 from scheduler.domain.status import Status
 from scheduler.encryption import UnreadableValue
 from scheduler.records import DeliveryOutcome
 from scheduler.store.ports import Application
 from scheduler_releaser.dispatcher.refusals import Refusal
 from scheduler_releaser.dispatcher.rest import HEADER_MESSAGE_ID
-from scheduler_releaser.dispatcher.timers import Position
+from scheduler_releaser.dispatcher.timers import PARKED_HEADER, Position
 from scheduler_releaser.settings import DispatchSettings
 
 from .harness import (
+    CODECS,
     KAFKA_APP,
     REST_APP,
     SCHEDULING,
@@ -311,28 +313,135 @@ def test_a_permanently_refused_kafka_record_fails_its_attempt_with_the_brokers_r
     ) in (None, 0)
 
 
-def test_a_transiently_refused_topic_is_retried_and_quarantined_without_producing() -> None:
+QUARANTINE = DispatchSettings().destination_quarantine_ms
+TIMEOUT = Refusal("DESTINATION_TIMEOUT", False, "no acknowledgement within 5000 ms")
+
+
+def _produced(h: Harness) -> dict[str, int]:
+    """Message id -> the instant its destination record was emitted."""
+    return {
+        r.headers[0][1].decode(): e.at_ms or 0
+        for e in h.sink.emitted
+        for r in e.records
+        if r.destination
+    }
+
+
+def test_a_transiently_refused_record_is_retried_and_its_topic_waited_for() -> None:
     h = build()
     again = _refuse(h, Refusal("NOT_ENOUGH_REPLICAS", False, "Broker: Not enough in-sync replicas"))
+    refused_at = h.clock.now_ms()
     [result] = h.sink.results()
-    assert result.outcome is DeliveryOutcome.RETRY
+    assert result.outcome is DeliveryOutcome.RETRY  # it was tried: the attempt counts
     [retry] = h.sink.retries()
     assert retry.attempt == 2
     assert again.settled == Position("t", 0, 3)
-    # Another message to the same topic, during the quarantine: retried without a record.
+    # Another message to the same topic, during the quarantine: not produced, not settled
+    # either, until the quarantine ends; then produced as its first attempt.
     h.sink.emitted.clear()
     other = h.message(KAFKA_APP, due_in_ms=0, message_id="01JBBBBBBBBBBBBBBBBBBBBBBB")
-    h.dispatcher.accept(other, None)
+    h.dispatcher.accept(other, Position("t", 0, 4))
     run(h.dispatcher.fire_due())
-    assert [r.outcome for r in h.sink.results()] == [DeliveryOutcome.RETRY]
-    assert not any(r.destination for e in h.sink.emitted for r in e.records)
-    # After it, the topic is produced to again.
-    h.clock.advance(DispatchSettings().destination_quarantine_ms)
+    [emit] = h.sink.emitted
+    assert emit.at_ms is not None and emit.at_ms >= refused_at + QUARANTINE
+    assert [r.destination for r in emit.records] == [True, False]
+    [sent] = h.sink.results()
+    assert (sent.message_id, sent.outcome, sent.attempt) == (
+        other.message_id,
+        DeliveryOutcome.SENT,
+        1,
+    )
+    assert emit.settled == Position("t", 0, 4)
+    assert h.metric("scheduler_dispatch_destination_waits_total") == 1
+
+
+def test_deliveries_due_inside_a_quarantine_spend_no_attempt_on_it() -> None:
+    """Chaos seed 2027: one DESTINATION_TIMEOUT during a broker kill quarantined the topic for
+    10 s, and every delivery due inside that window spent an attempt without being tried; with
+    3 attempts 200-400 ms apart, 124 messages ended FAILED. Now they wait for its end."""
+    h = build(settings=DispatchSettings(max_attempts=3, backoff_base_ms=200, prefetch_ms=0))
+    _refuse(h, TIMEOUT)
+    refused_at = h.clock.now_ms()
+    [retry] = h.sink.retries()  # the refused one's second attempt, due inside the window
     h.sink.emitted.clear()
-    third = h.message(KAFKA_APP, due_in_ms=0, message_id="01JCCCCCCCCCCCCCCCCCCCCCCC")
-    h.dispatcher.accept(third, None)
+    h.clock.advance(retry.due_ms - refused_at)
+    inside = [
+        h.message(KAFKA_APP, due_in_ms=-i * 50, message_id=f"01JBBBBBBBBBBBBBBBBBBBB{i:03d}")
+        for i in range(5)
+    ]
+    for m in (retry, *inside):
+        h.dispatcher.accept(m, None)
     run(h.dispatcher.fire_due())
-    assert any(r.destination for e in h.sink.emitted for r in e.records)
+    results = {r.message_id: r for r in h.sink.results()}
+    assert {m: (r.outcome, r.attempt) for m, r in results.items()} == {
+        retry.message_id: (DeliveryOutcome.SENT, 2),
+        **{m.message_id: (DeliveryOutcome.SENT, 1) for m in inside},
+    }
+    produced = _produced(h)
+    assert set(produced) == set(results)
+    assert min(produced.values()) >= refused_at + QUARANTINE
+    assert h.sink.retries() == [] and h.sink.dead_letters() == []
+
+
+def test_an_abort_that_arrives_while_a_delivery_waits_for_its_topic_wins() -> None:
+    def abort_while_waiting() -> None:
+        if not h.commands._read:
+            h.abort_now(m)
+
+    h = build(on_sleep=abort_while_waiting)
+    _refuse(h, TIMEOUT)
+    h.sink.emitted.clear()
+    m = h.message(KAFKA_APP, due_in_ms=0, message_id="01JBBBBBBBBBBBBBBBBBBBBBBB")
+    h.dispatcher.accept(m, None)
+    run(h.dispatcher.fire_due())
+    assert _produced(h) == {}
+    [skipped] = h.sink.results()
+    assert (skipped.message_id, skipped.error) == (m.message_id, "aborted")
+
+
+def test_a_message_that_outlives_its_max_event_age_waiting_for_its_topic_is_not_produced() -> None:
+    app = replace(KAFKA_APP, policy=DeliveryPolicy(max_event_age_ms=60_000))
+    h = build(apps=(app,))
+    _refuse(h, TIMEOUT)
+    h.sink.emitted.clear()
+    now = h.clock.now_ms()
+    # first due 55 s ago (a retry, say): 5 s of age left, less than the quarantine
+    m = h.message(
+        app,
+        due_in_ms=0,
+        message_id="01JBBBBBBBBBBBBBBBBBBBBBBB",
+        send_at_ms=now - 55_000,
+        created_ms=now - 60_000,
+    )
+    h.dispatcher.accept(m, None)
+    run(h.dispatcher.fire_due())
+    assert _produced(h) == {}
+    [failed] = h.sink.results()
+    assert failed.outcome is DeliveryOutcome.FAILED
+    assert failed.error is not None and "maxEventAgeMs" in failed.error
+
+
+def test_a_quarantine_longer_than_the_park_bound_parks_the_waiting_delivery() -> None:
+    settings = DispatchSettings(
+        max_attempts=3,
+        backoff_base_ms=500,
+        prefetch_ms=0,
+        destination_quarantine_ms=5_000,
+        park_after_ms=1_000,
+    )
+    h = build(settings=settings)
+    _refuse(h, TIMEOUT)
+    h.sink.emitted.clear()
+    start = h.clock.now_ms()
+    m = h.message(KAFKA_APP, due_in_ms=0, message_id="01JBBBBBBBBBBBBBBBBBBBBBBB")
+    h.dispatcher.accept(m, Position("t", 0, 9))
+    run(h.dispatcher.fire_due())
+    [parked] = h.sink.emitted
+    assert parked.at_ms is not None and start + 1_000 <= parked.at_ms < start + 2_000
+    [copy] = parked.records
+    assert CODECS.due.decode(copy.value) == m
+    assert copy.headers == ((PARKED_HEADER, b"0"),)  # the wait counts toward its age
+    assert h.sink.results() == []
 
 
 def test_a_topic_gone_is_forgotten_by_the_existence_cache() -> None:

@@ -278,6 +278,13 @@ class Dispatcher:
                 self._park(message, position, uncounted_ms + admitted.uncounted_ms)
                 return
             app, uncounted_ms = admitted.app, uncounted_ms + admitted.uncounted_ms
+        if app is not None and app.type == "KAFKA":
+            topic_ready = await self._wait_for_topic(app.endpoint)
+            if topic_ready is None:
+                return  # shutting down: not fired, left unsettled
+            if not topic_ready:
+                self._park(message, position, uncounted_ms)
+                return
         # The abort view is consulted at the fire instant itself (the record was read up to
         # prefetch_ms earlier; decision 5 makes the commands view the authority at fire time).
         aborted = self.commands.aborted(message.app_id, message.message_id, message.generation)
@@ -314,6 +321,38 @@ class Dispatcher:
         self.timers.park(message)
         self._metrics.parked.inc()
         self._sink.emit([copy], position)
+
+    async def _wait_for_topic(self, topic: str) -> bool | None:
+        """A topic that refused a record transiently (`refused` in _fire_kafka) is not produced
+        to until its quarantine ends: the delivery waits for that, spending no attempt, since
+        it is not tried (spending them let one refusal fail every delivery due in the window).
+        The wait counts toward the max event age, as any lateness does. False: the topic is
+        still quarantined after park_after_ms (the caller parks the delivery); None: shutdown."""
+        give_up = self._clock.now_ms() + self._settings.park_after_ms
+        counted = False
+        while True:
+            if self.stopping:
+                return None
+            until = self._quarantine_end(topic)
+            if until is None:
+                return True
+            if not counted:
+                self._metrics.destination_waits.inc()
+                counted = True
+            if until > give_up:
+                await self._until(give_up, 0)
+                return False
+            await self._until(until, 0)
+
+    def _quarantine_end(self, topic: str) -> int | None:
+        quarantined = self._quarantine.get(topic)
+        if quarantined is None:
+            return None
+        until = quarantined[0]
+        if self._clock.now_ms() < until:
+            return until
+        del self._quarantine[topic]
+        return None
 
     async def _until(self, fire_at_ms: int, ahead_ms: int) -> None:
         """Never early: wait for the fire instant by this host's clock, and while the view of
@@ -429,16 +468,6 @@ class Dispatcher:
             return _not_allowed(
                 AttemptKind.PERMANENT, f"topic {topic!r} is outside the allowed prefixes"
             )
-        quarantined = self._quarantine.get(topic)
-        if quarantined is not None:
-            until, refusal = quarantined
-            if self._clock.now_ms() < until:
-                return AttemptOutcome(
-                    AttemptKind.RETRYABLE,
-                    "destination_unavailable",
-                    error=f"topic {topic!r} refused a record moments ago ({refusal.code})",
-                )
-            del self._quarantine[topic]
         if not await self._topic_check.exists(topic):
             # Metadata can miss a topic for a moment (just created, a broker restarting):
             # retried with backoff; FAILED once the attempts are used up.
