@@ -127,9 +127,10 @@ class Dispatcher:
             metrics.admission_waiting.set,
             metrics.admission_oldest_wait.set,
         )
-        # Topics that refused a record transiently: (until, why). Producing to them again at
-        # once would hold every other tenant's transaction for the destination timeout again.
-        self._quarantine: dict[str, tuple[int, Refusal]] = {}
+        # Topics that refused a record transiently -> until when they are not produced to.
+        # Producing to them again at once would hold every other tenant's transaction for the
+        # destination timeout again.
+        self._quarantine: dict[str, int] = {}
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -345,10 +346,9 @@ class Dispatcher:
             await self._until(until, 0)
 
     def _quarantine_end(self, topic: str) -> int | None:
-        quarantined = self._quarantine.get(topic)
-        if quarantined is None:
+        until = self._quarantine.get(topic)
+        if until is None:
             return None
-        until = quarantined[0]
         if self._clock.now_ms() < until:
             return until
         del self._quarantine[topic]
@@ -412,8 +412,7 @@ class Dispatcher:
                 self._topic_check.forget(app.endpoint)
             if not refusal.permanent:
                 self._quarantine[app.endpoint] = (
-                    self._clock.now_ms() + self._settings.destination_quarantine_ms,
-                    refusal,
+                    self._clock.now_ms() + self._settings.destination_quarantine_ms
                 )
             outcome = AttemptOutcome(
                 AttemptKind.PERMANENT if refusal.permanent else AttemptKind.RETRYABLE,
