@@ -146,7 +146,10 @@ class ReleaseSettings(BaseSettings):
 
     tick_ms: int = Field(default=1_000, ge=10)
     writers: int = Field(
-        default=16, ge=1, description="threads dropping released partitions and writing aborts"
+        default=16,
+        ge=1,
+        description="threads reading a bucket's partitions ahead, dropping released partitions"
+        " and writing aborts",
     )
     tick_budget_ms: int = Field(
         default=5_000,
