@@ -10,8 +10,10 @@ Violations (any one fails a campaign):
 - delivered_after_abort: a message whose abort was answered 200 reached its destination;
 - not_terminal: the record is not SENT, FAILED or ABORTED at the end (or cannot be read);
 - idempotency_split: one idempotency key answered with two message ids.
-HTTP duplicates (a second 2xx-answered delivery) are counted and attributed to the fault window
-they fell in, not failed: HTTP is at least once."""
+HTTP duplicates (a second 2xx-answered delivery) are counted, not failed: HTTP is at least once.
+Each is explained by the fault that ended a dispatcher between the first delivery and the second
+(a crash between a response and the commit of its result: the partition's next owner delivers
+again), or counted as unexplained: a finding to look into."""
 
 from __future__ import annotations
 
@@ -26,6 +28,9 @@ RECOVERY_WINDOW_MS = 5_000  # lateness p99 is judged per window of due instants 
 BASELINE_MS = 30_000  # the pre-fault p99 is taken over the messages due this long before it
 STEADY_FLOOR_MS = 50  # "within 2x of the pre-fault p99", but never tighter than this
 # (a 10 ms p99 doubled is below the receivers' own jitter on a loaded host)
+UNEXPLAINED = "unexplained"
+# Faults that end a dispatcher process (its ring partitions go to a restarted or new owner).
+ENDS_A_DISPATCHER = ("kill9", "rolling_restart", "rescale")
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,7 @@ class Verdict:
     not_terminal: list[str]
     idempotency_split: list[str]
     http_duplicates: int
+    # the fault that explains each (UNEXPLAINED: none ended a dispatcher in between)
     http_duplicates_by_fault: dict[str, int]
     aborted_200: int
     lateness: list[tuple[int, int]]  # (due ms, lateness ms) of each first delivery
@@ -150,7 +156,8 @@ def check(facts: Facts) -> Verdict:
         if not planned[m].flaky and m not in facts.redriven
     )
     http_dups = _http_duplicates(accepted, planned)
-    by_fault: Counter[str] = Counter(_window_of(ms, facts.faults) for ms in http_dups)
+    explained = [_explained_by(first_ms, ms, facts.faults) for first_ms, ms in http_dups]
+    by_fault: Counter[str] = Counter(_label(f) if f else UNEXPLAINED for f in explained)
     return Verdict(
         acked=len(planned),
         delivered=len(first),
@@ -164,7 +171,7 @@ def check(facts: Facts) -> Verdict:
         http_duplicates_by_fault=dict(by_fault),
         aborted_200=len(aborted_200),
         lateness=lateness,
-        faults=fault_stats(lateness, facts.faults, http_dups),
+        faults=fault_stats(lateness, facts.faults, [f for f in explained if f is not None]),
     )
 
 
@@ -180,26 +187,34 @@ def _first_accepted(accepted: list[Arrival]) -> dict[str, Arrival]:
     return first
 
 
-def _http_duplicates(accepted: list[Arrival], planned: dict[str, Acked]) -> list[int]:
-    """Receipt instants of every 2xx-answered HTTP delivery after a message's first."""
-    seen: set[str] = set()
+def _http_duplicates(accepted: list[Arrival], planned: dict[str, Acked]) -> list[tuple[int, int]]:
+    """(first receipt, this receipt) of every 2xx-answered HTTP delivery after a message's
+    first."""
+    first: dict[str, int] = {}
     out = []
     for a in sorted(accepted, key=lambda a: a.received_ms):
         if planned[a.message_id].destination != "rest":
             continue
-        if a.message_id in seen:
-            out.append(a.received_ms)
-        seen.add(a.message_id)
+        if a.message_id in first:
+            out.append((first[a.message_id], a.received_ms))
+        first.setdefault(a.message_id, a.received_ms)
     return out
 
 
-def _window_of(ms: int, faults: list[FaultSpan]) -> str:
-    """The fault a moment belongs to: the last one injected before it ("none" before any)."""
-    owner = "none"
-    for f in sorted(faults, key=lambda f: f.started_ms):
-        if f.started_ms <= ms:
-            owner = f"{f.kind} {f.target} @{f.started_ms}"
-    return owner
+def _explained_by(first_ms: int, again_ms: int, faults: list[FaultSpan]) -> FaultSpan | None:
+    """The last fault injected between the two deliveries that ended a dispatcher, if any."""
+    ending = [
+        f
+        for f in faults
+        if f.kind in ENDS_A_DISPATCHER
+        and f.target.startswith("dispatcher")
+        and first_ms <= f.started_ms <= again_ms
+    ]
+    return max(ending, key=lambda f: f.started_ms, default=None)
+
+
+def _label(f: FaultSpan) -> str:
+    return f"{f.kind} {f.target} @{f.started_ms}"
 
 
 def p99(values: list[int]) -> int:
@@ -210,13 +225,14 @@ def p99(values: list[int]) -> int:
 
 
 def fault_stats(
-    lateness: list[tuple[int, int]], faults: list[FaultSpan], http_dups: list[int]
+    lateness: list[tuple[int, int]], faults: list[FaultSpan], http_dups: list[FaultSpan]
 ) -> list[FaultStats]:
     """Per fault: worst lateness of the messages due between its injection and the next fault,
     and how long after the heal the lateness p99 (per window of due instants) is back within 2x
     of the pre-fault p99: that of the messages due just before the injection, or that of the
     warm-up (before any fault) if lower. A fault injected while an earlier one's backlog lasts
-    would otherwise be measured against the backlog and read "steady" at once (seed 1919)."""
+    would otherwise be measured against the backlog and read "steady" at once (seed 1919).
+    `http_dups`: the fault that explains each HTTP duplicate."""
     ordered = sorted(faults, key=lambda f: f.started_ms)
     last_due = max((due for due, _ in lateness), default=0)
     first = ordered[0].started_ms if ordered else 2**62
@@ -238,7 +254,7 @@ def fault_stats(
                 steady = start - f.healed_ms
                 break
             start += RECOVERY_WINDOW_MS // 5
-        dups = sum(1 for ms in http_dups if f.started_ms <= ms < until)
+        dups = sum(1 for explaining in http_dups if explaining == f)
         out.append(
             FaultStats(
                 f.kind,

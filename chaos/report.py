@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from chaos.checker import Facts, Verdict
+from chaos.checker import UNEXPLAINED, Facts, Verdict
 
 SAMPLE = 20  # ids of each violation kind listed in the markdown (all of them in the JSON)
 
@@ -60,7 +60,9 @@ def markdown(verdict: Verdict, meta: dict[str, Any], timeline: list[dict[str, An
         f" aborted with a 200: {verdict.aborted_200}",
         f"- requests not acknowledged (no answer, 5xx or 429 after a retry):"
         f" {meta.get('refused', 0)}; unexpected answers: {len(meta.get('errors', []))}",
-        f"- HTTP duplicates (at least once, not a violation): {verdict.http_duplicates}",
+        f"- HTTP duplicates (at least once, not a violation): {verdict.http_duplicates};"
+        f" not explained by a dispatcher that ended between the first delivery and the second:"
+        f" {verdict.http_duplicates_by_fault.get(UNEXPLAINED, 0)}",
         f"- services that exited on their own and were restarted: {meta.get('exits', [])}",
         f"- statuses that could not be read at the end, and why: {meta.get('unreadable', {})}",
         "",
@@ -79,7 +81,9 @@ def markdown(verdict: Verdict, meta: dict[str, Any], timeline: list[dict[str, An
         "Times in seconds from the start. *Worst late*: the latest first delivery of the messages"
         " due from the injection to the next fault. *Steady after*: from the heal until the"
         " lateness p99 of a 5 s window of due instants is within 2x the pre-fault p99 (of the"
-        " 30 s before the fault, or of the warm-up if lower; 50 ms at least).",
+        " 30 s before the fault, or of the warm-up if lower; 50 ms at least). *HTTP dups*: the"
+        " second deliveries this fault explains (it ended a dispatcher between the first"
+        " delivery and the second).",
         "",
         "| at | kind | target | detail | healed | worst late (ms) | pre-fault p99 (ms)"
         " | steady after (s) | HTTP dups | error |",

@@ -87,6 +87,31 @@ def test_a_second_kafka_delivery_is_a_violation_and_a_second_http_one_is_only_co
     assert verdict.faults[0].http_duplicates == 1
 
 
+def test_an_http_duplicate_is_explained_by_the_dispatcher_stop_between_its_two_deliveries() -> None:
+    """Seed 2027: 280 deliveries made while a dispatcher could not commit (its transaction
+    coordinator loading), delivered again after its kill -9 and restart; the second deliveries
+    fell in a later fault's window (an ingest pause), which they were counted against."""
+    facts = clean()
+    kill = FaultSpan("kill9", "dispatcher-1-of-3-s1", T0 + 1_500, T0 + 3_000)
+    facts.faults = [
+        FaultSpan("kafka_kill", "kafka-3", T0 + 500, T0 + 1_400),
+        kill,
+        FaultSpan("pause", "ingest-2", T0 + 4_000, T0 + 5_000),
+        FaultSpan("kill9", "bucketer", T0 + 8_000, T0 + 8_500),
+    ]
+    facts.arrivals += [
+        Arrival("r1", T0 + 4_500, 1, "rest"),  # first at +1,010: the kill lies between
+        Arrival("f1", T0 + 9_100, 1, "rest"),  # first at +9,000: nothing ended a dispatcher
+    ]
+    verdict = check(facts)
+    assert verdict.ok and verdict.http_duplicates == 2
+    assert verdict.http_duplicates_by_fault == {
+        f"kill9 dispatcher-1-of-3-s1 @{T0 + 1_500}": 1,
+        "unexplained": 1,
+    }
+    assert [f.http_duplicates for f in verdict.faults] == [0, 1, 0, 0]
+
+
 def test_refused_http_attempts_are_not_duplicates() -> None:
     assert check(clean()).http_duplicates == 0
 
