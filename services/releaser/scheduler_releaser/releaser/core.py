@@ -4,9 +4,10 @@
         claim every bucket that starts before now + look-ahead (durable before any listing)
         -> the non-empty buckets from the watermark up to the claim, read from the index after
            the claim (or every bucket, until an upgraded keyspace's index is complete)
-        -> per bucket: partitions -> per partition, in chunks: read -> produce DueMessages to
-           their ring topics in one transaction -> commit -> drop the partition -> (all
-           partitions done) record the bucket's release time -> advance the watermark
+        -> per bucket: partitions (read ahead) -> messages into the tick's batch
+        -> per batch (every CHUNK messages, and at the end): produce DueMessages to their ring
+           topics in one transaction -> commit -> drop the partitions read through -> record
+           the release time of the buckets read through -> advance the watermark past them
         -> advance the watermark to the claim; drop the index of the days left behind
 
 Why nothing is stranded: a store re-checks the claim after its row and index entries are
@@ -15,11 +16,11 @@ the index read and the listing, which follow the claim, see the row; otherwise t
 the message directly itself (docs/ARCHITECTURE.md, "The release path: claim, index, fencing").
 
 The watermark moves only after every partition of a bucket was produced and dropped, so a crash
-repeats at most one bucket (harmless: the dispatcher deduplicates by message id, generation and
-attempt, and record writes go by precedence), and never skips one. After downtime the overdue
-buckets are released at once, oldest first; their messages go to the current slot
-(Ring.topic_for_send) and fire immediately. Empty ranges cost nothing: only indexed buckets are
-visited.
+repeats at most one batch of buckets (harmless: the dispatcher deduplicates by message id,
+generation and attempt, and record writes go by precedence), and never skips one. After
+downtime the overdue buckets are released at once, oldest first; their messages go to the
+current slot (Ring.topic_for_send) and fire immediately. Empty ranges cost nothing: only indexed
+buckets are visited.
 """
 
 from __future__ import annotations
@@ -110,29 +111,25 @@ class Releaser:
             self._buckets.claim(claim_to, now)
             days = {index_day(progress)}
             reached = claim_to  # unless the budget runs out first
+            # Shared by the buckets of this tick: a catch-up over many small buckets commits,
+            # marks and moves the watermark once per CHUNK messages, not once per bucket.
+            batch = _Batch(mark_empty=indexed)
             for bucket in self._candidates(progress, claim_to, indexed):
                 started = self._clock.monotonic_ms()
-                partitions, count, done = self._release(bucket, deadline)
+                partitions, count, done = self._release(bucket, deadline, batch)
                 if not done:
                     # Out of budget inside the bucket: its dropped partitions are done, the
                     # next tick lists the rest. The watermark stays before it.
-                    log.info("tick budget spent in bucket %d (%d released so far)", bucket, count)
+                    log.info("tick budget spent in bucket %d (%d read so far)", bucket, count)
                     reached = bucket
                     break
-                if partitions or indexed:
-                    # Before the watermark passes it (a crash in between repeats the bucket):
-                    # the time readers give its messages' "released" log entries.
-                    self._buckets.mark_released(bucket, self._clock.now_ms())
-                if partitions:
-                    self._buckets.advance_watermark(bucket + width, self._clock.now_ms())
-                    elapsed_s = (self._clock.monotonic_ms() - started) / 1000
-                    self._metrics.release_duration.observe(elapsed_s)
-                    log.info("released bucket %d: %d messages", bucket, count)
-                    released += 1
+                batch.read_through.append(_ReadThrough(bucket, partitions, count, started))
                 days.add(index_day(bucket))
                 if self._clock.monotonic_ms() >= deadline:
                     reached = bucket + width
                     break
+            self._settle(batch, advance=False)  # the watermark moves to `reached` just below
+            released = batch.buckets_released
             self._buckets.advance_watermark(reached, self._clock.now_ms())
             if indexed:
                 for day in sorted(days):
@@ -162,31 +159,29 @@ class Releaser:
                 return
             cursor = page[-1] + 1
 
-    def _release(self, bucket: int, deadline: float) -> tuple[int, int, bool]:
-        """Release one claimed bucket, partition by partition until the deadline: (partitions
-        found, messages released, whether every partition was released).
-
-        Messages of several partitions share a transaction (up to CHUNK of them): a bucket of
-        many small partitions costs one commit per CHUNK messages, not one per partition. A
-        partition is dropped only once every message read from it is committed and marked."""
-        batch = _Batch()
+    def _release(self, bucket: int, deadline: float, batch: _Batch) -> tuple[int, int, bool]:
+        """Read one claimed bucket into the batch, partition by partition until the deadline:
+        (partitions found, messages read for release, whether every partition was read
+        through). The batch is settled whenever it holds CHUNK messages; a partition is dropped
+        only once every message read from it is committed, and a bucket is marked released only
+        once all its partitions are dropped."""
         partitions = self._buckets.partitions(bucket)
+        count = 0
         with closing(self._opened(bucket, partitions)) as opened:
             for n, (app_id, shard, gone, rows) in enumerate(opened):
                 if n and self._clock.monotonic_ms() >= deadline:
-                    self._settle(bucket, batch)
-                    return len(partitions), batch.released, False
+                    return len(partitions), count, False
                 for chunk in _chunks(rows, CHUNK):
                     if gone:
                         self._abort(chunk, gone)
                         self._metrics.aborted.inc(len(chunk))
                         continue
                     batch.messages += chunk
+                    count += len(chunk)
                     if len(batch.messages) >= CHUNK:
-                        self._settle(bucket, batch)  # the partition stays until read through
-                batch.done.append((app_id, shard))
-        self._settle(bucket, batch)
-        return len(partitions), batch.released, True
+                        self._settle(batch)  # the partition stays until it is read through
+                batch.done.append((bucket, app_id, shard))
+        return len(partitions), count, True
 
     def _opened(
         self, bucket: int, partitions: list[tuple[str, int]]
@@ -227,8 +222,10 @@ class Releaser:
             for *_, opening in ahead:
                 opening.cancel()
 
-    def _settle(self, bucket: int, batch: _Batch) -> None:
-        """Commit the batch's messages to the ring, drop the partitions that were read through.
+    def _settle(self, batch: _Batch, advance: bool = True) -> None:
+        """Commit the batch's messages to the ring, drop the partitions that were read through,
+        then mark the buckets read through released and move the watermark past them (unless
+        not `advance`: the caller moves it at least as far).
         Nothing is written per message: a record stays READY (stored) and reads as QUEUED once
         the watermark passes its bucket (docs/ARCHITECTURE.md, "Released messages")."""
         if batch.messages:
@@ -237,13 +234,28 @@ class Releaser:
                 self._publisher.publish(message, now)
             self._publisher.flush()  # committed in the ring before its partitions are dropped
             self._metrics.released.inc(len(batch.messages))
-            batch.released += len(batch.messages)
             batch.messages = []
         if batch.done:
             drop = self._buckets.drop_partition
             # list() waits for every drop and re-raises the first failure.
-            list(self._writers.map(lambda p: drop(bucket, *p), batch.done))
+            list(self._writers.map(lambda p: drop(*p), batch.done))
             batch.done = []
+        if batch.read_through:
+            now = self._clock.now_ms()
+            # Before the watermark passes them (a crash in between repeats them): the time
+            # readers give their messages' "released" log entries.
+            marked = [b.bucket for b in batch.read_through if b.partitions or batch.mark_empty]
+            list(self._writers.map(lambda b: self._buckets.mark_released(b, now), marked))
+            if advance:
+                width = self._scheduling.bucket_width_ms
+                self._buckets.advance_watermark(batch.read_through[-1].bucket + width, now)
+            for read in batch.read_through:
+                if read.partitions:
+                    elapsed_s = (self._clock.monotonic_ms() - read.started_ms) / 1000
+                    self._metrics.release_duration.observe(elapsed_s)
+                    log.info("released bucket %d: %d messages", read.bucket, read.messages)
+                    batch.buckets_released += 1
+            batch.read_through = []
 
     def _abort(self, chunk: list[DueMessage], reason: str) -> None:
         now = self._clock.now_ms()
@@ -258,12 +270,25 @@ class Releaser:
 
 
 @dataclass
-class _Batch:
-    """Messages read from a bucket and not yet committed, and the partitions read through."""
+class _ReadThrough:
+    """A bucket whose partitions are all read (into the batch, or committed and dropped)."""
 
+    bucket: int
+    partitions: int
+    messages: int  # read for release (not those of a deleted app, aborted instead)
+    started_ms: float
+
+
+@dataclass
+class _Batch:
+    """What a tick read and has not settled yet: messages not yet committed, partitions
+    (bucket, app, shard) read through, and buckets read through."""
+
+    mark_empty: bool  # mark a bucket released even without partitions (the index listed it)
     messages: list[DueMessage] = field(default_factory=list)
-    done: list[tuple[str, int]] = field(default_factory=list)
-    released: int = 0
+    done: list[tuple[int, str, int]] = field(default_factory=list)
+    read_through: list[_ReadThrough] = field(default_factory=list)
+    buckets_released: int = 0
 
 
 def _chunks(items: Iterator[DueMessage], size: int) -> Iterator[list[DueMessage]]:
