@@ -320,6 +320,21 @@ def test_a_catch_up_over_small_buckets_commits_and_moves_the_watermark_once_per_
     assert all(w.buckets.released_at(bucket_start(m.due_ms, WIDTH)) for m in stored)
 
 
+def test_a_batch_is_committed_once_its_first_bucket_was_read_a_second_ago() -> None:
+    """The most overdue messages of a catch-up do not wait for the whole tick's batch."""
+    w = World()
+    w.buckets = SlowBuckets(w.clock, list_ms=400)
+    publisher = w.publisher = CountingPublisher()
+    w.releaser = w.build(tick_budget_ms=10_000)
+    now = w.clock.now_ms()
+    w.releaser.tick()
+    stored = [w.store(i, now + 10_000 + i * WIDTH) for i in range(9)]  # 9 buckets, 3.6 s
+    w.clock.advance(600_000)
+    assert w.releaser.tick() == 9
+    assert sorted(m.message_id for m in publisher.acked) == sorted(m.message_id for m in stored)
+    assert publisher.flushes == 3  # every third bucket: 1.2 s after the first was listed
+
+
 class CountingPublisher(FakePublisher):
     def __init__(self) -> None:
         super().__init__()

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 CHUNK = 1_000
 INDEX_PAGE = 1_000
 READ_AHEAD = 16  # partitions being read while the current one is released
+SETTLE_AFTER_MS = 1_000  # a batch is settled once its first bucket was read this long ago
 
 
 class RingPublisher(Protocol):
@@ -125,6 +126,8 @@ class Releaser:
                     break
                 batch.read_through.append(_ReadThrough(bucket, partitions, count, started))
                 days.add(index_day(bucket))
+                if self._clock.monotonic_ms() - batch.read_through[0].started_ms >= SETTLE_AFTER_MS:
+                    self._settle(batch)  # the most overdue go out now, not at the tick's end
                 if self._clock.monotonic_ms() >= deadline:
                     reached = bucket + width
                     break
