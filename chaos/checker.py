@@ -13,7 +13,8 @@ Violations (any one fails a campaign):
 HTTP duplicates (a second 2xx-answered delivery) are counted, not failed: HTTP is at least once.
 Each is explained by the fault that ended a dispatcher between the first delivery and the second
 (a crash between a response and the commit of its result: the partition's next owner delivers
-again), or counted as unexplained: a finding to look into."""
+again), or by a retry (a later attempt: the dispatcher did not see the 2xx in time, its HTTP
+timeout ran out first), or counted as unexplained: a finding to look into."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ BASELINE_MS = 30_000  # the pre-fault p99 is taken over the messages due this lo
 STEADY_FLOOR_MS = 50  # "within 2x of the pre-fault p99", but never tighter than this
 # (a 10 ms p99 doubled is below the receivers' own jitter on a loaded host)
 UNEXPLAINED = "unexplained"
+RETRIED = "retried: the answer not seen in time"
 # Faults that end a dispatcher process (its ring partitions go to a restarted or new owner).
 ENDS_A_DISPATCHER = ("kill9", "rolling_restart", "rescale")
 
@@ -156,8 +158,11 @@ def check(facts: Facts) -> Verdict:
         if not planned[m].flaky and m not in facts.redriven
     )
     http_dups = _http_duplicates(accepted, planned)
-    explained = [_explained_by(first_ms, ms, facts.faults) for first_ms, ms in http_dups]
-    by_fault: Counter[str] = Counter(_label(f) if f else UNEXPLAINED for f in explained)
+    explained = [_explained_by(first, again, facts.faults) for first, again in http_dups]
+    by_fault: Counter[str] = Counter(
+        _label(f) if f else (RETRIED if again.attempt > first.attempt else UNEXPLAINED)
+        for f, (first, again) in zip(explained, http_dups, strict=True)
+    )
     return Verdict(
         acked=len(planned),
         delivered=len(first),
@@ -187,22 +192,24 @@ def _first_accepted(accepted: list[Arrival]) -> dict[str, Arrival]:
     return first
 
 
-def _http_duplicates(accepted: list[Arrival], planned: dict[str, Acked]) -> list[tuple[int, int]]:
-    """(first receipt, this receipt) of every 2xx-answered HTTP delivery after a message's
-    first."""
-    first: dict[str, int] = {}
+def _http_duplicates(
+    accepted: list[Arrival], planned: dict[str, Acked]
+) -> list[tuple[Arrival, Arrival]]:
+    """(the first, this one) for every 2xx-answered HTTP delivery after a message's first."""
+    first: dict[str, Arrival] = {}
     out = []
     for a in sorted(accepted, key=lambda a: a.received_ms):
         if planned[a.message_id].destination != "rest":
             continue
         if a.message_id in first:
-            out.append((first[a.message_id], a.received_ms))
-        first.setdefault(a.message_id, a.received_ms)
+            out.append((first[a.message_id], a))
+        first.setdefault(a.message_id, a)
     return out
 
 
-def _explained_by(first_ms: int, again_ms: int, faults: list[FaultSpan]) -> FaultSpan | None:
+def _explained_by(first: Arrival, again: Arrival, faults: list[FaultSpan]) -> FaultSpan | None:
     """The last fault injected between the two deliveries that ended a dispatcher, if any."""
+    first_ms, again_ms = first.received_ms, again.received_ms
     ending = [
         f
         for f in faults

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from chaos.checker import UNEXPLAINED, Facts, Verdict
+from chaos.checker import RETRIED, UNEXPLAINED, Facts, Verdict
 
 SAMPLE = 20  # ids of each violation kind listed in the markdown (all of them in the JSON)
 
@@ -61,7 +61,9 @@ def markdown(verdict: Verdict, meta: dict[str, Any], timeline: list[dict[str, An
         f"- requests not acknowledged (no answer, 5xx or 429 after a retry):"
         f" {meta.get('refused', 0)}; unexpected answers: {len(meta.get('errors', []))}",
         f"- HTTP duplicates (at least once, not a violation): {verdict.http_duplicates};"
-        f" not explained by a dispatcher that ended between the first delivery and the second:"
+        f" a later attempt after a 2xx the dispatcher did not see in time:"
+        f" {verdict.http_duplicates_by_fault.get(RETRIED, 0)}; neither that nor explained by a"
+        f" dispatcher that ended between the two deliveries:"
         f" {verdict.http_duplicates_by_fault.get(UNEXPLAINED, 0)}",
         f"- services that exited on their own and were restarted: {meta.get('exits', [])}",
         f"- statuses that could not be read at the end, and why: {meta.get('unreadable', {})}",

@@ -99,14 +99,20 @@ def test_an_http_duplicate_is_explained_by_the_dispatcher_stop_between_its_two_d
         FaultSpan("pause", "ingest-2", T0 + 4_000, T0 + 5_000),
         FaultSpan("kill9", "bucketer", T0 + 8_000, T0 + 8_500),
     ]
+    facts.acked.append(Acked("t1", "rest", T0 + 8_000, T0))
     facts.arrivals += [
         Arrival("r1", T0 + 4_500, 1, "rest"),  # first at +1,010: the kill lies between
         Arrival("f1", T0 + 9_100, 1, "rest"),  # first at +9,000: nothing ended a dispatcher
+        # answered 2xx, but too late for the dispatcher: retried as attempt 2
+        Arrival("t1", T0 + 8_100, 1, "rest"),
+        Arrival("t1", T0 + 9_300, 2, "rest"),
     ]
+    facts.statuses["t1"] = "SENT"
     verdict = check(facts)
-    assert verdict.ok and verdict.http_duplicates == 2
+    assert verdict.ok and verdict.http_duplicates == 3
     assert verdict.http_duplicates_by_fault == {
         f"kill9 dispatcher-1-of-3-s1 @{T0 + 1_500}": 1,
+        "retried: the answer not seen in time": 1,
         "unexplained": 1,
     }
     assert [f.http_duplicates for f in verdict.faults] == [0, 1, 0, 0]
