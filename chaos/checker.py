@@ -208,14 +208,21 @@ def _http_duplicates(
 
 
 def _explained_by(first: Arrival, again: Arrival, faults: list[FaultSpan]) -> FaultSpan | None:
-    """The last fault injected between the two deliveries that ended a dispatcher, if any."""
+    """The last fault that ended a dispatcher between the two deliveries, if any: a kill -9
+    ends one when it is injected; a rolling restart or a rescale stops instances one after
+    another until its heal, so any of its span may lie between them (seed 2028: a delivery
+    made 10 ms into a rolling restart, by an instance stopped a moment later)."""
     first_ms, again_ms = first.received_ms, again.received_ms
+
+    def in_between(f: FaultSpan) -> bool:
+        if f.kind == "kill9":
+            return first_ms <= f.started_ms <= again_ms
+        return f.started_ms <= again_ms and first_ms <= f.healed_ms
+
     ending = [
         f
         for f in faults
-        if f.kind in ENDS_A_DISPATCHER
-        and f.target.startswith("dispatcher")
-        and first_ms <= f.started_ms <= again_ms
+        if f.kind in ENDS_A_DISPATCHER and f.target.startswith("dispatcher") and in_between(f)
     ]
     return max(ending, key=lambda f: f.started_ms, default=None)
 

@@ -118,6 +118,16 @@ def test_an_http_duplicate_is_explained_by_the_dispatcher_stop_between_its_two_d
     assert [f.http_duplicates for f in verdict.faults] == [0, 1, 0, 0]
 
 
+def test_a_rolling_restart_explains_a_duplicate_first_delivered_during_it() -> None:
+    facts = clean()
+    facts.faults = [FaultSpan("rolling_restart", "dispatcher", T0 + 1_000, T0 + 40_000)]
+    facts.arrivals.append(Arrival("r1", T0 + 21_000, 1, "rest"))  # first at +1,010
+    verdict = check(facts)
+    assert verdict.http_duplicates_by_fault == {f"rolling_restart dispatcher @{T0 + 1_000}": 1}
+    facts.faults = [FaultSpan("kill9", "dispatcher-0-of-2", T0 + 1_000, T0 + 5_000)]
+    assert check(facts).http_duplicates_by_fault == {"unexplained": 1}  # killed before it
+
+
 def test_refused_http_attempts_are_not_duplicates() -> None:
     assert check(clean()).http_duplicates == 0
 
