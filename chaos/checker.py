@@ -18,6 +18,7 @@ timeout ran out first), or counted as unexplained: a finding to look into."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -26,9 +27,12 @@ from scheduler.testing.receiver import Arrival
 
 TERMINAL = ("SENT", "FAILED", "ABORTED")
 RECOVERY_WINDOW_MS = 5_000  # lateness p99 is judged per window of due instants this long
+RECOVERY_STEP_MS = RECOVERY_WINDOW_MS // 5  # windows start this far apart
 BASELINE_MS = 30_000  # the pre-fault p99 is taken over the messages due this long before it
+WARM_UP_TAIL_MS = 60_000  # the warm-up's p99 is its last minute's (JVMs are cold before that)
 STEADY_FLOOR_MS = 50  # "within 2x of the pre-fault p99", but never tighter than this
 # (a 10 ms p99 doubled is below the receivers' own jitter on a loaded host)
+HOLD_MS = 10_000  # back to steady: every window from there on within the bound for this long
 UNEXPLAINED = "unexplained"
 RETRIED = "retried: the answer not seen in time"
 # Faults that end a dispatcher process (its ring partitions go to a restarted or new owner).
@@ -81,7 +85,8 @@ class FaultStats:
     healed_ms: int
     worst_lateness_ms: int  # of the messages due from the injection to the steady point
     baseline_p99_ms: int
-    steady_after_heal_ms: int | None  # None: never back to steady before the next fault
+    steady_after_heal_ms: int | None  # None: not back to steady before the next fault
+    watched_ms: int  # how long after the heal a steady point could have been found
     http_duplicates: int
 
 
@@ -238,36 +243,59 @@ def p99(values: list[int]) -> int:
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
+def steady_bound(before_p99: int | None, warm_up_p99: int | None) -> tuple[int, int]:
+    """(the pre-fault p99, the bound a steady window's p99 must keep): the p99 of the messages
+    due just before the injection, or the warm-up's if lower (a fault injected while an earlier
+    one's backlog lasts would otherwise be measured against the backlog and read "steady" at
+    once: seed 1919), doubled, and never below STEADY_FLOOR_MS. Shared with the live watch that
+    paces the nemesis (chaos.steady)."""
+    if before_p99 is None:
+        base = warm_up_p99 or 0
+    elif warm_up_p99:
+        base = min(before_p99, warm_up_p99)
+    else:
+        base = before_p99
+    return base, max(2 * base, STEADY_FLOOR_MS)
+
+
 def fault_stats(
     lateness: list[tuple[int, int]], faults: list[FaultSpan], http_dups: list[FaultSpan]
 ) -> list[FaultStats]:
     """Per fault: worst lateness of the messages due between its injection and the next fault,
-    and how long after the heal the lateness p99 (per window of due instants) is back within 2x
-    of the pre-fault p99: that of the messages due just before the injection, or that of the
-    warm-up (before any fault) if lower. A fault injected while an earlier one's backlog lasts
-    would otherwise be measured against the backlog and read "steady" at once (seed 1919).
-    `http_dups`: the fault that explains each HTTP duplicate."""
+    and how long after the heal the lateness is back to steady: the first window of due
+    instants (RECOVERY_WINDOW_MS long, one every RECOVERY_STEP_MS) from which every window for
+    HOLD_MS has its p99 within `steady_bound` (a single good window between two bad ones is
+    not a recovery). Windows end before the next fault. `http_dups`: the fault that explains
+    each HTTP duplicate. `lateness` is sorted by due instant."""
     ordered = sorted(faults, key=lambda f: f.started_ms)
-    last_due = max((due for due, _ in lateness), default=0)
+    dues = [due for due, _ in lateness]
+
+    def window(start: int, end: int) -> list[int]:
+        return [late for _, late in lateness[bisect_left(dues, start) : bisect_left(dues, end)]]
+
+    last_due = dues[-1] if dues else 0
     first = ordered[0].started_ms if ordered else 2**62
-    warm_up = p99([late for due, late in lateness if due < first])
+    warm_up = p99(window(first - WARM_UP_TAIL_MS, first)) or None
     out = []
     for i, f in enumerate(ordered):
         until = ordered[i + 1].started_ms if i + 1 < len(ordered) else 2**62
-        before = [
-            late for due, late in lateness if f.started_ms - BASELINE_MS <= due < f.started_ms
-        ]
-        during = [late for due, late in lateness if f.started_ms <= due < until]
-        base = min(p99(before), warm_up) if before and warm_up else p99(before)
-        bound = max(2 * base, STEADY_FLOOR_MS)
-        steady = None
+        before = window(f.started_ms - BASELINE_MS, f.started_ms)
+        during = window(f.started_ms, until)
+        base, bound = steady_bound(p99(before) if before else None, warm_up)
+        end = min(until, last_due + 1)
+        steady, ok_since = None, None
         start = f.healed_ms
-        while start < min(until, last_due + 1):
-            window = [late for due, late in lateness if start <= due < start + RECOVERY_WINDOW_MS]
-            if window and p99(window) <= bound:
-                steady = start - f.healed_ms
+        while start + RECOVERY_WINDOW_MS <= end:
+            lates = window(start, start + RECOVERY_WINDOW_MS)
+            if lates and p99(lates) > bound:
+                ok_since = None
+            elif ok_since is None:
+                ok_since = start
+            if ok_since is not None and start - ok_since >= HOLD_MS:
+                steady = ok_since - f.healed_ms
                 break
-            start += RECOVERY_WINDOW_MS // 5
+            start += RECOVERY_STEP_MS
+        watched = max(0, end - RECOVERY_WINDOW_MS - HOLD_MS - f.healed_ms)
         dups = sum(1 for explaining in http_dups if explaining == f)
         out.append(
             FaultStats(
@@ -278,6 +306,7 @@ def fault_stats(
                 max(during, default=0),
                 base,
                 steady,
+                watched,
                 dups,
             )
         )

@@ -1,6 +1,9 @@
 """The fault schedule: a pure function of the seed, the duration and the targets, so a seed
 replays the same campaign. Faults never overlap: each one is injected, healed after its delay,
 then the system gets a quiet gap, so a violation or a lateness spike can be pinned on one fault.
+The gap is a minimum: the executor also waits for the lateness to be back to steady (up to
+chaos.faults.STEADY_WAIT_S), so only the first fault's instant is fixed; a seed replays the same
+faults in the same order with the same heal delays and gaps.
 
 The executor that applies a schedule to real processes lives in chaos.faults."""
 
@@ -38,7 +41,7 @@ WEIGHTS = {
     "rescale": 1,
 }
 HEAL_MIN_S, HEAL_MAX_S = 1.0, 10.0
-GAP_MIN_S, GAP_MAX_S = 10.0, 25.0  # quiet time after a heal: long enough to see the recovery
+GAP_MIN_S, GAP_MAX_S = 10.0, 25.0  # quiet time after a heal, at least
 DELAY_MIN_S, DELAY_MAX_S = 0.2, 3.0  # added latency of a slowed link
 RESCALE_CYCLE = (3, 2, 1, 2)  # from the starting 2 instances: 2 -> 3 -> 2 -> 1 -> 2 -> 3 ...
 
@@ -55,7 +58,9 @@ class Target:
 
 @dataclass(frozen=True)
 class Fault:
-    """One planned fault: injected `at_s` into the campaign, healed `heal_after_s` later.
+    """One planned fault: injected `at_s` into the campaign (if every earlier one recovered at
+    once: the first fault's instant, the others' earliest), healed `heal_after_s` later, then
+    `gap_s` of quiet at least.
     `target` is a node name, or a service kind for rolling_restart and rescale (a dispatcher
     target is resolved against the instances running when it fires: `slot`)."""
 
@@ -66,6 +71,7 @@ class Fault:
     delay_s: float = 0.0  # cassandra_delay and kafka_delay only
     instances: int = 0  # rescale only: the new count
     slot: int = 0  # kill9/pause/link of a dispatcher: which running instance
+    gap_s: float = 0.0  # quiet time after the heal, at least
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,7 +111,7 @@ def plan(
             target, slot = "dispatcher", rng.randrange(3)
         if kind in ("cassandra_delay", "kafka_delay"):
             delay = round(rng.uniform(DELAY_MIN_S, DELAY_MAX_S), 2)
-        fault = Fault(round(at, 1), kind, target, heal, delay, instances, slot)
-        faults.append(fault)
-        at += heal + rng.uniform(GAP_MIN_S, GAP_MAX_S)
+        gap = round(rng.uniform(GAP_MIN_S, GAP_MAX_S), 1)
+        faults.append(Fault(round(at, 1), kind, target, heal, delay, instances, slot, gap))
+        at += heal + gap
     return faults

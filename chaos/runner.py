@@ -26,6 +26,7 @@ from chaos.links import NodeLinks
 from chaos.nemesis import Target, plan
 from chaos.nodes import DispatcherFleet, ServiceNode, Topology
 from chaos.stack import MAKE_CHAOS_PORTS, ClusterStack, SingleStack, campaign_stack
+from chaos.steady import LiveLateness, RecoveryWatch
 from chaos.workload import AppRef, Workload
 from scheduler.cli import setup
 from scheduler.clock import SystemClock
@@ -51,6 +52,9 @@ SETTLE_S = 90.0  # after the last due instant: time for retries, redrives and st
 STATUS_TIMEOUT_S = 120.0  # reading every record until each is terminal
 START_TIMEOUT_S = 600.0  # the services' first start, all at once
 GRACE_S = 3.0  # after the last arrival: time for a late duplicate to show
+# Load before the first fault. The cluster's six JVMs are cold at first: without faults, its
+# lateness took about 150 s to settle (p50 5-8 s at first, 0.3-0.5 s after; docs/CHAOS.md).
+WARMUP_S = {"single": 15.0, "cluster": 180.0}
 
 
 @dataclass
@@ -63,6 +67,7 @@ class Options:
     keep_stack: bool = False
     longest_s: float = 45.0  # furthest sendAt of the workload
     warmup_s: float = 15.0  # load without faults first: the first fault's pre-fault p99
+    # (the command line's default depends on the topology: WARMUP_S)
     ports: int = MAKE_CHAOS_PORTS  # the private stack's port base (chaos.stack)
     kafka_links: bool = False  # cluster only: the services' Kafka traffic through proxies
 
@@ -82,7 +87,13 @@ def parse(argv: list[str]) -> Options:
         " kafka_cut are drawn (costly: see docs/CHAOS.md)",
     )
     p.add_argument("--longest-s", type=float, default=45.0, help="furthest sendAt, seconds")
-    p.add_argument("--warmup-s", type=float, default=15.0, help="load before the first fault")
+    p.add_argument(
+        "--warmup-s",
+        type=float,
+        default=None,
+        help=f"load before the first fault (default {WARMUP_S['single']:.0f} s on the single"
+        f" topology, {WARMUP_S['cluster']:.0f} s on the cluster: cold JVMs)",
+    )
     a = p.parse_args(argv)
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1_000_000)
     return Options(
@@ -93,7 +104,7 @@ def parse(argv: list[str]) -> Options:
         a.out,
         a.keep_stack,
         a.longest_s,
-        a.warmup_s,
+        WARMUP_S[a.topology] if a.warmup_s is None else a.warmup_s,
         kafka_links=a.kafka_links,
     )
 
@@ -338,9 +349,13 @@ def _campaign(
         )
         workload.longest_ms = int(options.longest_s * 1000)
         faults = plan(options.seed, options.duration_s, targets(topology), options.warmup_s)
-        log(f"{len(faults)} faults planned over {options.duration_s:.0f} s")
+        log(
+            f"{len(faults)} faults planned over {options.duration_s:.0f} s (the first after"
+            f" {options.warmup_s:.0f} s; each later one waits for steady: fewer may fit)"
+        )
         stop = threading.Event()
-        nemesis = Nemesis(topology, CLOCK, stop.wait, log)
+        recovery = RecoveryWatch(LiveLateness(workload.ledger, arrivals))
+        nemesis = Nemesis(topology, CLOCK, stop.wait, log, recovery)
         supervisor = Supervisor(topology, nemesis)
         started_ms = CLOCK.now_ms()
         workload.start()
@@ -376,6 +391,7 @@ def _campaign(
             "command": command,
             "seed": options.seed,
             "duration_s": options.duration_s,
+            "warmup_s": options.warmup_s,
             "rate": options.rate,
             "topology": options.topology + (" + Kafka links" if options.kafka_links else ""),
             "started_ms": started_ms,

@@ -42,6 +42,11 @@ class Arrivals:
         with self.lock:
             return list(self.items)
 
+    def since(self, start: int) -> list[Arrival]:
+        """The arrivals after the first `start` (a reader that keeps up without copying all)."""
+        with self.lock:
+            return self.items[start:]
+
     def ids(self) -> set[str]:
         with self.lock:
             return {a.message_id for a in self.items}

@@ -194,3 +194,41 @@ def test_a_fault_during_a_backlog_is_steady_only_when_the_backlog_is_gone() -> N
     _, stats = fault_stats(lateness, [first, second], [])
     assert stats.baseline_p99_ms == 10  # the steady state before any fault, not the backlog
     assert stats.steady_after_heal_ms == 100_000 - 72_000
+
+
+def test_one_good_window_between_bad_ones_is_not_back_to_steady() -> None:
+    # after the heal: 6 s of on-time deliveries, then 6 s late for 10 s (a restarted
+    # dispatcher taking over), then on time for good from 16 s after the heal
+    lateness = [(T0 + ms, 10) for ms in range(0, 30_000, 100)]
+    fault_at, healed = T0 + 30_000, T0 + 35_000
+    lateness += [(T0 + ms, 3_000) for ms in range(30_000, 35_000, 100)]
+    lateness += [(T0 + ms, 10) for ms in range(35_000, 41_000, 100)]
+    lateness += [(T0 + ms, 6_000) for ms in range(41_000, 51_000, 100)]
+    lateness += [(T0 + ms, 10) for ms in range(51_000, 90_000, 100)]
+    [stats] = fault_stats(lateness, [FaultSpan("kill9", "dispatcher", fault_at, healed)], [])
+    assert stats.steady_after_heal_ms == 16_000
+
+
+def test_the_warm_up_baseline_is_its_last_minute_not_the_cold_start() -> None:
+    # the first 60 s of load 8 s late (cold JVMs), the next 60 s 100 ms; a fault comes while
+    # its predecessor's backlog (5 s) lasts: its bound is twice the warm-up's last minute
+    lateness = [(T0 + ms, 8_000) for ms in range(0, 60_000, 100)]
+    lateness += [(T0 + ms, 100) for ms in range(60_000, 120_000, 100)]
+    lateness += [(T0 + ms, 5_000) for ms in range(120_000, 200_000, 100)]
+    lateness += [(T0 + ms, 150) for ms in range(200_000, 260_000, 100)]
+    first = FaultSpan("kill9", "bucketer", T0 + 120_000, T0 + 125_000)
+    second = FaultSpan("pause", "ingest", T0 + 160_000, T0 + 165_000)
+    _, stats = fault_stats(lateness, [first, second], [])
+    assert stats.baseline_p99_ms == 100
+    assert stats.steady_after_heal_ms == 200_000 - 165_000
+
+
+def test_a_fault_not_back_to_steady_says_how_long_it_was_watched() -> None:
+    lateness = [(T0 + ms, 10) for ms in range(0, 30_000, 100)]
+    lateness += [(T0 + ms, 3_000) for ms in range(30_000, 200_000, 100)]
+    kill = FaultSpan("kafka_kill", "kafka", T0 + 30_000, T0 + 35_000)
+    nxt = FaultSpan("pause", "ingest", T0 + 125_000, T0 + 127_000)
+    stats, _ = fault_stats(lateness, [kill, nxt], [])
+    assert stats.steady_after_heal_ms is None
+    # windows of 5 s, held 10 s, ending before the next fault: a steady point by 75 s
+    assert stats.watched_ms == 125_000 - 35_000 - 5_000 - 10_000

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from chaos.faults import Nemesis
+from chaos.faults import STEADY_WAIT_S, Nemesis
 from chaos.nemesis import Fault
 from chaos.nodes import Topology
 from scheduler.clock import ManualClock
@@ -67,3 +67,66 @@ def test_a_link_fault_hits_its_links_and_heals_them(
     assert next(iter(spared.values())).calls == []
     [window] = n.timeline
     assert (window.kind, window.target, window.error) == (kind, target, "")
+
+
+class FakeRecovery:
+    """Steady from `steady_from_ms` on; records what the nemesis asked."""
+
+    def __init__(self, steady_from_ms: int) -> None:
+        self.steady_from_ms = steady_from_ms
+        self.injected_at: list[int] = []
+
+    def injected(self, at_ms: int) -> None:
+        self.injected_at.append(at_ms)
+
+    def steady(self, now_ms: int, healed_ms: int) -> bool:
+        return now_ms >= self.steady_from_ms
+
+
+def paced(recovery: FakeRecovery | None) -> tuple[Nemesis, ManualClock]:
+    proxies = {"releaser": FakeLinks()}
+    releaser = SimpleNamespace(name="releaser", kind="releaser")
+    fleet = SimpleNamespace(current=["dispatcher"])
+    topology = Topology([], [releaser], fleet, proxies, {}, {})  # type: ignore[arg-type,list-item]
+    clock = ManualClock(0)
+
+    def wait(seconds: float) -> bool:  # the wall clock, as the runner's stop.wait sees it
+        clock.advance(int(seconds * 1000))
+        return False
+
+    return Nemesis(topology, clock, wait, lambda _: None, recovery), clock
+
+
+TWO_CUTS = [
+    Fault(15.0, "cassandra_cut", "releaser", heal_after_s=5.0, gap_s=10.0),
+    Fault(30.0, "cassandra_cut", "releaser", heal_after_s=5.0, gap_s=10.0),
+]
+
+
+def test_the_next_fault_waits_for_the_system_to_be_back_to_steady() -> None:
+    recovery = FakeRecovery(steady_from_ms=62_500)
+    n, _ = paced(recovery)
+    n.run(TWO_CUTS, started_ms=0)
+    first, second = n.timeline
+    assert (first.started_ms, first.healed_ms) == (15_000, 20_000)
+    # the gap (10 s) is a minimum; steady came 42.5 s after the heal, seen at the next probe
+    assert second.started_ms == 63_000
+    assert recovery.injected_at == [15_000, 63_000]
+
+
+def test_the_gap_alone_when_already_steady() -> None:
+    n, _ = paced(FakeRecovery(steady_from_ms=0))
+    n.run(TWO_CUTS, started_ms=0)
+    assert n.timeline[1].started_ms == 30_000
+
+
+def test_a_system_never_back_to_steady_gets_its_next_fault_after_the_longest_wait() -> None:
+    n, _ = paced(FakeRecovery(steady_from_ms=10**12))
+    n.run(TWO_CUTS, started_ms=0)
+    assert n.timeline[1].started_ms == 20_000 + int(STEADY_WAIT_S * 1000)
+
+
+def test_without_a_watch_the_gap_alone_paces() -> None:
+    n, _ = paced(None)
+    n.run(TWO_CUTS, started_ms=0)
+    assert n.timeline[1].started_ms == 30_000
