@@ -1,7 +1,8 @@
 """The short chaos campaign of CI (docs/CHAOS.md): its own private stack, two replicas of each
-service, a pinned seed whose first 100 s cut the releaser's Cassandra link, kill the broker,
-freeze the Cassandra node and freeze an ingest replica, under a mixed load. Fails on any
-violation the checker finds; the report stays in the test's temporary directory."""
+service, a pinned seed whose first 100 s cut a Cassandra link, kill the broker and freeze the
+Cassandra node (and freeze an ingest replica if the recoveries leave room: each fault waits for
+the previous one's), under a mixed load. Fails on any violation the checker finds; the report
+stays in the test's temporary directory."""
 
 from __future__ import annotations
 

@@ -124,8 +124,21 @@ def test_a_rolling_restart_explains_a_duplicate_first_delivered_during_it() -> N
     facts.arrivals.append(Arrival("r1", T0 + 21_000, 1, "rest"))  # first at +1,010
     verdict = check(facts)
     assert verdict.http_duplicates_by_fault == {f"rolling_restart dispatcher @{T0 + 1_000}": 1}
-    facts.faults = [FaultSpan("kill9", "dispatcher-0-of-2", T0 + 1_000, T0 + 5_000)]
-    assert check(facts).http_duplicates_by_fault == {"unexplained": 1}  # killed before it
+    # killed before the first delivery was even sent (received 2 s after the kill)
+    facts.faults = [FaultSpan("kill9", "dispatcher-0-of-2", T0 - 990, T0 + 5_000)]
+    assert check(facts).http_duplicates_by_fault == {"unexplained": 1}
+
+
+def test_a_delivery_in_flight_at_a_kill_and_delivered_again_is_explained_by_it() -> None:
+    """Seed 2029: two deliveries received 17 ms after a dispatcher's kill -9 was sent (their
+    requests were in flight: the receiver stamps them when it reads them) and again after its
+    restart were reported unexplained."""
+    facts = clean()
+    kill = FaultSpan("kill9", "dispatcher-0-of-1-s3", T0 + 993, T0 + 15_000)
+    facts.faults = [kill]
+    facts.arrivals.append(Arrival("r1", T0 + 15_100, 1, "rest"))  # first at +1,010
+    verdict = check(facts)
+    assert verdict.http_duplicates_by_fault == {f"kill9 dispatcher-0-of-1-s3 @{T0 + 993}": 1}
 
 
 def test_refused_http_attempts_are_not_duplicates() -> None:
