@@ -86,7 +86,7 @@ class FaultStats:
     target: str
     started_ms: int
     healed_ms: int
-    worst_lateness_ms: int  # of the messages due from the injection to the steady point
+    worst_lateness_ms: int  # of the messages due from the injection to the next fault
     baseline_p99_ms: int
     steady_after_heal_ms: int | None  # None: not back to steady before the next fault
     watched_ms: int  # how long after the heal a steady point could have been found

@@ -96,6 +96,6 @@ class RecoveryWatch:
         if late is not None and late > self.bound_ms:
             self._ok_since = None
             return False
-        if self._ok_since is None or self._ok_since < healed_ms:
+        if self._ok_since is None:
             self._ok_since = start
         return start - self._ok_since >= HOLD_MS
