@@ -161,7 +161,7 @@ def check(facts: Facts) -> Verdict:
 
     first = _first_accepted(accepted)
     lateness = sorted(
-        (_due(planned[m]), a.received_ms - _due(planned[m]))
+        (due_ms(planned[m]), a.received_ms - due_ms(planned[m]))
         for m, a in first.items()
         if not planned[m].flaky and m not in facts.redriven
     )
@@ -188,7 +188,7 @@ def check(facts: Facts) -> Verdict:
     )
 
 
-def _due(acked: Acked) -> int:
+def due_ms(acked: Acked) -> int:
     """A past sendAt is due when the request was sent."""
     return max(acked.send_at_ms, acked.sent_ms)
 

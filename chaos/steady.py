@@ -14,6 +14,7 @@ from chaos.checker import (
     HOLD_MS,
     RECOVERY_WINDOW_MS,
     WARM_UP_TAIL_MS,
+    due_ms,
     p99,
     steady_bound,
 )
@@ -57,7 +58,7 @@ class LiveLateness:
         self._acked_read += len(acked)
         for a in acked:
             if not a.flaky:
-                insort(self._due, (max(a.send_at_ms, a.sent_ms), a.message_id))
+                insort(self._due, (due_ms(a), a.message_id))
         arrivals = self._arrivals.since(self._arrivals_read)
         self._arrivals_read += len(arrivals)
         for arrival in arrivals:

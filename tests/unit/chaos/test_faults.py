@@ -33,19 +33,21 @@ class FakeLinks:
         self.calls.append(("restore",))
 
 
+def topology(proxies: dict[str, FakeLinks], brokers: dict[str, FakeLinks]) -> Topology:
+    """A releaser with its Cassandra links `proxies`, and the services' links to `brokers`."""
+    releaser = SimpleNamespace(name="releaser", kind="releaser")
+    fleet = SimpleNamespace(current=["dispatcher"])
+    return Topology([], [releaser], fleet, proxies, {}, brokers)  # type: ignore[arg-type,list-item]
+
+
 def nemesis() -> tuple[Nemesis, dict[str, FakeLinks], dict[str, FakeLinks]]:
     proxies = {"releaser": FakeLinks()}
     brokers = {"kafka-2": FakeLinks()}
-    releaser = SimpleNamespace(name="releaser", kind="releaser")
-    fleet = SimpleNamespace(current=["dispatcher"])
-    topology = Topology([], [releaser], fleet, proxies, {}, brokers)  # type: ignore[arg-type,list-item]
-    waits: list[float] = []
-
-    def wait(seconds: float) -> bool:
-        waits.append(seconds)
-        return False
-
-    return Nemesis(topology, ManualClock(0), wait, log=lambda _: None), proxies, brokers
+    return (
+        Nemesis(topology(proxies, brokers), ManualClock(0), lambda _s: False, lambda _: None),
+        proxies,
+        brokers,
+    )
 
 
 @pytest.mark.parametrize(
@@ -83,18 +85,14 @@ class FakeRecovery:
         return now_ms >= self.steady_from_ms
 
 
-def paced(recovery: FakeRecovery | None) -> tuple[Nemesis, ManualClock]:
-    proxies = {"releaser": FakeLinks()}
-    releaser = SimpleNamespace(name="releaser", kind="releaser")
-    fleet = SimpleNamespace(current=["dispatcher"])
-    topology = Topology([], [releaser], fleet, proxies, {}, {})  # type: ignore[arg-type,list-item]
+def paced(recovery: FakeRecovery | None) -> Nemesis:
     clock = ManualClock(0)
 
     def wait(seconds: float) -> bool:  # the wall clock, as the runner's stop.wait sees it
         clock.advance(int(seconds * 1000))
         return False
 
-    return Nemesis(topology, clock, wait, lambda _: None, recovery), clock
+    return Nemesis(topology({"releaser": FakeLinks()}, {}), clock, wait, lambda _: None, recovery)
 
 
 TWO_CUTS = [
@@ -105,7 +103,7 @@ TWO_CUTS = [
 
 def test_the_next_fault_waits_for_the_system_to_be_back_to_steady() -> None:
     recovery = FakeRecovery(steady_from_ms=62_500)
-    n, _ = paced(recovery)
+    n = paced(recovery)
     n.run(TWO_CUTS, started_ms=0)
     first, second = n.timeline
     assert (first.started_ms, first.healed_ms) == (15_000, 20_000)
@@ -115,18 +113,18 @@ def test_the_next_fault_waits_for_the_system_to_be_back_to_steady() -> None:
 
 
 def test_the_gap_alone_when_already_steady() -> None:
-    n, _ = paced(FakeRecovery(steady_from_ms=0))
+    n = paced(FakeRecovery(steady_from_ms=0))
     n.run(TWO_CUTS, started_ms=0)
     assert n.timeline[1].started_ms == 30_000
 
 
 def test_a_system_never_back_to_steady_gets_its_next_fault_after_the_longest_wait() -> None:
-    n, _ = paced(FakeRecovery(steady_from_ms=10**12))
+    n = paced(FakeRecovery(steady_from_ms=10**12))
     n.run(TWO_CUTS, started_ms=0)
     assert n.timeline[1].started_ms == 20_000 + int(STEADY_WAIT_S * 1000)
 
 
 def test_without_a_watch_the_gap_alone_paces() -> None:
-    n, _ = paced(None)
+    n = paced(None)
     n.run(TWO_CUTS, started_ms=0)
     assert n.timeline[1].started_ms == 30_000
