@@ -860,6 +860,20 @@ DISPATCHER = [
                 "Cassandra read of the message records before firing (queueing included).",
             ),
             Panel(
+                "Fire-time record checks",
+                "ops",
+                [
+                    (
+                        f"sum by (source) (rate(scheduler_dispatch_record_checks_total[{RATE}]))",
+                        "{{source}}",
+                    )
+                ],
+                "read: the message record was read before firing; known: the timer queue knows"
+                " every settlement that could concern the attempt (due since the restart's"
+                " reload, within the dedup window). Reads stay on after the ring is"
+                " repartitioned, until a restart.",
+            ),
+            Panel(
                 "Ring lag and held messages per instance",
                 "short",
                 [

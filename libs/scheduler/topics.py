@@ -7,6 +7,10 @@ from enum import Enum
 
 from scheduler.settings import KafkaSettings, SchedulingSettings
 
+# Results younger than this are never compacted: a restart's reload sees every attempt's result
+# of that span, not only its message's latest (the dispatcher relies on it, core.py).
+RESULTS_MIN_COMPACTION_LAG_MS = 3_600_000
+
 
 class Topic(Enum):
     REQUESTS = "requests"
@@ -77,7 +81,7 @@ class Topics:
                     **durable,
                     "cleanup.policy": "compact,delete",
                     "retention.ms": str(k.results_retention_ms),
-                    "min.compaction.lag.ms": "3600000",
+                    "min.compaction.lag.ms": str(RESULTS_MIN_COMPACTION_LAG_MS),
                 },
             ),
             TopicSpec(self.rejected, 1, retained(k.operator_retention_ms)),

@@ -66,6 +66,13 @@ class DispatchMetrics:
             buckets=LATENESS_BUCKETS,
             registry=registry,
         )
+        self.record_checks = Counter(
+            "scheduler_dispatch_record_checks_total",
+            "Attempts at fire time by how a settled copy is ruled out: read (the message record"
+            " is read) or known (the timer queue knows every settlement that could concern it)",
+            ["source"],
+            registry=registry,
+        )
         self.attempts = Counter(
             "scheduler_dispatch_attempts_total",
             "Delivery attempts by destination type, outcome and reason",

@@ -47,6 +47,10 @@ class Accepting:
     def __init__(self) -> None:
         self.timers = TimerQueue()
         self.accepted: list[str] = []
+        self.repartitioned = 0
+
+    def ring_repartitioned(self) -> None:
+        self.repartitioned += 1
 
     def accept(
         self, message: DueMessage, position: Position | None, parked: int | None = None
@@ -219,6 +223,22 @@ def test_ring_partitions_added_while_running_are_found_and_read_from_their_start
     run(body())
     assert dispatcher.accepted == ["m-new"]
     assert feed.partitions == RING.size + 1
+    # Keys now map to other partitions: the dispatcher is told (it reads every record again).
+    assert dispatcher.repartitioned == 1
+
+
+def test_a_listing_with_the_same_partitions_is_not_a_repartition() -> None:
+    kafka, clock = ring_world(partitions=2)
+    feed, _, dispatcher, _ = ring_feed(kafka, clock)
+
+    async def body() -> None:
+        feed.start(clock.now_ms(), slack_ms=0)
+        for _ in range(3):
+            clock.advance(SETTINGS.metadata_refresh_ms)
+            await listed(feed, clock)
+
+    run(body())
+    assert dispatcher.repartitioned == 0
 
 
 def test_only_owned_partitions_are_assigned() -> None:

@@ -110,6 +110,13 @@ class Dispatcher:
             )
         self._backoff: Backoff = settings.backoff()
         self.timers = TimerQueue()
+        # From this instant on the timer queue knows every settled attempt of this instance's
+        # ring partitions (a restart's reload of results, then its own settlements), so an
+        # attempt due since then needs no record read ("Late duplicates"). None: it knows none.
+        self._settled_known_since: int | None = None
+        self._ring_repartitioned = False
+        self._records_read = metrics.record_checks.labels("read")
+        self._records_known = metrics.record_checks.labels("known")
         self.stopping = False  # set on shutdown: tasks not yet delivering give up
         self._sleep = sleep
         # Record reads run here, not in the loop's default executor (shared with the sink).
@@ -131,6 +138,33 @@ class Dispatcher:
         # Producing to them again at once would hold every other tenant's transaction for the
         # destination timeout again.
         self._quarantine: dict[str, int] = {}
+
+    def know_settled_since(self, since_ms: int) -> None:
+        """The timer queue holds every attempt settled since `since_ms` (runtime: after the
+        results reload). Ignored once the ring's partitions changed."""
+        if not self._ring_repartitioned:
+            self._settled_known_since = since_ms
+
+    def ring_repartitioned(self) -> None:
+        """The ring's partition count changed: a copy of an attempt may now land on another
+        partition than its first copy, one another instance owns and settles, so the timer
+        queue vouches for nothing until this process restarts (every attempt reads its record)."""
+        self._ring_repartitioned = True
+        self._settled_known_since = None
+
+    def _settlement_known(self, message: DueMessage, now_ms: int) -> bool:
+        """Does the timer queue know every settlement of an earlier copy of this attempt?
+
+        A settled copy left its result when it fired, at most the produce-ahead before its due
+        instant (and a host's clock may be a slack behind); the queue forgets settled attempts
+        due more than the dedup window ago."""
+        since = self._settled_known_since
+        if since is None or message.due_ms < now_ms - self._settings.dedup_window_ms:
+            return False
+        earliest_result = (
+            message.due_ms - self._settings.kafka_produce_ahead_ms - self._settings.results_slack_ms
+        )
+        return earliest_result >= since
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -204,23 +238,21 @@ class Dispatcher:
         return len(self._tasks)
 
     async def _fire_batch(self, helds: list[Held]) -> None:
-        """One record read for up to READ_BATCH messages of one app, then one task each."""
+        """One record read for up to READ_BATCH messages of one app (those whose settlements
+        the timer queue cannot vouch for), then one task each."""
         app_id = helds[0].message.app_id
-        ids = [h.message.message_id for h in helds]
         now = self._clock.now_ms()
-        if any(h.message.due_ms < now - self._settings.dedup_window_ms for h in helds):
+        unknown = [h for h in helds if not self._settlement_known(h.message, now)]
+        self._records_known.inc(len(helds) - len(unknown))
+        if any(h.message.due_ms < now - self._settings.dedup_window_ms for h in unknown):
             # Past the dedup window only the record tells a settled duplicate: wait until it
             # holds every result committed so far (records_progress.py).
             while self._records.covers_ms < now:
                 if self.stopping:
                     return  # not fired: left unsettled (read again after the restart)
                 await self._sleep(0.05)
-        started = self._clock.monotonic_ms()
         try:
-            states = await asyncio.get_running_loop().run_in_executor(
-                self._reads, self._states.states, app_id, ids
-            )
-            self._metrics.record_read.observe((self._clock.monotonic_ms() - started) / 1000)
+            states = await self._read_states(app_id, [h.message.message_id for h in unknown])
             # Inside the try: a failed app read (Cassandra, or a secret this replica's keyring
             # cannot decrypt) must hand the attempts back, not drop them from the timers.
             app = await self._apps.get(app_id)
@@ -242,6 +274,17 @@ class Dispatcher:
             return
         for held in helds:  # REST (each waits for its own response), or waiting for its app
             self._spawn(self.fire(held, states.get(held.message.message_id)))
+
+    async def _read_states(self, app_id: str, ids: list[str]) -> dict[str, StatusUpdate]:
+        if not ids:
+            return {}
+        self._records_read.inc(len(ids))
+        started = self._clock.monotonic_ms()
+        states = await asyncio.get_running_loop().run_in_executor(
+            self._reads, self._states.states, app_id, ids
+        )
+        self._metrics.record_read.observe((self._clock.monotonic_ms() - started) / 1000)
+        return states
 
     async def _hand_back(self, helds: list[Held]) -> None:
         # Hand the attempts back to the timer queue unchanged, so they are retried (dedup lets

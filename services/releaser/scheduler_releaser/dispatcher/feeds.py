@@ -157,6 +157,7 @@ class RingFeed:
         self._probe: asyncio.Task[None] | None = None
         self._probed_ms = 0
         self._listed_ms = 0
+        self._sizes: dict[str, int] | None = None  # partitions of each ring topic, first listed
         self._listing: asyncio.Task[None] | None = None
         self._waiting: asyncio.Future[list[Message]] | None = None  # wait()'s consume
         # wait()'s consume has a thread of its own: in the shared default pool it could queue
@@ -176,12 +177,25 @@ class RingFeed:
         metadata = self._consumer.list_topics(timeout=timeout_s).topics
         mine: list[TopicPartition] = []
         s = self._settings
+        sizes: dict[str, int] = {}
         for topic in self._topics.ring.topics():
             if topic not in metadata:
                 raise RuntimeError(f"ring topic {topic} is missing: run `scheduler setup`")
+            sizes[topic] = len(metadata[topic].partitions)
             for partition in sorted(metadata[topic].partitions):
                 if owns(partition, s.instance, s.instances):
                     mine.append(TopicPartition(topic, partition))
+        if self._sizes is None:
+            self._sizes = sizes
+        elif sizes != self._sizes:
+            # Messages' keys now map to other partitions, some owned by other instances.
+            log.warning(
+                "the ring's partition counts changed (%s): until this dispatcher restarts, every"
+                " attempt reads its message record before it fires",
+                ", ".join(f"{t} {self._sizes.get(t)}->{n}" for t, n in sizes.items()),
+            )
+            self._sizes = sizes
+            self._dispatcher.ring_repartitioned()
         return mine
 
     def start(self, now_ms: int, slack_ms: int) -> int:

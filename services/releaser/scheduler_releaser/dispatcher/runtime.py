@@ -39,7 +39,7 @@ from scheduler.ops import Health
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.store.ports import AppLookup, BucketStore, MessageStore
 from scheduler.store.usage import UsageStore
-from scheduler.topics import Topics
+from scheduler.topics import RESULTS_MIN_COMPACTION_LAG_MS, Topics
 from scheduler_releaser.codecs import Codecs
 from scheduler_releaser.metrics import DispatchMetrics
 from scheduler_releaser.settings import DispatchSettings
@@ -260,7 +260,16 @@ async def run_dispatcher(
             )
         finally:
             loader.close()
-        log.info("dispatcher %s started: %d settled attempts loaded", settings.instance, loaded)
+        # Every settlement since `since` is now in the timer queue, except what compaction may
+        # have merged away: an attempt superseded by a later one of its message (topics.py).
+        known = max(since, clock.now_ms() - RESULTS_MIN_COMPACTION_LAG_MS)
+        dispatcher.know_settled_since(known)
+        log.info(
+            "dispatcher %s started: %d settled attempts loaded, all known since %d",
+            settings.instance,
+            loaded,
+            known,
+        )
         # The long-lived objects of startup (drivers, clients, codecs) leave the collector's
         # generations: full collections, which stall firing for tens of ms, get cheaper.
         gc.freeze()
