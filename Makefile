@@ -61,7 +61,7 @@ demo: up ## schedule a spread of messages to a local receiver and watch them arr
 	$(PY) devservers/demo.py $(TOPO)
 
 BENCH_ARGS ?=
-bench: stack-up ## benchmark suite on the local stack -> BENCHMARKS.md, docs/bench/*.png (~25 min at most; BENCH_ARGS="--quick": ~5 min; "--with-10m" adds 10 M pending)
+bench: stack-up ## benchmark suite on the local stack -> BENCHMARKS.md, docs/bench/*.png (~35 min at most; BENCH_ARGS="--quick": ~5 min; "--with-10m" adds 10 M pending)
 	$(PY) -m bench.suite $(BENCH_ARGS)
 
 SOAK_ARGS ?= --duration-s 60 --rate 20 --horizon-s 120

@@ -121,6 +121,8 @@ def draw_all(results: dict[str, Any], out: Path) -> list[Path]:
         ingest(results["ingest"], out / "ingest.png")
     if results.get("hotspot"):
         hotspot(results["hotspot"], out / "hotspot.png")
+    if results.get("hotspot_production"):
+        hotspot(results["hotspot_production"], out / "hotspot_production.png")
     for r in results.get("recovery", []):
         recovery(r, out / f"recovery_{r['service']}.png")
     if results.get("pending"):

@@ -15,6 +15,7 @@ from bench import feeder
 from bench.delivery import CLOCK, Outcome, collect
 from bench.ingest_bench import drive
 from bench.stats import (
+    held_without_falling_behind,
     lateness_summary,
     median_summaries,
     per_second,
@@ -28,6 +29,9 @@ from bench.world import World
 LEAD_MS = 8_000  # a steady message is due this long after it is scheduled: the long path
 DRAIN_S = 20.0  # after the last due instant, wait at most this long for stragglers
 FEEDER_START_S = 30.0  # a spawned feeder imports the library before it produces
+SATURATION_S = 60  # a rate counts as held when the pipeline keeps up with it this long
+SATURATION_TAIL_MS = 10_000  # ... judged by the lateness of the messages due last
+BEHIND_MS = 1_000  # ... at their p99
 
 
 @dataclass(frozen=True)
@@ -44,9 +48,13 @@ class Profile:
     recovery_rate: int
     recovery_seconds: int
     idle_seconds: int = 30  # nothing scheduled: the stack alone, then with the services up
+    # rates tried in turn, each for SATURATION_S, until one is not held (Kafka destination)
+    saturation_rates: tuple[int, ...] = (1_000, 1_500, 2_000, 3_000, 4_000)
 
 
-QUICK = Profile("quick", 2.0, 3, 5_000, (100, 1_000), 5, 1, 5_000, (20_000,), 200, 30, 10)
+QUICK = Profile(
+    "quick", 2.0, 3, 5_000, (100, 1_000), 5, 1, 5_000, (20_000,), 200, 30, 10, (500, 1_000)
+)
 FULL = Profile("full", 5.0, 3, 30_000, (100, 1_000, 5_000), 10, 3, 100_000, (1_000_000,), 1_000, 60)
 
 
@@ -105,6 +113,47 @@ def steady(world: World, workdir: Path, destination: str, rate: int, p: Profile)
         "lateness_ms": median_summaries([r for r in runs if r.get("count")]),
         "totals": totals,
         "series": {"pooled": pooled, "first_run": first_points},
+    }
+
+
+def saturation(
+    world: World, workdir: Path, p: Profile, seconds: int = SATURATION_S
+) -> dict[str, Any]:
+    """The saturation rate: the highest of p.saturation_rates held for `seconds` to the Kafka
+    destination without falling behind (stats.held_without_falling_behind); the rates are
+    tried in increasing order until one is not held."""
+    tried: list[dict[str, Any]] = []
+    held_rate = None
+    for rate in p.saturation_rates:
+        fed, outcome = steady_run(world, workdir, "kafka", rate, seconds)
+        held, why = held_without_falling_behind(
+            outcome.points,
+            len(fed.planned),
+            fed.achieved_rate,
+            rate,
+            SATURATION_TAIL_MS,
+            BEHIND_MS,
+        )
+        tried.append(
+            {
+                "rate": rate,
+                "achieved_rate": fed.achieved_rate,
+                "held": held,
+                "why_not": why,
+                "lateness_ms": lateness_summary(outcome.lateness),
+                "totals": outcome.counts(),
+            }
+        )
+        if not held:
+            break
+        held_rate = rate
+    return {
+        "destination": "kafka",
+        "seconds": seconds,
+        "tail_s": SATURATION_TAIL_MS / 1000,
+        "behind_ms": BEHIND_MS,
+        "held_rate": held_rate,
+        "tried": tried,
     }
 
 

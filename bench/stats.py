@@ -77,3 +77,27 @@ def recovery_s(
     if settled is None:
         return None
     return float(settled - kill_second)
+
+
+def held_without_falling_behind(
+    points: Iterable[tuple[int, int]],
+    planned: int,
+    achieved_rate: float,
+    rate: int,
+    tail_ms: int,
+    behind_ms: int,
+) -> tuple[bool, str]:
+    """Was `rate` held? Every message delivered, the load generator within 5 % of the rate, and
+    the messages due in the last `tail_ms` no later than `behind_ms` at their p99 (a pipeline
+    falling behind grows its lateness toward the end of the run). Returns (held, why not)."""
+    points = list(points)
+    if len(points) < planned:
+        return False, f"{planned - len(points):,} of {planned:,} not delivered"
+    if achieved_rate < 0.95 * rate:
+        return False, f"the load generator reached only {achieved_rate:,.0f}/s"
+    last_due = max(due for due, _ in points)
+    tail = sorted(late for due, late in points if due > last_due - tail_ms)
+    p99 = percentile(tail, 0.99)
+    if p99 > behind_ms:
+        return False, f"p99 of the last {tail_ms // 1000} s of due instants {p99:,.0f} ms"
+    return True, ""

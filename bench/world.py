@@ -41,6 +41,10 @@ SCHEDULING = SchedulingSettings(
     ring_slot_ms=2_000,
     cancel_guard_ms=200,
 )
+# The services' defaults (60 s buckets, 5 min look-ahead, 60 ring topics of a minute): the
+# hotspot section runs a second world with them, where a message due 65 s ahead goes straight
+# into its due-minute ring topic as in production.
+PRODUCTION = SchedulingSettings()
 DEST_PREFIX = "benchdest."
 
 
@@ -140,7 +144,9 @@ def _best_effort(what: str, fn: Callable[..., None], *args: Any) -> Callable[[],
 
 
 @contextmanager
-def world(servers: Servers, logs: Path, partitions: int) -> Iterator[World]:
+def world(
+    servers: Servers, logs: Path, partitions: int, scheduling: SchedulingSettings = SCHEDULING
+) -> Iterator[World]:
     unique = unique_name()
     kafka = private_kafka(servers, unique).model_copy(
         update={"requests_partitions": partitions, "due_partitions": partitions}
@@ -155,7 +161,7 @@ def world(servers: Servers, logs: Path, partitions: int) -> Iterator[World]:
         cleanup.callback(_best_effort("deleting the topics", delete_topics, kafka))
         cleanup.callback(_best_effort("deleting the destination", delete_topic, kafka, dest_topic))
         system = cleanup.enter_context(
-            running_system(kafka, cassandra, SCHEDULING, logs, settings_env(kafka))
+            running_system(kafka, cassandra, scheduling, logs, settings_env(kafka))
         )
         create_topic(kafka, dest_topic, partitions)
         arrivals = Arrivals()
@@ -169,4 +175,4 @@ def world(servers: Servers, logs: Path, partitions: int) -> Iterator[World]:
         cleanup.callback(rest.close)
         kafka_app = create_app(system.ingest, control, "KAFKA", dest_topic)
         cleanup.callback(kafka_app.close)
-        yield World(system, kafka, cassandra, SCHEDULING, arrivals, rest, kafka_app, dest_topic)
+        yield World(system, kafka, cassandra, scheduling, arrivals, rest, kafka_app, dest_topic)

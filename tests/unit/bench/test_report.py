@@ -144,6 +144,74 @@ def test_a_hotspot_not_all_delivered_says_so() -> None:
     )
 
 
+def test_the_hotspot_with_production_horizons_has_its_own_part_and_cost_row() -> None:
+    def hot(delivered: int, last_s: float) -> dict[str, Any]:
+        return {
+            "messages": 1_000,
+            "lead_s": 65.0,
+            "wait_s": 61.0,
+            "scheduled_in_s": 0.5,
+            "stored_before_due": True,
+            "last_delivered_after_s": last_s,
+            "lateness_ms": lateness_summary([10, 20]),
+            "totals": {
+                "planned": 1_000,
+                "delivered": delivered,
+                "lost": 1_000 - delivered,
+                "duplicates": 0,
+                "early": 0,
+            },
+        }
+
+    r = {**results(), "hotspot": hot(1_000, 9.5), "hotspot_production": hot(1_000, 1.25)}
+    r["resources"]["hotspot 1000 (production horizons)"] = {
+        "wall_s": 30.0,
+        "processes": {"dispatcher": {"cpu_s": 2.0, "cores": 0.1, "peak_rss_mib": 90.0}},
+    }
+    text = render(r)
+    shrunk, production = text.split("### Shrunk horizons")[1].split("### Production horizons")
+    assert "- Last delivered 9.50 s after the due second began" in shrunk
+    assert "- Last delivered 1.25 s after the due second began" in production
+    assert "60 s buckets, 5 min look-ahead" in production
+    assert "![hotspot_production](docs/bench/hotspot_production.png)" in production
+    assert "| hotspot 1000 (production horizons) (1,000 delivered in 30.0 s) | 2.00 |" in text
+
+
+def test_the_saturation_rate_is_in_the_header_and_has_its_table() -> None:
+    def tried(rate: int, held: bool, why: str = "") -> dict[str, Any]:
+        return {
+            "rate": rate,
+            "achieved_rate": float(rate),
+            "held": held,
+            "why_not": why,
+            "lateness_ms": lateness_summary([10, 20]),
+            "totals": {"planned": 10, "delivered": 10, "lost": 0, "duplicates": 0, "early": 0},
+        }
+
+    sat = {
+        "destination": "kafka",
+        "seconds": 60,
+        "tail_s": 10.0,
+        "behind_ms": 1_000,
+        "held_rate": 1_500,
+        "tried": [tried(1_000, True), tried(1_500, True), tried(2_000, False, "p99 ... 4,000 ms")],
+    }
+    text = render({**results(), "saturation": sat})
+    assert "- Saturation rate (the highest rate held for a minute without falling behind):" in text
+    assert '1,500/s to the Kafka destination (section 2, "Saturation rate")' in text
+    assert "| 2,000/s (achieved 2,000) |" in text
+    assert "| no: p99 ... 4,000 ms |" in text
+    every = {**sat, "held_rate": 2_000, "tried": [tried(1_000, True), tried(2_000, True)]}
+    assert "at least 2,000/s (every rate tried, up to 2,000/s, was held)" in render(
+        {**results(), "saturation": every}
+    )
+    none = {**sat, "held_rate": None, "tried": [tried(1_000, False, "x")]}
+    assert "below 1,000/s (the lowest rate tried was not held)" in render(
+        {**results(), "saturation": none}
+    )
+    assert "not measured in this run" in render(results())
+
+
 def test_recovery_resources_and_problems_have_their_sections() -> None:
     text = render(results())
     assert "| dispatcher | 200/s for 30 s | 10.2 s | 3 | 2,500 | 0 | 0 |" in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.stats import (
+    held_without_falling_behind,
     lateness_summary,
     median_summaries,
     per_second,
@@ -76,3 +77,27 @@ def test_recovery_that_never_settles_is_none() -> None:
     seconds = [(0, 5.0, 10.0), (1, 5.0, 500.0)]
     assert recovery_s(seconds, kill_second=0, threshold_ms=100) is None
     assert recovery_s(seconds, kill_second=5, threshold_ms=100) is None
+
+
+def test_a_rate_is_held_when_the_last_messages_are_as_timely_as_the_first() -> None:
+    # 60 s at 10/s, lateness 20 ms throughout
+    points = [(i * 100, 20) for i in range(600)]
+    assert held_without_falling_behind(points, 600, 10.0, 10, 10_000, 1_000) == (True, "")
+
+
+def test_a_pipeline_falling_behind_is_seen_in_its_last_seconds() -> None:
+    # lateness grows by 5 ms per message: 3 s late at the end, on time at the start
+    points = [(i * 100, i * 5) for i in range(600)]
+    held, why = held_without_falling_behind(points, 600, 10.0, 10, 10_000, 1_000)
+    assert not held
+    assert why.startswith("p99 of the last 10 s of due instants")
+
+
+def test_a_rate_with_messages_missing_or_not_generated_is_not_held() -> None:
+    points = [(i * 100, 20) for i in range(600)]
+    assert held_without_falling_behind(points[:-1], 600, 10.0, 10, 10_000, 1_000) == (
+        False,
+        "1 of 600 not delivered",
+    )
+    held, why = held_without_falling_behind(points, 600, 9.0, 10, 10_000, 1_000)
+    assert not held and "load generator reached only 9/s" in why
