@@ -868,10 +868,10 @@ DISPATCHER = [
                         "{{source}}",
                     )
                 ],
-                "read: the message record was read before firing; known: the timer queue knows"
-                " every settlement that could concern the attempt (due since the restart's"
-                " reload, within the dedup window). Reads stay on after the ring is"
-                " repartitioned, until a restart.",
+                "read: the message record was read before firing; known: the timer queue and"
+                " the commands view know all it could show (due since the restart's reload and"
+                " within the dedup window, created within the view's span). Reads stay on after"
+                " the ring is repartitioned, until a restart.",
             ),
             Panel(
                 "Ring lag and held messages per instance",

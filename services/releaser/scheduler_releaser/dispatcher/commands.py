@@ -28,6 +28,9 @@ from collections.abc import Iterable
 from scheduler.records import Command, CommandKind
 
 NEVER = -(2**62)
+# Aborts are kept this many ring cycles after they were issued (the runtime prunes older ones);
+# an older abort is honoured through the message record (core.py, _needs_record).
+ABORTS_KEPT_CYCLES = 2
 
 
 class CommandView:

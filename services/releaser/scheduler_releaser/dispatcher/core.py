@@ -32,7 +32,7 @@ from scheduler_releaser.settings import DispatchSettings
 
 from .admission import Admission, Parked
 from .apps import AppCache
-from .commands import CommandView
+from .commands import ABORTS_KEPT_CYCLES, NEVER, CommandView
 from .ports import OutRecord, RecordsCoverage, Sink, TopicCheck
 from .refusals import Refusal
 from .rest import HEADER_DUE, HEADER_MESSAGE_ID, RestDeliverer
@@ -110,10 +110,12 @@ class Dispatcher:
             )
         self._backoff: Backoff = settings.backoff()
         self.timers = TimerQueue()
-        # From this instant on the timer queue knows every settled attempt of this instance's
-        # ring partitions (a restart's reload of results, then its own settlements), so an
-        # attempt due since then needs no record read ("Late duplicates"). None: it knows none.
+        # From these instants on the timer queue knows every settled attempt of this instance's
+        # ring partitions (a restart's reload of results, then its own settlements) and the
+        # commands view every abort: an attempt they cover needs no record read ("Late
+        # duplicates"). None: the queue vouches for nothing.
         self._settled_known_since: int | None = None
+        self._aborts_known_since = NEVER
         self._ring_repartitioned = False
         self._records_read = metrics.record_checks.labels("read")
         self._records_known = metrics.record_checks.labels("known")
@@ -139,11 +141,13 @@ class Dispatcher:
         # destination timeout again.
         self._quarantine: dict[str, int] = {}
 
-    def know_settled_since(self, since_ms: int) -> None:
-        """The timer queue holds every attempt settled since `since_ms` (runtime: after the
-        results reload). Ignored once the ring's partitions changed."""
+    def know_since(self, settled_ms: int, aborts_ms: int) -> None:
+        """The timer queue holds every attempt settled since `settled_ms` (the results reload)
+        and the commands view every abort issued since `aborts_ms` (where it started reading,
+        less the pruning: ABORTS_KEPT_CYCLES). Ignored once the ring's partitions changed."""
         if not self._ring_repartitioned:
-            self._settled_known_since = since_ms
+            self._settled_known_since = settled_ms
+            self._aborts_known_since = aborts_ms
 
     def ring_repartitioned(self) -> None:
         """The ring's partition count changed: a copy of an attempt may now land on another
@@ -152,19 +156,26 @@ class Dispatcher:
         self._ring_repartitioned = True
         self._settled_known_since = None
 
-    def _settlement_known(self, message: DueMessage, now_ms: int) -> bool:
-        """Does the timer queue know every settlement of an earlier copy of this attempt?
+    def _needs_record(self, message: DueMessage, now_ms: int) -> bool:
+        """Must the record be read before firing, or do the timer queue and the commands view
+        already know everything it could show ("Late duplicates")?
 
-        A settled copy left its result when it fired, at most the produce-ahead before its due
-        instant (and a host's clock may be a slack behind); the queue forgets settled attempts
-        due more than the dedup window ago."""
-        since = self._settled_known_since
-        if since is None or message.due_ms < now_ms - self._settings.dedup_window_ms:
-            return False
-        earliest_result = (
-            message.due_ms - self._settings.kafka_produce_ahead_ms - self._settings.results_slack_ms
+        - A settled earlier copy: it left its result when it fired, at most the produce-ahead
+          before its due instant (a host's clock may be a slack behind), and the queue forgets
+          settled attempts due more than the dedup window ago.
+        - An abort: issued after the message was created; the view keeps aborts for
+          ABORTS_KEPT_CYCLES ring cycles. An older abort whose command is pruned is honoured
+          by the record alone (one that missed its stored row: services/bucketer/README.md)."""
+        settled_since = self._settled_known_since
+        if settled_since is None or message.due_ms < now_ms - self._settings.dedup_window_ms:
+            return True
+        slack = self._settings.results_slack_ms
+        if message.due_ms - self._settings.kafka_produce_ahead_ms - slack < settled_since:
+            return True
+        aborts_since = max(
+            self._aborts_known_since, now_ms - ABORTS_KEPT_CYCLES * self._topics.ring.cycle_ms
         )
-        return earliest_result >= since
+        return not aborts_since <= message.created_ms - slack <= now_ms
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -238,11 +249,11 @@ class Dispatcher:
         return len(self._tasks)
 
     async def _fire_batch(self, helds: list[Held]) -> None:
-        """One record read for up to READ_BATCH messages of one app (those whose settlements
-        the timer queue cannot vouch for), then one task each."""
+        """One record read for up to READ_BATCH messages of one app (those `_needs_record`
+        names), then one task each."""
         app_id = helds[0].message.app_id
         now = self._clock.now_ms()
-        unknown = [h for h in helds if not self._settlement_known(h.message, now)]
+        unknown = [h for h in helds if self._needs_record(h.message, now)]
         self._records_known.inc(len(helds) - len(unknown))
         if any(h.message.due_ms < now - self._settings.dedup_window_ms for h in unknown):
             # Past the dedup window only the record tells a settled duplicate: wait until it

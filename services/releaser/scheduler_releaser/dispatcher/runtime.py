@@ -46,7 +46,7 @@ from scheduler_releaser.settings import DispatchSettings
 
 from . import ownership
 from .apps import AppCache
-from .commands import CommandView
+from .commands import ABORTS_KEPT_CYCLES, CommandView
 from .core import Dispatcher
 from .feeds import CommandsFeed, RecordsProgressFeed, RingFeed, consumer_config, load_results
 from .http_post import AiohttpPost
@@ -247,7 +247,8 @@ async def run_dispatcher(
         await sink.start()  # fences a previous incarnation of this instance (same id)
         log.info("fenced %d other possible owners of ring partitions %s", len(others), partitions)
         now = clock.now_ms()
-        await asyncio.to_thread(commands.start, now - topics.ring.cycle_ms)
+        commands_from = now - topics.ring.cycle_ms
+        await asyncio.to_thread(commands.start, commands_from)
         if not await commands.catch_up(30_000):
             log.warning("commands view not current after 30 s: firing waits until it is")
         since = await asyncio.to_thread(ring.start, now, settings.results_slack_ms)
@@ -263,7 +264,7 @@ async def run_dispatcher(
         # Every settlement since `since` is now in the timer queue, except what compaction may
         # have merged away: an attempt superseded by a later one of its message (topics.py).
         known = max(since, clock.now_ms() - RESULTS_MIN_COMPACTION_LAG_MS)
-        dispatcher.know_settled_since(known)
+        dispatcher.know_since(known, commands_from)
         log.info(
             "dispatcher %s started: %d settled attempts loaded, all known since %d",
             settings.instance,
@@ -419,7 +420,7 @@ async def _loop(
                 ring.report()
                 # Older duplicates are still caught by the fire-time record check (SENT/FAILED).
                 dispatcher.timers.prune(now - settings.dedup_window_ms)
-                commands.view.prune(now - 2 * ring.cycle_ms)
+                commands.view.prune(now - ABORTS_KEPT_CYCLES * ring.cycle_ms)
             head = dispatcher.timers.next_due_ms()
             now = clock.now_ms()
             quiet = is_quiet(now, head, last_read, dispatcher.in_flight)
