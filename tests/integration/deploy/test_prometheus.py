@@ -64,7 +64,13 @@ VARIABLES = {
 NOT_SETTLED = "SchedulerDueMessagesNotSettled"
 # The idle dispatcher's offsets commit: every minute in production, every second here (the
 # rule's 5-minute window becomes 5 seconds).
-DISPATCH_ENV = {"SCHEDULER_DISPATCH_OFFSETS_REFRESH_MS": "1000"}
+# The dispatcher reads a message's record before firing only where it cannot vouch for the
+# attempt (docs/ARCHITECTURE.md, "Late duplicates"): a clock slack this wide makes every message
+# due within 10 minutes of its start read, so the record-read panel has data.
+DISPATCH_ENV = {
+    "SCHEDULER_DISPATCH_OFFSETS_REFRESH_MS": "1000",
+    "SCHEDULER_DISPATCH_RESULTS_SLACK_MS": "600000",
+}
 EIGHT_DAYS_MS = 8 * 86_400_000
 
 
