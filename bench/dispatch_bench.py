@@ -170,7 +170,16 @@ async def run(args: argparse.Namespace) -> int:
         logs,
         wrapper=[sys.executable, "-m", "cProfile", "-o", args.profile] if args.profile else [],
     )
-    system.start("dispatcher", wait=False)
+    if args.instances > 1:  # replicas sharing the ring partitions (ownership.py)
+        system.env_overrides.setdefault("dispatcher", {})["SCHEDULER_DISPATCH_INSTANCES"] = str(
+            args.instances
+        )
+        for i in range(1, args.instances):
+            system.add_replica("dispatcher", f"dispatcher-{i}")
+            system.env_overrides[f"dispatcher-{i}"].update(
+                SCHEDULER_DISPATCH_INSTANCES=str(args.instances), SCHEDULER_DISPATCH_INSTANCE=str(i)
+            )
+    system.start("dispatcher", *system.replicas, wait=False)
     lateness: list[int] = []
     seen: set[str] = set()
     duplicates = 0
@@ -272,6 +281,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--hotspot", type=int, default=0, help="N messages due in one second")
     parser.add_argument("--partitions", type=int, default=3, help="ring topic partitions")
+    parser.add_argument("--instances", type=int, default=1, help="dispatcher processes")
     parser.add_argument("--lead-s", type=int, default=12, help="time before the first is due")
     parser.add_argument("--profile", default="", help="cProfile the dispatcher into this file")
     parser.add_argument("--metrics-port", type=int, default=0, help="scrape the dispatcher")

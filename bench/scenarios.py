@@ -50,6 +50,8 @@ class Profile:
     idle_seconds: int = 30  # nothing scheduled: the stack alone, then with the services up
     # rates tried in turn, each for SATURATION_S, until one is not held (Kafka destination)
     saturation_rates: tuple[int, ...] = (1_000, 1_500, 2_000, 3_000, 4_000)
+    # dispatcher instances of the production-horizon world (its ring topics have 2 partitions)
+    production_dispatchers: int = 2
 
 
 QUICK = Profile(

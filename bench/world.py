@@ -145,7 +145,11 @@ def _best_effort(what: str, fn: Callable[..., None], *args: Any) -> Callable[[],
 
 @contextmanager
 def world(
-    servers: Servers, logs: Path, partitions: int, scheduling: SchedulingSettings = SCHEDULING
+    servers: Servers,
+    logs: Path,
+    partitions: int,
+    scheduling: SchedulingSettings = SCHEDULING,
+    dispatchers: int = 1,
 ) -> Iterator[World]:
     unique = unique_name()
     kafka = private_kafka(servers, unique).model_copy(
@@ -161,7 +165,7 @@ def world(
         cleanup.callback(_best_effort("deleting the topics", delete_topics, kafka))
         cleanup.callback(_best_effort("deleting the destination", delete_topic, kafka, dest_topic))
         system = cleanup.enter_context(
-            running_system(kafka, cassandra, scheduling, logs, settings_env(kafka))
+            running_system(kafka, cassandra, scheduling, logs, settings_env(kafka), dispatchers)
         )
         create_topic(kafka, dest_topic, partitions)
         arrivals = Arrivals()

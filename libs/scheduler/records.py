@@ -31,6 +31,22 @@ class DeliveryOutcome(StrEnum):
     SKIPPED = "SKIPPED"
 
 
+# Per record class: its field names, and the Enum type of each enum field. Computed once:
+# dataclasses.fields() per call was a tenth of an encode on the dispatcher's hot path.
+_FIELD_PLANS: dict[type, tuple[tuple[str, type[Enum] | None], ...]] = {}
+
+
+def _field_plan(cls: type) -> tuple[tuple[str, type[Enum] | None], ...]:
+    plan = _FIELD_PLANS.get(cls)
+    if plan is None:
+        plan = tuple(
+            (f.name, f.type if isinstance(f.type, type) and issubclass(f.type, Enum) else None)
+            for f in fields(cls)
+        )
+        _FIELD_PLANS[cls] = plan
+    return plan
+
+
 class _Record:
     """Field-by-field conversion; enum fields travel as their symbol."""
 
@@ -39,20 +55,18 @@ class _Record:
 
     def to_record(self) -> dict[str, Any]:
         record: dict[str, Any] = {}
-        for f in fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            record[f.name] = value.value if isinstance(value, Enum) else value
+        for name, _enum in _field_plan(type(self)):
+            value = getattr(self, name)
+            record[name] = value.value if isinstance(value, Enum) else value
         return record
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Self:
         """Build from a decoded record (extra keys are ignored, missing ones raise KeyError)."""
         kwargs: dict[str, Any] = {}
-        for f in fields(cls):  # type: ignore[arg-type]
-            value = record[f.name]
-            if isinstance(f.type, type) and issubclass(f.type, Enum):
-                value = f.type(value)
-            kwargs[f.name] = value
+        for name, enum in _field_plan(cls):
+            value = record[name]
+            kwargs[name] = value if enum is None else enum(value)
         return cls(**kwargs)
 
 

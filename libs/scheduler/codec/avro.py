@@ -109,6 +109,12 @@ class AvroCodec:
         self.subject = subject
         self._header: bytes | None = None if registry is not None else self._single_object_header()
         self._by_id: dict[int, SchemaVersion] = {}
+        # The writer's field names, and each field's default (_MISSING: required), in order.
+        fields = self.writer.schema["fields"]
+        self._writer_fields: tuple[frozenset[str], tuple[tuple[str, Any], ...]] = (
+            frozenset(f["name"] for f in fields),
+            tuple((f["name"], f.get("default", _MISSING)) for f in fields),
+        )
 
     @property
     def wire_format(self) -> WireFormat:
@@ -134,20 +140,20 @@ class AvroCodec:
     def _complete(self, record: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(record, Mapping):
             raise InvalidRecord(f"a {self.writer} must be a mapping, got {type(record).__name__}")
-        fields = self.writer.schema["fields"]
-        unknown = set(record) - {f["name"] for f in fields}
-        if unknown:
+        names, defaults = self._writer_fields
+        if not names.issuperset(record):
+            unknown = set(record) - names
             raise InvalidRecord(f"unknown field(s) for {self.writer}: {sorted(map(str, unknown))}")
         datum: dict[str, Any] = {}
         missing: list[str] = []
-        for f in fields:
-            value = record.get(f["name"], _MISSING)
+        for name, default in defaults:
+            value = record.get(name, _MISSING)
             if value is _MISSING:
-                if "default" not in f:
-                    missing.append(f["name"])
+                if default is _MISSING:
+                    missing.append(name)
                     continue
-                value = copy.deepcopy(f["default"])
-            datum[f["name"]] = value
+                value = copy.deepcopy(default)
+            datum[name] = value
         if missing:
             raise InvalidRecord(f"missing required field(s) for {self.writer}: {missing}")
         try:

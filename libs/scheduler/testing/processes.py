@@ -286,14 +286,23 @@ def running_system(
     scheduling: SchedulingSettings,
     logs: Path,
     extra: Mapping[str, str] | None = None,
+    dispatchers: int = 1,
 ) -> Iterator[System]:
     """`scheduler setup` on the given topics and keyspace, then the four services, ready; all
-    stopped (SIGTERM) at the end."""
+    stopped (SIGTERM) at the end. `dispatchers`: dispatcher instances sharing the ring's
+    partitions (the first is `dispatcher`, the others `dispatcher-1`, ...)."""
     setup(kafka, cassandra, scheduling)
     ports = System.ports_for()
     system = System(service_env(kafka, cassandra, scheduling, ports, extra), ports, logs)
+    if dispatchers > 1:
+        system.env_overrides["dispatcher"] = {"SCHEDULER_DISPATCH_INSTANCES": str(dispatchers)}
+        for i in range(1, dispatchers):
+            system.add_replica("dispatcher", f"dispatcher-{i}")
+            system.env_overrides[f"dispatcher-{i}"].update(
+                SCHEDULER_DISPATCH_INSTANCES=str(dispatchers), SCHEDULER_DISPATCH_INSTANCE=str(i)
+            )
     try:
-        system.start()
+        system.start(*system.names)
         yield system
     finally:
         system.stop()

@@ -27,6 +27,7 @@ from scheduler.clock import Clock, SystemClock
 from scheduler.codec import registry_client
 from scheduler.domain.idempotency import claim_ttl_ms
 from scheduler.encryption import PLAIN, ColumnCipher, EncryptionSettings
+from scheduler.gc_tuning import tune_gc
 from scheduler.kafka.producer import KafkaRecordProducer
 from scheduler.logs import configure_logging
 from scheduler.ops import Health, OpsServer
@@ -100,6 +101,7 @@ def run(
 def main() -> int:
     settings = BucketerSettings()
     configure_logging("bucketer", settings.log_level)
+    tune_gc()
     registry = CollectorRegistry()
     metrics = BucketerMetrics(registry)
     clock = SystemClock()

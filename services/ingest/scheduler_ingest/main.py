@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from scheduler.clock import SystemClock
 from scheduler.codec import RecordCodec, registry_client
 from scheduler.encryption import EncryptionSettings
+from scheduler.gc_tuning import tune_gc
 from scheduler.logs import configure_logging
 from scheduler.ops import OpsServer
 from scheduler.records import DeliveryResult
@@ -45,6 +46,7 @@ log = logging.getLogger("scheduler_ingest.main")
 def main() -> int:
     settings = IngestSettings()
     configure_logging("ingest", settings.log_level)
+    tune_gc()
     kafka, cassandra, scheduling = KafkaSettings(), CassandraSettings(), SchedulingSettings()
     hasher = SecretHasher.from_settings(SecuritySettings())
     cipher = EncryptionSettings().cipher()

@@ -25,6 +25,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from scheduler.gc_tuning import tune_gc
 from scheduler.logs import configure_logging
 
 RESTART_PAUSE_S = 1.0
@@ -185,5 +186,6 @@ class ChildStop:
 def child_started(service: str, log_level: str, niceness: int, parent_pid: int) -> ChildStop:
     """The first thing a child does: its logging, its CPU priority, its stop signals."""
     configure_logging(service, log_level)
+    tune_gc()
     os.nice(niceness)
     return ChildStop(parent_pid)

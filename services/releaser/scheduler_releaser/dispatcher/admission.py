@@ -131,6 +131,14 @@ class Admission:
         waited = [now - w.entered_ms + w.waited_before_ms for w in heads]
         self._oldest_gauge(max(0, max(waited)) / 1000 if waited else 0.0)
 
+    def open(self, app: Application) -> bool:
+        """Would `admit` let a delivery of `app` go at once, taking nothing (no pause, no rate
+        limit, nobody waiting before it)? Then a batch of its deliveries needs no admit each."""
+        if app.deliveries_paused or app.policy.rate_per_second is not None:
+            return False
+        gate = self._gates.get(app.app_id)
+        return gate is None or not gate.waiters
+
     async def admit(self, app: Application, waited_before_ms: int = 0) -> Admitted | Parked | None:
         """The app as it stands when this delivery may go; Parked once it has waited
         `park_after_ms`; None on shutdown. `waited_before_ms`: before its last park."""

@@ -273,18 +273,80 @@ class Dispatcher:
             )
             await self._hand_back(helds)
             return
-        held_back = app is not None and (
-            app.deliveries_paused or app.policy.rate_per_second is not None
-        )
-        if app is not None and app.type == "KAFKA" and not held_back:
-            # Nothing to wait for but the due instants: fire in due order within this task
+        if app is not None and app.type == "KAFKA" and self.admission.open(app):
+            # Nothing to wait for but the due instants: fired in due order within this task
             # (a task per message costs more than the delivery itself under a hotspot). Not
             # for an app that holds its messages back: each must wait, and park, on its own.
-            for held in sorted(helds, key=lambda h: (h.due_ms, h.message_id)):
-                await self.fire(held, states.get(held.message.message_id))
+            await self._fire_kafka_run(app_id, helds, states)
             return
         for held in helds:  # REST (each waits for its own response), or waiting for its app
             self._spawn(self.fire(held, states.get(held.message.message_id)))
+
+    async def _fire_kafka_run(
+        self, app_id: str, helds: list[Held], states: dict[str, StatusUpdate]
+    ) -> None:
+        """A KAFKA app's batch, in due order: the checks that concern the app (its admission,
+        its topic, the view's lag) are made once for every message whose fire instant has
+        come, then each is produced without an await. A message out of the plain case (an
+        abort, a skip, too old) goes through `fire`, the path of a single message, which
+        settles it as such; once the app is held back (paused, rate limited, its topic refused
+        or quarantined, changed or gone) each of the rest does, in a task of its own: each
+        waits, and parks, on its own."""
+        ahead = self._settings.kafka_produce_ahead_ms
+        pending = sorted(helds, key=lambda h: (h.due_ms, h.message_id))
+        start = 0
+        while start < len(pending):
+            await self._until(pending[start].due_ms - ahead, ahead)
+            if self.stopping:
+                return  # not fired: left unsettled (their offsets are not committed)
+            app = await self._apps.get(app_id)
+            if not (
+                app is not None
+                and app.type == "KAFKA"
+                and self.admission.open(app)
+                and self._quarantine_end(app.endpoint) is None
+                and await self._refuse_topic(app.endpoint) is None
+            ):
+                for held in pending[start:]:
+                    self._spawn(self.fire(held, states.get(held.message.message_id)))
+                return
+            now = self._clock.now_ms()
+            if not self.may_fire(now, ahead):
+                continue  # (_until waits for the view again)
+            end = start
+            while end < len(pending) and pending[end].due_ms - ahead <= now:
+                end += 1
+            for held in pending[start:end]:  # all due: fired even if stopping meanwhile
+                state = states.get(held.message.message_id)
+                try:
+                    fired = self._fire_plain_kafka(app, held, state, now)
+                except Exception:
+                    log.exception("firing %s failed; rescheduling it", held.message.message_id)
+                    await self._hand_back([held])
+                    continue
+                if not fired:
+                    await self.fire(held, state)
+            start = end
+
+    def _fire_plain_kafka(
+        self, app: Application, held: Held, state: StatusUpdate | None, now_ms: int
+    ) -> bool:
+        """Produce one KAFKA delivery whose app and topic were checked at `now_ms`, if nothing
+        but its due instant stood in its way: not aborted, not skipped, not too old. False:
+        left untouched, for `fire`."""
+        message = held.message
+        aborted = self.commands.aborted(message.app_id, message.message_id, message.generation)
+        if fire_check(message, state, app, aborted) is not Verdict.FIRE:
+            return False
+        if expired(message, app.policy, now_ms, held.uncounted_ms) is not None:
+            return False
+        fire_at = message.due_ms - self._settings.kafka_produce_ahead_ms
+        if now_ms < fire_at:  # unreachable by construction; the guarantee is checked anyway
+            raise AssertionError(f"{message.message_id} would fire early")
+        self._metrics.fire_delay.observe((now_ms - fire_at) / 1000)
+        self._produce_kafka(app, message, held.position, now_ms)
+        self.timers.done(message)
+        return True
 
     async def _read_states(self, app_id: str, ids: list[str]) -> dict[str, StatusUpdate]:
         if not ids:
@@ -438,6 +500,11 @@ class Dispatcher:
         if blocked is not None:
             await self._settle_unsent(app, message, pos, blocked)
             return
+        self._produce_kafka(app, message, pos, self._clock.now_ms())
+
+    def _produce_kafka(
+        self, app: Application, message: DueMessage, pos: Position | None, now: int
+    ) -> None:
         key = (message.kafka_key or message.message_id).encode()
         destination = OutRecord(
             topic=app.endpoint,
@@ -449,7 +516,6 @@ class Dispatcher:
             ),
             destination=True,
         )
-        now = self._clock.now_ms()
         # Delivered when its transaction commits, which is never before the due instant.
         settlement = settle(message, PRODUCED, max(now, message.due_ms), self._backoff)
 

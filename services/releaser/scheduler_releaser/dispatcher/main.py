@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from scheduler.clock import SystemClock
 from scheduler.encryption import EncryptionSettings
+from scheduler.gc_tuning import tune_gc
 from scheduler.logs import configure_logging
 from scheduler.ops import Health
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
@@ -121,6 +122,7 @@ async def _stop_on(stop: asyncio.Event, notifier: ProcessFailureNotifier | None)
 def main() -> int:
     settings = DispatchSettings()
     configure_logging("dispatcher", settings.log_level)
+    tune_gc()
     try:
         asyncio.run(_serve(settings))
     except Exception:

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from scheduler.clock import SystemClock
 from scheduler.encryption import EncryptionSettings
+from scheduler.gc_tuning import tune_gc
 from scheduler.logs import configure_logging
 from scheduler.ops import Health
 from scheduler.settings import CassandraSettings, KafkaSettings, SchedulingSettings
@@ -34,6 +35,7 @@ log = logging.getLogger("scheduler_releaser.release")
 def main() -> int:
     kafka, scheduling, settings = KafkaSettings(), SchedulingSettings(), ReleaseSettings()
     configure_logging("releaser", settings.log_level)
+    tune_gc()
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -1,0 +1,142 @@
+"""A KAFKA app's due messages fire as a run (core.py, `_fire_kafka_run`): the app, its admission
+and its topic are checked once per group due together, yet each message keeps its own checks
+and its own outcome (manual clock; sleeping moves it)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from scheduler.domain.policy import DeliveryPolicy
+from scheduler.domain.status import Status
+from scheduler.records import DeliveryOutcome, DueMessage
+from scheduler_releaser.dispatcher.refusals import Refusal
+from scheduler_releaser.dispatcher.timers import PARKED_HEADER, Position
+from scheduler_releaser.settings import DispatchSettings
+
+from .harness import KAFKA_APP, TOPICS, Harness, build
+
+pytestmark = pytest.mark.unit
+HOUR = 3_600_000
+# prefetch: the messages of a run are taken from the timer queue together, up to 5 s early
+PREFETCH = DispatchSettings(max_attempts=3, backoff_base_ms=500, prefetch_ms=5_000)
+
+
+def ids(n: int) -> list[str]:
+    return [f"01JAAAAAAAAAAAAAAAAAAA{i:04d}" for i in range(n)]
+
+
+def accept_all(h: Harness, messages: list[DueMessage]) -> None:
+    for i, m in enumerate(messages):
+        h.dispatcher.accept(m, Position("ring", 0, i))
+
+
+def produced_ids(h: Harness) -> list[str]:
+    return [r.key.decode() for r in h.sink.on("dest.topic") if r.key is not None]
+
+
+def test_each_message_of_a_run_due_together_keeps_its_own_outcome() -> None:
+    """Five due at the same instant: an aborted one is skipped, one already sent is not sent
+    again, one past its app's max event age fails, and the other two are produced in due
+    order; every one settles its own ring offset."""
+    app = dataclasses.replace(KAFKA_APP, policy=DeliveryPolicy(max_event_age_ms=60_000))
+    h = build(apps=(app,))
+    now = h.clock.now_ms()
+    first, aborted, sent, too_old, last = [
+        h.message(app, due_in_ms=0, message_id=i) for i in ids(5)
+    ]
+    too_old = dataclasses.replace(too_old, send_at_ms=now - 120_000, created_ms=now - 120_000)
+    for m in (first, aborted, too_old, last):
+        h.store_record(m)
+    h.store_record(sent, Status.SENT)
+    h.abort_now(aborted)
+    accept_all(h, [first, aborted, sent, too_old, last])
+
+    asyncio.run(h.dispatcher.fire_due())
+
+    assert produced_ids(h) == [first.message_id, last.message_id]
+    by_id = {r.message_id: r for r in h.sink.results()}
+    assert {i: r.outcome for i, r in by_id.items()} == {
+        first.message_id: DeliveryOutcome.SENT,
+        aborted.message_id: DeliveryOutcome.SKIPPED,
+        sent.message_id: DeliveryOutcome.SKIPPED,
+        too_old.message_id: DeliveryOutcome.FAILED,
+        last.message_id: DeliveryOutcome.SENT,
+    }
+    assert by_id[aborted.message_id].error == "aborted"
+    [dead] = h.sink.dead_letters()
+    assert dead.message_id == too_old.message_id
+    assert sorted(e.settled.offset for e in h.sink.emitted if e.settled is not None) == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
+
+
+def test_a_run_fires_each_message_at_its_own_due_instant() -> None:
+    h = build(settings=PREFETCH)
+    start = h.clock.now_ms()
+    messages = [h.message(KAFKA_APP, due_in_ms=100 * i, message_id=m) for i, m in enumerate(ids(4))]
+    accept_all(h, messages)
+    asyncio.run(h.dispatcher.fire_due())
+    # one task fired them all, each once it was due (produced ahead, to commit at the due
+    # instant) and none before
+    ahead = PREFETCH.kafka_produce_ahead_ms
+    assert [e.at_ms for e in h.sink.emitted] == [max(start, m.due_ms - ahead) for m in messages]
+    assert [e.not_before_ms for e in h.sink.emitted] == [m.due_ms for m in messages]
+    assert produced_ids(h) == [m.message_id for m in messages]
+
+
+def test_an_app_paused_in_the_middle_of_a_run_parks_each_of_the_rest_on_its_own() -> None:
+    """Paused after the first of a run is produced: the others wait for the app, each in its
+    own task, so each parks one bound after its due instant, not one bound after another."""
+    settings = PREFETCH.model_copy(update={"park_after_ms": HOUR})
+
+    def pause_once_the_first_is_produced() -> None:
+        if h.sink.on("dest.topic"):
+            h.apps.apps[KAFKA_APP.app_id] = dataclasses.replace(KAFKA_APP, deliveries_paused=True)
+
+    h = build(settings=settings, on_sleep=pause_once_the_first_is_produced)
+    start = h.clock.now_ms()
+    messages = [
+        h.message(KAFKA_APP, due_in_ms=1_000 * i, message_id=m) for i, m in enumerate(ids(3))
+    ]
+    accept_all(h, messages)
+    asyncio.run(h.dispatcher.fire_due())
+
+    assert produced_ids(h) == [messages[0].message_id]
+    parks = [e for e in h.sink.emitted if any(PARKED_HEADER in dict(r.headers) for r in e.records)]
+    assert sorted(e.settled.offset for e in parks if e.settled is not None) == [1, 2]
+    assert all(e.at_ms is not None and e.at_ms < start + HOUR + 5_000 for e in parks)
+    ring = set(TOPICS.ring.topics())
+    assert all(r.topic in ring for e in parks for r in e.records), "a park is a ring copy"
+
+
+def test_a_topic_quarantined_in_the_middle_of_a_run_holds_the_rest_until_it_ends() -> None:
+    """The destination refused the first record transiently: the others, due meanwhile, wait
+    for the quarantine's end (spending no attempt) and are then produced as attempt 1."""
+    quarantine_ms = DispatchSettings().destination_quarantine_ms
+
+    def refuse_the_first() -> None:
+        if len(h.sink.emitted) == 1 and not refused:
+            [first] = h.sink.emitted
+            assert first.on_refused is not None
+            refused.append(True)
+            first.on_refused(Refusal("REQUEST_TIMED_OUT", permanent=False, detail="slow"))
+
+    refused: list[bool] = []
+    h = build(settings=PREFETCH, on_sleep=refuse_the_first)
+    start = h.clock.now_ms()
+    messages = [h.message(KAFKA_APP, due_in_ms=10 * i, message_id=m) for i, m in enumerate(ids(3))]
+    accept_all(h, messages)
+    asyncio.run(h.dispatcher.fire_due())
+
+    later = [e for e in h.sink.emitted[1:] if e.records and e.records[0].topic == "dest.topic"]
+    assert len(later) == 2
+    assert all(e.at_ms is not None and e.at_ms >= start + quarantine_ms for e in later)
+    results = [r for r in h.sink.results() if r.message_id != messages[0].message_id]
+    assert [(r.outcome, r.attempt) for r in results] == [(DeliveryOutcome.SENT, 1)] * 2
