@@ -4,8 +4,11 @@ due, for a Kafka destination (read_committed consumer) and a local HTTP receiver
     .venv/bin/python bench/dispatch_bench.py --destination kafka [--rate 1000] [--seconds 20]
     .venv/bin/python bench/dispatch_bench.py --destination rest  [--rate 1000] [--seconds 20]
     .venv/bin/python bench/dispatch_bench.py --destination kafka --hotspot 100000
+    .venv/bin/python bench/dispatch_bench.py --destination kafka --hotspot 100000 \
+        --instances 2 --partitions 6   # two dispatcher processes, 3 ring partitions each
 
-One dispatcher process (`scheduler-dispatcher`, started by scheduler.testing.processes) on the local
+One dispatcher process (`scheduler-dispatcher`, started by scheduler.testing.processes; or
+--instances of them, each owning its share of the ring's partitions) on the local
 stack with a private topic prefix and keyspace (deleted afterwards). The ring records are
 produced before their slot opens (as the releaser does), spaced evenly at --rate; --hotspot
 puts that many messages in one second instead. Targets (issue 5): p50 <= 10 ms, p99 <= 100 ms

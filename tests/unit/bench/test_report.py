@@ -163,18 +163,33 @@ def test_the_hotspot_with_production_horizons_has_its_own_part_and_cost_row() ->
             },
         }
 
-    r = {**results(), "hotspot": hot(1_000, 9.5), "hotspot_production": hot(1_000, 1.25)}
+    r = {
+        **results(),
+        "hotspot": hot(1_000, 9.5),
+        "hotspot_production": {**hot(1_000, 1.25), "dispatchers": 2},
+    }
+    process = {"cpu_s": 1.0, "cores": 0.1, "peak_rss_mib": 90.0}
     r["resources"]["hotspot 1000 (production horizons)"] = {
         "wall_s": 30.0,
-        "processes": {"dispatcher": {"cpu_s": 2.0, "cores": 0.1, "peak_rss_mib": 90.0}},
+        "processes": {
+            "dispatcher": process,
+            "dispatcher-1": process,
+            "dispatcher-1/resource-tracker": process,  # multiprocessing's helper: not counted
+        },
     }
     text = render(r)
     shrunk, production = text.split("### Shrunk horizons")[1].split("### Production horizons")
     assert "- Last delivered 9.50 s after the due second began" in shrunk
     assert "- Last delivered 1.25 s after the due second began" in production
     assert "60 s buckets, 5 min look-ahead" in production
+    assert "The dispatcher runs as 2 instances" in production
+    assert "runs as" not in shrunk
     assert "![hotspot_production](docs/bench/hotspot_production.png)" in production
-    assert "| hotspot 1000 (production horizons) (1,000 delivered in 30.0 s) | 2.00 |" in text
+    assert "| Phase | dispatcher | dispatcher-1 | all |" in text
+    assert (
+        "| hotspot 1000 (production horizons) (1,000 delivered in 30.0 s) | 1.00 | 1.00 | 2.00 |"
+        in text
+    )
 
 
 def test_the_saturation_rate_is_in_the_header_and_has_its_table() -> None:

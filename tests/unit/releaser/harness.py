@@ -250,6 +250,10 @@ class LiveView(CommandView):
     def arrive(self, command: Command | None = None) -> None:
         self._unread.append(command)
 
+    @property
+    def unread(self) -> int:
+        return len(self._unread)
+
     def read(self) -> None:
         for command in self._unread:
             self.apply(0, self._read, command)

@@ -12,6 +12,7 @@ import pytest
 from scheduler.domain.policy import DeliveryPolicy
 from scheduler.domain.status import Status
 from scheduler.records import DeliveryOutcome, DueMessage
+from scheduler.store.ports import Application
 from scheduler_releaser.dispatcher.refusals import Refusal
 from scheduler_releaser.dispatcher.timers import PARKED_HEADER, Position
 from scheduler_releaser.settings import DispatchSettings
@@ -140,3 +141,36 @@ def test_a_topic_quarantined_in_the_middle_of_a_run_holds_the_rest_until_it_ends
     assert all(e.at_ms is not None and e.at_ms >= start + quarantine_ms for e in later)
     results = [r for r in h.sink.results() if r.message_id != messages[0].message_id]
     assert [(r.outcome, r.attempt) for r in results] == [(DeliveryOutcome.SENT, 1)] * 2
+
+
+def test_a_view_that_fell_behind_while_the_run_read_its_app_holds_the_group() -> None:
+    """The view was current when the first message's instant came, then fell behind the guard
+    while the run read its app: the group waits for the view, as each message alone would."""
+    read_at: list[int] = []
+
+    def read_the_view_later() -> None:
+        if h.commands.unread and h.clock.now_ms() >= lagged_at[0] + 100:
+            h.commands.read()
+            read_at.append(h.clock.now_ms())
+
+    h = build(settings=PREFETCH, on_sleep=read_the_view_later)
+    lagged_at: list[int] = []
+    real_get = h.apps.get_app
+    calls: list[str] = []
+
+    def slow_get(app_id: str) -> Application | None:
+        calls.append(app_id)
+        if len(calls) == 2:  # the run's own read, after the first message's instant came
+            h.commands.arrive()  # a command the view has not read yet ...
+            h.clock.advance(300)  # ... while the read takes longer than the guard
+            lagged_at.append(h.clock.now_ms())
+        return real_get(app_id)
+
+    h.apps.get_app = slow_get  # type: ignore[method-assign]
+    messages = [h.message(KAFKA_APP, due_in_ms=0, message_id=m) for m in ids(2)]
+    accept_all(h, messages)
+    asyncio.run(h.dispatcher.fire_due())
+
+    assert read_at, "the view was read again"
+    assert produced_ids(h) == [m.message_id for m in messages]
+    assert all(e.at_ms is not None and e.at_ms >= read_at[0] for e in h.sink.emitted)
