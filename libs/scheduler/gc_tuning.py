@@ -4,7 +4,7 @@ The services allocate several small container objects per message (decoded recor
 tuples, futures), nearly all freed by reference counting the moment they are done with. With the
 interpreter's default, a young-generation collection runs every 700 net allocations, thousands
 of times a second under load, and the older collections it triggers walk every object alive:
-with 100,000 attempts held by a dispatcher, a third of its firing time went to the collector
+with 100,000 attempts held by a dispatcher, two fifths of its firing time went to the collector
 (docs/ARCHITECTURE.md, "Garbage collection"). Collecting every YOUNG_THRESHOLD allocations still
 frees cyclic garbage, in larger and far fewer passes, for a few megabytes of young objects more.
 """

@@ -174,3 +174,42 @@ def test_a_view_that_fell_behind_while_the_run_read_its_app_holds_the_group() ->
     assert read_at, "the view was read again"
     assert produced_ids(h) == [m.message_id for m in messages]
     assert all(e.at_ms is not None and e.at_ms >= read_at[0] for e in h.sink.emitted)
+
+
+@pytest.mark.parametrize("failing", ["app read", "topic check"])
+def test_a_run_whose_app_or_topic_cannot_be_read_hands_its_attempts_back(failing: str) -> None:
+    """The run's own read of its app (Cassandra down) or check of its topic (the producer's
+    metadata: Kafka restarting, a fenced producer) fails: the attempts go back to the timer
+    queue and are fired on the next pass, none lost or left in flight unsettled."""
+    h = build(settings=PREFETCH)
+    real_get = h.apps.get_app
+    reads: list[str] = []
+
+    def get_app(app_id: str) -> Application | None:
+        reads.append(app_id)
+        if failing == "app read" and len(reads) == 2:  # the run's read, after _fire_batch's
+            raise ConnectionError("Cassandra is down")
+        return real_get(app_id)
+
+    h.apps.get_app = get_app  # type: ignore[method-assign]
+    if failing == "topic check":
+        real_exists = h.dispatcher._topic_check.exists
+        checks: list[str] = []
+
+        async def exists(topic: str) -> bool:
+            checks.append(topic)
+            if len(checks) == 1:
+                raise RuntimeError("metadata request failed")
+            return await real_exists(topic)
+
+        h.dispatcher._topic_check.exists = exists  # type: ignore[method-assign]
+    messages = [h.message(KAFKA_APP, due_in_ms=0, message_id=m) for m in ids(2)]
+    accept_all(h, messages)
+
+    asyncio.run(h.dispatcher.fire_due())
+    assert produced_ids(h) == [] and len(h.dispatcher.timers) == 2
+    assert h.dispatcher.in_flight == 0
+
+    assert asyncio.run(h.dispatcher.fire_due()) == 2
+    assert produced_ids(h) == [m.message_id for m in messages]
+    assert sorted(e.settled.offset for e in h.sink.emitted if e.settled is not None) == [0, 1]

@@ -299,14 +299,26 @@ class Dispatcher:
             await self._until(pending[start].due_ms - ahead, ahead)
             if self.stopping:
                 return  # not fired: left unsettled (their offsets are not committed)
-            app = await self._apps.get(app_id)
-            if not (
-                app is not None
-                and app.type == "KAFKA"
-                and self.admission.open(app)
-                and self._quarantine_end(app.endpoint) is None
-                and await self._refuse_topic(app.endpoint) is None
-            ):
+            try:
+                app = await self._apps.get(app_id)
+                plain = (
+                    app is not None
+                    and app.type == "KAFKA"
+                    and self.admission.open(app)
+                    and self._quarantine_end(app.endpoint) is None
+                    and await self._refuse_topic(app.endpoint) is None
+                )
+            except Exception:
+                # Cassandra down, the producer's metadata failing (Kafka restarting, a fenced
+                # producer): the attempts go back to the timer queue, never dropped.
+                log.exception(
+                    "reading the app %s or its topic failed; retrying %d attempts",
+                    app_id,
+                    len(pending) - start,
+                )
+                await self._hand_back(pending[start:])
+                return
+            if app is None or not plain:
                 for held in pending[start:]:
                     self._spawn(self.fire(held, states.get(held.message.message_id)))
                 return
