@@ -173,15 +173,7 @@ async def run(args: argparse.Namespace) -> int:
         logs,
         wrapper=[sys.executable, "-m", "cProfile", "-o", args.profile] if args.profile else [],
     )
-    if args.instances > 1:  # replicas sharing the ring partitions (ownership.py)
-        system.env_overrides.setdefault("dispatcher", {})["SCHEDULER_DISPATCH_INSTANCES"] = str(
-            args.instances
-        )
-        for i in range(1, args.instances):
-            system.add_replica("dispatcher", f"dispatcher-{i}")
-            system.env_overrides[f"dispatcher-{i}"].update(
-                SCHEDULER_DISPATCH_INSTANCES=str(args.instances), SCHEDULER_DISPATCH_INSTANCE=str(i)
-            )
+    system.add_dispatcher_instances(args.instances)  # replicas sharing the ring's partitions
     system.start("dispatcher", *system.replicas, wait=False)
     lateness: list[int] = []
     seen: set[str] = set()

@@ -200,6 +200,19 @@ class System:
             self.ports[f"{name}:metrics"] = free_port()
             overrides[METRICS_PORT_VARS[service]] = str(self.ports[f"{name}:metrics"])
 
+    def add_dispatcher_instances(self, instances: int) -> None:
+        """`dispatcher` becomes instance 0 of `instances`; replicas `dispatcher-1`, ... are the
+        others, each owning its share of the ring's partitions (not started here)."""
+        if instances == 1:
+            return
+        count = str(instances)
+        self.env_overrides.setdefault("dispatcher", {})["SCHEDULER_DISPATCH_INSTANCES"] = count
+        for i in range(1, instances):
+            self.add_replica("dispatcher", f"dispatcher-{i}")
+            self.env_overrides[f"dispatcher-{i}"].update(
+                SCHEDULER_DISPATCH_INSTANCES=count, SCHEDULER_DISPATCH_INSTANCE=str(i)
+            )
+
     @property
     def names(self) -> list[str]:
         """Every process name: the services, then the replicas."""
@@ -294,13 +307,7 @@ def running_system(
     setup(kafka, cassandra, scheduling)
     ports = System.ports_for()
     system = System(service_env(kafka, cassandra, scheduling, ports, extra), ports, logs)
-    if dispatchers > 1:
-        system.env_overrides["dispatcher"] = {"SCHEDULER_DISPATCH_INSTANCES": str(dispatchers)}
-        for i in range(1, dispatchers):
-            system.add_replica("dispatcher", f"dispatcher-{i}")
-            system.env_overrides[f"dispatcher-{i}"].update(
-                SCHEDULER_DISPATCH_INSTANCES=str(dispatchers), SCHEDULER_DISPATCH_INSTANCE=str(i)
-            )
+    system.add_dispatcher_instances(dispatchers)
     try:
         system.start(*system.names)
         yield system
