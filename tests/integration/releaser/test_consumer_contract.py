@@ -204,6 +204,22 @@ def test_positions_pause_incremental_assign_and_end_of_partition_events(world: W
     c.close()
 
 
+def test_a_hand_assigned_consumer_s_group_metadata_never_changes(world: World) -> None:
+    # The dispatcher's sink takes the ring consumer's metadata once (runtime.py): asked for each
+    # transaction, it waited for the ring's consume in progress in another thread, up to 0.5 s.
+    c = world.consumer()
+    before = c.consumer_group_metadata()
+    world.produce(0, b"x", T0)
+    world.produce(1, b"y", T0)
+    c.assign([TopicPartition(world.topic, 0, 0)])
+    assert [offset for _, offset, _ in drain(c)] == [0]
+    c.incremental_assign([TopicPartition(world.topic, 1, 0)])
+    assert [offset for _, offset, _ in drain(c)] == [0]
+    c.unassign()
+    assert c.consumer_group_metadata() == before
+    c.close()
+
+
 def test_the_position_passes_a_committed_transaction_s_marker_without_an_end_event(
     world: World,
 ) -> None:

@@ -318,7 +318,7 @@ class FakeConsumer:
         return out
 
     def consumer_group_metadata(self) -> object:
-        return object()
+        return f"group {self.group}".encode()  # assigned by hand: no generation, no member id
 
     def close(self) -> None:
         pass

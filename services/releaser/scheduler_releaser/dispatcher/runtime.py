@@ -171,7 +171,10 @@ async def run_dispatcher(
     records = RecordsProgress()
     sink = TransactionalSink(
         transactional_producer(producer_config, init_timeout_s=60),
-        ring_consumer.consumer_group_metadata,
+        # Asked once, not per transaction: the call waits for a consume in progress in the
+        # ring's worker thread (up to QUIET_S), which held each transaction of a hotspot's
+        # drain up to half a second. The value never changes for a consumer assigned by hand.
+        ring_consumer.consumer_group_metadata(),
         tracker,
         clock,
         metrics,
@@ -180,6 +183,7 @@ async def run_dispatcher(
         settings.txn_offsets_interval_ms,
         settings.offsets_refresh_ms,
         settings.destination_timeout_ms,
+        settings.txn_quiet,
     )
     http = AiohttpPost(settings.http_max_connections, settings.http_timeout_s)
     rest = RestDeliverer(
