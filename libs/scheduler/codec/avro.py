@@ -13,7 +13,7 @@ import copy
 import io
 import json
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -24,6 +24,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
 
 from .catalogue import SchemaCatalogue, SchemaVersion, default_catalogue, parse
+from .compiled import InvalidValue, Unsupported, compile_writer
 from .errors import (
     IncompatibleSchema,
     InvalidRecord,
@@ -115,6 +116,14 @@ class AvroCodec:
             frozenset(f["name"] for f in fields),
             tuple((f["name"], f.get("default", _MISSING)) for f in fields),
         )
+        # The compiled writer checks and writes in one pass (compiled.py); fastavro for a schema
+        # it does not compile.
+        try:
+            self._write: Callable[[Mapping[str, Any]], bytes] | None = compile_writer(
+                self.writer.parsed
+            )
+        except Unsupported:
+            self._write = None
 
     @property
     def wire_format(self) -> WireFormat:
@@ -128,6 +137,12 @@ class AvroCodec:
 
         Fields that have a default may be omitted; unknown fields are refused.
         """
+        if self._write is not None:
+            datum = self._complete(record, validated=False)
+            try:
+                return self._writer_header() + self._write(datum)
+            except InvalidValue as exc:
+                raise InvalidRecord(f"invalid {self.writer}: {exc}") from None
         datum = self._complete(record)
         out = io.BytesIO()
         out.write(self._writer_header())
@@ -137,7 +152,7 @@ class AvroCodec:
             raise InvalidRecord(f"cannot encode a {self.writer}: {exc}") from exc
         return out.getvalue()
 
-    def _complete(self, record: Mapping[str, Any]) -> dict[str, Any]:
+    def _complete(self, record: Mapping[str, Any], validated: bool = True) -> dict[str, Any]:
         if not isinstance(record, Mapping):
             raise InvalidRecord(f"a {self.writer} must be a mapping, got {type(record).__name__}")
         names, defaults = self._writer_fields
@@ -156,6 +171,8 @@ class AvroCodec:
             datum[name] = value
         if missing:
             raise InvalidRecord(f"missing required field(s) for {self.writer}: {missing}")
+        if not validated:
+            return datum
         try:
             validate(datum, self.writer.parsed, raise_errors=True)
         except ValidationError as exc:
