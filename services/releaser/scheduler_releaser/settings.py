@@ -63,13 +63,6 @@ class DispatchSettings(BaseSettings):
         description="a KAFKA destination record unacknowledged this long is refused (retried"
         " later): a slow tenant topic holds the others' commits back this long at most",
     )
-    txn_quiet: bool = Field(
-        default=True,
-        description="a transaction is first run without a delivery report per record (its"
-        " commit fails if a record failed); only a failed one is redone reading every report,"
-        " as are the transactions of the next 30 s. false: every transaction reads them all"
-        " (slower under load: each report takes the GIL from the firing loop)",
-    )
     destination_quarantine_ms: int = Field(
         default=10_000,
         ge=0,

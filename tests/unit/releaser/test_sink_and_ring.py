@@ -26,30 +26,26 @@ class FakeProducer:
     """Records transactions; `fail` holds errors to raise from commit_transaction, in order.
 
     Delivery reports are served by `flush`, as librdkafka serves them: `refuse` gives a topic's
-    records an error, `silent` topics never answer (a destination that times out). A record
-    produced without a report callback fails the transaction instead, as in librdkafka: the
-    commit raises an abortable error. `reported` counts the records produced with a callback."""
+    records an error, `silent` topics never answer (a destination that times out)."""
 
     def __init__(self) -> None:
         self.open: list[tuple[str, bytes]] = []
         self.offsets: list = []
         self.committed: list[tuple[list[tuple[str, bytes]], list]] = []
         self.aborted = 0
-        self.reported = 0
         self.fail: list[KafkaError] = []
         self.refuse: dict[str, KafkaError] = {}
         self.silent: set[str] = set()
         self.clock: ManualClock | None = None  # advanced while flush waits for silent topics
-        self._reports: list[tuple[str, Callable[[KafkaError | None, object], None] | None]] = []
-        self._failed: KafkaError | None = None  # a quiet record's error: the commit fails
+        self._reports: list[tuple[str, Callable[[KafkaError | None, object], None]]] = []
 
     def begin_transaction(self) -> None:
         self.open, self.offsets = [], []
 
     def produce(self, topic, value=None, key=None, headers=None, on_delivery=None) -> None:
         self.open.append((topic, value))
-        self._reports.append((topic, on_delivery))
-        self.reported += on_delivery is not None
+        if on_delivery is not None:
+            self._reports.append((topic, on_delivery))
 
     def flush(self, timeout: float = -1) -> int:
         if self.clock is not None and any(t in self.silent for t, _ in self._reports):
@@ -58,10 +54,8 @@ class FakeProducer:
         for topic, report in reports:
             if topic in self.silent:
                 self._reports.append((topic, report))
-            elif report is not None:
+            else:
                 report(self.refuse.get(topic), None)
-            elif topic in self.refuse:
-                self._failed = self._failed or self.refuse[topic]
         return len(self._reports)
 
     def send_offsets_to_transaction(self, offsets, metadata) -> None:
@@ -69,21 +63,15 @@ class FakeProducer:
 
     def commit_transaction(self) -> None:
         assert not self._reports, "librdkafka flushes before it commits"
-        if self._failed is not None:
-            raise KafkaException(
-                KafkaError(self._failed.code(), "a record failed", txn_requires_abort=True)
-            )
         if self.fail:
             raise KafkaException(self.fail.pop(0))
         self.committed.append((self.open, self.offsets))
 
     def abort_transaction(self, timeout: float = -1) -> None:
         self.aborted += 1
-        self._failed = None
         reports, self._reports = self._reports, []
         for _, report in reports:  # purged, as librdkafka purges them
-            if report is not None:
-                report(KafkaError(KafkaError._PURGE_QUEUE), None)
+            report(KafkaError(KafkaError._PURGE_QUEUE), None)
 
     def poll(self, timeout: float) -> int:
         return 0
@@ -102,7 +90,6 @@ def sink(
     clock: ManualClock | None = None,
     destination_timeout_ms: int = 5_000,
     max_batch: int = 2,
-    quiet: bool = True,
 ) -> tuple[TransactionalSink, OffsetTracker, ManualClock, DispatchMetrics]:
     """A sink whose producer factory hands out `producers` in turn (a replacement is the next)."""
     clock = clock or ManualClock()
@@ -119,7 +106,6 @@ def sink(
         recover_after_ms,
         offsets_interval_ms,
         destination_timeout_ms=destination_timeout_ms,
-        quiet=quiet,
     )
     for p in producers:
         p.clock = clock

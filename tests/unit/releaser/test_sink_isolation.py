@@ -1,14 +1,11 @@
 """One tenant's destination cannot hold the transactional sink hostage (fake producer).
 
 The real broker's refusals (too large, deleted topic) are in
-tests/integration/releaser/test_sink_isolation.py; these drive the sink's decisions in its
-precise runs, which read every delivery report. test_quiet_transactions.py shows that a sink
-which runs each transaction quietly first ends the same way."""
+tests/integration/releaser/test_sink_isolation.py; these drive the sink's decisions."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
@@ -18,14 +15,9 @@ from scheduler_releaser.dispatcher.refusals import TIMEOUT, Refusal
 from scheduler_releaser.dispatcher.sink import SinkStopped
 from scheduler_releaser.dispatcher.timers import Position
 
-from .test_sink_and_ring import FakeProducer, error, run
-from .test_sink_and_ring import sink as any_sink
+from .test_sink_and_ring import FakeProducer, error, run, sink
 
 pytestmark = pytest.mark.unit
-
-
-def sink(*producers: FakeProducer, **options: Any) -> Any:
-    return any_sink(*producers, quiet=False, **options)
 
 
 def dest(topic: str, value: bytes) -> OutRecord:
@@ -299,10 +291,8 @@ class StalledByGoneTopic(FakeProducer):
     on the real broker): while its record is in the transaction nothing is acknowledged, not
     even the scheduler's own records, and the abort succeeds."""
 
-    gone = "gone.topic"
-
     def flush(self, timeout: float = -1) -> int:
-        if not any(topic == self.gone for topic, _ in self._reports):
+        if not any(topic == "gone.topic" for topic, _ in self._reports):
             return super().flush(timeout)
         return answer_nothing(self, timeout)
 

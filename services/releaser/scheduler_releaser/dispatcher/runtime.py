@@ -183,7 +183,6 @@ async def run_dispatcher(
         settings.txn_offsets_interval_ms,
         settings.offsets_refresh_ms,
         settings.destination_timeout_ms,
-        settings.txn_quiet,
     )
     http = AiohttpPost(settings.http_max_connections, settings.http_timeout_s)
     rest = RestDeliverer(

@@ -8,20 +8,12 @@ attempt's effects or none of them, and a KAFKA destination record is never dupli
 The producer is only touched by one worker thread, one transaction at a time; `emit` merely
 queues (it runs on the event loop).
 
-One tenant's destination cannot hold a transaction hostage (refusals.py): a destination record
-refused on its own is taken out, its attempt is handed back to the core through `on_refused`
-(which settles it as failed or retried, with the same ring offset), and the rest is produced
-again and committed. A refused attempt's ring offset is only committed with its own settlement:
-offsets are computed for the transaction that commits, never before.
-
-Which record was refused is known from the delivery reports, but a report costs the worker
-thread the GIL once per record, and the event loop that fires holds it: under a hotspot a
-transaction of 2,000 deliveries took 0.5-1.5 s instead of 20-40 ms. So a transaction is first
-run quietly, without reports: librdkafka fails the commit when any of its records failed, and
-the flush tells how many are still unacknowledged. Only when a quiet run fails is the same
-transaction aborted and run again precisely, reading every report; the sink then stays precise
-for PRECISE_FOR_MS, so a destination that keeps failing costs the quiet attempt once in a while,
-not every time.
+One tenant's destination cannot hold a transaction hostage (refusals.py): every record's
+delivery report is read before the commit; a destination record refused on its own is taken
+out, its attempt is handed back to the core through `on_refused` (which settles it as failed or
+retried, with the same ring offset), and the rest is produced again and committed. A refused
+attempt's ring offset is only committed with its own settlement: offsets are computed for the
+transaction that commits, never before.
 
 A transaction that failed because a topic is gone, or stalled with nothing acknowledged, also
 costs its producer: after such a failure librdkafka was seen to leave the producer unable to
@@ -80,8 +72,6 @@ WAIT_STEP_MS = 1  # re-read the clock this often while a commit waits for its du
 REPORTS_STEP_S = 0.05  # delivery reports are awaited in steps of this
 RETRY_MIN_S, RETRY_MAX_S = 0.01, 1.0  # backoff between whole-transaction retries
 ABORT_TIMEOUT_S = 5.0  # an abort not done by then: the producer is replaced
-PRECISE_FOR_MS = 30_000  # after a quiet run failed, transactions read every delivery report
-QUIET_WAIT_MS = 1_000  # a quiet run unacknowledged this long (at most the destination timeout)
 
 
 @dataclass
@@ -280,16 +270,13 @@ class TransactionalSink:
         offsets_interval_ms: int = 0,
         offsets_refresh_ms: int = 60_000,
         destination_timeout_ms: int = 5_000,
-        quiet: bool = True,
     ) -> None:
         """`new_producer` returns a transactional producer after `init_transactions` (blocking;
         raises KafkaException when Kafka cannot be reached). `group_metadata`: the ring
         consumer's group metadata, taken once: the consumer is assigned by hand (ownership.py),
         never subscribed, so it has no generation or member id that a rebalance could change.
         `destination_timeout_ms`: a destination record unacknowledged this long is refused
-        (transient), so a slow tenant topic delays the others' commits by at most that, plus
-        the quiet run's wait (QUIET_WAIT_MS) once every PRECISE_FOR_MS. `quiet`: a transaction
-        is first run without delivery reports (False: always with them)."""
+        (transient), so a slow tenant topic delays the others' commits by at most that."""
         self._new_producer = new_producer
         self._group_metadata = group_metadata
         self._max_batch = max_batch
@@ -312,8 +299,6 @@ class TransactionalSink:
         self._worker: _Worker | None = None
         self._broken = False  # an abort failed: replace the producer
         self._closing = threading.Event()
-        self._quiet = quiet
-        self._precise_until_ms = float("-inf")  # monotonic; see PRECISE_FOR_MS
 
     async def start(self) -> None:
         self._producer = await asyncio.to_thread(self._new_producer)
@@ -413,10 +398,9 @@ class TransactionalSink:
             ]
             not_before = max((i.not_before_ms or 0 for i in batch), default=0)
             metadata = self._group_metadata if offsets else None
-            precise = not self._quiet or self._clock.monotonic_ms() < self._precise_until_ms
             try:
                 try:
-                    refused = await self._commit(records, offsets, metadata, not_before, precise)
+                    refused = await self._commit(records, offsets, metadata, not_before)
                 finally:
                     if self._broken:
                         await self._replace_producer()
@@ -445,9 +429,6 @@ class TransactionalSink:
                     continue
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(RETRY_MAX_S, backoff_s * 2)
-                continue
-            if refused is None:  # the quiet run failed (and was aborted): run it precisely
-                self._precise_until_ms = self._clock.monotonic_ms() + PRECISE_FOR_MS
                 continue
             if refused:
                 batch = self._hand_back_refused(batch, refused)
@@ -498,25 +479,21 @@ class TransactionalSink:
         offsets: list[TopicPartition],
         metadata: object,
         not_before_ms: int,
-        precise: bool,
-    ) -> dict[int, Refusal] | None:
-        """The refused destination records (none: committed), or None when the quiet run
-        failed and was aborted."""
+    ) -> dict[int, Refusal]:
         assert self._producer is not None and self._worker is not None, "start() first"
-        transact = self._transact if precise else self._transact_quietly
         while True:
             attempt = _Attempt()
             producer = self._producer
 
             def job(producer: Producer = producer, attempt: _Attempt = attempt) -> Any:
-                return transact(producer, records, offsets, metadata, not_before_ms, attempt)
+                return self._transact(producer, records, offsets, metadata, not_before_ms, attempt)
 
             future = self._worker.submit(job)
             started = self._clock.monotonic_ms()
             while True:
                 await asyncio.wait({future}, timeout=WATCH_S)
                 if future.done():
-                    result: dict[int, Refusal] | None = future.result()  # errors propagate
+                    result: dict[int, Refusal] = future.result()  # errors propagate
                     return result
                 if self._clock.monotonic_ms() - started < self._recover_after_ms:
                     continue
@@ -559,57 +536,6 @@ class TransactionalSink:
         self._broken = False
         self._worker = _Worker(asyncio.get_running_loop())
         log.info("replacement transactional producer ready")
-
-    def _transact_quietly(
-        self,
-        producer: Producer,
-        records: list[tuple[int, OutRecord]],
-        offsets: list[TopicPartition],
-        metadata: object,
-        not_before_ms: int,
-        attempt: _Attempt,
-    ) -> dict[int, Refusal] | None:
-        """Runs in the worker thread: the transaction without delivery reports. Returns {} once
-        committed, or None when a record was refused or not acknowledged within QUIET_WAIT_MS
-        (librdkafka fails the commit when a record failed): then the transaction was aborted,
-        and `_transact` is to run it again, reading each record's report."""
-        try:
-            producer.begin_transaction()
-            for _, r in records:
-                self._produce_quietly(producer, r)
-            if offsets:
-                producer.send_offsets_to_transaction(offsets, metadata)
-            if self._flush(producer, min(QUIET_WAIT_MS, self._destination_timeout_ms)) > 0:
-                log.info("transaction unacknowledged without delivery reports: redone with them")
-                self._abort(producer, attempt, topic_trouble=True)
-                return None
-            self._wait_until(not_before_ms)
-            attempt.enter_commit()
-            producer.commit_transaction()
-            self._metrics.transactions.labels("committed").inc()
-            return {}
-        except KafkaException as exc:
-            error: KafkaError = exc.args[0]
-            if error.fatal() or error.code() in FENCED:
-                raise fatal(error) from exc
-            if attempt.committing and error.retriable() and not error.txn_requires_abort():
-                log.warning("transaction commit failed, retrying the commit: %s", error)
-                self._retry_commit(producer)
-                return {}
-            if attempt.abandoned:
-                raise _Abandoned from exc
-            log.info("transaction failed without delivery reports (%s): redone with them", error)
-            self._abort(producer, attempt, topic_trouble=True, replace=error.code() in TOPIC_GONE)
-            return None
-
-    def _flush(self, producer: Producer, timeout_ms: int) -> int:
-        """Wait until every record is acknowledged or refused, or `timeout_ms` passed; the
-        number still unanswered."""
-        deadline = self._clock.monotonic_ms() + timeout_ms
-        left = producer.flush(0)
-        while left > 0 and (remaining := deadline - self._clock.monotonic_ms()) > 0:
-            left = producer.flush(min(remaining / 1000, REPORTS_STEP_S))
-        return left
 
     def _transact(
         self,
@@ -758,15 +684,6 @@ class TransactionalSink:
                     raise fatal(exc.args[0]) from exc
                 if self._closing.is_set():  # in doubt: the next incarnation resolves it
                     raise _RetryWhole(f"commit in doubt while stopping: {exc}") from exc
-
-    @staticmethod
-    def _produce_quietly(producer: Producer, r: OutRecord) -> None:
-        while True:
-            try:
-                producer.produce(r.topic, value=r.value, key=r.key, headers=list(r.headers))
-                return
-            except BufferError:
-                producer.poll(0.01)  # queue full: let deliveries drain
 
     @staticmethod
     def _produce(producer: Producer, index: int | None, r: OutRecord, reports: _Reports) -> None:
