@@ -101,7 +101,8 @@ class DispatchMetrics:
         )
         self.in_flight = Gauge(
             "scheduler_dispatch_in_flight",
-            "Deliveries started and not yet settled",
+            "Firing tasks started and not yet done (a KAFKA app's run of due messages is one;"
+            " each REST delivery is one)",
             registry=registry,
         )
         self.held = Gauge(

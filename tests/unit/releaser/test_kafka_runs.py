@@ -213,3 +213,20 @@ def test_a_run_whose_app_or_topic_cannot_be_read_hands_its_attempts_back(failing
     assert asyncio.run(h.dispatcher.fire_due()) == 2
     assert produced_ids(h) == [m.message_id for m in messages]
     assert sorted(e.settled.offset for e in h.sink.emitted if e.settled is not None) == [0, 1]
+
+
+def test_the_in_flight_gauge_falls_back_to_zero_once_the_firing_tasks_are_done() -> None:
+    """Before: it was set only when a task was spawned, so it showed the last spawn's count
+    long after those tasks had finished (unless a test or shutdown drained them)."""
+    h = build()
+    accept_all(h, [h.message(KAFKA_APP, due_in_ms=0, message_id=i) for i in ids(3)])
+
+    async def fire_and_let_finish() -> None:
+        assert h.dispatcher.start_due() == 3
+        assert h.metric("scheduler_dispatch_in_flight") == 1  # one run for the app
+        while h.dispatcher.in_flight:
+            await asyncio.sleep(0)
+
+    asyncio.run(fire_and_let_finish())
+    assert len(produced_ids(h)) == 3
+    assert h.metric("scheduler_dispatch_in_flight") == 0

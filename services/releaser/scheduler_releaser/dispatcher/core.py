@@ -126,6 +126,8 @@ class Dispatcher:
             max_workers=settings.store_threads, thread_name_prefix="record-read"
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        # Read when scraped: a value set on spawn stayed stale once the tasks were done.
+        self._metrics.in_flight.set_function(lambda: len(self._tasks))
         self.admission = Admission(
             apps,
             clock,
@@ -231,7 +233,6 @@ class Dispatcher:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        self._metrics.in_flight.set(len(self._tasks))
 
     async def fire_due(self) -> int:
         """Start every due message and wait until they are settled (tests, shutdown)."""
@@ -242,7 +243,6 @@ class Dispatcher:
     async def drain(self) -> None:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        self._metrics.in_flight.set(0)
 
     @property
     def in_flight(self) -> int:
