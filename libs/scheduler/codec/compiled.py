@@ -104,24 +104,17 @@ def _boolean(path: str) -> Encoder:
     return encode
 
 
-def _int(path: str) -> Encoder:
-    def encode(v: Any) -> bytes:
-        n = _integer(v, INT_MIN, INT_MAX)
-        if n is None:
-            raise _bad(path, v, "int")
-        return _zigzag(n)
+def _integer_encoder(kind: str, low: int, high: int) -> Callable[[str], Encoder]:
+    def factory(path: str) -> Encoder:
+        def encode(v: Any) -> bytes:
+            n = _integer(v, low, high)
+            if n is None:
+                raise _bad(path, v, kind)
+            return _zigzag(n)
 
-    return encode
+        return encode
 
-
-def _long(path: str) -> Encoder:
-    def encode(v: Any) -> bytes:
-        n = _integer(v, LONG_MIN, LONG_MAX)
-        if n is None:
-            raise _bad(path, v, "long")
-        return _zigzag(n)
-
-    return encode
+    return factory
 
 
 def _string(path: str) -> Encoder:
@@ -149,8 +142,8 @@ def _bytes(path: str) -> Encoder:
 _PRIMITIVES: dict[str, Callable[[str], Encoder]] = {
     "null": _null,
     "boolean": _boolean,
-    "int": _int,
-    "long": _long,
+    "int": _integer_encoder("int", INT_MIN, INT_MAX),
+    "long": _integer_encoder("long", LONG_MIN, LONG_MAX),
     "string": _string,
     "bytes": _bytes,
 }
