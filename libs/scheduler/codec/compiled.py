@@ -41,7 +41,7 @@ def compile_writer(schema: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], b
     not fit."""
     if schema.get("type") != "record":
         raise Unsupported("only a record schema is compiled")
-    return _record(schema, "")
+    return _record(schema)
 
 
 def _zigzag(n: int) -> bytes:
@@ -184,18 +184,16 @@ def _union(branches: list[Any], path: str) -> Encoder:
     return encode
 
 
-def _record(schema: Mapping[str, Any], path: str) -> Encoder:
-    fields = [
-        (f["name"], _encoder(f["type"], f"{path}.{f['name']}" if path else f["name"]))
-        for f in schema["fields"]
-    ]
+def _record(schema: Mapping[str, Any]) -> Encoder:
+    """The top-level record (nested records are not compiled: `_encoder`)."""
+    fields = [(f["name"], _encoder(f["type"], f["name"])) for f in schema["fields"]]
 
     def encode(v: Any) -> bytes:
         if not isinstance(v, Mapping):
-            raise _bad(path, v, schema.get("name", "record"))
+            raise _bad("", v, schema.get("name", "record"))
         try:
             return b"".join([encoder(v[name]) for name, encoder in fields])
         except KeyError as exc:
-            raise InvalidValue(f"{path or 'record'}: missing field {exc.args[0]!r}") from None
+            raise InvalidValue(f"record: missing field {exc.args[0]!r}") from None
 
     return encode
