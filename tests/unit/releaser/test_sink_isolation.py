@@ -12,7 +12,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from scheduler_releaser.dispatcher.ports import OutRecord
 from scheduler_releaser.dispatcher.refusals import TIMEOUT, Refusal
-from scheduler_releaser.dispatcher.sink import SinkStopped
+from scheduler_releaser.dispatcher.sink import REPORTS_STEP_S, FencedError, SinkStopped
 from scheduler_releaser.dispatcher.timers import Position
 
 from .test_sink_and_ring import FakeProducer, error, run, sink
@@ -336,3 +336,23 @@ def test_a_transaction_failed_by_a_denied_or_moving_topic_keeps_its_producer(cod
 
     run(s, steps)
     assert only.committed == [([("results", b"rest")], [])] and only.aborted == 1
+
+
+def test_a_fence_in_a_delivery_report_stands_the_sink_down_at_once() -> None:
+    """Fenced by a new owner, librdkafka fails the records in flight with _FENCED and may never
+    report the rest: the sink must stand down then, not wait out the destination timeout (a
+    fenced instance went on looking ready for 8 s in the rolling-update test)."""
+    p = FakeProducer()
+    p.refuse["results"] = KafkaError(KafkaError._FENCED, "fenced by a newer instance", fatal=True)
+    p.silent.add("slow.topic")
+    s, _, clock, _ = sink(p, destination_timeout_ms=5_000)
+    s.emit([dest("slow.topic", b"x"), OutRecord("results", b"r")], None)
+    started = clock.monotonic_ms()
+
+    async def steps() -> None:
+        with pytest.raises(FencedError):
+            await s.flush()
+
+    run(s, steps)
+    assert clock.monotonic_ms() - started <= REPORTS_STEP_S * 1000  # one wait for reports
+    assert p.committed == []

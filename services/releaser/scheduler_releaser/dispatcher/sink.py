@@ -614,9 +614,14 @@ class TransactionalSink:
             raise _RetryWhole(str(error), error) from exc
 
     def _await_reports(self, producer: Producer, reports: _Reports) -> None:
-        """Until every record has its delivery report, or the destination timeout passed."""
+        """Until every record has its delivery report, or the destination timeout passed, or a
+        report says the producer is fenced (librdkafka may never report the other records)."""
         deadline = self._clock.monotonic_ms() + self._destination_timeout_ms
-        while reports.pending and (remaining := deadline - self._clock.monotonic_ms()) > 0:
+        while (
+            reports.pending
+            and reports.fatal_error is None
+            and (remaining := deadline - self._clock.monotonic_ms()) > 0
+        ):
             producer.flush(min(remaining / 1000, REPORTS_STEP_S))
 
     def _refusals(self, reports: _Reports) -> dict[int, Refusal]:
