@@ -4,12 +4,16 @@ Each process builds one of these objects on its own CollectorRegistry (tests bui
 Each also exports the process's own figures (process_cpu_seconds_total,
 process_resident_memory_bytes, process_start_time_seconds, ...; prometheus_client's
 ProcessCollector, Linux only) for the dashboards' process panels.
+
+The metrics written for every message on the dispatcher's event loop are LoopCounter and
+LoopHistogram (scheduler.loop_metrics): no lock per write, as only the loop writes them.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
+from scheduler.loop_metrics import LoopCounter, LoopHistogram
 from scheduler.top_apps import AppCounter, TopApps, top_apps
 
 # Lateness and dispatch delay (docs/ARCHITECTURE.md, "Lateness"), in seconds: fine buckets where
@@ -36,7 +40,7 @@ LATENESS_BUCKETS = (
 class DispatchMetrics:
     def __init__(self, registry: CollectorRegistry, top: TopApps | None = None) -> None:
         ProcessCollector(registry=registry)
-        self.lateness = Histogram(
+        self.lateness = LoopHistogram(
             "scheduler_dispatch_lateness_seconds",
             "Lateness, the client-facing figure (latenessMs): the attempt's due instant (sendAt"
             " for a first attempt, however far past) to delivery (REST: response; KAFKA:"
@@ -45,7 +49,7 @@ class DispatchMetrics:
             buckets=LATENESS_BUCKETS,
             registry=registry,
         )
-        self.delay = Histogram(
+        self.delay = LoopHistogram(
             "scheduler_dispatch_delay_seconds",
             "Dispatch delay, the SLO figure: max(the attempt's due instant, the message's"
             " acceptance) to delivery (REST: response; KAFKA: transaction committed); a sendAt"
@@ -54,26 +58,26 @@ class DispatchMetrics:
             buckets=LATENESS_BUCKETS,
             registry=registry,
         )
-        self.fire_delay = Histogram(
+        self.fire_delay = LoopHistogram(
             "scheduler_dispatch_fire_delay_seconds",
             "Due instant to the start of the delivery (after the fire-time checks)",
             buckets=LATENESS_BUCKETS,
             registry=registry,
         )
-        self.record_read = Histogram(
+        self.record_read = LoopHistogram(
             "scheduler_dispatch_record_read_seconds",
             "Fire-time read of the message record (queueing included)",
             buckets=LATENESS_BUCKETS,
             registry=registry,
         )
-        self.record_checks = Counter(
+        self.record_checks = LoopCounter(
             "scheduler_dispatch_record_checks_total",
             "Attempts at fire time by how a settled copy is ruled out: read (the message record"
             " is read) or known (the timer queue knows every settlement that could concern it)",
             ["source"],
             registry=registry,
         )
-        self.attempts = Counter(
+        self.attempts = LoopCounter(
             "scheduler_dispatch_attempts_total",
             "Delivery attempts by destination type, outcome and reason",
             ["destination", "outcome", "reason"],

@@ -84,6 +84,18 @@ class RecordingSink:
             Emitted(list(records), settled, on_committed, not_before_ms, at_ms, on_refused)
         )
 
+    def commit(self, at_ms: int) -> None:
+        """Commit everything emitted in one transaction at `at_ms`, as TransactionalSink does:
+        every commit callback in one go on the event loop, then the loop's turn."""
+
+        async def transaction() -> None:
+            for e in self.emitted:
+                if e.on_committed is not None:
+                    e.on_committed(at_ms)
+            await asyncio.sleep(0)
+
+        asyncio.run(transaction())
+
     def on(self, topic: str) -> list[OutRecord]:
         return [r for e in self.emitted for r in e.records if r.topic == topic]
 

@@ -59,7 +59,7 @@ def test_kafka_past_send_at_counts_from_acceptance_to_the_commit() -> None:
     asyncio.run(h.dispatcher.fire_due())
     [batch] = h.sink.emitted
     assert batch.on_committed is not None
-    batch.on_committed(h.clock.now_ms() + 20)  # the transaction commits 20 ms later
+    h.sink.commit(h.clock.now_ms() + 20)  # the transaction commits 20 ms later
     assert _seconds(h, "scheduler_dispatch_lateness_seconds", "KAFKA") == (1, 300.02)
     assert _seconds(h, "scheduler_dispatch_delay_seconds", "KAFKA") == (1, 0.42)
 

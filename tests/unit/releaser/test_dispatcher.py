@@ -255,7 +255,7 @@ def test_kafka_app_gets_a_destination_record_in_the_same_batch_as_its_result() -
     assert result.topic == TOPICS.results
     assert batch.settled == Position("t", 0, 9)
     assert batch.on_committed is not None
-    batch.on_committed(m.due_ms + 7)
+    h.sink.commit(m.due_ms + 7)
     assert h.metric("scheduler_dispatch_lateness_seconds_sum", {"destination": "KAFKA"}) == 0.007
 
 

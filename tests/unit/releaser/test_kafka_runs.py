@@ -230,3 +230,32 @@ def test_the_in_flight_gauge_falls_back_to_zero_once_the_firing_tasks_are_done()
     asyncio.run(fire_and_let_finish())
     assert len(produced_ids(h)) == 3
     assert h.metric("scheduler_dispatch_in_flight") == 0
+
+
+def test_every_committed_delivery_is_counted_for_its_app() -> None:
+    """The per-app count of KAFKA deliveries is taken once per transaction: after the commit,
+    each app has exactly its own deliveries, and the destination total has them all."""
+    other = dataclasses.replace(KAFKA_APP, app_id="app-kafka-2")
+    h = build(apps=(KAFKA_APP, other))
+    names = ids(7)
+    messages = [
+        h.message(KAFKA_APP if i < 4 else other, due_in_ms=0, message_id=names[i]) for i in range(7)
+    ]
+    accept_all(h, messages)
+    asyncio.run(h.dispatcher.fire_due())
+    assert len(produced_ids(h)) == 7
+    nothing_yet = {"app": KAFKA_APP.app_id, "outcome": "sent"}
+    assert not h.metric("scheduler_dispatch_app_attempts_total", nothing_yet)  # not committed
+
+    h.sink.commit(h.clock.now_ms())
+    h.sink.commit(h.clock.now_ms())  # a second transaction with the same deliveries in it
+
+    sent = {
+        app.app_id: h.metric(
+            "scheduler_dispatch_app_attempts_total", {"app": app.app_id, "outcome": "sent"}
+        )
+        for app in (KAFKA_APP, other)
+    }
+    assert sent == {KAFKA_APP.app_id: 8, other.app_id: 6}
+    total = {"destination": "KAFKA", "outcome": "sent", "reason": "produced"}
+    assert h.metric("scheduler_dispatch_attempts_total", total) == 14

@@ -101,6 +101,9 @@ class Dispatcher:
         self._kafka_sent = metrics.attempts.labels("KAFKA", "sent", "produced")
         self._kafka_lateness = metrics.lateness.labels("KAFKA")
         self._kafka_delay = metrics.delay.labels("KAFKA")
+        # KAFKA deliveries committed and not yet in app_attempts: counted once per transaction
+        # (an AppCounter increment ranks the app under two locks, 4 us, per message otherwise).
+        self._kafka_sent_per_app: dict[str, int] = {}
         if settings.kafka_produce_ahead_ms >= scheduling.cancel_guard_ms:
             raise ValueError("DISPATCH_KAFKA_PRODUCE_AHEAD_MS must be below the cancel guard")
         if 2 * settings.park_after_ms > kafka.due_retention_ms:
@@ -514,6 +517,17 @@ class Dispatcher:
             return
         self._produce_kafka(app, message, pos, self._clock.now_ms())
 
+    def _count_kafka_sent(self, app_id: str) -> None:
+        sent = self._kafka_sent_per_app
+        if not sent:  # the sink calls every commit callback of a transaction in one go
+            asyncio.get_running_loop().call_soon(self._account_kafka_sent)
+        sent[app_id] = sent.get(app_id, 0) + 1
+
+    def _account_kafka_sent(self) -> None:
+        sent, self._kafka_sent_per_app = self._kafka_sent_per_app, {}
+        for app_id, n in sent.items():
+            self._metrics.app_attempts.inc(app_id, "sent", n=n)
+
     def _produce_kafka(
         self, app: Application, message: DueMessage, pos: Position | None, now: int
     ) -> None:
@@ -534,7 +548,7 @@ class Dispatcher:
         def committed(at_ms: int) -> None:
             # A Kafka delivery happens when its transaction commits.
             self._kafka_sent.inc()
-            self._metrics.app_attempts.inc(message.app_id, "sent")
+            self._count_kafka_sent(message.app_id)
             self._kafka_lateness.observe(lateness_ms(message, at_ms) / 1000.0)
             self._kafka_delay.observe(dispatch_delay_ms(message, at_ms) / 1000.0)
 

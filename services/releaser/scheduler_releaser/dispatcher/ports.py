@@ -22,7 +22,8 @@ class OutRecord:
     destination: bool = False  # a KAFKA app's record: the destination may refuse it alone
 
 
-OnCommitted = Callable[[int], None]  # called with the commit instant (epoch ms)
+# Called on the event loop with the commit instant (epoch ms); a transaction's callbacks in one go.
+OnCommitted = Callable[[int], None]
 OnRefused = Callable[[Refusal], None]  # the destination refused it: settle the attempt anew
 
 
