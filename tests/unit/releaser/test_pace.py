@@ -141,3 +141,28 @@ def test_a_view_left_to_age_while_nothing_is_due_does_not_report_that_age() -> N
     h.dispatcher.accept(h.message(due_in_ms=0), None)
     assert h.dispatcher.start_due() == 0  # held: the view lags beyond the guard
     assert h.metric("scheduler_dispatch_commands_lag_seconds") > SCHEDULING.cancel_guard_ms / 1000
+
+
+def test_a_cancel_that_lands_while_a_wait_ends_is_not_swallowed() -> None:
+    """A wait that is ending cancels and awaits its own waiters: a cancel of the task that comes
+    in at that moment must still end the task. (Swallowed, the commands feed's task outlived
+    the firing loop's stop, and a fenced dispatcher went on looking ready until SIGTERM.)"""
+
+    async def main() -> list[int]:
+        swallowed = []
+        for steps in range(8):  # where the cancel lands, one loop step at a time
+            ticket, stop = asyncio.Event(), asyncio.Event()
+            waiting = asyncio.create_task(_waits(Pace(), ticket, stop))
+            await asyncio.sleep(0)  # it waits now
+            ticket.set()  # the wait ends...
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            if waiting.done():
+                continue
+            waiting.cancel()  # ...and its task is cancelled meanwhile
+            await asyncio.wait([waiting], timeout=PROMPTLY_S)
+            if not waiting.cancelled():
+                swallowed.append(steps)
+        return swallowed
+
+    assert run(main()) == []

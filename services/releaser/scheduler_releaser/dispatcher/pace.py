@@ -13,7 +13,6 @@ Nothing here decides whether a message may fire: that stays the view's own lag (
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 QUIET_CONFIRM_S = 1.0  # the commands view, while quiet (100 ms otherwise: commands_confirm_ms)
 QUIET_PROGRESS_S = 5.0  # the record writers' progress, while quiet (1 s otherwise)
@@ -58,5 +57,6 @@ class Pace:
         finally:
             for waiter in waiters:
                 waiter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await waiter
+            # Their cancellations come back as results; a cancel of this task, even one that
+            # lands now, is raised (suppressing CancelledError here swallowed it).
+            await asyncio.gather(*waiters, return_exceptions=True)
