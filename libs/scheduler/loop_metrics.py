@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import cast
+from typing import Generic, TypeVar, cast
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -59,8 +59,12 @@ class _HistogramChild:
         self.sum += amount
 
 
-class _Labelled(Collector):
-    """A metric family and its children, one per tuple of label values."""
+Child = TypeVar("Child", _CounterChild, _HistogramChild)
+
+
+class _Labelled(Collector, Generic[Child]):
+    """A metric family and its children, one per tuple of label values (an unlabelled family
+    has its one child from the start, as prometheus_client's)."""
 
     def __init__(
         self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
@@ -68,21 +72,24 @@ class _Labelled(Collector):
         self._name = name
         self._documentation = documentation
         self._labelnames = tuple(labelnames)
-        self._children: dict[tuple[str, ...], object] = {}
+        self._children: dict[tuple[str, ...], Child] = {}
+        if not self._labelnames:
+            self.labels()
         registry.register(self)
 
-    def _child(self, values: tuple[str, ...]) -> object:
-        if len(values) != len(self._labelnames):
-            raise ValueError(f"{self._name}: expected labels {self._labelnames}, got {values}")
-        child = self._children.get(values)
+    def labels(self, *values: str) -> Child:
+        key = tuple(str(v) for v in values)
+        if len(key) != len(self._labelnames):
+            raise ValueError(f"{self._name}: expected labels {self._labelnames}, got {key}")
+        child = self._children.get(key)
         if child is None:
-            child = self._children.setdefault(values, self._new_child())
+            child = self._children.setdefault(key, self._new_child())
         return child
 
-    def _new_child(self) -> object:
+    def _new_child(self) -> Child:
         raise NotImplementedError
 
-    def _snapshot(self) -> list[tuple[tuple[str, ...], object]]:
+    def _snapshot(self) -> list[tuple[tuple[str, ...], Child]]:
         return list(self._children.items())  # one step under the GIL: a new child may come
 
     def describe(self) -> Iterable[Metric]:
@@ -92,7 +99,7 @@ class _Labelled(Collector):
         raise NotImplementedError
 
 
-class LoopCounter(_Labelled):
+class LoopCounter(_Labelled[_CounterChild]):
     """prometheus_client's Counter for a single writer (the `_total` suffix is added)."""
 
     def __init__(
@@ -104,13 +111,6 @@ class LoopCounter(_Labelled):
         registry: CollectorRegistry,
     ) -> None:
         super().__init__(name.removesuffix("_total"), documentation, labelnames, registry)
-        if not self._labelnames:
-            self._child(())
-
-    def labels(self, *values: str) -> _CounterChild:
-        child = self._child(tuple(str(v) for v in values))
-        assert isinstance(child, _CounterChild)
-        return child
 
     def inc(self, amount: float = 1) -> None:
         self.labels().inc(amount)
@@ -124,12 +124,11 @@ class LoopCounter(_Labelled):
     def collect(self) -> Iterable[Metric]:
         family = self._family()
         for values, child in self._snapshot():
-            assert isinstance(child, _CounterChild)
             family.add_metric(list(values), child.value)
         return [family]
 
 
-class LoopHistogram(_Labelled):
+class LoopHistogram(_Labelled[_HistogramChild]):
     """prometheus_client's Histogram for a single writer."""
 
     def __init__(
@@ -147,13 +146,6 @@ class LoopHistogram(_Labelled):
         self._bounds = tuple(bounds)
         self._le = tuple(_go_float(b) for b in bounds)  # the `le` label values, as theirs
         super().__init__(name, documentation, labelnames, registry)
-        if not self._labelnames:
-            self._child(())
-
-    def labels(self, *values: str) -> _HistogramChild:
-        child = self._child(tuple(str(v) for v in values))
-        assert isinstance(child, _HistogramChild)
-        return child
 
     def observe(self, amount: float) -> None:
         self.labels().observe(amount)
@@ -167,7 +159,6 @@ class LoopHistogram(_Labelled):
     def collect(self) -> Iterable[Metric]:
         family = self._family()
         for values, child in self._snapshot():
-            assert isinstance(child, _HistogramChild)
             counts = list(child.counts)  # one step: the buckets and the count agree
             cumulative, buckets = 0, []
             for le, count in zip(self._le, counts, strict=True):
