@@ -3,6 +3,11 @@ messages, with one bucketer process, against the raw write ceiling of the same C
 same rows (a plain driver loop at the best concurrency found). Prints the figures.
 
     .venv/bin/python bench/bucketer_bench.py [--messages 20000] [--batch-size 2000]
+        [--max-pending N]
+
+`--max-pending N` sets the bucketer's per-app pending cap to N, so all but the first N requests
+are refused (`pending_limit_exceeded`): the rate of a producer flooding past its cap, which the
+partitions it shares with other apps move at.
 
 Uses a private topic prefix and keyspace (deleted afterwards) on the local stack. Targets
 (issue 4): >= 5,000 msg/s, >= 0.6 of the ceiling. "Where the CPU goes" is reported as CPU
@@ -109,6 +114,7 @@ def run_bucketer(
     n: int,
     batch_size: int,
     profile: Path | None = None,
+    max_pending: int | None = None,
 ) -> dict[str, float]:
     group = f"bench-{uuid.uuid4().hex[:6]}"
     env = {
@@ -124,6 +130,9 @@ def run_bucketer(
         "SCHEDULER_BUCKETER_BATCH_SIZE": str(batch_size),
         "SCHEDULER_BUCKETER_LOG_LEVEL": "WARNING",
     }
+    if max_pending is not None:
+        env["SCHEDULER_BUCKETER_MAX_PENDING_PER_APP"] = str(max_pending)
+        env["SCHEDULER_BUCKETER_LOG_LEVEL"] = "ERROR"  # not a warning per refused request
     profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
     process = subprocess.Popen(
         [sys.executable, *profiler, "-m", "scheduler_bucketer.main"], env=env
@@ -345,6 +354,9 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--batch-size", type=int, default=2_000)
     parser.add_argument("--profile", action="store_true", help="cProfile the bucketer process")
+    parser.add_argument(
+        "--max-pending", type=int, help="the per-app pending cap (all beyond it are refused)"
+    )
     args = parser.parse_args()
     unique = unique_name()
     servers = resolve_servers()
@@ -376,10 +388,15 @@ def main() -> int:
         # best of all as the ceiling.
         best = measure_ceilings(cassandra, args.messages // 2, now, "before")
         profile = Path(f"/tmp/bucketer-{unique}.prof") if args.profile else None
-        result = run_bucketer(kafka, cassandra, topics, args.messages, args.batch_size, profile)
+        result = run_bucketer(
+            kafka, cassandra, topics, args.messages, args.batch_size, profile, args.max_pending
+        )
+        over = ""
+        if args.max_pending is not None:
+            over = f", all after the first {args.max_pending} refused"
         print(
             f"bucketer: {result['msg_per_s']:,.0f} msg/s sustained"
-            f" (batch {args.batch_size}); CPU per 1,000 msg: bucketer"
+            f" (batch {args.batch_size}{over}); CPU per 1,000 msg: bucketer"
             f" {result['bucketer_cpu_per_1k']:.2f} s, Cassandra"
             f" {result['cassandra_cpu_per_1k']:.2f} s"
         )

@@ -328,7 +328,9 @@ def pending_section(
     for p in pending:
         lat = p["lateness_ms"]
         loaded = f"{p['loaded']:,}"
-        if not p["complete"]:
+        if p.get("refused"):
+            loaded += f" (of {p['target']:,}: {p['refused']:,} refused, see the rejected topic)"
+        elif not p["complete"]:
             loaded += f" (of {p['target']:,}: the load stopped at the suite's deadline)"
         rows.append(
             [

@@ -336,6 +336,7 @@ def pending(
     recording the stored rate against the count pending; then the storage per pending message
     and a steady run at 1,000/s (or the profile's highest rate below it) with them in place."""
     before_bytes = flushed_keyspace_bytes(world.cassandra)
+    rejected_before = world.rejected_end()
     spec = feeder.Feed(
         world.rest.app_id,
         count=target,
@@ -363,7 +364,9 @@ def pending(
         if process.is_alive():
             process.kill()
             process.join(5)
-    loaded = last_n - base
+    # a refused request moves the offsets as a stored one does: counted apart, not as loaded
+    refused = world.rejected_end() - rejected_before
+    loaded = last_n - base - refused
     after_bytes = flushed_keyspace_bytes(world.cassandra)
     rates = [r for _, _, r in curve]
     tenth = max(1, len(rates) // 10)
@@ -375,6 +378,7 @@ def pending(
     return {
         "target": target,
         "loaded": loaded,
+        "refused": refused,
         "complete": loaded >= target,
         "load_s": round(last_t - started, 1),
         "stored_per_s_first_tenth": statistics.median(rates[:tenth]) if rates else None,
@@ -390,5 +394,6 @@ def pending(
 
 
 def stored_count(world: World) -> int:
-    """Requests the bucketer has stored: the requests topic's end offsets minus its lag."""
+    """Requests the bucketer has stored or refused: the requests topic's end offsets minus its
+    lag."""
     return world.requests_end() - world.bucketer_lag()

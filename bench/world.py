@@ -58,6 +58,10 @@ def settings_env(kafka: KafkaSettings) -> dict[str, str]:
         "SCHEDULER_INGEST_RATE_BURST": "1000000",
         "SCHEDULER_INGEST_LOG_LEVEL": "WARNING",
         "SCHEDULER_RELEASE_SESSION_TIMEOUT_MS": "6000",
+        # the suite schedules millions for one app (10 M with --with-10m): caps above that, so
+        # nothing is refused, while their checks still run as in production
+        "SCHEDULER_INGEST_MAX_PENDING_PER_APP": "100000000",
+        "SCHEDULER_BUCKETER_MAX_PENDING_PER_APP": "100000000",
         # the launcher sets these itself; here so that the report lists them
         **group_env(kafka.topic_prefix),
     }
@@ -80,7 +84,13 @@ class World:
 
     def requests_end(self) -> int:
         """Records ever written to the requests topic (the sum of its end offsets)."""
-        topic = self.topics.requests
+        return self._end_offsets(self.topics.requests)
+
+    def rejected_end(self) -> int:
+        """Records ever written to the rejected topic (requests the services refused)."""
+        return self._end_offsets(self.topics.rejected)
+
+    def _end_offsets(self, topic: str) -> int:
         consumer = Consumer({**self.kafka.client_config(), "group.id": "bench-offsets"})
         try:
             parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions

@@ -130,6 +130,23 @@ def test_a_status_that_overtakes_its_content_is_kept(message_store: MessageStore
     assert view is not None and view.state == sent
 
 
+def test_recorded_finds_the_records_get_shows_in_one_call(message_store: MessageStore) -> None:
+    saved = content("01ARZ3NDEKTSV4RRFFQ69G5FR1")
+    message_store.save(saved, state(Status.READY), log(Status.READY, "0:1:scheduled"))
+    status_only = "01ARZ3NDEKTSV4RRFFQ69G5FR2"  # a status that overtook its content: not shown
+    message_store.update_status("app-a", status_only, state(Status.SENT), log(Status.SENT, "s"))
+    keys = [
+        ("app-a", saved.message_id),
+        ("app-b", saved.message_id),
+        ("app-a", status_only),
+        ("app-a", "01ARZ3NDEKTSV4RRFFQ69G5FR3"),
+        ("app-a", saved.message_id),
+    ]
+    assert message_store.recorded(keys) == {("app-a", saved.message_id)}
+    assert {k for k in keys if message_store.get(*k) is not None} == {("app-a", saved.message_id)}
+    assert message_store.recorded([]) == set()
+
+
 def test_logs_are_ordered_and_replays_do_not_duplicate(message_store: MessageStore) -> None:
     c = content("01ARZ3NDEKTSV4RRFFQ69G5FB5")
     message_store.save(c, state(Status.READY), log(Status.READY, "0:1:scheduled", T0))

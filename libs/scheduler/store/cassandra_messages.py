@@ -115,6 +115,9 @@ class CassandraMessageStore:
             " last_error, WRITETIME(status) AS status_written FROM messages"
             " WHERE app_id = ? AND message_id = ?"
         )
+        self._select_recorded: PreparedStatement = prepare(
+            "SELECT created_ms, status FROM messages WHERE app_id = ? AND message_id = ?"
+        )
         self._select_log_entries: PreparedStatement = prepare(
             "SELECT log_entries FROM messages WHERE app_id = ? AND message_id = ?"
         )
@@ -353,6 +356,16 @@ class CassandraMessageStore:
     def get(self, app_id: str, message_id: str) -> MessageView | None:
         row = self._session.execute(self._select_message, (app_id, message_id)).one()
         return self._shown(_view(app_id, message_id, row, self._cipher))
+
+    def recorded(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        unique = list(dict.fromkeys(keys))
+        reads = [self._session.execute_async(self._select_recorded, key) for key in unique]
+        found: set[tuple[str, str]] = set()
+        for key, read in zip(unique, reads, strict=True):
+            row = read.result().one()  # as in `_view`: content and a status written
+            if row is not None and row.created_ms is not None and row.status is not None:
+                found.add(key)
+        return found
 
     def _shown(self, view: MessageView | None) -> MessageView | None:
         if view is None or not view.state.stored:

@@ -266,6 +266,10 @@ class MessageStore(Protocol):
         """The record once content and a status are written; a stored READY below the release
         watermark shows as QUEUED (domain.status.shown_status)."""
 
+    def recorded(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Of these (app id, message id) keys, those whose record `get` would show: one
+        round trip for all (the reads travel concurrently), not one per key."""
+
     def logs(self, app_id: str, message_id: str) -> list[LogEntry]:
         """Log entries in time order (then entry id). A stored entry whose bucket was released
         since is followed by its "released" entry, from the bucket's release time."""

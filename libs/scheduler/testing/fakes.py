@@ -122,6 +122,10 @@ class InMemoryMessageStore:
             self._state[key] = _tie(current, state)
         self._logs.setdefault(key, {})[(log.at_ms, log.entry_id)] = log
 
+    def recorded(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        with self._lock:
+            return {k for k in keys if k in self._content and k in self._state}
+
     def get(self, app_id: str, message_id: str) -> MessageView | None:
         key = (app_id, message_id)
         with self._lock:

@@ -57,24 +57,41 @@ class PendingCapGate:
         self._refresh_ms = refresh_ms
         self._readings: OrderedDict[str, _Reading] = OrderedDict()
 
-    def check(self, accepted: Accepted) -> Rejection | None:
-        """None: admitted (and reserved); otherwise the rejection to publish."""
-        request = accepted.request
-        if self._limit is None or request.source == INGEST_SOURCE:
-            return None
-        reading = self._reading(request.app_id)
-        current = max(0, reading.stored) + reading.admitted
-        if current + 1 <= self._limit or self._is_replay(request):
-            reading.admitted += 1
-            return None
-        return Rejection(
-            accepted.record,
-            PENDING_LIMIT_EXCEEDED,
-            f"application {request.app_id!r} has about {current} messages pending (accepted, not"
-            f" yet sent, failed or aborted); its cap is {self._limit}",
-            request.app_id,
-            request.message_id,
+    def check(self, chunk: Sequence[Accepted]) -> list[Rejection | None]:
+        """Per request, in order: None, admitted (and reserved), or the rejection to publish.
+        The replay check of the requests over the cap is one store call for the chunk, so a
+        producer far over its cap does not slow the partitions it shares with other apps."""
+        verdicts: list[Rejection | None] = [None] * len(chunk)
+        over: list[tuple[int, _Reading]] = []
+        for i, accepted in enumerate(chunk):
+            request = accepted.request
+            if self._limit is None or request.source == INGEST_SOURCE:
+                continue
+            reading = self._reading(request.app_id)
+            if max(0, reading.stored) + reading.admitted + 1 <= self._limit:
+                reading.admitted += 1
+            else:
+                over.append((i, reading))
+        if not over:
+            return verdicts
+        replays = self._messages.recorded(
+            [(chunk[i].request.app_id, chunk[i].request.message_id) for i, _ in over]
         )
+        for i, reading in over:
+            request = chunk[i].request
+            if (request.app_id, request.message_id) in replays:
+                reading.admitted += 1
+                continue
+            verdicts[i] = Rejection(
+                chunk[i].record,
+                PENDING_LIMIT_EXCEEDED,
+                f"application {request.app_id!r} has about"
+                f" {max(0, reading.stored) + reading.admitted} messages pending (accepted, not"
+                f" yet sent, failed or aborted); its cap is {self._limit}",
+                request.app_id,
+                request.message_id,
+            )
+        return verdicts
 
     def count(self, requests: Sequence[ScheduleRequest]) -> None:
         """Count the batch's durable requests that ingest did not count (approximate: a failed
@@ -105,6 +122,3 @@ class PendingCapGate:
         while len(self._readings) > _MAX_TRACKED:
             self._readings.popitem(last=False)
         return reading
-
-    def _is_replay(self, request: ScheduleRequest) -> bool:
-        return self._messages.get(request.app_id, request.message_id) is not None

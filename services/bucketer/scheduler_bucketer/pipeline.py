@@ -23,6 +23,7 @@ and because every write is idempotent by message id, the retry neither loses nor
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -116,22 +117,13 @@ class BatchProcessor:
         accepted_requests: list[ScheduleRequest] = []
         for start in range(0, len(requests), CHUNK):
             entries: list[Entry] = []
-            for admitted in self._admit(requests[start : start + CHUNK]):
-                if admitted is None:  # a copy of a recorded message (idempotency key)
-                    continue
+            for admitted in self._capped(self._admit(requests[start : start + CHUNK]), seen):
                 if isinstance(admitted, Rejection):
                     outbox.rejections.append(admitted)
                     continue
-                key = (admitted.request.app_id, admitted.request.message_id)
-                if key not in seen:  # a message repeated in one batch (a producer retry)
-                    if self._pending_cap is not None:
-                        refused = self._pending_cap.check(admitted)
-                        if refused is not None:
-                            outbox.rejections.append(refused)
-                            continue
-                    seen.add(key)
-                    entries.append(entry_of(admitted, self._scheduling))
-                    accepted_requests.append(admitted.request)
+                seen.add((admitted.request.app_id, admitted.request.message_id))
+                entries.append(entry_of(admitted, self._scheduling))
+                accepted_requests.append(admitted.request)
             stored += self._placer.submit(entries, outbox)
         self._placer.finish(stored, outbox)
         schedule_commands: list[Command] = []
@@ -152,6 +144,42 @@ class BatchProcessor:
         accepted = [a for a in admitted if isinstance(a, Accepted)]
         settled = iter(self._keys.settle(accepted))
         return [next(settled) if isinstance(a, Accepted) else a for a in admitted]
+
+    def _capped(
+        self, chunk: Sequence[Accepted | Rejection | None], seen: set[tuple[str, str]]
+    ) -> list[Accepted | Rejection]:
+        """The chunk, in order, through the pending cap, without copies of recorded messages
+        (None) and of messages admitted earlier in the batch (a producer retry). A copy of a
+        refused request is refused too: each record gets its own outcome."""
+        slots: list[Accepted | Rejection | None] = []
+        firsts: list[tuple[int, Accepted]] = []  # (slot, request) of each message's first copy
+        copies: list[tuple[int, int, InputRecord]] = []  # (slot, its first in `firsts`, record)
+        first_of: dict[tuple[str, str], int] = {}
+        for admitted in chunk:
+            if admitted is None:
+                continue
+            if isinstance(admitted, Rejection):
+                slots.append(admitted)
+                continue
+            key = (admitted.request.app_id, admitted.request.message_id)
+            if key in seen:
+                continue
+            if key in first_of:
+                copies.append((len(slots), first_of[key], admitted.record))
+                slots.append(None)
+                continue
+            first_of[key] = len(firsts)
+            firsts.append((len(slots), admitted))
+            slots.append(admitted)
+        if self._pending_cap is not None and firsts:
+            verdicts = self._pending_cap.check([a for _, a in firsts])
+            for (slot, _), refused in zip(firsts, verdicts, strict=True):
+                if refused is not None:
+                    slots[slot] = refused
+            for slot, first, record in copies:
+                if (refused := verdicts[first]) is not None:
+                    slots[slot] = dataclasses.replace(refused, record=record)
+        return [s for s in slots if s is not None]
 
     def _produce(self, outbox: Outbox, commands: Sequence[Command] = ()) -> None:
         for topic, message in outbox.direct:

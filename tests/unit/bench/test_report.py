@@ -144,6 +144,34 @@ def test_a_hotspot_not_all_delivered_says_so() -> None:
     )
 
 
+def test_a_pending_load_with_refusals_or_cut_by_the_deadline_says_so() -> None:
+    """A refused request moves the bucketer's offsets as a stored one does: the section must not
+    count refusals as pending messages (the suite once loaded into an app's pending cap)."""
+    run = {
+        "target": 1_000_000,
+        "loaded": 820_000,
+        "refused": 180_000,
+        "complete": False,
+        "load_s": 459.5,
+        "stored_per_s_first_tenth": 1_868,
+        "stored_per_s_last_tenth": 967,
+        "stored_per_s_overall": 2_176,
+        "bytes_per_message": 228,
+        "steady_rate": 1_000,
+        "steady_achieved_rate": 999,
+        "lateness_ms": lateness_summary([5, 9]),
+        "totals": {"planned": 10, "delivered": 10, "lost": 0, "duplicates": 0, "early": 0},
+    }
+    text = render({**results(), "pending": [run]})
+    assert "| 820,000 (of 1,000,000: 180,000 refused, see the rejected topic) |" in text
+    cut = {**run, "refused": 0}
+    assert "820,000 (of 1,000,000: the load stopped at the suite's deadline)" in render(
+        {**results(), "pending": [cut]}
+    )
+    whole = {**run, "loaded": 1_000_000, "refused": 0, "complete": True}
+    assert "| 1,000,000 | 1,868 → 967" in render({**results(), "pending": [whole]})
+
+
 def test_the_hotspot_with_production_horizons_has_its_own_part_and_cost_row() -> None:
     def hot(delivered: int, last_s: float) -> dict[str, Any]:
         return {
