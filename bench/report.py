@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.machine import speed_line
+from scheduler.settings import SchedulingSettings
 
 PRODUCTION_LABEL = " (production horizons)"  # in the phase names of the second world's sections
 
@@ -224,22 +225,36 @@ SHRUNK_HOTSPOT = (
     " huge bucket and the dispatcher's firing of it. The same hotspot with the default"
     " horizons follows."
 )
+PRODUCTION_LOOKAHEAD_S = SchedulingSettings().lookahead_ms / 1_000
 PRODUCTION_HOTSPOT = (
     "The same hotspot in a second set of the four services with their default horizons (60 s"
     " buckets, 5 min look-ahead, 60 ring topics of a minute), as a production deployment runs:"
-    " due 65 s ahead, the messages go from the bucketer straight into their due-minute ring"
-    " topic, so the figure is the dispatcher's firing of 100,000 held messages beside the"
-    " record writers and the rest of the stack. The dispatcher runs as {dispatchers}, each"
-    " owning its share of the ring's partitions, as a deployment scales it"
+    " {path} beside the record writers and the rest of the stack. The dispatcher runs as"
+    " {dispatchers}, each owning its share of the ring's partitions, as a deployment scales it"
     " (`--production-dispatchers`). The dispatcher alone is measured by"
     " `.venv/bin/python bench/dispatch_bench.py --destination kafka --hotspot 100000"
     " [--instances 2 --partitions 6]` (see services/releaser/README.md)."
+)
+DIRECT_PATH = (
+    "due {lead:.0f} s ahead, within the look-ahead, the messages go from the bucketer straight"
+    " into their due-minute ring topic, so the figure is the dispatcher's firing of {n:,} held"
+    " messages"
+)
+STORED_PATH = (
+    "due {lead:.0f} s ahead, beyond the look-ahead, the messages are stored in their 60 s"
+    " Cassandra bucket first and the releaser streams that bucket into the ring once it comes"
+    " within the look-ahead, so the figure is the release and the dispatcher's firing of {n:,}"
+    " messages"
 )
 
 
 def production_hotspot_text(run: dict[str, Any]) -> str:
     n = run.get("dispatchers", 1)
-    return PRODUCTION_HOTSPOT.format(dispatchers="one instance" if n == 1 else f"{n} instances")
+    path = DIRECT_PATH if run["lead_s"] < PRODUCTION_LOOKAHEAD_S else STORED_PATH
+    return PRODUCTION_HOTSPOT.format(
+        path=path.format(lead=run["lead_s"], n=run["messages"]),
+        dispatchers="one instance" if n == 1 else f"{n} instances",
+    )
 
 
 def saturation_section(sat: dict[str, Any]) -> list[str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos.checker import RETRIED, UNEXPLAINED, Facts, Verdict
+from chaos.faults import STEADY_WAIT_S
 
 SAMPLE = 20  # ids of each violation kind listed in the markdown (all of them in the JSON)
 
@@ -88,7 +89,8 @@ def markdown(verdict: Verdict, meta: dict[str, Any], timeline: list[dict[str, An
         " lateness p99 of every 5 s window of due instants for the next 10 s is within 2x the"
         " pre-fault p99 (of the 30 s before the fault, or of the warm-up's last minute if lower;"
         " 50 ms at least); *> N*: not before the next fault, N s after the heal being the last"
-        " instant a steady point could have been seen (the nemesis waits up to 90 s for one)."
+        " instant a steady point could have been seen (the nemesis waits up to"
+        f" {STEADY_WAIT_S:.0f} s for one)."
         " *HTTP dups*: the second deliveries this fault explains (it ended a dispatcher between"
         " the first delivery and the second).",
         "",

@@ -11,12 +11,12 @@ was counted here and is not in the store yet (buffered, or being written), for t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections.abc import Callable
 
 from scheduler.store.usage import UsageKind, UsageStore
+from scheduler.tasks import cancel_and_wait
 from scheduler_ingest.io import BlockingIo
 
 log = logging.getLogger("scheduler_ingest.usage")
@@ -101,8 +101,6 @@ class UsageCounter:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+            task, self._task = self._task, None
+            await cancel_and_wait(task)
         await self._io(self.flush)

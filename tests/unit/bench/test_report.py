@@ -211,6 +211,12 @@ def test_the_hotspot_with_production_horizons_has_its_own_part_and_cost_row() ->
     assert "- Last delivered 1.25 s after the due second began" in production
     assert "60 s buckets, 5 min look-ahead" in production
     assert "The dispatcher runs as 2 instances" in production
+    assert "due 65 s ahead, within the look-ahead" in production
+    assert "the dispatcher's firing of 1,000 held messages" in production
+    far = {**r["hotspot_production"], "lead_s": 515.0, "messages": 1_000_000}
+    stored = render({**r, "hotspot_production": far}).split("### Production horizons")[1]
+    assert "due 515 s ahead, beyond the look-ahead" in stored
+    assert "the release and the dispatcher's firing of 1,000,000 messages" in stored
     assert "runs as" not in shrunk
     assert "![hotspot_production](docs/bench/hotspot_production.png)" in production
     assert "| Phase | dispatcher | dispatcher-1 | all |" in text

@@ -39,6 +39,7 @@ from scheduler.ops import Health
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.store.ports import AppLookup, BucketStore, MessageStore
 from scheduler.store.usage import UsageStore
+from scheduler.tasks import cancel_and_wait
 from scheduler.topics import RESULTS_MIN_COMPACTION_LAG_MS, Topics
 from scheduler_releaser.codecs import Codecs
 from scheduler_releaser.metrics import DispatchMetrics
@@ -436,9 +437,7 @@ async def _loop(
     finally:
         sink.close()  # a transaction that fails from now on is not retried
         progress_task.cancel()
-        confirmer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await confirmer
+        await cancel_and_wait(confirmer)
         with contextlib.suppress(SinkStopped):
             await committer  # its transaction in flight ends; the caller's final flush follows
 
