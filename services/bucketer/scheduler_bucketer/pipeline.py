@@ -213,16 +213,29 @@ class BatchProcessor:
                 ),
             )
             self._metrics.rejected.labels(rejection.reason).inc()
-            log.warning(
-                "rejected %s[%d]@%d: %s (%s)",
-                record.topic,
-                record.partition,
-                record.offset,
-                rejection.reason,
-                rejection.detail[:200],
-            )
+        _log_rejections(outbox.rejections)
         if outbox.direct or outbox.rejections or commands:
             self._producer.flush(self._flush_timeout_s)
+
+
+def _log_rejections(rejections: Sequence[Rejection]) -> None:
+    """One line per reason and batch, with the first record refused: each refusal is on the
+    rejected topic with its detail, and a producer far over its cap would otherwise write a
+    log line per request."""
+    by_reason: dict[str, list[Rejection]] = {}
+    for rejection in rejections:
+        by_reason.setdefault(rejection.reason, []).append(rejection)
+    for reason, refused in by_reason.items():
+        first = refused[0].record
+        log.warning(
+            "rejected %d request(s): %s; the first %s[%d]@%d: %s",
+            len(refused),
+            reason,
+            first.topic,
+            first.partition,
+            first.offset,
+            refused[0].detail[:200],
+        )
 
 
 @dataclass(frozen=True)

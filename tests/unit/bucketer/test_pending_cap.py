@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 
 import pytest
@@ -140,3 +141,19 @@ def test_replays_and_new_requests_over_the_cap_in_one_batch() -> None:
     )
     assert {m.message_id for m in h.stored()} == {r.message_id for r in stored}
     assert usage.pending("app-a") == 4  # the replays counted again: the documented side
+
+
+def test_a_flood_of_refusals_logs_a_line_per_reason_and_batch_not_per_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each refusal is on the rejected topic with its detail; the log says how many and shows
+    the first, so a producer far over its cap cannot flood the service's log (and its CPU)."""
+    h, _ = capped(2)
+    later = h.clock.now_ms() + 60_000
+    requests = [h.request(later) for _ in range(102)]
+    with caplog.at_level(logging.WARNING, logger="scheduler_bucketer"):
+        h.process(*(h.record(r) for r in requests))
+    assert len(h.rejected()) == 100
+    [line] = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
+    assert "100 request(s)" in line and "pending_limit_exceeded" in line
+    assert f"{h.topics.requests}[0]@2" in line  # the first one refused
