@@ -24,7 +24,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
 
 from .catalogue import SchemaCatalogue, SchemaVersion, default_catalogue, parse
-from .compiled import InvalidValue, Unsupported, compile_writer
+from .compiled import InvalidValue, Unsupported, compile_writer, describe_invalid
 from .errors import (
     IncompatibleSchema,
     InvalidRecord,
@@ -44,12 +44,11 @@ _MISSING = object()
 
 def _describe(error: Any) -> str:
     """One line per fastavro ValidationErrorData(datum, schema, field)."""
-    datum, schema, field = getattr(error, "datum", None), getattr(error, "schema", None), ""
+    datum, schema = getattr(error, "datum", None), getattr(error, "schema", None)
     field = str(getattr(error, "field", "") or "").removeprefix(".")
     if isinstance(schema, dict):
         schema = schema.get("name", schema.get("type"))
-    shown = repr(datum) if len(repr(datum)) <= 60 else repr(datum)[:57] + "..."
-    return f"{field or 'record'}: {shown} ({type(datum).__name__}) is not a valid {schema}"
+    return describe_invalid(field, datum, schema)
 
 
 class WireFormat(StrEnum):

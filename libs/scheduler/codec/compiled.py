@@ -79,9 +79,14 @@ def _encoder(schema: Any, path: str) -> Encoder:
     raise Unsupported(f"{path or 'record'}: {schema!r:.80}")
 
 
-def _bad(path: str, v: Any, kind: str) -> InvalidValue:
+def describe_invalid(path: str, v: Any, kind: Any) -> str:
+    """A value its schema refuses, as both writers name it: field, value, type, schema type."""
     shown = repr(v) if len(repr(v)) <= 60 else repr(v)[:57] + "..."
-    return InvalidValue(f"{path or 'record'}: {shown} ({type(v).__name__}) is not a valid {kind}")
+    return f"{path or 'record'}: {shown} ({type(v).__name__}) is not a valid {kind}"
+
+
+def _bad(path: str, v: Any, kind: str) -> InvalidValue:
+    return InvalidValue(describe_invalid(path, v, kind))
 
 
 def _null(path: str) -> Encoder:
