@@ -347,11 +347,17 @@ def pending_section(
             loaded += f" (of {p['target']:,}: {p['refused']:,} refused, see the rejected topic)"
         elif not p["complete"]:
             loaded += f" (of {p['target']:,}: the load stopped at the suite's deadline)"
+        rates = f"{fmt(p['stored_per_s_first_tenth'])} → {fmt(p['stored_per_s_last_tenth'])}"
+        if p.get("stored_per_s_first_tenth_alone") is not None:
+            rates += (
+                f"; {fmt(p['stored_per_s_first_tenth_alone'])} → "
+                f"{fmt(p['stored_per_s_last_tenth'])} once the load generator had written all"
+                f" (after {p['fed_s']} s)"
+            )
         rows.append(
             [
                 loaded,
-                f"{fmt(p['stored_per_s_first_tenth'])} → {fmt(p['stored_per_s_last_tenth'])}"
-                f" (overall {fmt(p['stored_per_s_overall'])}, {p['load_s']} s)",
+                f"{rates} (overall {fmt(p['stored_per_s_overall'])}, {p['load_s']} s)",
                 fmt(p["bytes_per_message"]),
                 f"{p['steady_rate']:,}/s",
                 *(fmt(lat.get(f)) for f in ("p50", "p99", "max")),

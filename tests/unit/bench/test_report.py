@@ -169,7 +169,13 @@ def test_a_pending_load_with_refusals_or_cut_by_the_deadline_says_so() -> None:
         {**results(), "pending": [cut]}
     )
     whole = {**run, "loaded": 1_000_000, "refused": 0, "complete": True}
-    assert "| 1,000,000 | 1,868 → 967" in render({**results(), "pending": [whole]})
+    assert "| 1,000,000 | 1,868 → 967 (overall" in render({**results(), "pending": [whole]})
+    # the load generator competes for the cores while it writes: the rate after it is shown too
+    fed = {**whole, "fed_s": 600.2, "stored_per_s_first_tenth_alone": 3_650}
+    assert (
+        "| 1,000,000 | 1,868 → 967; 3,650 → 967 once the load generator had written all"
+        " (after 600.2 s) (overall 2,176, 459.5 s) |"
+    ) in render({**results(), "pending": [fed]})
 
 
 def test_the_hotspot_with_production_horizons_has_its_own_part_and_cost_row() -> None:
