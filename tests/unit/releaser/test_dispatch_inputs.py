@@ -102,6 +102,7 @@ def ring_feed(
         codecs=CODECS,
         sink=NoSink(),  # type: ignore[arg-type]
         metrics=DispatchMetrics(CollectorRegistry()),
+        asker=FakeConsumer(kafka, "sched.dispatcher"),  # type: ignore[arg-type]
     )
     return feed, consumer, dispatcher, tracker
 
@@ -359,7 +360,7 @@ def test_no_kafka_call_that_can_block_runs_on_the_event_loop() -> None:
     ring = BlockingConsumer(kafka, "sched.dispatcher")
     commands_consumer = BlockingConsumer(kafka, "sched.dispatcher-commands")
     feed, *_ = ring_feed(kafka, clock)
-    feed._consumer = ring  # type: ignore[assignment]
+    feed._asker = ring  # type: ignore[assignment]
     view = CommandView(clock.now_ms())
     commands = CommandsFeed(commands_consumer, TOPICS.commands, view, CODECS, clock, 100)  # type: ignore[arg-type]
     feed.start(clock.now_ms(), slack_ms=0)  # startup: blocking calls are fine before firing
@@ -395,6 +396,51 @@ def test_no_kafka_call_that_can_block_runs_on_the_event_loop() -> None:
     run(body())
     assert ring.threads and commands_consumer.threads
     assert loop_thread not in ring.threads + commands_consumer.threads
+
+
+class ThreadNotingConsumer(FakeConsumer):
+    """Notes the thread of every call that confluent-kafka serializes on one consumer."""
+
+    def __init__(self, kafka: FakeKafka, group: str) -> None:
+        super().__init__(kafka, group)
+        self.off_loop: list[str] = []
+        self._loop_thread = threading.current_thread().name
+
+    def __getattribute__(self, name: str) -> Any:
+        attr = super().__getattribute__(name)
+        if callable(attr) and not name.startswith("_") and name != "off_loop":
+            thread = threading.current_thread().name
+            if thread != super().__getattribute__("_loop_thread"):
+                super().__getattribute__("off_loop").append(f"{name} in {thread}")
+        return attr
+
+
+def test_the_ring_consumer_is_asked_nothing_from_worker_threads() -> None:
+    """confluent-kafka lets one call at a time into a consumer (measured: position, pause,
+    resume and consume(timeout=0) wait out a consume running in another thread), and a question
+    on the ring consumer's connection waits behind its long-polled fetch. A probe's end offsets
+    asked there held the loop's next poll for the fetch wait at every slot start: the messages
+    due in its first 100 ms were all delivered about 100 ms after it began. The questions go
+    through a client of their own; the loop alone calls the ring consumer."""
+    kafka, clock = ring_world(partitions=2)
+    feed, *_ = ring_feed(kafka, clock)
+    ring = ThreadNotingConsumer(kafka, "sched.dispatcher")
+    feed._consumer = ring  # type: ignore[assignment]
+    feed.start(clock.now_ms(), slack_ms=0)  # startup, before firing: no loop to hold yet
+    ring.off_loop.clear()
+
+    async def body() -> None:
+        for _ in range(RING.size + 1):  # every slot starts once: each probe runs
+            clock.advance(RING.slot_ms)
+            await settle_probe(feed, clock)
+        for topic in RING.topics():
+            kafka.create(topic, 3)  # a partition added: the listing finds it
+        clock.advance(SETTINGS.metadata_refresh_ms)
+        await listed(feed, clock)
+
+    run(body())
+    assert feed.partitions > 2 * RING.size  # the listing ran and found the new partitions
+    assert ring.off_loop == []
 
 
 # -- the quiet wait: a worker thread blocks in the ring consumer -----------------------------

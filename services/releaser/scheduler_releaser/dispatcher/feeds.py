@@ -122,7 +122,12 @@ class RingFeed:
       future) shows nothing unread is left in them: late records are drained first. After a
       time jump longer than a slot (a frozen process) every future slot is probed again.
 
-    No blocking Kafka call runs on the event loop: probes and listings run in worker threads.
+    No blocking Kafka call runs on the event loop: probes and listings run in worker threads,
+    and through `asker`, a client of their own. confluent-kafka lets one call at a time into a
+    consumer, and a question on the ring consumer's connection waits behind its long-polled
+    fetch: a probe asked there held the loop's next poll for the fetch wait at every slot start.
+    The loop's calls (poll, pause, resume, position) can still wait for a quiet wait's consume
+    in the worker thread, which ends as soon as a record is fetched.
     """
 
     def __init__(
@@ -138,8 +143,12 @@ class RingFeed:
         codecs: Codecs,
         sink: Sink,
         metrics: DispatchMetrics,
+        asker: Consumer,
     ) -> None:
+        """`asker`: the client of the questions (listings, committed and end offsets), in the
+        ring consumer's group but never assigned anything."""
         self._consumer = consumer
+        self._asker = asker
         self._topics = topics
         self._scheduling = scheduling
         self._settings = settings
@@ -174,7 +183,7 @@ class RingFeed:
 
     def owned(self, timeout_s: float = TIMEOUT_S) -> list[TopicPartition]:
         """This instance's ring partitions, from a fresh metadata request (blocking)."""
-        metadata = self._consumer.list_topics(timeout=timeout_s).topics
+        metadata = self._asker.list_topics(timeout=timeout_s).topics
         mine: list[TopicPartition] = []
         s = self._settings
         sizes: dict[str, int] = {}
@@ -206,7 +215,7 @@ class RingFeed:
         tps = self._positioned(self.owned())
         committed = {(tp.topic, tp.partition): _metadata_ms(tp) for tp in tps}
         since = min((ms for ms in committed.values() if ms is not None), default=now_ms) - slack_ms
-        ends = end_offsets(self._consumer, tps, TIMEOUT_S)
+        ends = end_offsets(self._asker, tps, TIMEOUT_S)
         self._consumer.assign(tps)
         for tp in tps:
             key = (tp.topic, tp.partition)
@@ -232,9 +241,9 @@ class RingFeed:
 
     def _positioned(self, tps: list[TopicPartition]) -> list[TopicPartition]:
         """`tps` at their committed offsets, or at their first retained record (blocking)."""
-        committed = self._consumer.committed(tps, timeout=TIMEOUT_S)
+        committed = self._asker.committed(tps, timeout=TIMEOUT_S)
         fresh = [tp for tp in committed if tp.offset < 0]
-        start_offsets(self._consumer, fresh, 0)
+        start_offsets(self._asker, fresh, 0)
         for tp in fresh:
             log.info(
                 "ring partition %s/%d has no committed offset: read from offset %d",
@@ -333,7 +342,7 @@ class RingFeed:
             self._probe = None
 
     def _ends(self, keys: list[TP]) -> dict[TP, int]:
-        return end_offsets(self._consumer, [TopicPartition(*k) for k in keys], 10.0)
+        return end_offsets(self._asker, [TopicPartition(*k) for k in keys], 10.0)
 
     def _apply_ends(self, asked_ms: int, ends: dict[TP, int]) -> None:
         """Pause the draining partitions that have read everything up to an end asked for after

@@ -68,7 +68,7 @@ QUIET_S = 0.5  # longest quiet wait (a record read ends it at once)
 QUIET_AFTER_MS = 1_000
 LOOP_STALL_MS = 5_000  # a loop turn longer than this is logged
 COMMANDS_FETCH_WAIT_MS = 500
-RING_FETCH_WAIT_MS = 100  # see ring_consumer below
+RING_FETCH_WAIT_MS = 500  # see ring_consumer below
 
 
 def is_quiet(now_ms: int, head_ms: int | None, last_read_ms: int, in_flight: int) -> bool:
@@ -157,9 +157,10 @@ async def run_dispatcher(
         "topic.metadata.propagation.max.ms": min(2_000, settings.destination_timeout_ms // 2),
     }
     # A long-polled fetch is answered as soon as records arrive (a read_committed one as soon as
-    # their transaction commits). Yet the suite shows records due in the first RING_FETCH_WAIT_MS
-    # of a slot waiting for it (a sawtooth at every slot start: 500 ms with 500 ms), so it stays
-    # short. At 5 ms it cost the broker 200 fetches a second (ARCHITECTURE.md, "Idle cost").
+    # their transaction commits), so the wait costs no lateness: librdkafka's default. At 5 ms it
+    # cost the broker 200 fetches a second (ARCHITECTURE.md, "Idle cost"). The ring's questions
+    # go through a client of their own (RingFeed): asked on this one they waited behind the
+    # fetch and held the loop at every slot start.
     ring_consumer = Consumer(
         consumer_config(
             kafka,
@@ -209,6 +210,8 @@ async def run_dispatcher(
         metrics=metrics,
         records=records,
     )
+    # The ring's questions (listings, committed and end offsets): never assigned anything.
+    ring_asker = Consumer(consumer_config(kafka, group))
     ring = RingFeed(
         ring_consumer,
         topics=topics,
@@ -220,6 +223,7 @@ async def run_dispatcher(
         codecs=codecs,
         sink=sink,
         metrics=metrics,
+        asker=ring_asker,
     )
     commands = commands_feed(
         kafka, scheduling, settings, view, codecs, clock, on_lag=metrics.commands_lag.set
@@ -293,6 +297,7 @@ async def run_dispatcher(
         await http.close()
         await ring.finish_wait()
         ring_consumer.close()
+        ring_asker.close()
         commands.close()
         progress_consumer.close()
         if not fenced:  # a fenced producer has nothing left to deliver
