@@ -359,10 +359,11 @@ def pending(
         while CLOCK.now_ms() < deadline_ms and last_n - base < target:
             time.sleep(2.0)
             now, n = time.monotonic(), world.bucketer_committed()
-            curve.append((round(now - started, 1), n - base, (n - last_n) / (now - last_t)))
+            t = round(now - started, 1)
+            curve.append((t, n - base, (n - last_n) / (now - last_t)))
             last_t, last_n = now, n
             if fed_s is None and not process.is_alive():
-                fed_s = now - started
+                fed_s = t  # the samples after this one had the cores without it
     finally:
         if process.is_alive():
             process.kill()
@@ -389,7 +390,7 @@ def pending(
         "load_s": round(last_t - started, 1),
         "stored_per_s_first_tenth": statistics.median(rates[:tenth]) if rates else None,
         "stored_per_s_last_tenth": statistics.median(rates[-tenth:]) if rates else None,
-        "fed_s": None if fed_s is None else round(fed_s, 1),
+        "fed_s": fed_s,
         "stored_per_s_first_tenth_alone": (
             statistics.median(alone[:tenth]) if len(alone) > tenth else None
         ),

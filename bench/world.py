@@ -103,16 +103,23 @@ class World:
 
     def bucketer_lag(self) -> int:
         """Requests not yet stored by the bucketer (end offsets minus its committed offsets)."""
-        return sum(high - committed for committed, high in self._bucketer_offsets(ends=True))
+        with self._bucketer_group() as (consumer, committed):
+            return sum(
+                consumer.get_watermark_offsets(tp, timeout=10)[1] - max(tp.offset, 0)
+                for tp in committed
+            )
 
     def bucketer_committed(self) -> int:
         """Requests the bucketer has stored or refused: the sum of its committed offsets. One
         question, so it never goes down (the end offsets minus the lag, asked apart, jumped
         back and forth by what the producer wrote in between)."""
-        return sum(committed for committed, _ in self._bucketer_offsets(ends=False))
+        with self._bucketer_group() as (_, committed):
+            return sum(max(tp.offset, 0) for tp in committed)
 
-    def _bucketer_offsets(self, *, ends: bool) -> list[tuple[int, int]]:
-        """(committed, end or 0) of each partition of the requests topic."""
+    @contextmanager
+    def _bucketer_group(self) -> Iterator[tuple[Consumer, list[TopicPartition]]]:
+        """A client in the bucketer's group, and the group's committed offsets on the requests
+        topic."""
         topic = self.topics.requests
         consumer = Consumer(
             {
@@ -123,13 +130,7 @@ class World:
         try:
             parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
             tps = [TopicPartition(topic, p) for p in parts]
-            return [
-                (
-                    max(tp.offset, 0),
-                    consumer.get_watermark_offsets(tp, timeout=10)[1] if ends else 0,
-                )
-                for tp in consumer.committed(tps, timeout=10)
-            ]
+            yield consumer, consumer.committed(tps, timeout=10)
         finally:
             consumer.close()
 
