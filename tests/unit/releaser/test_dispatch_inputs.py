@@ -112,19 +112,23 @@ def run(coro: Coroutine[Any, Any, None]) -> None:
 
 
 async def settle_probe(feed: RingFeed, clock: ManualClock) -> None:
-    """One loop turn: rotate, probe (its worker thread finishes), poll."""
+    """Loop turns: rotate, probe (its worker thread finishes; the next turn applies its
+    answer), poll."""
     feed.rotate(clock.now_ms())
     feed.probe(clock.now_ms())
     while feed._probe is not None:
         await asyncio.sleep(0.001)
+    feed.probe(clock.now_ms())
     feed.poll()
 
 
 async def listed(feed: RingFeed, clock: ManualClock) -> None:
-    """One loop turn's refresh, and its listing task finished (if one was due)."""
+    """A loop turn's refresh, its listing task finished (if one was due), and the next turn's
+    refresh, which assigns what it found."""
     feed.refresh(clock.now_ms())
     while feed._listing is not None:
         await asyncio.sleep(0.001)
+    feed.refresh(clock.now_ms())
 
 
 def future_topic(now_ms: int) -> str:
@@ -566,6 +570,71 @@ def test_a_quiet_wait_does_not_queue_behind_a_busy_default_pool() -> None:
 
     run(body())
     assert dispatcher.accepted == ["m-1"]
+
+
+class WatchedGatedConsumer(GatedConsumer):
+    """Notes the calls that come while a quiet wait's consume runs: on the real consumer each
+    of them waits until that consume returns, and holds the event loop meanwhile."""
+
+    def __init__(self, kafka: FakeKafka, group: str) -> None:
+        super().__init__(kafka, group)
+        self.during_consume: list[str] = []
+
+    def _note(self, name: str) -> None:
+        if self.running:
+            self.during_consume.append(name)
+
+    def pause(self, tps: list[TopicPartition]) -> None:
+        self._note("pause")
+        super().pause(tps)
+
+    def resume(self, tps: list[TopicPartition]) -> None:
+        self._note("resume")
+        super().resume(tps)
+
+    def position(self, tps: list[TopicPartition]) -> list[TopicPartition]:
+        self._note("position")
+        return super().position(tps)
+
+    def incremental_assign(self, tps: list[TopicPartition]) -> None:
+        self._note("incremental_assign")
+        super().incremental_assign(tps)
+
+
+def test_a_probe_or_listing_answer_is_applied_at_the_loop_turn_not_during_a_quiet_wait() -> None:
+    """A probe's answer (position, then pause) and a listing's (assign) were applied by their
+    tasks as soon as they came, on the event loop, while the loop sat in a quiet wait: each call
+    waited for the wait's consume (up to half a second), and the committer and the deliveries
+    in flight with it. They wait for the loop's next turn now."""
+    kafka, clock = ring_world(partitions=1)
+    feed, *_ = ring_feed(kafka, clock)
+    consumer = WatchedGatedConsumer(kafka, "sched.dispatcher")
+    feed._consumer = consumer  # type: ignore[assignment]
+    feed.start(clock.now_ms(), slack_ms=0)
+    draining: set[tuple[str, int]] = set()
+
+    async def body() -> None:
+        clock.advance(RING.slot_ms)  # a slot becomes future: it drains, a probe asks its end
+        feed.rotate(clock.now_ms())
+        draining.update(feed._draining)
+        feed.probe(clock.now_ms())
+        for topic in RING.topics():
+            kafka.add_partitions(topic, 2)
+        clock.advance(SETTINGS.metadata_refresh_ms)
+        feed.refresh(clock.now_ms())
+        waiting = asyncio.create_task(feed.wait(5.0))
+        while feed._probe is not None or feed._listing is not None:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.01)
+        consumer.arrive.set()
+        await waiting
+        feed.probe(clock.now_ms())  # the next turn
+        feed.refresh(clock.now_ms())
+
+    run(body())
+    assert consumer.during_consume == []
+    assert draining and draining <= feed._paused  # the probe's answer was applied
+    assert feed.partitions == 2 * RING.size  # and the listing's
 
 
 # -- the commands view -----------------------------------------------------------------------

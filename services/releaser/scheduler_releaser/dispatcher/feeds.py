@@ -126,8 +126,10 @@ class RingFeed:
     and through `asker`, a client of their own. confluent-kafka lets one call at a time into a
     consumer, and a question on the ring consumer's connection waits behind its long-polled
     fetch: a probe asked there held the loop's next poll for the fetch wait at every slot start.
-    The loop's calls (poll, pause, resume, position) can still wait for a quiet wait's consume
-    in the worker thread, which ends as soon as a record is fetched.
+    For the same reason only the loop's own turn calls the ring consumer (poll, pause, resume,
+    position, assign): a probe's or a listing's answer is kept and applied at the next turn. A
+    task that applied it while the loop sat in a quiet wait held the event loop (the committer,
+    the deliveries in flight) until that wait's consume returned.
     """
 
     def __init__(
@@ -164,10 +166,12 @@ class RingFeed:
         self._slot: int | None = None
         self._rotated_ms: int | None = None
         self._probe: asyncio.Task[None] | None = None
+        self._probe_answer: tuple[int, dict[TP, int]] | None = None  # (asked at, ends)
         self._probed_ms = 0
         self._listed_ms = 0
         self._sizes: dict[str, int] | None = None  # partitions of each ring topic, first listed
         self._listing: asyncio.Task[None] | None = None
+        self._listed_new: list[TopicPartition] = []  # positioned, not yet assigned
         self._waiting: asyncio.Future[list[Message]] | None = None  # wait()'s consume
         # wait()'s consume has a thread of its own: in the shared default pool it could queue
         # behind slow metadata questions and hold a quiet loop far past its timeout.
@@ -258,28 +262,33 @@ class RingFeed:
         self._tracker.start_at(tp.topic, tp.partition, tp.offset, floor_ms, floor_until)
 
     def refresh(self, now_ms: int) -> None:
-        """Every `metadata_refresh_ms`: list the ring partitions (a task: the loop goes on)."""
+        """Every `metadata_refresh_ms`: list the ring partitions (a task: the loop goes on);
+        assign what the last listing found."""
+        if self._listed_new:
+            self._assign(self._listed_new)
+            self._listed_new = []
         if (
             self._listing is not None
             or now_ms - self._listed_ms < self._settings.metadata_refresh_ms
         ):
             return
         self._listed_ms = now_ms
-        self._listing = asyncio.get_running_loop().create_task(self._assign_new_partitions())
+        self._listing = asyncio.get_running_loop().create_task(self._list_new_partitions())
 
-    async def _assign_new_partitions(self) -> None:
-        """Assign the ring partitions added since the last listing, from their first record."""
+    async def _list_new_partitions(self) -> None:
+        """Find the ring partitions added since the last listing, positioned at their first
+        record (the loop's next refresh assigns them)."""
         try:
             owned = await asyncio.to_thread(self.owned, 10.0)
             new = [tp for tp in owned if (tp.topic, tp.partition) not in self._assigned]
-            if not new:
-                return
-            new = await asyncio.to_thread(self._positioned, new)
+            if new:
+                self._listed_new = await asyncio.to_thread(self._positioned, new)
         except (KafkaException, RuntimeError) as exc:
             log.warning("listing the ring partitions failed (%s); retrying later", exc)
-            return
         finally:
             self._listing = None
+
+    def _assign(self, new: list[TopicPartition]) -> None:
         self._consumer.incremental_assign(new)
         for tp in new:
             self._add(tp, None, 0)  # a new partition: no earlier incarnation read it
@@ -321,7 +330,12 @@ class RingFeed:
 
     def probe(self, now_ms: int) -> None:
         """Ask the ends of the draining partitions (in a worker thread), at once for partitions
-        that started draining since the last probe, else every PROBE_RETRY_MS."""
+        that started draining since the last probe, else every PROBE_RETRY_MS; apply the last
+        probe's answer."""
+        if self._probe_answer is not None:
+            asked_ms, ends = self._probe_answer
+            self._probe_answer = None
+            self._apply_ends(asked_ms, ends)
         if not self._draining or self._probe is not None:
             return
         fresh = any(t >= self._probed_ms for t in self._draining.values())
@@ -331,8 +345,7 @@ class RingFeed:
     async def _run_probe(self) -> None:
         asked = self._clock.now_ms()
         try:
-            ends = await asyncio.to_thread(self._ends, list(self._draining))
-            self._apply_ends(asked, ends)
+            self._probe_answer = (asked, await asyncio.to_thread(self._ends, list(self._draining)))
         except KafkaException as exc:
             # Kafka unreachable (a broker restart): the partitions stay resumed and are probed
             # again; pausing one could strand late records.
