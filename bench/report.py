@@ -489,6 +489,42 @@ def cost_section(results: dict[str, Any]) -> list[str]:
         " the highest rate is the closest to the marginal cost.",
         "",
         *table(["Phase", *processes, "all"], rows),
+        *steady_cost_lines(results.get("saturation")),
+    ]
+
+
+def steady_cost_lines(saturation: dict[str, Any] | None) -> list[str]:
+    """CPU milliseconds per message in the steady windows of the saturation runs."""
+    windows = [
+        (t["rate"], t["cpu_window"])
+        for t in (saturation or {}).get("tried", [])
+        if t.get("cpu_window")
+    ]
+    windows = [(rate, w) for rate, w in windows if w["cpu_s"] and w["messages"]]
+    if not windows:
+        return []
+    processes = sorted({p for _, w in windows for p in w["cpu_s"] if in_pipeline(p)})
+    rows = []
+    for rate, w in windows:
+        cpu = {p: w["cpu_s"][p] for p in processes if p in w["cpu_s"]}
+        n = w["messages"]
+        rows.append(
+            [
+                f"{rate:,}/s ({n:,} messages in {fmt(w['seconds'])} s)",
+                *(fmt(cpu[p] * 1000 / n, 3) if p in cpu else "-" for p in processes),
+                fmt(sum(cpu.values()) * 1000 / n, 3),
+                fmt(sum(cpu.values()) / w["seconds"] * 100, 0),
+            ]
+        )
+    return [
+        "",
+        "At a steady rate: the saturation runs (Kafka-native ingest, Kafka destination, the long"
+        " path, section 2) between the first due instant and the last schedule, when messages"
+        " are scheduled and come due at the rate at once; no setup, lead or drain. CPU"
+        " milliseconds per message (each scheduled and delivered once), and the pipeline's"
+        " CPU in % of one core.",
+        "",
+        *table(["Rate", *processes, "all", "% of a core"], rows),
     ]
 
 

@@ -3,10 +3,14 @@
 A sampler thread reads /proc/<pid>/stat and /proc/<pid>/status every SAMPLE_S; a phase is a
 window: CPU seconds used between its start and end (a restarted process is followed by name)
 and the peak RSS seen during it (sampled, so a spike shorter than SAMPLE_S can be missed).
+Every sample is also kept as each name's CPU seconds so far, against the wall clock, so the CPU
+of any window can be read afterwards (`cpu_between`): a scenario knows its steady window (the
+instants when messages both arrive and come due at its rate) only from its own ledger.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -14,9 +18,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scheduler.clock import SystemClock
+
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 SAMPLE_S = 0.5
+CLOCK = SystemClock()
 
 Pids = Callable[[], dict[str, int]]
 """Who to watch now: name -> pid (called at every sample, so restarts are followed)."""
@@ -84,6 +91,8 @@ class Sampler:
         self._last_cpu: dict[tuple[str, int], float] = {}
         self._open: dict[str, _Phase] = {}
         self.phases: dict[str, dict[str, object]] = {}
+        self._totals: dict[str, float] = {}  # name -> CPU seconds since the sampler started
+        self._series: list[tuple[int, dict[str, float]]] = []  # (wall clock ms, totals then)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="resources", daemon=True)
 
@@ -121,6 +130,16 @@ class Sampler:
                 },
             }
 
+    def cpu_between(self, start_ms: int, end_ms: int) -> dict[str, float]:
+        """CPU seconds of each name between two wall-clock instants (epoch ms), interpolated
+        between the samples around them; empty when the samples do not cover the window."""
+        with self._lock:
+            series = list(self._series)
+        if not series or start_ms < series[0][0] or end_ms > series[-1][0] or end_ms <= start_ms:
+            return {}
+        a, b = _totals_at(series, start_ms), _totals_at(series, end_ms)
+        return {name: round(b[name] - a.get(name, 0.0), 3) for name in b}
+
     def _run(self) -> None:
         while not self._stop.wait(SAMPLE_S):
             self._sample()
@@ -135,7 +154,21 @@ class Sampler:
                 self._last_cpu[(name, pid)] = cpu
                 # a new pid (a restart) starts from its own zero
                 delta = cpu - before if before is not None else 0.0
+                self._totals[name] = self._totals.get(name, 0.0) + delta
                 for phase in self._open.values():
                     usage = phase.usage.setdefault(name, Usage())
                     usage.cpu_s += delta
                     usage.peak_rss = max(usage.peak_rss, rss)
+        with self._lock:
+            self._series.append((CLOCK.now_ms(), dict(self._totals)))
+
+
+def _totals_at(series: list[tuple[int, dict[str, float]]], at: int) -> dict[str, float]:
+    """The totals at `at`, interpolated between the samples before and after it."""
+    i = bisect.bisect_left(series, at, key=lambda sample: sample[0])
+    t1, after = series[i]
+    if t1 == at or i == 0:
+        return after
+    t0, before = series[i - 1]
+    share = (at - t0) / (t1 - t0)
+    return {n: before.get(n, 0.0) + (v - before.get(n, 0.0)) * share for n, v in after.items()}

@@ -4,6 +4,7 @@ plain data for results.json (and the raw series the plots need)."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import statistics
 import time
 from collections.abc import Callable
@@ -118,12 +119,39 @@ def steady(world: World, workdir: Path, destination: str, rate: int, p: Profile)
     }
 
 
+CpuBetween = Callable[[int, int], dict[str, float]]
+"""CPU seconds of each watched process between two wall-clock instants in epoch ms
+(resources.Sampler.cpu_between)."""
+
+
+def steady_window_cpu(planned: dict[str, int], cpu_between: CpuBetween) -> dict[str, Any]:
+    """CPU at the run's rate: between the first due instant and the last schedule (LEAD_MS
+    before the last due), messages are scheduled and come due at the rate at once. Not the
+    setup, the lead before the first delivery or the drain after the last schedule, which the
+    phase figures of the suite include."""
+    dues = sorted(planned.values())
+    start_ms, end_ms = dues[0], dues[-1] - LEAD_MS
+    if end_ms - start_ms < 10_000:
+        return {}
+    due_in_window = bisect.bisect_right(dues, end_ms) - bisect.bisect_left(dues, start_ms)
+    return {
+        "seconds": (end_ms - start_ms) / 1000,
+        "messages": due_in_window,
+        "cpu_s": cpu_between(start_ms, end_ms),
+    }
+
+
 def saturation(
-    world: World, workdir: Path, p: Profile, seconds: int = SATURATION_S
+    world: World,
+    workdir: Path,
+    p: Profile,
+    seconds: int = SATURATION_S,
+    cpu_between: CpuBetween | None = None,
 ) -> dict[str, Any]:
     """The saturation rate: the highest of p.saturation_rates held for `seconds` to the Kafka
     destination without falling behind (stats.held_without_falling_behind); the rates are
-    tried in increasing order until one is not held."""
+    tried in increasing order until one is not held. With `cpu_between`, each rate's CPU in
+    its steady window too."""
     tried: list[dict[str, Any]] = []
     held_rate = None
     for rate in p.saturation_rates:
@@ -144,6 +172,7 @@ def saturation(
                 "why_not": why,
                 "lateness_ms": lateness_summary(outcome.lateness),
                 "totals": outcome.counts(),
+                "cpu_window": steady_window_cpu(fed.planned, cpu_between) if cpu_between else {},
             }
         )
         if not held:

@@ -189,7 +189,7 @@ def _run_sections(
         results["saturation"] = section(
             "saturation kafka",
             len(p.saturation_rates) * (scenarios.SATURATION_S + 120),
-            lambda: scenarios.saturation(w, workdir, p),
+            lambda: scenarios.saturation(w, workdir, p, cpu_between=sampler.cpu_between),
         )
     if "hotspot" in only:
         results["hotspot"] = section(

@@ -291,6 +291,33 @@ def test_cpu_per_delivered_message_counts_the_pipeline_not_the_load_generator() 
     assert "steady rest 1000/s (" not in text
 
 
+def test_cpu_at_a_steady_rate_comes_from_the_saturation_runs_steady_windows() -> None:
+    r = results()
+    r["resources"]["saturation kafka"] = {"wall_s": 200.0, "processes": {}}
+    window = {"seconds": 50.0, "messages": 50_000, "cpu_s": {"kafka": 5.0, "feeder": 9.0}}
+    r["saturation"] = {
+        "destination": "kafka",
+        "seconds": 60,
+        "tail_s": 10.0,
+        "behind_ms": 1_000,
+        "held_rate": 1_000,
+        "tried": [
+            {
+                "rate": 1_000,
+                "achieved_rate": 1_000.0,
+                "held": True,
+                "why_not": "",
+                "lateness_ms": lateness_summary([10, 20]),
+                "totals": {"planned": 10, "delivered": 10, "lost": 0, "duplicates": 0, "early": 0},
+                "cpu_window": window,
+            }
+        ],
+    }
+    text = render(r)
+    assert "| Rate | kafka | all | % of a core |" in text  # not the load generator
+    assert "| 1,000/s (50,000 messages in 50 s) | 0.100 | 0.100 | 10 |" in text
+
+
 def test_cassandra_operations_per_delivered_message() -> None:
     r = results()
     r["cassandra_ops"] = {
