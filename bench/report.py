@@ -319,7 +319,9 @@ def pending_section(
         "",
         "Far-future messages (due in 2 days, spread over 6 hours of 1 s buckets) loaded through"
         " the Kafka-native producer and the bucketer; the stored rate is measured while the"
-        " count pending grows. Then a steady run to the Kafka destination with them in place."
+        " count pending grows. Then steady runs to the Kafka destination with them in place,"
+        " as many as section 2 makes, once Cassandra has no compaction of the load left"
+        " (system_views.sstable_tasks; the wait is given)."
         " Storage per pending message: growth of the keyspace's directory under"
         " `.local/cassandra/data/` divided by the messages loaded, after forcing memtables to"
         " disk (table option `memtable_flush_period_in_ms`, no nodetool); SSTables are"
@@ -359,8 +361,8 @@ def pending_section(
                 loaded,
                 f"{rates} (overall {fmt(p['stored_per_s_overall'])}, {p['load_s']} s)",
                 fmt(p["bytes_per_message"]),
-                f"{p['steady_rate']:,}/s",
-                *(fmt(lat.get(f)) for f in ("p50", "p99", "max")),
+                steady_cell(p),
+                *(latency_cell(lat.get(f)) for f in ("p50", "p99", "max")),
             ]
         )
     lines += table(
@@ -376,6 +378,20 @@ def pending_section(
         rows,
     )
     return [*lines, "![pending](docs/bench/pending.png)", ""]
+
+
+def steady_cell(p: dict[str, Any]) -> str:
+    cell = f"{p['steady_rate']:,}/s"
+    if p.get("steady_runs"):
+        cell += f", {p['steady_runs']} runs"
+    if p.get("compactions_s") is not None:
+        cell += f" (after {fmt(p['compactions_s'])} s of compactions)"
+    return cell
+
+
+def latency_cell(value: Any) -> str:
+    """A median (min-max) of runs, or one run's figure (results of older runs)."""
+    return spread_cell(value) if isinstance(value, dict) else fmt(value)
 
 
 def recovery_section(recovery: list[dict[str, Any]]) -> list[str]:

@@ -68,3 +68,24 @@ def flushed_keyspace_bytes(cassandra: CassandraSettings) -> int | None:
         return keyspace_bytes(cassandra.keyspace)
     finally:
         cluster.shutdown()
+
+
+def wait_compactions_done(cassandra: CassandraSettings, at_most_s: float = 600.0) -> float:
+    """Seconds until Cassandra runs no compaction (or other SSTable task) on the keyspace for
+    three checks in a row (system_views.sstable_tasks), at most `at_most_s`. A load leaves
+    compactions behind that take cores for minutes: a run measured during them measures them."""
+    started = time.monotonic()
+    cluster, session = connect(cassandra)
+    try:
+        quiet = 0
+        while quiet < 3 and time.monotonic() - started < at_most_s:
+            busy = [
+                row
+                for row in session.execute("SELECT keyspace_name FROM system_views.sstable_tasks")
+                if row.keyspace_name == cassandra.keyspace
+            ]
+            quiet = 0 if busy else quiet + 1
+            time.sleep(2.0)
+        return round(time.monotonic() - started, 1)
+    finally:
+        cluster.shutdown()

@@ -178,6 +178,29 @@ def test_a_pending_load_with_refusals_or_cut_by_the_deadline_says_so() -> None:
     ) in render({**results(), "pending": [fed]})
 
 
+def test_the_steady_runs_with_the_pending_load_are_medians_after_its_compactions() -> None:
+    one = lateness_summary([5, 9, 100])
+    runs = {
+        "target": 1_000,
+        "loaded": 1_000,
+        "refused": 0,
+        "complete": True,
+        "load_s": 1.0,
+        "stored_per_s_first_tenth": 1_000,
+        "stored_per_s_last_tenth": 1_000,
+        "stored_per_s_overall": 1_000,
+        "bytes_per_message": 250,
+        "compactions_s": 42.0,
+        "steady_rate": 1_000,
+        "steady_runs": 3,
+        "steady_achieved_rate": spread([999.0]),
+        "lateness_ms": median_summaries([one, lateness_summary([6, 8, 50]), one]),
+        "totals": {"planned": 30, "delivered": 30, "lost": 0, "duplicates": 0, "early": 0},
+    }
+    text = render({**results(), "pending": [runs]})
+    assert "| 1,000/s, 3 runs (after 42 s of compactions) | 9 (8-9) | 100 (50-100) |" in text
+
+
 def test_the_hotspot_with_production_horizons_has_its_own_part_and_cost_row() -> None:
     def hot(delivered: int, last_s: float) -> dict[str, Any]:
         return {
