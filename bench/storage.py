@@ -73,7 +73,7 @@ def flushed_keyspace_bytes(cassandra: CassandraSettings) -> int | None:
 def wait_compactions_done(cassandra: CassandraSettings, at_most_s: float = 600.0) -> float:
     """Seconds until Cassandra runs no compaction (or other SSTable task) on the keyspace for
     three checks in a row (system_views.sstable_tasks), at most `at_most_s`. A load leaves
-    compactions behind that take cores for minutes: a run measured during them measures them."""
+    compactions behind: a run measured during them measures them too."""
     started = time.monotonic()
     cluster, session = connect(cassandra)
     try:
