@@ -7,7 +7,13 @@ from hypothesis import strategies as st
 from scheduler.clock import ManualClock
 from scheduler.domain.backoff import Backoff
 from scheduler.domain.buckets import bucket_start, buckets_between, shard_of
-from scheduler.domain.ids import derived_message_id, is_message_id, new_message_id
+from scheduler.domain.ids import (
+    _encode128,
+    derived_message_id,
+    is_message_id,
+    new_message_id,
+    occurrence_message_id,
+)
 from scheduler.domain.placement import Placement, claimed, place
 from scheduler.domain.ring import Ring
 from scheduler.domain.status import (
@@ -265,6 +271,26 @@ def test_ulids_are_valid_and_time_sortable(t: int, rand: int) -> None:
     message_id = new_message_id(t, rand)
     assert is_message_id(message_id)
     assert new_message_id(t + 1, 0) > message_id
+
+
+def reference_encode(value: int) -> str:
+    """The first implementation, one character at a time."""
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    return "".join(alphabet[(value >> (5 * i)) & 31] for i in reversed(range(26)))
+
+
+@given(st.integers(min_value=0, max_value=(1 << 130) - 1))
+def test_ids_encode_as_they_always_did(value: int) -> None:
+    assert _encode128(value) == reference_encode(value)
+
+
+def test_ids_of_keys_and_occurrences_are_those_of_earlier_versions() -> None:
+    """Replicas of two versions side by side must give a key or an occurrence the same id."""
+    assert derived_message_id("app-1", "order-42") == "09NNVQE320WAY29S1PYK3CKX0W"
+    assert occurrence_message_id("app-1", "sched-7", 1_900_000_000_000) == (
+        "01Q9GD6E00MPTXCRVQCDE54DF8"
+    )
+    assert new_message_id(1_900_000_000_000, 123456789) == "01Q9GD6E0000000000003NQK8N"
 
 
 @given(st.text(max_size=40), st.text(max_size=40))
