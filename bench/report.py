@@ -512,11 +512,10 @@ def cost_section(results: dict[str, Any]) -> list[str]:
 def steady_cost_lines(saturation: dict[str, Any] | None) -> list[str]:
     """CPU milliseconds per message in the steady windows of the saturation runs."""
     windows = [
-        (t["rate"], t["cpu_window"])
+        (t["rate"], w)
         for t in (saturation or {}).get("tried", [])
-        if t.get("cpu_window")
+        if (w := t.get("cpu_window")) and w["cpu_s"] and w["messages"]
     ]
-    windows = [(rate, w) for rate, w in windows if w["cpu_s"] and w["messages"]]
     if not windows:
         return []
     processes = sorted({p for _, w in windows for p in w["cpu_s"] if in_pipeline(p)})
