@@ -6,7 +6,7 @@ Both must leave the same records, listings, logs and bucket rows."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from cassandra.cluster import Session
@@ -17,7 +17,14 @@ from scheduler.store.cassandra_buckets import CassandraBucketStore
 from scheduler.store.ports import BucketStore, LogEntry, MessageContent, MessageStore, StatusUpdate
 from scheduler.testing.fakes import InMemoryBucketStore, InMemoryMessageStore
 from scheduler_bucketer.cassandra_batches import CassandraBatchWriter
-from scheduler_bucketer.writer import PortWriter, SaveRecord, StoreRow, Writer, WriteStatus
+from scheduler_bucketer.writer import (
+    PortWriter,
+    SaveRecord,
+    StoreRow,
+    Writer,
+    WriteOp,
+    WriteStatus,
+)
 
 from .conftest import _cassandra_adapter
 
@@ -51,7 +58,7 @@ def world(request: pytest.FixtureRequest) -> Iterator[WriterWorld]:
         buckets = CassandraBucketStore(session)
         # small batches, so one batch of operations is cut into several requests
         writer = CassandraBatchWriter(
-            session, buckets, max_statements=3, max_bytes=2_000, concurrency=2
+            session, messages, buckets, max_statements=3, max_bytes=2_000, concurrency=2
         )
         yield WriterWorld(writer, messages, CassandraBucketStore(session))
     writer.close()
@@ -128,3 +135,29 @@ def test_both_writers_leave_the_same_records_listings_logs_and_rows(world: Write
     assert list(world.buckets.read(BUCKET, "app-a", 0)) == [due(0)]
     assert list(world.buckets.read(BUCKET, "app-a", 3)) == [due(4)]
     assert world.buckets.stored_buckets(T0, LATER_BUCKET + 1, 10) == [BUCKET, LATER_BUCKET]
+
+
+@pytest.mark.integration
+def test_rows_that_many_messages_share_are_bound_once_per_submit(
+    cassandra_session: Session, request: pytest.FixtureRequest
+) -> None:
+    """Binding is most of the bucketer's CPU: 50 messages of one app, day, bucket and partition
+    bind their own content, status, listing and row, and the listing day, partition, bucket and
+    day index rows once (not once per message, to be dropped as repeats after binding)."""
+    messages = _cassandra_adapter("message_store", request)
+    writer = CassandraBatchWriter(
+        cassandra_session,
+        messages,
+        CassandraBucketStore(cassandra_session),
+        max_statements=50,
+        max_bytes=40_000,
+        concurrency=2,
+    )
+    ops: list[WriteOp] = []
+    for i in range(50):
+        message_id = f"01ARZ3NDEKTSV4RRFFQ69G{i:04d}"
+        c = MessageContent("app-a", message_id, "{}", T0 + 600_000, T0, None, None, "kafka")
+        ops.append(SaveRecord(c, state(Status.READY), log(Status.READY, "stored")))
+        ops.append(StoreRow(BUCKET, 0, replace(due(0), message_id=message_id)))
+    bound = list(writer._statements(ops))
+    assert len(bound) == 50 * 4 + 1 + 3

@@ -11,7 +11,7 @@ import pytest
 from cassandra.query import BatchStatement, SimpleStatement
 
 from scheduler.logs import ExpectedBatchWarnings, configure_logging
-from scheduler.store.cassandra_batches import BatchExecutor, CapturingSession
+from scheduler.store.cassandra_batches import BatchExecutor
 
 pytestmark = pytest.mark.unit
 
@@ -71,15 +71,7 @@ def test_the_first_error_is_raised_after_every_request_settled() -> None:
     assert len(session.sent) == 3
 
 
-def test_capturing_session_refuses_reads() -> None:
-    capture = CapturingSession(None)
-    with pytest.raises(TypeError):
-        capture.execute("SELECT 1")
-    capture.execute_async(SimpleStatement("INSERT ..."))
-    assert len(capture.take()) == 1 and capture.take() == []
-
-
-def test_a_captured_batch_is_sent_as_it_is_never_nested() -> None:
+def test_a_batch_given_is_sent_as_it_is_never_nested() -> None:
     session = FakeSession()
     executor = BatchExecutor(session, max_statements=10, max_bytes=10_000, concurrency=4)
     already = BatchStatement()

@@ -1,4 +1,4 @@
-"""Unlogged batches for many small writes, and a session that captures an adapter's writes.
+"""Unlogged batches for many small writes.
 
 Why: the Python driver's cost per request, not Cassandra, limits a service that writes a few rows
 per message; grouped into unlogged batches, far fewer requests carry the same mutations.
@@ -7,9 +7,6 @@ per message; grouped into unlogged batches, far fewer requests carry the same mu
   batch never makes its coordinator fan out to other nodes), cuts the groups by statement count
   and by bytes (below Cassandra's batch_size_fail_threshold), sends the batches with a bounded
   number in flight, and waits for all of them.
-- `CapturingSession` stands in for a driver session: an adapter prepares its statements on the
-  real session, and its asynchronous writes hand their bound statements to the capture instead
-  of the network (the returned futures are already complete).
 
 An unlogged batch is not atomic and need not be: callers send idempotent writes only and retry
 the whole set when `wait()` raises.
@@ -19,50 +16,17 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
 
 from cassandra.cluster import ResponseFuture, Session
 from cassandra.query import (
     BatchStatement,
     BatchType,
     BoundStatement,
-    PreparedStatement,
     Statement,
 )
 
 _STATEMENT_OVERHEAD_BYTES = 64  # rough per-mutation framing, on top of the bound values
 _DEDUP_MAX_BYTES = 256
-
-
-class _Done:
-    """A completed 'future' for a captured statement."""
-
-    def result(self) -> None:
-        return None
-
-
-class CapturingSession:
-    """Collects the statements an adapter writes through `execute_async`; reads are refused."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-        self._captured: list[Statement] = []
-
-    def prepare(self, query: str) -> PreparedStatement:
-        return self._session.prepare(query)
-
-    def execute_async(self, query: Any, parameters: Any = None, *_: Any, **__: Any) -> _Done:
-        if isinstance(query, PreparedStatement):
-            query = query.bind(parameters)
-        self._captured.append(query)
-        return _Done()
-
-    def execute(self, *_: Any, **__: Any) -> None:
-        raise TypeError("a capturing session only records asynchronous writes")
-
-    def take(self) -> list[Statement]:
-        captured, self._captured = self._captured, []
-        return captured
 
 
 class _Group:
@@ -173,8 +137,12 @@ class BatchExecutor:
 
 
 def _size(statement: Statement) -> int:
-    values = getattr(statement, "values", None) or ()
-    return _STATEMENT_OVERHEAD_BYTES + sum(len(v) for v in values if isinstance(v, bytes))
+    # A plain loop: this runs for every statement, and a generator costs twice as much.
+    total = _STATEMENT_OVERHEAD_BYTES
+    for value in getattr(statement, "values", None) or ():
+        if value.__class__ is bytes:  # bound values are bytes; None and UNSET weigh nothing
+            total += len(value)
+    return total
 
 
 def _as_request(batch: list[Statement]) -> Statement:

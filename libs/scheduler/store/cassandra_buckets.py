@@ -156,20 +156,19 @@ class CassandraBucketStore:
         self.execute_all(statements, concurrency)
 
     def store_statements(
-        self, items: Sequence[tuple[int, int, DueMessage]]
-    ) -> list[BoundStatement]:
+        self, items: Iterable[tuple[int, int, DueMessage]]
+    ) -> Iterator[BoundStatement]:
         """The statements `store_many` would run (rows, one listing row per partition, the
         index entries of each bucket), for a caller that groups writes of several tables into
-        batches itself (the bucketer)."""
-        statements = []
+        batches itself (the bucketer). Each index row is bound once, however many rows share it."""
         partitions: set[tuple[int, str, int]] = set()
         for bucket_ms, shard, message in items:
             partition = (bucket_ms, message.app_id, shard)
             if partition not in partitions:
                 partitions.add(partition)
-                statements.append(self._insert_index.bind(partition))
-            statements.append(self._bind_row(bucket_ms, shard, message))
-        return statements + self._index_statements({bucket for bucket, _, _ in partitions})
+                yield self._insert_index.bind(partition)
+            yield self._bind_row(bucket_ms, shard, message)
+        yield from self._index_statements({bucket for bucket, _, _ in partitions})
 
     def _index_statements(self, buckets: Iterable[int]) -> list[BoundStatement]:
         statements = []

@@ -32,13 +32,20 @@ from __future__ import annotations
 import builtins
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
 
 from cassandra import ConsistencyLevel
 from cassandra.cluster import ResponseFuture, Session
-from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, PreparedStatement, Statement
+from cassandra.query import (
+    UNSET_VALUE,
+    BatchStatement,
+    BatchType,
+    BoundStatement,
+    PreparedStatement,
+    Statement,
+)
 
 from scheduler.domain.idempotency import KeyClaim, KeyHolder
 from scheduler.domain.status import Status, stored_ready
@@ -200,18 +207,8 @@ class CassandraMessageStore:
         batch: BatchStatement | None = None
         batch_messages = batch_bytes = 0
         for content, state, log in items:
-            c = content
-            day = day_of(c.created_ms)
-            values = _content_values(c, self._cipher)
-            statements = [
-                self._insert_content.bind(values),
-                self._update_status.bind(_status_values(c.app_id, c.message_id, state, log)),
-                self._insert_listing.bind((c.app_id, day, c.created_ms, c.message_id)),
-            ]
-            if (c.app_id, day) not in days:
-                days.add((c.app_id, day))
-                statements.append(self._insert_day.bind((c.app_id, day)))
-            size = _stored_bytes(values[2]) + _MESSAGE_OVERHEAD_BYTES
+            statements, stored_payload = self._message_statements(content, state, log, days)
+            size = _stored_bytes(stored_payload) + _MESSAGE_OVERHEAD_BYTES
             if size > MAX_BATCH_BYTES:  # too big for any batch: its statements go one by one
                 requests += statements
                 continue
@@ -224,6 +221,42 @@ class CassandraMessageStore:
             batch_messages += 1
             batch_bytes += size
         return requests
+
+    def save_statements(
+        self, items: Iterable[tuple[MessageContent, StatusUpdate, LogEntry]]
+    ) -> Iterator[BoundStatement]:
+        """The statements of `save` for many messages, each listing day bound once, for a
+        caller that groups writes of several tables into batches itself (the bucketer)."""
+        days: set[tuple[str, int]] = set()
+        for content, state, log in items:
+            yield from self._message_statements(content, state, log, days)[0]
+
+    def status_statement(
+        self, app_id: str, message_id: str, state: StatusUpdate, log: LogEntry
+    ) -> BoundStatement:
+        """The statement of `update_status`, for a caller that batches it itself."""
+        return self._update_status.bind(_status_values(app_id, message_id, state, log))
+
+    def _message_statements(
+        self,
+        c: MessageContent,
+        state: StatusUpdate,
+        log: LogEntry,
+        days: set[tuple[str, int]],
+    ) -> tuple[list[BoundStatement], str]:
+        """A new message's statements (its listing day only if not in `days`, which it joins),
+        and its payload as stored."""
+        day = day_of(c.created_ms)
+        values = _content_values(c, self._cipher)
+        statements = [
+            self._insert_content.bind(values),
+            self._update_status.bind(_status_values(c.app_id, c.message_id, state, log)),
+            self._insert_listing.bind((c.app_id, day, c.created_ms, c.message_id)),
+        ]
+        if (c.app_id, day) not in days:
+            days.add((c.app_id, day))
+            statements.append(self._insert_day.bind((c.app_id, day)))
+        return statements, values[2]
 
     def update_status(
         self, app_id: str, message_id: str, state: StatusUpdate, log: LogEntry
@@ -240,10 +273,7 @@ class CassandraMessageStore:
         writer or a releaser settles hundreds of messages a second, and two requests per message
         cost more driver CPU than Cassandra spends applying them. The status statements carry
         their own timestamps (the precedence), which hold inside a batch without one."""
-        statements: list[Statement] = [
-            self._update_status.bind(_status_values(w.app_id, w.message_id, w.state, w.log))
-            for w in writes
-        ]
+        statements = [self.status_statement(w.app_id, w.message_id, w.state, w.log) for w in writes]
         BatchExecutor(self._session, per_batch, MAX_BATCH_BYTES, in_flight).execute(statements)
 
     def _status_write(

@@ -5,13 +5,12 @@ listing day, log entry, bucket row, bucket index). Sent one request per statemen
 driver's per-request cost caps the bucketer near 1,000 messages/s on a small host; grouped into
 unlogged batches, far fewer requests carry the same mutations (see README, "Performance").
 
-How, without a second copy of any CQL:
-- `CapturingSession` (scheduler.store.cassandra_batches) stands in for the driver session of a
-  `CassandraMessageStore`: its `save` / `update_status` hand their bound statements to the
-  capture instead of the network.
-- `CassandraBucketStore.store_statements` gives the bucket rows and index rows.
-- `BatchExecutor` (scheduler.store.cassandra_batches) groups them by replica into unlogged
-  batches and sends them with a bounded number in flight.
+How, without a second copy of any CQL: the stores give their bound statements
+(`CassandraMessageStore.save_statements` / `status_statement`,
+`CassandraBucketStore.store_statements`) for all the operations of a submit at once, so a row
+that many messages share (listing day, bucket partition, bucket and day index) is bound once, not
+once per message; `BatchExecutor` (scheduler.store.cassandra_batches) groups them by replica into
+unlogged batches and sends them with a bounded number in flight.
 
 An unlogged batch is not atomic and need not be: each write is idempotent, and the Kafka batch is
 committed only after every statement succeeded; a failure retries the whole Kafka batch.
@@ -20,13 +19,11 @@ committed only after every statement succeeded; a failure retries the whole Kafk
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import cast
 
 from cassandra.cluster import Session
 from cassandra.query import Statement
 
-from scheduler.encryption import PLAIN, ColumnCipher
-from scheduler.store.cassandra_batches import BatchExecutor, CapturingSession
+from scheduler.store.cassandra_batches import BatchExecutor
 from scheduler.store.cassandra_buckets import CassandraBucketStore
 from scheduler.store.cassandra_messages import CassandraMessageStore
 
@@ -34,19 +31,18 @@ from .writer import SaveRecord, StoreRow, WriteOp, WriteStatus
 
 
 class CassandraBatchWriter:
-    """Writer for the real stores: capture the adapters' statements, stream them as batches."""
+    """Writer for the real stores: the stores' statements, streamed as batches."""
 
     def __init__(
         self,
         session: Session,
+        messages: CassandraMessageStore,
         buckets: CassandraBucketStore,
         max_statements: int,
         max_bytes: int,
         concurrency: int,
-        cipher: ColumnCipher = PLAIN,
     ) -> None:
-        self._capture = CapturingSession(session)
-        self._messages = CassandraMessageStore(cast(Session, self._capture), cipher)
+        self._messages = messages
         self._buckets = buckets
         self._executor = BatchExecutor(session, max_statements, max_bytes, concurrency)
 
@@ -54,14 +50,16 @@ class CassandraBatchWriter:
         self._executor.add(self._statements(ops))
 
     def _statements(self, ops: Sequence[WriteOp]) -> Iterator[Statement]:
+        messages = self._messages
+        yield from messages.save_statements(
+            (op.content, op.state, op.log) for op in ops if isinstance(op, SaveRecord)
+        )
         for op in ops:
-            if isinstance(op, SaveRecord):
-                self._messages.save(op.content, op.state, op.log)
-            elif isinstance(op, WriteStatus):
-                self._messages.update_status(op.app_id, op.message_id, op.state, op.log)
-            elif isinstance(op, StoreRow):
-                yield from self._buckets.store_statements([(op.bucket_ms, op.shard, op.message)])
-            yield from self._capture.take()
+            if isinstance(op, WriteStatus):
+                yield messages.status_statement(op.app_id, op.message_id, op.state, op.log)
+        yield from self._buckets.store_statements(
+            (op.bucket_ms, op.shard, op.message) for op in ops if isinstance(op, StoreRow)
+        )
 
     def drain(self) -> None:
         self._executor.wait()

@@ -67,18 +67,19 @@ def run(
     cluster, session = connect(cassandra, keyspace=cassandra.keyspace)
     producer = KafkaRecordProducer(kafka.client_config())
     buckets = CassandraBucketStore(session, cipher=cipher)
+    messages = CassandraMessageStore(session, cipher)
     writer = CassandraBatchWriter(
         session,
+        messages,
         buckets,
         settings.write_batch_statements,
         settings.write_batch_bytes,
         settings.write_concurrency,
-        cipher,
     )
     registry = registry_client(kafka.schema_registry_url) if kafka.schema_registry_url else None
     try:
         ports = Ports(
-            messages=CassandraMessageStore(session, cipher),
+            messages=messages,
             buckets=buckets,
             apps=CassandraAppStore(session, cipher, open_secrets=False),  # never uses them
             producer=producer,
