@@ -8,8 +8,14 @@ Tables: `messages` (one record per (app_id, message_id), with its log entries in
 Precedence (decision 1): the status group of `messages` is always written in one UPDATE
 `USING TIMESTAMP <StatusUpdate.precedence>`, with every optional cell set explicitly (null
 included), so Cassandra keeps, cell by cell, the write of highest precedence whatever the
-arrival order, and a winning write clears what it does not carry. Content cells are written with
-normal timestamps; every writer writes the same content for a message id, so they commute too.
+arrival order, and a winning write clears what it does not carry. A new message's content goes
+in the statement of its first status (`save`: one partition write, not two), so its cells carry
+that status's precedence as their timestamp. Every writer writes the same content for a message
+id, so whichever timestamp wins, the content read is the same: content written by an earlier
+version with normal (wall-clock) timestamps, far above any precedence, reads the same too. As
+before, a later write of the content (the bucketer's, a replay) may win over a rewrite by
+`admin reencrypt` (the cell's write time plus one): it seals under the primary key, which every
+replica has by the time reencrypt runs.
 
 Status writes are blind (no read before write, no lightweight transaction: LWTs cannot carry a
 custom timestamp). A status that arrives before its message's content is therefore kept but stays
@@ -101,9 +107,14 @@ class CassandraMessageStore:
         self._cipher = cipher
         self._scan_budget = scan_budget
         prepare = session.prepare
-        self._insert_content: PreparedStatement = prepare(
-            "INSERT INTO messages (app_id, message_id, payload_json, send_at_ms, created_ms,"
-            " idempotency_key, kafka_key, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        # A new message's content and first status in one statement (one partition write): the
+        # content cells carry the status's precedence too (see the module docstring).
+        self._insert_record: PreparedStatement = prepare(
+            "UPDATE messages USING TIMESTAMP ? SET payload_json = ?, send_at_ms = ?,"
+            " created_ms = ?, idempotency_key = ?, kafka_key = ?, source = ?, status = ?,"
+            " generation = ?, attempt = ?, due_ms = ?, updated_ms = ?, lateness_ms = ?,"
+            " last_http_status = ?, last_error = ?, log_entries[?] = ?"
+            " WHERE app_id = ? AND message_id = ?"
         )
         self._update_status: PreparedStatement = prepare(
             "UPDATE messages USING TIMESTAMP ? SET status = ?, generation = ?, attempt = ?,"
@@ -156,10 +167,8 @@ class CassandraMessageStore:
         day = day_of(c.created_ms)
         futures = [
             self._session.execute_async(
-                self._insert_content,
-                _content_values(c, self._cipher),
+                self._insert_record, _record_values(c, state, log, self._cipher)
             ),
-            self._status_write(c.app_id, c.message_id, state, log),
             self._session.execute_async(
                 self._insert_listing, (c.app_id, day, c.created_ms, c.message_id)
             ),
@@ -247,16 +256,15 @@ class CassandraMessageStore:
         """A new message's statements (its listing day only if not in `days`, which it joins),
         and its payload as stored."""
         day = day_of(c.created_ms)
-        values = _content_values(c, self._cipher)
+        values = _record_values(c, state, log, self._cipher)
         statements = [
-            self._insert_content.bind(values),
-            self._update_status.bind(_status_values(c.app_id, c.message_id, state, log)),
+            self._insert_record.bind(values),
             self._insert_listing.bind((c.app_id, day, c.created_ms, c.message_id)),
         ]
         if (c.app_id, day) not in days:
             days.add((c.app_id, day))
             statements.append(self._insert_day.bind((c.app_id, day)))
-        return statements, values[2]
+        return statements, values[1]
 
     def update_status(
         self, app_id: str, message_id: str, state: StatusUpdate, log: LogEntry
@@ -515,18 +523,22 @@ def _stored_bytes(payload: str) -> int:
     return len(payload) if is_sealed(payload) else len(payload) * 4
 
 
-def _content_values(c: MessageContent, cipher: ColumnCipher) -> tuple[Any, ...]:
-    """Content binds; an absent optional field is left unset, not written as null (a null
-    would write a tombstone cell per message for nothing: content is never cleared)."""
+def _record_values(
+    c: MessageContent, state: StatusUpdate, log: LogEntry, cipher: ColumnCipher
+) -> tuple[Any, ...]:
+    """A new message's content with its first status. An absent optional content field is left
+    unset, not written as null (a null would write a tombstone cell per message for nothing:
+    content is never cleared)."""
+    status = _status_values(c.app_id, c.message_id, state, log)
     return (
-        c.app_id,
-        c.message_id,
+        status[0],
         cipher.seal_payload(c.payload_json, payload_cell(c.app_id, c.message_id)),
         c.send_at_ms,
         c.created_ms,
         UNSET_VALUE if c.idempotency_key is None else c.idempotency_key,
         UNSET_VALUE if c.kafka_key is None else c.kafka_key,
         c.source,
+        *status[1:],
     )
 
 

@@ -1,7 +1,8 @@
 """The production Writer: the storage adapters' own statements, sent as unlogged batches.
 
-Why: one long-horizon message is about seven row writes (record content and status, listing,
-listing day, log entry, bucket row, bucket index). Sent one request per statement, the Python
+Why: one long-horizon message is several row writes (its record, with content, status and log
+entry in one statement; its listing row; its bucket row; and the index rows it shares with
+others). Sent one request per statement, the Python
 driver's per-request cost caps the bucketer near 1,000 messages/s on a small host; grouped into
 unlogged batches, far fewer requests carry the same mutations (see README, "Performance").
 
