@@ -29,7 +29,7 @@ import binascii
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import overload
@@ -144,6 +144,14 @@ def new_key() -> str:
     return base64.b64encode(os.urandom(KEY_BYTES)).decode()
 
 
+# A cell's associated data, or a function that computes it (see ColumnCipher.seal_payload).
+AssociatedData = bytes | Callable[[], bytes]
+
+
+def _resolved(aad: AssociatedData) -> bytes:
+    return aad if isinstance(aad, bytes) else aad()
+
+
 def cell(column: str, *row_key: str) -> bytes:
     """Associated data of one cell: table.column and the row's identity (unambiguous: the
     parts are length-prefixed)."""
@@ -186,22 +194,25 @@ class ColumnCipher:
         """A secret as stored: sealed when encryption is on (None and "" stay as they are)."""
         return self._seal(value, aad) if self.secrets and value else value
 
-    def seal_payload(self, value: str, aad: bytes) -> str:
-        return self._seal(value, aad) if self.payloads else value
+    def seal_payload(self, value: str, aad: AssociatedData) -> str:
+        """A payload as stored; `aad` may be a function, called only when the payload is
+        sealed (computing a cell's associated data costs about a microsecond per message)."""
+        return self._seal(value, _resolved(aad)) if self.payloads else value
 
     def seal(self, value: str, aad: bytes) -> str:
         """Seal under the primary key whatever the switches say (re-encryption)."""
         return self._seal(value, aad)
 
     @overload
-    def open(self, stored: str, aad: bytes) -> str: ...
+    def open(self, stored: str, aad: AssociatedData) -> str: ...
     @overload
-    def open(self, stored: None, aad: bytes) -> None: ...
+    def open(self, stored: None, aad: AssociatedData) -> None: ...
     @overload
-    def open(self, stored: str | None, aad: bytes) -> str | None: ...
+    def open(self, stored: str | None, aad: AssociatedData) -> str | None: ...
 
-    def open(self, stored: str | None, aad: bytes) -> str | None:
-        """The plain value of a stored one: plain text as is, an envelope decrypted."""
+    def open(self, stored: str | None, aad: AssociatedData) -> str | None:
+        """The plain value of a stored one: plain text as is, an envelope decrypted (`aad`, if
+        a function, is called only then)."""
         if stored is None or not stored.startswith(ENVELOPE_PREFIX):
             return stored
         key_id, _, body = stored[len(ENVELOPE_PREFIX) :].partition(".")
@@ -214,7 +225,7 @@ class ColumnCipher:
             raise UnreadableValue(f"malformed envelope (key {key_id!r})") from None
         nonce, sealed = blob[:NONCE_BYTES], blob[NONCE_BYTES:]
         try:
-            return aead.decrypt(nonce, sealed, aad).decode()
+            return aead.decrypt(nonce, sealed, _resolved(aad)).decode()
         except (InvalidTag, ValueError):
             raise UnreadableValue(
                 f"value under key {key_id!r} does not decrypt here: altered, or another cell's"

@@ -80,32 +80,6 @@ def test_a_batch_given_is_sent_as_it_is_never_nested() -> None:
     assert len(session.sent) == 2
 
 
-def test_repeats_of_the_same_write_are_sent_once() -> None:
-    from cassandra.query import BoundStatement
-
-    class Prepared:
-        def __init__(self, query_id: bytes) -> None:
-            self.query_id = query_id
-            self.routing_key_indexes = None
-
-    def bound(query_id: bytes, *values: bytes) -> BoundStatement:
-        statement = BoundStatement.__new__(BoundStatement)
-        statement.prepared_statement = Prepared(query_id)
-        statement.values = list(values)
-        statement._routing_key = None
-        statement.keyspace = None
-        return statement
-
-    session = FakeSession()
-    executor = BatchExecutor(session, max_statements=1, max_bytes=10_000, concurrency=4)
-    day_a, day_a_again = bound(b"day", b"app", b"1"), bound(b"day", b"app", b"1")
-    day_b, other = bound(b"day", b"app", b"2"), bound(b"log", b"app", b"1")
-    executor.execute([day_a, other, day_a_again, day_b])
-    assert session.sent == [day_a, other, day_b]
-    executor.execute([day_a_again])  # a new batch: written again
-    assert session.sent[-1] is day_a_again
-
-
 def test_the_expected_batch_warnings_are_dropped_and_others_kept() -> None:
     root = logging.getLogger()
     saved = root.handlers[:], root.level

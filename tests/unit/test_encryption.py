@@ -178,3 +178,19 @@ def test_settings_without_keys_read_plain_text_only() -> None:
 def test_settings_refuse_what_cannot_work(kwargs: dict[str, object]) -> None:
     with pytest.raises(EncryptionError):
         EncryptionSettings(**kwargs).cipher()  # type: ignore[arg-type]
+
+
+def test_a_payloads_associated_data_is_computed_only_when_it_is_sealed_or_opened() -> None:
+    computed: list[str] = []
+
+    def row_cell() -> bytes:
+        computed.append("cell")
+        return ROW
+
+    assert PLAIN.seal_payload("{}", row_cell) == "{}"
+    assert PLAIN.open("{}", row_cell) == "{}"
+    assert computed == []  # plain text: no cell computed on the hot paths
+    c = cipher()
+    stored = c.seal_payload("{}", row_cell)
+    assert c.open(stored, row_cell) == "{}" and c.open(stored, ROW) == "{}"
+    assert computed == ["cell", "cell"]

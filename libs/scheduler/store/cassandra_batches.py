@@ -21,12 +21,10 @@ from cassandra.cluster import ResponseFuture, Session
 from cassandra.query import (
     BatchStatement,
     BatchType,
-    BoundStatement,
     Statement,
 )
 
 _STATEMENT_OVERHEAD_BYTES = 64  # rough per-mutation framing, on top of the bound values
-_DEDUP_MAX_BYTES = 256
 
 
 class _Group:
@@ -58,7 +56,6 @@ class BatchExecutor:
         self._groups: dict[object, _Group] = {}
         self._in_flight: deque[ResponseFuture] = deque()
         self._errors: list[BaseException] = []
-        self._seen: set[tuple[bytes, tuple[object, ...]]] = set()
 
     def execute(self, statements: Iterable[Statement]) -> None:
         self.add(statements)
@@ -70,7 +67,6 @@ class BatchExecutor:
         except Exception:
             # The batch fails as a whole: forget what was queued, settle what was sent.
             self._groups.clear()
-            self._seen.clear()
             while self._in_flight:
                 settle(self._in_flight.popleft(), [])
             self._errors.clear()
@@ -81,8 +77,6 @@ class BatchExecutor:
         by_replica = len(self._session.cluster.metadata.all_hosts()) > 1
         for statement in statements:
             size = _size(statement)
-            if size <= _DEDUP_MAX_BYTES and self._repeated(statement):
-                continue
             if size >= self._max_bytes or isinstance(statement, BatchStatement):
                 self._send(statement)  # too big for a batch, or a batch already
                 continue
@@ -102,25 +96,11 @@ class BatchExecutor:
             if group.statements:
                 self._send(_as_request(group.statements))
         self._groups.clear()
-        self._seen.clear()
         while self._in_flight:
             settle(self._in_flight.popleft(), self._errors)
         errors, self._errors = self._errors, []
         if errors:
             raise errors[0]
-
-    def _repeated(self, statement: Statement) -> bool:
-        """The very same write again (same prepared statement, same values) since the last
-        `wait()`, e.g. the listing-day row every message of a day writes: once is enough.
-        Only small statements are checked: the repeats worth removing are index-like rows, and a
-        repeated message is already placed once per batch by the pipeline."""
-        if not isinstance(statement, BoundStatement):
-            return False
-        key = (statement.prepared_statement.query_id, tuple(statement.values))
-        if key in self._seen:
-            return True
-        self._seen.add(key)
-        return False
 
     def _send(self, request: Statement) -> None:
         if len(self._in_flight) >= self._concurrency:

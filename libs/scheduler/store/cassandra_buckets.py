@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
 from cassandra.cluster import ResponseFuture, Session
@@ -156,28 +157,37 @@ class CassandraBucketStore:
         self.execute_all(statements, concurrency)
 
     def store_statements(
-        self, items: Iterable[tuple[int, int, DueMessage]]
+        self,
+        items: Iterable[tuple[int, int, DueMessage]],
+        bound: set[tuple[object, ...]] | None = None,
     ) -> Iterator[BoundStatement]:
         """The statements `store_many` would run (rows, one listing row per partition, the
         index entries of each bucket), for a caller that groups writes of several tables into
-        batches itself (the bucketer). Each index row is bound once, however many rows share it."""
-        partitions: set[tuple[int, str, int]] = set()
+        batches itself (the bucketer). Each index row is bound once, however many rows share it:
+        `bound` holds the index rows already bound (by earlier calls for the same writes)."""
+        bound = set() if bound is None else bound
+        buckets: set[int] = set()
         for bucket_ms, shard, message in items:
             partition = (bucket_ms, message.app_id, shard)
-            if partition not in partitions:
-                partitions.add(partition)
+            if partition not in bound:
+                bound.add(partition)
+                buckets.add(bucket_ms)
                 yield self._insert_index.bind(partition)
             yield self._bind_row(bucket_ms, shard, message)
-        yield from self._index_statements({bucket for bucket, _, _ in partitions})
+        yield from self._index_statements(buckets, bound)
 
-    def _index_statements(self, buckets: Iterable[int]) -> list[BoundStatement]:
+    def _index_statements(
+        self, buckets: Iterable[int], bound: set[tuple[object, ...]] | None = None
+    ) -> list[BoundStatement]:
+        bound = set() if bound is None else bound
         statements = []
-        days: set[int] = set()
         for bucket_ms in sorted(buckets):
             day = index_day(bucket_ms)
-            statements.append(self._insert_bucket.bind((day, bucket_ms)))
-            if day not in days:
-                days.add(day)
+            if ("bucket", bucket_ms) not in bound:
+                bound.add(("bucket", bucket_ms))
+                statements.append(self._insert_bucket.bind((day, bucket_ms)))
+            if ("day", day) not in bound:
+                bound.add(("day", day))
                 statements.append(self._insert_day.bind((index_era(day), day)))
         return statements
 
@@ -204,7 +214,7 @@ class CassandraBucketStore:
                 m.send_at_ms,
                 m.created_ms,
                 self._cipher.seal_payload(
-                    m.payload_json, bucket_payload_cell(m.app_id, m.message_id)
+                    m.payload_json, partial(bucket_payload_cell, m.app_id, m.message_id)
                 ),
                 # Unset, not null: a bound null writes a tombstone cell on every row.
                 UNSET_VALUE if m.kafka_key is None else m.kafka_key,
@@ -252,7 +262,7 @@ class CassandraBucketStore:
         # The driver fetches the next page only when iteration reaches it.
         for row in self._session.execute(statement):
             payload = self._cipher.open(
-                row.payload_json, bucket_payload_cell(app_id, row.message_id)
+                row.payload_json, partial(bucket_payload_cell, app_id, row.message_id)
             )
             yield DueMessage(
                 message_id=row.message_id,

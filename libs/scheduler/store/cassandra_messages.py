@@ -40,6 +40,7 @@ import json
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
 from cassandra import ConsistencyLevel
@@ -232,11 +233,14 @@ class CassandraMessageStore:
         return requests
 
     def save_statements(
-        self, items: Iterable[tuple[MessageContent, StatusUpdate, LogEntry]]
+        self,
+        items: Iterable[tuple[MessageContent, StatusUpdate, LogEntry]],
+        days: set[tuple[str, int]] | None = None,
     ) -> Iterator[BoundStatement]:
-        """The statements of `save` for many messages, each listing day bound once, for a
-        caller that groups writes of several tables into batches itself (the bucketer)."""
-        days: set[tuple[str, int]] = set()
+        """The statements of `save` for many messages, for a caller that groups writes of several
+        tables into batches itself (the bucketer). Each listing day is bound once: `days` holds
+        the (app, day) rows already bound (by earlier calls for the same writes)."""
+        days = set() if days is None else days
         for content, state, log in items:
             yield from self._message_statements(content, state, log, days)[0]
 
@@ -532,7 +536,7 @@ def _record_values(
     status = _status_values(c.app_id, c.message_id, state, log)
     return (
         status[0],
-        cipher.seal_payload(c.payload_json, payload_cell(c.app_id, c.message_id)),
+        cipher.seal_payload(c.payload_json, partial(payload_cell, c.app_id, c.message_id)),
         c.send_at_ms,
         c.created_ms,
         UNSET_VALUE if c.idempotency_key is None else c.idempotency_key,
@@ -549,7 +553,7 @@ def _view(app_id: str, message_id: str, row: Any, cipher: ColumnCipher) -> Messa
     content = MessageContent(
         app_id=app_id,
         message_id=message_id,
-        payload_json=cipher.open(row.payload_json, payload_cell(app_id, message_id)),
+        payload_json=cipher.open(row.payload_json, partial(payload_cell, app_id, message_id)),
         send_at_ms=row.send_at_ms,
         created_ms=row.created_ms,
         idempotency_key=row.idempotency_key,
