@@ -164,18 +164,8 @@ class CassandraMessageStore:
     # -- writes ---------------------------------------------------------------------------------
 
     def save(self, content: MessageContent, state: StatusUpdate, log: LogEntry) -> None:
-        c = content
-        day = day_of(c.created_ms)
-        futures = [
-            self._session.execute_async(
-                self._insert_record, _record_values(c, state, log, self._cipher)
-            ),
-            self._session.execute_async(
-                self._insert_listing, (c.app_id, day, c.created_ms, c.message_id)
-            ),
-            self._session.execute_async(self._insert_day, (c.app_id, day)),
-        ]
-        _wait_all(futures)
+        statements, _ = self._message_statements(content, state, log, set())
+        _wait_all([self._session.execute_async(statement) for statement in statements])
 
     def save_many(
         self,
@@ -273,7 +263,7 @@ class CassandraMessageStore:
     def update_status(
         self, app_id: str, message_id: str, state: StatusUpdate, log: LogEntry
     ) -> None:
-        self._status_write(app_id, message_id, state, log).result()
+        self._session.execute_async(self.status_statement(app_id, message_id, state, log)).result()
 
     def update_statuses(
         self,
@@ -287,13 +277,6 @@ class CassandraMessageStore:
         their own timestamps (the precedence), which hold inside a batch without one."""
         statements = [self.status_statement(w.app_id, w.message_id, w.state, w.log) for w in writes]
         BatchExecutor(self._session, per_batch, MAX_BATCH_BYTES, in_flight).execute(statements)
-
-    def _status_write(
-        self, app_id: str, message_id: str, state: StatusUpdate, log: LogEntry
-    ) -> ResponseFuture:
-        return self._session.execute_async(
-            self._update_status, _status_values(app_id, message_id, state, log)
-        )
 
     # -- idempotency keys -----------------------------------------------------------------------
 
