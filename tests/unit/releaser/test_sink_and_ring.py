@@ -30,8 +30,10 @@ class FakeProducer:
 
     def __init__(self) -> None:
         self.open: list[tuple[str, bytes]] = []
+        self.open_partitions: list[tuple[str, int]] = []  # -1: by the key (unassigned)
         self.offsets: list = []
         self.committed: list[tuple[list[tuple[str, bytes]], list]] = []
+        self.committed_partitions: list[list[tuple[str, int]]] = []
         self.aborted = 0
         self.fail: list[KafkaError] = []
         self.refuse: dict[str, KafkaError] = {}
@@ -40,10 +42,13 @@ class FakeProducer:
         self._reports: list[tuple[str, Callable[[KafkaError | None, object], None]]] = []
 
     def begin_transaction(self) -> None:
-        self.open, self.offsets = [], []
+        self.open, self.open_partitions, self.offsets = [], [], []
 
-    def produce(self, topic, value=None, key=None, headers=None, on_delivery=None) -> None:
+    def produce(
+        self, topic, value=None, key=None, partition=-1, headers=None, on_delivery=None
+    ) -> None:
         self.open.append((topic, value))
+        self.open_partitions.append((topic, partition))
         if on_delivery is not None:
             self._reports.append((topic, on_delivery))
 
@@ -66,6 +71,7 @@ class FakeProducer:
         if self.fail:
             raise KafkaException(self.fail.pop(0))
         self.committed.append((self.open, self.offsets))
+        self.committed_partitions.append(self.open_partitions)
 
     def abort_transaction(self, timeout: float = -1) -> None:
         self.aborted += 1
@@ -90,6 +96,7 @@ def sink(
     clock: ManualClock | None = None,
     destination_timeout_ms: int = 5_000,
     max_batch: int = 2,
+    gathered: dict[str, int] | None = None,
 ) -> tuple[TransactionalSink, OffsetTracker, ManualClock, DispatchMetrics]:
     """A sink whose producer factory hands out `producers` in turn (a replacement is the next)."""
     clock = clock or ManualClock()
@@ -106,6 +113,7 @@ def sink(
         recover_after_ms,
         offsets_interval_ms,
         destination_timeout_ms=destination_timeout_ms,
+        gathered=gathered,
     )
     for p in producers:
         p.clock = clock
@@ -120,6 +128,29 @@ def run(s: TransactionalSink, steps: Callable[[], Awaitable[None]]) -> None:
         await steps()
 
     asyncio.run(main())
+
+
+def test_the_results_of_one_transaction_go_to_one_partition_the_next_to_another() -> None:
+    """Each partition a transaction writes costs the brokers a commit marker: a gathered
+    topic's records (the results) share one partition per transaction, taking turns, while a
+    destination's records keep the partition of their key."""
+    p = FakeProducer()
+    s, _, _, _ = sink(p, max_batch=3, gathered={"results": 2})
+    for n in range(9):
+        delivery = OutRecord("dest", b"d%d" % n, key=b"k%d" % n, destination=True)
+        s.emit([delivery, OutRecord("results", b"r%d" % n, key=b"m%d" % n)], None)
+
+    async def steps() -> None:
+        while await s.flush():
+            pass
+
+    run(s, steps)
+    assert len(p.committed_partitions) == 3
+    results = [
+        {part for topic, part in txn if topic == "results"} for txn in p.committed_partitions
+    ]
+    assert results == [{1}, {0}, {1}]
+    assert {part for txn in p.committed_partitions for t, part in txn if t == "dest"} == {-1}
 
 
 def test_records_and_committable_offsets_go_in_one_transaction() -> None:

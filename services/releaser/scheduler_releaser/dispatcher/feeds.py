@@ -623,6 +623,15 @@ class CommandsFeed:
         return False
 
 
+def partition_count(consumer: Consumer, topic: str) -> int | None:
+    """The topic's partition count; None when the brokers do not know the topic."""
+    metadata = consumer.list_topics(topic, timeout=TIMEOUT_S).topics.get(topic)
+    if metadata is None or metadata.error is not None or not metadata.partitions:
+        log.warning("topic %s unknown to the brokers: its records go by key", topic)
+        return None
+    return len(metadata.partitions)
+
+
 def load_results(
     consumer: Consumer, topic: str, since_ms: int, timers: TimerQueue, codecs: Codecs
 ) -> int:

@@ -49,7 +49,14 @@ from . import ownership
 from .apps import AppCache
 from .commands import ABORTS_KEPT_CYCLES, CommandView
 from .core import Dispatcher
-from .feeds import CommandsFeed, RecordsProgressFeed, RingFeed, consumer_config, load_results
+from .feeds import (
+    CommandsFeed,
+    RecordsProgressFeed,
+    RingFeed,
+    consumer_config,
+    load_results,
+    partition_count,
+)
 from .http_post import AiohttpPost
 from .offsets import OffsetTracker
 from .outbound import OutboundGuard
@@ -168,6 +175,8 @@ async def run_dispatcher(
             **{"fetch.wait.max.ms": RING_FETCH_WAIT_MS, "fetch.error.backoff.ms": 50},
         )
     )
+    # The results of one transaction go to one results partition, taking turns (sink.py).
+    results_partitions = await asyncio.to_thread(partition_count, ring_consumer, topics.results)
     tracker = OffsetTracker()
     view = CommandView(clock.now_ms())
     records = RecordsProgress()
@@ -185,6 +194,7 @@ async def run_dispatcher(
         settings.txn_offsets_interval_ms,
         settings.offsets_refresh_ms,
         settings.destination_timeout_ms,
+        gathered={topics.results: results_partitions} if results_partitions else None,
     )
     http = AiohttpPost(settings.http_max_connections, settings.http_timeout_s)
     rest = RestDeliverer(

@@ -24,6 +24,12 @@ Other abortable errors (the scheduler's own topics failing) retry the whole tran
 backoff. Once `close()` was called (SIGTERM), a failed transaction is not retried: `flush`
 raises `SinkStopped` and the attempts stay unsettled (read again after the restart).
 
+The records of a *gathered* topic (the results) all go to one partition per transaction, a
+different one each time, not to the partition of their key: every partition a transaction
+writes costs the brokers a commit marker, and a transaction of a few results keyed by message
+id touched several. Their readers do not need one message's results in one partition (they
+write by precedence, collect attempt keys, or read every partition).
+
 A stuck transaction is recovered in process. After a broker restart, librdkafka can block in
 `send_offsets_to_transaction` forever, ignoring its timeout (confluentinc/librdkafka#5456,
 #5511: a stale cached group coordinator). When a transaction has not reached its commit after
@@ -44,7 +50,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +78,7 @@ WAIT_STEP_MS = 1  # re-read the clock this often while a commit waits for its du
 REPORTS_STEP_S = 0.05  # delivery reports are awaited in steps of this
 RETRY_MIN_S, RETRY_MAX_S = 0.01, 1.0  # backoff between whole-transaction retries
 ABORT_TIMEOUT_S = 5.0  # an abort not done by then: the producer is replaced
+UNASSIGNED = -1  # librdkafka's RD_KAFKA_PARTITION_UA: the partitioner picks (by key)
 
 
 @dataclass
@@ -270,13 +277,16 @@ class TransactionalSink:
         offsets_interval_ms: int = 0,
         offsets_refresh_ms: int = 60_000,
         destination_timeout_ms: int = 5_000,
+        gathered: Mapping[str, int] | None = None,
     ) -> None:
         """`new_producer` returns a transactional producer after `init_transactions` (blocking;
         raises KafkaException when Kafka cannot be reached). `group_metadata`: the ring
         consumer's group metadata, taken once: the consumer is assigned by hand (ownership.py),
         never subscribed, so it has no generation or member id that a rebalance could change.
         `destination_timeout_ms`: a destination record unacknowledged this long is refused
-        (transient), so a slow tenant topic delays the others' commits by at most that."""
+        (transient), so a slow tenant topic delays the others' commits by at most that.
+        `gathered`: topic -> its partition count, for the topics whose records of one
+        transaction go to one partition, taking turns (see the module's docstring)."""
         self._new_producer = new_producer
         self._group_metadata = group_metadata
         self._max_batch = max_batch
@@ -286,6 +296,8 @@ class TransactionalSink:
         self._offsets_refresh_ms = offsets_refresh_ms
         self._refreshed_ms = float("-inf")
         self._destination_timeout_ms = destination_timeout_ms
+        self._gathered = dict(gathered or {})
+        self._turn = 0  # counts transaction runs: the gathered topics' partition
         self._tracker = tracker
         self._clock = clock
         self._metrics = metrics
@@ -555,8 +567,10 @@ class TransactionalSink:
         reports = _Reports()
         try:
             producer.begin_transaction()
+            self._turn += 1
             for index, r in records:
-                self._produce(producer, index if r.destination else None, r, reports)
+                partition = self._gathered_partition(r.topic)
+                self._produce(producer, index if r.destination else None, r, reports, partition)
             if offsets:
                 producer.send_offsets_to_transaction(offsets, metadata)
             self._await_reports(producer, reports)
@@ -690,13 +704,26 @@ class TransactionalSink:
                 if self._closing.is_set():  # in doubt: the next incarnation resolves it
                     raise _RetryWhole(f"commit in doubt while stopping: {exc}") from exc
 
+    def _gathered_partition(self, topic: str) -> int:
+        """This transaction's partition for a gathered topic's records, else UNASSIGNED (the
+        partition of the key). A transaction retried after a failure takes the next one."""
+        count = self._gathered.get(topic)
+        return UNASSIGNED if count is None else self._turn % count
+
     @staticmethod
-    def _produce(producer: Producer, index: int | None, r: OutRecord, reports: _Reports) -> None:
+    def _produce(
+        producer: Producer, index: int | None, r: OutRecord, reports: _Reports, partition: int
+    ) -> None:
         report = reports.expect(index)
         while True:
             try:
                 producer.produce(
-                    r.topic, value=r.value, key=r.key, headers=list(r.headers), on_delivery=report
+                    r.topic,
+                    value=r.value,
+                    key=r.key,
+                    partition=partition,
+                    headers=list(r.headers),
+                    on_delivery=report,
                 )
                 return
             except BufferError:
