@@ -500,7 +500,8 @@ def cost_section(results: dict[str, Any]) -> list[str]:
         "",
         "The CPU of each phase above divided by the messages it delivered, in milliseconds: the"
         " services, Kafka and Cassandra (not the load generator or the receivers). A phase's wall"
-        " time also holds its setup, the wait for the last delivery and the idle time between"
+        " time also holds its setup, the wait for the last delivery and for the record writers"
+        " to write every result, and the idle time between"
         " runs, so at low rates these figures are mostly the idle cost spread over few messages;"
         " the highest rate is the closest to the marginal cost.",
         "",
@@ -575,8 +576,9 @@ def cassandra_section(results: dict[str, Any]) -> list[str]:
         "Counted by Cassandra itself (system_views.local_write_latency, local_read_latency and"
         " local_scan_latency of the run's keyspace; bench/cassandra_ops.py) over each phase,"
         " divided by the messages the phase delivered. A write is a partition update: rows of"
-        " one partition written in one statement or batch count once. Writes that lag behind"
-        " their phase (the niced record writer) count in the next one.",
+        " one partition written in one statement or batch count once. A phase ends once the"
+        " record writers (niced, so they lag under load) have written every result of it, so"
+        " its writes are its own, not the next phase's.",
         "",
         *table(["Phase", "writes", "reads", "writes by table"], rows),
     ]

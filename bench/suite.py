@@ -164,7 +164,11 @@ def _run_sections(
         before = snapshot()
         try:
             with sampler.phase(name, mono):
-                return budget.run(name, timeout_s, errors, fn)
+                try:
+                    return budget.run(name, timeout_s, errors, fn)
+                finally:
+                    if not w.wait_for_records():
+                        errors.append(f"{name}: the record writers were behind at its end")
         finally:
             after = snapshot()
             if before is not None and after is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -46,6 +47,7 @@ SCHEDULING = SchedulingSettings(
 # into its due-minute ring topic as in production.
 PRODUCTION = SchedulingSettings()
 DEST_PREFIX = "benchdest."
+RECORDS_WAIT_S = 120  # a phase ends once the record writers have caught up, or after this
 
 
 def settings_env(kafka: KafkaSettings) -> dict[str, str]:
@@ -115,6 +117,34 @@ class World:
         back and forth by what the producer wrote in between)."""
         with self._bucketer_group() as (_, committed):
             return sum(max(tp.offset, 0) for tp in committed)
+
+    def records_lag(self) -> int:
+        """Results the record writers have not yet written (the results topic's ends, markers
+        included, minus the writers' committed offsets; a writer commits past markers while
+        idle, so this reaches 0)."""
+        topic = self.topics.results
+        consumer = Consumer(
+            {**self.kafka.client_config(), "group.id": f"{self.kafka.topic_prefix}record-writer"}
+        )
+        try:
+            parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            committed = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=10)
+            return sum(
+                consumer.get_watermark_offsets(tp, timeout=10)[1] - max(tp.offset, 0)
+                for tp in committed
+            )
+        finally:
+            consumer.close()
+
+    def wait_for_records(self, timeout_s: float = RECORDS_WAIT_S) -> bool:
+        """Until the record writers have written every result (a phase's Cassandra writes and
+        CPU are then its own, not the next phase's). False if they are still behind."""
+        deadline = time.monotonic() + timeout_s
+        while self.records_lag() > 0:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+        return True
 
     @contextmanager
     def _bucketer_group(self) -> Iterator[tuple[Consumer, list[TopicPartition]]]:
