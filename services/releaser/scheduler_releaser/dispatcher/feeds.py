@@ -43,6 +43,7 @@ from .timers import PARKED_HEADER, Position, TimerQueue
 
 log = logging.getLogger(__name__)
 TIMEOUT_S = 30.0
+LISTED_MAX = 10  # partitions named in one log line
 PROBE_RETRY_MS = 1_000  # a draining partition's end is asked again this often
 
 
@@ -248,12 +249,15 @@ class RingFeed:
         committed = self._asker.committed(tps, timeout=TIMEOUT_S)
         fresh = [tp for tp in committed if tp.offset < 0]
         start_offsets(self._asker, fresh, 0)
-        for tp in fresh:
+        if fresh:  # one line: a first start has hundreds of them
+            named = [f"{tp.topic}/{tp.partition}@{tp.offset}" for tp in fresh]
+            more = f" and {len(named) - LISTED_MAX} more" if len(named) > LISTED_MAX else ""
             log.info(
-                "ring partition %s/%d has no committed offset: read from offset %d",
-                tp.topic,
-                tp.partition,
-                tp.offset,
+                "%d ring partitions have no committed offset, read from their first retained"
+                " record: %s%s",
+                len(fresh),
+                ", ".join(named[:LISTED_MAX]),
+                more,
             )
         return committed
 
