@@ -357,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
                 **SCHEDULING.model_dump(),
                 **settings_env(w.kafka),
                 "partitions (requests, due ring, destination)": 2,
+                "partitions (results)": w.kafka.results_partitions,
             }
             results = run_sections(w, p, only, budget, sampler, Path(tmp))
             current.clear()

@@ -206,7 +206,12 @@ def world(
 ) -> Iterator[World]:
     unique = unique_name()
     kafka = private_kafka(servers, unique).model_copy(
-        update={"requests_partitions": partitions, "due_partitions": partitions}
+        update={
+            "requests_partitions": partitions,
+            "due_partitions": partitions,
+            # as deployed: a transaction's results go to one of them (the record writer reads all)
+            "results_partitions": KafkaSettings().results_partitions,
+        }
     )
     cassandra = private_cassandra(servers, unique)
     dest_topic = f"{DEST_PREFIX}{unique}"
