@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Producer
@@ -20,8 +19,6 @@ from scheduler.domain.ids import new_message_id
 from scheduler.records import Command, CommandKind, DueMessage
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.store.ports import Application
-from scheduler.testing.isolation import delete_topics, private_kafka, unique_name
-from scheduler.testing.servers import Servers
 from scheduler_releaser.settings import DispatchSettings
 
 from .conftest import CLOCK, Env, RunningDispatcher
@@ -36,12 +33,9 @@ LAG = "scheduler_dispatch_commands_lag_seconds"
 
 
 @pytest.fixture
-def kafka_settings(servers: Servers) -> Iterator[KafkaSettings]:
-    settings = private_kafka(servers, unique_name()).model_copy(
-        update={"commands_partitions": COMMANDS_PARTITIONS}
-    )
-    yield settings
-    delete_topics(settings)
+def kafka_settings(kafka_settings: KafkaSettings) -> KafkaSettings:
+    """The test's private topics (deleted by the shared fixture), with more command partitions."""
+    return kafka_settings.model_copy(update={"commands_partitions": COMMANDS_PARTITIONS})
 
 
 @pytest.fixture

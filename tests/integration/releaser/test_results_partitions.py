@@ -5,15 +5,12 @@ results are in different partitions."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
 from scheduler.domain.status import Status
 from scheduler.records import DeliveryOutcome
 from scheduler.settings import KafkaSettings
-from scheduler.testing.isolation import delete_topics, private_kafka, unique_name
-from scheduler.testing.servers import Servers
 
 from .conftest import CLOCK, Env, Receiver, RunningDispatcher, eventually
 from .test_dispatch import SETTINGS, due_message, read_all, rest_app
@@ -25,12 +22,10 @@ MESSAGES = 12
 
 
 @pytest.fixture
-def kafka_settings(servers: Servers) -> Iterator[KafkaSettings]:
-    settings = private_kafka(servers, unique_name()).model_copy(
-        update={"results_partitions": RESULTS_PARTITIONS}
-    )
-    yield settings
-    delete_topics(settings)
+def kafka_settings(kafka_settings: KafkaSettings) -> KafkaSettings:
+    """The test's private topics (deleted by the shared fixture), with several results
+    partitions."""
+    return kafka_settings.model_copy(update={"results_partitions": RESULTS_PARTITIONS})
 
 
 def test_results_in_turn_over_partitions_still_settle_and_dedup_each_message(
