@@ -105,36 +105,20 @@ class World:
 
     def bucketer_lag(self) -> int:
         """Requests not yet stored by the bucketer (end offsets minus its committed offsets)."""
-        with self._bucketer_group() as (consumer, committed):
-            return sum(
-                consumer.get_watermark_offsets(tp, timeout=10)[1] - max(tp.offset, 0)
-                for tp in committed
-            )
+        return self._lag(self.topics.requests, self._bucketer_group_id)
 
     def bucketer_committed(self) -> int:
         """Requests the bucketer has stored or refused: the sum of its committed offsets. One
         question, so it never goes down (the end offsets minus the lag, asked apart, jumped
         back and forth by what the producer wrote in between)."""
-        with self._bucketer_group() as (_, committed):
+        with self._group(self.topics.requests, self._bucketer_group_id) as (_, committed):
             return sum(max(tp.offset, 0) for tp in committed)
 
     def records_lag(self) -> int:
         """Results the record writers have not yet written (the results topic's ends, markers
         included, minus the writers' committed offsets; a writer commits past markers while
         idle, so this reaches 0)."""
-        topic = self.topics.results
-        consumer = Consumer(
-            {**self.kafka.client_config(), "group.id": f"{self.kafka.topic_prefix}record-writer"}
-        )
-        try:
-            parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-            committed = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=10)
-            return sum(
-                consumer.get_watermark_offsets(tp, timeout=10)[1] - max(tp.offset, 0)
-                for tp in committed
-            )
-        finally:
-            consumer.close()
+        return self._lag(self.topics.results, f"{self.kafka.topic_prefix}record-writer")
 
     def wait_for_records(self, timeout_s: float = RECORDS_WAIT_S) -> bool:
         """Until the record writers have written every result (a phase's Cassandra writes and
@@ -146,17 +130,22 @@ class World:
             time.sleep(0.5)
         return True
 
+    @property
+    def _bucketer_group_id(self) -> str:
+        return self.system.env["SCHEDULER_BUCKETER_GROUP_ID"]
+
+    def _lag(self, topic: str, group_id: str) -> int:
+        """The topic's end offsets minus the group's committed offsets."""
+        with self._group(topic, group_id) as (consumer, committed):
+            return sum(
+                consumer.get_watermark_offsets(tp, timeout=10)[1] - max(tp.offset, 0)
+                for tp in committed
+            )
+
     @contextmanager
-    def _bucketer_group(self) -> Iterator[tuple[Consumer, list[TopicPartition]]]:
-        """A client in the bucketer's group, and the group's committed offsets on the requests
-        topic."""
-        topic = self.topics.requests
-        consumer = Consumer(
-            {
-                **self.kafka.client_config(),
-                "group.id": self.system.env["SCHEDULER_BUCKETER_GROUP_ID"],
-            }
-        )
+    def _group(self, topic: str, group_id: str) -> Iterator[tuple[Consumer, list[TopicPartition]]]:
+        """A client in the group, and the group's committed offsets on the topic."""
+        consumer = Consumer({**self.kafka.client_config(), "group.id": group_id})
         try:
             parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
             tps = [TopicPartition(topic, p) for p in parts]
