@@ -56,10 +56,9 @@ import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from scheduler.clock import Clock, SystemClock
 from scheduler.codec import CodecError, DecodeError, RecordCodec, definition_subject, value_subject
@@ -81,6 +80,9 @@ from scheduler.records import (
 )
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.topics import Topics
+
+if TYPE_CHECKING:  # the registry client pulls in an OAuth stack (~0.3 s of imports)
+    from confluent_kafka.schema_registry import SchemaRegistryClient
 
 SOURCE = "kafka"
 log = logging.getLogger("scheduler.producer")

@@ -15,10 +15,10 @@ from aiohttp import web
 from scheduler_releaser.dispatcher.http_post import (
     AiohttpPost,
     HttpPost,
-    HttpxPost,
     PostFailed,
     PostTimeout,
 )
+from scheduler_releaser.dispatcher.httpx_post import HttpxPost
 
 pytestmark = pytest.mark.integration  # real sockets on loopback (no Kafka or Cassandra)
 

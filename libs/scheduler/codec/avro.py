@@ -15,10 +15,9 @@ import json
 import struct
 from collections.abc import Callable, Mapping
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastavro
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
 from fastavro.read import SchemaResolutionError
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
@@ -34,6 +33,9 @@ from .errors import (
     TruncatedRecord,
     UnknownSchema,
 )
+
+if TYPE_CHECKING:  # imported where used: the registry client pulls in an OAuth stack (~0.3 s)
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 SINGLE_OBJECT_HEADER_SIZE = 10  # magic (2) + fingerprint (8)
@@ -71,6 +73,8 @@ def definition_subject(topic: str) -> str:
 def registry_client(url: str, config: Mapping[str, Any] | None = None) -> SchemaRegistryClient:
     """A schema registry client; ``mock://<name>`` gives confluent-kafka's in-memory registry,
     whose store belongs to the client instance (share the client between codecs)."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
     client: SchemaRegistryClient = SchemaRegistryClient.new_client({**(config or {}), "url": url})
     return client
 
@@ -192,6 +196,8 @@ class AvroCodec:
         assert self._registry is not None
         if not self.subject:
             raise ValueError("encoding with a schema registry needs the codec's subject")
+        from confluent_kafka.schema_registry import Schema
+
         schema = Schema(json.dumps(self.writer.schema), "AVRO")
         try:
             schema_id = int(self._registry.register_schema(self.subject, schema))
@@ -286,6 +292,8 @@ class AvroCodec:
                 f"Confluent-framed record (schema id {schema_id}) but no schema registry is "
                 "configured"
             )
+        from confluent_kafka.schema_registry import SchemaRegistryError
+
         try:
             registered = self._registry.get_schema(schema_id)
         except SchemaRegistryError as exc:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
-
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from .avro import AvroCodec, WireFormat
 from .catalogue import SchemaCatalogue
+
+if TYPE_CHECKING:  # the registry client pulls in an OAuth stack (~0.3 s of imports)
+    from confluent_kafka.schema_registry import SchemaRegistryClient
 
 
 class AvroRecord(Protocol):

@@ -23,7 +23,7 @@ from scheduler_releaser.codecs import Codecs
 from scheduler_releaser.dispatcher.apps import AppCache
 from scheduler_releaser.dispatcher.commands import CommandView
 from scheduler_releaser.dispatcher.core import Dispatcher
-from scheduler_releaser.dispatcher.http_post import HttpxPost
+from scheduler_releaser.dispatcher.httpx_post import HttpxPost
 from scheduler_releaser.dispatcher.outbound import OutboundGuard
 from scheduler_releaser.dispatcher.ports import OnCommitted, OnRefused, OutRecord
 from scheduler_releaser.dispatcher.rest import RestDeliverer

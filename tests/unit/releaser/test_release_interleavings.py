@@ -38,7 +38,7 @@ from scheduler_bucketer.routing import Router
 from scheduler_bucketer.writer import SaveRecord, StoreRow, WriteOp, WriteStatus
 from scheduler_releaser.dispatcher.apps import AppCache
 from scheduler_releaser.dispatcher.core import Dispatcher
-from scheduler_releaser.dispatcher.http_post import HttpxPost
+from scheduler_releaser.dispatcher.httpx_post import HttpxPost
 from scheduler_releaser.dispatcher.outbound import OutboundGuard
 from scheduler_releaser.dispatcher.rest import RestDeliverer
 from scheduler_releaser.dispatcher.timers import Position

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from scheduler.clock import ManualClock
-from scheduler_releaser.dispatcher.http_post import HttpxPost
+from scheduler_releaser.dispatcher.httpx_post import HttpxPost
 from scheduler_releaser.dispatcher.outbound import OutboundGuard
 from scheduler_releaser.dispatcher.rest import (
     HEADER_ATTEMPT,

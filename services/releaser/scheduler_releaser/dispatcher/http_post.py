@@ -5,8 +5,9 @@ every idle connection's socket (a poll and a getpeername system call each) on ev
 at a few hundred deliveries per second the dispatcher spent most of its CPU in the pool and fell
 behind (bench/dispatch_bench.py --destination rest --rate 300: p50 lateness 0.8 s on a quiet
 machine, 9 s on a loaded one; see services/releaser/README.md). aiohttp is a runtime dependency
-of its own. `HttpxPost` adapts an httpx client (unit tests drive it with a MockTransport); both pass
-the same contract tests against a real local server (tests/integration/releaser/test_http_post.py).
+of its own. `HttpxPost` (httpx_post.py: httpx is not imported by the service) adapts an httpx
+client, which unit tests drive with a MockTransport; both pass the same contract tests against a
+real local server (tests/contract/test_http_post.py).
 
 Contract: POST `body` with `headers` to `url`, never following a redirect (a 3xx is returned
 as the answer); return the status and at most `read_limit` bytes of the response body (a longer
@@ -20,7 +21,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
-import httpx
 
 
 @dataclass(frozen=True)
@@ -109,37 +109,3 @@ async def _read_head(stream: aiohttp.StreamReader, limit: int) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks)
-
-
-class HttpxPost:
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self._client = client
-
-    async def post(
-        self,
-        url: str,
-        body: bytes,
-        headers: dict[str, str],
-        read_limit: int,
-        timeout_s: float | None = None,
-    ) -> HttpAnswer:
-        timeout = httpx.Timeout(timeout_s) if timeout_s is not None else httpx.USE_CLIENT_DEFAULT
-        try:
-            async with self._client.stream(
-                "POST", url, content=body, headers=headers, follow_redirects=False, timeout=timeout
-            ) as response:
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    chunks.append(chunk)
-                    size += len(chunk)
-                    if size >= read_limit:
-                        break
-                return HttpAnswer(response.status_code, b"".join(chunks)[:read_limit])
-        except httpx.TimeoutException as exc:
-            raise PostTimeout(repr(exc)) from exc
-        except httpx.TransportError as exc:
-            raise PostFailed(repr(exc)) from exc
-
-    async def close(self) -> None:
-        await self._client.aclose()

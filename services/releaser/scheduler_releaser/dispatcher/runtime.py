@@ -261,8 +261,10 @@ async def run_dispatcher(
             settings.instances,
             settings.max_instances,
         )
-        await asyncio.to_thread(fence_other_owners, producer_config, others)
-        await sink.start()  # fences a previous incarnation of this instance (same id)
+        # At once: the sink's producer fences a previous incarnation of this instance (same id).
+        await asyncio.gather(
+            asyncio.to_thread(fence_other_owners, producer_config, others), sink.start()
+        )
         log.info("fenced %d other possible owners of ring partitions %s", len(others), partitions)
         now = clock.now_ms()
         commands_from = now - topics.ring.cycle_ms
