@@ -89,6 +89,9 @@ class FakeTransactionalProducer:
         self._fenced = False
         self._fatal_event = False  # the fatal error, not yet served by a flush or poll
 
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> object:
+        return object()  # asked only before init_transactions (scheduler.kafka.transactions)
+
     def init_transactions(self, timeout: float = -1) -> None:
         with self.kafka.lock:
             self._epoch = self.kafka.epochs.get(self.transactional_id, -1) + 1

@@ -67,6 +67,10 @@ class FakeProducer:
             self.broker.clock.advance(int(timeout * 1000))
             raise KafkaException(LOST)
 
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> object:
+        self._unreachable(timeout)
+        return object()
+
     def init_transactions(self, timeout: float) -> None:
         self._unreachable(timeout)
 

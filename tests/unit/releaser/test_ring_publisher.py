@@ -24,6 +24,9 @@ class FakeProducer:
         self.calls: list[str] = []
         self.commit_error: KafkaError | None = None
 
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> object:
+        return object()  # the metadata asked before init (scheduler.kafka.transactions)
+
     def init_transactions(self, timeout: float) -> None:
         self.calls.append("init")
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaException, Producer
 
 from scheduler.clock import Clock
+from scheduler.kafka.transactions import init_transactions
 from scheduler.ops import Health
 from scheduler.settings import KafkaSettings, SchedulingSettings
 from scheduler.store.ports import AppLookup, BucketStore, MessageStore
@@ -119,10 +120,12 @@ def fence_other_owners(
 
     def fence(transactional_id: str) -> None:
         producer = Producer({**producer_config, "transactional.id": transactional_id})
-        producer.init_transactions(timeout_s)
+        init_transactions(producer, timeout_s)
         producer.flush(0)
 
-    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="fence") as pool:
+    # Each mostly waits on the coordinator: all at once, up to 32.
+    workers = min(32, max(1, len(ids)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fence") as pool:
         list(pool.map(fence, ids))
 
 
@@ -263,7 +266,8 @@ async def run_dispatcher(
         )
         # At once: the sink's producer fences a previous incarnation of this instance (same id).
         await asyncio.gather(
-            asyncio.to_thread(fence_other_owners, producer_config, others), sink.start()
+            asyncio.to_thread(fence_other_owners, producer_config, others),
+            sink.start(),
         )
         log.info("fenced %d other possible owners of ring partitions %s", len(others), partitions)
         now = clock.now_ms()

@@ -57,6 +57,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from scheduler.clock import Clock
+from scheduler.kafka.transactions import init_transactions
 from scheduler_releaser.metrics import DispatchMetrics
 
 from .offsets import OffsetTracker
@@ -740,7 +741,7 @@ def transactional_producer(config: dict[str, Any], init_timeout_s: float) -> Cal
 
     def new() -> Producer:
         producer = Producer(config)
-        producer.init_transactions(init_timeout_s)
+        init_transactions(producer, init_timeout_s)
         return producer
 
     return new

@@ -32,6 +32,7 @@ from scheduler.clock import Clock
 from scheduler.kafka.admin import ensure_topics
 from scheduler.kafka.groups import describe_groups_in_child
 from scheduler.kafka.producer import KafkaRecordProducer
+from scheduler.kafka.transactions import init_transactions
 from scheduler.ops import Health
 from scheduler.records import DueMessage
 from scheduler.settings import KafkaSettings, SchedulingSettings
@@ -88,7 +89,7 @@ class KafkaRingPublisher:
         earlier holder of the transactional id and aborts its open transaction."""
         self.close()
         producer = self._make_producer()
-        producer.init_transactions(INIT_TIMEOUT_S)
+        init_transactions(producer, INIT_TIMEOUT_S)
         self._producer = producer
         log.info("ring producer initialised: earlier leaders are fenced")
 
