@@ -5,8 +5,8 @@ the new producer has no broker connection up yet, the lookup is put off to its c
 timer, which fires every 500 ms; the connection coming up does not bring it forward. Measured on
 the development broker (confluent-kafka 2.16): one producer at a time took 55 ms, but of 11
 started at once (the dispatcher fences up to 20 transactional ids at start, in parallel) some
-took 506 ms. A metadata request first (of the whole cluster: one of a single topic did not
-help, 0.52 s in 4 rounds of 4) made all 11 ready in 69-85 ms (bench/txn_init_bench.py). A
+took 506 ms. A metadata request first (of the whole cluster; asking about one topic did not
+help: 0.52 s in each of 4 rounds) made all 11 ready in 69-85 ms (bench/txn_init_bench.py). A
 dispatcher's start after a crash, and a releaser's takeover, are time in which nothing due is
 delivered; the request is made once per producer, at its start.
 """
